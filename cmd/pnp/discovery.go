@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"pnpworker/discovery"
+)
+
+// registryFor connects and opens (or provisions) the discovery registry.
+func registryFor(ctx context.Context, nf *natsFlags, log zerolog.Logger, provision bool, cfg discovery.Config) (*nats.Conn, *discovery.Registry, error) {
+	nc, err := nf.connect("pnp", log)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	var reg *discovery.Registry
+	if provision {
+		reg, err = discovery.Provision(ctx, js, cfg)
+	} else {
+		reg, err = discovery.Open(ctx, js, cfg)
+	}
+	if err != nil {
+		nc.Close()
+		if !provision && strings.Contains(err.Error(), jetstream.ErrBucketNotFound.Error()) {
+			return nil, nil, fmt.Errorf("no discovery bucket on %s yet: start a runner or run 'pnp discovery provision'", nf.server)
+		}
+		return nil, nil, err
+	}
+	return nc, reg, nil
+}
+
+func cmdDiscovery(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintln(stdout, "usage: pnp discovery provision|ls|watch [flags]")
+		fmt.Fprintln(stdout, "  provision  create or update the discovery bucket (idempotent)")
+		fmt.Fprintln(stdout, "  ls         list live runner instances")
+		fmt.Fprintln(stdout, "  watch      print registrations and departures as they happen")
+		if len(args) == 0 {
+			return fmt.Errorf("%w: missing subcommand", errUsage)
+		}
+		return nil
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlagSet("discovery "+sub, "pnp discovery "+sub+" [flags]", stdout)
+	var nf natsFlags
+	var lf logFlags
+	nf.register(fs)
+	lf.register(fs)
+	var cfg discovery.Config
+	switch sub {
+	case "provision":
+		fs.DurationVar(&cfg.TTL, "ttl", discovery.DefaultTTL, "max age of a registration without heartbeat")
+		fs.IntVar(&cfg.Replicas, "replicas", 1, "stream replicas in a cluster")
+	case "ls", "watch":
+	default:
+		return fmt.Errorf("%w: unknown subcommand %q (want provision, ls or watch)", errUsage, sub)
+	}
+	jsonOut := false
+	if sub == "ls" {
+		fs.BoolVar(&jsonOut, "json", false, "print the records as JSON")
+	}
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	nc, reg, err := registryFor(ctx, &nf, log, sub == "provision", cfg)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	switch sub {
+	case "provision":
+		fmt.Fprintf(stdout, "bucket %s ready (max age %s)\n", discovery.Bucket, reg.TTL())
+		return nil
+	case "ls":
+		recs, err := reg.List(ctx, warnSkip(log))
+		if err != nil {
+			return err
+		}
+		if jsonOut {
+			return writeJSON(stdout, recs)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "KEY\tVERSION\tQUEUE\tHOST\tUP\tLAST HEARTBEAT")
+		for _, r := range recs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s ago\n", r.Key(), r.Version, r.QueueGroup, r.Host,
+				time.Since(r.StartedAt).Round(time.Second), time.Since(r.HeartbeatAt).Round(100*time.Millisecond))
+		}
+		tw.Flush()
+		if len(recs) == 0 {
+			fmt.Fprintln(stderr, "no runner is registered")
+		}
+		return nil
+	default: // watch
+		w, err := reg.KeyValue().WatchAll(ctx)
+		if err != nil {
+			return err
+		}
+		defer w.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case e, ok := <-w.Updates():
+				if !ok {
+					return fmt.Errorf("watch ended (connection lost)")
+				}
+				if e == nil {
+					fmt.Fprintln(stdout, "# current registrations listed; watching for changes")
+					continue
+				}
+				ts := e.Created().Local().Format(time.TimeOnly)
+				switch e.Operation() {
+				case jetstream.KeyValuePut:
+					rec, err := reg.Codec().Decode(e.Key(), e.Value())
+					if err != nil {
+						fmt.Fprintf(stdout, "%s INVALID %s: %v\n", ts, e.Key(), err)
+						continue
+					}
+					fmt.Fprintf(stdout, "%s PUT     %s version=%s host=%s\n", ts, e.Key(), rec.Version, rec.Host)
+				case jetstream.KeyValueDelete:
+					fmt.Fprintf(stdout, "%s DELETE  %s (deregistered)\n", ts, e.Key())
+				default:
+					fmt.Fprintf(stdout, "%s EXPIRE  %s (no heartbeat)\n", ts, e.Key())
+				}
+			}
+		}
+	}
+}
+
+func warnSkip(log zerolog.Logger) func(string, error) {
+	return func(key string, err error) {
+		log.Warn().Str("key", key).Err(err).Msg("skipping invalid registration")
+	}
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// algorithmSummary groups the instances of one algorithm.
+type algorithmSummary struct {
+	Algorithm    string                   `json:"algorithm"`
+	Versions     []string                 `json:"versions"`
+	Subject      string                   `json:"subject"`
+	Description  string                   `json:"description,omitempty"`
+	TimeoutMS    int64                    `json:"timeout_ms"`
+	InputSchema  json.RawMessage          `json:"input_schema"`
+	OutputSchema json.RawMessage          `json:"output_schema"`
+	Instances    []discovery.Registration `json:"instances"`
+	startedAt    time.Time
+}
+
+func cmdAlgorithms(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("algorithms", "pnp algorithms [--json] [flags]", stdout)
+	var nf natsFlags
+	var lf logFlags
+	nf.register(fs)
+	lf.register(fs)
+	jsonOut := fs.Bool("json", false, "print each algorithm with its schemas and instance records as JSON")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	nc, reg, err := registryFor(ctx, &nf, log, false, discovery.Config{})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	recs, err := reg.List(ctx, warnSkip(log))
+	if err != nil {
+		return err
+	}
+	byAlg := map[string]*algorithmSummary{}
+	var names []string
+	for _, r := range recs {
+		s, ok := byAlg[r.Algorithm]
+		if !ok {
+			s = &algorithmSummary{Algorithm: r.Algorithm, Subject: r.Subject}
+			byAlg[r.Algorithm] = s
+			names = append(names, r.Algorithm)
+		}
+		if !slices.Contains(s.Versions, r.Version) {
+			s.Versions = append(s.Versions, r.Version)
+		}
+		// The most recently started instance describes the algorithm: during
+		// a rolling upgrade that is the new version.
+		if s.InputSchema == nil || r.StartedAt.After(s.startedAt) {
+			s.Description, s.TimeoutMS, s.InputSchema, s.OutputSchema = r.Description, r.TimeoutMS, r.InputSchema, r.OutputSchema
+			s.startedAt = r.StartedAt
+		}
+		s.Instances = append(s.Instances, r)
+	}
+	sort.Strings(names)
+	out := make([]*algorithmSummary, 0, len(names))
+	for _, n := range names {
+		sort.Strings(byAlg[n].Versions)
+		out = append(out, byAlg[n])
+	}
+	if *jsonOut {
+		return writeJSON(stdout, out)
+	}
+	if len(out) == 0 {
+		fmt.Fprintln(stderr, "no algorithm is registered: start one with 'pnp runner' or 'pnp up'")
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ALGORITHM\tVERSION\tINSTANCES\tSUBJECT\tTIMEOUT\tDESCRIPTION")
+	for _, s := range out {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", s.Algorithm, strings.Join(s.Versions, ","), len(s.Instances), s.Subject,
+			time.Duration(s.TimeoutMS)*time.Millisecond, s.Description)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"pnpworker/internal/logging"
+)
+
+// flagSet wraps flag.FlagSet so that --help prints to stdout and parse errors
+// become one line.
+type flagSet struct {
+	*flag.FlagSet
+	usage  string
+	stdout io.Writer
+}
+
+func newFlagSet(name, usage string, stdout io.Writer) *flagSet {
+	fs := flag.NewFlagSet("pnp "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return &flagSet{FlagSet: fs, usage: usage, stdout: stdout}
+}
+
+// parse parses args; it returns flag.ErrHelp after printing help, or an
+// errUsage error.
+func (f *flagSet) parse(args []string) error {
+	err := f.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(f.stdout, "usage: %s\n\n", f.usage)
+		f.SetOutput(f.stdout)
+		f.PrintDefaults()
+		f.SetOutput(io.Discard)
+		return flag.ErrHelp
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// logFlags is --log-level.
+type logFlags struct{ level string }
+
+func (l *logFlags) register(fs *flagSet) {
+	fs.StringVar(&l.level, "log-level", env("PNP_LOG_LEVEL", "info"), "log level: trace, debug, info, warn, error (env PNP_LOG_LEVEL)")
+}
+
+func (l *logFlags) logger(stderr io.Writer) (zerolog.Logger, error) {
+	log, err := logging.New(stderr, strings.ToLower(l.level))
+	if err != nil {
+		return log, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return log, nil
+}
+
+// natsFlags are the connection flags shared by every client command.
+type natsFlags struct {
+	server      string
+	creds       string
+	user        string
+	password    string
+	inboxPrefix string
+}
+
+func (n *natsFlags) register(fs *flagSet) {
+	fs.StringVar(&n.server, "server", env("NATS_URL", nats.DefaultURL), "NATS server URL(s), comma separated (env NATS_URL)")
+	fs.StringVar(&n.creds, "creds", env("NATS_CREDS", ""), "NATS credentials file (env NATS_CREDS)")
+	fs.StringVar(&n.user, "user", env("NATS_USER", ""), "NATS user name (env NATS_USER)")
+	fs.StringVar(&n.password, "password", env("NATS_PASSWORD", ""), "NATS password (env NATS_PASSWORD)")
+	fs.StringVar(&n.inboxPrefix, "inbox-prefix", env("NATS_INBOX_PREFIX", ""), "custom inbox prefix for replies, for accounts with private inboxes (env NATS_INBOX_PREFIX)")
+}
+
+func (n *natsFlags) options(name string, log zerolog.Logger) []nats.Option {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn().Err(err).Msg("disconnected from NATS")
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("reconnected to NATS")
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			ev := log.Warn().Err(err)
+			if sub != nil {
+				ev = ev.Str("subject", sub.Subject)
+			}
+			ev.Msg("nats error")
+		}),
+	}
+	if n.creds != "" {
+		opts = append(opts, nats.UserCredentials(n.creds))
+	}
+	if n.user != "" {
+		opts = append(opts, nats.UserInfo(n.user, n.password))
+	}
+	if n.inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(n.inboxPrefix))
+	}
+	return opts
+}
+
+// connect connects once and fails with one clear line: for commands that
+// answer a question and exit.
+func (n *natsFlags) connect(name string, log zerolog.Logger) (*nats.Conn, error) {
+	nc, err := nats.Connect(n.server, append(n.options(name, log), nats.Timeout(3*time.Second))...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to NATS at %s: %v", n.server, err)
+	}
+	return nc, nil
+}
+
+// connectAndWait connects, retrying until NATS is there or ctx ends: long-
+// running processes do not depend on start order.
+func (n *natsFlags) connectAndWait(ctx context.Context, name string, log zerolog.Logger) (*nats.Conn, error) {
+	connected := make(chan struct{}, 1)
+	opts := append(n.options(name, log),
+		nats.RetryOnFailedConnect(true),
+		nats.ConnectHandler(func(*nats.Conn) {
+			select {
+			case connected <- struct{}{}:
+			default:
+			}
+		}),
+	)
+	nc, err := nats.Connect(n.server, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to NATS at %s: %v", n.server, err)
+	}
+	if nc.IsConnected() {
+		return nc, nil
+	}
+	log.Warn().Str("server", n.server).Msg("NATS not reachable yet; retrying until it is")
+	select {
+	case <-connected:
+		log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("connected to NATS")
+		return nc, nil
+	case <-ctx.Done():
+		nc.Close()
+		return nil, fmt.Errorf("gave up waiting for NATS at %s: %w", n.server, ctx.Err())
+	}
+}

@@ -1,0 +1,90 @@
+// Command pnp runs and inspects pnpworker: an all-in-one local system (up),
+// runners, and discovery tools. Every subcommand has --help.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// command is one subcommand: its name, a one-line summary, and its entry.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"up", "run the whole system locally: embedded NATS with JetStream plus runners for every built-in algorithm", cmdUp},
+		{"runner", "serve built-in algorithms on an existing NATS", cmdRunner},
+		{"algorithms", "list the algorithms registered in discovery", cmdAlgorithms},
+		{"discovery", "provision, list or watch the discovery bucket (provision|ls|watch)", cmdDiscovery},
+		{"bench", "measure the runner against a hand-written responder and print ratios", cmdBench},
+		{"version", "print the version", cmdVersion},
+	}
+}
+
+// errUsage marks errors caused by the command line; main prints the usage
+// hint and exits 2 for them.
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(ctx, args[1:], stdout, stderr)
+		switch {
+		case err == nil, errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.Is(err, errUsage):
+			fmt.Fprintf(stderr, "pnp %s: %v\nrun 'pnp %s --help' for usage\n", c.name, err, c.name)
+			return 2
+		default:
+			fmt.Fprintf(stderr, "pnp %s: %v\n", c.name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "pnp: unknown command %q\nrun 'pnp --help' for the list of commands\n", args[0])
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "pnp — plug & play algorithms over NATS")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "usage: pnp <command> [flags]")
+	fmt.Fprintln(w)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "run 'pnp <command> --help' for its flags")
+}
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func cmdVersion(_ context.Context, _ []string, stdout, _ io.Writer) error {
+	fmt.Fprintln(stdout, "pnp", version)
+	return nil
+}

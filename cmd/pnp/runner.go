@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"io"
+
+	"pnpworker/discovery"
+	"pnpworker/runner"
+)
+
+func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("runner", "pnp runner [--server URL] [--algorithms a,b] [flags]", stdout)
+	var (
+		nf     natsFlags
+		lf     logFlags
+		algs   string
+		queue  string
+		noProv bool
+		drain  = fs.Duration("drain-timeout", runner.DefaultDrainTimeout, "how long to wait for in-flight requests on shutdown")
+	)
+	nf.register(fs)
+	lf.register(fs)
+	fs.StringVar(&algs, "algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, or all (env PNP_ALGORITHMS)")
+	fs.StringVar(&queue, "queue-group", env("PNP_QUEUE_GROUP", runner.DefaultQueueGroup), "queue group shared by replicas (env PNP_QUEUE_GROUP)")
+	fs.BoolVar(&noProv, "no-provision", false, "bind to an existing discovery bucket instead of creating it (for credentials that may not create streams)")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	list, err := selectAlgorithms(algs)
+	if err != nil {
+		return err
+	}
+	nc, err := nf.connectAndWait(ctx, "pnp runner", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	opts := []runner.Option{
+		runner.WithLogger(log),
+		runner.WithQueueGroup(queue),
+		runner.WithDrainTimeout(*drain),
+		runner.WithDiscovery(discovery.Config{}),
+	}
+	if noProv {
+		opts = append(opts, runner.WithoutProvisioning())
+	}
+	r, err := runner.New(nc, list, opts...)
+	if err != nil {
+		return err
+	}
+	if err := r.Run(ctx); err != nil {
+		return err
+	}
+	return nc.Drain()
+}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+
+	"pnpworker/internal/embedded"
+	"pnpworker/runner"
+)
+
+func defaultDataDir() string {
+	if d := os.Getenv("PNP_DATA"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "pnpworker")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "pnpworker")
+	}
+	return filepath.Join(os.TempDir(), "pnpworker")
+}
+
+func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("up", "pnp up [--listen 127.0.0.1:4222] [--data DIR] [flags]", stdout)
+	var (
+		lf     logFlags
+		listen = fs.String("listen", env("PNP_LISTEN", "127.0.0.1:4222"), "address the embedded NATS server listens on (env PNP_LISTEN)")
+		data   = fs.String("data", defaultDataDir(), "JetStream data directory; kept across restarts (env PNP_DATA)")
+		algs   = fs.String("algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, or all (env PNP_ALGORITHMS)")
+	)
+	lf.register(fs)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	host, portStr, err := net.SplitHostPort(*listen)
+	if err != nil {
+		return fmt.Errorf("%w: --listen %q: want host:port", errUsage, *listen)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return fmt.Errorf("%w: --listen %q: bad port", errUsage, *listen)
+	}
+	list, err := selectAlgorithms(*algs)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*data, 0o755); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+
+	srvLog := log.With().Str("component", "nats").Logger()
+	srv, err := embedded.Start(embedded.Config{Host: host, Port: port, StoreDir: *data, Logger: &srvLog})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		log.Info().Msg("NATS stopped")
+	}()
+	url := srv.ClientURL()
+
+	nc, err := nats.Connect(url, nats.InProcessServer(srv), nats.Name("pnp up"), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect to embedded NATS: %w", err)
+	}
+	defer nc.Close()
+
+	r, err := runner.New(nc, list, runner.WithLogger(log.With().Str("component", "runner").Logger()))
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- r.Run(ctx) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-r.Started():
+	}
+	printBanner(stdout, url, *data, list)
+	return <-errc
+}
+
+func printBanner(w io.Writer, url, data string, algs []*runner.Algorithm) {
+	var names []string
+	for _, a := range algs {
+		names = append(names, a.Name()+" "+a.Spec().Version)
+	}
+	server := ""
+	if url != nats.DefaultURL {
+		server = " -s " + url
+	}
+	fmt.Fprintf(w, `
+pnp is up
+  NATS      %s   (JetStream data in %s)
+  serving   %s
+
+try, with the nats CLI:
+  nats%s kv ls discovery
+  nats%s req run.language_detection '{"text":"Le renard brun saute par-dessus le chien paresseux"}'
+  nats%s req run.language_detection '{"text":42}'        # a 400 with the schema violation
+  nats%s micro ls
+  pnp algorithms%s
+
+Ctrl-C stops it.
+`, url, data, strings.Join(names, ", "), server, server, server, server, strings.ReplaceAll(server, " -s ", " --server "))
+}

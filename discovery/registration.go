@@ -1,0 +1,119 @@
+// Package discovery is the registry of live runner instances, kept in the
+// JetStream KV bucket "discovery": one record per instance under the key
+// "<algorithm>.<instance>", renewed by a heartbeat and expired by the
+// bucket's max age when a runner dies without saying goodbye.
+//
+// Runners use Registry.Keepalive; readers use Registry.List and Lookup for a
+// one-off answer, or a Cache for a live, lock-free view.
+package discovery
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v5"
+
+	"pnpworker/schemas"
+)
+
+// Registration is the record a runner instance publishes for one algorithm it
+// serves. Its JSON form is defined by schemas/registration.json.
+type Registration struct {
+	Algorithm      string            `json:"algorithm"`
+	Version        string            `json:"version"`
+	Instance       string            `json:"instance"`
+	Subject        string            `json:"subject"`
+	QueueGroup     string            `json:"queue_group"`
+	Description    string            `json:"description,omitempty"`
+	InputSchema    json.RawMessage   `json:"input_schema"`
+	OutputSchema   json.RawMessage   `json:"output_schema"`
+	TimeoutMS      int64             `json:"timeout_ms"`
+	MaxConcurrency int               `json:"max_concurrency"`
+	Host           string            `json:"host,omitempty"`
+	SDK            string            `json:"sdk,omitempty"`
+	StartedAt      time.Time         `json:"started_at"`
+	HeartbeatAt    time.Time         `json:"heartbeat_at"`
+	Metadata       map[string]string `json:"metadata,omitempty"`
+}
+
+// Key is the record's key in the bucket: "<algorithm>.<instance>".
+func (r Registration) Key() string { return r.Algorithm + "." + r.Instance }
+
+// Timeout is the algorithm's default per-request time budget.
+func (r Registration) Timeout() time.Duration { return time.Duration(r.TimeoutMS) * time.Millisecond }
+
+var (
+	algorithmName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+	instanceID    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+)
+
+// ValidAlgorithmName reports whether name can be an algorithm name: lower
+// case letters, digits and underscores, starting with a letter, at most 64
+// characters. Such a name is a single subject token and a valid KV key token.
+func ValidAlgorithmName(name string) bool { return algorithmName.MatchString(name) }
+
+// ValidInstanceID reports whether id can be an instance id.
+func ValidInstanceID(id string) bool { return instanceID.MatchString(id) }
+
+// ErrInvalidRecord is wrapped by every error about a record that does not
+// satisfy schemas/registration.json or does not match its key.
+var ErrInvalidRecord = errors.New("invalid registration record")
+
+// Codec encodes and decodes registration records, validating them against
+// schemas/registration.json. It is safe for concurrent use.
+type Codec struct {
+	schema *jsonschema.Schema
+}
+
+// NewCodec compiles the registration schema.
+func NewCodec() (*Codec, error) {
+	s, err := schemas.Compile("registration.json")
+	if err != nil {
+		return nil, fmt.Errorf("discovery: %w", err)
+	}
+	return &Codec{schema: s}, nil
+}
+
+// Encode validates r and returns its JSON form.
+func (c *Codec) Encode(r Registration) ([]byte, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: encode %s: %w", r.Key(), err)
+	}
+	if _, err := c.decode(b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Decode parses and validates a record stored under key. A record whose
+// algorithm and instance do not match the key is rejected: one runner must
+// not be able to shadow another's entry.
+func (c *Codec) Decode(key string, data []byte) (Registration, error) {
+	r, err := c.decode(data)
+	if err != nil {
+		return Registration{}, err
+	}
+	if r.Key() != key {
+		return Registration{}, fmt.Errorf("%w: key %q holds a record for %q", ErrInvalidRecord, key, r.Key())
+	}
+	return r, nil
+}
+
+func (c *Codec) decode(data []byte) (Registration, error) {
+	v, err := schemas.DecodeJSON(data)
+	if err != nil {
+		return Registration{}, fmt.Errorf("%w: %v", ErrInvalidRecord, err)
+	}
+	if err := c.schema.Validate(v); err != nil {
+		return Registration{}, fmt.Errorf("%w: %v", ErrInvalidRecord, err)
+	}
+	var r Registration
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Registration{}, fmt.Errorf("%w: %v", ErrInvalidRecord, err)
+	}
+	return r, nil
+}

@@ -1,0 +1,258 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Bucket is the name of the KV bucket that holds registrations.
+const Bucket = "discovery"
+
+// DefaultTTL is how long a registration lives without a heartbeat.
+const DefaultTTL = 15 * time.Second
+
+// Config configures the discovery bucket. The zero value is the default
+// bucket: "discovery", 15 s max age, one replica, file storage.
+type Config struct {
+	// Bucket name. Default Bucket.
+	Bucket string
+	// TTL is the bucket's max age: a record that is not renewed within TTL
+	// disappears, and watchers see a purge marker. Runners renew every TTL/3.
+	// Default DefaultTTL. Only used when provisioning; Open reads it from
+	// the bucket.
+	TTL time.Duration
+	// Replicas of the bucket's stream in a cluster. Default 1.
+	Replicas int
+}
+
+func (c *Config) setDefaults() {
+	if c.Bucket == "" {
+		c.Bucket = Bucket
+	}
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+}
+
+// Validate reports every problem with c.
+func (c Config) Validate() error {
+	var errs []error
+	if c.TTL != 0 && c.TTL < 3*time.Second {
+		errs = append(errs, fmt.Errorf("discovery: ttl %s is below 3s", c.TTL))
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("discovery: replicas %d out of range 1..5", c.Replicas))
+	}
+	return errors.Join(errs...)
+}
+
+// Registry reads and writes registrations in the discovery bucket. It is
+// safe for concurrent use.
+type Registry struct {
+	js    jetstream.JetStream
+	kv    jetstream.KeyValue
+	cfg   Config
+	codec *Codec
+	// canProvision is set when the registry was made by Provision, so a
+	// bucket that disappeared (say, a server that lost its store) is
+	// created again on the next heartbeat.
+	canProvision bool
+}
+
+// Provision creates the discovery bucket or updates it to cfg, and returns
+// a registry over it. It is idempotent: every runner and controller may call
+// it at start-up, and none depends on another having started first.
+func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) (*Registry, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	r, err := newRegistry(js, cfg)
+	if err != nil {
+		return nil, err
+	}
+	r.canProvision = true
+	if err := r.provision(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Open returns a registry over an existing bucket, for clients that may not
+// create streams. It fails with jetstream.ErrBucketNotFound when the bucket
+// has not been provisioned.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Registry, error) {
+	cfg.setDefaults()
+	r, err := newRegistry(js, cfg)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: open bucket %s: %w", cfg.Bucket, err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: bucket %s status: %w", cfg.Bucket, err)
+	}
+	if st.TTL() > 0 {
+		r.cfg.TTL = st.TTL()
+	}
+	r.kv = kv
+	return r, nil
+}
+
+func newRegistry(js jetstream.JetStream, cfg Config) (*Registry, error) {
+	codec, err := NewCodec()
+	if err != nil {
+		return nil, err
+	}
+	return &Registry{js: js, cfg: cfg, codec: codec}, nil
+}
+
+func (r *Registry) provision(ctx context.Context) error {
+	kv, err := r.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:         r.cfg.Bucket,
+		Description:    "pnpworker: live runner instances, one key <algorithm>.<instance>",
+		History:        1,
+		TTL:            r.cfg.TTL,
+		LimitMarkerTTL: r.cfg.TTL,
+		Storage:        jetstream.FileStorage,
+		Replicas:       r.cfg.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("discovery: provision bucket %s: %w", r.cfg.Bucket, err)
+	}
+	r.kv = kv
+	return nil
+}
+
+// TTL is the bucket's max age.
+func (r *Registry) TTL() time.Duration { return r.cfg.TTL }
+
+// KeyValue exposes the underlying bucket.
+func (r *Registry) KeyValue() jetstream.KeyValue { return r.kv }
+
+// Codec returns the record codec the registry validates with.
+func (r *Registry) Codec() *Codec { return r.codec }
+
+// Register writes rec under rec.Key(), with HeartbeatAt set to now.
+func (r *Registry) Register(ctx context.Context, rec Registration) error {
+	rec.HeartbeatAt = time.Now().UTC()
+	b, err := r.codec.Encode(rec)
+	if err != nil {
+		return err
+	}
+	if _, err := r.kv.Put(ctx, rec.Key(), b); err != nil {
+		return fmt.Errorf("discovery: put %s: %w", rec.Key(), err)
+	}
+	return nil
+}
+
+// Deregister deletes the record stored under key. Watchers see the delete
+// at once.
+func (r *Registry) Deregister(ctx context.Context, key string) error {
+	if err := r.kv.Delete(ctx, key); err != nil {
+		return fmt.Errorf("discovery: delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// Keepalive registers rec, then renews it every TTL/3 until ctx is done,
+// and finally deletes it. Renewal failures (NATS away, bucket gone) are
+// passed to onError and retried at the next tick; they never end the loop.
+// It returns the error of the first registration, or nil after a clean
+// deregistration.
+func (r *Registry) Keepalive(ctx context.Context, rec Registration, log zerolog.Logger) error {
+	if err := r.Register(ctx, rec); err != nil {
+		return err
+	}
+	log.Debug().Str("key", rec.Key()).Msg("registered")
+	tick := time.NewTicker(r.cfg.TTL / 3)
+	defer tick.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			if err := r.Deregister(dctx, rec.Key()); err != nil {
+				log.Warn().Err(err).Str("key", rec.Key()).Msg("deregister failed; the record expires by itself")
+				return nil
+			}
+			log.Debug().Str("key", rec.Key()).Msg("deregistered")
+			return nil
+		case <-tick.C:
+			err := r.Register(ctx, rec)
+			if err != nil && r.canProvision && errors.Is(err, jetstream.ErrNoStreamResponse) {
+				if perr := r.provision(ctx); perr == nil {
+					err = r.Register(ctx, rec)
+				}
+			}
+			switch {
+			case err != nil && ctx.Err() == nil:
+				if !failing {
+					log.Warn().Err(err).Str("key", rec.Key()).Msg("heartbeat failed; retrying")
+				}
+				failing = true
+			case err == nil && failing:
+				log.Info().Str("key", rec.Key()).Msg("heartbeat restored")
+				failing = false
+			}
+		}
+	}
+}
+
+// List returns every valid record in the bucket, sorted by key. Invalid
+// records are skipped and reported to skip, which may be nil.
+func (r *Registry) List(ctx context.Context, skip func(key string, err error)) ([]Registration, error) {
+	return r.list(ctx, jetstream.AllKeys, skip)
+}
+
+func (r *Registry) list(ctx context.Context, pattern string, skip func(key string, err error)) ([]Registration, error) {
+	w, err := r.kv.Watch(ctx, pattern, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("discovery: list: %w", err)
+	}
+	defer w.Stop()
+	var out []Registration
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("discovery: list: %w", ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("discovery: list: watcher closed")
+			}
+			if e == nil {
+				sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+				return out, nil
+			}
+			rec, err := r.codec.Decode(e.Key(), e.Value())
+			if err != nil {
+				if skip != nil {
+					skip(e.Key(), err)
+				}
+				continue
+			}
+			out = append(out, rec)
+		}
+	}
+}
+
+// Lookup returns the valid records of one algorithm, sorted by key.
+func (r *Registry) Lookup(ctx context.Context, algorithm string) ([]Registration, error) {
+	if !ValidAlgorithmName(algorithm) {
+		return nil, fmt.Errorf("discovery: lookup: invalid algorithm name %q", algorithm)
+	}
+	return r.list(ctx, algorithm+".*", nil)
+}

@@ -1,0 +1,114 @@
+// Package embedded runs a NATS server with JetStream inside the process, for
+// `pnp up` and for tests. It is the same server binary a deployment runs,
+// configured in code.
+package embedded
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/rs/zerolog"
+)
+
+// Config configures an embedded server. The zero value is not valid: StoreDir
+// is required so that JetStream data (jobs, results, discovery) lives where
+// the caller decides.
+type Config struct {
+	// Host to listen on. Default "127.0.0.1": an embedded server is a local
+	// tool and must not be reachable from the network unless asked.
+	Host string
+	// Port to listen on. 0 means the NATS default 4222; -1 picks a free port.
+	Port int
+	// StoreDir is the JetStream storage directory. Required.
+	StoreDir string
+	// ServerName identifies the server in logs and JetStream metadata.
+	// Default "pnp".
+	ServerName string
+	// SyncAlways makes JetStream fsync every write before acknowledging it.
+	SyncAlways bool
+	// MaxPayload caps message size in bytes. 0 means the server default (1 MiB).
+	MaxPayload int32
+	// Logger receives the server's own log lines (notices at debug level,
+	// warnings and errors at their level). Nil discards them.
+	Logger *zerolog.Logger
+	// ReadyTimeout bounds how long Start waits for the server to accept
+	// connections. Default 10s.
+	ReadyTimeout time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Host == "" {
+		c.Host = "127.0.0.1"
+	}
+	if c.Port == 0 {
+		c.Port = 4222
+	}
+	if c.ServerName == "" {
+		c.ServerName = "pnp"
+	}
+	if c.ReadyTimeout == 0 {
+		c.ReadyTimeout = 10 * time.Second
+	}
+}
+
+// Validate reports every problem with c.
+func (c Config) Validate() error {
+	var errs []error
+	if c.StoreDir == "" {
+		errs = append(errs, errors.New("embedded: store dir is required"))
+	}
+	if c.Port < -1 || c.Port > 65535 {
+		errs = append(errs, fmt.Errorf("embedded: port %d out of range", c.Port))
+	}
+	return errors.Join(errs...)
+}
+
+// Options returns the server options for c, with defaults applied.
+func (c Config) Options() *server.Options {
+	c.setDefaults()
+	return &server.Options{
+		ServerName: c.ServerName,
+		Host:       c.Host,
+		Port:       c.Port,
+		JetStream:  true,
+		StoreDir:   c.StoreDir,
+		SyncAlways: c.SyncAlways,
+		MaxPayload: c.MaxPayload,
+		NoSigs:     true,
+		NoLog:      c.Logger == nil,
+	}
+}
+
+// Start starts a server and waits until it accepts client connections. The
+// caller owns the server: call Shutdown and WaitForShutdown to stop it.
+func Start(cfg Config) (*server.Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	s, err := server.NewServer(cfg.Options())
+	if err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	if cfg.Logger != nil {
+		s.SetLoggerV2(serverLogger{cfg.Logger}, false, false, false)
+	}
+	s.Start()
+	if !s.ReadyForConnections(cfg.ReadyTimeout) {
+		s.Shutdown()
+		return nil, fmt.Errorf("embedded: server not ready after %s (is %s:%d already in use?)", cfg.ReadyTimeout, cfg.Host, cfg.Port)
+	}
+	return s, nil
+}
+
+// serverLogger adapts zerolog to the server's logger interface.
+type serverLogger struct{ l *zerolog.Logger }
+
+func (s serverLogger) Noticef(format string, v ...any) { s.l.Debug().Msgf(format, v...) }
+func (s serverLogger) Warnf(format string, v ...any)   { s.l.Warn().Msgf(format, v...) }
+func (s serverLogger) Fatalf(format string, v ...any)  { s.l.Error().Msgf(format, v...) }
+func (s serverLogger) Errorf(format string, v ...any)  { s.l.Error().Msgf(format, v...) }
+func (s serverLogger) Debugf(format string, v ...any)  { s.l.Trace().Msgf(format, v...) }
+func (s serverLogger) Tracef(format string, v ...any)  { s.l.Trace().Msgf(format, v...) }

@@ -1,0 +1,26 @@
+// Package logging builds the zerolog logger every pnp command uses: readable
+// console output on a terminal, JSON lines otherwise.
+package logging
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+)
+
+// New returns a logger writing to w at level ("trace", "debug", "info",
+// "warn", "error"). When w is a terminal the output is colored console text.
+func New(w io.Writer, level string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil || level == "" {
+		return zerolog.Nop(), fmt.Errorf("invalid log level %q (want trace, debug, info, warn or error)", level)
+	}
+	if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+		w = zerolog.ConsoleWriter{Out: f, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}

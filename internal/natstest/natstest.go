@@ -1,0 +1,105 @@
+// Package natstest starts real embedded NATS servers with JetStream for
+// tests, reachable over TCP loopback, and restarts them on the same store.
+package natstest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"pnpworker/internal/embedded"
+)
+
+// Server is an embedded NATS server owned by one test. It is shut down by
+// t.Cleanup.
+type Server struct {
+	t    testing.TB
+	cfg  embedded.Config
+	srv  *server.Server
+	url  string
+	port int
+}
+
+// Start starts a server on a free loopback port with a store in t.TempDir().
+func Start(t testing.TB) *Server {
+	t.Helper()
+	s := &Server{t: t, cfg: embedded.Config{Port: -1, StoreDir: t.TempDir()}}
+	s.start()
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+func (s *Server) start() {
+	s.t.Helper()
+	srv, err := embedded.Start(s.cfg)
+	if err != nil {
+		s.t.Fatalf("natstest: %v", err)
+	}
+	s.srv = srv
+	s.url = srv.ClientURL()
+	if s.port == 0 {
+		// Pin the port so a restart comes back at the same URL and
+		// clients reconnect by themselves.
+		s.port = srv.Addr().(interface{ Port() int }).Port()
+		s.cfg.Port = s.port
+	}
+}
+
+// URL is the client URL, e.g. nats://127.0.0.1:34567.
+func (s *Server) URL() string { return s.url }
+
+// Server returns the running server.
+func (s *Server) Server() *server.Server { return s.srv }
+
+// Shutdown stops the server and waits for it. Safe to call twice.
+func (s *Server) Shutdown() {
+	if s.srv == nil {
+		return
+	}
+	s.srv.Shutdown()
+	s.srv.WaitForShutdown()
+	s.srv = nil
+}
+
+// Restart shuts the server down and starts it again on the same port with
+// the same store, like an operator restarting NATS.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Shutdown()
+	s.start()
+}
+
+// Connect opens a client connection that retries forever on disconnect, as
+// long-running pnp processes do, and closes it at cleanup.
+func (s *Server) Connect(opts ...nats.Option) *nats.Conn {
+	s.t.Helper()
+	base := []nats.Option{
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(50 * time.Millisecond),
+		nats.Timeout(2 * time.Second),
+	}
+	nc, err := nats.Connect(s.url, append(base, opts...)...)
+	if err != nil {
+		s.t.Fatalf("natstest: connect %s: %v", s.url, err)
+	}
+	s.t.Cleanup(nc.Close)
+	return nc
+}
+
+// Eventually polls cond every 10ms until it returns true or timeout passes,
+// then fails the test with msg.
+func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("natstest: timed out after %s: "+msg, append([]any{timeout}, args...)...)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

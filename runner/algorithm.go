@@ -1,0 +1,206 @@
+// Package runner turns a typed Go function and its JSON Schemas into an
+// algorithm served over NATS: registered in discovery, answering on
+// run.<algorithm> in a queue group, validating every input, replying with the
+// output or a clear error, heartbeating, and draining on shutdown.
+//
+// An algorithm author writes one function and two schemas:
+//
+//	alg, err := runner.NewAlgorithm(runner.Spec{
+//		Name:         "word_count",
+//		Version:      "1.0.0",
+//		InputSchema:  inputSchema,
+//		OutputSchema: outputSchema,
+//	}, func(ctx context.Context, in Input) (Output, error) {
+//		return Output{Words: len(strings.Fields(in.Text))}, nil
+//	})
+//
+// and a runner's main serves a list of them: runner.New(nc, algorithms).Run(ctx).
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"runtime"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v5"
+
+	"pnpworker/discovery"
+	"pnpworker/schemas"
+)
+
+// Spec describes an algorithm. Name, Version and both schemas are required.
+type Spec struct {
+	// Name identifies the algorithm: lower case letters, digits and '_',
+	// starting with a letter. It is served on "run.<Name>".
+	Name string
+	// Version is a semantic version, e.g. "1.2.0".
+	Version string
+	// Description is shown by `pnp algorithms` and `nats micro info`.
+	Description string
+	// InputSchema and OutputSchema are JSON Schema documents (draft 2020-12
+	// unless they say otherwise), self-contained.
+	InputSchema  []byte
+	OutputSchema []byte
+	// Timeout is the default time budget of one request; a caller's deadline
+	// header may shorten it. Default 30s.
+	Timeout time.Duration
+	// MaxConcurrency is how many requests one instance runs at once.
+	// Default max(4, 2×GOMAXPROCS).
+	MaxConcurrency int
+	// MaxPending is how many more requests may wait for a free slot; past
+	// that the instance answers 503 so the caller can go elsewhere.
+	// Default 256.
+	MaxPending int
+}
+
+// DefaultTimeout is the request time budget when Spec.Timeout is zero.
+const DefaultTimeout = 30 * time.Second
+
+// DefaultMaxPending is Spec.MaxPending's default.
+const DefaultMaxPending = 256
+
+var semver = regexp.MustCompile(`^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
+
+func (s *Spec) setDefaults() {
+	if s.Timeout == 0 {
+		s.Timeout = DefaultTimeout
+	}
+	if s.MaxConcurrency == 0 {
+		s.MaxConcurrency = max(4, 2*runtime.GOMAXPROCS(0))
+	}
+	if s.MaxPending == 0 {
+		s.MaxPending = DefaultMaxPending
+	}
+}
+
+// Validate reports every problem with s (before defaults).
+func (s Spec) Validate() error {
+	var errs []error
+	if !discovery.ValidAlgorithmName(s.Name) {
+		errs = append(errs, fmt.Errorf("name %q: want lower case letters, digits and '_', starting with a letter, at most 64 characters", s.Name))
+	}
+	if !semver.MatchString(s.Version) {
+		errs = append(errs, fmt.Errorf("version %q: want a semantic version such as 1.0.0", s.Version))
+	}
+	if len(s.InputSchema) == 0 {
+		errs = append(errs, errors.New("input schema is required"))
+	}
+	if len(s.OutputSchema) == 0 {
+		errs = append(errs, errors.New("output schema is required"))
+	}
+	if s.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("timeout %s is negative", s.Timeout))
+	}
+	if s.MaxConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("max concurrency %d is negative", s.MaxConcurrency))
+	}
+	if s.MaxPending < 0 {
+		errs = append(errs, fmt.Errorf("max pending %d is negative", s.MaxPending))
+	}
+	return errors.Join(errs...)
+}
+
+// Func is the typed function behind an algorithm. In is decoded from the
+// request body with encoding/json after the body satisfied the input schema;
+// Out is encoded as the reply body. ctx carries the request deadline and a
+// logger (zerolog.Ctx) with the request's fields. Return Reject for input the
+// algorithm cannot use, or any *Error to choose the reply code.
+type Func[In, Out any] func(ctx context.Context, in In) (Out, error)
+
+// Algorithm is a validated algorithm definition, ready to be served by a
+// Runner. It is immutable and safe for concurrent use.
+type Algorithm struct {
+	spec   Spec
+	input  *jsonschema.Schema
+	output *jsonschema.Schema
+	call   func(ctx context.Context, body []byte) (any, error)
+}
+
+// NewAlgorithm validates spec, compiles its schemas and binds fn. Every problem is
+// reported at once, before anything is served.
+func NewAlgorithm[In, Out any](spec Spec, fn Func[In, Out]) (*Algorithm, error) {
+	errs := []error{spec.Validate()}
+	if fn == nil {
+		errs = append(errs, errors.New("function is nil"))
+	}
+	var in, out *jsonschema.Schema
+	var err error
+	if len(spec.InputSchema) > 0 {
+		if in, err = schemas.CompileBytes(spec.Name+".input.json", spec.InputSchema); err != nil {
+			errs = append(errs, fmt.Errorf("input schema: %w", err))
+		}
+	}
+	if len(spec.OutputSchema) > 0 {
+		if out, err = schemas.CompileBytes(spec.Name+".output.json", spec.OutputSchema); err != nil {
+			errs = append(errs, fmt.Errorf("output schema: %w", err))
+		}
+	}
+	for _, sch := range [][]byte{spec.InputSchema, spec.OutputSchema} {
+		var obj map[string]any
+		if len(sch) > 0 && json.Unmarshal(sch, &obj) != nil {
+			errs = append(errs, errors.New("schemas must be JSON objects"))
+			break
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("runner: algorithm %q: %w", spec.Name, err)
+	}
+	spec.setDefaults()
+	return &Algorithm{
+		spec:   spec,
+		input:  in,
+		output: out,
+		call: func(ctx context.Context, body []byte) (any, error) {
+			var v In
+			if err := json.Unmarshal(body, &v); err != nil {
+				// The schema accepted the body, so this is a mismatch
+				// between schema and Go type: the author's bug.
+				return nil, &Error{Code: CodeInvalidInput, Message: "input does not fit the algorithm's type: " + err.Error(), Err: err}
+			}
+			return fn(ctx, v)
+		},
+	}, nil
+}
+
+// Must panics if err is not nil. It is meant for algorithms whose definition
+// is fixed at compile time, in tests and examples.
+func Must(a *Algorithm, err error) *Algorithm {
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+// Spec returns the algorithm's definition with defaults applied.
+func (a *Algorithm) Spec() Spec { return a.spec }
+
+// Name returns the algorithm's name.
+func (a *Algorithm) Name() string { return a.spec.Name }
+
+// Subject returns the subject the algorithm is served on.
+func (a *Algorithm) Subject() string { return SubjectPrefix + a.spec.Name }
+
+// SubjectPrefix starts every algorithm's request subject.
+const SubjectPrefix = "run."
+
+// ValidateInput checks body against the input schema and returns nil or a
+// 400 *Error listing the violations. Controllers can use the same check
+// before dispatching.
+func (a *Algorithm) ValidateInput(body []byte) error {
+	return validate(a.input, body)
+}
+
+func validate(s *jsonschema.Schema, body []byte) error {
+	v, err := schemas.DecodeJSON(body)
+	if err != nil {
+		return &Error{Code: CodeInvalidInput, Message: "malformed JSON: " + err.Error()}
+	}
+	if err := s.Validate(v); err != nil {
+		return &Error{Code: CodeInvalidInput, Message: "input does not match the schema", Violations: schemas.Violations(err), Err: err}
+	}
+	return nil
+}

@@ -1,0 +1,282 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+
+	"pnpworker/discovery"
+)
+
+// errDraining is the cancellation cause of requests cut short by shutdown.
+var errDraining = errors.New("runner is shutting down")
+
+// endpoint serves one algorithm. micro calls handle one message at a time,
+// so handle only admits the request and hands it to a goroutine; the
+// semaphore bounds how many run at once and admitted bounds how many wait.
+type endpoint struct {
+	alg         *Algorithm
+	nc          *nats.Conn
+	svc         micro.Service
+	instance    string
+	rec         discovery.Registration
+	log         zerolog.Logger
+	base        context.Context
+	okHeader    nats.Header
+	checkOutput bool
+
+	sem      chan struct{}
+	limit    int64
+	admitted atomic.Int64 // running + waiting
+	wg       sync.WaitGroup
+
+	// counters for the micro STATS data field
+	served     atomic.Int64
+	overloaded atomic.Int64
+	noReply    atomic.Int64
+	errMu      sync.Mutex
+	errCodes   map[int]int64
+	busyNanos  atomic.Int64
+}
+
+type endpointStats struct {
+	InFlight       int64            `json:"in_flight"`
+	Waiting        int64            `json:"waiting"`
+	MaxConcurrency int              `json:"max_concurrency"`
+	MaxPending     int              `json:"max_pending"`
+	Served         int64            `json:"served"`
+	Rejected503    int64            `json:"rejected_overloaded"`
+	NoReplySubject int64            `json:"dropped_no_reply_subject"`
+	Errors         map[string]int64 `json:"errors_by_code,omitempty"`
+	AvgRunMS       float64          `json:"avg_run_ms"`
+}
+
+// stats is the endpoint's STATS data: micro's own processing_time only
+// measures the hand-off, since requests run on their own goroutines.
+func (e *endpoint) stats() endpointStats {
+	running := int64(len(e.sem))
+	s := endpointStats{
+		InFlight:       running,
+		Waiting:        max(0, e.admitted.Load()-running),
+		MaxConcurrency: cap(e.sem),
+		MaxPending:     int(e.limit) - cap(e.sem),
+		Served:         e.served.Load(),
+		Rejected503:    e.overloaded.Load(),
+		NoReplySubject: e.noReply.Load(),
+	}
+	if s.Served > 0 {
+		s.AvgRunMS = float64(e.busyNanos.Load()) / float64(s.Served) / 1e6
+	}
+	e.errMu.Lock()
+	if len(e.errCodes) > 0 {
+		s.Errors = make(map[string]int64, len(e.errCodes))
+		for c, n := range e.errCodes {
+			s.Errors[strconv.Itoa(c)] = n
+		}
+	}
+	e.errMu.Unlock()
+	return s
+}
+
+// handle runs on the subscription's goroutine and must not block.
+func (e *endpoint) handle(req micro.Request) {
+	reply := req.Reply()
+	if reply == "" {
+		// Published without a reply subject: nobody would see the answer.
+		e.noReply.Add(1)
+		return
+	}
+	hdr := nats.Header(req.Headers())
+	if e.admitted.Add(1) > e.limit {
+		e.admitted.Add(-1)
+		e.overloaded.Add(1)
+		e.replyError(reply, hdr, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("overloaded: %d requests running and %d waiting", cap(e.sem), e.limit-int64(cap(e.sem)))})
+		return
+	}
+	e.wg.Add(1)
+	go e.serve(req.Data(), hdr, reply, time.Now())
+}
+
+func (e *endpoint) serve(body []byte, hdr nats.Header, reply string, received time.Time) {
+	defer e.wg.Done()
+	defer e.admitted.Add(-1)
+
+	spec := e.alg.spec
+	deadline := received.Add(spec.Timeout)
+	if d, ok, err := callerDeadline(hdr, received); err != nil {
+		e.replyError(reply, hdr, &Error{Code: CodeInvalidInput, Message: err.Error()})
+		return
+	} else if ok && d.Before(deadline) {
+		deadline = d
+	}
+	ctx, cancel := context.WithDeadline(e.base, deadline)
+	defer cancel()
+
+	// Wait for a slot; the FIFO order of channel senders keeps it fair.
+	select {
+	case e.sem <- struct{}{}:
+	case <-ctx.Done():
+		e.replyError(reply, hdr, e.ctxError(ctx, "while waiting for a free slot"))
+		return
+	}
+	defer func() { <-e.sem }()
+
+	log := e.log
+	if id := hdr.Get(HeaderJobID); id != "" {
+		log = log.With().Str("job_id", id).Logger()
+	}
+	ctx = log.WithContext(ctx)
+
+	if err := validate(e.alg.input, body); err != nil {
+		e.replyError(reply, hdr, err.(*Error))
+		return
+	}
+
+	// The reply goes out exactly once: from here when the function returns,
+	// or from the AfterFunc when the deadline (or shutdown) comes first. The
+	// slot stays taken until the function really returns, so a function that
+	// ignores its context cannot push the instance past MaxConcurrency.
+	var replied atomic.Bool
+	stop := context.AfterFunc(ctx, func() {
+		if replied.CompareAndSwap(false, true) {
+			e.replyError(reply, hdr, e.ctxError(ctx, ""))
+		}
+	})
+	start := time.Now()
+	out, err := e.call(ctx, body, log)
+	e.busyNanos.Add(int64(time.Since(start)))
+	stop()
+	if !replied.CompareAndSwap(false, true) {
+		return
+	}
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			if ctx.Err() != nil {
+				err = e.ctxError(ctx, "")
+			}
+		}
+		e.replyError(reply, hdr, asError(err))
+		return
+	}
+	data, err := json.Marshal(out)
+	if err != nil {
+		e.replyError(reply, hdr, &Error{Code: CodeInternal, Message: ErrInternal.Message, Err: fmt.Errorf("encode output: %w", err)})
+		return
+	}
+	if e.checkOutput {
+		if err := validate(e.alg.output, data); err != nil {
+			verr := err.(*Error)
+			e.replyError(reply, hdr, &Error{Code: CodeInternal, Message: "algorithm produced output that does not match its output schema", Violations: verr.Violations})
+			return
+		}
+	}
+	if max := e.nc.MaxPayload(); int64(len(data)) > max {
+		e.replyError(reply, hdr, &Error{Code: CodeInternal, Message: fmt.Sprintf("output of %d bytes exceeds the server's max payload of %d", len(data), max)})
+		return
+	}
+	msg := &nats.Msg{Subject: reply, Data: data, Header: e.okHeader}
+	if id := hdr.Get(HeaderJobID); id != "" {
+		msg.Header = make(nats.Header, len(e.okHeader)+1)
+		for k, v := range e.okHeader {
+			msg.Header[k] = v
+		}
+		msg.Header.Set(HeaderJobID, id)
+	}
+	if err := e.nc.PublishMsg(msg); err != nil {
+		log.Warn().Err(err).Msg("sending reply")
+		return
+	}
+	e.served.Add(1)
+}
+
+// call runs the algorithm, turning a panic into a 500 with the stack logged.
+func (e *endpoint) call(ctx context.Context, body []byte, log zerolog.Logger) (out any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error().Str("panic", fmt.Sprint(p)).Str("stack", string(debug.Stack())).Msg("algorithm panicked")
+			out, err = nil, &Error{Code: CodeInternal, Message: "algorithm panicked", Err: fmt.Errorf("panic: %v", p)}
+		}
+	}()
+	return e.alg.call(ctx, body)
+}
+
+func (e *endpoint) ctxError(ctx context.Context, where string) *Error {
+	suffix := ""
+	if where != "" {
+		suffix = " " + where
+	}
+	if errors.Is(context.Cause(ctx), errDraining) {
+		return &Error{Code: CodeUnavailable, Message: "draining: runner is shutting down" + suffix}
+	}
+	return &Error{Code: CodeDeadline, Message: "deadline exceeded" + suffix}
+}
+
+func (e *endpoint) replyError(reply string, req nats.Header, er *Error) {
+	er.Algorithm = e.alg.spec.Name
+	er.Instance = e.instance
+	e.errMu.Lock()
+	if e.errCodes == nil {
+		e.errCodes = map[int]int64{}
+	}
+	e.errCodes[er.Code]++
+	e.errMu.Unlock()
+	ev := e.log.Debug()
+	if er.Code >= 500 {
+		ev = e.log.Warn()
+	}
+	if id := req.Get(HeaderJobID); id != "" {
+		ev = ev.Str("job_id", id)
+	}
+	ev.Int("code", er.Code).Str("message", er.Message).AnErr("cause", er.Err).Msg("request failed")
+
+	body, err := json.Marshal(er)
+	if err != nil {
+		body = []byte(`{"code":500,"message":"internal error"}`)
+	}
+	h := nats.Header{
+		HeaderErrorCode: []string{strconv.Itoa(er.Code)},
+		HeaderError:     []string{er.Message},
+		HeaderInstance:  []string{e.instance},
+		HeaderAlgorithm: []string{e.alg.spec.Name},
+		HeaderVersion:   []string{e.alg.spec.Version},
+	}
+	if id := req.Get(HeaderJobID); id != "" {
+		h.Set(HeaderJobID, id)
+	}
+	if err := e.nc.PublishMsg(&nats.Msg{Subject: reply, Data: body, Header: h}); err != nil {
+		e.log.Warn().Err(err).Msg("sending error reply")
+	}
+}
+
+// callerDeadline reads the optional deadline headers.
+func callerDeadline(h nats.Header, now time.Time) (time.Time, bool, error) {
+	var d time.Time
+	found := false
+	if v := h.Get(HeaderDeadline); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return time.Time{}, false, fmt.Errorf("header %s: %q is not an RFC 3339 time", HeaderDeadline, v)
+		}
+		d, found = t, true
+	}
+	if v := h.Get(HeaderTimeout); v != "" {
+		t, err := time.ParseDuration(v)
+		if err != nil || t <= 0 {
+			return time.Time{}, false, fmt.Errorf("header %s: %q is not a positive duration such as 500ms", HeaderTimeout, v)
+		}
+		if td := now.Add(t); !found || td.Before(d) {
+			d, found = td, true
+		}
+	}
+	return d, found, nil
+}

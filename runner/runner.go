@@ -1,0 +1,344 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+
+	"pnpworker/discovery"
+)
+
+// DefaultQueueGroup is the queue group replicas share unless told otherwise.
+const DefaultQueueGroup = "runners"
+
+// DefaultDrainTimeout bounds how long a stopping runner waits for in-flight
+// requests before cancelling them.
+const DefaultDrainTimeout = 30 * time.Second
+
+// SDK names this library in registration records.
+const SDK = "pnpworker-go/0.1.0"
+
+// Option configures a Runner.
+type Option func(*options) error
+
+type options struct {
+	log          zerolog.Logger
+	queueGroup   string
+	discovery    discovery.Config
+	provision    bool
+	drainTimeout time.Duration
+	host         string
+	metadata     map[string]string
+	checkOutput  bool
+}
+
+// WithLogger sets the logger. Default: none (zerolog.Nop).
+func WithLogger(l zerolog.Logger) Option {
+	return func(o *options) error { o.log = l; return nil }
+}
+
+// WithQueueGroup sets the queue group every algorithm subscribes in.
+// Default DefaultQueueGroup.
+func WithQueueGroup(name string) Option {
+	return func(o *options) error {
+		if name == "" {
+			return errors.New("queue group is empty")
+		}
+		o.queueGroup = name
+		return nil
+	}
+}
+
+// WithDiscovery sets the discovery bucket configuration. Default: the
+// default bucket, see discovery.Config.
+func WithDiscovery(cfg discovery.Config) Option {
+	return func(o *options) error { o.discovery = cfg; return o.discovery.Validate() }
+}
+
+// WithoutProvisioning makes the runner bind to an existing discovery
+// bucket instead of creating it, for credentials that may not create
+// streams. Default: the runner provisions the bucket idempotently.
+func WithoutProvisioning() Option {
+	return func(o *options) error { o.provision = false; return nil }
+}
+
+// WithDrainTimeout bounds how long Run waits for in-flight requests after
+// its context is cancelled; requests still running then are cancelled and
+// answered 503. Default DefaultDrainTimeout.
+func WithDrainTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("drain timeout %s must be positive", d)
+		}
+		o.drainTimeout = d
+		return nil
+	}
+}
+
+// WithHost sets the host name put in registration records. Default
+// os.Hostname().
+func WithHost(h string) Option {
+	return func(o *options) error { o.host = h; return nil }
+}
+
+// WithMetadata adds key/values to registration records and micro metadata.
+func WithMetadata(md map[string]string) Option {
+	return func(o *options) error {
+		for k, v := range md {
+			o.metadata[k] = v
+		}
+		return nil
+	}
+}
+
+// WithoutOutputValidation skips checking each output against the output
+// schema. Default: outputs are checked, and one that does not match is a
+// 500 (an algorithm bug is caught where it happens, not by a consumer).
+func WithoutOutputValidation() Option {
+	return func(o *options) error { o.checkOutput = false; return nil }
+}
+
+// Runner serves a set of algorithms on one NATS connection. Create it with
+// New and call Run once.
+type Runner struct {
+	nc   *nats.Conn
+	algs []*Algorithm
+	opts options
+
+	mu        sync.Mutex
+	endpoints []*endpoint
+	started   chan struct{}
+}
+
+// New checks the algorithms (at least one, no nil, no duplicate names) and
+// options. Nothing is subscribed or registered until Run.
+func New(nc *nats.Conn, algorithms []*Algorithm, opts ...Option) (*Runner, error) {
+	o := options{
+		log:          zerolog.Nop(),
+		queueGroup:   DefaultQueueGroup,
+		provision:    true,
+		drainTimeout: DefaultDrainTimeout,
+		metadata:     map[string]string{},
+		checkOutput:  true,
+	}
+	var errs []error
+	if nc == nil {
+		errs = append(errs, errors.New("nats connection is nil"))
+	}
+	if len(algorithms) == 0 {
+		errs = append(errs, errors.New("no algorithms to serve"))
+	}
+	seen := map[string]bool{}
+	for i, a := range algorithms {
+		if a == nil {
+			errs = append(errs, fmt.Errorf("algorithm %d is nil", i))
+			continue
+		}
+		if seen[a.Name()] {
+			errs = append(errs, fmt.Errorf("algorithm %q listed twice", a.Name()))
+		}
+		seen[a.Name()] = true
+	}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if o.host == "" {
+		o.host, _ = os.Hostname()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("runner: %w", err)
+	}
+	return &Runner{nc: nc, algs: algorithms, opts: o, started: make(chan struct{})}, nil
+}
+
+// Started is closed when every algorithm is subscribed and registered.
+func (r *Runner) Started() <-chan struct{} { return r.started }
+
+// Instances returns the registration keys of this runner's instances, one
+// per algorithm, once Started is closed.
+func (r *Runner) Instances() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	keys := make([]string, 0, len(r.endpoints))
+	for _, e := range r.endpoints {
+		keys = append(keys, e.rec.Key())
+	}
+	return keys
+}
+
+// Run subscribes every algorithm, registers it in discovery and serves
+// requests until ctx is cancelled. It then deletes the registrations first
+// (callers stop picking this instance), drains the subscriptions (requests
+// already delivered are still served), waits for in-flight requests up to
+// the drain timeout, and returns nil. It returns an error only when start-up
+// fails.
+func (r *Runner) Run(ctx context.Context) error {
+	log := r.opts.log
+	js, err := jetstream.New(r.nc)
+	if err != nil {
+		return fmt.Errorf("runner: %w", err)
+	}
+	var reg *discovery.Registry
+	if r.opts.provision {
+		reg, err = discovery.Provision(ctx, js, r.opts.discovery)
+	} else {
+		reg, err = discovery.Open(ctx, js, r.opts.discovery)
+	}
+	if err != nil {
+		return fmt.Errorf("runner: %w", err)
+	}
+
+	// base outlives ctx: in-flight requests keep running while draining and
+	// are cancelled (cause errDraining) only when the drain timeout passes.
+	base, cancelBase := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelBase(errDraining)
+
+	var eps []*endpoint
+	stopAll := func() {
+		for _, e := range eps {
+			_ = e.svc.Stop()
+		}
+	}
+	for _, a := range r.algs {
+		e, err := r.startEndpoint(base, a)
+		if err != nil {
+			stopAll()
+			return fmt.Errorf("runner: %s: %w", a.Name(), err)
+		}
+		eps = append(eps, e)
+	}
+
+	// Register only after subscribing: a registered instance always has
+	// someone listening.
+	kaCtx, stopKeepalive := context.WithCancel(ctx)
+	defer stopKeepalive()
+	var kaWG sync.WaitGroup
+	for _, e := range eps {
+		if err := reg.Register(ctx, e.rec); err != nil {
+			stopAll()
+			return fmt.Errorf("runner: register %s: %w", e.rec.Key(), err)
+		}
+		kaWG.Add(1)
+		go func() {
+			defer kaWG.Done()
+			if err := reg.Keepalive(kaCtx, e.rec, e.log); err != nil {
+				e.log.Error().Err(err).Msg("keepalive stopped")
+			}
+		}()
+	}
+	r.mu.Lock()
+	r.endpoints = eps
+	r.mu.Unlock()
+	close(r.started)
+	for _, e := range eps {
+		e.log.Info().Str("subject", e.rec.Subject).Str("queue_group", e.rec.QueueGroup).
+			Int("max_concurrency", e.rec.MaxConcurrency).Msg("serving")
+	}
+
+	<-ctx.Done()
+	log.Info().Msg("stopping: deregistering, then draining")
+	stopKeepalive()
+	kaWG.Wait()
+	for _, e := range eps {
+		// Stop drains the endpoint subscription: messages already delivered
+		// are handed to the handler, nothing new arrives.
+		if err := e.svc.Stop(); err != nil {
+			e.log.Warn().Err(err).Msg("stopping micro service")
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		for _, e := range eps {
+			e.wg.Wait()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(r.opts.drainTimeout):
+		log.Warn().Dur("drain_timeout", r.opts.drainTimeout).Msg("drain timeout: cancelling in-flight requests")
+		cancelBase(errDraining)
+		<-done
+	}
+	if err := r.nc.Flush(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		log.Debug().Err(err).Msg("flush after drain")
+	}
+	log.Info().Msg("stopped")
+	return nil
+}
+
+func (r *Runner) startEndpoint(base context.Context, a *Algorithm) (*endpoint, error) {
+	spec := a.Spec()
+	e := &endpoint{
+		alg:         a,
+		nc:          r.nc,
+		base:        base,
+		sem:         make(chan struct{}, spec.MaxConcurrency),
+		limit:       int64(spec.MaxConcurrency + spec.MaxPending),
+		checkOutput: r.opts.checkOutput,
+	}
+	md := map[string]string{"sdk": SDK, "host": r.opts.host}
+	for k, v := range r.opts.metadata {
+		md[k] = v
+	}
+	svc, err := micro.AddService(r.nc, micro.Config{
+		Name:         spec.Name,
+		Version:      spec.Version,
+		Description:  spec.Description,
+		Metadata:     md,
+		QueueGroup:   r.opts.queueGroup,
+		StatsHandler: func(*micro.Endpoint) any { return e.stats() },
+		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
+			e.log.Warn().Str("subject", err.Subject).Str("error", err.Description).Msg("nats error")
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.svc = svc
+	e.instance = svc.Info().ID
+	e.log = r.opts.log.With().Str("algorithm", spec.Name).Str("instance", e.instance).Logger()
+	e.rec = discovery.Registration{
+		Algorithm:      spec.Name,
+		Version:        spec.Version,
+		Instance:       e.instance,
+		Subject:        a.Subject(),
+		QueueGroup:     r.opts.queueGroup,
+		Description:    spec.Description,
+		InputSchema:    spec.InputSchema,
+		OutputSchema:   spec.OutputSchema,
+		TimeoutMS:      spec.Timeout.Milliseconds(),
+		MaxConcurrency: spec.MaxConcurrency,
+		Host:           r.opts.host,
+		SDK:            SDK,
+		StartedAt:      time.Now().UTC(),
+		Metadata:       r.opts.metadata,
+	}
+	if len(e.rec.Metadata) == 0 {
+		e.rec.Metadata = nil
+	}
+	e.okHeader = nats.Header{
+		HeaderInstance:  []string{e.instance},
+		HeaderAlgorithm: []string{spec.Name},
+		HeaderVersion:   []string{spec.Version},
+	}
+	if err := svc.AddEndpoint("run", micro.HandlerFunc(e.handle),
+		micro.WithEndpointSubject(a.Subject()),
+		micro.WithEndpointQueueGroup(r.opts.queueGroup),
+		micro.WithEndpointMetadata(map[string]string{"discovery_key": e.rec.Key()}),
+	); err != nil {
+		_ = svc.Stop()
+		return nil, err
+	}
+	return e, nil
+}
