@@ -122,6 +122,10 @@ func (e *endpoint) serve(body []byte, hdr nats.Header, reply string, received ti
 	ctx, cancel := context.WithDeadline(e.base, deadline)
 	defer cancel()
 
+	if ctx.Err() != nil {
+		e.replyError(reply, hdr, e.ctxError(ctx, "before the request started"))
+		return
+	}
 	// Wait for a slot; the FIFO order of channel senders keeps it fair.
 	select {
 	case e.sem <- struct{}{}:
@@ -237,7 +241,7 @@ func (e *endpoint) replyError(reply string, req nats.Header, er *Error) {
 	if id := req.Get(HeaderJobID); id != "" {
 		ev = ev.Str("job_id", id)
 	}
-	ev.Int("code", er.Code).Str("message", er.Message).AnErr("cause", er.Err).Msg("request failed")
+	ev.Int("code", er.Code).Str("reason", er.Message).AnErr("cause", er.Err).Msg("request failed")
 
 	body, err := json.Marshal(er)
 	if err != nil {

@@ -66,7 +66,7 @@ func (e *Error) Error() string {
 			s += v.String()
 		}
 	}
-	if e.Err != nil {
+	if e.Err != nil && len(e.Violations) == 0 {
 		s += ": " + e.Err.Error()
 	}
 	return s

@@ -17,25 +17,31 @@ import (
 // Name is the algorithm's name; it is served on run.language_detection.
 const Name = "language_detection"
 
-// MinLetters is the fewest letters a text needs before a language is named.
-const MinLetters = 3
+// MinLetters is the fewest letters a text needs before a language is named:
+// below that, trigram statistics are noise.
+const MinLetters = 10
 
 // Input is the request body (schemas/language_detection.input.json).
 type Input struct {
 	Text string `json:"text"`
-	// AllowUnreliable returns the best guess, marked reliable=false,
-	// instead of rejecting text the detector is not confident about.
-	AllowUnreliable bool `json:"allow_unreliable,omitempty"`
+	// MinConfidence rejects (422) a result less confident than this. At the
+	// default 0 the best guess is returned, with reliable=false when the
+	// detector is not sure.
+	MinConfidence float64 `json:"min_confidence,omitempty"`
 }
 
 // Output is the reply body (schemas/language_detection.output.json).
 type Output struct {
-	Language   string  `json:"language"`
-	ISO6391    string  `json:"iso639_1,omitempty"`
-	Name       string  `json:"name"`
-	Script     string  `json:"script"`
+	Language string `json:"language"`
+	ISO6391  string `json:"iso639_1,omitempty"`
+	Name     string `json:"name"`
+	Script   string `json:"script"`
+	// Confidence in [0,1] is how clearly the best language beat the
+	// runner-up (1 = by a wide margin).
 	Confidence float64 `json:"confidence"`
-	Reliable   bool    `json:"reliable"`
+	// Reliable is true when Confidence is above the detector's
+	// reliability threshold (0.8), or the script has one language only.
+	Reliable bool `json:"reliable"`
 }
 
 // New returns the language_detection algorithm.
@@ -51,8 +57,8 @@ func New() (*runner.Algorithm, error) {
 }
 
 // Detect names the language of in.Text. Text with fewer than MinLetters
-// letters, text in no supported script, and (unless in.AllowUnreliable)
-// text the detector is not confident about are rejected with a 422.
+// letters, text in no supported script, and results less confident than
+// in.MinConfidence are rejected with a 422.
 func Detect(ctx context.Context, in Input) (Output, error) {
 	letters := 0
 	for _, r := range in.Text {
@@ -70,17 +76,20 @@ func Detect(ctx context.Context, in Input) (Output, error) {
 	if info.Script == nil || info.Lang < 0 {
 		return Output{}, runner.Reject("text is in no supported script; cannot identify its language")
 	}
-	reliable := info.IsReliable()
-	if !reliable && !in.AllowUnreliable {
-		return Output{}, runner.Reject("cannot identify the language reliably (best guess %s at confidence %.2f); send more text or set allow_unreliable", info.Lang.String(), info.Confidence)
+	if info.Confidence < in.MinConfidence {
+		return Output{}, runner.Reject("confidence %.2f is below min_confidence %.2f (best guess %s); send more text", info.Confidence, in.MinConfidence, info.Lang.String())
+	}
+	script := whatlanggo.Scripts[info.Script]
+	if script == "" && info.Lang == whatlanggo.Jpn {
+		script = "Hiragana/Katakana" // whatlanggo's own table for kana
 	}
 	return Output{
 		Language:   info.Lang.Iso6393(),
 		ISO6391:    info.Lang.Iso6391(),
 		Name:       info.Lang.String(),
-		Script:     whatlanggo.Scripts[info.Script],
+		Script:     script,
 		Confidence: round3(info.Confidence),
-		Reliable:   reliable,
+		Reliable:   info.IsReliable(),
 	}, nil
 }
 

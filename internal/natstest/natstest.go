@@ -3,6 +3,7 @@
 package natstest
 
 import (
+	"net"
 	"testing"
 	"time"
 
@@ -42,7 +43,7 @@ func (s *Server) start() {
 	if s.port == 0 {
 		// Pin the port so a restart comes back at the same URL and
 		// clients reconnect by themselves.
-		s.port = srv.Addr().(interface{ Port() int }).Port()
+		s.port = srv.Addr().(*net.TCPAddr).Port
 		s.cfg.Port = s.port
 	}
 }

@@ -1,0 +1,79 @@
+package runner_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"pnpworker/internal/embedded"
+	"pnpworker/runner"
+)
+
+// An algorithm is a typed function plus its JSON Schemas; a runner serves a
+// list of them. Any NATS client can then call it on run.<name>.
+func ExampleNew() {
+	// A NATS server with JetStream, here embedded; normally a real one.
+	dir, _ := os.MkdirTemp("", "example")
+	defer os.RemoveAll(dir)
+	srv, err := embedded.Start(embedded.Config{Port: -1, StoreDir: dir})
+	if err != nil {
+		panic(err)
+	}
+	defer srv.Shutdown()
+	nc, _ := nats.Connect(srv.ClientURL())
+	defer nc.Close()
+
+	type Input struct {
+		Text string `json:"text"`
+	}
+	type Output struct {
+		Words int `json:"words"`
+	}
+	wordCount, err := runner.NewAlgorithm(runner.Spec{
+		Name:         "word_count",
+		Version:      "1.0.0",
+		Description:  "Counts the words of a text.",
+		InputSchema:  []byte(`{"type":"object","required":["text"],"properties":{"text":{"type":"string"}}}`),
+		OutputSchema: []byte(`{"type":"object","required":["words"],"properties":{"words":{"type":"integer"}}}`),
+	}, func(ctx context.Context, in Input) (Output, error) {
+		if strings.TrimSpace(in.Text) == "" {
+			return Output{}, runner.Reject("text is blank")
+		}
+		return Output{Words: len(strings.Fields(in.Text))}, nil
+	})
+	if err != nil {
+		panic(err)
+	}
+
+	r, err := runner.New(nc, []*runner.Algorithm{wordCount})
+	if err != nil {
+		panic(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	<-r.Started()
+
+	for _, body := range []string{`{"text":"plug and play"}`, `{"text":"   "}`, `{"text":7}`} {
+		reply, err := nc.Request("run.word_count", []byte(body), 5*time.Second)
+		if err != nil {
+			panic(err)
+		}
+		if e := runner.ReplyError(reply); e != nil {
+			fmt.Println(e.Code, e.Message, e.Violations)
+			continue
+		}
+		fmt.Println(string(reply.Data))
+	}
+	stop()
+	fmt.Println(<-done)
+	// Output:
+	// {"words":3}
+	// 422 text is blank []
+	// 400 input does not match the schema [/text: expected string, but got number]
+	// <nil>
+}

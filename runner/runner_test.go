@@ -1,0 +1,452 @@
+package runner_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"pnpworker/discovery"
+	"pnpworker/internal/natstest"
+	"pnpworker/runner"
+)
+
+const textSchema = `{"type":"object","required":["text"],"additionalProperties":false,
+ "properties":{"text":{"type":"string","minLength":1},"sleep_ms":{"type":"integer","minimum":0},"mode":{"type":"string"}}}`
+const outSchema = `{"type":"object","required":["words"],"properties":{"words":{"type":"integer"}}}`
+
+type in struct {
+	Text    string `json:"text"`
+	SleepMS int    `json:"sleep_ms"`
+	Mode    string `json:"mode"`
+}
+type out struct {
+	Words int `json:"words"`
+}
+
+// wordCount is a test algorithm whose behaviour the input chooses: sleep
+// (honouring ctx), reject, panic, ignore the deadline, or break its schema.
+func wordCount(t testing.TB, mutate func(*runner.Spec)) *runner.Algorithm {
+	spec := runner.Spec{
+		Name: "word_count", Version: "1.0.0", Description: "counts words",
+		InputSchema: []byte(textSchema), OutputSchema: []byte(outSchema),
+		Timeout: 5 * time.Second,
+	}
+	if mutate != nil {
+		mutate(&spec)
+	}
+	a, err := runner.NewAlgorithm(spec, func(ctx context.Context, in in) (any, error) {
+		if in.SleepMS > 0 {
+			select {
+			case <-time.After(time.Duration(in.SleepMS) * time.Millisecond):
+			case <-ctx.Done():
+				if in.Mode != "ignore_ctx" {
+					return nil, ctx.Err()
+				}
+				time.Sleep(time.Duration(in.SleepMS) * time.Millisecond)
+			}
+		}
+		switch in.Mode {
+		case "reject":
+			return nil, runner.Reject("text %q is not countable", in.Text)
+		case "panic":
+			panic("boom")
+		case "bad_output":
+			return map[string]any{"words": "many"}, nil
+		case "plain_error":
+			return nil, errors.New("database password is hunter2")
+		}
+		return out{Words: len(strings.Fields(in.Text))}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// start runs a runner until the test ends and returns it once it serves.
+func start(t *testing.T, nc *nats.Conn, algs []*runner.Algorithm, opts ...runner.Option) (*runner.Runner, context.CancelFunc) {
+	t.Helper()
+	r, err := runner.New(nc, algs, append([]runner.Option{runner.WithLogger(zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("runner: %v", err)
+		}
+	})
+	select {
+	case <-r.Started():
+	case err := <-done:
+		t.Fatalf("runner did not start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("runner did not start")
+	}
+	return r, cancel
+}
+
+func request(t *testing.T, nc *nats.Conn, body string, hdr nats.Header) *nats.Msg {
+	t.Helper()
+	msg, err := nc.RequestMsg(&nats.Msg{Subject: "run.word_count", Data: []byte(body), Header: hdr}, 10*time.Second)
+	if err != nil {
+		t.Fatalf("request %s: %v", body, err)
+	}
+	return msg
+}
+
+func TestNewAlgorithmRejectsBadDefinitions(t *testing.T) {
+	fn := func(context.Context, in) (out, error) { return out{}, nil }
+	cases := []struct {
+		name string
+		spec runner.Spec
+		want []string
+	}{
+		{"bad name and version", runner.Spec{Name: "Word Count", Version: "v1", InputSchema: []byte(textSchema), OutputSchema: []byte(outSchema)},
+			[]string{`name "Word Count"`, `version "v1"`}},
+		{"missing schemas", runner.Spec{Name: "x", Version: "1.0.0"}, []string{"input schema is required", "output schema is required"}},
+		{"schema does not compile", runner.Spec{Name: "x", Version: "1.0.0", InputSchema: []byte(`{"type":"nope"}`), OutputSchema: []byte(`{`)},
+			[]string{"input schema", "output schema"}},
+		{"negative limits", runner.Spec{Name: "x", Version: "1.0.0", InputSchema: []byte(textSchema), OutputSchema: []byte(outSchema), Timeout: -1, MaxConcurrency: -1},
+			[]string{"timeout", "max concurrency"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := runner.NewAlgorithm(tc.spec, fn)
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestNewRejectsBadRunner(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	a := wordCount(t, nil)
+	if _, err := runner.New(nc, nil); err == nil || !strings.Contains(err.Error(), "no algorithms") {
+		t.Errorf("no algorithms: %v", err)
+	}
+	if _, err := runner.New(nc, []*runner.Algorithm{a, a}); err == nil || !strings.Contains(err.Error(), "listed twice") {
+		t.Errorf("duplicate: %v", err)
+	}
+	if _, err := runner.New(nil, []*runner.Algorithm{a}); err == nil || !strings.Contains(err.Error(), "connection is nil") {
+		t.Errorf("nil conn: %v", err)
+	}
+}
+
+func TestErrorReplies(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	start(t, nc, []*runner.Algorithm{wordCount(t, nil)})
+
+	cases := []struct {
+		name       string
+		body       string
+		hdr        nats.Header
+		code       int
+		msg        string
+		violations []string // "pointer: message" prefixes
+	}{
+		{"malformed JSON", `{"text":`, nil, 400, "malformed JSON", nil},
+		{"trailing garbage", `{"text":"a"} x`, nil, 400, "malformed JSON", nil},
+		{"not an object", `[1,2]`, nil, 400, "does not match the schema", []string{"/: expected object"}},
+		{"wrong type", `{"text":42}`, nil, 400, "does not match the schema", []string{"/text: expected string"}},
+		{"missing and unknown fields", `{"txt":"a"}`, nil, 400, "does not match the schema", []string{"/: additionalProperties 'txt' not allowed", "/: missing properties: 'text'"}},
+		{"empty body", ``, nil, 400, "malformed JSON", nil},
+		{"rejected by algorithm", `{"text":"a","mode":"reject"}`, nil, 422, `text "a" is not countable`, nil},
+		{"panic", `{"text":"a","mode":"panic"}`, nil, 500, "algorithm panicked", nil},
+		{"internal error hides details", `{"text":"a","mode":"plain_error"}`, nil, 500, "internal error", nil},
+		{"output breaks schema", `{"text":"a","mode":"bad_output"}`, nil, 500, "output that does not match", []string{"/words: expected integer"}},
+		{"deadline from header", `{"text":"a","sleep_ms":2000}`, nats.Header{runner.HeaderTimeout: {"50ms"}}, 504, "deadline exceeded", nil},
+		{"deadline ignored by algorithm", `{"text":"a","sleep_ms":300,"mode":"ignore_ctx"}`, nats.Header{runner.HeaderTimeout: {"50ms"}}, 504, "deadline exceeded", nil},
+		{"deadline already passed", `{"text":"a"}`, nats.Header{runner.HeaderDeadline: {time.Now().Add(-time.Second).Format(time.RFC3339Nano)}}, 504, "deadline exceeded", nil},
+		{"bad timeout header", `{"text":"a"}`, nats.Header{runner.HeaderTimeout: {"soon"}}, 400, "Pnp-Timeout", nil},
+		{"bad deadline header", `{"text":"a"}`, nats.Header{runner.HeaderDeadline: {"tomorrow"}}, 400, "Pnp-Deadline", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := request(t, nc, tc.body, tc.hdr)
+			if got := msg.Header.Get(runner.HeaderErrorCode); got != fmt.Sprint(tc.code) {
+				t.Fatalf("code header = %q, want %d (body %s)", got, tc.code, msg.Data)
+			}
+			if got := msg.Header.Get(runner.HeaderError); !strings.Contains(got, tc.msg) {
+				t.Errorf("error header = %q, want it to contain %q", got, tc.msg)
+			}
+			var body runner.Error
+			if err := json.Unmarshal(msg.Data, &body); err != nil {
+				t.Fatalf("error body %q: %v", msg.Data, err)
+			}
+			if body.Code != tc.code || !strings.Contains(body.Message, tc.msg) || body.Algorithm != "word_count" || body.Instance == "" {
+				t.Errorf("body = %+v", body)
+			}
+			if strings.Contains(string(msg.Data), "hunter2") {
+				t.Errorf("internal details leaked: %s", msg.Data)
+			}
+			if len(body.Violations) != len(tc.violations) {
+				t.Fatalf("violations = %v, want %v", body.Violations, tc.violations)
+			}
+			for i, v := range tc.violations {
+				if !strings.HasPrefix(body.Violations[i].String(), v) {
+					t.Errorf("violation %d = %q, want prefix %q", i, body.Violations[i], v)
+				}
+			}
+			re := runner.ReplyError(msg)
+			if re == nil || re.Code != tc.code {
+				t.Errorf("ReplyError = %v", re)
+			}
+		})
+	}
+	// The process survived all of it.
+	msg := request(t, nc, `{"text":"still alive"}`, nil)
+	if runner.ReplyError(msg) != nil || string(msg.Data) != `{"words":2}` {
+		t.Fatalf("after errors: %s %v", msg.Data, msg.Header)
+	}
+}
+
+func TestSuccessHeadersAndSentinels(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	r, _ := start(t, nc, []*runner.Algorithm{wordCount(t, nil)})
+	msg := request(t, nc, `{"text":"one two three"}`, nats.Header{runner.HeaderJobID: {"job-1"}})
+	if string(msg.Data) != `{"words":3}` {
+		t.Fatalf("body = %s", msg.Data)
+	}
+	inst := strings.TrimPrefix(r.Instances()[0], "word_count.")
+	for k, want := range map[string]string{runner.HeaderInstance: inst, runner.HeaderVersion: "1.0.0", runner.HeaderAlgorithm: "word_count", runner.HeaderJobID: "job-1"} {
+		if got := msg.Header.Get(k); got != want {
+			t.Errorf("header %s = %q, want %q", k, got, want)
+		}
+	}
+	err := runner.ReplyError(request(t, nc, `{"text":1}`, nil))
+	if !errors.Is(err, runner.ErrInvalidInput) || errors.Is(err, runner.ErrInternal) || err.Retryable() {
+		t.Errorf("sentinels: %v", err)
+	}
+}
+
+func TestReplicasShareLoad(t *testing.T) {
+	s := natstest.Start(t)
+	a := wordCount(t, nil)
+	r1, _ := start(t, s.Connect(), []*runner.Algorithm{a})
+	r2, _ := start(t, s.Connect(), []*runner.Algorithm{a})
+
+	js, _ := jetstream.New(s.Connect())
+	kv, err := js.KeyValue(context.Background(), discovery.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.Keys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{r1.Instances()[0], r2.Instances()[0]}
+	if len(keys) != 2 || !(keys[0] == want[0] && keys[1] == want[1] || keys[0] == want[1] && keys[1] == want[0]) {
+		t.Fatalf("discovery keys = %v, want %v", keys, want)
+	}
+
+	client := s.Connect()
+	const n = 200
+	var mu sync.Mutex
+	perInstance := map[string]int{}
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg, err := client.Request("run.word_count", []byte(fmt.Sprintf(`{"text":"request %d"}`, i)), 10*time.Second)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if string(msg.Data) != `{"words":2}` {
+				errs <- fmt.Errorf("reply %s %v", msg.Data, msg.Header)
+				return
+			}
+			mu.Lock()
+			perInstance[msg.Header.Get(runner.HeaderInstance)]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	total := 0
+	for inst, c := range perInstance {
+		total += c
+		t.Logf("instance %s served %d", inst, c)
+	}
+	if total != n || len(perInstance) != 2 {
+		t.Fatalf("served %d by %d instances, want %d by 2", total, len(perInstance), n)
+	}
+	for inst, c := range perInstance {
+		if c < n/10 {
+			t.Errorf("instance %s served only %d of %d", inst, c, n)
+		}
+	}
+}
+
+func TestSlowRequestDoesNotBlockFast(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	start(t, nc, []*runner.Algorithm{wordCount(t, func(s *runner.Spec) { s.MaxConcurrency = 2 })})
+	slow := make(chan *nats.Msg, 1)
+	go func() {
+		m, _ := nc.Request("run.word_count", []byte(`{"text":"slow","sleep_ms":3000}`), 10*time.Second)
+		slow <- m
+	}()
+	// Wait until the slow request is running, then a fast one must come back
+	// while the slow one is still in progress.
+	natstest.Eventually(t, 5*time.Second, func() bool { return inFlight(t, nc) == 1 }, "slow request never started")
+	msg := request(t, nc, `{"text":"fast"}`, nil)
+	if string(msg.Data) != `{"words":1}` {
+		t.Fatalf("fast reply %s", msg.Data)
+	}
+	select {
+	case <-slow:
+		t.Fatal("slow request finished before the fast one was answered")
+	default:
+	}
+	if m := <-slow; m == nil || string(m.Data) != `{"words":1}` {
+		t.Fatalf("slow reply %v", m)
+	}
+}
+
+// inFlight reads the runner's own counter from `$SRV.STATS.word_count`.
+func inFlight(t *testing.T, nc *nats.Conn) int {
+	msg, err := nc.Request("$SRV.STATS.word_count", nil, time.Second)
+	if err != nil {
+		return -1
+	}
+	var st struct {
+		Endpoints []struct {
+			Data struct {
+				InFlight int `json:"in_flight"`
+			} `json:"data"`
+		} `json:"endpoints"`
+	}
+	if err := json.Unmarshal(msg.Data, &st); err != nil || len(st.Endpoints) == 0 {
+		t.Fatalf("stats %s: %v", msg.Data, err)
+	}
+	return st.Endpoints[0].Data.InFlight
+}
+
+func TestOverloadAnswers503(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	start(t, nc, []*runner.Algorithm{wordCount(t, func(s *runner.Spec) { s.MaxConcurrency = 1; s.MaxPending = 1 })})
+	// One runs, one waits, the third finds no room.
+	replies := make(chan *nats.Msg, 2)
+	for range 2 {
+		go func() {
+			m, _ := nc.Request("run.word_count", []byte(`{"text":"slow","sleep_ms":1000}`), 10*time.Second)
+			replies <- m
+		}()
+	}
+	natstest.Eventually(t, 5*time.Second, func() bool { return inFlight(t, nc) == 1 }, "slow request never started")
+	// The second request is admitted right after the first; poll until the
+	// third is refused rather than guess when that happened.
+	var msg *nats.Msg
+	natstest.Eventually(t, 5*time.Second, func() bool {
+		msg = request(t, nc, `{"text":"third"}`, nats.Header{runner.HeaderTimeout: {"100ms"}})
+		return msg.Header.Get(runner.HeaderErrorCode) == "503"
+	}, "third request was never refused")
+	if !strings.Contains(msg.Header.Get(runner.HeaderError), "overloaded") {
+		t.Errorf("503 message = %q", msg.Header.Get(runner.HeaderError))
+	}
+	for range 2 {
+		if m := <-replies; m == nil || runner.ReplyError(m) != nil {
+			t.Errorf("admitted request failed: %v", m)
+		}
+	}
+}
+
+func TestDrainFinishesInFlightAndDeregistersFirst(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	r, stop := start(t, nc, []*runner.Algorithm{wordCount(t, nil)})
+	js, _ := jetstream.New(s.Connect())
+	kv, _ := js.KeyValue(context.Background(), discovery.Bucket)
+	key := r.Instances()[0]
+	if _, err := kv.Get(context.Background(), key); err != nil {
+		t.Fatalf("registered key: %v", err)
+	}
+	client := s.Connect()
+	reply := make(chan *nats.Msg, 1)
+	go func() {
+		m, _ := client.Request("run.word_count", []byte(`{"text":"in flight","sleep_ms":500}`), 10*time.Second)
+		reply <- m
+	}()
+	natstest.Eventually(t, 5*time.Second, func() bool { return inFlight(t, client) == 1 }, "request never started")
+	stop()
+	// The key goes first (at once, not after the max age)...
+	natstest.Eventually(t, 2*time.Second, func() bool {
+		_, err := kv.Get(context.Background(), key)
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	}, "key %s still registered after stop", key)
+	// ...and the in-flight request is still answered.
+	if m := <-reply; m == nil || string(m.Data) != `{"words":2}` {
+		t.Fatalf("in-flight reply: %v", m)
+	}
+}
+
+func TestDrainTimeoutAnswers503(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	_, stop := start(t, nc, []*runner.Algorithm{wordCount(t, nil)}, runner.WithDrainTimeout(100*time.Millisecond))
+	client := s.Connect()
+	reply := make(chan *nats.Msg, 1)
+	go func() {
+		m, _ := client.Request("run.word_count", []byte(`{"text":"long","sleep_ms":4000}`), 10*time.Second)
+		reply <- m
+	}()
+	natstest.Eventually(t, 5*time.Second, func() bool { return inFlight(t, client) == 1 }, "request never started")
+	stop()
+	m := <-reply
+	if m == nil || m.Header.Get(runner.HeaderErrorCode) != "503" || !strings.Contains(m.Header.Get(runner.HeaderError), "draining") {
+		t.Fatalf("reply after drain timeout: %+v", m)
+	}
+}
+
+func TestOversizedRequestIsRefusedAndRunnerSurvives(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	start(t, nc, []*runner.Algorithm{wordCount(t, nil)})
+	big := `{"text":"` + strings.Repeat("a", int(nc.MaxPayload())) + `"}`
+	_, err := nc.Request("run.word_count", []byte(big), time.Second)
+	if !errors.Is(err, nats.ErrMaxPayload) {
+		t.Fatalf("oversized request: %v, want %v", err, nats.ErrMaxPayload)
+	}
+	if msg := request(t, nc, `{"text":"ok"}`, nil); string(msg.Data) != `{"words":1}` {
+		t.Fatalf("after oversized: %s", msg.Data)
+	}
+}
+
+func TestUnknownAlgorithmHasNoResponders(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	start(t, nc, []*runner.Algorithm{wordCount(t, nil)})
+	_, err := nc.Request("run.no_such_algorithm", []byte(`{}`), time.Second)
+	if !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("unknown algorithm: %v, want no responders", err)
+	}
+}
