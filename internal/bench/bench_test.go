@@ -1,0 +1,282 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+	"github.com/santhosh-tekuri/jsonschema/v5"
+
+	"pnpworker/internal/natstest"
+	"pnpworker/runner"
+	"pnpworker/schemas"
+)
+
+// testResponders returns both responders, as Run builds them.
+func testResponders(t testing.TB, checkOutput bool) []responder {
+	t.Helper()
+	alg, err := NewAlgorithm(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hw, err := newHandwritten(alg.Spec().MaxConcurrency, checkOutput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []responder{
+		{name: Handwritten, start: hw.start},
+		runnerResponder(alg, checkOutput, zerolog.Nop()),
+	}
+}
+
+// startResponder starts r on nc and stops it at cleanup.
+func startResponder(t testing.TB, r responder, nc *nats.Conn) {
+	t.Helper()
+	stop, err := r.start(context.Background(), nc)
+	if err != nil {
+		t.Fatalf("start %s: %v", r.name, err)
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("stop %s: %v", r.name, err)
+		}
+	})
+}
+
+// BenchmarkResponders measures each responder with DefaultInFlight requests
+// in flight on a fresh embedded server: b.N requests per run. Compare the
+// req/s and p50-µs metrics of the two sub-benchmarks.
+func BenchmarkResponders(b *testing.B) {
+	srv := natstest.Start(b)
+	serveNC, loadNC := srv.Connect(), srv.Connect()
+	subject := runner.SubjectPrefix + AlgorithmName
+	payloads := Payloads()
+	for _, r := range testResponders(b, true) {
+		b.Run(r.name, func(b *testing.B) {
+			startResponder(b, r, serveNC)
+			ctx := b.Context()
+			if _, err := Generate(ctx, loadNC, subject, payloads, LoadConfig{Requests: 1000}); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			res, err := Generate(ctx, loadNC, subject, payloads, LoadConfig{Requests: b.N})
+			b.StopTimer()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if res.Errors > 0 {
+				b.Fatalf("%d requests failed, first: %s", res.Errors, res.FirstError)
+			}
+			b.ReportMetric(res.PerSecond, "req/s")
+			b.ReportMetric(float64(res.P50)/1e3, "p50-µs")
+			b.ReportMetric(float64(res.P99)/1e3, "p99-µs")
+		})
+	}
+}
+
+// TestRespondersAgree checks that the comparison is fair: both responders
+// give the same answer to every payload and reject the same bad input in
+// the same way.
+func TestRespondersAgree(t *testing.T) {
+	srv := natstest.Start(t)
+	loadNC := srv.Connect()
+	subject := runner.SubjectPrefix + AlgorithmName
+	bad := []struct {
+		name string
+		body string
+	}{
+		{"not json", `{"text":`},
+		{"wrong type", `{"text": 42}`},
+		{"missing text", `{}`},
+		{"extra field", `{"text": "a b", "lang": "en"}`},
+		{"empty text", `{"text": ""}`},
+	}
+	for _, r := range testResponders(t, true) {
+		t.Run(r.name, func(t *testing.T) {
+			startResponder(t, r, srv.Connect())
+			for i, p := range Payloads() {
+				msg, err := loadNC.Request(subject, p, 5*time.Second)
+				if err != nil {
+					t.Fatalf("payload %d: %v", i, err)
+				}
+				if rerr := runner.ReplyError(msg); rerr != nil {
+					t.Fatalf("payload %d: error reply %v", i, rerr)
+				}
+				var in Input
+				var out Output
+				if err := json.Unmarshal(p, &in); err != nil {
+					t.Fatal(err)
+				}
+				if err := json.Unmarshal(msg.Data, &out); err != nil {
+					t.Fatalf("payload %d: reply %q: %v", i, msg.Data, err)
+				}
+				if want := len(strings.Fields(in.Text)); out.Words != want {
+					t.Errorf("payload %d: words = %d, want %d", i, out.Words, want)
+				}
+			}
+			for _, tc := range bad {
+				t.Run(tc.name, func(t *testing.T) {
+					msg, err := loadNC.Request(subject, []byte(tc.body), 5*time.Second)
+					if err != nil {
+						t.Fatal(err)
+					}
+					rerr := runner.ReplyError(msg)
+					if !errors.Is(rerr, runner.ErrInvalidInput) {
+						t.Errorf("reply error = %v, want a 400", rerr)
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestRun runs a tiny benchmark end to end and checks that the report adds
+// up. It never looks at how fast anything was.
+func TestRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	const requests = 200
+	rep, err := Run(ctx, Config{Requests: requests, Rounds: 1, Warmup: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(rep.Rounds); got != 2 {
+		t.Fatalf("%d rounds reported, want 2", got)
+	}
+	for i, want := range []string{Handwritten, Runner} {
+		rd := rep.Rounds[i]
+		if rd.Responder != want || rd.Round != 1 {
+			t.Errorf("round %d: %s #%d, want %s #1", i, rd.Responder, rd.Round, want)
+		}
+		if rd.Requests != requests || rd.OK != requests || rd.Errors != 0 {
+			t.Errorf("%s: requests %d, ok %d, errors %d (%s), want %d ok", rd.Responder, rd.Requests, rd.OK, rd.Errors, rd.FirstError, requests)
+		}
+		if rd.PerSecond <= 0 || rd.P50 <= 0 || rd.P50 > rd.P99 || rd.P99 > rd.Max {
+			t.Errorf("%s: implausible measures: %.0f req/s, p50 %s, p99 %s, max %s", rd.Responder, rd.PerSecond, rd.P50, rd.P99, rd.Max)
+		}
+	}
+	s := rep.Setup
+	if s.Requests != requests || s.Rounds != 1 || s.InFlight != DefaultInFlight || s.Warmup != 50 || s.Concurrency < 4 || !s.OutputCheck {
+		t.Errorf("setup = %+v", s)
+	}
+	if rep.Handwritten.PerSecond != rep.Rounds[0].PerSecond || rep.Runner.P50 != rep.Rounds[1].P50 {
+		t.Errorf("the median of one round is not that round: %+v", rep)
+	}
+	if rep.ThroughputRatio <= 0 || rep.P50Ratio <= 0 {
+		t.Errorf("ratios %.3f, %.3f, want positive", rep.ThroughputRatio, rep.P50Ratio)
+	}
+
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"handwritten", "runner", "req/s", "p50", "runner/handwritten"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text report lacks %q:\n%s", want, text.String())
+		}
+	}
+	var js bytes.Buffer
+	if err := rep.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
+		t.Fatalf("JSON report does not parse: %v", err)
+	}
+	if len(back.Rounds) != 2 || back.ThroughputRatio != rep.ThroughputRatio {
+		t.Errorf("JSON report lost data: %s", js.String())
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		ok   bool
+	}{
+		{"zero", Config{}, true},
+		{"negative warmup means none", Config{Warmup: -1}, true},
+		{"negative requests", Config{Requests: -1}, false},
+		{"negative rounds", Config{Rounds: -1}, false},
+		{"negative in flight", Config{InFlight: -1}, false},
+		{"negative timeout", Config{Timeout: -time.Second}, false},
+		{"negative concurrency", Config{Concurrency: -2}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.cfg.Validate(); (err == nil) != tc.ok {
+				t.Errorf("Validate() = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
+
+func TestPercentileAndMedian(t *testing.T) {
+	ds := []time.Duration{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	if got := percentile(ds, 0.5); got != 5 {
+		t.Errorf("p50 = %d, want 5", got)
+	}
+	if got := percentile(ds, 0.99); got != 10 {
+		t.Errorf("p99 = %d, want 10", got)
+	}
+	if got := percentile(nil, 0.5); got != 0 {
+		t.Errorf("p50 of none = %d, want 0", got)
+	}
+	if got := median([]float64{3, 1, 2}); got != 2 {
+		t.Errorf("median = %v, want 2", got)
+	}
+	if got := median([]float64{4, 1, 2, 3}); got != 2.5 {
+		t.Errorf("median = %v, want 2.5", got)
+	}
+}
+
+// BenchmarkSchemaWork isolates what the per-request work of both responders
+// (decode and validate the input, decode and validate an output) costs on a
+// goroutine that already exists and on a fresh goroutine per request, whose
+// stack has to grow while it runs.
+func BenchmarkSchemaWork(b *testing.B) {
+	hw, err := newHandwritten(1, true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, out := Payloads()[8], []byte(`{"words":27}`)
+	work := func() {
+		for _, c := range []struct {
+			data []byte
+			s    *jsonschema.Schema
+		}{{body, hw.input}, {out, hw.output}} {
+			v, err := schemas.DecodeJSON(c.data)
+			if err == nil {
+				err = c.s.Validate(v)
+			}
+			if err != nil {
+				b.Error(err)
+			}
+		}
+	}
+	b.Run("same-goroutine", func(b *testing.B) {
+		for b.Loop() {
+			work()
+		}
+	})
+	b.Run("goroutine-per-request", func(b *testing.B) {
+		done := make(chan struct{})
+		for b.Loop() {
+			go func() { work(); done <- struct{}{} }()
+			<-done
+		}
+	})
+	b.Run("empty-goroutine-per-request", func(b *testing.B) {
+		done := make(chan struct{})
+		for b.Loop() {
+			go func() { done <- struct{}{} }()
+			<-done
+		}
+	})
+}
