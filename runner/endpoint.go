@@ -21,9 +21,11 @@ import (
 // errDraining is the cancellation cause of requests cut short by shutdown.
 var errDraining = errors.New("runner is shutting down")
 
-// endpoint serves one algorithm. micro calls handle one message at a time,
-// so handle only admits the request and hands it to a goroutine; the
-// semaphore bounds how many run at once and admitted bounds how many wait.
+// endpoint serves one algorithm. micro calls handle one message at a time
+// on the subscription's goroutine, so handle only admits the request and
+// queues it; MaxConcurrency long-lived workers run the queue. Long-lived
+// workers matter: schema validation and JSON need deep stacks, and a fresh
+// goroutine per request would grow (copy) its stack every time.
 type endpoint struct {
 	alg         *Algorithm
 	nc          *nats.Conn
@@ -35,18 +37,82 @@ type endpoint struct {
 	okHeader    nats.Header
 	checkOutput bool
 
-	sem      chan struct{}
-	limit    int64
-	admitted atomic.Int64 // running + waiting
-	wg       sync.WaitGroup
+	jobs    chan job // capacity = limit, so an admitted job never blocks
+	limit   int
+	workers sync.WaitGroup
+
+	mu       sync.Mutex
+	admitted int  // queued + running
+	draining bool // shutdown started: signal idle when admitted reaches 0
+	idle     chan struct{}
+	closed   bool // jobs is closed: refuse everything
 
 	// counters for the micro STATS data field
+	running    atomic.Int64
 	served     atomic.Int64
 	overloaded atomic.Int64
 	noReply    atomic.Int64
 	errMu      sync.Mutex
 	errCodes   map[int]int64
 	busyNanos  atomic.Int64
+}
+
+type job struct {
+	body     []byte
+	hdr      nats.Header
+	reply    string
+	received time.Time
+}
+
+func (e *endpoint) startWorkers(n int) {
+	for range n {
+		e.workers.Add(1)
+		go func() {
+			defer e.workers.Done()
+			for j := range e.jobs {
+				e.serve(j)
+				e.done()
+			}
+		}()
+	}
+}
+
+func (e *endpoint) done() {
+	e.mu.Lock()
+	e.admitted--
+	if e.draining && e.admitted == 0 {
+		select {
+		case <-e.idle:
+		default:
+			close(e.idle)
+		}
+	}
+	e.mu.Unlock()
+}
+
+// beginDrain returns a channel closed once no admitted request is left.
+// Requests still delivered by the draining subscription are admitted and
+// served as usual.
+func (e *endpoint) beginDrain() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.draining = true
+	if e.admitted == 0 {
+		close(e.idle)
+	}
+	return e.idle
+}
+
+// close stops the workers after they finish what is queued; anything that
+// arrives later is answered 503.
+func (e *endpoint) close() {
+	e.mu.Lock()
+	if !e.closed {
+		e.closed = true
+		close(e.jobs)
+	}
+	e.mu.Unlock()
+	e.workers.Wait()
 }
 
 type endpointStats struct {
@@ -64,12 +130,15 @@ type endpointStats struct {
 // stats is the endpoint's STATS data: micro's own processing_time only
 // measures the hand-off, since requests run on their own goroutines.
 func (e *endpoint) stats() endpointStats {
-	running := int64(len(e.sem))
+	running := e.running.Load()
+	e.mu.Lock()
+	admitted := int64(e.admitted)
+	e.mu.Unlock()
 	s := endpointStats{
 		InFlight:       running,
-		Waiting:        max(0, e.admitted.Load()-running),
-		MaxConcurrency: cap(e.sem),
-		MaxPending:     int(e.limit) - cap(e.sem),
+		Waiting:        max(0, admitted-running),
+		MaxConcurrency: e.alg.spec.MaxConcurrency,
+		MaxPending:     e.alg.spec.MaxPending,
 		Served:         e.served.Load(),
 		Rejected503:    e.overloaded.Load(),
 		NoReplySubject: e.noReply.Load(),
@@ -97,23 +166,31 @@ func (e *endpoint) handle(req micro.Request) {
 		return
 	}
 	hdr := nats.Header(req.Headers())
-	if e.admitted.Add(1) > e.limit {
-		e.admitted.Add(-1)
+	e.mu.Lock()
+	switch {
+	case e.closed:
+		e.mu.Unlock()
+		e.replyError(reply, hdr, &Error{Code: CodeUnavailable, Message: "draining: runner is shutting down"})
+		return
+	case e.admitted >= e.limit:
+		e.mu.Unlock()
 		e.overloaded.Add(1)
-		e.replyError(reply, hdr, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("overloaded: %d requests running and %d waiting", cap(e.sem), e.limit-int64(cap(e.sem)))})
+		spec := e.alg.spec
+		e.replyError(reply, hdr, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("overloaded: %d requests running and %d waiting", spec.MaxConcurrency, spec.MaxPending)})
 		return
 	}
-	e.wg.Add(1)
-	go e.serve(req.Data(), hdr, reply, time.Now())
+	e.admitted++
+	// Sent under the lock so close cannot close the channel in between;
+	// never blocks, since admitted <= cap(jobs).
+	e.jobs <- job{body: req.Data(), hdr: hdr, reply: reply, received: time.Now()}
+	e.mu.Unlock()
 }
 
-func (e *endpoint) serve(body []byte, hdr nats.Header, reply string, received time.Time) {
-	defer e.wg.Done()
-	defer e.admitted.Add(-1)
-
+func (e *endpoint) serve(j job) {
+	body, hdr, reply := j.body, j.hdr, j.reply
 	spec := e.alg.spec
-	deadline := received.Add(spec.Timeout)
-	if d, ok, err := callerDeadline(hdr, received); err != nil {
+	deadline := j.received.Add(spec.Timeout)
+	if d, ok, err := callerDeadline(hdr, j.received); err != nil {
 		e.replyError(reply, hdr, &Error{Code: CodeInvalidInput, Message: err.Error()})
 		return
 	} else if ok && d.Before(deadline) {
@@ -121,19 +198,14 @@ func (e *endpoint) serve(body []byte, hdr nats.Header, reply string, received ti
 	}
 	ctx, cancel := context.WithDeadline(e.base, deadline)
 	defer cancel()
-
 	if ctx.Err() != nil {
+		// The deadline passed (or shutdown came) while the request waited
+		// in the queue.
 		e.replyError(reply, hdr, e.ctxError(ctx, "before the request started"))
 		return
 	}
-	// Wait for a slot; the FIFO order of channel senders keeps it fair.
-	select {
-	case e.sem <- struct{}{}:
-	case <-ctx.Done():
-		e.replyError(reply, hdr, e.ctxError(ctx, "while waiting for a free slot"))
-		return
-	}
-	defer func() { <-e.sem }()
+	e.running.Add(1)
+	defer e.running.Add(-1)
 
 	log := e.log
 	if id := hdr.Get(HeaderJobID); id != "" {

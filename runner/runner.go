@@ -207,6 +207,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	stopAll := func() {
 		for _, e := range eps {
 			_ = e.svc.Stop()
+			e.close()
 		}
 	}
 	for _, a := range r.algs {
@@ -256,19 +257,20 @@ func (r *Runner) Run(ctx context.Context) error {
 			e.log.Warn().Err(err).Msg("stopping micro service")
 		}
 	}
-	done := make(chan struct{})
-	go func() {
-		for _, e := range eps {
-			e.wg.Wait()
+	timeout := time.NewTimer(r.opts.drainTimeout)
+	defer timeout.Stop()
+	for _, e := range eps {
+		select {
+		case <-e.beginDrain():
+		case <-timeout.C:
+			log.Warn().Dur("drain_timeout", r.opts.drainTimeout).Msg("drain timeout: cancelling in-flight requests")
+			cancelBase(errDraining)
 		}
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(r.opts.drainTimeout):
-		log.Warn().Dur("drain_timeout", r.opts.drainTimeout).Msg("drain timeout: cancelling in-flight requests")
-		cancelBase(errDraining)
-		<-done
+	}
+	// Workers finish what is queued (at once when cancelled) and exit;
+	// anything the subscription still delivers is answered 503.
+	for _, e := range eps {
+		e.close()
 	}
 	if err := r.nc.Flush(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		log.Debug().Err(err).Msg("flush after drain")
@@ -279,12 +281,14 @@ func (r *Runner) Run(ctx context.Context) error {
 
 func (r *Runner) startEndpoint(base context.Context, a *Algorithm) (*endpoint, error) {
 	spec := a.Spec()
+	limit := spec.MaxConcurrency + spec.MaxPending
 	e := &endpoint{
 		alg:         a,
 		nc:          r.nc,
 		base:        base,
-		sem:         make(chan struct{}, spec.MaxConcurrency),
-		limit:       int64(spec.MaxConcurrency + spec.MaxPending),
+		jobs:        make(chan job, limit),
+		limit:       limit,
+		idle:        make(chan struct{}),
 		checkOutput: r.opts.checkOutput,
 	}
 	md := map[string]string{"sdk": SDK, "host": r.opts.host}
@@ -332,12 +336,14 @@ func (r *Runner) startEndpoint(base context.Context, a *Algorithm) (*endpoint, e
 		HeaderAlgorithm: []string{spec.Name},
 		HeaderVersion:   []string{spec.Version},
 	}
+	e.startWorkers(spec.MaxConcurrency)
 	if err := svc.AddEndpoint("run", micro.HandlerFunc(e.handle),
 		micro.WithEndpointSubject(a.Subject()),
 		micro.WithEndpointQueueGroup(r.opts.queueGroup),
 		micro.WithEndpointMetadata(map[string]string{"discovery_key": e.rec.Key()}),
 	); err != nil {
 		_ = svc.Stop()
+		e.close()
 		return nil, err
 	}
 	return e, nil

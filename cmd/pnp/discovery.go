@@ -51,10 +51,14 @@ func cmdDiscovery(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stdout, "  provision  create or update the discovery bucket (idempotent)")
 		fmt.Fprintln(stdout, "  ls         list live runner instances")
 		fmt.Fprintln(stdout, "  watch      print registrations and departures as they happen")
-		if len(args) == 0 {
+		switch {
+		case len(args) == 0:
 			return fmt.Errorf("%w: missing subcommand", errUsage)
+		case args[0] == "-h" || args[0] == "-help" || args[0] == "--help":
+			return nil
+		default:
+			return fmt.Errorf("%w: want a subcommand (provision, ls or watch) before %s", errUsage, args[0])
 		}
-		return nil
 	}
 	sub, args := args[0], args[1:]
 	fs := newFlagSet("discovery "+sub, "pnp discovery "+sub+" [flags]", stdout)

@@ -31,7 +31,8 @@ func newFlagSet(name, usage string, stdout io.Writer) *flagSet {
 }
 
 // parse parses args; it returns flag.ErrHelp after printing help, or an
-// errUsage error.
+// errUsage error. No command takes positional arguments, so one is an error:
+// flag parsing stops at it, and the flags after it would be ignored.
 func (f *flagSet) parse(args []string) error {
 	err := f.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -43,6 +44,9 @@ func (f *flagSet) parse(args []string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if f.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, f.Arg(0))
 	}
 	return nil
 }

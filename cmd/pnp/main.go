@@ -84,7 +84,10 @@ func usage(w io.Writer) {
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-func cmdVersion(_ context.Context, _ []string, stdout, _ io.Writer) error {
+func cmdVersion(_ context.Context, args []string, stdout, _ io.Writer) error {
+	if err := newFlagSet("version", "pnp version", stdout).parse(args); err != nil {
+		return err
+	}
 	fmt.Fprintln(stdout, "pnp", version)
 	return nil
 }
