@@ -163,3 +163,12 @@ func (n *natsFlags) connectAndWait(ctx context.Context, name string, log zerolog
 		return nil, fmt.Errorf("gave up waiting for NATS at %s: %w", n.server, ctx.Err())
 	}
 }
+
+// imageFlags are the settings of the image algorithms (meme_classifier,
+// image_info): the template gallery and the fetch allowlist.
+type imageFlags struct{ gallery, allow string }
+
+func (f *imageFlags) register(fs *flagSet) {
+	fs.StringVar(&f.gallery, "gallery", env("PNP_GALLERY", ""), "meme_classifier template folder (label = file name, or sub-folder name); empty: the built-in demo gallery (env PNP_GALLERY)")
+	fs.StringVar(&f.allow, "fetch-allow", env("PNP_FETCH_ALLOW", ""), "comma-separated CIDRs or host:port the image fetcher may reach although they are private or loopback (env PNP_FETCH_ALLOW)")
+}

@@ -517,8 +517,9 @@ func TestUp(t *testing.T) {
 	data := t.TempDir()
 
 	// upOnce runs pnp up until it serves, checks it, stops it and returns
-	// the one registration key there was.
-	upOnce := func() string {
+	// the registration keys there were: one per built-in algorithm.
+	builtin := []string{"image_info.", "language_detection.", "meme_classifier."}
+	upOnce := func() []string {
 		t.Helper()
 		up := startPnp(t, "up", "--listen", addr, "--data", data)
 		up.waitOutput(t, "Ctrl-C stops it.")
@@ -532,8 +533,13 @@ func TestUp(t *testing.T) {
 			t.Errorf("language = %q, want fra", lang)
 		}
 		keys := listKeys(t, url)
-		if len(keys) != 1 || !strings.HasPrefix(keys[0], "language_detection.") {
-			t.Fatalf("keys = %v, want one language_detection instance", keys)
+		if len(keys) != len(builtin) {
+			t.Fatalf("keys = %v, want one instance of each of %v", keys, builtin)
+		}
+		for i, prefix := range builtin {
+			if !strings.HasPrefix(keys[i], prefix) {
+				t.Fatalf("keys = %v, want one instance of each of %v", keys, builtin)
+			}
 		}
 		if code := up.stop(t); code != 0 {
 			t.Fatalf("pnp up: exit %d after cancellation, want 0\nstderr:\n%s", code, up.stderr.String())
@@ -541,14 +547,17 @@ func TestUp(t *testing.T) {
 		if code, _, _ := runPnp(t, "algorithms", "--server", url); code != 1 {
 			t.Errorf("pnp algorithms after pnp up stopped: exit %d, want 1 (nothing listening)", code)
 		}
-		return keys[0]
+		return keys
 	}
 
 	first := upOnce()
 	// Restarted on the same data directory, the bucket holds only the new
-	// instance: the first deregistered on its way out instead of lingering
-	// until its record expired.
-	if second := upOnce(); second == first {
-		t.Errorf("the restarted pnp up reuses the key %s", first)
+	// instances: the first deregistered on its way out instead of lingering
+	// until their records expired.
+	second := upOnce()
+	for i := range first {
+		if second[i] == first[i] {
+			t.Errorf("the restarted pnp up reuses the key %s", first[i])
+		}
 	}
 }

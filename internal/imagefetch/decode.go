@@ -1,0 +1,144 @@
+package imagefetch
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"image"
+	"image/gif"
+	"image/jpeg"
+	"image/png"
+	"io"
+	"net/http"
+	"strings"
+
+	"golang.org/x/image/bmp"
+	"golang.org/x/image/tiff"
+	"golang.org/x/image/webp"
+
+	"pnpworker/runner"
+)
+
+// Decoded is an image decoded from bytes.
+type Decoded struct {
+	// Image is the first frame, as decoded.
+	Image image.Image
+	// Format is one of Formats.
+	Format string
+	// Width and Height are in pixels.
+	Width, Height int
+	// Bytes is the size of the encoded image.
+	Bytes int
+}
+
+// codec decodes one format. Formats are chosen explicitly from the bytes
+// rather than through image.Decode's global registry, so only these are
+// ever attempted, whatever else the binary links.
+type codec struct {
+	name   string
+	magic  func([]byte) bool
+	config func(io.Reader) (image.Config, error)
+	decode func(io.Reader) (image.Image, error)
+}
+
+var codecs = [...]codec{
+	{"png", prefix("\x89PNG\r\n\x1a\n"), png.DecodeConfig, png.Decode},
+	{"jpeg", prefix("\xff\xd8\xff"), jpeg.DecodeConfig, jpeg.Decode},
+	{"gif", func(b []byte) bool { return prefix("GIF87a")(b) || prefix("GIF89a")(b) }, gif.DecodeConfig, gif.Decode},
+	{"webp", func(b []byte) bool { return len(b) >= 15 && string(b[:4]) == "RIFF" && string(b[8:15]) == "WEBPVP8" }, webp.DecodeConfig, webp.Decode},
+	{"bmp", prefix("BM"), bmp.DecodeConfig, bmp.Decode},
+	{"tiff", func(b []byte) bool { return prefix("II*\x00")(b) || prefix("MM\x00*")(b) }, tiff.DecodeConfig, tiff.Decode},
+}
+
+func prefix(p string) func([]byte) bool {
+	return func(b []byte) bool { return len(b) >= len(p) && string(b[:len(p)]) == p }
+}
+
+// Formats lists the image formats Decode accepts.
+func Formats() []string {
+	out := make([]string, len(codecs))
+	for i, c := range codecs {
+		out[i] = c.name
+	}
+	return out
+}
+
+// Decode identifies the format of data from its first bytes, reads the
+// header and refuses images over maxPixels (width×height) before decoding
+// anything, then decodes the first frame. maxPixels ≤ 0 means
+// DefaultMaxPixels. Errors are *runner.Error: 422 ErrNotImage or 413
+// ErrTooLarge, with messages that do not say where the bytes came from.
+func Decode(data []byte, maxPixels int64) (*Decoded, error) {
+	if maxPixels <= 0 {
+		maxPixels = DefaultMaxPixels
+	}
+	var c *codec
+	for i := range codecs {
+		if codecs[i].magic(data) {
+			c = &codecs[i]
+			break
+		}
+	}
+	if c == nil {
+		what := http.DetectContentType(data)
+		if len(data) == 0 {
+			what = "empty"
+		}
+		return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf(
+			"not an image in a supported format (%s); the content looks like %s",
+			strings.Join(Formats(), ", "), what), nil)
+	}
+	cfg, err := c.config(bytes.NewReader(data))
+	if err != nil {
+		return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf("unreadable %s header", c.name), err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf("%s image has no pixels (%d×%d)", c.name, cfg.Width, cfg.Height), nil)
+	}
+	if px := int64(cfg.Width) * int64(cfg.Height); px > maxPixels {
+		return nil, fail(runner.CodeTooLarge, ErrTooLarge, fmt.Sprintf(
+			"the image is %d×%d pixels (%d), over the limit of %d", cfg.Width, cfg.Height, px, maxPixels), nil)
+	}
+	img, err := c.decode(bytes.NewReader(data))
+	if err != nil {
+		return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf("corrupt %s image", c.name), err)
+	}
+	if img.Bounds().Empty() {
+		return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf("%s image has no pixels", c.name), nil)
+	}
+	return &Decoded{Image: img, Format: c.name, Width: cfg.Width, Height: cfg.Height, Bytes: len(data)}, nil
+}
+
+// parseDataURL decodes "data:[<mediatype>][;base64],<data>". Only base64
+// payloads are accepted: images are binary. The media type is ignored;
+// Decode sniffs the bytes.
+func parseDataURL(s string, maxBytes int64) ([]byte, error) {
+	comma := strings.IndexByte(s, ',')
+	if comma < 0 {
+		return nil, fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: data: URL without a comma", nil)
+	}
+	meta := strings.ToLower(s[len("data:"):comma])
+	if !strings.HasSuffix(meta, ";base64") {
+		return nil, fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: data: URLs must be base64 (data:image/png;base64,...)", nil)
+	}
+	payload := s[comma+1:]
+	if int64(base64.StdEncoding.DecodedLen(len(payload))) > maxBytes+3 {
+		return nil, fail(runner.CodeTooLarge, ErrTooLarge, fmt.Sprintf("image_url: the data: URL holds more than %d bytes", maxBytes), nil)
+	}
+	// Tolerate what clients commonly send: missing padding, URL-safe
+	// alphabet, line breaks.
+	payload = strings.NewReplacer("\n", "", "\r", "", " ", "", "%2B", "+", "%2F", "/", "%3D", "=").Replace(payload)
+	payload = strings.TrimRight(payload, "=")
+	enc := base64.RawStdEncoding
+	if strings.ContainsAny(payload, "-_") {
+		enc = base64.RawURLEncoding
+	}
+	data, err := enc.DecodeString(payload)
+	if err != nil {
+		return nil, fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: the data: URL is not valid base64", err)
+	}
+	if int64(len(data)) > maxBytes {
+		return nil, fail(runner.CodeTooLarge, ErrTooLarge, fmt.Sprintf("image_url: the data: URL holds more than %d bytes", maxBytes), nil)
+	}
+	return data, nil
+}
