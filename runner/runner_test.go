@@ -331,24 +331,31 @@ func TestSlowRequestDoesNotBlockFast(t *testing.T) {
 	}
 }
 
-// inFlight reads the runner's own counter from `$SRV.STATS.word_count`.
-func inFlight(t *testing.T, nc *nats.Conn) int {
+type stats struct {
+	InFlight int `json:"in_flight"`
+	Waiting  int `json:"waiting"`
+	Served   int `json:"served"`
+	Rejected int `json:"rejected_overloaded"`
+}
+
+// endpointStats reads the runner's own counters from $SRV.STATS.word_count.
+func endpointStats(t *testing.T, nc *nats.Conn) stats {
 	msg, err := nc.Request("$SRV.STATS.word_count", nil, time.Second)
 	if err != nil {
-		return -1
+		return stats{InFlight: -1, Waiting: -1}
 	}
 	var st struct {
 		Endpoints []struct {
-			Data struct {
-				InFlight int `json:"in_flight"`
-			} `json:"data"`
+			Data stats `json:"data"`
 		} `json:"endpoints"`
 	}
 	if err := json.Unmarshal(msg.Data, &st); err != nil || len(st.Endpoints) == 0 {
 		t.Fatalf("stats %s: %v", msg.Data, err)
 	}
-	return st.Endpoints[0].Data.InFlight
+	return st.Endpoints[0].Data
 }
+
+func inFlight(t *testing.T, nc *nats.Conn) int { return endpointStats(t, nc).InFlight }
 
 func TestOverloadAnswers503(t *testing.T) {
 	s := natstest.Start(t)
@@ -356,27 +363,27 @@ func TestOverloadAnswers503(t *testing.T) {
 	start(t, nc, []*runner.Algorithm{wordCount(t, func(s *runner.Spec) { s.MaxConcurrency = 1; s.MaxPending = 1 })})
 	// One runs, one waits, the third finds no room.
 	replies := make(chan *nats.Msg, 2)
-	for range 2 {
+	send := func() {
 		go func() {
-			m, _ := nc.Request("run.word_count", []byte(`{"text":"slow","sleep_ms":1000}`), 10*time.Second)
+			m, _ := nc.Request("run.word_count", []byte(`{"text":"slow","sleep_ms":1500}`), 10*time.Second)
 			replies <- m
 		}()
 	}
-	natstest.Eventually(t, 5*time.Second, func() bool { return inFlight(t, nc) == 1 }, "slow request never started")
-	// The second request is admitted right after the first; poll until the
-	// third is refused rather than guess when that happened.
-	var msg *nats.Msg
-	natstest.Eventually(t, 5*time.Second, func() bool {
-		msg = request(t, nc, `{"text":"third"}`, nats.Header{runner.HeaderTimeout: {"100ms"}})
-		return msg.Header.Get(runner.HeaderErrorCode) == "503"
-	}, "third request was never refused")
-	if !strings.Contains(msg.Header.Get(runner.HeaderError), "overloaded") {
-		t.Errorf("503 message = %q", msg.Header.Get(runner.HeaderError))
+	send()
+	natstest.Eventually(t, 5*time.Second, func() bool { st := endpointStats(t, nc); return st.InFlight == 1 }, "first request never started")
+	send()
+	natstest.Eventually(t, 5*time.Second, func() bool { st := endpointStats(t, nc); return st.Waiting == 1 }, "second request never queued")
+	msg := request(t, nc, `{"text":"third"}`, nil)
+	if msg.Header.Get(runner.HeaderErrorCode) != "503" || !strings.Contains(msg.Header.Get(runner.HeaderError), "overloaded") {
+		t.Fatalf("third request: %v %s, want 503 overloaded", msg.Header, msg.Data)
 	}
 	for range 2 {
 		if m := <-replies; m == nil || runner.ReplyError(m) != nil {
 			t.Errorf("admitted request failed: %v", m)
 		}
+	}
+	if st := endpointStats(t, nc); st.Rejected != 1 || st.Served != 2 {
+		t.Errorf("stats = %+v", st)
 	}
 }
 
