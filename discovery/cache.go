@@ -120,11 +120,22 @@ func (c *Cache) Run(ctx context.Context) error {
 func (c *Cache) watch(ctx context.Context, reconnected <-chan nats.Status) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w, err := c.reg.kv.WatchAll(wctx)
+	kv := c.reg.bucket()
+	created, err := streamCreated(wctx, kv)
 	if err != nil {
 		return err
 	}
-	defer w.Stop()
+	w, err := kv.WatchAll(wctx)
+	if err != nil {
+		return err
+	}
+	defer stopWatcher(w)
+	// A watcher follows stream sequence numbers. If the bucket is deleted
+	// and created again while the connection stays up, the new stream
+	// starts from sequence 1 and the watcher would wait, blind, until it
+	// passes the old sequence. Check the bucket's identity every TTL.
+	check := time.NewTicker(c.reg.TTL())
+	defer check.Stop()
 	// building collects the initial values; after the initial-values marker
 	// every update is applied to a copy of the published map.
 	building := map[string]Registration{}
@@ -136,6 +147,15 @@ func (c *Cache) watch(ctx context.Context, reconnected <-chan nats.Status) error
 		case <-reconnected:
 			c.log.Debug().Msg("reconnected; reloading discovery")
 			return nil
+		case <-check.C:
+			now, err := streamCreated(wctx, kv)
+			if err != nil {
+				return err
+			}
+			if !now.Equal(created) {
+				c.log.Info().Msg("discovery bucket was re-created; reloading")
+				return nil
+			}
 		case e, ok := <-w.Updates():
 			if !ok {
 				return errWatcherClosed
@@ -170,6 +190,18 @@ func (c *Cache) apply(m map[string]Registration, e jetstream.KeyValueEntry) {
 		return
 	}
 	m[key] = rec
+}
+
+// streamCreated identifies the bucket's current stream by its creation time.
+func streamCreated(ctx context.Context, kv jetstream.KeyValue) (time.Time, error) {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if s, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+		return s.StreamInfo().Created, nil
+	}
+	return time.Time{}, nil
 }
 
 type cacheError string

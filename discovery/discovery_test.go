@@ -177,8 +177,11 @@ func TestKeepaliveRenewsAndDeregisters(t *testing.T) {
 	reg := provision(t, s.Connect())
 	c := runCache(t, reg)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- reg.Keepalive(ctx, record("ocr", "k"), zerolog.Nop()) }()
+	done := make(chan struct{})
+	if err := reg.Register(ctx, record("ocr", "k")); err != nil {
+		t.Fatal(err)
+	}
+	go func() { reg.Keepalive(ctx, record("ocr", "k"), zerolog.Nop()); close(done) }()
 	natstest.Eventually(t, 5*time.Second, func() bool { return len(c.Lookup("ocr")) == 1 }, "never registered")
 	first := c.Lookup("ocr")[0].HeartbeatAt
 	// Outlive the TTL: renewals keep the record alive.
@@ -187,9 +190,7 @@ func TestKeepaliveRenewsAndDeregisters(t *testing.T) {
 		return len(l) == 1 && l[0].HeartbeatAt.Sub(first) >= testTTL
 	}, "record was not renewed past its TTL")
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	<-done
 	natstest.Eventually(t, time.Second, func() bool { return len(c.Lookup("ocr")) == 0 }, "deregistration not seen at once")
 }
 
@@ -202,7 +203,10 @@ func TestDeadInstanceExpires(t *testing.T) {
 	// A runner with its own connection that dies without saying goodbye.
 	dying := s.Connect()
 	dreg := provision(t, dying)
-	go func() { _ = dreg.Keepalive(context.Background(), record("ocr", "dead"), zerolog.Nop()) }()
+	if err := dreg.Register(context.Background(), record("ocr", "dead")); err != nil {
+		t.Fatal(err)
+	}
+	go dreg.Keepalive(context.Background(), record("ocr", "dead"), zerolog.Nop())
 	natstest.Eventually(t, 5*time.Second, func() bool { return len(c.Lookup("ocr")) == 1 }, "never registered")
 	select {
 	case <-changed:
@@ -241,4 +245,48 @@ func TestCacheSurvivesServerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	natstest.Eventually(t, 5*time.Second, func() bool { return len(c.Lookup("ocr")) == 0 }, "cache did not see a deletion after the restart")
+}
+
+func TestProvisionKeepsAnOperatorsBucket(t *testing.T) {
+	s := natstest.Start(t)
+	js := mustJS(t, s.Connect())
+	ctx := context.Background()
+	if _, err := discovery.Provision(ctx, js, discovery.Config{TTL: 30 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	// A runner starting with defaults binds to it and adopts its TTL...
+	reg, err := discovery.Provision(ctx, js, discovery.Config{})
+	if err != nil || reg.TTL() != 30*time.Second {
+		t.Fatalf("provision with defaults: ttl %v, %v", reg.TTL(), err)
+	}
+	// ...and only an explicit update changes it.
+	reg, err = discovery.Provision(ctx, js, discovery.Config{TTL: 20 * time.Second, Update: true})
+	if err != nil || reg.TTL() != 20*time.Second {
+		t.Fatalf("provision with update: ttl %v, %v", reg.TTL(), err)
+	}
+}
+
+func TestCacheFollowsARecreatedBucket(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	reg := provision(t, nc)
+	c := runCache(t, reg)
+	ctx := context.Background()
+	// Push the old stream's sequence well past what the new one will reach.
+	for range 50 {
+		if err := reg.Register(ctx, record("ocr", "old")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	natstest.Eventually(t, 5*time.Second, func() bool { return len(c.Lookup("ocr")) == 1 }, "never saw the first record")
+	if err := mustJS(t, nc).DeleteKeyValue(ctx, discovery.Bucket); err != nil {
+		t.Fatal(err)
+	}
+	reg2 := provision(t, nc)
+	if err := reg2.Register(ctx, record("lang", "new")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 3*testTTL, func() bool {
+		return len(c.Lookup("ocr")) == 0 && len(c.Lookup("lang")) == 1
+	}, "cache still shows the deleted bucket's content: %v", keysOf(c.All()))
 }

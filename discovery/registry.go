@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,6 +30,10 @@ type Config struct {
 	TTL time.Duration
 	// Replicas of the bucket's stream in a cluster. Default 1.
 	Replicas int
+	// Update makes Provision bring an existing bucket to this
+	// configuration. Without it an existing bucket is used as it is, so
+	// runners starting with defaults never undo what an operator set.
+	Update bool
 }
 
 func (c *Config) setDefaults() {
@@ -59,6 +64,7 @@ func (c Config) Validate() error {
 // safe for concurrent use.
 type Registry struct {
 	js    jetstream.JetStream
+	mu    sync.Mutex // guards kv and cfg.TTL, replaced when re-provisioning
 	kv    jetstream.KeyValue
 	cfg   Config
 	codec *Codec
@@ -66,11 +72,14 @@ type Registry struct {
 	// bucket that disappeared (say, a server that lost its store) is
 	// created again on the next heartbeat.
 	canProvision bool
+	reprovision  sync.Mutex
 }
 
-// Provision creates the discovery bucket or updates it to cfg, and returns
-// a registry over it. It is idempotent: every runner and controller may call
-// it at start-up, and none depends on another having started first.
+// Provision creates the discovery bucket if it does not exist (or, with
+// cfg.Update, brings it to cfg), and returns a registry over it. It is
+// idempotent: every runner and controller may call it at start-up, and none
+// depends on another having started first. The registry's TTL is the
+// bucket's actual max age.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) (*Registry, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -100,14 +109,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Registry, e
 	if err != nil {
 		return nil, fmt.Errorf("discovery: open bucket %s: %w", cfg.Bucket, err)
 	}
-	st, err := kv.Status(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("discovery: bucket %s status: %w", cfg.Bucket, err)
+	if err := r.bind(ctx, kv); err != nil {
+		return nil, err
 	}
-	if st.TTL() > 0 {
-		r.cfg.TTL = st.TTL()
-	}
-	r.kv = kv
 	return r, nil
 }
 
@@ -120,7 +124,7 @@ func newRegistry(js jetstream.JetStream, cfg Config) (*Registry, error) {
 }
 
 func (r *Registry) provision(ctx context.Context) error {
-	kv, err := r.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	want := jetstream.KeyValueConfig{
 		Bucket:         r.cfg.Bucket,
 		Description:    "pnpworker: live runner instances, one key <algorithm>.<instance>",
 		History:        1,
@@ -128,19 +132,53 @@ func (r *Registry) provision(ctx context.Context) error {
 		LimitMarkerTTL: r.cfg.TTL,
 		Storage:        jetstream.FileStorage,
 		Replicas:       r.cfg.Replicas,
-	})
+	}
+	var kv jetstream.KeyValue
+	var err error
+	if r.cfg.Update {
+		kv, err = r.js.CreateOrUpdateKeyValue(ctx, want)
+	} else {
+		kv, err = r.js.CreateKeyValue(ctx, want)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = r.js.KeyValue(ctx, r.cfg.Bucket)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("discovery: provision bucket %s: %w", r.cfg.Bucket, err)
 	}
+	return r.bind(ctx, kv)
+}
+
+// bind makes kv the registry's bucket and adopts its max age.
+func (r *Registry) bind(ctx context.Context, kv jetstream.KeyValue) error {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("discovery: bucket %s status: %w", r.cfg.Bucket, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.kv = kv
+	if st.TTL() > 0 {
+		r.cfg.TTL = st.TTL()
+	}
 	return nil
 }
 
+func (r *Registry) bucket() jetstream.KeyValue {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.kv
+}
+
 // TTL is the bucket's max age.
-func (r *Registry) TTL() time.Duration { return r.cfg.TTL }
+func (r *Registry) TTL() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cfg.TTL
+}
 
 // KeyValue exposes the underlying bucket.
-func (r *Registry) KeyValue() jetstream.KeyValue { return r.kv }
+func (r *Registry) KeyValue() jetstream.KeyValue { return r.bucket() }
 
 // Codec returns the record codec the registry validates with.
 func (r *Registry) Codec() *Codec { return r.codec }
@@ -152,7 +190,7 @@ func (r *Registry) Register(ctx context.Context, rec Registration) error {
 	if err != nil {
 		return err
 	}
-	if _, err := r.kv.Put(ctx, rec.Key(), b); err != nil {
+	if _, err := r.bucket().Put(ctx, rec.Key(), b); err != nil {
 		return fmt.Errorf("discovery: put %s: %w", rec.Key(), err)
 	}
 	return nil
@@ -161,23 +199,19 @@ func (r *Registry) Register(ctx context.Context, rec Registration) error {
 // Deregister deletes the record stored under key. Watchers see the delete
 // at once.
 func (r *Registry) Deregister(ctx context.Context, key string) error {
-	if err := r.kv.Delete(ctx, key); err != nil {
+	if err := r.bucket().Delete(ctx, key); err != nil {
 		return fmt.Errorf("discovery: delete %s: %w", key, err)
 	}
 	return nil
 }
 
-// Keepalive registers rec, then renews it every TTL/3 until ctx is done,
-// and finally deletes it. Renewal failures (NATS away, bucket gone) are
-// passed to onError and retried at the next tick; they never end the loop.
-// It returns the error of the first registration, or nil after a clean
-// deregistration.
-func (r *Registry) Keepalive(ctx context.Context, rec Registration, log zerolog.Logger) error {
-	if err := r.Register(ctx, rec); err != nil {
-		return err
-	}
-	log.Debug().Str("key", rec.Key()).Msg("registered")
-	tick := time.NewTicker(r.cfg.TTL / 3)
+// Keepalive renews rec every TTL/3 until ctx is done, then deletes it. The
+// caller registers first (Register), so that a failure to join is an error
+// it sees; Keepalive itself never gives up: renewal failures (NATS away,
+// bucket gone) are logged once and retried at the next tick, and a bucket
+// that vanished is created again when the registry may provision.
+func (r *Registry) Keepalive(ctx context.Context, rec Registration, log zerolog.Logger) {
+	tick := time.NewTicker(r.TTL() / 3)
 	defer tick.Stop()
 	failing := false
 	for {
@@ -187,16 +221,18 @@ func (r *Registry) Keepalive(ctx context.Context, rec Registration, log zerolog.
 			defer cancel()
 			if err := r.Deregister(dctx, rec.Key()); err != nil {
 				log.Warn().Err(err).Str("key", rec.Key()).Msg("deregister failed; the record expires by itself")
-				return nil
+				return
 			}
 			log.Debug().Str("key", rec.Key()).Msg("deregistered")
-			return nil
+			return
 		case <-tick.C:
 			err := r.Register(ctx, rec)
 			if err != nil && r.canProvision && errors.Is(err, jetstream.ErrNoStreamResponse) {
+				r.reprovision.Lock()
 				if perr := r.provision(ctx); perr == nil {
 					err = r.Register(ctx, rec)
 				}
+				r.reprovision.Unlock()
 			}
 			switch {
 			case err != nil && ctx.Err() == nil:
@@ -212,6 +248,17 @@ func (r *Registry) Keepalive(ctx context.Context, rec Registration, log zerolog.
 	}
 }
 
+// stopWatcher stops w and drains what it still holds: the watcher's
+// delivery callback blocks on a full updates channel, and would otherwise
+// never return and release its subscription.
+func stopWatcher(w jetstream.KeyWatcher) {
+	_ = w.Stop()
+	go func() {
+		for range w.Updates() {
+		}
+	}()
+}
+
 // List returns every valid record in the bucket, sorted by key. Invalid
 // records are skipped and reported to skip, which may be nil.
 func (r *Registry) List(ctx context.Context, skip func(key string, err error)) ([]Registration, error) {
@@ -219,11 +266,11 @@ func (r *Registry) List(ctx context.Context, skip func(key string, err error)) (
 }
 
 func (r *Registry) list(ctx context.Context, pattern string, skip func(key string, err error)) ([]Registration, error) {
-	w, err := r.kv.Watch(ctx, pattern, jetstream.IgnoreDeletes())
+	w, err := r.bucket().Watch(ctx, pattern, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("discovery: list: %w", err)
 	}
-	defer w.Stop()
+	defer stopWatcher(w)
 	var out []Registration
 	for {
 		select {

@@ -92,8 +92,8 @@ func (s Spec) Validate() error {
 	if len(s.OutputSchema) == 0 {
 		errs = append(errs, errors.New("output schema is required"))
 	}
-	if s.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("timeout %s is negative", s.Timeout))
+	if s.Timeout < 0 || (s.Timeout > 0 && s.Timeout < time.Millisecond) {
+		errs = append(errs, fmt.Errorf("timeout %s: want at least 1ms (zero means the default)", s.Timeout))
 	}
 	if s.MaxConcurrency < 0 {
 		errs = append(errs, fmt.Errorf("max concurrency %d is negative", s.MaxConcurrency))

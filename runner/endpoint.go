@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
+	"pnpworker/schemas"
 )
 
 // errDraining is the cancellation cause of requests cut short by shutdown.
@@ -29,7 +29,10 @@ var errDraining = errors.New("runner is shutting down")
 type endpoint struct {
 	alg         *Algorithm
 	nc          *nats.Conn
-	svc         micro.Service
+	sub         *nats.Subscription
+	monitorSubs []*nats.Subscription
+	started     time.Time
+	metadata    map[string]string
 	instance    string
 	rec         discovery.Registration
 	log         zerolog.Logger
@@ -46,6 +49,12 @@ type endpoint struct {
 	draining bool // shutdown started: signal idle when admitted reaches 0
 	idle     chan struct{}
 	closed   bool // jobs is closed: refuse everything
+
+	drainOnce sync.Once
+	drained   chan struct{} // closed when the subscription finished draining
+
+	statsMu  sync.Mutex
+	svcStats serviceStats
 
 	// counters for the micro STATS data field
 	running    atomic.Int64
@@ -103,16 +112,52 @@ func (e *endpoint) beginDrain() <-chan struct{} {
 	return e.idle
 }
 
+func (e *endpoint) markDrained() { e.drainOnce.Do(func() { close(e.drained) }) }
+
+// waitDrained waits until the subscription has handed over every delivered
+// message and every admitted request is done, or ctx ends.
+func (e *endpoint) waitDrained(ctx context.Context) bool {
+	select {
+	case <-e.drained:
+	case <-ctx.Done():
+		return false
+	}
+	select {
+	case <-e.beginDrain():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // close stops the workers after they finish what is queued; anything that
 // arrives later is answered 503.
-func (e *endpoint) close() {
+func (e *endpoint) close() { e.closeWithin(stuckGrace) }
+
+// closeWithin closes the queue and waits up to d for the workers. When the
+// requests were cancelled, leftovers that no free worker takes are answered
+// 503 here, so a stuck algorithm call cannot leave them unanswered.
+func (e *endpoint) closeWithin(d time.Duration) bool {
 	e.mu.Lock()
 	if !e.closed {
 		e.closed = true
 		close(e.jobs)
 	}
 	e.mu.Unlock()
-	e.workers.Wait()
+	if e.base.Err() != nil {
+		for j := range e.jobs {
+			e.replyError(j.reply, j.hdr, e.ctxError(e.base, "before the request started"))
+			e.done()
+		}
+	}
+	done := make(chan struct{})
+	go func() { e.workers.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 type endpointStats struct {
@@ -158,14 +203,14 @@ func (e *endpoint) stats() endpointStats {
 }
 
 // handle runs on the subscription's goroutine and must not block.
-func (e *endpoint) handle(req micro.Request) {
-	reply := req.Reply()
+func (e *endpoint) handle(m *nats.Msg) {
+	reply := m.Reply
 	if reply == "" {
 		// Published without a reply subject: nobody would see the answer.
 		e.noReply.Add(1)
 		return
 	}
-	hdr := nats.Header(req.Headers())
+	hdr := m.Header
 	e.mu.Lock()
 	switch {
 	case e.closed:
@@ -182,7 +227,7 @@ func (e *endpoint) handle(req micro.Request) {
 	e.admitted++
 	// Sent under the lock so close cannot close the channel in between;
 	// never blocks, since admitted <= cap(jobs).
-	e.jobs <- job{body: req.Data(), hdr: hdr, reply: reply, received: time.Now()}
+	e.jobs <- job{body: m.Data, hdr: hdr, reply: reply, received: time.Now()}
 	e.mu.Unlock()
 }
 
@@ -229,8 +274,9 @@ func (e *endpoint) serve(j job) {
 		}
 	})
 	start := time.Now()
-	out, err := e.call(ctx, body, log)
-	e.busyNanos.Add(int64(time.Since(start)))
+	data, err := e.call(ctx, body, log)
+	took := time.Since(start)
+	e.busyNanos.Add(int64(took))
 	stop()
 	if !replied.CompareAndSwap(false, true) {
 		return
@@ -244,21 +290,12 @@ func (e *endpoint) serve(j job) {
 		e.replyError(reply, hdr, asError(err))
 		return
 	}
-	data, err := json.Marshal(out)
-	if err != nil {
-		e.replyError(reply, hdr, &Error{Code: CodeInternal, Message: ErrInternal.Message, Err: fmt.Errorf("encode output: %w", err)})
-		return
-	}
 	if e.checkOutput {
 		if err := validate(e.alg.output, data); err != nil {
 			verr := err.(*Error)
 			e.replyError(reply, hdr, &Error{Code: CodeInternal, Message: "algorithm produced output that does not match its output schema", Violations: verr.Violations})
 			return
 		}
-	}
-	if max := e.nc.MaxPayload(); int64(len(data)) > max {
-		e.replyError(reply, hdr, &Error{Code: CodeInternal, Message: fmt.Sprintf("output of %d bytes exceeds the server's max payload of %d", len(data), max)})
-		return
 	}
 	msg := &nats.Msg{Subject: reply, Data: data, Header: e.okHeader}
 	if id := hdr.Get(HeaderJobID); id != "" {
@@ -269,21 +306,36 @@ func (e *endpoint) serve(j job) {
 		msg.Header.Set(HeaderJobID, id)
 	}
 	if err := e.nc.PublishMsg(msg); err != nil {
+		if errors.Is(err, nats.ErrMaxPayload) {
+			e.replyError(reply, hdr, &Error{Code: CodeInternal, Message: fmt.Sprintf("output of %d bytes exceeds the server's max payload of %d", len(data), e.nc.MaxPayload())})
+			return
+		}
 		log.Warn().Err(err).Msg("sending reply")
 		return
 	}
 	e.served.Add(1)
+	e.record(took, nil)
 }
 
-// call runs the algorithm, turning a panic into a 500 with the stack logged.
-func (e *endpoint) call(ctx context.Context, body []byte, log zerolog.Logger) (out any, err error) {
+// call runs the algorithm and encodes its output, turning a panic (in the
+// function or in an output type's MarshalJSON) into a 500 with the stack
+// logged.
+func (e *endpoint) call(ctx context.Context, body []byte, log zerolog.Logger) (data []byte, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			log.Error().Str("panic", fmt.Sprint(p)).Str("stack", string(debug.Stack())).Msg("algorithm panicked")
-			out, err = nil, &Error{Code: CodeInternal, Message: "algorithm panicked", Err: fmt.Errorf("panic: %v", p)}
+			data, err = nil, &Error{Code: CodeInternal, Message: "algorithm panicked", Err: fmt.Errorf("panic: %v", p)}
 		}
 	}()
-	return e.alg.call(ctx, body)
+	out, err := e.alg.call(ctx, body)
+	if err != nil {
+		return nil, err
+	}
+	data, err = json.Marshal(out)
+	if err != nil {
+		return nil, &Error{Code: CodeInternal, Message: ErrInternal.Message, Err: fmt.Errorf("encode output: %w", err)}
+	}
+	return data, nil
 }
 
 func (e *endpoint) ctxError(ctx context.Context, where string) *Error {
@@ -297,9 +349,32 @@ func (e *endpoint) ctxError(ctx context.Context, where string) *Error {
 	return &Error{Code: CodeDeadline, Message: "deadline exceeded" + suffix}
 }
 
+// maxViolations and maxMessage bound an error reply, so that it always fits
+// in a message: a hostile input can produce any number of violations.
+const (
+	maxViolations = 100
+	maxMessage    = 1000
+)
+
 func (e *endpoint) replyError(reply string, req nats.Header, er *Error) {
 	er.Algorithm = e.alg.spec.Name
 	er.Instance = e.instance
+	if !validCode(er.Code) {
+		er.Err = fmt.Errorf("invalid error code %d: %w (%s)", er.Code, er.Err, er.Message)
+		er.Code, er.Message = CodeInternal, ErrInternal.Message
+	}
+	if len(er.Message) > maxMessage {
+		er.Message = er.Message[:maxMessage] + "…"
+	}
+	if n := len(er.Violations); n > maxViolations {
+		er.Violations = append(er.Violations[:maxViolations:maxViolations], schemas.Violation{Pointer: "", Message: fmt.Sprintf("… and %d more violations", n-maxViolations)})
+	}
+	for i, v := range er.Violations {
+		if len(v.Message) > maxMessage {
+			er.Violations[i].Message = v.Message[:maxMessage] + "…"
+		}
+	}
+	e.record(0, er)
 	e.errMu.Lock()
 	if e.errCodes == nil {
 		e.errCodes = map[int]int64{}
@@ -329,7 +404,13 @@ func (e *endpoint) replyError(reply string, req nats.Header, er *Error) {
 	if id := req.Get(HeaderJobID); id != "" {
 		h.Set(HeaderJobID, id)
 	}
-	if err := e.nc.PublishMsg(&nats.Msg{Subject: reply, Data: body, Header: h}); err != nil {
+	err = e.nc.PublishMsg(&nats.Msg{Subject: reply, Data: body, Header: h})
+	if errors.Is(err, nats.ErrMaxPayload) {
+		// Still too large (a tiny max_payload): the headers alone say it.
+		h.Set(HeaderError, "error reply too large; see the runner's log")
+		err = e.nc.PublishMsg(&nats.Msg{Subject: reply, Header: h})
+	}
+	if err != nil {
 		e.log.Warn().Err(err).Msg("sending error reply")
 	}
 }

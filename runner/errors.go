@@ -83,10 +83,18 @@ func (e *Error) Is(target error) bool {
 }
 
 // Retryable reports whether a caller may try the same input again and hope
-// for another outcome: overload, draining, deadlines and internal errors are;
-// invalid or rejected input is not.
+// for another outcome: no runner yet (404), overload, draining, deadlines and
+// internal errors are; invalid, too large or rejected input is not.
 func (e *Error) Retryable() bool {
-	return e.Code >= 500
+	return e.Code >= 500 || e.Code == CodeNotFound
+}
+
+func validCode(c int) bool {
+	switch c {
+	case CodeInvalidInput, CodeNotFound, CodeTooLarge, CodeUnprocessable, CodeInternal, CodeUnavailable, CodeDeadline:
+		return true
+	}
+	return false
 }
 
 // Errorf returns an *Error with code and a formatted message.

@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
@@ -179,9 +179,9 @@ func (r *Runner) Instances() []string {
 // Run subscribes every algorithm, registers it in discovery and serves
 // requests until ctx is cancelled. It then deletes the registrations first
 // (callers stop picking this instance), drains the subscriptions (requests
-// already delivered are still served), waits for in-flight requests up to
-// the drain timeout, and returns nil. It returns an error only when start-up
-// fails.
+// already delivered are still served), waits for admitted requests up to the
+// drain timeout, cancels what still runs (answered 503), and returns nil. It
+// returns an error only when start-up fails.
 func (r *Runner) Run(ctx context.Context) error {
 	log := r.opts.log
 	js, err := jetstream.New(r.nc)
@@ -198,22 +198,24 @@ func (r *Runner) Run(ctx context.Context) error {
 		return fmt.Errorf("runner: %w", err)
 	}
 
-	// base outlives ctx: in-flight requests keep running while draining and
-	// are cancelled (cause errDraining) only when the drain timeout passes.
+	// base outlives ctx: requests keep running while draining and are
+	// cancelled (cause errDraining) only when the drain timeout passes.
 	base, cancelBase := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancelBase(errDraining)
 
 	var eps []*endpoint
-	stopAll := func() {
+	abort := func() {
+		cancelBase(errDraining)
 		for _, e := range eps {
-			_ = e.svc.Stop()
+			e.unsubscribeMonitor()
+			_ = e.sub.Unsubscribe()
 			e.close()
 		}
 	}
 	for _, a := range r.algs {
 		e, err := r.startEndpoint(base, a)
 		if err != nil {
-			stopAll()
+			abort()
 			return fmt.Errorf("runner: %s: %w", a.Name(), err)
 		}
 		eps = append(eps, e)
@@ -221,20 +223,23 @@ func (r *Runner) Run(ctx context.Context) error {
 
 	// Register only after subscribing: a registered instance always has
 	// someone listening.
+	for _, e := range eps {
+		if err := reg.Register(ctx, e.rec); err != nil {
+			for _, done := range eps {
+				_ = reg.Deregister(context.WithoutCancel(ctx), done.rec.Key())
+			}
+			abort()
+			return fmt.Errorf("runner: register %s: %w", e.rec.Key(), err)
+		}
+	}
 	kaCtx, stopKeepalive := context.WithCancel(ctx)
 	defer stopKeepalive()
 	var kaWG sync.WaitGroup
 	for _, e := range eps {
-		if err := reg.Register(ctx, e.rec); err != nil {
-			stopAll()
-			return fmt.Errorf("runner: register %s: %w", e.rec.Key(), err)
-		}
 		kaWG.Add(1)
 		go func() {
 			defer kaWG.Done()
-			if err := reg.Keepalive(kaCtx, e.rec, e.log); err != nil {
-				e.log.Error().Err(err).Msg("keepalive stopped")
-			}
+			reg.Keepalive(kaCtx, e.rec, e.log)
 		}()
 	}
 	r.mu.Lock()
@@ -250,99 +255,106 @@ func (r *Runner) Run(ctx context.Context) error {
 	log.Info().Msg("stopping: deregistering, then draining")
 	stopKeepalive()
 	kaWG.Wait()
+
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), r.opts.drainTimeout)
+	defer cancelDrain()
 	for _, e := range eps {
-		// Stop drains the endpoint subscription: messages already delivered
-		// are handed to the handler, nothing new arrives.
-		if err := e.svc.Stop(); err != nil {
-			e.log.Warn().Err(err).Msg("stopping micro service")
+		e.unsubscribeMonitor()
+		if err := e.sub.Drain(); err != nil {
+			e.log.Debug().Err(err).Msg("drain subscription")
+			e.markDrained()
 		}
 	}
-	timeout := time.NewTimer(r.opts.drainTimeout)
-	defer timeout.Stop()
+	// Ask the server to confirm the unsubscribes: after that, what was
+	// delivered is in the subscription's queue and handled before the
+	// subscription reports itself closed.
+	if err := r.nc.FlushWithContext(drainCtx); err != nil {
+		log.Debug().Err(err).Msg("flush while draining")
+	}
+	timedOut := false
 	for _, e := range eps {
-		select {
-		case <-e.beginDrain():
-		case <-timeout.C:
-			log.Warn().Dur("drain_timeout", r.opts.drainTimeout).Msg("drain timeout: cancelling in-flight requests")
-			cancelBase(errDraining)
+		if !e.waitDrained(drainCtx) {
+			timedOut = true
 		}
 	}
-	// Workers finish what is queued (at once when cancelled) and exit;
-	// anything the subscription still delivers is answered 503.
-	for _, e := range eps {
-		e.close()
+	if timedOut {
+		log.Warn().Dur("drain_timeout", r.opts.drainTimeout).Msg("drain timeout: cancelling in-flight requests")
+		cancelBase(errDraining)
 	}
-	if err := r.nc.Flush(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		log.Debug().Err(err).Msg("flush after drain")
+	// Workers finish what is queued (at once when cancelled) and exit. A
+	// function that ignores its cancelled context is left behind after a
+	// short grace period rather than holding the process hostage.
+	for _, e := range eps {
+		if !e.closeWithin(stuckGrace) {
+			e.log.Error().Msg("an algorithm call ignores cancellation; leaving it behind")
+		}
 	}
 	log.Info().Msg("stopped")
 	return nil
 }
 
+// stuckGrace is how long Run waits, after cancelling, for calls that ignore
+// their context.
+const stuckGrace = 2 * time.Second
+
 func (r *Runner) startEndpoint(base context.Context, a *Algorithm) (*endpoint, error) {
 	spec := a.Spec()
 	limit := spec.MaxConcurrency + spec.MaxPending
+	instance := nuid.Next()
 	e := &endpoint{
 		alg:         a,
 		nc:          r.nc,
 		base:        base,
+		instance:    instance,
+		log:         r.opts.log.With().Str("algorithm", spec.Name).Str("instance", instance).Logger(),
 		jobs:        make(chan job, limit),
 		limit:       limit,
 		idle:        make(chan struct{}),
+		drained:     make(chan struct{}),
 		checkOutput: r.opts.checkOutput,
+		started:     time.Now().UTC(),
+		metadata:    map[string]string{"sdk": SDK, "host": r.opts.host},
 	}
-	md := map[string]string{"sdk": SDK, "host": r.opts.host}
 	for k, v := range r.opts.metadata {
-		md[k] = v
+		e.metadata[k] = v
 	}
-	svc, err := micro.AddService(r.nc, micro.Config{
-		Name:         spec.Name,
-		Version:      spec.Version,
-		Description:  spec.Description,
-		Metadata:     md,
-		QueueGroup:   r.opts.queueGroup,
-		StatsHandler: func(*micro.Endpoint) any { return e.stats() },
-		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
-			e.log.Warn().Str("subject", err.Subject).Str("error", err.Description).Msg("nats error")
-		},
-	})
-	if err != nil {
-		return nil, err
-	}
-	e.svc = svc
-	e.instance = svc.Info().ID
-	e.log = r.opts.log.With().Str("algorithm", spec.Name).Str("instance", e.instance).Logger()
 	e.rec = discovery.Registration{
 		Algorithm:      spec.Name,
 		Version:        spec.Version,
-		Instance:       e.instance,
+		Instance:       instance,
 		Subject:        a.Subject(),
 		QueueGroup:     r.opts.queueGroup,
 		Description:    spec.Description,
 		InputSchema:    spec.InputSchema,
 		OutputSchema:   spec.OutputSchema,
-		TimeoutMS:      spec.Timeout.Milliseconds(),
+		TimeoutMS:      max(1, spec.Timeout.Milliseconds()),
 		MaxConcurrency: spec.MaxConcurrency,
 		Host:           r.opts.host,
 		SDK:            SDK,
-		StartedAt:      time.Now().UTC(),
+		StartedAt:      e.started,
 		Metadata:       r.opts.metadata,
 	}
 	if len(e.rec.Metadata) == 0 {
 		e.rec.Metadata = nil
 	}
 	e.okHeader = nats.Header{
-		HeaderInstance:  []string{e.instance},
+		HeaderInstance:  []string{instance},
 		HeaderAlgorithm: []string{spec.Name},
 		HeaderVersion:   []string{spec.Version},
 	}
 	e.startWorkers(spec.MaxConcurrency)
-	if err := svc.AddEndpoint("run", micro.HandlerFunc(e.handle),
-		micro.WithEndpointSubject(a.Subject()),
-		micro.WithEndpointQueueGroup(r.opts.queueGroup),
-		micro.WithEndpointMetadata(map[string]string{"discovery_key": e.rec.Key()}),
-	); err != nil {
-		_ = svc.Stop()
+	sub, err := r.nc.QueueSubscribe(a.Subject(), r.opts.queueGroup, e.handle)
+	if err != nil {
+		e.close()
+		return nil, fmt.Errorf("subscribe %s: %w", a.Subject(), err)
+	}
+	// The closed handler of an async subscription runs after its last
+	// callback returned: the drain is complete.
+	sub.SetClosedHandler(func(string) { e.markDrained() })
+	e.sub = sub
+	if err := e.subscribeMonitor(); err != nil {
+		e.unsubscribeMonitor()
+		_ = sub.Unsubscribe()
 		e.close()
 		return nil, err
 	}

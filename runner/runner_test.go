@@ -457,3 +457,150 @@ func TestUnknownAlgorithmHasNoResponders(t *testing.T) {
 		t.Fatalf("unknown algorithm: %v, want no responders", err)
 	}
 }
+
+func TestDrainServesEverythingAlreadyDelivered(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	_, stop := start(t, nc, []*runner.Algorithm{wordCount(t, func(s *runner.Spec) { s.MaxConcurrency = 2; s.MaxPending = 1000 })})
+	client := s.Connect()
+	const n = 300
+	inbox := nats.NewInbox()
+	replies := make(chan *nats.Msg, n)
+	sub, err := client.ChanSubscribe(inbox, replies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	for range n {
+		if err := client.PublishRequest("run.word_count", inbox, []byte(`{"text":"queued","sleep_ms":5}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := client.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, func() bool { return endpointStats(t, client).Waiting > 10 }, "requests never queued")
+	stop()
+	codes := map[string]int{}
+	for range n {
+		select {
+		case m := <-replies:
+			codes[m.Header.Get(runner.HeaderErrorCode)]++
+		case <-time.After(20 * time.Second):
+			t.Fatalf("only %v replies of %d", codes, n)
+		}
+	}
+	if codes[""] != n {
+		t.Fatalf("replies by error code = %v, want all %d served", codes, n)
+	}
+}
+
+func TestDrainTimeoutWithAStuckAlgorithm(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	release := make(chan struct{})
+	defer close(release)
+	stuck, err := runner.NewAlgorithm(runner.Spec{Name: "word_count", Version: "1.0.0", InputSchema: []byte(textSchema), OutputSchema: []byte(outSchema), MaxConcurrency: 1},
+		func(ctx context.Context, in in) (out, error) {
+			<-release // ignores ctx entirely
+			return out{}, nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := runner.New(nc, []*runner.Algorithm{stuck}, runner.WithDrainTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	<-r.Started()
+	client := s.Connect()
+	replies := make(chan *nats.Msg, 2)
+	for range 2 { // one runs (stuck), one waits behind it
+		go func() {
+			m, _ := client.Request("run.word_count", []byte(`{"text":"x"}`), 20*time.Second)
+			replies <- m
+		}()
+	}
+	natstest.Eventually(t, 5*time.Second, func() bool { st := endpointStats(t, client); return st.InFlight == 1 && st.Waiting == 1 }, "requests never admitted")
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return: a stuck algorithm holds shutdown hostage")
+	}
+	for range 2 {
+		m := <-replies
+		if m == nil || m.Header.Get(runner.HeaderErrorCode) != "503" {
+			t.Errorf("reply = %v, want 503 draining", m)
+		}
+	}
+}
+
+func TestOversizedErrorAndOutputStillGetAReply(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	max := int(nc.MaxPayload())
+	big, err := runner.NewAlgorithm(runner.Spec{Name: "word_count", Version: "1.0.0",
+		InputSchema:  []byte(`{"type":"object","properties":{"items":{"type":"array","items":{"type":"string"}},"n":{"type":"integer"}}}`),
+		OutputSchema: []byte(`{"type":"object"}`)},
+		func(ctx context.Context, in struct {
+			N int `json:"n"`
+		}) (map[string]string, error) {
+			return map[string]string{"blob": strings.Repeat("x", in.N)}, nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, nc, []*runner.Algorithm{big})
+	// An output just under the limit whose headers push it over.
+	msg := request(t, nc, fmt.Sprintf(`{"n":%d}`, max-20), nil)
+	if msg.Header.Get(runner.HeaderErrorCode) != "500" || !strings.Contains(msg.Header.Get(runner.HeaderError), "max payload") {
+		t.Errorf("oversized output: %v", msg.Header)
+	}
+	// 100k violations: the error reply is capped and still arrives.
+	items := "[" + strings.TrimSuffix(strings.Repeat("1,", 100000), ",") + "]"
+	msg = request(t, nc, `{"items":`+items+`}`, nil)
+	e := runner.ReplyError(msg)
+	if e == nil || e.Code != 400 || len(e.Violations) != 101 || !strings.Contains(e.Violations[100].Message, "more violations") {
+		t.Fatalf("violation flood: %v (%d violations)", msg.Header, len(e.Violations))
+	}
+}
+
+func TestMicroStatsCountErrors(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	start(t, nc, []*runner.Algorithm{wordCount(t, nil)})
+	request(t, nc, `{"text":"a b"}`, nil)
+	request(t, nc, `{"text":1}`, nil)
+	msg, err := nc.Request("$SRV.STATS.word_count", nil, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Name      string `json:"name"`
+		Endpoints []struct {
+			Subject     string `json:"subject"`
+			NumRequests int    `json:"num_requests"`
+			NumErrors   int    `json:"num_errors"`
+			LastError   string `json:"last_error"`
+		} `json:"endpoints"`
+	}
+	if err := json.Unmarshal(msg.Data, &st); err != nil || len(st.Endpoints) != 1 {
+		t.Fatalf("stats %s: %v", msg.Data, err)
+	}
+	ep := st.Endpoints[0]
+	if st.Name != "word_count" || ep.Subject != "run.word_count" || ep.NumRequests != 2 || ep.NumErrors != 1 || !strings.HasPrefix(ep.LastError, "400:") {
+		t.Fatalf("stats = %s", msg.Data)
+	}
+	for _, subj := range []string{"$SRV.PING", "$SRV.INFO.word_count", "$SRV.PING.word_count"} {
+		if _, err := nc.Request(subj, nil, time.Second); err != nil {
+			t.Errorf("%s: %v", subj, err)
+		}
+	}
+}

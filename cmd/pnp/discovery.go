@@ -71,6 +71,7 @@ func cmdDiscovery(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	case "provision":
 		fs.DurationVar(&cfg.TTL, "ttl", discovery.DefaultTTL, "max age of a registration without heartbeat")
 		fs.IntVar(&cfg.Replicas, "replicas", 1, "stream replicas in a cluster")
+		cfg.Update = true // an explicit provision brings an existing bucket to these settings
 	case "ls", "watch":
 	default:
 		return fmt.Errorf("%w: unknown subcommand %q (want provision, ls or watch)", errUsage, sub)

@@ -98,7 +98,11 @@ func Start(cfg Config) (*server.Server, error) {
 	s.Start()
 	if !s.ReadyForConnections(cfg.ReadyTimeout) {
 		s.Shutdown()
-		return nil, fmt.Errorf("embedded: server not ready after %s (is %s:%d already in use?)", cfg.ReadyTimeout, cfg.Host, cfg.Port)
+		return nil, fmt.Errorf("embedded: server not ready after %s (is %s:%d already in use, or %s not writable?)", cfg.ReadyTimeout, cfg.Host, cfg.Port, cfg.StoreDir)
+	}
+	if !s.JetStreamEnabled() {
+		s.Shutdown()
+		return nil, fmt.Errorf("embedded: JetStream did not start with store %s (not writable, or disk full?)", cfg.StoreDir)
 	}
 	return s, nil
 }
