@@ -22,10 +22,15 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"up", "run the whole system locally: embedded NATS with JetStream plus runners for every built-in algorithm", cmdUp},
+		{"up", "run the whole system locally: embedded NATS with JetStream, runners for every built-in algorithm and a controller", cmdUp},
 		{"runner", "serve built-in algorithms on an existing NATS", cmdRunner},
 		{"algorithms", "list the algorithms registered in discovery", cmdAlgorithms},
 		{"discovery", "provision, list or watch the discovery bucket (provision|ls|watch)", cmdDiscovery},
+		{"controller", "run a controller: take jobs from JOBS to runners, store results, retry, dead-letter", cmdController},
+		{"submit", "submit a job and print its id (--wait prints its result)", cmdSubmit},
+		{"result", "print the result of a job", cmdResult},
+		{"jobs", "show waiting, in-flight and dead jobs per algorithm", cmdJobs},
+		{"dead", "list or replay dead letters (ls|replay)", cmdDead},
 		{"bench", "measure the runner against a hand-written responder and print ratios", cmdBench},
 		{"version", "print the version", cmdVersion},
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,7 +13,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"pnpworker/controller"
 	"pnpworker/internal/embedded"
+	"pnpworker/internal/imagefetch"
 	"pnpworker/runner"
 )
 
@@ -36,8 +39,11 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		listen = fs.String("listen", env("PNP_LISTEN", "127.0.0.1:4222"), "address the embedded NATS server listens on (env PNP_LISTEN)")
 		data   = fs.String("data", defaultDataDir(), "JetStream data directory; kept across restarts (env PNP_DATA)")
 		algs   = fs.String("algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, or all (env PNP_ALGORITHMS)")
+		images = fs.String("images-listen", env("PNP_IMAGES_LISTEN", "127.0.0.1:0"), "loopback address serving the demo gallery and sample images; the image fetcher may reach it (env PNP_IMAGES_LISTEN)")
+		imf    imageFlags
 	)
 	lf.register(fs)
+	imf.register(fs)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -53,7 +59,17 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil || port < 0 || port > 65535 {
 		return fmt.Errorf("%w: --listen %q: bad port", errUsage, *listen)
 	}
-	list, err := selectAlgorithms(*algs)
+	imagesURL, imagesHost, stopImages, err := serveDemoImages(*images, log)
+	if err != nil {
+		return err
+	}
+	defer stopImages()
+	// The demo image server is the one loopback address the fetcher may reach.
+	algCfg, err := newAlgoConfig(imf.gallery, append(imagefetch.ParseAllow(imf.allow), imagesHost), log)
+	if err != nil {
+		return err
+	}
+	list, err := selectAlgorithmsWith(*algs, algCfg)
 	if err != nil {
 		return err
 	}
@@ -83,21 +99,28 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 1)
+	ctl, err := controller.New(nc, controller.Config{Logger: log.With().Str("component", "controller").Logger()})
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 2)
 	go func() { errc <- r.Run(ctx) }()
+	go func() { errc <- ctl.Run(ctx) }()
 	select {
 	case err := <-errc:
 		return err
 	case <-r.Started():
 	}
-	printBanner(stdout, url, *data, list)
-	return <-errc
+	printBanner(stdout, url, *data, imagesURL, list)
+	return errors.Join(<-errc, <-errc)
 }
 
-func printBanner(w io.Writer, url, data string, algs []*runner.Algorithm) {
+func printBanner(w io.Writer, url, data, images string, algs []*runner.Algorithm) {
 	var names []string
+	serving := map[string]bool{}
 	for _, a := range algs {
 		names = append(names, a.Name()+" "+a.Spec().Version)
+		serving[a.Name()] = true
 	}
 	server := ""
 	if url != nats.DefaultURL {
@@ -114,7 +137,19 @@ try, with the nats CLI:
   nats%s req run.language_detection '{"text":42}'        # a 400 with the schema violation
   nats%s micro ls
   pnp algorithms%s
-
-Ctrl-C stops it.
 `, url, data, strings.Join(names, ", "), server, server, server, server, strings.ReplaceAll(server, " -s ", " --server "))
+	fmt.Fprintf(w, "\njobs (durable; results in KV bucket results):\n  nats%s pub jobs.language_detection '{\"text\":\"Der schnelle braune Fuchs springt über den faulen Hund\"}' -H Nats-Msg-Id:hello\n  nats%s kv get results hello\n  pnp submit%s --wait language_detection '{\"text\":\"El rápido zorro marrón salta sobre el perro perezoso\"}'\n  pnp jobs%s\n",
+		server, server, strings.ReplaceAll(server, " -s ", " --server "), strings.ReplaceAll(server, " -s ", " --server "))
+	if serving["meme_classifier"] || serving["image_info"] {
+		fmt.Fprintf(w, "\ndemo images on %s/ (gallery/ and samples/; the fetcher may reach this loopback server only):\n", images)
+	}
+	if serving["meme_classifier"] {
+		fmt.Fprintf(w, "  nats%s req run.meme_classifier '{\"image_url\":\"%s/samples/drake_pref_captioned.jpg\"}'\n", server, images)
+		fmt.Fprintf(w, "  nats%s req run.meme_classifier '{\"image_url\":\"%s/samples/unrelated_photo.jpg\"}'   # unknown\n", server, images)
+		fmt.Fprintf(w, "  nats%s req run.meme_classifier '{\"image_url\":\"http://169.254.169.254/latest/meta-data/\"}'   # a 422: blocked address\n", server)
+	}
+	if serving["image_info"] {
+		fmt.Fprintf(w, "  nats%s req run.image_info '{\"image_url\":\"%s/gallery/stonks.png\"}'\n", server, images)
+	}
+	fmt.Fprint(w, "\nCtrl-C stops it.\n")
 }

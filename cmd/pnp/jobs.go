@@ -1,0 +1,441 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"pnpworker/controller"
+)
+
+func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("controller", "pnp controller [--server URL] [--max-in-flight N] [flags]", stdout)
+	var (
+		nf  natsFlags
+		lf  logFlags
+		cfg controller.Config
+	)
+	nf.register(fs)
+	lf.register(fs)
+	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", envInt("PNP_MAX_IN_FLIGHT", controller.DefaultMaxInFlight), "jobs dispatched at once by this controller, over all algorithms (env PNP_MAX_IN_FLIGHT)")
+	fs.DurationVar(&cfg.AckWait, "ack-wait", controller.DefaultAckWait, "how soon the jobs of a controller that died are taken over; running jobs are kept by heartbeats")
+	fs.IntVar(&cfg.MaxAttempts, "max-attempts", controller.DefaultMaxAttempts, "attempts before a job failing with a timeout or 5xx is dead-lettered")
+	fs.DurationVar(&cfg.RetryBackoff, "retry-backoff", controller.DefaultRetryBackoff, "wait before the second attempt; doubles for each further one")
+	fs.DurationVar(&cfg.MaxRetryBackoff, "max-retry-backoff", controller.DefaultMaxRetryBackoff, "longest wait between attempts")
+	fs.DurationVar(&cfg.NoRunnerDelay, "no-runner-delay", controller.DefaultNoRunnerDelay, "wait before offering again a job no runner answered (not an attempt)")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", controller.DefaultDrainTimeout, "how long to wait for jobs in flight on shutdown")
+	fs.DurationVar(&cfg.Store.ResultTTL, "result-ttl", controller.DefaultResultTTL, "how long results are kept")
+	fs.IntVar(&cfg.Store.ResultHistory, "result-history", 1, "records kept per job id in the results bucket (1..64)")
+	fs.DurationVar(&cfg.Store.DuplicateWindow, "duplicate-window", controller.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
+	fs.DurationVar(&cfg.Store.DeadMaxAge, "dead-max-age", 0, "how long dead letters are kept; 0 keeps them until replayed")
+	fs.IntVar(&cfg.Store.Replicas, "replicas", 1, "stream replicas in a cluster")
+	fs.BoolVar(&cfg.Bind, "no-provision", false, "use existing streams instead of creating them (for credentials that may not create streams)")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	nc, err := nf.connectAndWait(ctx, "pnp controller", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	c, err := controller.New(nc, cfg)
+	if err != nil {
+		return err
+	}
+	if err := c.Run(ctx); err != nil {
+		return err
+	}
+	return nc.Drain()
+}
+
+func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("submit", "pnp submit [flags] <algorithm> <json | @file | ->", stdout)
+	var (
+		nf          natsFlags
+		lf          logFlags
+		opts        controller.SubmitOptions
+		wait        = fs.Bool("wait", false, "wait for the result and print it; exit 1 when the job failed")
+		waitTimeout = fs.Duration("wait-timeout", 0, "give up waiting after this long (0: wait until interrupted)")
+	)
+	nf.register(fs)
+	lf.register(fs)
+	fs.StringVar(&opts.ID, "id", "", "job id (default: a new unique id); a job id submitted twice within the duplicate window is stored once")
+	fs.DurationVar(&opts.Timeout, "timeout", 0, "time budget of this job; can only shorten the algorithm's timeout")
+	fs.StringVar(&opts.Notify, "notify", "", "subject to publish the result record to when the job ends")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return fmt.Errorf("%w: want <algorithm> and <json | @file | ->, got %d arguments", errUsage, len(pos))
+	}
+	input, err := readInput(pos[1])
+	if err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	nc, store, err := openStore(ctx, &nf, log, true)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	sub, err := store.Submit(ctx, pos[0], input, opts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, sub.ID)
+	if sub.Duplicate {
+		fmt.Fprintf(stderr, "job %s was already submitted (stream sequence %d); stored once\n", sub.ID, sub.Seq)
+	}
+	if !*wait {
+		return nil
+	}
+	return waitAndPrint(ctx, store, sub.ID, *waitTimeout, stdout, stderr)
+}
+
+// readInput reads a job body given as JSON, @file or - (stdin).
+func readInput(arg string) ([]byte, error) {
+	var (
+		b   []byte
+		err error
+	)
+	switch {
+	case arg == "-":
+		b, err = io.ReadAll(os.Stdin)
+	case strings.HasPrefix(arg, "@"):
+		b, err = os.ReadFile(arg[1:])
+	default:
+		b = []byte(arg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading input: %w", err)
+	}
+	return b, nil
+}
+
+func waitAndPrint(ctx context.Context, store *controller.Store, id string, timeout time.Duration, stdout, stderr io.Writer) error {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	res, err := store.WaitResult(ctx, id, func(r controller.Result) {
+		msg := ""
+		if r.Error != nil {
+			msg = fmt.Sprintf("%d %s", r.Error.Code, r.Error.Message)
+		}
+		next := ""
+		if r.NextAttemptAt != nil {
+			next = " at " + r.NextAttemptAt.Local().Format(time.TimeOnly)
+		}
+		fmt.Fprintf(stderr, "attempt %d failed (%s); retrying%s\n", r.Attempts, msg, next)
+	})
+	if err != nil {
+		return err
+	}
+	if err := writeJSON(stdout, res); err != nil {
+		return err
+	}
+	return resultError(res)
+}
+
+// resultError turns a failed result into the command's error (exit 1).
+func resultError(r controller.Result) error {
+	if r.Status != controller.StatusFailed {
+		return nil
+	}
+	if r.Error == nil {
+		return fmt.Errorf("job %s failed", r.JobID)
+	}
+	return fmt.Errorf("job %s failed: %d %s", r.JobID, r.Error.Code, r.Error.Message)
+}
+
+func cmdResult(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("result", "pnp result [--wait] <job id>", stdout)
+	var (
+		nf   natsFlags
+		lf   logFlags
+		wait = fs.Bool("wait", false, "wait for the final result if there is none yet")
+	)
+	nf.register(fs)
+	lf.register(fs)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: want one job id", errUsage)
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	nc, store, err := openStore(ctx, &nf, log, false)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if *wait {
+		return waitAndPrint(ctx, store, pos[0], 0, stdout, stderr)
+	}
+	res, err := store.Result(ctx, pos[0])
+	if errors.Is(err, controller.ErrNoResult) {
+		return fmt.Errorf("no result for job %s: it is still waiting or running, was never submitted, or its result expired", pos[0])
+	}
+	if err != nil {
+		return err
+	}
+	if err := writeJSON(stdout, res); err != nil {
+		return err
+	}
+	return resultError(res)
+}
+
+func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("jobs", "pnp jobs [--json]", stdout)
+	var (
+		nf      natsFlags
+		lf      logFlags
+		jsonOut = fs.Bool("json", false, "print as JSON")
+	)
+	nf.register(fs)
+	lf.register(fs)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	nc, store, err := openStore(ctx, &nf, log, false)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	queues, err := store.Queues(ctx)
+	if err != nil {
+		return err
+	}
+	if *jsonOut {
+		return writeJSON(stdout, queues)
+	}
+	if len(queues) == 0 {
+		fmt.Fprintln(stderr, "no jobs, dead letters or runners")
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ALGORITHM\tWAITING\tIN FLIGHT\tDEAD\tRUNNERS")
+	for _, q := range queues {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", q.Algorithm, q.Waiting, q.InFlight, q.Dead, q.Runners)
+	}
+	return tw.Flush()
+}
+
+func cmdDead(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintln(stdout, "usage: pnp dead ls|replay [flags]")
+		fmt.Fprintln(stdout, "  ls                       list dead letters: jobs that failed for good, with the reason")
+		fmt.Fprintln(stdout, "  replay <job id>... | --all  submit dead letters again under their job ids")
+		if len(args) == 0 {
+			return fmt.Errorf("%w: missing subcommand", errUsage)
+		}
+		return nil
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlagSet("dead "+sub, "pnp dead "+sub+" [flags]", stdout)
+	var (
+		nf        natsFlags
+		lf        logFlags
+		algorithm = fs.String("algorithm", "", "only this algorithm's dead letters")
+		jsonOut   bool
+		all       bool
+	)
+	nf.register(fs)
+	lf.register(fs)
+	switch sub {
+	case "ls":
+		fs.BoolVar(&jsonOut, "json", false, "print the dead letters as JSON, with their bodies")
+	case "replay":
+		fs.usage = "pnp dead replay [flags] <job id>... | --all"
+		fs.BoolVar(&all, "all", false, "replay every dead letter (of --algorithm, if given)")
+	default:
+		return fmt.Errorf("%w: unknown subcommand %q (want ls or replay)", errUsage, sub)
+	}
+	ids, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if sub == "ls" && len(ids) > 0 {
+		return fmt.Errorf("%w: ls takes no arguments", errUsage)
+	}
+	if sub == "replay" && all == (len(ids) > 0) {
+		return fmt.Errorf("%w: name the job ids to replay, or --all", errUsage)
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	nc, store, err := openStore(ctx, &nf, log, false)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	letters, err := store.DeadLetters(ctx, *algorithm)
+	if err != nil {
+		return err
+	}
+	if sub == "ls" {
+		return printDeadLetters(stdout, stderr, letters, jsonOut)
+	}
+	return replay(ctx, store, letters, ids, stdout)
+}
+
+// deadLetterJSON is a dead letter as `pnp dead ls --json` prints it.
+type deadLetterJSON struct {
+	Seq       uint64      `json:"seq"`
+	JobID     string      `json:"job_id"`
+	Algorithm string      `json:"algorithm"`
+	Code      int         `json:"code"`
+	Reason    string      `json:"reason"`
+	Attempts  int         `json:"attempts"`
+	DeadAt    time.Time   `json:"dead_at"`
+	Header    nats.Header `json:"header"`
+	Body      string      `json:"body"`
+}
+
+func printDeadLetters(stdout, stderr io.Writer, letters []controller.DeadLetter, jsonOut bool) error {
+	if jsonOut {
+		out := make([]deadLetterJSON, 0, len(letters))
+		for _, d := range letters {
+			out = append(out, deadLetterJSON{d.Seq, d.JobID, d.Algorithm, d.Code, d.Reason, d.Attempts, d.DeadAt, d.Header, string(d.Data)})
+		}
+		return writeJSON(stdout, out)
+	}
+	if len(letters) == 0 {
+		fmt.Fprintln(stderr, "no dead letters")
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tJOB\tALGORITHM\tCODE\tATTEMPTS\tDEAD SINCE\tREASON")
+	for _, d := range letters {
+		reason := d.Reason
+		if len(reason) > 80 {
+			reason = reason[:77] + "..."
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\n", d.Seq, d.JobID, d.Algorithm, d.Code, d.Attempts,
+			d.DeadAt.Local().Format(time.DateTime), reason)
+	}
+	return tw.Flush()
+}
+
+func replay(ctx context.Context, store *controller.Store, letters []controller.DeadLetter, ids []string, stdout io.Writer) error {
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	found := map[string]bool{}
+	var errs []error
+	for _, d := range letters {
+		if len(want) > 0 && !want[d.JobID] {
+			continue
+		}
+		found[d.JobID] = true
+		sub, err := store.Replay(ctx, d)
+		switch {
+		case errors.Is(err, controller.ErrAlreadySucceeded):
+			fmt.Fprintf(stdout, "%s already succeeded; dead letter %d removed\n", d.JobID, d.Seq)
+		case err != nil:
+			errs = append(errs, err)
+		default:
+			fmt.Fprintf(stdout, "%s replayed (dead letter %d, now job sequence %d)\n", sub.ID, d.Seq, sub.Seq)
+		}
+	}
+	for _, id := range ids {
+		if !found[id] {
+			errs = append(errs, fmt.Errorf("no dead letter for job %s", id))
+		}
+	}
+	if len(want) == 0 && len(found) == 0 {
+		fmt.Fprintln(stdout, "no dead letters")
+	}
+	return errors.Join(errs...)
+}
+
+// openStore connects and binds to the job streams. With provision, streams
+// that do not exist yet are created with the defaults, so a producer can
+// submit before any controller ever ran.
+func openStore(ctx context.Context, nf *natsFlags, log zerolog.Logger, provision bool) (*nats.Conn, *controller.Store, error) {
+	nc, err := nf.connect("pnp", log)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	store, err := controller.OpenStore(ctx, js, controller.StoreConfig{})
+	if errors.Is(err, controller.ErrNotProvisioned) {
+		if provision {
+			store, err = controller.Provision(ctx, js, controller.StoreConfig{})
+		} else {
+			err = fmt.Errorf("no job streams on %s yet: start 'pnp controller' or 'pnp up'", nf.server)
+		}
+	}
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, store, nil
+}
+
+// parseInterleaved parses flags placed before, between or after the
+// positional arguments (`pnp submit alg '{}' --wait`) and returns the
+// positional ones. Everything after "--" is positional.
+func parseInterleaved(fs *flagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			// parse words the error (and prints --help) like every command.
+			return nil, fs.parse(args)
+		}
+		rest := fs.Args()
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// envInt reads an integer from the environment, or returns def.
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,221 @@
+package controller_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"pnpworker/controller"
+	"pnpworker/internal/natstest"
+	"pnpworker/runner"
+)
+
+// benchInFlight is how many jobs both pipelines keep in flight.
+const benchInFlight = 64
+
+var benchRounds = flag.Int("rounds", 3, "BenchmarkControllerVsHandwritten: rounds of each pipeline, alternated; medians are reported")
+
+// BenchmarkControllerVsHandwritten runs b.N jobs through (a) a hand-written
+// pipeline — pull consume, request-reply to the runner, put the reply in
+// the results bucket, ack — and (b) the controller, over the same trivial
+// runner, 64 jobs in flight each, and reports jobs/s of both and the ratio.
+// b.N is the job count. The two pipelines alternate for -rounds rounds
+// (a, b, a, b, …) so that other load on the machine hits both alike, and
+// the medians across rounds are reported:
+//
+//	go test -run '^$' -bench ControllerVsHandwritten -benchtime 50000x ./controller/ -rounds 3
+func BenchmarkControllerVsHandwritten(b *testing.B) {
+	n := b.N
+	rounds := max(1, *benchRounds)
+	if n < 1000 {
+		rounds = 1 // the framework's warm-up call
+	}
+	var hand, ctl []float64
+	for r := range rounds {
+		h := benchPipeline(b, n, runHandwritten)
+		c := benchPipeline(b, n, runController)
+		b.Logf("round %d: handwritten %.0f jobs/s, controller %.0f jobs/s, ratio %.3f", r+1, h, c, c/h)
+		hand, ctl = append(hand, h), append(ctl, c)
+	}
+	h, c := median(hand), median(ctl)
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(h, "handwritten_jobs/s")
+	b.ReportMetric(c, "controller_jobs/s")
+	b.ReportMetric(c/h, "ratio")
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// benchPipeline starts a server and the runner, stores n jobs, then times
+// run until JOBS is empty. It returns jobs per second.
+func benchPipeline(b *testing.B, n int, run func(b *testing.B, srv *natstest.Server, store *controller.Store) func()) float64 {
+	b.Helper()
+	b.StopTimer()
+	srv := natstest.Start(b)
+	nc := srv.Connect()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	store, err := controller.Provision(ctx, js, controller.StoreConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	stopRunner := benchRunner(b, srv)
+	defer stopRunner()
+
+	for i := range n {
+		msg := &nats.Msg{Subject: "jobs.bench", Data: fmt.Appendf(nil, `{"n":%d}`, i), Header: nats.Header{}}
+		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("job-%d", i))
+		if _, err := js.PublishMsgAsync(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		b.Fatal("storing the jobs took over a minute")
+	}
+	if info, err := store.Jobs().Info(ctx); err != nil || info.State.Msgs != uint64(n) {
+		b.Fatalf("JOBS holds %v jobs (%v), want %d", info.State.Msgs, err, n)
+	}
+
+	b.StartTimer()
+	start := time.Now()
+	stop := run(b, srv, store)
+	for {
+		info, err := store.Jobs().Info(ctx)
+		if err == nil && info.State.Msgs == 0 {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	stop()
+	if st, err := store.Results().Status(ctx); err != nil || st.Values() != uint64(n) {
+		b.Fatalf("results bucket holds %v values (%v), want %d", st.Values(), err, n)
+	}
+	return float64(n) / elapsed.Seconds()
+}
+
+// benchRunner serves the trivial algorithm "bench" (echo of an integer).
+func benchRunner(b *testing.B, srv *natstest.Server) func() {
+	a, err := runner.NewAlgorithm(runner.Spec{
+		Name:           "bench",
+		Version:        "1.0.0",
+		InputSchema:    []byte(`{"type":"object","required":["n"],"properties":{"n":{"type":"integer"}}}`),
+		OutputSchema:   []byte(`{"type":"object","required":["n"],"properties":{"n":{"type":"integer"}}}`),
+		MaxConcurrency: benchInFlight,
+	}, func(_ context.Context, in echoIn) (echoOut, error) { return echoOut{N: in.N}, nil })
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := runner.New(srv.Connect(), []*runner.Algorithm{a})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = r.Run(ctx)
+	}()
+	<-r.Started()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// runController starts a controller with 64 jobs in flight.
+func runController(b *testing.B, srv *natstest.Server, _ *controller.Store) func() {
+	c, err := controller.New(srv.Connect(), controller.Config{MaxInFlight: benchInFlight})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	}
+}
+
+// runHandwritten is the baseline: what a developer would write by hand
+// with nats.go for the same job, and nothing more — no discovery, schema
+// check, retries, dead letters, result records or heartbeats.
+func runHandwritten(b *testing.B, srv *natstest.Server, store *controller.Store) func() {
+	nc := srv.Connect()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cons, err := js.CreateOrUpdateConsumer(ctx, controller.JobsStream, jetstream.ConsumerConfig{
+		Durable:       "handwritten",
+		FilterSubject: "jobs.bench",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		MaxAckPending: 1000,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(benchInFlight))
+	if err != nil {
+		b.Fatal(err)
+	}
+	results := store.Results()
+	sem := make(chan struct{}, benchInFlight)
+	var failures atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			msg, err := it.Next(jetstream.NextContext(ctx))
+			if err != nil {
+				return
+			}
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem }()
+				reply, err := nc.Request("run.bench", msg.Data(), 5*time.Second)
+				if err == nil {
+					_, err = results.Put(ctx, msg.Headers().Get(jetstream.MsgIDHeader), reply.Data)
+				}
+				if err != nil {
+					failures.Add(1)
+					_ = msg.Nak()
+					return
+				}
+				_ = msg.Ack()
+			}()
+		}
+	}()
+	return func() {
+		cancel()
+		it.Stop()
+		<-done
+		if f := failures.Load(); f > 0 {
+			b.Logf("handwritten pipeline: %d failed attempts", f)
+		}
+	}
+}

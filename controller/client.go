@@ -1,0 +1,282 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"pnpworker/discovery"
+)
+
+// SubmitOptions are the optional parts of a job. The zero value submits
+// a job with a generated id and the algorithm's own timeout.
+type SubmitOptions struct {
+	// ID names the job; it must satisfy ValidJobID. Default: a new NUID.
+	ID string
+	// Timeout is the job's time budget; it can only shorten the
+	// algorithm's timeout. Zero: the algorithm's timeout.
+	Timeout time.Duration
+	// Notify is a subject the final result record is published to.
+	Notify string
+	// Header holds extra headers stored with the job and kept in its dead
+	// letter.
+	Header nats.Header
+}
+
+// Submission says where a job was stored.
+type Submission struct {
+	// ID is the job id, the key of its result.
+	ID string
+	// Seq is the job's sequence in stream JOBS.
+	Seq uint64
+	// Duplicate is true when a job with this id was already stored inside
+	// the duplicate window: this submission changed nothing.
+	Duplicate bool
+}
+
+// Submit stores a job for algorithm with input as its body. input must be
+// JSON; whether it fits the algorithm's schema is checked by the
+// controller, which records a failed result when it does not.
+func (s *Store) Submit(ctx context.Context, algorithm string, input []byte, opts SubmitOptions) (Submission, error) {
+	var errs []error
+	if !discovery.ValidAlgorithmName(algorithm) {
+		errs = append(errs, fmt.Errorf("invalid algorithm name %q", algorithm))
+	}
+	if !json.Valid(input) {
+		errs = append(errs, errors.New("input is not valid JSON"))
+	}
+	if opts.ID == "" {
+		opts.ID = nuid.Next()
+	} else if !ValidJobID(opts.ID) {
+		errs = append(errs, fmt.Errorf("invalid job id %q: want letters, digits, '_', '=', '-' and single inner dots, at most %d characters", opts.ID, maxJobIDLen))
+	}
+	if opts.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("timeout %s is negative", opts.Timeout))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Submission{}, fmt.Errorf("controller: submit: %w", err)
+	}
+	msg := &nats.Msg{Subject: JobsSubjectPrefix + algorithm, Data: input, Header: nats.Header{}}
+	for k, v := range opts.Header {
+		msg.Header[k] = v
+	}
+	if opts.Timeout > 0 {
+		msg.Header.Set(HeaderTimeout, opts.Timeout.String())
+	}
+	if opts.Notify != "" {
+		msg.Header.Set(HeaderNotify, opts.Notify)
+	}
+	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(opts.ID))
+	if err != nil {
+		return Submission{}, fmt.Errorf("controller: submit %s: %w", opts.ID, err)
+	}
+	return Submission{ID: opts.ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// DeadLetter is one message of stream DEAD.
+type DeadLetter struct {
+	// Seq is the dead letter's sequence in DEAD.
+	Seq       uint64
+	Algorithm string
+	JobID     string
+	Code      int
+	Reason    string
+	Attempts  int
+	DeadAt    time.Time
+	// Header and Data are the message as stored: the job's body and
+	// headers plus the Pnp-Dead-* headers.
+	Header nats.Header
+	Data   []byte
+}
+
+// DeadLetters lists the dead letters, oldest first; algorithm, when not
+// empty, keeps only that algorithm's.
+func (s *Store) DeadLetters(ctx context.Context, algorithm string) ([]DeadLetter, error) {
+	filter := DeadSubjectPrefix + "*"
+	if algorithm != "" {
+		filter = DeadSubjectPrefix + algorithm
+	}
+	info, err := s.dead.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return nil, fmt.Errorf("controller: dead letters: %w", err)
+	}
+	var total uint64
+	for _, n := range info.State.Subjects {
+		total += n
+	}
+	if total == 0 {
+		return nil, nil
+	}
+	cons, err := s.js.OrderedConsumer(ctx, DeadStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	if err != nil {
+		return nil, fmt.Errorf("controller: dead letters: %w", err)
+	}
+	var out []DeadLetter
+	for {
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("controller: dead letters: %w", err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, fmt.Errorf("controller: dead letters: %w", err)
+			}
+			out = append(out, deadLetter(md.Sequence.Stream, m.Subject(), m.Headers(), m.Data()))
+			if md.NumPending == 0 {
+				// The last one: do not wait for the rest of the batch.
+				return out, nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, fmt.Errorf("controller: dead letters: %w", err)
+		}
+		if n == 0 {
+			return out, nil
+		}
+	}
+}
+
+func deadLetter(seq uint64, subject string, h nats.Header, data []byte) DeadLetter {
+	d := DeadLetter{
+		Seq:       seq,
+		Algorithm: strings.TrimPrefix(subject, DeadSubjectPrefix),
+		JobID:     h.Get(HeaderJobID),
+		Reason:    h.Get(HeaderDeadReason),
+		Header:    h,
+		Data:      data,
+	}
+	d.Code, _ = strconv.Atoi(h.Get(HeaderDeadCode))
+	d.Attempts, _ = strconv.Atoi(h.Get(HeaderDeadAttempts))
+	d.DeadAt, _ = time.Parse(time.RFC3339Nano, h.Get(HeaderDeadAt))
+	return d
+}
+
+// ErrAlreadySucceeded is returned by Replay when the job has a succeeded
+// result after all (it was also run elsewhere); the dead letter is removed.
+var ErrAlreadySucceeded = errors.New("job already succeeded")
+
+// Replay publishes a dead letter as a job again, under the same job id, and
+// removes it from DEAD. The job's failed result is deleted first, so the
+// new attempt can store its own; attempts start again from zero. Replaying
+// the same dead letter twice inside the duplicate window stores one job.
+func (s *Store) Replay(ctx context.Context, d DeadLetter) (Submission, error) {
+	if !ValidJobID(d.JobID) || !discovery.ValidAlgorithmName(d.Algorithm) {
+		return Submission{}, fmt.Errorf("controller: replay dead letter %d: no valid job id and algorithm", d.Seq)
+	}
+	e, err := s.results.Get(ctx, d.JobID)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, err)
+	default:
+		r, derr := decodeResult(d.JobID, e.Value())
+		if derr == nil && r.Status == StatusSucceeded {
+			if err := s.dead.DeleteMsg(ctx, d.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+				return Submission{}, fmt.Errorf("controller: replay %s: delete dead letter %d: %w", d.JobID, d.Seq, err)
+			}
+			return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, ErrAlreadySucceeded)
+		}
+		if err := s.results.Delete(ctx, d.JobID, jetstream.LastRevision(e.Revision())); err != nil {
+			return Submission{}, fmt.Errorf("controller: replay %s: delete result: %w", d.JobID, err)
+		}
+	}
+	msg := &nats.Msg{Subject: JobsSubjectPrefix + d.Algorithm, Data: d.Data, Header: nats.Header{}}
+	for k, v := range d.Header {
+		if strings.HasPrefix(k, "Pnp-Dead-") || k == HeaderJobSeq || k == HeaderSubmittedAt || strings.HasPrefix(k, "Nats-") {
+			continue
+		}
+		msg.Header[k] = v
+	}
+	msg.Header.Set(HeaderJobID, d.JobID)
+	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprintf("%s@replay-%d", d.JobID, d.Seq)))
+	if err != nil {
+		return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, err)
+	}
+	if err := s.dead.DeleteMsg(ctx, d.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Submission{}, fmt.Errorf("controller: replay %s: delete dead letter %d: %w", d.JobID, d.Seq, err)
+	}
+	return Submission{ID: d.JobID, Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// Queue summarises one algorithm's jobs.
+type Queue struct {
+	Algorithm string `json:"algorithm"`
+	// Waiting jobs are stored and not handed to a controller yet.
+	Waiting uint64 `json:"waiting"`
+	// InFlight jobs are held by a controller: running, or waiting to be
+	// retried.
+	InFlight uint64 `json:"in_flight"`
+	// Dead counts the algorithm's dead letters.
+	Dead uint64 `json:"dead"`
+	// Runners counts live runner instances.
+	Runners int `json:"runners"`
+}
+
+// Queues reports, per algorithm with jobs, dead letters or runners, how
+// many jobs wait, run and failed. Jobs of an algorithm no runner ever
+// served simply wait.
+func (s *Store) Queues(ctx context.Context) ([]Queue, error) {
+	byAlg := map[string]*Queue{}
+	get := func(alg string) *Queue {
+		q, ok := byAlg[alg]
+		if !ok {
+			q = &Queue{Algorithm: alg}
+			byAlg[alg] = q
+		}
+		return q
+	}
+	info, err := s.jobs.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
+	if err != nil {
+		return nil, fmt.Errorf("controller: queues: %w", err)
+	}
+	for subj, n := range info.State.Subjects {
+		get(strings.TrimPrefix(subj, JobsSubjectPrefix)).Waiting = n
+	}
+	dinfo, err := s.dead.Info(ctx, jetstream.WithSubjectFilter(DeadSubjectPrefix+"*"))
+	if err != nil {
+		return nil, fmt.Errorf("controller: queues: %w", err)
+	}
+	for subj, n := range dinfo.State.Subjects {
+		get(strings.TrimPrefix(subj, DeadSubjectPrefix)).Dead = n
+	}
+	recs, err := s.registry.List(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("controller: queues: %w", err)
+	}
+	for _, r := range recs {
+		get(r.Algorithm).Runners++
+	}
+	for alg, q := range byAlg {
+		if q.Waiting == 0 || !discovery.ValidAlgorithmName(alg) {
+			continue
+		}
+		ci, err := s.js.Consumer(ctx, JobsStream, ConsumerName(alg))
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("controller: queues: consumer for %s: %w", alg, err)
+		}
+		inf := ci.CachedInfo()
+		q.InFlight = min(uint64(inf.NumAckPending), q.Waiting)
+		q.Waiting -= q.InFlight
+	}
+	out := make([]Queue, 0, len(byAlg))
+	for _, q := range byAlg {
+		out = append(out, *q)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Algorithm < out[j].Algorithm })
+	return out, nil
+}

@@ -1,0 +1,522 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/rs/zerolog"
+
+	"pnpworker/discovery"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxInFlight     = 64
+	DefaultAckWait         = 30 * time.Second
+	DefaultMaxAttempts     = 5
+	DefaultRetryBackoff    = time.Second
+	DefaultMaxRetryBackoff = time.Minute
+	DefaultNoRunnerDelay   = 2 * time.Second
+	DefaultDrainTimeout    = 30 * time.Second
+)
+
+// Config configures a Controller. The zero value is the default controller:
+// 64 jobs in flight, 30 s ack wait, 5 attempts with backoff 1 s, 2 s, 4 s,
+// 8 s (capped at 1 min), default streams, provisioned at start-up.
+type Config struct {
+	// Store configures the streams and buckets the controller provisions.
+	Store StoreConfig
+	// Bind makes the controller use existing streams and buckets instead of
+	// creating or updating them, for credentials that may not. Default
+	// false: Run provisions everything idempotently.
+	Bind bool
+	// MaxInFlight bounds the jobs this controller dispatches at once, over
+	// all algorithms. Default DefaultMaxInFlight.
+	MaxInFlight int
+	// AckWait is how long JetStream waits for a job's ack before offering
+	// it to another controller. Jobs that run longer are kept by progress
+	// heartbeats sent every AckWait/4, so AckWait only bounds how soon the
+	// jobs of a controller that died are taken over. Default DefaultAckWait.
+	AckWait time.Duration
+	// MaxAttempts is how many times a job is sent to a runner before a
+	// retryable failure (timeout, 5xx) becomes final. Default
+	// DefaultMaxAttempts.
+	MaxAttempts int
+	// RetryBackoff is the delay before the second attempt; it doubles for
+	// each further one, up to MaxRetryBackoff, with ±20 % jitter. Defaults
+	// DefaultRetryBackoff and DefaultMaxRetryBackoff.
+	RetryBackoff    time.Duration
+	MaxRetryBackoff time.Duration
+	// NoRunnerDelay is how long a job waits before it is offered again when
+	// a registered runner did not answer at all (no responders: it died
+	// and its registration has not expired yet). Such waits are not
+	// attempts. Jobs of an algorithm with no registered runner are not
+	// taken from JOBS at all. Default DefaultNoRunnerDelay.
+	NoRunnerDelay time.Duration
+	// DrainTimeout bounds how long Run waits for jobs in flight after its
+	// context is cancelled; jobs still running then are handed back to
+	// JOBS. Default DefaultDrainTimeout.
+	DrainTimeout time.Duration
+	// Instance names this controller in logs and result records. Default
+	// a new NUID.
+	Instance string
+	// Logger receives the controller's logs. The zero value discards them.
+	Logger zerolog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.AckWait == 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
+	if c.RetryBackoff == 0 {
+		c.RetryBackoff = DefaultRetryBackoff
+	}
+	if c.MaxRetryBackoff == 0 {
+		c.MaxRetryBackoff = max(DefaultMaxRetryBackoff, c.RetryBackoff)
+	}
+	if c.NoRunnerDelay == 0 {
+		c.NoRunnerDelay = DefaultNoRunnerDelay
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.Instance == "" {
+		c.Instance = nuid.Next()
+	}
+}
+
+// Validate reports every problem with c (before defaults).
+func (c Config) Validate() error {
+	errs := []error{c.Store.Validate()}
+	if c.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("max in flight %d is negative", c.MaxInFlight))
+	}
+	if c.AckWait != 0 && c.AckWait < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("ack wait %s is below 100ms", c.AckWait))
+	}
+	if c.MaxAttempts < 0 {
+		errs = append(errs, fmt.Errorf("max attempts %d is negative", c.MaxAttempts))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"retry backoff", c.RetryBackoff}, {"max retry backoff", c.MaxRetryBackoff}, {"no runner delay", c.NoRunnerDelay}, {"drain timeout", c.DrainTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %s is negative", d.name, d.v))
+		}
+	}
+	if c.MaxRetryBackoff != 0 && c.MaxRetryBackoff < c.RetryBackoff {
+		errs = append(errs, fmt.Errorf("max retry backoff %s is below retry backoff %s", c.MaxRetryBackoff, c.RetryBackoff))
+	}
+	if c.Instance != "" && !discovery.ValidInstanceID(c.Instance) {
+		errs = append(errs, fmt.Errorf("instance %q: want letters, digits, '_' or '-'", c.Instance))
+	}
+	return errors.Join(errs...)
+}
+
+// ConsumerName is the durable consumer of JOBS that every controller
+// replica shares for algorithm.
+func ConsumerName(algorithm string) string { return "controller_" + algorithm }
+
+// Controller moves jobs from JOBS to runners and their outcomes to the
+// results bucket. Any number of replicas can run against the same NATS:
+// they share one durable consumer per algorithm and split the work. Create
+// it with New and call Run once.
+type Controller struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	cfg Config
+	log zerolog.Logger
+
+	store   *Store
+	cache   *discovery.Cache
+	schemas *schemaCache
+	// work hands held jobs to MaxInFlight long-lived workers; a send
+	// blocks while all of them are busy, which bounds the jobs in flight.
+	// Long-lived workers keep their grown stacks, which matters at tens of
+	// thousands of jobs per second.
+	work  chan *job
+	batch int
+	// epoch changes at every disconnect and reconnect, so a job whose
+	// request spanned one can tell that its timeout was not the runner's
+	// fault.
+	epoch   atomic.Uint64
+	running atomic.Bool
+	ready   chan struct{}
+
+	workers sync.WaitGroup
+	heldMu  sync.Mutex
+	held    map[*job]struct{}
+}
+
+// New checks cfg and returns a controller that will use nc. Nothing is
+// provisioned or consumed until Run.
+func New(nc *nats.Conn, cfg Config) (*Controller, error) {
+	errs := []error{cfg.Validate()}
+	if nc == nil {
+		errs = append(errs, errors.New("nats connection is nil"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	cfg.setDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	log := cfg.Logger.With().Str("controller", cfg.Instance).Logger()
+	return &Controller{
+		nc:      nc,
+		js:      js,
+		cfg:     cfg,
+		log:     log,
+		schemas: newSchemaCache(log),
+		work:    make(chan *job),
+		batch:   cfg.MaxInFlight,
+		ready:   make(chan struct{}),
+		held:    map[*job]struct{}{},
+	}, nil
+}
+
+// Ready is closed once the streams are provisioned and the discovery cache
+// has loaded, i.e. when the controller starts taking jobs.
+func (c *Controller) Ready() <-chan struct{} { return c.ready }
+
+// Instance returns the controller's instance name.
+func (c *Controller) Instance() string { return c.cfg.Instance }
+
+// errClosed ends Run when the NATS connection is closed for good.
+var errClosed = errors.New("controller: nats connection closed")
+
+// Run provisions (or binds to) the streams, watches discovery and, for
+// every algorithm with a live runner, consumes its jobs until ctx is
+// cancelled. Transient failures — NATS restarts, missed heartbeats, leader
+// changes, a deleted consumer — are logged and retried with backoff; Run
+// returns an error only when it cannot start or the connection is closed.
+//
+// On cancellation it stops taking jobs, hands jobs fetched but not started
+// back to JOBS, waits up to DrainTimeout for the jobs in flight to store
+// their outcome, hands back the rest, and returns nil.
+func (c *Controller) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("controller: Run called twice")
+	}
+	closed := c.nc.StatusChanged(nats.CLOSED)
+	defer c.nc.RemoveStatusListener(closed)
+	status := c.nc.StatusChanged(nats.RECONNECTING, nats.CONNECTED)
+	defer c.nc.RemoveStatusListener(status)
+	go func() {
+		for range status {
+			c.epoch.Add(1)
+		}
+	}()
+
+	store, err := c.open(ctx, closed)
+	if err != nil || store == nil {
+		return err
+	}
+	c.store = store
+
+	var bg sync.WaitGroup
+	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer func() {
+		stopBG()
+		bg.Wait()
+	}()
+	c.cache = store.Registry().NewCache(c.log)
+	bg.Add(2)
+	go func() {
+		defer bg.Done()
+		_ = c.cache.Run(bgCtx)
+	}()
+	go func() {
+		defer bg.Done()
+		c.heartbeat(bgCtx)
+	}()
+	select {
+	case <-c.cache.Ready():
+	case <-ctx.Done():
+		return nil
+	case <-closed:
+		return errClosed
+	}
+	close(c.ready)
+	c.log.Info().Int("max_in_flight", c.cfg.MaxInFlight).Dur("ack_wait", c.cfg.AckWait).
+		Int("max_attempts", c.cfg.MaxAttempts).Msg("controller started")
+
+	// jobCtx outlives ctx: jobs in flight finish while draining and are
+	// cancelled only when the drain timeout passes.
+	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelJobs()
+	for range c.cfg.MaxInFlight {
+		c.workers.Add(1)
+		go func() {
+			defer c.workers.Done()
+			w := newWorker(jobCtx)
+			defer w.cancel()
+			for j := range c.work {
+				c.process(w, j)
+				c.release(j)
+			}
+		}()
+	}
+	runErr := c.supervise(ctx, closed)
+	// Every puller has returned: nothing sends on work any more.
+	close(c.work)
+
+	c.log.Info().Msg("stopping: waiting for jobs in flight")
+	done := make(chan struct{})
+	go func() {
+		c.workers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(c.cfg.DrainTimeout):
+		c.log.Warn().Dur("drain_timeout", c.cfg.DrainTimeout).Msg("drain timeout: handing the remaining jobs back")
+		cancelJobs()
+		<-done
+	}
+	if err := c.nc.Flush(); err != nil && !c.nc.IsClosed() {
+		c.log.Debug().Err(err).Msg("flush after drain")
+	}
+	c.log.Info().Msg("controller stopped")
+	return runErr
+}
+
+// open provisions or binds the store, retrying until it works: NATS or
+// JetStream may not be ready yet. It returns a nil store when ctx ends.
+func (c *Controller) open(ctx context.Context, closed <-chan nats.Status) (*Store, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		var (
+			s   *Store
+			err error
+		)
+		if c.cfg.Bind {
+			s, err = OpenStore(ctx, c.js, c.cfg.Store)
+		} else {
+			s, err = Provision(ctx, c.js, c.cfg.Store)
+		}
+		if err == nil {
+			return s, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		c.log.Warn().Err(err).Dur("retry_in", backoff).Msg("streams not available yet")
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-closed:
+			return nil, errClosed
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// supervise runs one puller per algorithm that has a live runner, starting
+// and stopping them as discovery changes, until ctx ends or the connection
+// closes. It returns after every puller has stopped.
+func (c *Controller) supervise(ctx context.Context, closed <-chan nats.Status) error {
+	pullers := map[string]context.CancelFunc{}
+	var wg sync.WaitGroup
+	defer func() {
+		for _, stop := range pullers {
+			stop()
+		}
+		wg.Wait()
+	}()
+	for {
+		changed := c.cache.Changed()
+		live := map[string]bool{}
+		for _, r := range c.cache.All() {
+			live[r.Algorithm] = true
+		}
+		for alg, stop := range pullers {
+			if !live[alg] {
+				c.log.Info().Str("algorithm", alg).Msg("no runner left: pausing its jobs")
+				stop()
+				delete(pullers, alg)
+			}
+		}
+		for alg := range live {
+			if _, ok := pullers[alg]; ok {
+				continue
+			}
+			c.log.Info().Str("algorithm", alg).Msg("runner available: taking its jobs")
+			pctx, stop := context.WithCancel(ctx)
+			pullers[alg] = stop
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.pull(pctx, alg)
+			}()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-closed:
+			return errClosed
+		case <-changed:
+		}
+	}
+}
+
+// pull consumes one algorithm's jobs until ctx ends, re-creating the
+// consumer and its iterator after any failure.
+func (c *Controller) pull(ctx context.Context, alg string) {
+	log := c.log.With().Str("algorithm", alg).Logger()
+	const minBackoff = 100 * time.Millisecond
+	backoff := minBackoff
+	for {
+		delivered, err := c.consume(ctx, alg)
+		if ctx.Err() != nil || c.nc.IsClosed() {
+			return
+		}
+		if delivered {
+			backoff = minBackoff
+		}
+		log.Warn().Err(err).Dur("retry_in", backoff).Msg("job consumer interrupted; resuming")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (c *Controller) consumerConfig(alg string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ConsumerName(alg),
+		Description:   "pnpworker controllers: jobs for " + alg,
+		FilterSubject: JobsSubjectPrefix + alg,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.cfg.AckWait,
+		// Attempts are counted by the controller, which tells runner
+		// failures from waits and restarts; the server never gives up.
+		MaxDeliver:    -1,
+		MaxAckPending: max(1000, 8*c.cfg.MaxInFlight),
+	}
+}
+
+// consume runs one consumer iterator until it fails or ctx ends. It
+// reports whether any job was delivered.
+func (c *Controller) consume(ctx context.Context, alg string) (bool, error) {
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, JobsStream, c.consumerConfig(alg))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) && !c.cfg.Bind {
+			// A server that lost its store, or an operator who deleted the
+			// stream: set everything up again.
+			if _, perr := provisionAll(ctx, c.js, c.store.cfg); perr != nil {
+				err = errors.Join(err, perr)
+			}
+		}
+		return false, fmt.Errorf("controller: consumer for %s: %w", alg, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(c.batch))
+	if err != nil {
+		return false, fmt.Errorf("controller: consume %s: %w", alg, err)
+	}
+	defer c.handBack(it)
+	delivered := false
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return delivered, nil
+			}
+			return delivered, fmt.Errorf("controller: consume %s: %w", alg, err)
+		}
+		delivered = true
+		j := c.hold(msg)
+		select {
+		case c.work <- j:
+		case <-ctx.Done():
+			c.release(j)
+			_ = msg.Nak()
+			return delivered, nil
+		}
+	}
+}
+
+// handBack stops an iterator and naks the jobs it had fetched but not
+// handed out, so another controller can take them at once instead of
+// after AckWait.
+func (c *Controller) handBack(it jetstream.MessagesContext) {
+	it.Drain()
+	for {
+		msg, err := it.Next(jetstream.NextMaxWait(time.Second))
+		if err != nil {
+			return
+		}
+		_ = msg.Nak()
+	}
+}
+
+// job is a delivered message the controller holds: waiting for a slot or
+// being processed. Held jobs get progress heartbeats.
+type job struct {
+	msg      jetstream.Msg
+	lastBeat time.Time // guarded by Controller.heldMu
+}
+
+func (c *Controller) hold(msg jetstream.Msg) *job {
+	j := &job{msg: msg, lastBeat: time.Now()}
+	c.heldMu.Lock()
+	c.held[j] = struct{}{}
+	c.heldMu.Unlock()
+	return j
+}
+
+func (c *Controller) release(j *job) {
+	c.heldMu.Lock()
+	delete(c.held, j)
+	c.heldMu.Unlock()
+}
+
+// heartbeat tells JetStream that held jobs are still being worked on, so a
+// job that runs longer than AckWait is not offered to another controller.
+// A job gets its first heartbeat at most AckWait/2 after it was taken.
+func (c *Controller) heartbeat(ctx context.Context) {
+	period := c.cfg.AckWait / 4
+	t := time.NewTicker(period)
+	defer t.Stop()
+	var due []jetstream.Msg
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			due = due[:0]
+			c.heldMu.Lock()
+			for j := range c.held {
+				if now.Sub(j.lastBeat) >= period {
+					j.lastBeat = now
+					due = append(due, j.msg)
+				}
+			}
+			c.heldMu.Unlock()
+			for _, m := range due {
+				if err := m.InProgress(); err != nil {
+					c.log.Debug().Err(err).Msg("progress heartbeat")
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,72 @@
+// Package controller is the durable job pipeline: jobs wait in JetStream
+// stream JOBS, controllers hand them to runners by request-reply, outcomes
+// land in KV bucket "results", and jobs that cannot succeed go to stream
+// DEAD. Nothing is lost: a job leaves JOBS only after its outcome is stored.
+//
+// # Jobs
+//
+// A job is a message on jobs.<algorithm> whose body is the algorithm's input
+// JSON. Any producer can submit one, including the stock CLI:
+//
+//	nats pub jobs.language_detection '{"text":"Guten Morgen"}' -H Nats-Msg-Id:abc
+//	nats kv get results abc
+//
+// The job id is the Pnp-Job-Id header, else the Nats-Msg-Id header (JOBS
+// stores a second message with the same Nats-Msg-Id inside the duplicate
+// window once), else — for a producer that sent neither — the controller
+// names it auto-<stream sequence>-<stored unix ms>, which every redelivery
+// of that message shares and a re-created stream never reuses; it is in the
+// result record and the controller's log. A job id is a result key: letters,
+// digits, '_', '=', '-' and single inner dots (ValidJobID); a job with
+// another id is dead-lettered at once.
+//
+// Optional headers: Pnp-Timeout (a Go duration) shortens the algorithm's
+// time budget for this job; Pnp-Notify names a subject the final result
+// record is published to once stored.
+//
+// # Dispatch
+//
+// Each algorithm has one durable pull consumer, ConsumerName(algorithm),
+// shared by all controller replicas, which split its jobs. A controller
+// consumes an algorithm's jobs only while discovery lists a live runner for
+// it, so jobs for an algorithm nobody serves wait in JOBS without being
+// delivered at all (no hot loop) and start moving when a runner registers.
+// For each job the controller reads the algorithm's registrations from its
+// discovery cache (a KV watcher, no read per job), validates the body
+// against the registered input schema (compiled once per schema content),
+// and sends it to the registration's subject (run.<algorithm>) with the
+// job id and time budget in headers. At most Config.MaxInFlight jobs run
+// at once per controller; held jobs get progress heartbeats every
+// AckWait/4, so a job longer than AckWait is not redelivered while running.
+//
+// # Failures
+//
+//   - No responders (a runner registered but gone): the job is handed back
+//     with NoRunnerDelay; this is not an attempt.
+//   - Timeout, 5xx (500, 503, 504): retried after RetryBackoff, doubling up
+//     to MaxRetryBackoff, ±20 % jitter, until MaxAttempts attempts (default
+//     5: waits of about 1 s, 2 s, 4 s, 8 s). Between attempts the result
+//     key holds a record with status "retrying", the attempt count and the
+//     last error; it is what makes attempts survive controller restarts.
+//     A timeout whose request spanned a NATS reconnect is not counted.
+//   - 4xx (invalid input found by the controller or the runner, 404, 413,
+//     422), an invalid job id or Pnp-Timeout header: final at once.
+//
+// A final failure stores a dead letter on dead.<algorithm> (original body
+// and headers, plus Pnp-Job-Id, Pnp-Dead-Reason, Pnp-Dead-Code,
+// Pnp-Dead-Attempts, Pnp-Dead-At, Pnp-Job-Seq, Pnp-Submitted-At and
+// Pnp-Dead-Error with the error as JSON), then a result with status
+// "failed", then acks the job. Store.Replay publishes a dead letter again
+// under the same job id.
+//
+// # Exactly one outcome
+//
+// Results are written compare-and-set: a final record is created only if
+// the key is absent or holds a retrying record of the revision this
+// delivery read. A redelivered job (controller crash, lost ack, AckWait
+// passed during a NATS outage) first reads its key and is just acked when
+// an outcome is there; two controllers racing on one job store one outcome
+// and the loser acks. Jobs are acked only after their outcome is stored.
+// A job id submitted again after the duplicate window is run again, but its
+// first outcome is kept.
+package controller

@@ -1,0 +1,191 @@
+package controller
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"pnpworker/runner"
+)
+
+// Status is the state a result record reports.
+type Status string
+
+// The statuses of schemas/result.json. Succeeded and failed are final.
+const (
+	StatusSucceeded Status = "succeeded"
+	StatusFailed    Status = "failed"
+	StatusRetrying  Status = "retrying"
+)
+
+// Final reports whether s is an outcome (succeeded or failed) rather than a
+// step on the way.
+func (s Status) Final() bool { return s == StatusSucceeded || s == StatusFailed }
+
+// Result is the record stored under the job id in the results bucket. Its
+// JSON form is defined by schemas/result.json.
+type Result struct {
+	JobID     string          `json:"job_id"`
+	Algorithm string          `json:"algorithm"`
+	Status    Status          `json:"status"`
+	Output    json.RawMessage `json:"output,omitempty"`
+	Error     *runner.Error   `json:"error,omitempty"`
+	// Attempts counts dispatches to a runner. Waiting for a runner to
+	// appear and controller restarts do not count.
+	Attempts    int        `json:"attempts"`
+	Instance    string     `json:"instance,omitempty"`
+	Version     string     `json:"version,omitempty"`
+	Controller  string     `json:"controller,omitempty"`
+	SubmittedAt time.Time  `json:"submitted_at"`
+	StartedAt   time.Time  `json:"started_at"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	DurationMS  *float64   `json:"duration_ms,omitempty"`
+	// NextAttemptAt is set on retrying records.
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+	// DeadLetterSeq is the sequence of the job's message in stream DEAD,
+	// set on failed records.
+	DeadLetterSeq uint64 `json:"dead_letter_seq,omitempty"`
+}
+
+// finish sets FinishedAt and DurationMS.
+func (r *Result) finish(at time.Time) {
+	at = at.UTC()
+	d := float64(at.Sub(r.StartedAt).Microseconds()) / 1000
+	r.FinishedAt, r.DurationMS = &at, &d
+}
+
+// Job message headers. A job is a message on jobs.<algorithm> whose body is
+// the algorithm's input JSON; every header is optional.
+const (
+	// HeaderMsgID is JetStream's de-duplication header. It names the job
+	// unless HeaderJobID is set: a second message with the same id inside
+	// the duplicate window is not stored.
+	HeaderMsgID = jetstream.MsgIDHeader
+	// HeaderJobID names the job when present, taking precedence over
+	// HeaderMsgID. Replays set it so a job keeps its id while its message
+	// gets a fresh de-duplication id. It is also sent to the runner.
+	HeaderJobID = runner.HeaderJobID
+	// HeaderTimeout is a per-job time budget, a Go duration such as "2s".
+	// It can only shorten the algorithm's own timeout.
+	HeaderTimeout = runner.HeaderTimeout
+	// HeaderNotify names a subject the final result record is published to
+	// (core NATS, best effort) once it is stored.
+	HeaderNotify = "Pnp-Notify"
+)
+
+// Dead letter headers. A dead letter is a message on dead.<algorithm> in
+// stream DEAD whose body is the job's original body; it keeps the job's
+// own headers (except the Nats-* ones, which would change how JetStream
+// stores it) and adds these.
+const (
+	// HeaderJobID (above) carries the job id.
+	HeaderDeadReason   = "Pnp-Dead-Reason"   // the error message
+	HeaderDeadCode     = "Pnp-Dead-Code"     // the error code, e.g. 400
+	HeaderDeadAttempts = "Pnp-Dead-Attempts" // dispatches made
+	HeaderDeadAt       = "Pnp-Dead-At"       // RFC 3339 time
+	HeaderJobSeq       = "Pnp-Job-Seq"       // the job's sequence in JOBS
+	HeaderSubmittedAt  = "Pnp-Submitted-At"  // RFC 3339 time JOBS stored the job
+	HeaderDeadError    = "Pnp-Dead-Error"    // the error as JSON (error.json)
+)
+
+// maxJobIDLen keeps a job id well inside subject and key limits.
+const maxJobIDLen = 255
+
+// ValidJobID reports whether id can name a job: at most 255 letters,
+// digits, '_', '=', '-', and single dots between them. Such an id is a
+// valid key in the results bucket.
+func ValidJobID(id string) bool {
+	if len(id) == 0 || len(id) > maxJobIDLen || id[0] == '.' || id[len(id)-1] == '.' {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '=', c == '-':
+		case c == '.' && id[i-1] != '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// autoJobID names a job that came without an id. It depends only on where
+// and when the stream stored the message, so every redelivery gets the same
+// id, and a stream that is deleted and created again does not reuse one.
+func autoJobID(streamSeq uint64, stored time.Time) string {
+	return "auto-" + strconv.FormatUint(streamSeq, 10) + "-" + strconv.FormatInt(stored.UnixMilli(), 10)
+}
+
+// appendJSON appends the record's JSON form — the document json.Marshal
+// produces (except that Output is embedded as received, not compacted),
+// without reflection, since one is written for every job.
+func (r *Result) appendJSON(b []byte) ([]byte, error) {
+	b = append(b, `{"job_id":`...)
+	b = appendString(b, r.JobID)
+	b = append(b, `,"algorithm":`...)
+	b = appendString(b, r.Algorithm)
+	b = append(b, `,"status":`...)
+	b = appendString(b, string(r.Status))
+	if len(r.Output) > 0 {
+		b = append(b, `,"output":`...)
+		b = append(b, r.Output...)
+	}
+	if r.Error != nil {
+		e, err := json.Marshal(r.Error)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, `,"error":`...)
+		b = append(b, e...)
+	}
+	b = append(b, `,"attempts":`...)
+	b = strconv.AppendInt(b, int64(r.Attempts), 10)
+	for _, f := range [...]struct{ key, v string }{{`,"instance":`, r.Instance}, {`,"version":`, r.Version}, {`,"controller":`, r.Controller}} {
+		if f.v != "" {
+			b = append(b, f.key...)
+			b = appendString(b, f.v)
+		}
+	}
+	b = append(b, `,"submitted_at":`...)
+	b = appendTime(b, r.SubmittedAt)
+	b = append(b, `,"started_at":`...)
+	b = appendTime(b, r.StartedAt)
+	if r.FinishedAt != nil {
+		b = append(b, `,"finished_at":`...)
+		b = appendTime(b, *r.FinishedAt)
+	}
+	if r.DurationMS != nil {
+		b = append(b, `,"duration_ms":`...)
+		b = strconv.AppendFloat(b, *r.DurationMS, 'f', -1, 64)
+	}
+	if r.NextAttemptAt != nil {
+		b = append(b, `,"next_attempt_at":`...)
+		b = appendTime(b, *r.NextAttemptAt)
+	}
+	if r.DeadLetterSeq != 0 {
+		b = append(b, `,"dead_letter_seq":`...)
+		b = strconv.AppendUint(b, r.DeadLetterSeq, 10)
+	}
+	return append(b, '}'), nil
+}
+
+// appendString appends s as a JSON string, escaped as encoding/json does.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+func appendTime(b []byte, t time.Time) []byte {
+	b = append(b, '"')
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
+}

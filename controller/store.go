@@ -1,0 +1,281 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"pnpworker/discovery"
+)
+
+// Names of the streams, subjects and bucket the job pipeline uses.
+const (
+	// JobsStream holds jobs on JobsSubjectPrefix+<algorithm>, with
+	// work-queue retention: a job leaves the stream when it is acked.
+	JobsStream        = "JOBS"
+	JobsSubjectPrefix = "jobs."
+	// DeadStream holds jobs that cannot succeed, on
+	// DeadSubjectPrefix+<algorithm>, until they are replayed or expire.
+	DeadStream        = "DEAD"
+	DeadSubjectPrefix = "dead."
+	// ResultsBucket is the KV bucket of result records, keyed by job id.
+	ResultsBucket = "results"
+)
+
+// Defaults of StoreConfig.
+const (
+	DefaultResultTTL       = 24 * time.Hour
+	DefaultDuplicateWindow = 2 * time.Minute
+)
+
+// StoreConfig configures the streams and buckets. The zero value is the
+// default set-up: results kept 24 h, job ids de-duplicated for 2 min, dead
+// letters kept until replayed, one replica, file storage everywhere.
+type StoreConfig struct {
+	// Discovery configures the discovery bucket, provisioned here as well
+	// so that one call sets up everything. Zero value: discovery defaults.
+	Discovery discovery.Config
+	// ResultTTL is how long a result record is kept. Default
+	// DefaultResultTTL.
+	ResultTTL time.Duration
+	// DuplicateWindow is how long JOBS remembers job ids: a job published
+	// again with the same id inside the window is stored once. Default
+	// DefaultDuplicateWindow. (After the window, the controller still keeps
+	// the first stored result of a job id.)
+	DuplicateWindow time.Duration
+	// ResultHistory is how many records the results bucket keeps per job:
+	// with more than 1, `nats kv history results <id>` shows the retrying
+	// records before the outcome. Default 1, at most 64.
+	ResultHistory int
+	// DeadMaxAge is how long dead letters are kept. Zero keeps them until
+	// they are replayed or deleted.
+	DeadMaxAge time.Duration
+	// Replicas of every stream in a cluster. Default 1.
+	Replicas int
+}
+
+func (c *StoreConfig) setDefaults() {
+	if c.ResultTTL == 0 {
+		c.ResultTTL = DefaultResultTTL
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = DefaultDuplicateWindow
+	}
+	if c.ResultHistory == 0 {
+		c.ResultHistory = 1
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+}
+
+// Validate reports every problem with c.
+func (c StoreConfig) Validate() error {
+	var errs []error
+	if err := c.Discovery.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.ResultTTL < 0 {
+		errs = append(errs, fmt.Errorf("result ttl %s is negative", c.ResultTTL))
+	} else if c.ResultTTL != 0 && c.ResultTTL < time.Second {
+		errs = append(errs, fmt.Errorf("result ttl %s is below 1s", c.ResultTTL))
+	}
+	if c.DuplicateWindow < 0 {
+		errs = append(errs, fmt.Errorf("duplicate window %s is negative", c.DuplicateWindow))
+	}
+	if c.ResultHistory < 0 || c.ResultHistory > 64 {
+		errs = append(errs, fmt.Errorf("result history %d out of range 1..64", c.ResultHistory))
+	}
+	if c.DeadMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("dead letter max age %s is negative", c.DeadMaxAge))
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("replicas %d out of range 1..5", c.Replicas))
+	}
+	return errors.Join(errs...)
+}
+
+// ErrNotProvisioned is wrapped by OpenStore's error when a stream or bucket
+// does not exist yet.
+var ErrNotProvisioned = errors.New("job streams not provisioned")
+
+// Store is the job pipeline's storage: streams JOBS and DEAD, the results
+// bucket and the discovery registry. It also offers the producer-side
+// operations (submit, read results, list and replay dead letters). It is
+// safe for concurrent use.
+type Store struct {
+	js       jetstream.JetStream
+	cfg      StoreConfig
+	jobs     jetstream.Stream
+	dead     jetstream.Stream
+	results  jetstream.KeyValue
+	registry *discovery.Registry
+}
+
+// Provision creates or updates every stream and bucket of the system —
+// discovery, JOBS, results, DEAD — to cfg and returns a Store over them. It
+// is idempotent, so every controller (and `pnp up`) calls it at start-up;
+// replicas must use the same cfg, or the last one to start wins.
+func Provision(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	cfg.setDefaults()
+	return provisionAll(ctx, js, cfg)
+}
+
+// provisionAll creates or updates everything; cfg has its defaults.
+func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*Store, error) {
+	s := &Store{js: js, cfg: cfg}
+	reg, err := discovery.Provision(ctx, s.js, s.cfg.Discovery)
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	jobs, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        JobsStream,
+		Description: "pnpworker: pending jobs, one subject per algorithm; a job leaves when its result is stored",
+		Subjects:    []string{JobsSubjectPrefix + "*"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  s.cfg.DuplicateWindow,
+		Replicas:    s.cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controller: provision stream %s: %w", JobsStream, err)
+	}
+	dead, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        DeadStream,
+		Description: "pnpworker: jobs that cannot succeed, with their original payload and the reason; replayable",
+		Subjects:    []string{DeadSubjectPrefix + "*"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      s.cfg.DeadMaxAge,
+		Replicas:    s.cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controller: provision stream %s: %w", DeadStream, err)
+	}
+	results, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      ResultsBucket,
+		Description: "pnpworker: job results, key = job id (schemas/result.json)",
+		History:     uint8(s.cfg.ResultHistory),
+		TTL:         s.cfg.ResultTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controller: provision bucket %s: %w", ResultsBucket, err)
+	}
+	s.registry, s.jobs, s.dead, s.results = reg, jobs, dead, results
+	return s, nil
+}
+
+// OpenStore binds to streams and buckets that already exist, for clients
+// that may not create them; of cfg only the discovery bucket's name is
+// used. It fails with an error wrapping ErrNotProvisioned when one is
+// missing.
+func OpenStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*Store, error) {
+	s := &Store{js: js}
+	var err error
+	if s.registry, err = discovery.Open(ctx, js, cfg.Discovery); err != nil {
+		return nil, notProvisioned(err)
+	}
+	if s.jobs, err = js.Stream(ctx, JobsStream); err != nil {
+		return nil, notProvisioned(fmt.Errorf("controller: stream %s: %w", JobsStream, err))
+	}
+	if s.dead, err = js.Stream(ctx, DeadStream); err != nil {
+		return nil, notProvisioned(fmt.Errorf("controller: stream %s: %w", DeadStream, err))
+	}
+	if s.results, err = js.KeyValue(ctx, ResultsBucket); err != nil {
+		return nil, notProvisioned(fmt.Errorf("controller: bucket %s: %w", ResultsBucket, err))
+	}
+	return s, nil
+}
+
+func notProvisioned(err error) error {
+	if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) {
+		return fmt.Errorf("%w: %w", ErrNotProvisioned, err)
+	}
+	return err
+}
+
+// Registry returns the discovery registry.
+func (s *Store) Registry() *discovery.Registry { return s.registry }
+
+// Results returns the results bucket.
+func (s *Store) Results() jetstream.KeyValue { return s.results }
+
+// Jobs returns stream JOBS.
+func (s *Store) Jobs() jetstream.Stream { return s.jobs }
+
+// Dead returns stream DEAD.
+func (s *Store) Dead() jetstream.Stream { return s.dead }
+
+// ErrNoResult is returned by Result for a job id without a record: the job
+// is pending, unknown, or its result expired.
+var ErrNoResult = errors.New("no result")
+
+// Result returns the record stored for job id, which may be a retrying
+// record. It fails with ErrNoResult when there is none.
+func (s *Store) Result(ctx context.Context, id string) (Result, error) {
+	if !ValidJobID(id) {
+		return Result{}, fmt.Errorf("controller: invalid job id %q", id)
+	}
+	e, err := s.results.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Result{}, fmt.Errorf("controller: job %s: %w", id, ErrNoResult)
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("controller: get result %s: %w", id, err)
+	}
+	return decodeResult(id, e.Value())
+}
+
+// WaitResult returns the final record of job id, waiting for it by watching
+// the key (no polling) until ctx ends. Retrying records are passed to
+// progress, which may be nil.
+func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)) (Result, error) {
+	if !ValidJobID(id) {
+		return Result{}, fmt.Errorf("controller: invalid job id %q", id)
+	}
+	w, err := s.results.Watch(ctx, id, jetstream.IgnoreDeletes())
+	if err != nil {
+		return Result{}, fmt.Errorf("controller: watch result %s: %w", id, err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return Result{}, fmt.Errorf("controller: waiting for result %s: %w", id, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return Result{}, fmt.Errorf("controller: waiting for result %s: watcher closed", id)
+			}
+			if e == nil {
+				continue
+			}
+			r, err := decodeResult(id, e.Value())
+			if err != nil {
+				return Result{}, err
+			}
+			if r.Status.Final() {
+				return r, nil
+			}
+			if progress != nil {
+				progress(r)
+			}
+		}
+	}
+}
+
+func decodeResult(id string, data []byte) (Result, error) {
+	var r Result
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Result{}, fmt.Errorf("controller: result %s: %w", id, err)
+	}
+	return r, nil
+}

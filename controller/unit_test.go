@@ -1,0 +1,189 @@
+package controller
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"pnpworker/discovery"
+	"pnpworker/runner"
+	"pnpworker/schemas"
+)
+
+func TestRetryDelay(t *testing.T) {
+	cfg := Config{RetryBackoff: time.Second, MaxRetryBackoff: 5 * time.Second}
+	tests := []struct {
+		name     string
+		attempts int
+		base     time.Duration // before jitter
+	}{
+		{"after the first attempt", 1, time.Second},
+		{"after the second", 2, 2 * time.Second},
+		{"after the third", 3, 4 * time.Second},
+		{"capped", 4, 5 * time.Second},
+		{"far past the cap", 60, 5 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for range 100 {
+				d := retryDelay(cfg, tt.attempts)
+				lo := time.Duration(float64(tt.base) * 0.8)
+				hi := min(time.Duration(float64(tt.base)*1.2), cfg.MaxRetryBackoff)
+				if d < lo || d > hi {
+					t.Fatalf("retryDelay(%d) = %s, want within [%s, %s]", tt.attempts, d, lo, hi)
+				}
+			}
+		})
+	}
+}
+
+func TestJobIDOf(t *testing.T) {
+	stored := time.UnixMilli(1_700_000_000_123)
+	md := &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: 42}, Timestamp: stored}
+	tests := []struct {
+		name   string
+		header nats.Header
+		want   string
+	}{
+		{"Pnp-Job-Id wins", nats.Header{HeaderJobID: {"replayed"}, HeaderMsgID: {"replayed@replay-3"}}, "replayed"},
+		{"Nats-Msg-Id", nats.Header{HeaderMsgID: {"abc"}}, "abc"},
+		{"no header: from the stream", nil, "auto-42-1700000000123"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := jobIDOf(tt.header, md); got != tt.want {
+				t.Errorf("jobIDOf = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidJobID(t *testing.T) {
+	tests := []struct {
+		id   string
+		want bool
+	}{
+		{"abc", true},
+		{"7f9c2ba4-e88f-11e8-9f32-f2801f1b9fd1", true},
+		{"order.123", true},
+		{"a=b_c-d", true},
+		{"auto-42-1700000000123", true},
+		{"", false},
+		{".abc", false},
+		{"abc.", false},
+		{"a..b", false},
+		{"a b", false},
+		{"a*b", false},
+		{"a>b", false},
+		{"a:b", false},
+		{strings.Repeat("x", 255), true},
+		{strings.Repeat("x", 256), false},
+	}
+	for _, tt := range tests {
+		if got := ValidJobID(tt.id); got != tt.want {
+			t.Errorf("ValidJobID(%q) = %v, want %v", tt.id, got, tt.want)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		errs []string
+	}{
+		{name: "zero value", cfg: Config{}},
+		{name: "negatives", cfg: Config{MaxInFlight: -1, MaxAttempts: -1, RetryBackoff: -1, DrainTimeout: -1},
+			errs: []string{"max in flight", "max attempts", "retry backoff", "drain timeout"}},
+		{name: "tiny ack wait", cfg: Config{AckWait: time.Millisecond}, errs: []string{"ack wait"}},
+		{name: "cap below base", cfg: Config{RetryBackoff: time.Minute, MaxRetryBackoff: time.Second}, errs: []string{"max retry backoff"}},
+		{name: "bad instance", cfg: Config{Instance: "a.b"}, errs: []string{"instance"}},
+		{name: "store", cfg: Config{Store: StoreConfig{ResultTTL: time.Millisecond, Replicas: 9, Discovery: discovery.Config{TTL: time.Second}}},
+			errs: []string{"result ttl", "replicas", "discovery: ttl"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if len(tt.errs) == 0 {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Validate() = nil, want errors about %v", tt.errs)
+			}
+			for _, want := range tt.errs {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("Validate() = %q, want it to mention %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	var cfg Config
+	cfg.setDefaults()
+	if cfg.MaxInFlight != 64 || cfg.AckWait != 30*time.Second || cfg.MaxAttempts != 5 ||
+		cfg.RetryBackoff != time.Second || cfg.MaxRetryBackoff != time.Minute || cfg.Instance == "" {
+		t.Errorf("defaults %+v", cfg)
+	}
+}
+
+// The hand-written encoder must produce exactly what encoding/json does.
+func TestResultAppendJSON(t *testing.T) {
+	at := time.Date(2025, 3, 4, 5, 6, 7, 891000000, time.UTC)
+	later := at.Add(1500 * time.Millisecond)
+	d := 1500.25
+	tests := []struct {
+		name string
+		rec  Result
+	}{
+		{"succeeded", Result{JobID: "a.b-c", Algorithm: "echo", Status: StatusSucceeded, Output: json.RawMessage(`{"n":1,"s":"x"}`),
+			Attempts: 2, Instance: "i1", Version: "1.0.0", Controller: "c1", SubmittedAt: at, StartedAt: at, FinishedAt: &later, DurationMS: &d}},
+		{"failed", Result{JobID: "x", Algorithm: "echo", Status: StatusFailed, Attempts: 0, SubmittedAt: at, StartedAt: at, FinishedAt: &later, DurationMS: new(float64),
+			Error: &runner.Error{Code: 400, Message: "bad <input> & \"quotes\"", Violations: []schemas.Violation{{Pointer: "/n", Message: "expected integer"}}}, DeadLetterSeq: 7}},
+		{"retrying", Result{JobID: "r", Algorithm: "echo", Status: StatusRetrying, Attempts: 1, Controller: "ctl\u00e9\n", SubmittedAt: at, StartedAt: at,
+			FinishedAt: &at, NextAttemptAt: &later, Error: &runner.Error{Code: 504, Message: "no reply"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want, err := json.Marshal(tt.rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := tt.rec.appendJSON(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want) {
+				t.Errorf("appendJSON:\n%s\nencoding/json:\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestProtocolCode(t *testing.T) {
+	tests := []struct {
+		code, want int
+		retryable  bool
+	}{
+		{400, 400, false}, {422, 422, false}, {503, 503, true},
+		{409, 400, false}, {418, 400, false}, {502, 500, true}, {0, 500, true}, {302, 500, true},
+	}
+	for _, tt := range tests {
+		got := protocolCode(&runner.Error{Code: tt.code, Message: "m"})
+		if got.Code != tt.want || got.Retryable() != tt.retryable {
+			t.Errorf("protocolCode(%d) = %d (retryable %v), want %d (%v)", tt.code, got.Code, got.Retryable(), tt.want, tt.retryable)
+		}
+		if tt.code != tt.want && !strings.Contains(got.Message, strconv.Itoa(tt.code)) {
+			t.Errorf("protocolCode(%d) message %q lost the original code", tt.code, got.Message)
+		}
+	}
+}
