@@ -53,7 +53,6 @@ type endpoint struct {
 	drainOnce sync.Once
 	drained   chan struct{} // closed when the subscription finished draining
 
-	statsMu  sync.Mutex
 	svcStats serviceStats
 
 	// counters for the micro STATS data field
@@ -252,11 +251,12 @@ func (e *endpoint) serve(j job) {
 	e.running.Add(1)
 	defer e.running.Add(-1)
 
+	// e.base already carries the endpoint's logger; a job id needs its own.
 	log := e.log
 	if id := hdr.Get(HeaderJobID); id != "" {
 		log = log.With().Str("job_id", id).Logger()
+		ctx = log.WithContext(ctx)
 	}
-	ctx = log.WithContext(ctx)
 
 	if err := validate(e.alg.input, body); err != nil {
 		e.replyError(reply, hdr, err.(*Error))

@@ -3,6 +3,8 @@ package runner
 import (
 	"encoding/json"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,10 +23,11 @@ import (
 
 // serviceStats are the counters behind $SRV.STATS.
 type serviceStats struct {
-	requests  int64
-	errors    int64
+	requests  atomic.Int64
+	errors    atomic.Int64
+	busy      atomic.Int64 // nanoseconds
+	mu        sync.Mutex
 	lastError string
-	busy      time.Duration
 }
 
 func (e *endpoint) identity() micro.ServiceIdentity {
@@ -46,20 +49,22 @@ func (e *endpoint) info() micro.Info {
 }
 
 func (e *endpoint) microStats() micro.Stats {
-	e.statsMu.Lock()
-	st := e.svcStats
-	e.statsMu.Unlock()
+	st := &e.svcStats
+	st.mu.Lock()
+	lastError := st.lastError
+	st.mu.Unlock()
+	requests, busy := st.requests.Load(), time.Duration(st.busy.Load())
 	es := &micro.EndpointStats{
 		Name:           "run",
 		Subject:        e.rec.Subject,
 		QueueGroup:     e.rec.QueueGroup,
-		NumRequests:    int(st.requests),
-		NumErrors:      int(st.errors),
-		LastError:      st.lastError,
-		ProcessingTime: st.busy,
+		NumRequests:    int(requests),
+		NumErrors:      int(st.errors.Load()),
+		LastError:      lastError,
+		ProcessingTime: busy,
 	}
-	if st.requests > 0 {
-		es.AverageProcessingTime = st.busy / time.Duration(st.requests)
+	if requests > 0 {
+		es.AverageProcessingTime = busy / time.Duration(requests)
 	}
 	es.Data, _ = json.Marshal(e.stats())
 	return micro.Stats{ServiceIdentity: e.identity(), Type: micro.StatsResponseType, Started: e.started, Endpoints: []*micro.EndpointStats{es}}
@@ -67,14 +72,15 @@ func (e *endpoint) microStats() micro.Stats {
 
 // record counts one finished request for $SRV.STATS.
 func (e *endpoint) record(d time.Duration, er *Error) {
-	e.statsMu.Lock()
-	e.svcStats.requests++
-	e.svcStats.busy += d
+	st := &e.svcStats
+	st.requests.Add(1)
+	st.busy.Add(int64(d))
 	if er != nil {
-		e.svcStats.errors++
-		e.svcStats.lastError = fmt.Sprintf("%d:%s", er.Code, er.Message)
+		st.errors.Add(1)
+		st.mu.Lock()
+		st.lastError = fmt.Sprintf("%d:%s", er.Code, er.Message)
+		st.mu.Unlock()
 	}
-	e.statsMu.Unlock()
 }
 
 // subscribeMonitor subscribes the control-plane subjects.

@@ -301,12 +301,13 @@ func (r *Runner) startEndpoint(base context.Context, a *Algorithm) (*endpoint, e
 	spec := a.Spec()
 	limit := spec.MaxConcurrency + spec.MaxPending
 	instance := nuid.Next()
+	log := r.opts.log.With().Str("algorithm", spec.Name).Str("instance", instance).Logger()
 	e := &endpoint{
 		alg:         a,
 		nc:          r.nc,
-		base:        base,
+		base:        log.WithContext(base), // zerolog.Ctx(ctx) in every request
 		instance:    instance,
-		log:         r.opts.log.With().Str("algorithm", spec.Name).Str("instance", instance).Logger(),
+		log:         log,
 		jobs:        make(chan job, limit),
 		limit:       limit,
 		idle:        make(chan struct{}),
