@@ -138,7 +138,7 @@ try, with the nats CLI:
   nats%s micro ls
   pnp algorithms%s
 `, url, data, strings.Join(names, ", "), server, server, server, server, strings.ReplaceAll(server, " -s ", " --server "))
-	fmt.Fprintf(w, "\njobs (durable; results in KV bucket results):\n  nats%s pub jobs.language_detection '{\"text\":\"Der schnelle braune Fuchs springt über den faulen Hund\"}' -H Nats-Msg-Id:hello\n  nats%s kv get results hello\n  pnp submit%s --wait language_detection '{\"text\":\"El rápido zorro marrón salta sobre el perro perezoso\"}'\n  pnp jobs%s\n",
+	fmt.Fprintf(w, "\njobs (durable; results in KV bucket results):\n  nats%s pub jobs.language_detection '{\"text\":\"Die Mannschaften schreiben Algorithmen und wollen sie auf neue Daten anwenden\"}' -H Nats-Msg-Id:hello\n  nats%s kv get results hello\n  pnp submit%s --wait language_detection '{\"text\":\"El rápido zorro marrón salta sobre el perro perezoso\"}'\n  pnp jobs%s\n",
 		server, server, strings.ReplaceAll(server, " -s ", " --server "), strings.ReplaceAll(server, " -s ", " --server "))
 	if serving["meme_classifier"] || serving["image_info"] {
 		fmt.Fprintf(w, "\ndemo images on %s/ (gallery/ and samples/; the fetcher may reach this loopback server only):\n", images)
