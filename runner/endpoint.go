@@ -253,7 +253,7 @@ func (e *endpoint) serve(j job) {
 
 	// e.base already carries the endpoint's logger; a job id needs its own.
 	log := e.log
-	if id := hdr.Get(HeaderJobID); id != "" {
+	if id := hdr.Get(HeaderJobID); id != "" && log.GetLevel() != zerolog.Disabled {
 		log = log.With().Str("job_id", id).Logger()
 		ctx = log.WithContext(ctx)
 	}
