@@ -15,13 +15,20 @@ import (
 	"pnpworker/runner"
 )
 
+// builtin is an algorithm this binary can serve, built only when selected
+// (meme_classifier indexes its gallery when built).
+type builtin struct {
+	name string
+	new  func() (*runner.Algorithm, error)
+}
+
 // builtins lists every algorithm this binary can serve. Adding an algorithm
 // to the binary is one line here.
-func builtins(c algoConfig) []func() (*runner.Algorithm, error) {
-	return []func() (*runner.Algorithm, error){
-		languagedetection.New,
-		func() (*runner.Algorithm, error) { return memeclassifier.New(c.meme) },
-		func() (*runner.Algorithm, error) { return imageinfo.New(imageinfo.Config{Fetcher: c.fetcher}) },
+func builtins(c algoConfig) []builtin {
+	return []builtin{
+		{languagedetection.Name, languagedetection.New},
+		{memeclassifier.Name, func() (*runner.Algorithm, error) { return memeclassifier.New(c.meme) }},
+		{imageinfo.Name, func() (*runner.Algorithm, error) { return imageinfo.New(imageinfo.Config{Fetcher: c.fetcher}) }},
 	}
 }
 
@@ -48,53 +55,46 @@ func newAlgoConfig(gallery string, allow []string, log zerolog.Logger) (algoConf
 	return c, nil
 }
 
-// selectAlgorithms builds the built-in algorithms named in list (comma
+// selectAlgorithmsWith builds the built-in algorithms named in list (comma
 // separated), or all of them when list is empty or "all", with the image
-// settings of the environment (PNP_GALLERY, PNP_FETCH_ALLOW).
-func selectAlgorithms(list string) ([]*runner.Algorithm, error) {
-	c, err := newAlgoConfig(os.Getenv("PNP_GALLERY"), imagefetch.ParseAllow(os.Getenv("PNP_FETCH_ALLOW")), zerolog.Nop())
-	if err != nil {
-		return nil, err
-	}
-	return selectAlgorithmsWith(list, c)
-}
-
-// selectAlgorithmsWith is selectAlgorithms with explicit image settings.
+// settings c. Algorithms not named are not built.
 func selectAlgorithmsWith(list string, c algoConfig) ([]*runner.Algorithm, error) {
-	var all []*runner.Algorithm
-	for _, newAlg := range builtins(c) {
-		a, err := newAlg()
+	all := builtins(c)
+	var chosen []builtin
+	if list == "" || list == "all" {
+		chosen = all
+	} else {
+		byName := map[string]builtin{}
+		var names []string
+		for _, b := range all {
+			byName[b.name] = b
+			names = append(names, b.name)
+		}
+		sort.Strings(names)
+		seen := map[string]bool{}
+		for _, n := range strings.Split(list, ",") {
+			n = strings.TrimSpace(n)
+			if n == "" || seen[n] {
+				continue
+			}
+			b, ok := byName[n]
+			if !ok {
+				return nil, fmt.Errorf("%w: unknown algorithm %q (built in: %s)", errUsage, n, strings.Join(names, ", "))
+			}
+			seen[n] = true
+			chosen = append(chosen, b)
+		}
+		if len(chosen) == 0 {
+			return nil, fmt.Errorf("%w: --algorithms names no algorithm", errUsage)
+		}
+	}
+	out := make([]*runner.Algorithm, 0, len(chosen))
+	for _, b := range chosen {
+		a, err := b.new()
 		if err != nil {
 			return nil, err
 		}
-		all = append(all, a)
-	}
-	if list == "" || list == "all" {
-		return all, nil
-	}
-	byName := map[string]*runner.Algorithm{}
-	var names []string
-	for _, a := range all {
-		byName[a.Name()] = a
-		names = append(names, a.Name())
-	}
-	sort.Strings(names)
-	var out []*runner.Algorithm
-	seen := map[string]bool{}
-	for _, n := range strings.Split(list, ",") {
-		n = strings.TrimSpace(n)
-		if n == "" || seen[n] {
-			continue
-		}
-		a, ok := byName[n]
-		if !ok {
-			return nil, fmt.Errorf("%w: unknown algorithm %q (built in: %s)", errUsage, n, strings.Join(names, ", "))
-		}
-		seen[n] = true
 		out = append(out, a)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%w: --algorithms names no algorithm", errUsage)
 	}
 	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"pnpworker/discovery"
+	"pnpworker/internal/imagefetch"
 	"pnpworker/runner"
 )
 
@@ -18,8 +19,10 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		noProv bool
 		drain  = fs.Duration("drain-timeout", runner.DefaultDrainTimeout, "how long to wait for in-flight requests on shutdown")
 	)
+	var imf imageFlags
 	nf.register(fs)
 	lf.register(fs)
+	imf.register(fs)
 	fs.StringVar(&algs, "algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, or all (env PNP_ALGORITHMS)")
 	fs.StringVar(&queue, "queue-group", env("PNP_QUEUE_GROUP", runner.DefaultQueueGroup), "queue group shared by replicas (env PNP_QUEUE_GROUP)")
 	fs.BoolVar(&noProv, "no-provision", false, "bind to an existing discovery bucket instead of creating it (for credentials that may not create streams)")
@@ -30,7 +33,11 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	list, err := selectAlgorithms(algs)
+	algCfg, err := newAlgoConfig(imf.gallery, imagefetch.ParseAllow(imf.allow), log)
+	if err != nil {
+		return err
+	}
+	list, err := selectAlgorithmsWith(algs, algCfg)
 	if err != nil {
 		return err
 	}
