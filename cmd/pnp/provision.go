@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"pnpworker/controller"
+	"pnpworker/discovery"
+)
+
+// cmdProvision creates or updates every stream and bucket once and exits:
+// the one-shot step of a deployment whose runners and controllers run with
+// --no-provision under credentials that may not create streams.
+func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("provision", "pnp provision [--server URL] [--replicas N] [flags]", stdout)
+	var (
+		nf   natsFlags
+		lf   logFlags
+		cfg  controller.StoreConfig
+		wait = fs.Duration("wait", 2*time.Minute, "give up when NATS or JetStream is not ready within this long")
+	)
+	nf.register(fs)
+	lf.register(fs)
+	fs.IntVar(&cfg.Replicas, "replicas", envInt("PNP_REPLICAS", 1), "replicas of every stream and bucket, discovery included (3 in a 3-node cluster) (env PNP_REPLICAS)")
+	fs.DurationVar(&cfg.Discovery.TTL, "discovery-ttl", discovery.DefaultTTL, "max age of a registration without heartbeat")
+	fs.DurationVar(&cfg.ResultTTL, "result-ttl", controller.DefaultResultTTL, "how long results are kept")
+	fs.IntVar(&cfg.ResultHistory, "result-history", 1, "records kept per job id in the results bucket (1..64)")
+	fs.DurationVar(&cfg.DuplicateWindow, "duplicate-window", controller.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
+	fs.DurationVar(&cfg.DeadMaxAge, "dead-max-age", 0, "how long dead letters are kept; 0 keeps them until replayed")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	cfg.Discovery.Replicas = cfg.Replicas
+	// An explicit provision brings an existing discovery bucket to these
+	// settings; the job streams are always created or updated.
+	cfg.Discovery.Update = true
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, *wait)
+	defer cancel()
+	nc, err := nf.connectAndWait(ctx, "pnp provision", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	// A server that just started may not have JetStream (or, in a
+	// cluster, a meta leader) yet: retry until it answers or ctx ends, so
+	// a one-shot provisioning container does not race the server.
+	for backoff := 250 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err = controller.Provision(pctx, js, cfg)
+		cancel()
+		if err == nil {
+			break
+		}
+		log.Warn().Err(err).Dur("retry_in", backoff).Msg("provisioning failed; retrying")
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+	}
+	fmt.Fprintf(stdout, "provisioned %s, %s, %s and %s (replicas %d)\n",
+		discovery.Bucket, controller.JobsStream, controller.ResultsBucket, controller.DeadStream, cfg.Replicas)
+	return nc.Drain()
+}
