@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 
 	"pnpworker/controller"
 )
@@ -91,11 +90,7 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		return err
-	}
-	nc, store, err := openStore(ctx, &nf, log, true)
+	nc, store, err := openStore(ctx, &nf, &lf, stderr, true)
 	if err != nil {
 		return err
 	}
@@ -187,11 +182,7 @@ func cmdResult(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: want one job id", errUsage)
 	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		return err
-	}
-	nc, store, err := openStore(ctx, &nf, log, false)
+	nc, store, err := openStore(ctx, &nf, &lf, stderr, false)
 	if err != nil {
 		return err
 	}
@@ -224,11 +215,7 @@ func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		return err
-	}
-	nc, store, err := openStore(ctx, &nf, log, false)
+	nc, store, err := openStore(ctx, &nf, &lf, stderr, false)
 	if err != nil {
 		return err
 	}
@@ -292,11 +279,7 @@ func cmdDead(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if sub == "replay" && all == (len(ids) > 0) {
 		return fmt.Errorf("%w: name the job ids to replay, or --all", errUsage)
 	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		return err
-	}
-	nc, store, err := openStore(ctx, &nf, log, false)
+	nc, store, err := openStore(ctx, &nf, &lf, stderr, false)
 	if err != nil {
 		return err
 	}
@@ -385,7 +368,13 @@ func replay(ctx context.Context, store *controller.Store, letters []controller.D
 // openStore connects and binds to the job streams. With provision, streams
 // that do not exist yet are created with the defaults, so a producer can
 // submit before any controller ever ran.
-func openStore(ctx context.Context, nf *natsFlags, log zerolog.Logger, provision bool) (*nats.Conn, *controller.Store, error) {
+// openStore builds the logger, connects, and opens the job streams (creating
+// them with defaults when provision is set and they do not exist yet).
+func openStore(ctx context.Context, nf *natsFlags, lf *logFlags, stderr io.Writer, provision bool) (*nats.Conn, *controller.Store, error) {
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return nil, nil, err
+	}
 	nc, err := nf.connect("pnp", log)
 	if err != nil {
 		return nil, nil, err
