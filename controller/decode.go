@@ -14,7 +14,7 @@ import (
 // than the validation itself at tens of thousands of jobs per second.
 // Malformed input goes to schemas.DecodeJSON, so its errors read the same.
 func decodeJSON(data []byte) (any, error) {
-	if !json.Valid(data) {
+	if !json.Valid(data) || !utf8.Valid(data) {
 		return schemas.DecodeJSON(data)
 	}
 	p := parser{data: data}

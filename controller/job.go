@@ -135,6 +135,15 @@ func (c *Controller) process(w *worker, j *job) {
 	t.rec.Instance = reply.Header.Get(runner.HeaderInstance)
 	t.rec.Version = reply.Header.Get(runner.HeaderVersion)
 	if rerr := runner.ReplyError(reply); rerr != nil {
+		if notStarted(rerr) {
+			// Back-pressure, not a failure: the runner refused the job
+			// before running it. Like no responders, not an attempt;
+			// otherwise a burst over the runners' capacity would use up
+			// the attempts of healthy jobs and dead-letter them.
+			t.rec.Attempts--
+			t.nak(jitter(c.cfg.RetryBackoff))
+			return
+		}
 		t.failure(ctx, protocolCode(rerr))
 		return
 	}
@@ -146,6 +155,13 @@ func (c *Controller) process(w *worker, j *job) {
 	t.rec.Output = reply.Data
 	t.rec.finish(time.Now())
 	t.finalize(ctx)
+}
+
+// notStarted reports whether a runner refused the job without running it
+// (the Pnp-Not-Started header: overloaded at admission, draining, or its
+// time budget spent while it waited in the runner's queue).
+func notStarted(e *runner.Error) bool {
+	return e.NotStarted && (e.Code == runner.CodeUnavailable || e.Code == runner.CodeDeadline)
 }
 
 // protocolCode maps an error code outside the protocol's set (a micro
@@ -168,22 +184,35 @@ func protocolCode(e *runner.Error) *runner.Error {
 	return &c
 }
 
-// plan picks the request subject (that of the most recently started
-// instance) and time budget (the longest of the live instances', since the
-// request may reach any of them).
+// plan picks the request subject and time budget (the longest of the live
+// instances', since the request may reach any of them). The subject is the
+// protocol's run.<algorithm> whenever a live instance serves it; otherwise
+// that of the most recently started instance. A start time in the future
+// (a clock far ahead, or a forged record) wins no choice, so a record
+// nobody serves cannot draw every job away from the real runners.
 func plan(regs []discovery.Registration) (time.Duration, string) {
-	newest := regs[0]
+	now := time.Now()
+	canonical := runner.SubjectPrefix + regs[0].Algorithm
+	best := -1
+	var bestStarted time.Time
 	var budget time.Duration
-	for _, r := range regs {
+	for i, r := range regs {
 		budget = max(budget, r.Timeout())
-		if r.StartedAt.After(newest.StartedAt) {
-			newest = r
+		started := r.StartedAt
+		if started.After(now) {
+			started = time.Time{}
+		}
+		switch {
+		case best < 0,
+			r.Subject == canonical && regs[best].Subject != canonical,
+			(r.Subject == canonical) == (regs[best].Subject == canonical) && started.After(bestStarted):
+			best, bestStarted = i, started
 		}
 	}
 	if budget <= 0 {
 		budget = runner.DefaultTimeout
 	}
-	return budget, newest.Subject
+	return budget, regs[best].Subject
 }
 
 // worker is what one of the MaxInFlight processing goroutines keeps from

@@ -159,7 +159,7 @@ func NewAlgorithm[In, Out any](spec Spec, fn Func[In, Out]) (*Algorithm, error) 
 			if err := json.Unmarshal(body, &v); err != nil {
 				// The schema accepted the body, so this is a mismatch
 				// between schema and Go type: the author's bug.
-				return nil, &Error{Code: CodeInvalidInput, Message: "input does not fit the algorithm's type: " + err.Error(), Err: err}
+				return nil, &Error{Code: CodeInvalidInput, Message: "input does not fit the algorithm's type: " + err.Error()}
 			}
 			return fn(ctx, v)
 		},

@@ -145,7 +145,7 @@ func (e *endpoint) closeWithin(d time.Duration) bool {
 	e.mu.Unlock()
 	if e.base.Err() != nil {
 		for j := range e.jobs {
-			e.replyError(j.reply, j.hdr, e.ctxError(e.base, "before the request started"))
+			e.replyError(j.reply, j.hdr, notStarted(e.ctxError(e.base, "before the request started")))
 			e.done()
 		}
 	}
@@ -214,13 +214,13 @@ func (e *endpoint) handle(m *nats.Msg) {
 	switch {
 	case e.closed:
 		e.mu.Unlock()
-		e.replyError(reply, hdr, &Error{Code: CodeUnavailable, Message: "draining: runner is shutting down"})
+		e.replyError(reply, hdr, &Error{Code: CodeUnavailable, Message: "draining: runner is shutting down", NotStarted: true})
 		return
 	case e.admitted >= e.limit:
 		e.mu.Unlock()
 		e.overloaded.Add(1)
 		spec := e.alg.spec
-		e.replyError(reply, hdr, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("overloaded: %d requests running and %d waiting", spec.MaxConcurrency, spec.MaxPending)})
+		e.replyError(reply, hdr, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("overloaded: %d requests running and %d waiting", spec.MaxConcurrency, spec.MaxPending), NotStarted: true})
 		return
 	}
 	e.admitted++
@@ -245,7 +245,7 @@ func (e *endpoint) serve(j job) {
 	if ctx.Err() != nil {
 		// The deadline passed (or shutdown came) while the request waited
 		// in the queue.
-		e.replyError(reply, hdr, e.ctxError(ctx, "before the request started"))
+		e.replyError(reply, hdr, notStarted(e.ctxError(ctx, "before the request started")))
 		return
 	}
 	e.running.Add(1)
@@ -338,6 +338,8 @@ func (e *endpoint) call(ctx context.Context, body []byte, log zerolog.Logger) (d
 	return data, nil
 }
 
+func notStarted(er *Error) *Error { er.NotStarted = true; return er }
+
 func (e *endpoint) ctxError(ctx context.Context, where string) *Error {
 	suffix := ""
 	if where != "" {
@@ -403,6 +405,9 @@ func (e *endpoint) replyError(reply string, req nats.Header, er *Error) {
 	}
 	if id := req.Get(HeaderJobID); id != "" {
 		h.Set(HeaderJobID, id)
+	}
+	if er.NotStarted {
+		h.Set(HeaderNotStarted, "true")
 	}
 	err = e.nc.PublishMsg(&nats.Msg{Subject: reply, Data: body, Header: h})
 	if errors.Is(err, nats.ErrMaxPayload) {

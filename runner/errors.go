@@ -28,6 +28,10 @@ type Error struct {
 	Instance  string `json:"instance,omitempty"`
 	// Violations lists each schema violation (JSON pointer + message).
 	Violations []schemas.Violation `json:"violations,omitempty"`
+	// NotStarted says the runner refused the request before running it
+	// (overloaded, draining, or its deadline passed while it waited), so a
+	// retry costs the algorithm nothing. Sent as the Pnp-Not-Started header.
+	NotStarted bool `json:"-"`
 	// Err is the underlying cause. It is logged, never sent.
 	Err error `json:"-"`
 }
@@ -129,6 +133,9 @@ const (
 	HeaderTimeout = "Pnp-Timeout"
 	// HeaderInstance names the instance that answered.
 	HeaderInstance = "Pnp-Instance"
+	// HeaderNotStarted is "true" on an error reply for a request the
+	// algorithm never ran.
+	HeaderNotStarted = "Pnp-Not-Started"
 	// HeaderAlgorithm and HeaderVersion name what answered.
 	HeaderAlgorithm = "Pnp-Algorithm"
 	HeaderVersion   = "Pnp-Version"
@@ -155,6 +162,7 @@ func ReplyError(msg *nats.Msg) *Error {
 		e.Message = msg.Header.Get(HeaderError)
 	}
 	e.Instance = msg.Header.Get(HeaderInstance)
+	e.NotStarted = msg.Header.Get(HeaderNotStarted) == "true"
 	return e
 }
 

@@ -377,6 +377,9 @@ func TestOverloadAnswers503(t *testing.T) {
 	if msg.Header.Get(runner.HeaderErrorCode) != "503" || !strings.Contains(msg.Header.Get(runner.HeaderError), "overloaded") {
 		t.Fatalf("third request: %v %s, want 503 overloaded", msg.Header, msg.Data)
 	}
+	if e := runner.ReplyError(msg); !e.NotStarted || msg.Header.Get(runner.HeaderNotStarted) != "true" {
+		t.Errorf("a refused request must say it never started: %v", msg.Header)
+	}
 	for range 2 {
 		if m := <-replies; m == nil || runner.ReplyError(m) != nil {
 			t.Errorf("admitted request failed: %v", m)

@@ -14,6 +14,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/santhosh-tekuri/jsonschema/v5"
 )
@@ -68,6 +69,11 @@ func CompileBytes(name string, schema []byte) (*jsonschema.Schema, error) {
 // expects (numbers as json.Number, so large integers keep their precision).
 // Trailing data after the document is an error.
 func DecodeJSON(data []byte) (any, error) {
+	// encoding/json would quietly replace invalid UTF-8 inside strings with
+	// U+FFFD; a request with broken text is the caller's to fix.
+	if !utf8.Valid(data) {
+		return nil, errors.New("invalid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var v any

@@ -1,0 +1,189 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"pnpworker/internal/embedded"
+	"pnpworker/runner"
+)
+
+// StatsSubject is where every chaos child process answers with its Stats.
+const StatsSubject = "chaos.stats"
+
+// Stats is what a process reports about itself when sampled.
+type Stats struct {
+	PID        int    `json:"pid"`
+	Role       string `json:"role"`
+	Goroutines int    `json:"goroutines"`
+	HeapBytes  uint64 `json:"heap_bytes"`
+	RSSBytes   uint64 `json:"rss_bytes"`
+}
+
+func selfStats(role string) Stats {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	rss, _ := RSS(os.Getpid())
+	return Stats{PID: os.Getpid(), Role: role, Goroutines: runtime.NumGoroutine(), HeapBytes: ms.HeapAlloc, RSSBytes: rss}
+}
+
+// serveStats answers StatsSubject on nc until nc closes.
+func serveStats(nc *nats.Conn, role string) error {
+	_, err := nc.Subscribe(StatsSubject, func(m *nats.Msg) {
+		b, _ := json.Marshal(selfStats(role))
+		_ = m.Respond(b)
+	})
+	return err
+}
+
+// RunnerChild configures a chaos runner process: the runner library
+// serving chaos_work, exactly as `pnp runner` serves the built-in
+// algorithms, plus the execution log and the stats responder.
+type RunnerChild struct {
+	Servers        string
+	ExecDir        string
+	MaxConcurrency int
+	MaxPending     int
+	Timeout        time.Duration
+	DrainTimeout   time.Duration
+	Logger         zerolog.Logger
+}
+
+// RunRunner serves chaos_work until ctx ends.
+func RunRunner(ctx context.Context, c RunnerChild) error {
+	xl, err := OpenExecLog(c.ExecDir)
+	if err != nil {
+		return err
+	}
+	defer xl.Close()
+	alg, err := NewAlgorithm(xl, c.Timeout, c.MaxConcurrency, c.MaxPending)
+	if err != nil {
+		return err
+	}
+	nc, err := connect(ctx, c.Servers, "chaos runner", c.Logger)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := serveStats(nc, "runner"); err != nil {
+		return err
+	}
+	opts := []runner.Option{runner.WithLogger(c.Logger), runner.WithoutProvisioning(),
+		runner.WithMetadata(map[string]string{"pid": strconv.Itoa(os.Getpid())})}
+	if c.DrainTimeout > 0 {
+		opts = append(opts, runner.WithDrainTimeout(c.DrainTimeout))
+	}
+	r, err := runner.New(nc, []*runner.Algorithm{alg}, opts...)
+	if err != nil {
+		return err
+	}
+	// The orchestrator provisions the bucket; a runner that starts while
+	// NATS restarts retries until it can bind.
+	for {
+		err = r.Run(ctx)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		c.Logger.Warn().Err(err).Msg("runner start failed; retrying")
+		r, _ = runner.New(nc, []*runner.Algorithm{alg}, opts...)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// NATSChild configures a NATS server process: the embedded server of
+// `pnp up`, alone, so that it can be killed with SIGKILL.
+type NATSChild struct {
+	Port       int
+	StoreDir   string
+	SyncAlways bool
+	// Name is the server name, unique in a cluster. Default "chaos".
+	Name string
+	// ClusterPort and Routes make the server a member of cluster "chaos".
+	ClusterPort int
+	Routes      string
+	Logger      *zerolog.Logger
+}
+
+// RunNATS serves until ctx ends.
+func RunNATS(ctx context.Context, c NATSChild) error {
+	if c.Name == "" {
+		c.Name = "chaos"
+	}
+	cfg := embedded.Config{Port: c.Port, StoreDir: c.StoreDir, SyncAlways: c.SyncAlways, ServerName: c.Name, Logger: c.Logger}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	opts := cfg.Options()
+	if c.ClusterPort != 0 {
+		opts.Cluster = server.ClusterOpts{Name: "chaos", Host: "127.0.0.1", Port: c.ClusterPort}
+		opts.Routes = server.RoutesFromStr(c.Routes)
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("chaos: nats: %w", err)
+	}
+	if c.Logger != nil {
+		srv.ConfigureLogger()
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return errors.New("chaos: nats not ready")
+	}
+	fmt.Fprintf(os.Stdout, "ready %s\n", srv.ClientURL())
+	<-ctx.Done()
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	return nil
+}
+
+// connect connects as long-running pnp processes do: retrying until NATS
+// is there, and reconnecting forever.
+func connect(ctx context.Context, servers, name string, log zerolog.Logger) (*nats.Conn, error) {
+	connected := make(chan struct{}, 1)
+	nc, err := nats.Connect(servers,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.ConnectHandler(func(*nats.Conn) {
+			select {
+			case connected <- struct{}{}:
+			default:
+			}
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn().Err(err).Msg("disconnected from NATS")
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info().Msg("reconnected to NATS") }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("chaos: connect %s: %w", servers, err)
+	}
+	if nc.IsConnected() {
+		return nc, nil
+	}
+	select {
+	case <-connected:
+		return nc, nil
+	case <-ctx.Done():
+		nc.Close()
+		return nil, ctx.Err()
+	}
+}

@@ -1,0 +1,153 @@
+package runner_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"pnpworker/internal/natstest"
+	"pnpworker/runner"
+)
+
+// Hostile request bodies, sent over real NATS to a running runner: each gets
+// a clear 400 (code header and a JSON error body that fits a message), and
+// the runner keeps serving.
+func TestNastyInputsReliability(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	start(t, nc, []*runner.Algorithm{wordCount(t, nil)})
+	maxPayload := int(nc.MaxPayload())
+	// Room for the request's headers and subject inside max_payload.
+	below := maxPayload - 512
+
+	nest := func(open, close string, n int) string {
+		return strings.Repeat(open, n) + strings.Repeat(close, n)
+	}
+	cases := []struct {
+		name string
+		body string
+		want int // 0: served
+	}{
+		{"just below max payload, valid", `{"text":"` + strings.Repeat("a ", (below-12)/2) + `"}`, 0},
+		{"just below max payload, malformed", `{"text":"` + strings.Repeat("a", below-12), 400},
+		{"just below max payload, 50k violations", `{"text":"x","bad":[` + strings.Repeat(`1,`, (below-40)/2) + `1]}`, 400},
+		{"many unknown fields", `{"text":"x",` + strings.Repeat(`"k":1,`, 2000) + `"z":1}`, 400},
+		{"nested arrays 10k", nest("[", "]", 10_000), 400},
+		{"nested arrays 100k", nest("[", "]", 100_000), 400},
+		{"nested objects in a field 10k", `{"text":` + strings.Repeat(`{"a":`, 10_000) + `1` + strings.Repeat(`}`, 10_000) + `}`, 400},
+		{"unclosed nesting", strings.Repeat("[", 50_000), 400},
+		{"invalid UTF-8 outside strings", "{\"text\":\"x\"}\xff", 400},
+		{"lone surrogate escape", `{"text":"\ud800"}`, 0},
+		{"NUL byte", "{\"text\":\"x\"\x00}", 400},
+		{"huge float", `{"text":"x","sleep_ms":1e400}`, 400},
+		{"64-digit integer", `{"text":"x","sleep_ms":1234567890123456789012345678901234567890123456789012345678901234}`, 400},
+		{"negative huge integer", `{"text":"x","sleep_ms":-1234567890123456789012345678901234567890123456789012345678901234}`, 400},
+		{"integral float for an integer", `{"text":"x","sleep_ms":1.0}`, 400},
+		{"fraction for an integer", `{"text":"x","sleep_ms":0.5}`, 400},
+		{"NaN", `{"text":"x","sleep_ms":NaN}`, 400},
+		{"text number", `{"text":42}`, 400},
+		{"text bool", `{"text":true}`, 400},
+		{"text null", `{"text":null}`, 400},
+		{"text array", `{"text":["a"]}`, 400},
+		{"text object", `{"text":{"a":"b"}}`, 400},
+		{"text empty", `{"text":""}`, 400},
+		{"sleep_ms string", `{"text":"x","sleep_ms":"10"}`, 400},
+		{"sleep_ms negative", `{"text":"x","sleep_ms":-1}`, 400},
+		{"sleep_ms bool", `{"text":"x","sleep_ms":true}`, 400},
+		{"mode number", `{"text":"x","mode":1}`, 400},
+		{"unknown field", `{"text":"x","extra":1}`, 400},
+		{"body array", `["text"]`, 400},
+		{"body string", `"text"`, 400},
+		{"body number", `42`, 400},
+		{"body null", `null`, 400},
+		{"body empty", ``, 400},
+		{"two documents", `{"text":"x"}{"text":"y"}`, 400},
+		{"duplicate key, last wrong", `{"text":"x","text":7}`, 400},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := request(t, nc, tc.body, nil)
+			code := msg.Header.Get(runner.HeaderErrorCode)
+			if tc.want == 0 {
+				if code != "" {
+					t.Fatalf("code %s (%s), want a success", code, msg.Header.Get(runner.HeaderError))
+				}
+				return
+			}
+			if code != fmt.Sprint(tc.want) {
+				t.Fatalf("code %q (%s), want %d", code, msg.Header.Get(runner.HeaderError), tc.want)
+			}
+			var e runner.Error
+			if err := json.Unmarshal(msg.Data, &e); err != nil || e.Code != tc.want || e.Message == "" {
+				t.Fatalf("error body %.200q: %v", msg.Data, err)
+			}
+			if len(msg.Data) > maxPayload {
+				t.Fatalf("error reply of %d bytes", len(msg.Data))
+			}
+		})
+	}
+	// Still alive and serving.
+	if msg := request(t, nc, `{"text":"still here"}`, nil); string(msg.Data) != `{"words":2}` {
+		t.Fatalf("after the nasty inputs: %s", msg.Data)
+	}
+}
+
+// Invalid UTF-8 inside a JSON string is refused (RFC 8259 requires UTF-8)
+// rather than silently replaced with U+FFFD, as encoding/json would.
+func TestInvalidUTF8InStringReliability(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	start(t, nc, []*runner.Algorithm{wordCount(t, nil)})
+	msg := request(t, nc, "{\"text\":\"a \xff\xfe b\"}", nil)
+	if code := msg.Header.Get(runner.HeaderErrorCode); code != "400" || !strings.Contains(msg.Header.Get(runner.HeaderError), "invalid UTF-8") {
+		t.Fatalf("code %q: %s, want a 400 naming invalid UTF-8", code, msg.Header.Get(runner.HeaderError))
+	}
+	if msg := request(t, nc, `{"text":"still here"}`, nil); string(msg.Data) != `{"words":2}` {
+		t.Fatalf("after invalid UTF-8: %s", msg.Data)
+	}
+}
+
+// A message over the server's max_payload, written on a raw connection
+// (a client library refuses to send it): the server closes that
+// connection; the runner never sees it and keeps serving.
+func TestOverMaxPayloadOnTheWireReliability(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	start(t, nc, []*runner.Algorithm{wordCount(t, nil)})
+	u, err := url.Parse(s.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.DialTimeout("tcp", u.Host, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(conn)
+	if _, err := r.ReadString('\n'); err != nil { // INFO
+		t.Fatal(err)
+	}
+	size := int(nc.MaxPayload()) + 1
+	fmt.Fprintf(conn, "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB _INBOX.raw 1\r\nPUB run.word_count _INBOX.raw %d\r\n", size)
+	_, _ = conn.Write([]byte(`{"text":"` + strings.Repeat("a", size-12) + `"}` + "\r\n"))
+	var got strings.Builder
+	for {
+		line, err := r.ReadString('\n')
+		got.WriteString(line)
+		if err != nil || strings.Contains(line, "-ERR") {
+			break
+		}
+	}
+	if !strings.Contains(got.String(), "Maximum Payload") {
+		t.Fatalf("server said %q, want a maximum payload violation", got.String())
+	}
+	if msg := request(t, nc, `{"text":"still here"}`, nil); string(msg.Data) != `{"words":2}` {
+		t.Fatalf("after the oversized message: %s", msg.Data)
+	}
+}
