@@ -18,9 +18,6 @@ import (
 	"pnpworker/schemas"
 )
 
-// errDraining is the cancellation cause of requests cut short by shutdown.
-var errDraining = errors.New("runner is shutting down")
-
 // endpoint serves one algorithm. micro calls handle one message at a time
 // on the subscription's goroutine, so handle only admits the request and
 // queues it; MaxConcurrency long-lived workers run the queue. Long-lived
@@ -40,9 +37,11 @@ type endpoint struct {
 	okHeader    nats.Header
 	checkOutput bool
 
-	jobs    chan job // capacity = limit, so an admitted job never blocks
-	limit   int
-	workers sync.WaitGroup
+	jobs       chan job // capacity = limit, so an admitted job never blocks
+	limit      int
+	workers    sync.WaitGroup
+	workerList []*worker
+	stopping   atomic.Bool // the drain timeout passed: cut everything short
 
 	mu       sync.Mutex
 	admitted int  // queued + running
@@ -74,14 +73,87 @@ type job struct {
 
 func (e *endpoint) startWorkers(n int) {
 	for range n {
+		w := &worker{e: e}
+		// One timer per worker, re-armed for each request: it answers 504
+		// the moment a request's deadline passes, even when the function
+		// ignores its context.
+		w.timer = time.AfterFunc(time.Hour, func() { w.interrupt(true) })
+		w.timer.Stop()
+		e.workerList = append(e.workerList, w)
 		e.workers.Add(1)
 		go func() {
 			defer e.workers.Done()
 			for j := range e.jobs {
-				e.serve(j)
+				w.serve(j)
 				e.done()
 			}
 		}()
+	}
+}
+
+// worker is one of the endpoint's long-lived goroutines and the state of
+// the request it runs. The reply to a request goes out exactly once: from
+// the worker when the function returns, or from interrupt when the deadline
+// passes or shutdown gives up waiting, whichever claims it first. The
+// worker stays busy until the function really returns, so a function that
+// ignores its context cannot push the instance past MaxConcurrency.
+type worker struct {
+	e     *endpoint
+	timer *time.Timer
+
+	mu       sync.Mutex
+	active   bool
+	replied  bool
+	deadline time.Time
+	cancel   context.CancelFunc
+	reply    string
+	hdr      nats.Header
+}
+
+func (w *worker) begin(reply string, hdr nats.Header, deadline time.Time, cancel context.CancelFunc) {
+	w.mu.Lock()
+	w.active, w.replied, w.deadline, w.cancel, w.reply, w.hdr = true, false, deadline, cancel, reply, hdr
+	stopping := w.e.stopping.Load()
+	w.mu.Unlock()
+	w.timer.Reset(time.Until(deadline))
+	if stopping {
+		w.interrupt(false)
+	}
+}
+
+// finish ends the request and reports whether the worker still owns its
+// reply.
+func (w *worker) finish() bool {
+	w.timer.Stop()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	own := !w.replied
+	w.active, w.replied, w.cancel, w.hdr = false, true, nil, nil
+	return own
+}
+
+// interrupt answers the running request now and cancels its context, unless
+// it was answered already; with onlyIfDue, only once its deadline passed (a
+// timer fire that raced with the end of an earlier request is ignored).
+func (w *worker) interrupt(onlyIfDue bool) {
+	w.mu.Lock()
+	if !w.active || w.replied || (onlyIfDue && time.Now().Before(w.deadline)) {
+		w.mu.Unlock()
+		return
+	}
+	w.replied = true
+	reply, hdr, cancel := w.reply, w.hdr, w.cancel
+	w.mu.Unlock()
+	cancel()
+	w.e.replyError(reply, hdr, w.e.ctxError(""))
+}
+
+// interruptAll cancels every running request and answers it 503; queued
+// ones are answered 503 by the workers without running.
+func (e *endpoint) interruptAll() {
+	e.stopping.Store(true)
+	for _, w := range e.workerList {
+		w.interrupt(false)
 	}
 }
 
@@ -143,9 +215,9 @@ func (e *endpoint) closeWithin(d time.Duration) bool {
 		close(e.jobs)
 	}
 	e.mu.Unlock()
-	if e.base.Err() != nil {
+	if e.stopping.Load() {
 		for j := range e.jobs {
-			e.replyError(j.reply, j.hdr, notStarted(e.ctxError(e.base, "before the request started")))
+			e.replyError(j.reply, j.hdr, notStarted(e.ctxError("before the request started")))
 			e.done()
 		}
 	}
@@ -230,7 +302,8 @@ func (e *endpoint) handle(m *nats.Msg) {
 	e.mu.Unlock()
 }
 
-func (e *endpoint) serve(j job) {
+func (w *worker) serve(j job) {
+	e := w.e
 	body, hdr, reply := j.body, j.hdr, j.reply
 	spec := e.alg.spec
 	deadline := j.received.Add(spec.Timeout)
@@ -240,12 +313,15 @@ func (e *endpoint) serve(j job) {
 	} else if ok && d.Before(deadline) {
 		deadline = d
 	}
+	// e.base is never cancelled: the request's context ends at its deadline
+	// or when interrupt cancels it, and deriving from a parent that cannot
+	// be cancelled keeps that cheap.
 	ctx, cancel := context.WithDeadline(e.base, deadline)
 	defer cancel()
-	if ctx.Err() != nil {
-		// The deadline passed (or shutdown came) while the request waited
-		// in the queue.
-		e.replyError(reply, hdr, notStarted(e.ctxError(ctx, "before the request started")))
+	if ctx.Err() != nil || e.stopping.Load() {
+		// The deadline passed (or shutdown gave up) while the request
+		// waited in the queue.
+		e.replyError(reply, hdr, notStarted(e.ctxError("before the request started")))
 		return
 	}
 	e.running.Add(1)
@@ -263,28 +339,18 @@ func (e *endpoint) serve(j job) {
 		return
 	}
 
-	// The reply goes out exactly once: from here when the function returns,
-	// or from the AfterFunc when the deadline (or shutdown) comes first. The
-	// slot stays taken until the function really returns, so a function that
-	// ignores its context cannot push the instance past MaxConcurrency.
-	var replied atomic.Bool
-	stop := context.AfterFunc(ctx, func() {
-		if replied.CompareAndSwap(false, true) {
-			e.replyError(reply, hdr, e.ctxError(ctx, ""))
-		}
-	})
+	w.begin(reply, hdr, deadline, cancel)
 	start := time.Now()
 	data, err := e.call(ctx, body, log)
 	took := time.Since(start)
 	e.busyNanos.Add(int64(took))
-	stop()
-	if !replied.CompareAndSwap(false, true) {
-		return
+	if !w.finish() {
+		return // interrupt answered it
 	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 			if ctx.Err() != nil {
-				err = e.ctxError(ctx, "")
+				err = e.ctxError("")
 			}
 		}
 		e.replyError(reply, hdr, asError(err))
@@ -340,12 +406,14 @@ func (e *endpoint) call(ctx context.Context, body []byte, log zerolog.Logger) (d
 
 func notStarted(er *Error) *Error { er.NotStarted = true; return er }
 
-func (e *endpoint) ctxError(ctx context.Context, where string) *Error {
+// ctxError is the reply to a request cut short: 503 once shutdown gave up
+// waiting, 504 for a deadline.
+func (e *endpoint) ctxError(where string) *Error {
 	suffix := ""
 	if where != "" {
 		suffix = " " + where
 	}
-	if errors.Is(context.Cause(ctx), errDraining) {
+	if e.stopping.Load() {
 		return &Error{Code: CodeUnavailable, Message: "draining: runner is shutting down" + suffix}
 	}
 	return &Error{Code: CodeDeadline, Message: "deadline exceeded" + suffix}

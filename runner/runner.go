@@ -199,13 +199,14 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 
 	// base outlives ctx: requests keep running while draining and are
-	// cancelled (cause errDraining) only when the drain timeout passes.
-	base, cancelBase := context.WithCancelCause(context.WithoutCancel(ctx))
-	defer cancelBase(errDraining)
+	// cut short (interruptAll) only when the drain timeout passes.
+	base := context.WithoutCancel(ctx)
 
 	var eps []*endpoint
 	abort := func() {
-		cancelBase(errDraining)
+		for _, e := range eps {
+			e.interruptAll()
+		}
 		for _, e := range eps {
 			e.unsubscribeMonitor()
 			_ = e.sub.Unsubscribe()
@@ -279,7 +280,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	if timedOut {
 		log.Warn().Dur("drain_timeout", r.opts.drainTimeout).Msg("drain timeout: cancelling in-flight requests")
-		cancelBase(errDraining)
+		for _, e := range eps {
+			e.interruptAll()
+		}
 	}
 	// Workers finish what is queued (at once when cancelled) and exit. A
 	// function that ignores its cancelled context is left behind after a
