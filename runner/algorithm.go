@@ -60,6 +60,10 @@ type Spec struct {
 // DefaultTimeout is the request time budget when Spec.Timeout is zero.
 const DefaultTimeout = 30 * time.Second
 
+// MaxTimeout is the longest Spec.Timeout: registration records cap
+// timeout_ms at one day, so a record cannot make callers wait forever.
+const MaxTimeout = 24 * time.Hour
+
 // DefaultMaxPending is Spec.MaxPending's default.
 const DefaultMaxPending = 256
 
@@ -92,8 +96,8 @@ func (s Spec) Validate() error {
 	if len(s.OutputSchema) == 0 {
 		errs = append(errs, errors.New("output schema is required"))
 	}
-	if s.Timeout < 0 || (s.Timeout > 0 && s.Timeout < time.Millisecond) {
-		errs = append(errs, fmt.Errorf("timeout %s: want at least 1ms (zero means the default)", s.Timeout))
+	if s.Timeout < 0 || (s.Timeout > 0 && s.Timeout < time.Millisecond) || s.Timeout > MaxTimeout {
+		errs = append(errs, fmt.Errorf("timeout %s: want 1ms to %s (zero means the default)", s.Timeout, MaxTimeout))
 	}
 	if s.MaxConcurrency < 0 {
 		errs = append(errs, fmt.Errorf("max concurrency %d is negative", s.MaxConcurrency))

@@ -121,6 +121,8 @@ func TestNewAlgorithmRejectsBadDefinitions(t *testing.T) {
 			[]string{"input schema", "output schema"}},
 		{"negative limits", runner.Spec{Name: "x", Version: "1.0.0", InputSchema: []byte(textSchema), OutputSchema: []byte(outSchema), Timeout: -1, MaxConcurrency: -1},
 			[]string{"timeout", "max concurrency"}},
+		{"timeout over a day", runner.Spec{Name: "x", Version: "1.0.0", InputSchema: []byte(textSchema), OutputSchema: []byte(outSchema), Timeout: 25 * time.Hour},
+			[]string{"timeout 25h0m0s"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
