@@ -696,6 +696,9 @@ func (ix *packageIndex) checkGoPackages(verb string, args []string) error {
 			}
 		}
 	}
+	if len(pkgs) == 0 {
+		return nil // a mention in prose (`go generate`), or a package list in a variable
+	}
 	dirs, err := ix.dirs(pkgs)
 	if err != nil {
 		return err
