@@ -2,6 +2,7 @@ package controller_test
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"slices"
@@ -39,8 +40,8 @@ func BenchmarkControllerVsHandwritten(b *testing.B) {
 	}
 	var hand, ctl []float64
 	for r := range rounds {
-		h := benchPipeline(b, n, runHandwritten)
-		c := benchPipeline(b, n, runController)
+		h := benchPipeline(b, n, runHandwritten, handwrittenOutcome)
+		c := benchPipeline(b, n, runController, controllerOutcome)
 		b.Logf("round %d: handwritten %.0f jobs/s, controller %.0f jobs/s, ratio %.3f", r+1, h, c, c/h)
 		hand, ctl = append(hand, h), append(ctl, c)
 	}
@@ -61,8 +62,11 @@ func median(v []float64) float64 {
 }
 
 // benchPipeline starts a server and the runner, stores n jobs, then times
-// run until JOBS is empty. It returns jobs per second.
-func benchPipeline(b *testing.B, n int, run func(b *testing.B, srv *natstest.Server, store *controller.Store) func()) float64 {
+// run until JOBS is empty. It returns jobs per second, and fails the run
+// unless every job has a stored value that outcome accepts as its success:
+// a job that ends failed (or with a result that is not its own) is not
+// throughput.
+func benchPipeline(b *testing.B, n int, run func(b *testing.B, srv *natstest.Server, store *controller.Store) func(), outcome func(id string, value []byte) error) float64 {
 	b.Helper()
 	b.StopTimer()
 	srv := natstest.Start(b)
@@ -98,20 +102,105 @@ func benchPipeline(b *testing.B, n int, run func(b *testing.B, srv *natstest.Ser
 	b.StartTimer()
 	start := time.Now()
 	stop := run(b, srv, store)
+	// Poll until JOBS is empty; give up (and fail) when it stops draining
+	// for a minute, so a pipeline that keeps retrying cannot hang the run.
+	left, progressAt := uint64(n), time.Now()
 	for {
 		info, err := store.Jobs().Info(ctx)
 		if err == nil && info.State.Msgs == 0 {
 			break
+		}
+		if err == nil && info.State.Msgs < left {
+			left, progressAt = info.State.Msgs, time.Now()
+		}
+		if time.Since(progressAt) > time.Minute {
+			stop()
+			b.Fatalf("JOBS stuck at %d of %d jobs for a minute", left, n)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
 	stop()
-	if st, err := store.Results().Status(ctx); err != nil || st.Values() != uint64(n) {
-		b.Fatalf("results bucket holds %v values (%v), want %d", st.Values(), err, n)
+	if ok, failures := countSuccesses(b, store, n, outcome); ok != n {
+		b.Fatalf("%d of %d jobs succeeded; failures (up to 5): %v", ok, n, failures)
 	}
 	return float64(n) / elapsed.Seconds()
+}
+
+// countSuccesses reads every value of the results bucket and counts those
+// outcome accepts for jobs job-0 … job-<n-1>; missing jobs are failures
+// too. It returns the count and up to five reasons for the others.
+func countSuccesses(b *testing.B, store *controller.Store, n int, outcome func(id string, value []byte) error) (int, []string) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	w, err := store.Results().WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = w.Stop() }()
+	seen := make(map[string]bool, n)
+	ok := 0
+	var failures []string
+	fail := func(why string) {
+		if len(failures) < 5 {
+			failures = append(failures, why)
+		}
+	}
+	for e := range w.Updates() {
+		if e == nil {
+			break // the initial values are all delivered
+		}
+		seen[e.Key()] = true
+		if err := outcome(e.Key(), e.Value()); err != nil {
+			fail(fmt.Sprintf("%s: %v", e.Key(), err))
+			continue
+		}
+		ok++
+	}
+	if ctx.Err() != nil {
+		b.Fatalf("reading the results: %v", ctx.Err())
+	}
+	for i := range n {
+		if id := fmt.Sprintf("job-%d", i); !seen[id] {
+			fail(id + ": no result")
+		}
+	}
+	if len(seen) != n {
+		fail(fmt.Sprintf("%d result keys for %d jobs", len(seen), n))
+		ok = min(ok, n-1)
+	}
+	return ok, failures
+}
+
+// controllerOutcome accepts a succeeded result record whose output is the
+// job's own echo.
+func controllerOutcome(id string, value []byte) error {
+	var r controller.Result
+	if err := json.Unmarshal(value, &r); err != nil {
+		return fmt.Errorf("undecodable record: %w", err)
+	}
+	if r.Status != controller.StatusSucceeded {
+		return fmt.Errorf("status %s (%v)", r.Status, r.Error)
+	}
+	return checkEcho(id, r.Output)
+}
+
+// handwrittenOutcome accepts the runner's reply stored as is, when it is
+// the job's own echo (the hand-written pipeline stores only successes).
+func handwrittenOutcome(id string, value []byte) error { return checkEcho(id, value) }
+
+// checkEcho says whether output is {"n":i} for job id job-<i>.
+func checkEcho(id string, output []byte) error {
+	var o echoOut
+	if err := json.Unmarshal(output, &o); err != nil {
+		return fmt.Errorf("output %.100q: %w", output, err)
+	}
+	if want := fmt.Sprintf("job-%d", o.N); want != id {
+		return fmt.Errorf("output %s belongs to %s", output, want)
+	}
+	return nil
 }
 
 // benchRunner serves the trivial algorithm "bench" (echo of an integer).
@@ -198,6 +287,13 @@ func runHandwritten(b *testing.B, srv *natstest.Server, store *controller.Store)
 			go func() {
 				defer func() { <-sem }()
 				reply, err := nc.Request("run.bench", msg.Data(), 5*time.Second)
+				if err == nil && reply.Header.Get(runner.HeaderErrorCode) != "" {
+					// An error reply is final here: no result, and the job
+					// leaves JOBS, so the run ends and the count fails it.
+					failures.Add(1)
+					_ = msg.Term()
+					return
+				}
 				if err == nil {
 					_, err = results.Put(ctx, msg.Headers().Get(jetstream.MsgIDHeader), reply.Data)
 				}

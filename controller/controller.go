@@ -160,6 +160,7 @@ type Controller struct {
 	workers sync.WaitGroup
 	heldMu  sync.Mutex
 	held    map[*job]struct{}
+	started time.Time // set before stats are served, read-only after
 }
 
 // New checks cfg and returns a controller that will use nc. Nothing is
@@ -253,6 +254,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	case <-closed:
 		return errClosed
 	}
+	c.started = time.Now().UTC()
+	stopStats := c.serveStats()
+	defer stopStats()
 	close(c.ready)
 	c.log.Info().Int("max_in_flight", c.cfg.MaxInFlight).Dur("ack_wait", c.cfg.AckWait).
 		Int("max_attempts", c.cfg.MaxAttempts).Msg("controller started")

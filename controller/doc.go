@@ -69,4 +69,14 @@
 // and the loser acks. Jobs are acked only after their outcome is stored.
 // A job id submitted again after the duplicate window is run again, but its
 // first outcome is kept.
+//
+// # Stats
+//
+// A running controller answers requests on StatsSubject
+// (pnp.controller.stats, every controller replies) and on
+// StatsSubjectOf(instance) (pnp.controller.<instance>.stats) with its Stats
+// as JSON: instance, start time, jobs held, and the process's goroutines
+// and heap (internal/procstats), e.g.
+//
+//	nats req pnp.controller.stats '' --replies 0
 package controller

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
+	"pnpworker/internal/procstats"
 	"pnpworker/schemas"
 )
 
@@ -241,6 +242,9 @@ type endpointStats struct {
 	NoReplySubject int64            `json:"dropped_no_reply_subject"`
 	Errors         map[string]int64 `json:"errors_by_code,omitempty"`
 	AvgRunMS       float64          `json:"avg_run_ms"`
+	// Process is the runner process's goroutines and heap: the same for
+	// every algorithm the process serves.
+	Process procstats.Snapshot `json:"process"`
 }
 
 // stats is the endpoint's STATS data: micro's own processing_time only
@@ -258,6 +262,7 @@ func (e *endpoint) stats() endpointStats {
 		Served:         e.served.Load(),
 		Rejected503:    e.overloaded.Load(),
 		NoReplySubject: e.noReply.Load(),
+		Process:        procstats.Read(),
 	}
 	if s.Served > 0 {
 		s.AvgRunMS = float64(e.busyNanos.Load()) / float64(s.Served) / 1e6

@@ -2,6 +2,7 @@ package runner_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"pnpworker/internal/natstest"
 	"pnpworker/runner"
@@ -35,7 +38,7 @@ func TestNastyInputsReliability(t *testing.T) {
 	}{
 		{"just below max payload, valid", `{"text":"` + strings.Repeat("a ", (below-12)/2) + `"}`, 0},
 		{"just below max payload, malformed", `{"text":"` + strings.Repeat("a", below-12), 400},
-		{"just below max payload, 50k violations", `{"text":"x","bad":[` + strings.Repeat(`1,`, (below-40)/2) + `1]}`, 400},
+		{"just below max payload, one huge unknown field", `{"text":"x","bad":[` + strings.Repeat(`1,`, (below-40)/2) + `1]}`, 400},
 		{"many unknown fields", `{"text":"x",` + strings.Repeat(`"k":1,`, 2000) + `"z":1}`, 400},
 		{"nested arrays 10k", nest("[", "]", 10_000), 400},
 		{"nested arrays 100k", nest("[", "]", 100_000), 400},
@@ -94,6 +97,65 @@ func TestNastyInputsReliability(t *testing.T) {
 	// Still alive and serving.
 	if msg := request(t, nc, `{"text":"still here"}`, nil); string(msg.Data) != `{"words":2}` {
 		t.Fatalf("after the nasty inputs: %s", msg.Data)
+	}
+}
+
+// A body with 50 000 real schema violations, one per array item: the error
+// reply lists the first 100 (sorted by pointer) and then one entry that
+// says how many more there were, and fits in a message.
+func TestViolationCapReliability(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	a, err := runner.NewAlgorithm(runner.Spec{
+		Name: "sum", Version: "1.0.0",
+		InputSchema: []byte(`{"type":"object","required":["items"],"additionalProperties":false,
+		  "properties":{"items":{"type":"array","items":{"type":"integer","minimum":0}}}}`),
+		OutputSchema: []byte(`{"type":"object","required":["sum"],"properties":{"sum":{"type":"integer"}}}`),
+	}, func(_ context.Context, in struct {
+		Items []int `json:"items"`
+	}) (any, error) {
+		sum := 0
+		for _, v := range in.Items {
+			sum += v
+		}
+		return map[string]int{"sum": sum}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, nc, []*runner.Algorithm{a})
+	const bad = 50_000
+	body := `{"items":[` + strings.Repeat(`-1,`, bad-1) + `-1]}`
+	msg, err := nc.RequestMsg(&nats.Msg{Subject: "run.sum", Data: []byte(body)}, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := msg.Header.Get(runner.HeaderErrorCode); code != "400" {
+		t.Fatalf("code %q (%s), want 400", code, msg.Header.Get(runner.HeaderError))
+	}
+	var e runner.Error
+	if err := json.Unmarshal(msg.Data, &e); err != nil {
+		t.Fatalf("error body %.200q: %v", msg.Data, err)
+	}
+	if len(e.Violations) != 101 {
+		t.Fatalf("%d violations in the reply, want 100 and a summary", len(e.Violations))
+	}
+	seen := map[string]bool{}
+	for _, v := range e.Violations[:100] {
+		if !strings.HasPrefix(v.Pointer, "/items/") || !strings.Contains(v.Message, ">= 0") || seen[v.Pointer] {
+			t.Fatalf("violation %+v: want a distinct item below its minimum", v)
+		}
+		seen[v.Pointer] = true
+	}
+	if last := e.Violations[100]; last.Pointer != "" || last.Message != fmt.Sprintf("… and %d more violations", bad-100) {
+		t.Fatalf("last entry %+v, want the count of the %d left out", last, bad-100)
+	}
+	if len(msg.Data) > 64<<10 {
+		t.Fatalf("error reply of %d bytes for a capped list", len(msg.Data))
+	}
+	ok, err := nc.Request("run.sum", []byte(`{"items":[1,2,3]}`), 10*time.Second)
+	if err != nil || string(ok.Data) != `{"sum":6}` {
+		t.Fatalf("after the violations: %v %s", err, ok.Data)
 	}
 }
 

@@ -25,7 +25,13 @@ func TestLongScenariosReliability(t *testing.T) {
 			cfg := shortConfig(t, d)
 			cfg.Rate = 50
 			cfg.Settle = 3 * time.Minute
-			run(t, name, cfg)
+			if name == "soak" {
+				cfg.Controllers = 2
+			}
+			rep := run(t, name, cfg)
+			if name == "soak" {
+				checkGrowth(t, rep.Extra["growth"].([]chaos.ProcessGrowth), cfg)
+			}
 		})
 	}
 }

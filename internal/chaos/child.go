@@ -2,11 +2,9 @@ package chaos
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"time"
 
@@ -15,13 +13,14 @@ import (
 	"github.com/rs/zerolog"
 
 	"pnpworker/internal/embedded"
+	"pnpworker/internal/procstats"
 	"pnpworker/runner"
 )
 
-// StatsSubject is where every chaos child process answers with its Stats.
-const StatsSubject = "chaos.stats"
-
-// Stats is what a process reports about itself when sampled.
+// Stats is what the orchestrator reads about itself when sampling. Runner
+// and controller processes are not asked by the harness: they report
+// through the product's own surfaces (a runner's $SRV.STATS data, a
+// controller's controller.StatsSubject).
 type Stats struct {
 	PID        int    `json:"pid"`
 	Role       string `json:"role"`
@@ -31,19 +30,9 @@ type Stats struct {
 }
 
 func selfStats(role string) Stats {
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	rss, _ := RSS(os.Getpid())
-	return Stats{PID: os.Getpid(), Role: role, Goroutines: runtime.NumGoroutine(), HeapBytes: ms.HeapAlloc, RSSBytes: rss}
-}
-
-// serveStats answers StatsSubject on nc until nc closes.
-func serveStats(nc *nats.Conn, role string) error {
-	_, err := nc.Subscribe(StatsSubject, func(m *nats.Msg) {
-		b, _ := json.Marshal(selfStats(role))
-		_ = m.Respond(b)
-	})
-	return err
+	p := procstats.Read()
+	rss, _ := RSS(p.PID)
+	return Stats{PID: p.PID, Role: role, Goroutines: p.Goroutines, HeapBytes: p.HeapBytes, RSSBytes: rss}
 }
 
 // RunnerChild configures a chaos runner process: the runner library
@@ -75,9 +64,6 @@ func RunRunner(ctx context.Context, c RunnerChild) error {
 		return err
 	}
 	defer nc.Close()
-	if err := serveStats(nc, "runner"); err != nil {
-		return err
-	}
 	opts := []runner.Option{runner.WithLogger(c.Logger), runner.WithoutProvisioning(),
 		runner.WithMetadata(map[string]string{"pid": strconv.Itoa(os.Getpid())})}
 	if c.DrainTimeout > 0 {

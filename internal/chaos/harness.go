@@ -19,9 +19,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 
 	"pnpworker/controller"
 	"pnpworker/discovery"
+	"pnpworker/internal/procstats"
 )
 
 // Config configures a scenario run. Bin and WorkDir are required.
@@ -177,6 +179,11 @@ type Sample struct {
 	RSSBytes   uint64   `json:"rss_bytes"`
 	HeapBytes  uint64   `json:"heap_bytes,omitempty"`
 	Goroutines int      `json:"goroutines,omitempty"`
+	// HeapLiveBytes is the heap the process's last GC found live.
+	HeapLiveBytes uint64 `json:"heap_live_bytes,omitempty"`
+	// Reported says the process answered with its own figures
+	// (goroutines and heap); RSS is read from /proc either way.
+	Reported bool `json:"reported,omitempty"`
 }
 
 // Duration prints as "1.234s" in JSON.
@@ -719,9 +726,10 @@ func (e *env) history(ctx context.Context) (map[string]int, map[string]controlle
 	return finals, status, nil
 }
 
-// sample reads the memory of every live child and the stats of those that
-// answer StatsSubject.
-func (e *env) sample(ctx context.Context) {
+// sample reads the memory of every live child, and the goroutines and
+// heap that runners (their $SRV.STATS data) and controllers (their stats
+// subject) report about themselves, and appends the samples.
+func (e *env) sample(ctx context.Context) []Sample {
 	at := e.since()
 	byPID := map[int]*Sample{}
 	for _, p := range e.ps.alive() {
@@ -732,31 +740,64 @@ func (e *env) sample(ctx context.Context) {
 		s := &Sample{At: at, Role: p.Name, PID: p.PID(), RSSBytes: rss}
 		byPID[p.PID()] = s
 	}
-	inbox := e.nc.NewRespInbox()
-	sub, err := e.nc.SubscribeSync(inbox)
-	if err == nil {
-		_ = e.nc.PublishRequest(StatsSubject, inbox, nil)
-		deadline := time.Now().Add(300 * time.Millisecond)
-		for {
-			m, err := sub.NextMsg(time.Until(deadline))
-			if err != nil {
-				break
-			}
-			var st Stats
-			if json.Unmarshal(m.Data, &st) == nil {
-				if s := byPID[st.PID]; s != nil {
-					s.HeapBytes, s.Goroutines = st.HeapBytes, st.Goroutines
-				}
-			}
+	runnerStats, _ := micro.ControlSubject(micro.StatsVerb, Algorithm, "")
+	e.gather(runnerStats, func(data []byte) {
+		var st struct {
+			Endpoints []struct {
+				Data struct {
+					Process *procstats.Snapshot `json:"process"`
+				} `json:"data"`
+			} `json:"endpoints"`
 		}
-		_ = sub.Unsubscribe()
-	}
+		if json.Unmarshal(data, &st) == nil && len(st.Endpoints) > 0 && st.Endpoints[0].Data.Process != nil {
+			byPID[st.Endpoints[0].Data.Process.PID].set(*st.Endpoints[0].Data.Process)
+		}
+	})
+	e.gather(controller.StatsSubject, func(data []byte) {
+		var st controller.Stats
+		if json.Unmarshal(data, &st) == nil {
+			byPID[st.Process.PID].set(st.Process)
+		}
+	})
 	self := selfStats("orchestrator")
+	out := []Sample{{At: at, Role: "orchestrator", PID: self.PID, RSSBytes: self.RSSBytes, HeapBytes: self.HeapBytes, Goroutines: self.Goroutines}}
+	for _, s := range byPID {
+		out = append(out, *s)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.samples = append(e.samples, Sample{At: at, Role: "orchestrator", PID: self.PID, RSSBytes: self.RSSBytes, HeapBytes: self.HeapBytes, Goroutines: self.Goroutines})
-	for _, s := range byPID {
-		e.samples = append(e.samples, *s)
+	e.samples = append(e.samples, out...)
+	return out
+}
+
+// set copies a process's own report into s; s may be nil (a process that
+// is not a child of this run).
+func (s *Sample) set(p procstats.Snapshot) {
+	if s == nil {
+		return
+	}
+	s.Goroutines, s.HeapBytes, s.HeapLiveBytes, s.Reported = p.Goroutines, p.HeapBytes, p.HeapLiveBytes, true
+}
+
+// gather sends one request to subj and hands every reply that arrives
+// within 500 ms to f.
+func (e *env) gather(subj string, f func([]byte)) {
+	inbox := e.nc.NewRespInbox()
+	sub, err := e.nc.SubscribeSync(inbox)
+	if err != nil {
+		return
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := e.nc.PublishRequest(subj, inbox, nil); err != nil {
+		return
+	}
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for {
+		m, err := sub.NextMsg(time.Until(deadline))
+		if err != nil {
+			return
+		}
+		f(m.Data)
 	}
 }
 

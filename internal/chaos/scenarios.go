@@ -516,6 +516,8 @@ func Soak(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The idle baseline: every process has served the warm-up job.
+	before := e.idleSample(ctx)
 	loadCtx, stop := context.WithTimeout(ctx, e.cfg.Duration)
 	defer stop()
 	every := max(2*time.Second, e.cfg.Duration/30)
@@ -561,7 +563,88 @@ func Soak(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	rep.Extra["trend"] = Trends(rep.Samples)
+	rep.Extra["growth"] = Growth(before, e.idleSample(ctx))
 	return rep, nil
+}
+
+// idleSample samples five times, 400 ms apart, and keeps each process's
+// lowest goroutine count and live heap: what it holds once the last
+// replies and acks are through.
+func (e *env) idleSample(ctx context.Context) []Sample {
+	low := map[int]Sample{}
+	for i := range 5 {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(400 * time.Millisecond):
+			}
+		}
+		for _, s := range e.sample(ctx) {
+			if !s.Reported {
+				continue
+			}
+			if l, ok := low[s.PID]; ok {
+				s.Goroutines = min(s.Goroutines, l.Goroutines)
+				s.HeapLiveBytes = min(s.HeapLiveBytes, l.HeapLiveBytes)
+			}
+			low[s.PID] = s
+		}
+	}
+	out := make([]Sample, 0, len(low))
+	for _, s := range low {
+		out = append(out, s)
+	}
+	return out
+}
+
+// ProcessGrowth compares a process's idle figures after the load with the
+// idle baseline before it, as the process itself reported them. A
+// controller is compared with its own baseline; a runner (runners come and
+// go during a soak) with the highest baseline among the runners idle
+// before the load, which ran the same binary with the same settings.
+type ProcessGrowth struct {
+	Role             string  `json:"role"`
+	PID              int     `json:"pid"`
+	GoroutinesBefore int     `json:"goroutines_before"`
+	GoroutinesAfter  int     `json:"goroutines_after"`
+	HeapLiveBeforeMB float64 `json:"heap_live_before_mb"`
+	HeapLiveAfterMB  float64 `json:"heap_live_after_mb"`
+}
+
+// Growth pairs the idle samples after the load with those before it (see
+// ProcessGrowth), for every runner and controller idle after it. A
+// controller missing from before gets a zero baseline.
+func Growth(before, after []Sample) []ProcessGrowth {
+	mb := func(b uint64) float64 { return round1(float64(b) / (1 << 20)) }
+	own := map[int]Sample{}
+	var runner Sample
+	for _, s := range before {
+		own[s.PID] = s
+		if s.Role == "runner" {
+			runner.Goroutines = max(runner.Goroutines, s.Goroutines)
+			runner.HeapLiveBytes = max(runner.HeapLiveBytes, s.HeapLiveBytes)
+		}
+	}
+	var out []ProcessGrowth
+	for _, s := range after {
+		var b Sample
+		switch s.Role {
+		case "controller":
+			b = own[s.PID]
+		case "runner":
+			b = runner
+		default:
+			continue
+		}
+		out = append(out, ProcessGrowth{Role: s.Role, PID: s.PID,
+			GoroutinesBefore: b.Goroutines, GoroutinesAfter: s.Goroutines,
+			HeapLiveBeforeMB: mb(b.HeapLiveBytes), HeapLiveAfterMB: mb(s.HeapLiveBytes)})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Role+strconv.Itoa(out[i].PID) < out[j].Role+strconv.Itoa(out[j].PID)
+	})
+	return out
 }
 
 // Trend compares the first and last quarter of one process's samples.

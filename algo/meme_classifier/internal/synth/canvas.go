@@ -3,6 +3,11 @@
 // the classifier is tested and benchmarked against. Everything is
 // deterministic: the same name or seed always gives the same pixels.
 //
+// Variants, Samples and the unrelated pictures in random.go are the tuning
+// suite. heldout.go is the held-out suite (HeldOutKinds, HeldOutUnrelated):
+// other kinds, parameters, fonts and seeds, for measuring only; tuning
+// never looks at it.
+//
 // The templates are our own drawings of classic meme layouts (panels,
 // figures, colour fields, text bands), so they carry no licence baggage;
 // they stand in for the real templates an operator would put in a gallery.
@@ -26,6 +31,9 @@ import (
 type Renderer struct {
 	font  *opentype.Font
 	faces map[int]font.Face
+	// other fonts, for the held-out suite only (see heldout.go)
+	fonts     map[Font]*opentype.Font
+	fontFaces map[fontSize]font.Face
 }
 
 // NewRenderer parses the embedded Go Bold font (BSD licence, part of
@@ -204,6 +212,12 @@ func (c *canvas) text(x0, y0, x1, y1 float64, s string, fill color.RGBA, outline
 
 // drawText draws s centred in box on dst, as large as fits.
 func drawText(r *Renderer, dst draw.Image, box image.Rectangle, s string, fill color.RGBA, outline *color.RGBA) {
+	drawTextWith(r.face, dst, box, s, fill, outline, false)
+}
+
+// drawTextWith draws s in box on dst, as large as fits, in the faces face
+// returns: centred, or from the box's left edge.
+func drawTextWith(faceOf func(px int) font.Face, dst draw.Image, box image.Rectangle, s string, fill color.RGBA, outline *color.RGBA, left bool) {
 	if box.Dx() < 4 || box.Dy() < 4 || s == "" {
 		return
 	}
@@ -211,7 +225,7 @@ func drawText(r *Renderer, dst draw.Image, box image.Rectangle, s string, fill c
 	var face font.Face
 	var width fixed.Int26_6
 	for ; size >= 6; size = size * 9 / 10 {
-		face = r.face(size)
+		face = faceOf(size)
 		width = font.MeasureString(face, s)
 		if width.Ceil() <= box.Dx()*92/100 {
 			break
@@ -219,12 +233,15 @@ func drawText(r *Renderer, dst draw.Image, box image.Rectangle, s string, fill c
 	}
 	if size < 6 {
 		size = 6
-		face = r.face(size)
+		face = faceOf(size)
 		width = font.MeasureString(face, s)
 	}
 	m := face.Metrics()
 	capH := m.Ascent.Ceil() * 72 / 100
 	x := box.Min.X + (box.Dx()-width.Ceil())/2
+	if left {
+		x = box.Min.X + box.Dx()*4/100
+	}
 	y := box.Min.Y + (box.Dy()+capH)/2
 	if outline != nil {
 		o := max(1, size/14)
