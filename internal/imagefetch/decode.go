@@ -2,6 +2,7 @@ package imagefetch
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"fmt"
 	"image"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"golang.org/x/image/bmp"
 	"golang.org/x/image/tiff"
@@ -29,6 +31,22 @@ type Decoded struct {
 	Width, Height int
 	// Bytes is the size of the encoded image.
 	Bytes int
+	// Cost is what decoding may allocate, computed from the header before
+	// decoding: an upper bound of the bytes the decoder allocated, the
+	// image included. It is what the image holds of a decode Budget.
+	Cost int64
+
+	release func() // gives Cost back to the budget; nil without one
+}
+
+// Release gives the image's share of the decode budget back. Call it once
+// the image is no longer used (typically deferred right after Fetch): the
+// budget then lets the next picture decode. It is safe to call more than
+// once, on copies, and on a Decoded that holds no budget.
+func (d *Decoded) Release() {
+	if d.release != nil {
+		d.release()
+	}
 }
 
 // codec decodes one format. Formats are chosen explicitly from the bytes
@@ -64,11 +82,28 @@ func Formats() []string {
 }
 
 // Decode identifies the format of data from its first bytes, reads the
-// header and refuses images over maxPixels (width×height) before decoding
+// header and refuses images over maxPixels (width×height), or whose
+// decoding would allocate more than DefaultMaxDecodeBytes, before decoding
 // anything, then decodes the first frame. maxPixels ≤ 0 means
 // DefaultMaxPixels. Errors are *runner.Error: 422 ErrNotImage or 413
 // ErrTooLarge, with messages that do not say where the bytes came from.
+//
+// What decoding allocates is computed from the header: width × height ×
+// the bytes per pixel of the image the decoder produces for the format,
+// bit depth and colour type (1 for paletted and 8-bit grey, 2 for 16-bit
+// grey, 4 for 8-bit RGBA and CMYK, 8 for 16-bit RGBA, 1.5 to 3 for JPEG
+// YCbCr by subsampling), plus what the decoder allocates beside it
+// (interlace passes, progressive JPEG coefficients, colour conversions,
+// decompression buffers). Decoded.Cost reports it.
+//
+// Decode uses no Budget; a Fetcher does.
 func Decode(data []byte, maxPixels int64) (*Decoded, error) {
+	return decode(context.Background(), data, maxPixels, DefaultMaxDecodeBytes, nil, 0)
+}
+
+// decode is Decode under a per-image byte limit and, when budget is not
+// nil, a reservation from budget, waiting up to wait for room.
+func decode(ctx context.Context, data []byte, maxPixels, maxCost int64, budget *Budget, wait time.Duration) (*Decoded, error) {
 	if maxPixels <= 0 {
 		maxPixels = DefaultMaxPixels
 	}
@@ -99,14 +134,44 @@ func Decode(data []byte, maxPixels int64) (*Decoded, error) {
 		return nil, fail(runner.CodeTooLarge, ErrTooLarge, fmt.Sprintf(
 			"the image is %d×%d pixels (%d), over the limit of %d", cfg.Width, cfg.Height, px, maxPixels), nil)
 	}
+	cost := decodeCost(c.name, data, cfg)
+	if budget != nil {
+		maxCost = min(maxCost, budget.Size())
+	}
+	if cost > maxCost {
+		return nil, fail(runner.CodeTooLarge, ErrTooLarge, fmt.Sprintf(
+			"decoding the %d×%d %s image takes up to %d bytes of memory, over the limit of %d", cfg.Width, cfg.Height, c.name, cost, maxCost), nil)
+	}
+	var release func()
+	if budget != nil {
+		var err error
+		if release, err = budget.acquire(ctx, cost, wait); err != nil {
+			if ctx.Err() != nil {
+				e := fail(runner.CodeDeadline, ErrTimeout, "timed out waiting for memory to decode the image", err)
+				e.NotStarted = true
+				return nil, e
+			}
+			e := fail(runner.CodeUnavailable, ErrBusy, fmt.Sprintf(
+				"busy: decoding the %d×%d %s image takes up to %d bytes and other images hold the decode budget of %d; try again later",
+				cfg.Width, cfg.Height, c.name, cost, budget.Size()), err)
+			e.NotStarted = true
+			return nil, e
+		}
+	}
 	img, err := c.decode(bytes.NewReader(data))
 	if err != nil {
+		if release != nil {
+			release()
+		}
 		return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf("corrupt %s image", c.name), err)
 	}
 	if img.Bounds().Empty() {
+		if release != nil {
+			release()
+		}
 		return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf("%s image has no pixels", c.name), nil)
 	}
-	return &Decoded{Image: img, Format: c.name, Width: cfg.Width, Height: cfg.Height, Bytes: len(data)}, nil
+	return &Decoded{Image: img, Format: c.name, Width: cfg.Width, Height: cfg.Height, Bytes: len(data), Cost: cost, release: release}, nil
 }
 
 // parseDataURL decodes "data:[<mediatype>][;base64],<data>". Only base64
