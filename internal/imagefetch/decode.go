@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"image"
 	"image/gif"
@@ -36,16 +37,17 @@ type Decoded struct {
 	// image included. It is what the image holds of a decode Budget.
 	Cost int64
 
-	release func() // gives Cost back to the budget; nil without one
+	res *reservation // its share of a Budget; nil without one
 }
 
-// Release gives the image's share of the decode budget back. Call it once
-// the image is no longer used (typically deferred right after Fetch): the
-// budget then lets the next picture decode. It is safe to call more than
-// once, on copies, and on a Decoded that holds no budget.
+// Release says the image is no longer used (call it, typically deferred,
+// right after Fetch): its share of the decode budget returns as soon as the
+// garbage collector has reclaimed the pixels, which the budget asks for
+// when another picture waits. It is safe to call more than once, on
+// copies, and on a Decoded that holds no budget.
 func (d *Decoded) Release() {
-	if d.release != nil {
-		d.release()
+	if d.res != nil {
+		d.res.release()
 	}
 }
 
@@ -142,10 +144,10 @@ func decode(ctx context.Context, data []byte, maxPixels, maxCost int64, budget *
 		return nil, fail(runner.CodeTooLarge, ErrTooLarge, fmt.Sprintf(
 			"decoding the %d×%d %s image takes up to %d bytes of memory, over the limit of %d", cfg.Width, cfg.Height, c.name, cost, maxCost), nil)
 	}
-	var release func()
+	var res *reservation
 	if budget != nil {
 		var err error
-		if release, err = budget.acquire(ctx, cost, wait); err != nil {
+		if res, err = budget.acquire(ctx, cost, wait); err != nil {
 			if ctx.Err() != nil {
 				e := fail(runner.CodeDeadline, ErrTimeout, "timed out waiting for memory to decode the image", err)
 				e.NotStarted = true
@@ -159,19 +161,64 @@ func decode(ctx context.Context, data []byte, maxPixels, maxCost int64, budget *
 		}
 	}
 	img, err := c.decode(bytes.NewReader(data))
+	if err == nil && img.Bounds().Empty() {
+		err = errNoPixels
+	}
 	if err != nil {
-		if release != nil {
-			release()
+		if res != nil {
+			res.abandon()
+		}
+		if err == errNoPixels {
+			return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf("%s image has no pixels", c.name), nil)
 		}
 		return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf("corrupt %s image", c.name), err)
 	}
-	if img.Bounds().Empty() {
-		if release != nil {
-			release()
+	if res != nil {
+		if p := pixels(img); p != nil {
+			track(res, p)
+		} else {
+			// An image type without a known pixel buffer: the next
+			// collection after release ends the reservation.
+			track(res, new(gcSentinel))
 		}
-		return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf("%s image has no pixels", c.name), nil)
 	}
-	return &Decoded{Image: img, Format: c.name, Width: cfg.Width, Height: cfg.Height, Bytes: len(data), Cost: cost, release: release}, nil
+	return &Decoded{Image: img, Format: c.name, Width: cfg.Width, Height: cfg.Height, Bytes: len(data), Cost: cost, res: res}, nil
+}
+
+var errNoPixels = errors.New("no pixels")
+
+// pixels returns a pointer into the pixel buffer of the image types the
+// decoders produce: the allocation that holds nearly all of a decoded
+// image's bytes, and that is collected once nothing (the image, a
+// sub-image) refers to it.
+func pixels(img image.Image) *byte {
+	var p []byte
+	switch m := img.(type) {
+	case *image.Gray:
+		p = m.Pix
+	case *image.Gray16:
+		p = m.Pix
+	case *image.RGBA:
+		p = m.Pix
+	case *image.RGBA64:
+		p = m.Pix
+	case *image.NRGBA:
+		p = m.Pix
+	case *image.NRGBA64:
+		p = m.Pix
+	case *image.CMYK:
+		p = m.Pix
+	case *image.Paletted:
+		p = m.Pix
+	case *image.YCbCr:
+		p = m.Y
+	case *image.NYCbCrA:
+		p = m.Y
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	return &p[0]
 }
 
 // parseDataURL decodes "data:[<mediatype>][;base64],<data>". Only base64
