@@ -32,7 +32,7 @@ func decodeCost(format string, data []byte, cfg image.Config) int64 {
 		// outside the logical screen: one byte per pixel at most.
 		n = px
 	case "webp":
-		n = webpCost(cfg.ColorModel, w, h) + int64(len(data))
+		n = webpCost(cfg.ColorModel, w, h, int64(len(data))) + int64(len(data))
 	case "bmp":
 		n = px*bytesPerPixel(cfg.ColorModel) + 4*w + 4
 	case "tiff":
@@ -237,13 +237,15 @@ func jpegHasAdobe(data []byte) bool {
 // YCbCr 4:2:0 of whole 16×16 macroblocks and lossless ones (VP8L) into an
 // NRGBA, with transforms that may allocate a second image (colour
 // indexing) and sub-images of up to a quarter pixel each, plus up to 2600
-// groups of Huffman trees of ~64 KiB each. An alpha channel (NYCbCrA) is a
-// plane of its own, itself possibly VP8L-compressed. The encoded chunks
-// are read into memory too (the caller adds len(data)).
-func webpCost(m color.Model, w, h int64) int64 {
+// groups of Huffman trees of up to ~64 KiB each; a tree costing at least
+// three encoded bytes, groups allocate at most ~4 KiB per encoded byte.
+// An alpha channel (NYCbCrA) is a plane of its own, itself possibly
+// VP8L-compressed. The encoded chunks are read into memory too (the caller
+// adds size, the encoded size).
+func webpCost(m color.Model, w, h, size int64) int64 {
 	lossy := 16 * ((w + 15) / 16) * 16 * ((h + 15) / 16) * 3 / 2
 	tiles := ((w + 3) / 4) * ((h + 3) / 4)
-	lossless := 10*w*h + min(2600, tiles)*(64<<10)
+	lossless := 10*w*h + min(min(2600, tiles)*(64<<10), size*(4<<10))
 	switch m {
 	case color.YCbCrModel:
 		return lossy

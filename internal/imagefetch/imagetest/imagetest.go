@@ -85,8 +85,14 @@ func PNG(s PNGSpec) []byte {
 		// become zeros, which deflate squeezes about a thousandfold.
 		row, prev, out := make([]byte, pw*bpp), make([]byte, pw*bpp), make([]byte, 1+pw*bpp)
 		out[0] = 2
+		zeros := make([]byte, 1+pw*bpp)
+		zeros[0] = 2
 		for j := range ph {
 			y := p[1] + j*p[3]
+			if j > 0 && y/512 == (y-p[3])/512 {
+				_, _ = zw.Write(zeros) // the same as the row above
+				continue
+			}
 			for i := range pw {
 				x := p[0] + i*p[2]
 				v := s.value(x, y)
