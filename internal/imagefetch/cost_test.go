@@ -35,7 +35,7 @@ func allocated(fn func()) int64 {
 // dominate the fixed overheads.
 func costCases(t *testing.T) map[string][]byte {
 	t.Helper()
-	const w, h = 1200, 800
+	const w, h = 800, 600
 	cases := map[string][]byte{}
 	for _, s := range []struct {
 		name string
