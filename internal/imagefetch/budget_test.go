@@ -162,21 +162,22 @@ func TestBudget(t *testing.T) {
 	})
 	t.Run("arrival order", func(t *testing.T) {
 		b, _ := newTestBudget(t, 100)
-		r1, _ := b.acquire(ctx, 90, 0)
+		r1, _ := b.acquire(ctx, 70, 0)
 		order := make(chan int64, 2)
 		go func() { r, _ := b.acquire(ctx, 80, time.Minute); order <- 80; r.collected() }()
 		waitFor(t, "the large waiter", func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.waiters.Len() == 1 })
-		go func() { r, _ := b.acquire(ctx, 5, time.Minute); order <- 5; r.collected() }()
+		go func() { r, _ := b.acquire(ctx, 25, time.Minute); order <- 25; r.collected() }()
 		waitFor(t, "the small waiter", func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.waiters.Len() == 2 })
-		// 5 would fit now, but 80 came first.
+		// 25 would fit beside 70, but 80 came first; and 80 and 25 do not
+		// fit together, so 25 follows 80.
 		select {
 		case n := <-order:
 			t.Fatalf("%d admitted ahead of its turn", n)
 		case <-time.After(50 * time.Millisecond):
 		}
 		r1.collected()
-		if a, b := <-order, <-order; a != 80 || b != 5 {
-			t.Fatalf("admitted %d then %d, want 80 then 5", a, b)
+		if a, b := <-order, <-order; a != 80 || b != 25 {
+			t.Fatalf("admitted %d then %d, want 80 then 25", a, b)
 		}
 	})
 	t.Run("released bytes count until collected", func(t *testing.T) {
