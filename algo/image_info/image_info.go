@@ -109,6 +109,7 @@ func New(cfg Config) (*runner.Algorithm, error) {
 		if err != nil {
 			return Output{}, err
 		}
+		defer img.Release() // the decoded pixels' share of the decode budget
 		if err := ctx.Err(); err != nil {
 			return Output{}, err
 		}

@@ -261,12 +261,14 @@ func (c *Classifier) Algorithm() (*runner.Algorithm, error) {
 }
 
 // Classify fetches in.ImageURL and classifies it. Fetch failures are the
-// fetcher's *runner.Error (400, 413, 422 or 504, see package imagefetch).
+// fetcher's *runner.Error (400, 413, 422, 503 not started or 504, see
+// package imagefetch).
 func (c *Classifier) Classify(ctx context.Context, in Input) (Output, error) {
 	img, err := c.cfg.Fetcher.Fetch(ctx, in.ImageURL)
 	if err != nil {
 		return Output{}, err
 	}
+	defer img.Release() // the decoded pixels' share of the decode budget
 	if err := ctx.Err(); err != nil {
 		return Output{}, err
 	}

@@ -42,9 +42,9 @@ type algoConfig struct {
 
 // newAlgoConfig builds the algorithms' settings. gallery is a folder, ""
 // for the built-in demo gallery; allow lists the fetch allowlist entries
-// (CIDRs or host:port).
-func newAlgoConfig(gallery string, allow []string, log zerolog.Logger) (algoConfig, error) {
-	f, err := imagefetch.New(imagefetch.Config{Allow: allow})
+// (CIDRs or host:port); budget bounds the memory of all image decodes.
+func newAlgoConfig(gallery string, allow []string, budget *imagefetch.Budget, log zerolog.Logger) (algoConfig, error) {
+	f, err := imagefetch.New(imagefetch.Config{Allow: allow, Budget: budget})
 	if err != nil {
 		return algoConfig{}, fmt.Errorf("%w: fetch allowlist (--fetch-allow, PNP_FETCH_ALLOW): %v", errUsage, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"pnpworker/internal/imagefetch"
 	"pnpworker/internal/logging"
 )
 
@@ -165,10 +166,24 @@ func (n *natsFlags) connectAndWait(ctx context.Context, name string, log zerolog
 }
 
 // imageFlags are the settings of the image algorithms (meme_classifier,
-// image_info): the template gallery and the fetch allowlist.
-type imageFlags struct{ gallery, allow string }
+// image_info): the template gallery, the fetch allowlist and the memory
+// all image decodes of the process may hold at once.
+type imageFlags struct{ gallery, allow, decodeBudget string }
 
 func (f *imageFlags) register(fs *flagSet) {
 	fs.StringVar(&f.gallery, "gallery", env("PNP_GALLERY", ""), "meme_classifier template folder (label = file name, or sub-folder name); empty: the built-in demo gallery (env PNP_GALLERY)")
 	fs.StringVar(&f.allow, "fetch-allow", env("PNP_FETCH_ALLOW", ""), "comma-separated CIDRs or host:port the image fetcher may reach although they are private or loopback (env PNP_FETCH_ALLOW)")
+	fs.StringVar(&f.decodeBudget, "decode-budget", env("PNP_DECODE_BUDGET", "256MiB"), "memory all image decodes of this process may hold at once, e.g. 256MiB; also the largest one image may take; a request finding it full is answered 503 not started (env PNP_DECODE_BUDGET)")
+}
+
+// budget returns the process's decode budget.
+func (f *imageFlags) budget() (*imagefetch.Budget, error) {
+	n, err := imagefetch.ParseSize(f.decodeBudget)
+	if err == nil && n == 0 {
+		err = fmt.Errorf("decode budget 0 would refuse every image")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: --decode-budget (PNP_DECODE_BUDGET): %v", errUsage, err)
+	}
+	return imagefetch.NewBudget(n)
 }

@@ -33,7 +33,11 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	algCfg, err := newAlgoConfig(imf.gallery, imagefetch.ParseAllow(imf.allow), log)
+	budget, err := imf.budget()
+	if err != nil {
+		return err
+	}
+	algCfg, err := newAlgoConfig(imf.gallery, imagefetch.ParseAllow(imf.allow), budget, log)
 	if err != nil {
 		return err
 	}

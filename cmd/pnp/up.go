@@ -59,13 +59,17 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil || port < 0 || port > 65535 {
 		return fmt.Errorf("%w: --listen %q: bad port", errUsage, *listen)
 	}
+	budget, err := imf.budget()
+	if err != nil {
+		return err
+	}
 	imagesURL, imagesHost, stopImages, err := serveDemoImages(*images, log)
 	if err != nil {
 		return err
 	}
 	defer stopImages()
 	// The demo image server is the one loopback address the fetcher may reach.
-	algCfg, err := newAlgoConfig(imf.gallery, append(imagefetch.ParseAllow(imf.allow), imagesHost), log)
+	algCfg, err := newAlgoConfig(imf.gallery, append(imagefetch.ParseAllow(imf.allow), imagesHost), budget, log)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,9 @@ package imagefetch
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"image"
 	"image/gif"
@@ -11,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"golang.org/x/image/bmp"
 	"golang.org/x/image/tiff"
@@ -29,6 +32,23 @@ type Decoded struct {
 	Width, Height int
 	// Bytes is the size of the encoded image.
 	Bytes int
+	// Cost is what decoding may allocate, computed from the header before
+	// decoding: an upper bound of the bytes the decoder allocated, the
+	// image included. It is what the image holds of a decode Budget.
+	Cost int64
+
+	res *reservation // its share of a Budget; nil without one
+}
+
+// Release says the image is no longer used (call it, typically deferred,
+// right after Fetch): its share of the decode budget returns as soon as the
+// garbage collector has reclaimed the pixels, which the budget asks for
+// when another picture waits. It is safe to call more than once, on
+// copies, and on a Decoded that holds no budget.
+func (d *Decoded) Release() {
+	if d.res != nil {
+		d.res.release()
+	}
 }
 
 // codec decodes one format. Formats are chosen explicitly from the bytes
@@ -64,11 +84,28 @@ func Formats() []string {
 }
 
 // Decode identifies the format of data from its first bytes, reads the
-// header and refuses images over maxPixels (width×height) before decoding
+// header and refuses images over maxPixels (width×height), or whose
+// decoding would allocate more than DefaultMaxDecodeBytes, before decoding
 // anything, then decodes the first frame. maxPixels ≤ 0 means
 // DefaultMaxPixels. Errors are *runner.Error: 422 ErrNotImage or 413
 // ErrTooLarge, with messages that do not say where the bytes came from.
+//
+// What decoding allocates is computed from the header: width × height ×
+// the bytes per pixel of the image the decoder produces for the format,
+// bit depth and colour type (1 for paletted and 8-bit grey, 2 for 16-bit
+// grey, 4 for 8-bit RGBA and CMYK, 8 for 16-bit RGBA, 1.5 to 3 for JPEG
+// YCbCr by subsampling), plus what the decoder allocates beside it
+// (interlace passes, progressive JPEG coefficients, colour conversions,
+// decompression buffers). Decoded.Cost reports it.
+//
+// Decode uses no Budget; a Fetcher does.
 func Decode(data []byte, maxPixels int64) (*Decoded, error) {
+	return decode(context.Background(), data, maxPixels, DefaultMaxDecodeBytes, nil, 0)
+}
+
+// decode is Decode under a per-image byte limit and, when budget is not
+// nil, a reservation from budget, waiting up to wait for room.
+func decode(ctx context.Context, data []byte, maxPixels, maxCost int64, budget *Budget, wait time.Duration) (*Decoded, error) {
 	if maxPixels <= 0 {
 		maxPixels = DefaultMaxPixels
 	}
@@ -99,14 +136,89 @@ func Decode(data []byte, maxPixels int64) (*Decoded, error) {
 		return nil, fail(runner.CodeTooLarge, ErrTooLarge, fmt.Sprintf(
 			"the image is %d×%d pixels (%d), over the limit of %d", cfg.Width, cfg.Height, px, maxPixels), nil)
 	}
+	cost := decodeCost(c.name, data, cfg)
+	if budget != nil {
+		maxCost = min(maxCost, budget.Size())
+	}
+	if cost > maxCost {
+		return nil, fail(runner.CodeTooLarge, ErrTooLarge, fmt.Sprintf(
+			"decoding the %d×%d %s image takes up to %d bytes of memory, over the limit of %d", cfg.Width, cfg.Height, c.name, cost, maxCost), nil)
+	}
+	var res *reservation
+	if budget != nil {
+		var err error
+		if res, err = budget.acquire(ctx, cost, wait); err != nil {
+			if ctx.Err() != nil {
+				e := fail(runner.CodeDeadline, ErrTimeout, "timed out waiting for memory to decode the image", err)
+				e.NotStarted = true
+				return nil, e
+			}
+			e := fail(runner.CodeUnavailable, ErrBusy, fmt.Sprintf(
+				"busy: decoding the %d×%d %s image takes up to %d bytes and other images hold the decode budget of %d; try again later",
+				cfg.Width, cfg.Height, c.name, cost, budget.Size()), err)
+			e.NotStarted = true
+			return nil, e
+		}
+	}
 	img, err := c.decode(bytes.NewReader(data))
+	if err == nil && img.Bounds().Empty() {
+		err = errNoPixels
+	}
 	if err != nil {
+		if res != nil {
+			res.abandon()
+		}
+		if err == errNoPixels {
+			return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf("%s image has no pixels", c.name), nil)
+		}
 		return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf("corrupt %s image", c.name), err)
 	}
-	if img.Bounds().Empty() {
-		return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf("%s image has no pixels", c.name), nil)
+	if res != nil {
+		if p := pixels(img); p != nil {
+			track(res, p)
+		} else {
+			// An image type without a known pixel buffer: the next
+			// collection after release ends the reservation.
+			track(res, new(gcSentinel))
+		}
 	}
-	return &Decoded{Image: img, Format: c.name, Width: cfg.Width, Height: cfg.Height, Bytes: len(data)}, nil
+	return &Decoded{Image: img, Format: c.name, Width: cfg.Width, Height: cfg.Height, Bytes: len(data), Cost: cost, res: res}, nil
+}
+
+var errNoPixels = errors.New("no pixels")
+
+// pixels returns a pointer into the pixel buffer of the image types the
+// decoders produce: the allocation that holds nearly all of a decoded
+// image's bytes, and that is collected once nothing (the image, a
+// sub-image) refers to it.
+func pixels(img image.Image) *byte {
+	var p []byte
+	switch m := img.(type) {
+	case *image.Gray:
+		p = m.Pix
+	case *image.Gray16:
+		p = m.Pix
+	case *image.RGBA:
+		p = m.Pix
+	case *image.RGBA64:
+		p = m.Pix
+	case *image.NRGBA:
+		p = m.Pix
+	case *image.NRGBA64:
+		p = m.Pix
+	case *image.CMYK:
+		p = m.Pix
+	case *image.Paletted:
+		p = m.Pix
+	case *image.YCbCr:
+		p = m.Y
+	case *image.NYCbCrA:
+		p = m.Y
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	return &p[0]
 }
 
 // parseDataURL decodes "data:[<mediatype>][;base64],<data>". Only base64

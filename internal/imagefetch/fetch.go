@@ -12,18 +12,29 @@
 // size and decoded pixels are all bounded, and content is identified by its
 // bytes, not by the Content-Type header.
 //
+// Decoding is bounded in bytes, not only pixels: before decoding, the
+// memory decoding will take is computed from the header (see Decode) and an
+// image over Config.MaxDecodeBytes is refused. Then the image reserves that
+// much of a per-process Budget shared by every Fetcher (Config.Budget)
+// until the caller releases it (Image.Release); when the budget is full the
+// request waits a little (Config.DecodeWait) and is then turned away with a
+// 503 marked not started, so a job controller retries it later without
+// counting an attempt.
+//
 // Every failure is a *runner.Error whose message is safe to show the caller
 // and whose cause matches one of the Err* sentinels with errors.Is:
 //
 //	400 ErrInvalidURL   malformed URL, unsupported scheme (file:, ftp:, ...), credentials in the URL, bad data: URL
-//	413 ErrTooLarge     body over Config.MaxBytes, or image over Config.MaxPixels
+//	413 ErrTooLarge     body over Config.MaxBytes, image over Config.MaxPixels or Config.MaxDecodeBytes
 //	422 ErrBlocked      the destination address or port is not allowed
 //	422 ErrUnreachable  DNS failure, connection refused, TLS failure, too many redirects
 //	422 ErrHTTPStatus   the server answered something other than 200
 //	422 ErrNotImage     the body is not an image in a supported format, or is corrupt
+//	503 ErrBusy         the decode budget stayed full for Config.DecodeWait (NotStarted)
 //	504 ErrTimeout      connect or total time budget exceeded
 //
-// Timeouts are the one 5xx: they are the only failure worth retrying.
+// Timeouts and a full decode budget are the 5xx: the only failures worth
+// retrying.
 package imagefetch
 
 import (
@@ -53,12 +64,15 @@ var (
 	ErrTooLarge    = errors.New("too large")
 	ErrNotImage    = errors.New("not an image")
 	ErrTimeout     = errors.New("timeout")
+	ErrBusy        = errors.New("decode budget full")
 )
 
 // Defaults of Config's zero values.
 const (
 	DefaultMaxBytes       = 10 << 20 // 10 MiB
-	DefaultMaxPixels      = 1 << 24  // 16 Mpx, e.g. 4096×4096: at most 64 MiB decoded
+	DefaultMaxPixels      = 1 << 24  // 16 Mpx, e.g. 4096×4096
+	DefaultMaxDecodeBytes = 256 << 20
+	DefaultDecodeWait     = 5 * time.Second
 	DefaultMaxRedirects   = 3
 	DefaultConnectTimeout = 3 * time.Second
 	DefaultTimeout        = 10 * time.Second
@@ -90,6 +104,20 @@ type Config struct {
 	// MaxPixels caps width×height, checked from the image header before
 	// anything is decoded. Default DefaultMaxPixels.
 	MaxPixels int64
+	// MaxDecodeBytes caps the memory decoding one image may take, computed
+	// from the header before anything is decoded (see Decode): a 16-bit
+	// RGBA picture takes 8 bytes per pixel, a paletted one 1. Default
+	// DefaultMaxDecodeBytes, and never more than the Budget's size.
+	MaxDecodeBytes int64
+	// Budget bounds the memory all decodes hold at once; share one between
+	// the Fetchers of a process. Default: a Budget of DefaultDecodeBudget
+	// for this Fetcher alone.
+	Budget *Budget
+	// DecodeWait is how long a request waits for room in the Budget before
+	// it is refused with a 503 (ErrBusy, not started); never more than half
+	// the time its context has left, so the decode keeps the other half.
+	// Default DefaultDecodeWait; negative refuses at once.
+	DecodeWait time.Duration
 	// MaxRedirects is how many redirects are followed. Default
 	// DefaultMaxRedirects; negative follows none.
 	MaxRedirects int
@@ -115,6 +143,16 @@ func (c *Config) setDefaults() {
 	if c.MaxPixels == 0 {
 		c.MaxPixels = DefaultMaxPixels
 	}
+	if c.MaxDecodeBytes == 0 {
+		c.MaxDecodeBytes = DefaultMaxDecodeBytes
+	}
+	if c.Budget == nil {
+		c.Budget, _ = NewBudget(0)
+	}
+	c.MaxDecodeBytes = min(c.MaxDecodeBytes, c.Budget.Size())
+	if c.DecodeWait == 0 {
+		c.DecodeWait = DefaultDecodeWait
+	}
 	if c.MaxRedirects == 0 {
 		c.MaxRedirects = DefaultMaxRedirects
 	}
@@ -137,6 +175,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxPixels < 0 {
 		errs = append(errs, fmt.Errorf("max pixels %d is negative", c.MaxPixels))
+	}
+	if c.MaxDecodeBytes < 0 {
+		errs = append(errs, fmt.Errorf("max decode bytes %d is negative", c.MaxDecodeBytes))
 	}
 	if c.ConnectTimeout < 0 {
 		errs = append(errs, fmt.Errorf("connect timeout %s is negative", c.ConnectTimeout))
@@ -241,13 +282,20 @@ type Image struct {
 	URL string
 }
 
-// Fetch gets the image at rawURL (http, https or data:) and decodes it.
+// Fetch gets the image at rawURL (http, https or data:) and decodes it
+// under the Fetcher's decode Budget. The caller must call Release on the
+// image once done with it (defer img.Release()); until then the image holds
+// its Cost of the budget.
 func (f *Fetcher) Fetch(ctx context.Context, rawURL string) (*Image, error) {
 	data, final, err := f.Get(ctx, rawURL)
 	if err != nil {
 		return nil, err
 	}
-	d, err := Decode(data, f.cfg.MaxPixels)
+	wait := f.cfg.DecodeWait
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl)/2)
+	}
+	d, err := decode(ctx, data, f.cfg.MaxPixels, f.cfg.MaxDecodeBytes, f.cfg.Budget, wait)
 	if err != nil {
 		var re *runner.Error
 		if errors.As(err, &re) {

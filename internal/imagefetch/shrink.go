@@ -19,7 +19,10 @@ type Thumb struct {
 // source is smaller than the target a sample repeats the nearest pixel.
 // Transparent pixels are composited over white. The aspect ratio is not
 // kept: callers that care pass a w×h of the same shape. Common decoder
-// outputs (YCbCr, RGBA, NRGBA, Gray, Paletted) take a fast path.
+// outputs (YCbCr, RGBA, NRGBA, Gray, Paletted) take a fast path, and every
+// other image type reads its pixels through image.RGBA64Image: Shrink
+// allocates the thumbnail and a few rows, never per pixel, so what it costs
+// in memory does not grow with the picture.
 func Shrink(img image.Image, w, h int) *Thumb {
 	b := img.Bounds()
 	sw, sh := b.Dx(), b.Dy()
@@ -77,6 +80,7 @@ func shrinkFast(img image.Image, t *Thumb) bool {
 	acc := make([]uint64, 3*w)
 	var addRow func(y int) // adds absolute row y into acc
 	ycc := false
+	unit := float32(255) // the value of an opaque white sample in acc
 	switch m := img.(type) {
 	case *image.YCbCr:
 		ycc = true
@@ -184,6 +188,25 @@ func shrinkFast(img image.Image, t *Thumb) bool {
 				acc[3*i+2] += bl
 			}
 		}
+	case image.RGBA64Image:
+		// 16-bit types (Gray16, RGBA64, NRGBA64), CMYK, NYCbCrA and the
+		// rest: premultiplied 16-bit samples, no allocation per pixel.
+		unit = 0xffff
+		addRow = func(y int) {
+			for i := 0; i < w; i++ {
+				var r, g, bl uint64
+				for x := xs[i]; x < xs[i+1]; x++ {
+					c := m.RGBA64At(b.Min.X+x, y)
+					white := 0xffff - uint64(c.A)
+					r += uint64(c.R) + white
+					g += uint64(c.G) + white
+					bl += uint64(c.B) + white
+				}
+				acc[3*i] += r
+				acc[3*i+1] += g
+				acc[3*i+2] += bl
+			}
+		}
 	default:
 		return false
 	}
@@ -194,7 +217,7 @@ func shrinkFast(img image.Image, t *Thumb) bool {
 			addRow(b.Min.Y + y)
 		}
 		for i := 0; i < w; i++ {
-			n := float32(rows*(xs[i+1]-xs[i])) * 255
+			n := float32(rows*(xs[i+1]-xs[i])) * unit
 			r, g, bl := float32(acc[3*i])/n, float32(acc[3*i+1])/n, float32(acc[3*i+2])/n
 			if ycc {
 				// Mean Y, Cb, Cr to RGB, JFIF full range.
@@ -275,6 +298,14 @@ func rowConverter(img image.Image) func(y int, dst []float32) {
 			for x := 0; x < b.Dx(); x++ {
 				c := pal[p[x]]
 				dst[3*x], dst[3*x+1], dst[3*x+2] = c[0], c[1], c[2]
+			}
+		}
+	case image.RGBA64Image:
+		return func(y int, dst []float32) {
+			for x := 0; x < b.Dx(); x++ {
+				c := m.RGBA64At(b.Min.X+x, y)
+				w := float32(0xffff - c.A)
+				dst[3*x], dst[3*x+1], dst[3*x+2] = (float32(c.R)+w)/257, (float32(c.G)+w)/257, (float32(c.B)+w)/257
 			}
 		}
 	default:

@@ -1,0 +1,5 @@
+//go:build !race
+
+package imagefetch
+
+const raceEnabled = false
