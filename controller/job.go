@@ -411,7 +411,7 @@ func (t *task) finalize(ctx context.Context) {
 			Message: fmt.Sprintf("result of %d bytes does not fit the server's max payload of %d", len(data), t.c.nc.MaxPayload())})
 		return
 	}
-	err = retry(ctx, t.log(), "store the result", func() error { return t.put(ctx, data) })
+	err = retry(ctx, t.c.cfg, t.log(), "store the result", func() error { return t.put(ctx, data) })
 	switch {
 	case errors.Is(err, errFinal):
 		t.log().Debug().Msg("job already has a final result; keeping it")
@@ -498,8 +498,14 @@ func (t *task) deadLetter(ctx context.Context, e *runner.Error) (uint64, error) 
 		}
 		own[k] = v
 	}
+	id, msgID := t.id, t.id+"@"+strconv.FormatUint(t.md.Sequence.Stream, 10)
+	if !ValidJobID(id) {
+		// Any header value: keep enough to recognise it, and a message
+		// id that is a few bytes.
+		id, msgID = truncate(id, maxJobIDLen), "invalid-id@"+strconv.FormatUint(t.md.Sequence.Stream, 10)
+	}
 	h := nats.Header{}
-	h.Set(HeaderJobID, t.id)
+	h.Set(HeaderJobID, id)
 	h.Set(HeaderDeadReason, truncate(oneLine(e.Message), maxReasonLen))
 	h.Set(HeaderDeadCode, strconv.Itoa(e.Code))
 	h.Set(HeaderDeadAttempts, strconv.Itoa(t.rec.Attempts))
@@ -509,7 +515,6 @@ func (t *task) deadLetter(ctx context.Context, e *runner.Error) (uint64, error) 
 	if b, err := json.Marshal(e); err == nil && len(b) <= 4096 {
 		h.Set(HeaderDeadError, string(b))
 	}
-	msgID := t.id + "@" + strconv.FormatUint(t.md.Sequence.Stream, 10)
 	limit := int(t.c.nc.MaxPayload()) - len(HeaderMsgID) - len(msgID) - deadLetterSlack
 	body := t.msg.Data()
 	ownSize := headerSize(own)
@@ -531,8 +536,10 @@ func (t *task) deadLetter(ctx context.Context, e *runner.Error) (uint64, error) 
 	}
 	msg := &nats.Msg{Subject: DeadSubjectPrefix + t.alg, Header: h, Data: body}
 	var seq uint64
-	err := retry(ctx, t.log(), "store the dead letter", func() error {
-		ack, err := t.c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID))
+	err := retry(ctx, t.c.cfg, t.log(), "store the dead letter", func() error {
+		// retry does the retrying, bounded and logged; the client's own
+		// retries on no responders would only stretch each try.
+		ack, err := t.c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithRetryAttempts(0))
 		if err != nil {
 			return fmt.Errorf("controller: dead letter %s: %w", t.id, err)
 		}
@@ -609,19 +616,18 @@ func jitter(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
-// Bounds of retry: about 8 s of tries in all, so a job's worker is never
-// held long by a store that does not answer.
-const (
-	retryTries      = 8
-	retryMaxBackoff = 2 * time.Second
-)
+// retryTries bounds retry: with the default backoffs about 8 s of tries
+// in all, so a job's worker is never held long by a store that does not
+// answer.
+const retryTries = 8
 
 // retry calls fn until it succeeds, returns errFinal, fails with a
 // permanent error, ctx ends, or retryTries calls failed, backing off from
-// 50 ms to 2 s: it carries a store operation over a short NATS restart.
+// 50 ms to 2 s (or from RetryBackoff to MaxRetryBackoff when those are
+// shorter): it carries a store operation over a short NATS restart.
 // Giving up is logged; the caller turns the error into an outcome.
-func retry(ctx context.Context, log *zerolog.Logger, what string, fn func() error) error {
-	backoff := 50 * time.Millisecond
+func retry(ctx context.Context, cfg Config, log *zerolog.Logger, what string, fn func() error) error {
+	backoff, maxBackoff := min(50*time.Millisecond, cfg.RetryBackoff), min(2*time.Second, cfg.MaxRetryBackoff)
 	for try := 1; ; try++ {
 		err := fn()
 		if err == nil || errors.Is(err, errFinal) {
@@ -636,7 +642,7 @@ func retry(ctx context.Context, log *zerolog.Logger, what string, fn func() erro
 			return err
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, retryMaxBackoff)
+		backoff = min(2*backoff, maxBackoff)
 	}
 }
 

@@ -358,3 +358,38 @@ func TestConcurrentReplayIsIdempotentReliability(t *testing.T) {
 		}
 	}
 }
+
+// Defect class: a store write retried forever without a word. With the
+// DEAD stream gone, a job that must be dead-lettered still ends: the
+// write gives up after bounded tries, the job is handed back a bounded
+// number of times, then it fails without a dead letter.
+func TestDeadLetterStoreFailureEndsReliability(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	startRunner(t, e.srv, echo(t, "nodead", nil))
+	cfg := fastConfig(t)
+	cfg.Bind = true // so that nothing provisions DEAD again
+	startController(t, e, cfg)
+	if err := e.js.DeleteStream(context.Background(), controller.DeadStream); err != nil {
+		t.Fatal(err)
+	}
+	e.submit(t, "nodead", "nd-1", map[string]any{"n": "not a number"})
+	r := e.waitFinal(t, "nd-1", 40*time.Second)
+	if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != 400 || r.DeadLetterSeq != 0 {
+		t.Fatalf("nd-1: %s %+v dead letter %d, want failed with 400 and no dead letter", r.Status, r.Error, r.DeadLetterSeq)
+	}
+	natstest.Eventually(t, 10*time.Second, func() bool { return e.jobsLeft(t) == 0 }, "the job is still in JOBS")
+}
+
+// Provision refuses to run while a stream captures the notification
+// namespace: a Pnp-Notify there would make the controller write into it.
+func TestProvisionRefusesNotifyCaptureReliability(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: "SPY", Subjects: []string{"notify.orders.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := controller.Provision(ctx, e.js, controller.StoreConfig{}); !errors.Is(err, controller.ErrNotifyCaptured) || !strings.Contains(err.Error(), "SPY") {
+		t.Fatalf("Provision with stream SPY on notify.orders.>: %v; want ErrNotifyCaptured naming SPY", err)
+	}
+}
