@@ -70,9 +70,9 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("submit", "pnp submit [flags] <algorithm> <json | @file | ->", stdout)
 	var (
-		nf          natsFlags
-		lf          logFlags
-		opts        controller.SubmitOptions
+		nf            natsFlags
+		lf            logFlags
+		opts          controller.SubmitOptions
 		wait          = fs.Bool("wait", false, "wait for the result and print it; exit 1 when the job failed")
 		waitTimeout   = fs.Duration("wait-timeout", 0, "wait at most this long for the result, then exit 1 (implies --wait; 0: wait until interrupted)")
 		requireRunner = fs.Bool("require-runner", false, "refuse to submit when no runner is registered for the algorithm")
@@ -205,8 +205,8 @@ func resultError(r controller.Result) error {
 func cmdResult(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("result", "pnp result [--wait] <job id>", stdout)
 	var (
-		nf   natsFlags
-		lf   logFlags
+		nf          natsFlags
+		lf          logFlags
 		wait        = fs.Bool("wait", false, "wait for the final result if there is none yet")
 		waitTimeout = fs.Duration("wait-timeout", 0, "wait at most this long, then exit 1 (implies --wait; 0: wait until interrupted)")
 	)
