@@ -116,6 +116,26 @@ func (s *Store) Submit(ctx context.Context, algorithm string, input []byte, opts
 	return Submission{ID: opts.ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
 }
 
+// RegisteredRunners counts the keys the discovery bucket holds for
+// algorithm: its live registrations and, for up to the bucket's max age,
+// the markers of instances that left. Zero means no runner serves it. It
+// needs only stream info on the bucket, which producers may read.
+func (s *Store) RegisteredRunners(ctx context.Context, algorithm string) (int, error) {
+	if !discovery.ValidAlgorithmName(algorithm) {
+		return 0, fmt.Errorf("controller: invalid algorithm name %q", algorithm)
+	}
+	bucket := s.registry.KeyValue().Bucket()
+	str, err := s.js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return 0, fmt.Errorf("controller: discovery bucket %s: %w", bucket, err)
+	}
+	info, err := str.Info(ctx, jetstream.WithSubjectFilter("$KV."+bucket+"."+algorithm+".*"))
+	if err != nil {
+		return 0, fmt.Errorf("controller: discovery bucket %s: %w", bucket, err)
+	}
+	return len(info.State.Subjects), nil
+}
+
 // DeadLetter is one message of stream DEAD.
 type DeadLetter struct {
 	// Seq is the dead letter's sequence in DEAD.

@@ -120,21 +120,21 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 const runnerCheckTimeout = 3 * time.Second
 
 // checkRunners warns on stderr when no runner is registered for algorithm
-// (the job will wait for one), or refuses when require is set. A look-up
-// that fails (a producer allowed to publish jobs but not to read
-// discovery) is a warning too, or the refusal's reason.
+// (the job will wait for one), or refuses when require is set. The check
+// is one stream info request, which the producer role of nats.conf may
+// make; a check that fails is a warning too, or the refusal's reason.
 func checkRunners(ctx context.Context, store *controller.Store, algorithm string, require bool, stderr io.Writer) error {
 	lctx, cancel := context.WithTimeout(ctx, runnerCheckTimeout)
 	defer cancel()
-	regs, err := store.Registry().Lookup(lctx, algorithm)
+	n, err := store.RegisteredRunners(lctx, algorithm)
 	switch {
 	case err != nil && require:
 		return fmt.Errorf("cannot check for runners of %s (--require-runner): %v", algorithm, err)
 	case err != nil:
 		fmt.Fprintf(stderr, "warning: cannot check for runners of %s: %v\n", algorithm, err)
-	case len(regs) == 0 && require:
+	case n == 0 && require:
 		return fmt.Errorf("no runner is registered for %s; not submitted (--require-runner)", algorithm)
-	case len(regs) == 0:
+	case n == 0:
 		fmt.Fprintf(stderr, "warning: no runner is registered for %s; the job waits until one registers, or until it expires (the controller's --max-job-age)\n", algorithm)
 	}
 	return nil

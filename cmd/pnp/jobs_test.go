@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"pnpworker/controller"
-	"pnpworker/internal/natstest"
 )
 
 // decodeResult parses the record printed after the job id (submit) or
@@ -193,9 +192,13 @@ func TestUpRunsJobs(t *testing.T) {
 // a message saying what to do.
 func TestSubmitNobodyServes(t *testing.T) {
 	isolateEnv(t)
-	url := natstest.Start(t).URL()
+	url, _, _ := serveLanguageDetection(t)
 
-	code, stdout, stderr := runPnp(t, "submit", "--server", url, "--id", "nope-1", "nope", `{}`)
+	code, stdout, stderr := runPnp(t, "submit", "--server", url, "--require-runner", "language_detection", `{"text":"hello"}`)
+	if code != 0 || stderr != "" {
+		t.Errorf("submit to a served algorithm: exit %d\nstderr: %s\nwant exit 0 and no warning", code, stderr)
+	}
+	code, stdout, stderr = runPnp(t, "submit", "--server", url, "--id", "nope-1", "nope", `{}`)
 	if code != 0 || strings.TrimSpace(stdout) != "nope-1" || !strings.Contains(stderr, "no runner is registered for nope") {
 		t.Errorf("submit: exit %d\nstdout: %s\nstderr: %s\nwant exit 0 and a warning", code, stdout, stderr)
 	}
