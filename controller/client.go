@@ -32,6 +32,34 @@ type SubmitOptions struct {
 	Header nats.Header
 }
 
+// ErrTooLarge is wrapped by Submit's error when a job, with the headers
+// the pipeline adds on its way, cannot fit the server's max payload.
+var ErrTooLarge = errors.New("413 job too large")
+
+// HeaderReserve is the part of the server's max payload that Submit keeps
+// free for the headers the pipeline adds to a job on its way: the job id
+// and time budget sent to the runner, and the Pnp-Dead-* headers of its
+// dead letter. A job's body plus its own headers may use the rest.
+const HeaderReserve = 8 << 10
+
+// MaxJobSize returns how many bytes a job's body and headers may take on
+// a server whose max payload is maxPayload: maxPayload - HeaderReserve.
+func MaxJobSize(maxPayload int64) int64 { return max(0, maxPayload-HeaderReserve) }
+
+// checkSize refuses a job that the pipeline could not carry whole.
+func (s *Store) checkSize(msg *nats.Msg, id string) error {
+	mp := s.js.Conn().MaxPayload()
+	if mp <= 0 {
+		return nil // not connected yet: the server checks what it can
+	}
+	size := len(msg.Data) + headerSize(msg.Header) + len(HeaderMsgID) + len(id) + 4
+	if limit := MaxJobSize(mp); int64(size) > limit {
+		return fmt.Errorf("%w: %d bytes with its headers, over the limit of %d bytes (the server's max payload of %d minus %d reserved for the pipeline's headers)",
+			ErrTooLarge, size, limit, mp, HeaderReserve)
+	}
+	return nil
+}
+
 // Submission says where a job was stored.
 type Submission struct {
 	// ID is the job id, the key of its result.
@@ -75,11 +103,37 @@ func (s *Store) Submit(ctx context.Context, algorithm string, input []byte, opts
 	if opts.Notify != "" {
 		msg.Header.Set(HeaderNotify, opts.Notify)
 	}
+	if n := msg.Header.Get(HeaderNotify); n != "" && !ValidNotifySubject(n) {
+		return Submission{}, fmt.Errorf("controller: submit: notify subject %q: want %s<token>[.<token>...] without wildcards", n, NotifySubjectPrefix)
+	}
+	if err := s.checkSize(msg, opts.ID); err != nil {
+		return Submission{}, fmt.Errorf("controller: submit %s: %w", opts.ID, err)
+	}
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(opts.ID))
 	if err != nil {
 		return Submission{}, fmt.Errorf("controller: submit %s: %w", opts.ID, err)
 	}
 	return Submission{ID: opts.ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// RegisteredRunners counts the keys the discovery bucket holds for
+// algorithm: its live registrations and, for up to the bucket's max age,
+// the markers of instances that left. Zero means no runner serves it. It
+// needs only stream info on the bucket, which producers may read.
+func (s *Store) RegisteredRunners(ctx context.Context, algorithm string) (int, error) {
+	if !discovery.ValidAlgorithmName(algorithm) {
+		return 0, fmt.Errorf("controller: invalid algorithm name %q", algorithm)
+	}
+	bucket := s.registry.KeyValue().Bucket()
+	str, err := s.js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return 0, fmt.Errorf("controller: discovery bucket %s: %w", bucket, err)
+	}
+	info, err := str.Info(ctx, jetstream.WithSubjectFilter("$KV."+bucket+"."+algorithm+".*"))
+	if err != nil {
+		return 0, fmt.Errorf("controller: discovery bucket %s: %w", bucket, err)
+	}
+	return len(info.State.Subjects), nil
 }
 
 // DeadLetter is one message of stream DEAD.
@@ -167,34 +221,64 @@ func deadLetter(seq uint64, subject string, h nats.Header, data []byte) DeadLett
 // result after all (it was also run elsewhere); the dead letter is removed.
 var ErrAlreadySucceeded = errors.New("job already succeeded")
 
+// ErrNotReplayable is returned by Replay for a dead letter without the
+// job's body (HeaderDeadBodyOmitted: the job was too large to keep).
+var ErrNotReplayable = errors.New("dead letter cannot be replayed")
+
 // Replay publishes a dead letter as a job again, under the same job id, and
 // removes it from DEAD. The job's failed result is deleted first, so the
-// new attempt can store its own; attempts start again from zero. Replaying
-// the same dead letter twice inside the duplicate window stores one job.
+// new attempt can store its own; attempts start again from zero.
+//
+// Replay is idempotent, also when several run at once for one dead letter:
+// they make one new job and one result. The new job's message id is
+// derived from the dead letter's sequence, so JOBS stores it once; the
+// failed record is deleted compare-and-set, and only when it is the
+// outcome this dead letter belongs to (its dead_letter_seq), never a
+// newer one. A replay that finds the dead letter already replayed returns
+// a Submission with Duplicate set.
 func (s *Store) Replay(ctx context.Context, d DeadLetter) (Submission, error) {
 	if !ValidJobID(d.JobID) || !discovery.ValidAlgorithmName(d.Algorithm) {
 		return Submission{}, fmt.Errorf("controller: replay dead letter %d: no valid job id and algorithm", d.Seq)
 	}
+	if n := d.Header.Get(HeaderDeadBodyOmitted); n != "" {
+		return Submission{}, fmt.Errorf("controller: replay %s: %w: the job's body (%s bytes) did not fit its dead letter %d", d.JobID, ErrNotReplayable, n, d.Seq)
+	}
 	e, err := s.results.Get(ctx, d.JobID)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
+		// No record: never stored, expired, or deleted by a replay of
+		// this dead letter running at the same time; publishing again is
+		// a duplicate JOBS drops.
 	case err != nil:
 		return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, err)
 	default:
 		r, derr := decodeResult(d.JobID, e.Value())
-		if derr == nil && r.Status == StatusSucceeded {
-			if err := s.dead.DeleteMsg(ctx, d.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-				return Submission{}, fmt.Errorf("controller: replay %s: delete dead letter %d: %w", d.JobID, d.Seq, err)
+		switch {
+		case derr == nil && r.Status == StatusSucceeded:
+			if err := s.deleteDead(ctx, d.Seq); err != nil {
+				return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, err)
 			}
 			return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, ErrAlreadySucceeded)
+		case derr == nil && r.DeadLetterSeq != d.Seq:
+			// A newer record: this dead letter was replayed already and
+			// the new job has begun or ended. Its outcome stays.
+			if err := s.deleteDead(ctx, d.Seq); err != nil {
+				return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, err)
+			}
+			return Submission{ID: d.JobID, Duplicate: true}, nil
 		}
-		if err := s.results.Delete(ctx, d.JobID, jetstream.LastRevision(e.Revision())); err != nil {
+		err := s.results.Delete(ctx, d.JobID, jetstream.LastRevision(e.Revision()))
+		if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSequence(err) {
+			// Another replay deleted it first and publishes the job.
+			return Submission{ID: d.JobID, Duplicate: true}, nil
+		}
+		if err != nil {
 			return Submission{}, fmt.Errorf("controller: replay %s: delete result: %w", d.JobID, err)
 		}
 	}
 	msg := &nats.Msg{Subject: JobsSubjectPrefix + d.Algorithm, Data: d.Data, Header: nats.Header{}}
 	for k, v := range d.Header {
-		if strings.HasPrefix(k, "Pnp-Dead-") || k == HeaderJobSeq || k == HeaderSubmittedAt || strings.HasPrefix(k, "Nats-") {
+		if reservedHeader(k) || strings.EqualFold(k, HeaderDeadHeadersOmitted) {
 			continue
 		}
 		msg.Header[k] = v
@@ -204,10 +288,30 @@ func (s *Store) Replay(ctx context.Context, d DeadLetter) (Submission, error) {
 	if err != nil {
 		return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, err)
 	}
-	if err := s.dead.DeleteMsg(ctx, d.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return Submission{}, fmt.Errorf("controller: replay %s: delete dead letter %d: %w", d.JobID, d.Seq, err)
+	if err := s.deleteDead(ctx, d.Seq); err != nil {
+		return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, err)
 	}
 	return Submission{ID: d.JobID, Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// deleteDead removes dead letter seq; one already removed is no error.
+func (s *Store) deleteDead(ctx context.Context, seq uint64) error {
+	err := s.dead.DeleteMsg(ctx, seq)
+	if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	// The server answers a deletion of a missing message with a generic
+	// error: look before calling it a failure.
+	if _, gerr := s.dead.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	return fmt.Errorf("delete dead letter %d: %w", seq, err)
+}
+
+// isWrongLastSequence reports a compare-and-set deletion that lost.
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
 // Queue summarises one algorithm's jobs.

@@ -25,11 +25,15 @@ const (
 	DefaultMaxRetryBackoff = time.Minute
 	DefaultNoRunnerDelay   = 2 * time.Second
 	DefaultDrainTimeout    = 30 * time.Second
+	DefaultMaxJobAge       = 7 * 24 * time.Hour
+	DefaultMaxNotStarted   = 100
 )
 
 // Config configures a Controller. The zero value is the default controller:
 // 64 jobs in flight, 30 s ack wait, 5 attempts with backoff 1 s, 2 s, 4 s,
-// 8 s (capped at 1 min), default streams, provisioned at start-up.
+// 8 s (capped at 1 min), jobs expired after 7 days and failed after 100
+// deliveries refused without starting, default streams, provisioned at
+// start-up.
 type Config struct {
 	// Store configures the streams and buckets the controller provisions.
 	Store StoreConfig
@@ -64,6 +68,21 @@ type Config struct {
 	// context is cancelled; jobs still running then are handed back to
 	// JOBS. Default DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// MaxJobAge bounds how long a job may wait for an outcome, counted
+	// from when JOBS stored it: an older job fails with 504 "expired" and
+	// is dead-lettered, also when no runner serves its algorithm. Default
+	// DefaultMaxJobAge.
+	MaxJobAge time.Duration
+	// MaxNotStarted bounds how often a job may be handed to runners that
+	// refuse it without starting it (Pnp-Not-Started: overloaded,
+	// draining, or its budget spent before it started) or that do not
+	// answer at all: once JetStream has delivered the job more than
+	// MaxNotStarted times, the next such refusal fails it with that
+	// refusal as its reason. The waits between refusals grow from
+	// RetryBackoff to MaxRetryBackoff, so with the defaults a job is
+	// refused for about 50 minutes before it fails. Default
+	// DefaultMaxNotStarted.
+	MaxNotStarted int
 	// Instance names this controller in logs and result records. Default
 	// a new NUID.
 	Instance string
@@ -93,6 +112,12 @@ func (c *Config) setDefaults() {
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
 	}
+	if c.MaxJobAge == 0 {
+		c.MaxJobAge = DefaultMaxJobAge
+	}
+	if c.MaxNotStarted == 0 {
+		c.MaxNotStarted = DefaultMaxNotStarted
+	}
 	if c.Instance == "" {
 		c.Instance = nuid.Next()
 	}
@@ -117,6 +142,12 @@ func (c Config) Validate() error {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %s is negative", d.name, d.v))
 		}
+	}
+	if c.MaxJobAge < 0 || (c.MaxJobAge != 0 && c.MaxJobAge < time.Second) {
+		errs = append(errs, fmt.Errorf("max job age %s is below 1s", c.MaxJobAge))
+	}
+	if c.MaxNotStarted < 0 {
+		errs = append(errs, fmt.Errorf("max not started %d is negative", c.MaxNotStarted))
 	}
 	if c.MaxRetryBackoff != 0 && c.MaxRetryBackoff < c.RetryBackoff {
 		errs = append(errs, fmt.Errorf("max retry backoff %s is below retry backoff %s", c.MaxRetryBackoff, c.RetryBackoff))
@@ -277,7 +308,17 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		w := newWorker(jobCtx)
+		defer w.cancel()
+		c.sweep(sweepCtx, w)
+	}()
 	runErr := c.supervise(ctx, closed)
+	stopSweep()
+	<-sweepDone
 	// Every puller has returned: nothing sends on work any more.
 	close(c.work)
 

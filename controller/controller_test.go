@@ -519,7 +519,7 @@ func TestJobHeaders(t *testing.T) {
 	cfg.MaxAttempts = 2
 	startController(t, e, cfg)
 
-	notified, err := e.nc.SubscribeSync("done.>")
+	notified, err := e.nc.SubscribeSync("notify.done.>")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -531,8 +531,8 @@ func TestJobHeaders(t *testing.T) {
 		code     int
 		attempts int
 	}{
-		{"notify", controller.SubmitOptions{ID: "h-notify", Notify: "done.h-notify"}, echoIn{N: 1}, controller.StatusSucceeded, 0, 1},
-		{"timeout shorter than the job", controller.SubmitOptions{ID: "h-timeout", Timeout: 50 * time.Millisecond, Notify: "done.h-timeout"},
+		{"notify", controller.SubmitOptions{ID: "h-notify", Notify: "notify.done.h-notify"}, echoIn{N: 1}, controller.StatusSucceeded, 0, 1},
+		{"timeout shorter than the job", controller.SubmitOptions{ID: "h-timeout", Timeout: 50 * time.Millisecond, Notify: "notify.done.h-timeout"},
 			echoIn{N: 1, SleepMS: 2000}, controller.StatusFailed, 504, 2},
 	}
 	for _, tt := range tests {

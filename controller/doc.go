@@ -21,8 +21,10 @@
 // another id is dead-lettered at once.
 //
 // Optional headers: Pnp-Timeout (a Go duration) shortens the algorithm's
-// time budget for this job; Pnp-Notify names a subject the final result
-// record is published to once stored.
+// time budget for this job; Pnp-Notify names a subject under notify. (see
+// ValidNotifySubject) the final result record is published to once stored.
+// A job naming any other subject fails with 400: nothing a producer sets
+// directs the controller's writes.
 //
 // # Dispatch
 //
@@ -30,7 +32,9 @@
 // shared by all controller replicas, which split its jobs. A controller
 // consumes an algorithm's jobs only while discovery lists a live runner for
 // it, so jobs for an algorithm nobody serves wait in JOBS without being
-// delivered at all (no hot loop) and start moving when a runner registers.
+// delivered at all (no hot loop) and start moving when a runner registers,
+// or fail as expired after Config.MaxJobAge (a sweep reads them from JOBS
+// by sequence; see expire.go).
 // For each job the controller reads the algorithm's registrations from its
 // discovery cache (a KV watcher, no read per job), validates the body
 // against the registered input schema (compiled once per schema content),

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -78,15 +79,28 @@ func (c *Controller) process(w *worker, j *job) {
 		// before a crash or a lost ack), or a retrying record that counts
 		// its attempts so far.
 		final, err := t.loadPrevious(ctx)
-		if err != nil {
+		switch {
+		case err != nil && md.NumDelivered < giveUpDeliveries:
 			t.log().Warn().Err(err).Msg("cannot read the job's result record; handing the job back")
-			t.nak(jitter(c.cfg.RetryBackoff))
+			t.nak(retryDelay(c.cfg, int(md.NumDelivered)))
 			return
-		}
-		if final {
+		case err != nil:
+			// Go on without it: the compare-and-set write of the outcome
+			// still keeps a final record that is already there.
+			t.log().Error().Err(err).Uint64("deliveries", md.NumDelivered).Msg("cannot read the job's result record; going on without it")
+		case final:
 			t.ack()
 			return
 		}
+	}
+	if v := h.Get(HeaderNotify); v != "" && !ValidNotifySubject(v) {
+		t.fail(ctx, &runner.Error{Code: runner.CodeInvalidInput, Algorithm: t.alg, Message: fmt.Sprintf(
+			"header %s: %q is not a subject under %s> (without wildcards): the controller publishes notifications there only", HeaderNotify, oneLine(truncate(v, 300)), NotifySubjectPrefix)})
+		return
+	}
+	if age := time.Since(md.Timestamp); age > c.cfg.MaxJobAge {
+		t.fail(ctx, c.expired(t.alg, age))
+		return
 	}
 	regs := c.cache.Lookup(t.alg)
 	if len(regs) == 0 {
@@ -113,6 +127,14 @@ func (c *Controller) process(w *worker, j *job) {
 	reply, wait, err := c.request(w, subject, t.id, j.msg.Data(), budget)
 	if err != nil {
 		switch {
+		case errors.Is(err, nats.ErrMaxPayload):
+			// The body fitted JOBS but not next to the request's headers:
+			// no delivery can ever send it.
+			t.fail(ctx, &runner.Error{Code: runner.CodeTooLarge, Algorithm: t.alg, Message: fmt.Sprintf(
+				"job of %d bytes does not fit, with the request headers, the server's max payload of %d bytes", len(j.msg.Data()), c.nc.MaxPayload())})
+		case errors.Is(err, nats.ErrNoResponders) && md.NumDelivered > uint64(c.cfg.MaxNotStarted):
+			t.fail(ctx, &runner.Error{Code: runner.CodeUnavailable, Algorithm: t.alg, Message: fmt.Sprintf(
+				"no runner answered on %s; given up after %d deliveries", subject, md.NumDelivered)})
 		case errors.Is(err, nats.ErrNoResponders):
 			// Registered but gone (its registration has not expired yet):
 			// not an attempt; wait for a runner.
@@ -127,8 +149,11 @@ func (c *Controller) process(w *worker, j *job) {
 		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
 			t.failure(ctx, &runner.Error{Code: runner.CodeDeadline, Algorithm: t.alg, Message: fmt.Sprintf("no reply from a runner within %s", wait)})
 		default:
-			t.log().Warn().Err(err).Msg("request failed; handing the job back")
-			t.nak(jitter(c.cfg.RetryBackoff))
+			// Neither the runner's answer nor a wait: count it as an
+			// attempt, so that a failure that never goes away (a subject
+			// the controller may not publish to, say) ends the job.
+			t.log().Warn().Err(err).Msg("request failed")
+			t.failure(ctx, &runner.Error{Code: runner.CodeInternal, Algorithm: t.alg, Message: "request to the runner failed: " + err.Error()})
 		}
 		return
 	}
@@ -139,9 +164,18 @@ func (c *Controller) process(w *worker, j *job) {
 			// Back-pressure, not a failure: the runner refused the job
 			// before running it. Like no responders, not an attempt;
 			// otherwise a burst over the runners' capacity would use up
-			// the attempts of healthy jobs and dead-letter them.
+			// the attempts of healthy jobs and dead-letter them. Such
+			// refusals are counted apart, by JetStream's delivery count,
+			// and end the job past MaxNotStarted.
 			t.rec.Attempts--
-			t.nak(jitter(c.cfg.RetryBackoff))
+			if md.NumDelivered > uint64(c.cfg.MaxNotStarted) {
+				e := *protocolCode(rerr)
+				e.Algorithm = t.alg
+				e.Message = fmt.Sprintf("%s (refused without starting; given up after %d deliveries)", e.Message, md.NumDelivered)
+				t.fail(ctx, &e)
+				return
+			}
+			t.nak(notStartedDelay(c.cfg, md.NumDelivered))
 			return
 		}
 		t.failure(ctx, protocolCode(rerr))
@@ -155,6 +189,24 @@ func (c *Controller) process(w *worker, j *job) {
 	t.rec.Output = reply.Data
 	t.rec.finish(time.Now())
 	t.finalize(ctx)
+}
+
+// giveUpDeliveries bounds the deliveries of a job whose outcome cannot be
+// stored (results or DEAD failing): past it, the job ends with what can be
+// stored, and the failure is logged as an error.
+const giveUpDeliveries = 10
+
+// expired is the error of a job older than MaxJobAge.
+func (c *Controller) expired(alg string, age time.Duration) *runner.Error {
+	return &runner.Error{Code: runner.CodeDeadline, Algorithm: alg, Message: fmt.Sprintf(
+		"expired: the job waited %s without an outcome, longer than the maximum job age of %s", age.Round(time.Second), c.cfg.MaxJobAge)}
+}
+
+// notStartedDelay is the wait before a refused job is offered again:
+// RetryBackoff, doubled every ten deliveries up to MaxRetryBackoff, so
+// that a long overload costs a refused job few deliveries.
+func notStartedDelay(cfg Config, delivered uint64) time.Duration {
+	return retryDelay(cfg, 1+int(min(delivered, 1000)/10))
 }
 
 // notStarted reports whether a runner refused the job without running it
@@ -309,14 +361,24 @@ func (t *task) failure(ctx context.Context, e *runner.Error) {
 
 // fail makes the job's failure final: a dead letter first (so a crash in
 // between leaves the job replayable), then the failed result, then the ack.
+// A dead letter that cannot be stored hands the job back while deliveries
+// remain (giveUpDeliveries); after that, or when it can never be stored,
+// the job fails without one.
 func (t *task) fail(ctx context.Context, e *runner.Error) {
 	t.rec.Status, t.rec.Error, t.rec.Output = StatusFailed, e, nil
 	t.rec.finish(time.Now())
 	seq, err := t.deadLetter(ctx, e)
-	if err != nil {
-		t.log().Warn().Err(err).Msg("cannot store the dead letter; handing the job back")
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
 		t.nak(0)
 		return
+	case !permanent(err) && t.md.NumDelivered < giveUpDeliveries:
+		t.log().Warn().Err(err).Uint64("deliveries", t.md.NumDelivered).Msg("cannot store the dead letter; handing the job back")
+		t.nak(retryDelay(t.c.cfg, int(t.md.NumDelivered)))
+		return
+	default:
+		t.log().Error().Err(err).Uint64("deliveries", t.md.NumDelivered).Msg("cannot store the dead letter; failing the job without one")
 	}
 	t.rec.DeadLetterSeq = seq
 	t.log().Warn().Int("code", e.Code).Str("error", e.Message).Int("attempts", t.rec.Attempts).
@@ -333,7 +395,10 @@ func (t *task) fail(ctx context.Context, e *runner.Error) {
 const resultOverhead = 1024
 
 // finalize stores the final record and acks the job. A final record that
-// is already there wins: the job is acked and its outcome unchanged.
+// is already there wins: the job is acked and its outcome unchanged. A
+// record that cannot be stored hands the job back while deliveries remain;
+// after that a succeeded job fails (dead-lettered, so it can be replayed)
+// and a failed one keeps its dead letter as its only outcome.
 func (t *task) finalize(ctx context.Context) {
 	data, err := t.rec.appendJSON(make([]byte, 0, 512+len(t.rec.Output)))
 	if err != nil {
@@ -346,17 +411,25 @@ func (t *task) finalize(ctx context.Context) {
 			Message: fmt.Sprintf("result of %d bytes does not fit the server's max payload of %d", len(data), t.c.nc.MaxPayload())})
 		return
 	}
-	err = retry(ctx, func() error { return t.put(ctx, data) })
+	err = retry(ctx, t.c.cfg, t.log(), "store the result", func() error { return t.put(ctx, data) })
 	switch {
 	case errors.Is(err, errFinal):
 		t.log().Debug().Msg("job already has a final result; keeping it")
 		t.ack()
-	case err != nil:
-		t.log().Warn().Err(err).Msg("cannot store the result; handing the job back")
+	case err != nil && ctx.Err() != nil:
 		t.nak(0)
+	case err != nil && !permanent(err) && t.md.NumDelivered < giveUpDeliveries:
+		t.log().Warn().Err(err).Uint64("deliveries", t.md.NumDelivered).Msg("cannot store the result; handing the job back")
+		t.nak(retryDelay(t.c.cfg, int(t.md.NumDelivered)))
+	case err != nil && t.rec.Status == StatusSucceeded:
+		t.fail(ctx, &runner.Error{Code: runner.CodeInternal, Algorithm: t.alg, Instance: t.rec.Instance,
+			Message: "the result could not be stored: " + err.Error()})
+	case err != nil:
+		t.log().Error().Err(err).Uint64("dead_letter_seq", t.rec.DeadLetterSeq).Msg("cannot store the failed result; the dead letter is the job's outcome")
+		t.ack()
 	default:
 		t.ack()
-		if subj := t.msg.Headers().Get(HeaderNotify); subj != "" {
+		if subj := t.msg.Headers().Get(HeaderNotify); subj != "" && ValidNotifySubject(subj) {
 			if err := t.c.nc.Publish(subj, data); err != nil {
 				t.log().Debug().Err(err).Str("notify", subj).Msg("notification not sent")
 			}
@@ -403,19 +476,37 @@ func (t *task) put(ctx context.Context, data []byte) error {
 	return fmt.Errorf("controller: store result %s: too many concurrent writers", t.id)
 }
 
+// deadLetterSlack is room kept in a dead letter for what the client adds
+// to the message (Nats-Msg-Id and the framing of the header block).
+const deadLetterSlack = 64
+
+// maxReasonLen bounds Pnp-Dead-Reason; the full error is in the result
+// record and, when it fits, in Pnp-Dead-Error.
+const maxReasonLen = 1024
+
 // deadLetter stores the job in DEAD with its body and headers, and the
 // reason. The message id makes a second store of the same delivery (after
-// a crash) a no-op.
+// a crash) a no-op. A dead letter always fits the server's max payload:
+// the job's own headers are left out when only that makes the body fit,
+// and the body when it does not fit (markers HeaderDeadHeadersOmitted and
+// HeaderDeadBodyOmitted say so; HeaderJobSeq still names the job).
 func (t *task) deadLetter(ctx context.Context, e *runner.Error) (uint64, error) {
-	h := nats.Header{}
+	own := nats.Header{}
 	for k, v := range t.msg.Headers() {
-		if strings.HasPrefix(k, "Nats-") {
+		if reservedHeader(k) {
 			continue
 		}
-		h[k] = v
+		own[k] = v
 	}
-	h.Set(HeaderJobID, t.id)
-	h.Set(HeaderDeadReason, oneLine(e.Message))
+	id, msgID := t.id, t.id+"@"+strconv.FormatUint(t.md.Sequence.Stream, 10)
+	if !ValidJobID(id) {
+		// Any header value: keep enough to recognise it, and a message
+		// id that is a few bytes.
+		id, msgID = truncate(id, maxJobIDLen), "invalid-id@"+strconv.FormatUint(t.md.Sequence.Stream, 10)
+	}
+	h := nats.Header{}
+	h.Set(HeaderJobID, id)
+	h.Set(HeaderDeadReason, truncate(oneLine(e.Message), maxReasonLen))
 	h.Set(HeaderDeadCode, strconv.Itoa(e.Code))
 	h.Set(HeaderDeadAttempts, strconv.Itoa(t.rec.Attempts))
 	h.Set(HeaderDeadAt, time.Now().UTC().Format(time.RFC3339Nano))
@@ -424,11 +515,31 @@ func (t *task) deadLetter(ctx context.Context, e *runner.Error) (uint64, error) 
 	if b, err := json.Marshal(e); err == nil && len(b) <= 4096 {
 		h.Set(HeaderDeadError, string(b))
 	}
-	msg := &nats.Msg{Subject: DeadSubjectPrefix + t.alg, Header: h, Data: t.msg.Data()}
-	msgID := t.id + "@" + strconv.FormatUint(t.md.Sequence.Stream, 10)
+	limit := int(t.c.nc.MaxPayload()) - len(HeaderMsgID) - len(msgID) - deadLetterSlack
+	body := t.msg.Data()
+	ownSize := headerSize(own)
+	switch size := headerSize(h); {
+	case size+ownSize+len(body) <= limit:
+		mergeHeader(h, own)
+	case ownSize > 0 && size+len(body)+len(HeaderDeadHeadersOmitted)+24 <= limit:
+		h.Set(HeaderDeadHeadersOmitted, strconv.Itoa(ownSize))
+	default:
+		h.Set(HeaderDeadBodyOmitted, strconv.Itoa(len(body)))
+		body = nil
+		if headerSize(h)+ownSize <= limit {
+			mergeHeader(h, own)
+		} else if ownSize > 0 {
+			h.Set(HeaderDeadHeadersOmitted, strconv.Itoa(ownSize))
+		}
+		t.log().Warn().Int("body_bytes", len(t.msg.Data())).Int("header_bytes", ownSize).
+			Msg("the job does not fit its dead letter; storing its headers and sequence without its body")
+	}
+	msg := &nats.Msg{Subject: DeadSubjectPrefix + t.alg, Header: h, Data: body}
 	var seq uint64
-	err := retry(ctx, func() error {
-		ack, err := t.c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID))
+	err := retry(ctx, t.c.cfg, t.log(), "store the dead letter", func() error {
+		// retry does the retrying, bounded and logged; the client's own
+		// retries on no responders would only stretch each try.
+		ack, err := t.c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithRetryAttempts(0))
 		if err != nil {
 			return fmt.Errorf("controller: dead letter %s: %w", t.id, err)
 		}
@@ -436,6 +547,36 @@ func (t *task) deadLetter(ctx context.Context, e *runner.Error) (uint64, error) 
 		return nil
 	})
 	return seq, err
+}
+
+// reservedHeader reports whether a job header is one the pipeline sets
+// in a dead letter (or JetStream's own): a producer's copy is dropped, so
+// that no dead letter carries a forged reason, sequence or marker.
+func reservedHeader(k string) bool {
+	k = strings.ToLower(k)
+	return strings.HasPrefix(k, "nats-") || strings.HasPrefix(k, "pnp-dead-") ||
+		k == strings.ToLower(HeaderJobID) || k == strings.ToLower(HeaderJobSeq) || k == strings.ToLower(HeaderSubmittedAt)
+}
+
+func mergeHeader(dst, src nats.Header) {
+	for k, v := range src {
+		dst[k] = v
+	}
+}
+
+// headerSize is the size of h on the wire ("k: v\r\n" per value, plus
+// the NATS/1.0 line and the blank line that ends the block).
+func headerSize(h nats.Header) int {
+	if len(h) == 0 {
+		return 0
+	}
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	return n
 }
 
 func (t *task) ack() {
@@ -475,13 +616,25 @@ func jitter(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
-// retry calls fn until it succeeds, returns errFinal, or ctx ends, backing
-// off from 50 ms to 2 s: it carries a store operation over a NATS restart.
-func retry(ctx context.Context, fn func() error) error {
-	backoff := 50 * time.Millisecond
-	for {
+// retryTries bounds retry: with the default backoffs about 8 s of tries
+// in all, so a job's worker is never held long by a store that does not
+// answer.
+const retryTries = 8
+
+// retry calls fn until it succeeds, returns errFinal, fails with a
+// permanent error, ctx ends, or retryTries calls failed, backing off from
+// 50 ms to 2 s (or from RetryBackoff to MaxRetryBackoff when those are
+// shorter): it carries a store operation over a short NATS restart.
+// Giving up is logged; the caller turns the error into an outcome.
+func retry(ctx context.Context, cfg Config, log *zerolog.Logger, what string, fn func() error) error {
+	backoff, maxBackoff := min(50*time.Millisecond, cfg.RetryBackoff), min(2*time.Second, cfg.MaxRetryBackoff)
+	for try := 1; ; try++ {
 		err := fn()
 		if err == nil || errors.Is(err, errFinal) {
+			return err
+		}
+		if permanent(err) || try == retryTries {
+			log.Warn().Err(err).Int("tries", try).Msgf("giving up: cannot %s", what)
 			return err
 		}
 		select {
@@ -489,8 +642,26 @@ func retry(ctx context.Context, fn func() error) error {
 			return err
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 2*time.Second)
+		backoff = min(2*backoff, maxBackoff)
 	}
+}
+
+// permanent reports whether err cannot go away by trying again: the
+// message is too large or malformed for the server.
+func permanent(err error) bool {
+	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject) ||
+		errors.Is(err, nats.ErrBadHeaderMsg) || errors.Is(err, nats.ErrInvalidMsg)
+}
+
+// truncate cuts s to at most n bytes, on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func oneLine(s string) string {

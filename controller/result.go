@@ -3,6 +3,7 @@ package controller
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -71,9 +72,39 @@ const (
 	// It can only shorten the algorithm's own timeout.
 	HeaderTimeout = runner.HeaderTimeout
 	// HeaderNotify names a subject the final result record is published to
-	// (core NATS, best effort) once it is stored.
+	// (core NATS, best effort) once it is stored. It must satisfy
+	// ValidNotifySubject: a job naming any other subject fails with 400.
 	HeaderNotify = "Pnp-Notify"
 )
+
+// NotifySubjectPrefix starts every subject HeaderNotify may name. No
+// stream of the system captures it (Provision refuses to run when one
+// does), so a notification can never write a result, a dead letter or a
+// job.
+const NotifySubjectPrefix = "notify."
+
+// maxNotifyLen bounds a notification subject.
+const maxNotifyLen = 255
+
+// ValidNotifySubject reports whether subj may receive a job's result
+// record: "notify." followed by one or more non-empty tokens, without
+// wildcards, whitespace or control characters, at most 255 bytes.
+func ValidNotifySubject(subj string) bool {
+	if len(subj) > maxNotifyLen || !strings.HasPrefix(subj, NotifySubjectPrefix) {
+		return false
+	}
+	for _, tok := range strings.Split(subj[len(NotifySubjectPrefix):], ".") {
+		if tok == "" || tok == "*" || tok == ">" {
+			return false
+		}
+		for i := 0; i < len(tok); i++ {
+			if c := tok[i]; c <= ' ' || c == 0x7f {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // Dead letter headers. A dead letter is a message on dead.<algorithm> in
 // stream DEAD whose body is the job's original body; it keeps the job's
@@ -88,6 +119,14 @@ const (
 	HeaderJobSeq       = "Pnp-Job-Seq"       // the job's sequence in JOBS
 	HeaderSubmittedAt  = "Pnp-Submitted-At"  // RFC 3339 time JOBS stored the job
 	HeaderDeadError    = "Pnp-Dead-Error"    // the error as JSON (error.json)
+	// HeaderDeadBodyOmitted is set, to the body's size in bytes, when the
+	// job's body did not fit in the dead letter next to its headers: the
+	// dead letter has an empty body and cannot be replayed.
+	HeaderDeadBodyOmitted = "Pnp-Dead-Body-Omitted"
+	// HeaderDeadHeadersOmitted is set, to their size in bytes, when the
+	// job's own headers did not fit in the dead letter: only the Pnp-*
+	// headers of the pipeline are kept.
+	HeaderDeadHeadersOmitted = "Pnp-Dead-Headers-Omitted"
 )
 
 // maxJobIDLen keeps a job id well inside subject and key limits.

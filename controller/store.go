@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -171,7 +172,33 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		return nil, fmt.Errorf("controller: provision bucket %s: %w", ResultsBucket, err)
 	}
 	s.registry, s.jobs, s.dead, s.results = reg, jobs, dead, results
+	if err := checkNotifyFree(ctx, s.js); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// ErrNotifyCaptured is wrapped by Provision's error when a stream stores
+// subjects under NotifySubjectPrefix: a producer's Pnp-Notify could then
+// make the controller write into it.
+var ErrNotifyCaptured = errors.New("a stream captures the notification subjects")
+
+// checkNotifyFree fails when any stream of the account listens on a
+// subject under NotifySubjectPrefix.
+func checkNotifyFree(ctx context.Context, js jetstream.JetStream) error {
+	names := js.StreamNames(ctx, jetstream.WithStreamListSubject(NotifySubjectPrefix+">"))
+	var found []string
+	for n := range names.Name() {
+		found = append(found, n)
+	}
+	if err := names.Err(); err != nil {
+		return fmt.Errorf("controller: list streams on %s>: %w", NotifySubjectPrefix, err)
+	}
+	if len(found) > 0 {
+		return fmt.Errorf("controller: %w: stream %s listens on %s>, where producers direct result notifications (Pnp-Notify); give it other subjects",
+			ErrNotifyCaptured, strings.Join(found, ", "), NotifySubjectPrefix)
+	}
+	return nil
 }
 
 // OpenStore binds to streams and buckets that already exist, for clients
@@ -214,6 +241,13 @@ func (s *Store) Jobs() jetstream.Stream { return s.jobs }
 
 // Dead returns stream DEAD.
 func (s *Store) Dead() jetstream.Stream { return s.dead }
+
+// ErrCorruptResult is wrapped by the errors of Result and WaitResult when
+// the record stored under a job id is not that job's record (its job_id
+// differs from the key, or it is not a result record at all): a record
+// put there by something other than the controller is never taken for
+// the job's result.
+var ErrCorruptResult = errors.New("corrupt result record")
 
 // ErrNoResult is returned by Result for a job id without a record: the job
 // is pending, unknown, or its result expired.
@@ -272,10 +306,16 @@ func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)
 	}
 }
 
+// decodeResult parses the record stored under key id. A record that is
+// not JSON, or that names another job, is corruption (ErrCorruptResult):
+// nothing the controller wrote, and never that job's result.
 func decodeResult(id string, data []byte) (Result, error) {
 	var r Result
 	if err := json.Unmarshal(data, &r); err != nil {
-		return Result{}, fmt.Errorf("controller: result %s: %w", id, err)
+		return Result{}, fmt.Errorf("controller: result %s: %w: %w", id, ErrCorruptResult, err)
+	}
+	if r.JobID != id {
+		return Result{}, fmt.Errorf("controller: result %s: %w: the record is for job %q", id, ErrCorruptResult, truncate(r.JobID, 300))
 	}
 	return r, nil
 }

@@ -187,3 +187,50 @@ func TestProtocolCode(t *testing.T) {
 		}
 	}
 }
+
+func TestValidNotifySubject(t *testing.T) {
+	for subj, want := range map[string]bool{
+		"notify.a":                           true,
+		"notify.orders.17":                   true,
+		"notify.x-y_z.$weird":                true,
+		"notify":                             false,
+		"notify.":                            false,
+		"notify..a":                          false,
+		"notify.a.":                          false,
+		"notify.*":                           false,
+		"notify.a.>":                         false,
+		"notify.a b":                         false,
+		"notify.a\tb":                        false,
+		"$KV.results.victim":                 false,
+		"dead.nt":                            false,
+		"jobs.nt":                            false,
+		"xnotify.a":                          false,
+		"notify." + strings.Repeat("a", 250): false,
+	} {
+		if got := ValidNotifySubject(subj); got != want {
+			t.Errorf("ValidNotifySubject(%q) = %v, want %v", subj, got, want)
+		}
+	}
+}
+
+// headerSize counts a header block as the client sends it, which is what
+// the server's max payload limits next to the body.
+func TestHeaderSize(t *testing.T) {
+	h := nats.Header{"A": {"1"}, "Bc": {"22", "333"}}
+	// NATS/1.0\r\n + A: 1\r\n + Bc: 22\r\n + Bc: 333\r\n + \r\n
+	if got, want := headerSize(h), 10+6+8+9+2; got != want {
+		t.Errorf("headerSize = %d, want %d", got, want)
+	}
+	if headerSize(nil) != 0 {
+		t.Error("headerSize(nil) != 0")
+	}
+}
+
+func TestTruncate(t *testing.T) {
+	if got := truncate("héllo", 2); got != "h" {
+		t.Errorf("truncate cut a rune: %q", got)
+	}
+	if got := truncate("abc", 5); got != "abc" {
+		t.Errorf("truncate(abc, 5) = %q", got)
+	}
+}

@@ -33,6 +33,8 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.DurationVar(&cfg.MaxRetryBackoff, "max-retry-backoff", controller.DefaultMaxRetryBackoff, "longest wait between attempts")
 	fs.DurationVar(&cfg.NoRunnerDelay, "no-runner-delay", controller.DefaultNoRunnerDelay, "wait before offering again a job no runner answered (not an attempt)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", controller.DefaultDrainTimeout, "how long to wait for jobs in flight on shutdown")
+	fs.DurationVar(&cfg.MaxJobAge, "max-job-age", controller.DefaultMaxJobAge, "a job waiting longer than this for an outcome fails as expired and is dead-lettered, also when nobody serves its algorithm")
+	fs.IntVar(&cfg.MaxNotStarted, "max-not-started", controller.DefaultMaxNotStarted, "deliveries after which a job runners keep refusing without starting it (overloaded, its budget too short) fails")
 	fs.DurationVar(&cfg.Store.ResultTTL, "result-ttl", controller.DefaultResultTTL, "how long results are kept")
 	fs.IntVar(&cfg.Store.ResultHistory, "result-history", 1, "records kept per job id in the results bucket (1..64)")
 	fs.DurationVar(&cfg.Store.DuplicateWindow, "duplicate-window", controller.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
@@ -68,11 +70,12 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("submit", "pnp submit [flags] <algorithm> <json | @file | ->", stdout)
 	var (
-		nf          natsFlags
-		lf          logFlags
-		opts        controller.SubmitOptions
-		wait        = fs.Bool("wait", false, "wait for the result and print it; exit 1 when the job failed")
-		waitTimeout = fs.Duration("wait-timeout", 0, "give up waiting after this long (0: wait until interrupted)")
+		nf            natsFlags
+		lf            logFlags
+		opts          controller.SubmitOptions
+		wait          = fs.Bool("wait", false, "wait for the result and print it; exit 1 when the job failed")
+		waitTimeout   = fs.Duration("wait-timeout", 0, "wait at most this long for the result, then exit 1 (implies --wait; 0: wait until interrupted)")
+		requireRunner = fs.Bool("require-runner", false, "refuse to submit when no runner is registered for the algorithm")
 	)
 	nf.register(fs)
 	lf.register(fs)
@@ -95,6 +98,9 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer nc.Close()
+	if err := checkRunners(ctx, store, pos[0], *requireRunner, stderr); err != nil {
+		return err
+	}
 	sub, err := store.Submit(ctx, pos[0], input, opts)
 	if err != nil {
 		return err
@@ -103,10 +109,35 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if sub.Duplicate {
 		fmt.Fprintf(stderr, "job %s was already submitted (stream sequence %d); stored once\n", sub.ID, sub.Seq)
 	}
-	if !*wait {
+	if !*wait && *waitTimeout == 0 {
 		return nil
 	}
 	return waitAndPrint(ctx, store, sub.ID, *waitTimeout, stdout, stderr)
+}
+
+// runnerCheckTimeout bounds the look-up of an algorithm's runners before a
+// submit.
+const runnerCheckTimeout = 3 * time.Second
+
+// checkRunners warns on stderr when no runner is registered for algorithm
+// (the job will wait for one), or refuses when require is set. The check
+// is one stream info request, which the producer role of nats.conf may
+// make; a check that fails is a warning too, or the refusal's reason.
+func checkRunners(ctx context.Context, store *controller.Store, algorithm string, require bool, stderr io.Writer) error {
+	lctx, cancel := context.WithTimeout(ctx, runnerCheckTimeout)
+	defer cancel()
+	n, err := store.RegisteredRunners(lctx, algorithm)
+	switch {
+	case err != nil && require:
+		return fmt.Errorf("cannot check for runners of %s (--require-runner): %v", algorithm, err)
+	case err != nil:
+		fmt.Fprintf(stderr, "warning: cannot check for runners of %s: %v\n", algorithm, err)
+	case n == 0 && require:
+		return fmt.Errorf("no runner is registered for %s; not submitted (--require-runner)", algorithm)
+	case n == 0:
+		fmt.Fprintf(stderr, "warning: no runner is registered for %s; the job waits until one registers, or until it expires (the controller's --max-job-age)\n", algorithm)
+	}
+	return nil
 }
 
 // readInput reads a job body given as JSON, @file or - (stdin).
@@ -135,6 +166,7 @@ func waitAndPrint(ctx context.Context, store *controller.Store, id string, timeo
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
+	start := time.Now()
 	res, err := store.WaitResult(ctx, id, func(r controller.Result) {
 		msg := ""
 		if r.Error != nil {
@@ -146,6 +178,10 @@ func waitAndPrint(ctx context.Context, store *controller.Store, id string, timeo
 		}
 		fmt.Fprintf(stderr, "attempt %d failed (%s); retrying%s\n", r.Attempts, msg, next)
 	})
+	if errors.Is(err, context.DeadlineExceeded) && timeout > 0 {
+		return fmt.Errorf("no result for job %s after %s: it is still waiting or running (see 'pnp jobs'); read it later with 'pnp result %s'",
+			id, time.Since(start).Round(time.Millisecond), id)
+	}
 	if err != nil {
 		return err
 	}
@@ -169,9 +205,10 @@ func resultError(r controller.Result) error {
 func cmdResult(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("result", "pnp result [--wait] <job id>", stdout)
 	var (
-		nf   natsFlags
-		lf   logFlags
-		wait = fs.Bool("wait", false, "wait for the final result if there is none yet")
+		nf          natsFlags
+		lf          logFlags
+		wait        = fs.Bool("wait", false, "wait for the final result if there is none yet")
+		waitTimeout = fs.Duration("wait-timeout", 0, "wait at most this long, then exit 1 (implies --wait; 0: wait until interrupted)")
 	)
 	nf.register(fs)
 	lf.register(fs)
@@ -187,8 +224,8 @@ func cmdResult(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer nc.Close()
-	if *wait {
-		return waitAndPrint(ctx, store, pos[0], 0, stdout, stderr)
+	if *wait || *waitTimeout > 0 {
+		return waitAndPrint(ctx, store, pos[0], *waitTimeout, stdout, stderr)
 	}
 	res, err := store.Result(ctx, pos[0])
 	if errors.Is(err, controller.ErrNoResult) {
@@ -350,6 +387,8 @@ func replay(ctx context.Context, store *controller.Store, letters []controller.D
 			fmt.Fprintf(stdout, "%s already succeeded; dead letter %d removed\n", d.JobID, d.Seq)
 		case err != nil:
 			errs = append(errs, err)
+		case sub.Duplicate:
+			fmt.Fprintf(stdout, "%s already replayed (dead letter %d)\n", sub.ID, d.Seq)
 		default:
 			fmt.Fprintf(stdout, "%s replayed (dead letter %d, now job sequence %d)\n", sub.ID, d.Seq, sub.Seq)
 		}

@@ -186,3 +186,38 @@ func TestUpRunsJobs(t *testing.T) {
 		t.Fatalf("pnp up: exit %d after cancellation\n%s", code, up.stderr.String())
 	}
 }
+
+// Submitting to an algorithm nobody serves: a warning on stderr, a refusal
+// with --require-runner, and --wait-timeout ends the wait with exit 1 and
+// a message saying what to do.
+func TestSubmitNobodyServes(t *testing.T) {
+	isolateEnv(t)
+	url, _, _ := serveLanguageDetection(t)
+
+	code, stdout, stderr := runPnp(t, "submit", "--server", url, "--require-runner", "language_detection", `{"text":"hello"}`)
+	if code != 0 || stderr != "" {
+		t.Errorf("submit to a served algorithm: exit %d\nstderr: %s\nwant exit 0 and no warning", code, stderr)
+	}
+	code, stdout, stderr = runPnp(t, "submit", "--server", url, "--id", "nope-1", "nope", `{}`)
+	if code != 0 || strings.TrimSpace(stdout) != "nope-1" || !strings.Contains(stderr, "no runner is registered for nope") {
+		t.Errorf("submit: exit %d\nstdout: %s\nstderr: %s\nwant exit 0 and a warning", code, stdout, stderr)
+	}
+
+	code, stdout, stderr = runPnp(t, "submit", "--server", url, "--id", "nope-2", "--require-runner", "nope", `{}`)
+	if code == 0 || stdout != "" {
+		t.Errorf("submit --require-runner: exit %d, stdout %q; want a refusal", code, stdout)
+	}
+	checkOneLineError(t, stderr, regexp.MustCompile(`^pnp submit: no runner is registered for nope; not submitted`))
+
+	code, stdout, stderr = runPnp(t, "submit", "--server", url, "--id", "nope-3", "--wait-timeout", "300ms", "nope", `{}`)
+	if code != 1 || strings.TrimSpace(stdout) != "nope-3" {
+		t.Errorf("submit --wait-timeout: exit %d, stdout %q; want 1 and the job id", code, stdout)
+	}
+	checkOneLineError(t, lastLine(stderr), regexp.MustCompile(`^pnp submit: no result for job nope-3 after \S+: it is still waiting`))
+}
+
+// lastLine is the last non-empty line of s.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1] + "\n"
+}

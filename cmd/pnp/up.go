@@ -41,6 +41,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		algs   = fs.String("algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, or all (env PNP_ALGORITHMS)")
 		images = fs.String("images-listen", env("PNP_IMAGES_LISTEN", "127.0.0.1:0"), "loopback address serving the demo gallery and sample images; the image fetcher may reach it (env PNP_IMAGES_LISTEN)")
 		imf    imageFlags
+		maxAge = fs.Duration("max-job-age", controller.DefaultMaxJobAge, "a job waiting longer than this for an outcome fails as expired and is dead-lettered")
 	)
 	lf.register(fs)
 	imf.register(fs)
@@ -103,7 +104,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctl, err := controller.New(nc, controller.Config{Logger: log.With().Str("component", "controller").Logger()})
+	ctl, err := controller.New(nc, controller.Config{MaxJobAge: *maxAge, Logger: log.With().Str("component", "controller").Logger()})
 	if err != nil {
 		return err
 	}

@@ -320,7 +320,7 @@ func (e *env) connect(ctx context.Context, replicas int) error {
 }
 
 // notifySubject receives every final record (Pnp-Notify), for timing.
-const notifySubject = "chaos.done"
+const notifySubject = "notify.chaos.done"
 
 // discoveryTTL is the discovery bucket's max age in every scenario: the
 // smallest the registry accepts, so dead runners leave quickly.

@@ -23,10 +23,20 @@ type Server struct {
 	port int
 }
 
+// Option changes the server's configuration before it starts.
+type Option func(*embedded.Config)
+
+// MaxPayload sets the server's max_payload, so tests of size limits can
+// use small messages.
+func MaxPayload(n int32) Option { return func(c *embedded.Config) { c.MaxPayload = n } }
+
 // Start starts a server on a free loopback port with a store in t.TempDir().
-func Start(t testing.TB) *Server {
+func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	s := &Server{t: t, cfg: embedded.Config{Port: -1, StoreDir: t.TempDir()}}
+	for _, o := range opts {
+		o(&s.cfg)
+	}
 	s.start()
 	t.Cleanup(s.Shutdown)
 	return s

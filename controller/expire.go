@@ -1,0 +1,138 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Jobs of an algorithm no runner serves are not pulled (see supervise), so
+// process never sees them expire. The sweep finds them instead: it reads
+// the oldest jobs of each unserved subject directly from JOBS, by
+// sequence, without a consumer (so their delivery counts stay untouched),
+// and fails those older than MaxJobAge like any other failure: dead
+// letter, failed record, then the job is deleted from JOBS, which is its
+// ack. It stops at the first job that is young enough, since JOBS stores
+// a subject's jobs in order.
+
+// sweepBatch bounds the jobs one sweep expires per algorithm; the next
+// sweep goes on.
+const sweepBatch = 1000
+
+// sweepPeriod is how often the sweep runs: a quarter of MaxJobAge, between
+// 500 ms and one minute.
+func (c *Controller) sweepPeriod() time.Duration {
+	return min(max(c.cfg.MaxJobAge/4, 500*time.Millisecond), time.Minute)
+}
+
+// sweep expires the old jobs of unserved algorithms until ctx ends.
+func (c *Controller) sweep(ctx context.Context, w *worker) {
+	t := time.NewTicker(c.sweepPeriod())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := c.sweepOnce(ctx, w); err != nil && ctx.Err() == nil {
+			c.log.Warn().Err(err).Dur("retry_in", c.sweepPeriod()).Msg("expiry sweep failed")
+		}
+	}
+}
+
+func (c *Controller) sweepOnce(ctx context.Context, w *worker) error {
+	info, err := c.store.jobs.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
+	if err != nil {
+		return fmt.Errorf("controller: sweep: %w", err)
+	}
+	served := map[string]bool{}
+	for _, r := range c.cache.All() {
+		served[r.Algorithm] = true
+	}
+	cutoff := time.Now().Add(-c.cfg.MaxJobAge)
+	var errs []error
+	for subj := range info.State.Subjects {
+		if served[strings.TrimPrefix(subj, JobsSubjectPrefix)] {
+			continue // its puller expires them
+		}
+		if err := c.expireOldest(ctx, w, subj, cutoff); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// expireOldest fails the jobs on subj stored before cutoff, oldest first,
+// at most sweepBatch of them.
+func (c *Controller) expireOldest(ctx context.Context, w *worker, subj string, cutoff time.Time) error {
+	seq := uint64(1)
+	for range sweepBatch {
+		raw, err := c.store.jobs.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("controller: sweep %s: %w", subj, err)
+		}
+		if !raw.Time.Before(cutoff) {
+			return nil
+		}
+		c.process(w, &job{msg: &storedJob{raw: raw, stream: c.store.jobs, ctx: ctx}})
+		seq = raw.Sequence + 1
+	}
+	return nil
+}
+
+// storedJob is a job read from JOBS by sequence rather than delivered by a
+// consumer: acking it deletes it from the stream; handing it back leaves
+// it there for the next sweep.
+type storedJob struct {
+	raw    *jetstream.RawStreamMsg
+	stream jetstream.Stream
+	ctx    context.Context
+}
+
+var _ jetstream.Msg = (*storedJob)(nil)
+
+func (m *storedJob) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{
+		Sequence: jetstream.SequencePair{Stream: m.raw.Sequence},
+		// Not 1: the job may have been delivered before, and may even
+		// have its outcome stored already (a crash before its ack), which
+		// process then keeps.
+		NumDelivered: 2,
+		Stream:       JobsStream,
+		Timestamp:    m.raw.Time,
+	}, nil
+}
+
+func (m *storedJob) Data() []byte         { return m.raw.Data }
+func (m *storedJob) Headers() nats.Header { return m.raw.Header }
+func (m *storedJob) Subject() string      { return m.raw.Subject }
+func (m *storedJob) Reply() string        { return "" }
+
+// Ack deletes the job from JOBS. A job already gone (acked by a puller
+// that expired it at the same time) is not an error.
+func (m *storedJob) Ack() error {
+	err := m.stream.DeleteMsg(m.ctx, m.raw.Sequence)
+	if err == nil {
+		return nil
+	}
+	if _, gerr := m.stream.GetMsg(m.ctx, m.raw.Sequence); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	return fmt.Errorf("controller: delete job %d: %w", m.raw.Sequence, err)
+}
+
+func (m *storedJob) DoubleAck(context.Context) error  { return m.Ack() }
+func (m *storedJob) Nak() error                       { return nil }
+func (m *storedJob) NakWithDelay(time.Duration) error { return nil }
+func (m *storedJob) InProgress() error                { return nil }
+func (m *storedJob) Term() error                      { return m.Ack() }
+func (m *storedJob) TermWithReason(string) error      { return m.Ack() }
