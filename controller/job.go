@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
+	"pnpworker/internal/objref"
 	"pnpworker/runner"
 )
 
@@ -181,12 +182,24 @@ func (c *Controller) process(w *worker, j *job) {
 		t.failure(ctx, protocolCode(rerr))
 		return
 	}
+	if ref := reply.Header.Get(runner.HeaderOutputRef); ref != "" {
+		// The output did not fit a message: the runner stored it.
+		if r, err := objref.Parse(ref); err != nil || r.Bucket != OutputsBucket {
+			t.failure(ctx, &runner.Error{Code: runner.CodeInternal, Algorithm: t.alg, Instance: t.rec.Instance,
+				Message: fmt.Sprintf("runner replied with %s %q, not a reference into bucket %s", runner.HeaderOutputRef, truncate(ref, 300), OutputsBucket)})
+			return
+		}
+		t.rec.Status, t.rec.OutputRef = StatusSucceeded, ref
+		t.rec.finish(time.Now())
+		t.finalize(ctx)
+		return
+	}
 	if !json.Valid(reply.Data) {
 		t.failure(ctx, &runner.Error{Code: runner.CodeInternal, Algorithm: t.alg, Instance: t.rec.Instance, Message: "runner replied with a body that is not JSON"})
 		return
 	}
 	t.rec.Status = StatusSucceeded
-	t.rec.Output = reply.Data
+	t.rec.Output = compactJSON(reply.Data)
 	t.rec.finish(time.Now())
 	t.finalize(ctx)
 }
@@ -407,9 +420,21 @@ func (t *task) finalize(ctx context.Context) {
 		return
 	}
 	if limit := t.c.nc.MaxPayload() - resultOverhead; int64(len(data)) > limit && t.rec.Status == StatusSucceeded {
-		t.fail(ctx, &runner.Error{Code: runner.CodeTooLarge, Algorithm: t.alg, Instance: t.rec.Instance,
-			Message: fmt.Sprintf("result of %d bytes does not fit the server's max payload of %d", len(data), t.c.nc.MaxPayload())})
-		return
+		// The output fitted the runner's reply but not the record: keep it
+		// in the outputs bucket and store its reference.
+		size := len(t.rec.Output)
+		err := retry(ctx, t.c.cfg, t.log(), "store the output in bucket "+OutputsBucket, func() error { return t.c.store.storeOutput(ctx, &t.rec) })
+		if err != nil {
+			t.fail(ctx, &runner.Error{Code: runner.CodeTooLarge, Algorithm: t.alg, Instance: t.rec.Instance,
+				Message: fmt.Sprintf("result of %d bytes does not fit the server's max payload of %d, and its output could not be stored in bucket %s", len(data), t.c.nc.MaxPayload(), OutputsBucket)})
+			return
+		}
+		t.log().Debug().Int("bytes", size).Str("output_ref", t.rec.OutputRef).Msg("output stored by reference")
+		if data, err = t.rec.appendJSON(data[:0]); err != nil {
+			t.log().Error().Err(err).Msg("encode result")
+			t.nak(0)
+			return
+		}
 	}
 	err = retry(ctx, t.c.cfg, t.log(), "store the result", func() error { return t.put(ctx, data) })
 	switch {
@@ -650,7 +675,8 @@ func retry(ctx context.Context, cfg Config, log *zerolog.Logger, what string, fn
 // message is too large or malformed for the server.
 func permanent(err error) bool {
 	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject) ||
-		errors.Is(err, nats.ErrBadHeaderMsg) || errors.Is(err, nats.ErrInvalidMsg)
+		errors.Is(err, nats.ErrBadHeaderMsg) || errors.Is(err, nats.ErrInvalidMsg) ||
+		errors.Is(err, ErrNoObjectStore)
 }
 
 // truncate cuts s to at most n bytes, on a rune boundary.

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"pnpworker/discovery"
+	"pnpworker/internal/objref"
 )
 
 // Names of the streams, subjects and bucket the job pipeline uses.
@@ -25,13 +26,33 @@ const (
 	DeadSubjectPrefix = "dead."
 	// ResultsBucket is the KV bucket of result records, keyed by job id.
 	ResultsBucket = "results"
+	// InputsBucket is the object store bucket of data uploaded for jobs
+	// (pnp put, Store.SubmitFile), read by runners through obj://
+	// references.
+	InputsBucket = objref.InputsBucket
+	// OutputsBucket is the object store bucket of outputs too large for a
+	// message; a result record then carries output_ref.
+	OutputsBucket = objref.OutputsBucket
 )
 
 // Defaults of StoreConfig.
 const (
 	DefaultResultTTL       = 24 * time.Hour
 	DefaultDuplicateWindow = 2 * time.Minute
+	DefaultInputTTL        = 24 * time.Hour
+	DefaultObjectsMaxBytes = 1 << 30 // 1 GiB per bucket
 )
+
+// ObjectsConfig bounds an object store bucket.
+type ObjectsConfig struct {
+	// TTL is how long an object is kept. Default: DefaultInputTTL for
+	// inputs, StoreConfig.ResultTTL for outputs (an output lives as long
+	// as the record that refers to it).
+	TTL time.Duration
+	// MaxBytes caps the bucket; when it is full, puts fail rather than
+	// older objects being dropped. Default DefaultObjectsMaxBytes.
+	MaxBytes int64
+}
 
 // StoreConfig configures the streams and buckets. The zero value is the
 // default set-up: results kept 24 h, job ids de-duplicated for 2 min, dead
@@ -57,6 +78,12 @@ type StoreConfig struct {
 	DeadMaxAge time.Duration
 	// Replicas of every stream in a cluster. Default 1.
 	Replicas int
+	// Inputs bounds the inputs object store bucket. Zero value: objects
+	// kept 24 h, 1 GiB in all.
+	Inputs ObjectsConfig
+	// Outputs bounds the outputs object store bucket. Zero value: objects
+	// kept as long as results, 1 GiB in all.
+	Outputs ObjectsConfig
 }
 
 func (c *StoreConfig) setDefaults() {
@@ -71,6 +98,17 @@ func (c *StoreConfig) setDefaults() {
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 1
+	}
+	if c.Inputs.TTL == 0 {
+		c.Inputs.TTL = DefaultInputTTL
+	}
+	if c.Outputs.TTL == 0 {
+		c.Outputs.TTL = c.ResultTTL
+	}
+	for _, o := range []*ObjectsConfig{&c.Inputs, &c.Outputs} {
+		if o.MaxBytes == 0 {
+			o.MaxBytes = DefaultObjectsMaxBytes
+		}
 	}
 }
 
@@ -97,6 +135,14 @@ func (c StoreConfig) Validate() error {
 	if c.Replicas < 0 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("replicas %d out of range 1..5", c.Replicas))
 	}
+	for name, o := range map[string]ObjectsConfig{InputsBucket: c.Inputs, OutputsBucket: c.Outputs} {
+		if o.TTL < 0 {
+			errs = append(errs, fmt.Errorf("%s ttl %s is negative", name, o.TTL))
+		}
+		if o.MaxBytes < 0 {
+			errs = append(errs, fmt.Errorf("%s max bytes %d is negative", name, o.MaxBytes))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -115,10 +161,14 @@ type Store struct {
 	dead     jetstream.Stream
 	results  jetstream.KeyValue
 	registry *discovery.Registry
+	// inputs and outputs are nil when OpenStore found no such bucket (a
+	// deployment provisioned before they existed, or a role that may not
+	// see them).
+	inputs, outputs jetstream.ObjectStore
 }
 
 // Provision creates or updates every stream and bucket of the system —
-// discovery, JOBS, results, DEAD — to cfg and returns a Store over them. It
+// discovery, JOBS, results, DEAD, the inputs and outputs object stores — to cfg and returns a Store over them. It
 // is idempotent, so every controller (and `pnp up`) calls it at start-up;
 // replicas must use the same cfg, or the last one to start wins.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*Store, error) {
@@ -171,7 +221,28 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 	if err != nil {
 		return nil, fmt.Errorf("controller: provision bucket %s: %w", ResultsBucket, err)
 	}
+	objects := make([]jetstream.ObjectStore, 2)
+	for i, b := range []struct {
+		name, what string
+		cfg        ObjectsConfig
+	}{
+		{InputsBucket, "data uploaded for jobs, read by runners through obj:// references", s.cfg.Inputs},
+		{OutputsBucket, "outputs too large for a message, referred to by output_ref", s.cfg.Outputs},
+	} {
+		objects[i], err = s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket:      b.name,
+			Description: "pnpworker: " + b.what,
+			TTL:         b.cfg.TTL,
+			MaxBytes:    b.cfg.MaxBytes,
+			Storage:     jetstream.FileStorage,
+			Replicas:    s.cfg.Replicas,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("controller: provision object store %s: %w", b.name, err)
+		}
+	}
 	s.registry, s.jobs, s.dead, s.results = reg, jobs, dead, results
+	s.inputs, s.outputs = objects[0], objects[1]
 	if err := checkNotifyFree(ctx, s.js); err != nil {
 		return nil, err
 	}
@@ -220,6 +291,10 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*S
 	if s.results, err = js.KeyValue(ctx, ResultsBucket); err != nil {
 		return nil, notProvisioned(fmt.Errorf("controller: bucket %s: %w", ResultsBucket, err))
 	}
+	// The object stores are optional: without them, uploads and outputs
+	// by reference fail when used, not at start-up.
+	s.inputs, _ = js.ObjectStore(ctx, InputsBucket)
+	s.outputs, _ = js.ObjectStore(ctx, OutputsBucket)
 	return s, nil
 }
 

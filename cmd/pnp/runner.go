@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"pnpworker/discovery"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/runner"
@@ -37,12 +39,10 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	algCfg, err := newAlgoConfig(imf.gallery, imagefetch.ParseAllow(imf.allow), budget, log)
-	if err != nil {
+	if err := checkAlgorithmNames(algs); err != nil {
 		return err
 	}
-	list, err := selectAlgorithmsWith(algs, algCfg)
-	if err != nil {
+	if _, err := newAlgoConfig(imf.gallery, imagefetch.ParseAllow(imf.allow), imf.objectBuckets(), nil, budget, log); err != nil {
 		return err
 	}
 	nc, err := nf.connectAndWait(ctx, "pnp runner", log)
@@ -50,6 +50,20 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer nc.Close()
+	// obj:// image URLs are read over this very connection, with the
+	// runner's own permissions.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	algCfg, err := newAlgoConfig(imf.gallery, imagefetch.ParseAllow(imf.allow), imf.objectBuckets(), js, budget, log)
+	if err != nil {
+		return err
+	}
+	list, err := selectAlgorithmsWith(algs, algCfg)
+	if err != nil {
+		return err
+	}
 	opts := []runner.Option{
 		runner.WithLogger(log),
 		runner.WithQueueGroup(queue),
