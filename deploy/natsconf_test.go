@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -19,6 +20,7 @@ import (
 	memeclassifier "pnpworker/algo/meme_classifier"
 	"pnpworker/controller"
 	"pnpworker/discovery"
+	"pnpworker/internal/objref"
 	"pnpworker/runner"
 )
 
@@ -318,6 +320,28 @@ func TestRolesAllowed(t *testing.T) {
 		}
 	})
 
+	t.Run("data by reference: producer uploads, runner reads and writes outputs, controller writes outputs, producer reads them", func(t *testing.T) {
+		data := bytes.Repeat([]byte("input "), 300_000) // 1.8 MB, over a message
+		ref, err := d.store.PutInput(ctx, "deploy/in.bin", bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("producer uploads: %v", err)
+		}
+		got, err := objref.Read(ctx, d.runnerC.js(t), ref, 0)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("runner reads %s: %d bytes, %v", ref, len(got), err)
+		}
+		for _, c := range []*client{d.runnerC, d.controllerC} {
+			out, err := objref.Put(ctx, c.js(t), controller.OutputsBucket, "deploy/"+c.role, bytes.NewReader(data))
+			if err != nil {
+				t.Fatalf("%s writes an output: %v", c.role, err)
+			}
+			res := controller.Result{JobID: "x", OutputRef: out.String()}
+			if got, err := d.store.Output(ctx, res, 0); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("producer reads %s: %d bytes, %v", out, len(got), err)
+			}
+		}
+	})
+
 	for _, c := range d.clients() {
 		c.expectClean(t)
 	}
@@ -404,6 +428,12 @@ func TestRolesDenied(t *testing.T) {
 		{"controller serves run.x", "controller", queueSubscribe("run.language_detection", "runners")},
 		{"controller reads the producer's inbox", "controller", subscribe("_INBOX_producer.>")},
 		{"controller publishes outside notify.>", "controller", publish("anything.else")},
+		{"runner writes an input", "runner", publish("$O.inputs.C.forged")},
+		{"runner deletes outputs", "runner", publish("$JS.API.STREAM.PURGE.OBJ_outputs")},
+		{"producer writes an output", "producer", publish("$O.outputs.M.forged")},
+		{"producer purges inputs", "producer", publish("$JS.API.STREAM.PURGE.OBJ_inputs")},
+		{"controller reads an input", "controller", publish("$JS.API.DIRECT.GET.OBJ_inputs.$O.inputs.M.x")},
+		{"controller writes an input", "controller", publish("$O.inputs.C.forged")},
 		{"admin reads the runner's inbox", "admin", subscribe("_INBOX_runner.>")},
 		{"admin forges a reply into the controller's inbox", "admin", publish("_INBOX_controller.forged")},
 		{"admin reads run.x", "admin", subscribe("run.language_detection")},
