@@ -518,7 +518,7 @@ func TestUp(t *testing.T) {
 
 	// upOnce runs pnp up until it serves, checks it, stops it and returns
 	// the registration keys there were: one per built-in algorithm.
-	builtin := []string{"image_info.", "language_detection.", "meme_classifier."}
+	builtin := []string{"image_info.", "image_thumbnail.", "language_detection.", "meme_classifier."}
 	upOnce := func() []string {
 		t.Helper()
 		up := startPnp(t, "up", "--listen", addr, "--data", data)

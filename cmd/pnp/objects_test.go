@@ -151,16 +151,32 @@ func TestObjectRefsEndToEnd(t *testing.T) {
 	}
 }
 
-// bannerCommands parses the commands the banner of pnp up prints: every
-// line that starts with nats, pnp or go run ./cmd/pnp, split into words
-// as a shell would, its trailing comment dropped.
+// bannerCommands parses the commands the banner of pnp up prints.
 func bannerCommands(t *testing.T, banner string) [][]string {
 	t.Helper()
 	var cmds [][]string
+	for _, c := range bannerLines(banner) {
+		cmds = append(cmds, c.args)
+	}
+	return cmds
+}
+
+// bannerLines parses the commands the banner of pnp up prints: every line
+// that starts with nats, or with pnp or go run ./cmd/pnp and a pnp
+// command, split into words as a shell would, its trailing comment
+// dropped.
+func bannerLines(banner string) []shownCommand {
+	names := map[string]bool{}
+	for _, c := range commands() {
+		names[c.name] = true
+	}
+	var cmds []shownCommand
 	for _, line := range strings.Split(banner, "\n") {
 		line = strings.TrimSpace(line)
-		if strings.HasPrefix(line, "nats ") || strings.HasPrefix(line, "pnp ") || strings.HasPrefix(line, "go run ./cmd/pnp ") {
-			cmds = append(cmds, splitCommands(line)...)
+		for _, args := range splitCommands(line) {
+			if pargs, ok := pnpArgs(args); (ok && len(pargs) > 0 && names[pargs[0]]) || (len(args) > 1 && args[0] == "nats") {
+				cmds = append(cmds, shownCommand{where: "banner", line: line, args: args})
+			}
 		}
 	}
 	return cmds

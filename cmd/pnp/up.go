@@ -222,7 +222,7 @@ pnp is up
   serving   %s
 `, b.url, b.data, strings.Join(names, ", "))
 	if pnp != "pnp" {
-		fmt.Fprintf(w, "  pnp       not on PATH: run the pnp commands below from the repository, or install it with: go install ./cmd/pnp\n")
+		fmt.Fprintf(w, "  note      pnp is not on PATH: run the commands below from the repository, or install pnp with: go install ./cmd/pnp\n")
 	}
 	fmt.Fprintf(w, `
 try, with the nats CLI:
