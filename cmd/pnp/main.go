@@ -26,6 +26,7 @@ func commands() []command {
 		{"runner", "serve built-in algorithms on an existing NATS", cmdRunner},
 		{"algorithms", "list the algorithms registered in discovery", cmdAlgorithms},
 		{"discovery", "provision, list or watch the discovery bucket (provision|ls|watch)", cmdDiscovery},
+		{"register", "keep a registration record alive for a runner not built with pnpworker (deleted on exit)", cmdRegister},
 		{"provision", "create or update every stream and bucket once, then exit (for deployments with --no-provision)", cmdProvision},
 		{"controller", "run a controller: take jobs from JOBS to runners, store results, retry, dead-letter", cmdController},
 		{"submit", "submit a job and print its id (--wait prints its result)", cmdSubmit},

@@ -465,11 +465,17 @@ func TestDiscoveryWatch(t *testing.T) {
 	url, key, stopRunner := serveLanguageDetection(t)
 	w := startPnp(t, "discovery", "watch", "--server", url)
 	w.waitOutput(t, "# current registrations listed")
-	if !regexp.MustCompile(`(?m) PUT +` + regexp.QuoteMeta(key) + ` version=1\.0\.0 `).MatchString(w.stdout.String()) {
+	if !regexp.MustCompile(`(?m) JOIN +` + regexp.QuoteMeta(key) + ` version=1\.0\.0 `).MatchString(w.stdout.String()) {
 		t.Errorf("watch does not show the registration of %s:\n%s", key, w.stdout.String())
 	}
+	// Heartbeats are not shown by default; --heartbeats shows them.
+	hb := startPnp(t, "discovery", "watch", "--server", url, "--heartbeats")
+	hb.waitOutput(t, "HEARTBEAT "+key)
+	if strings.Count(w.stdout.String(), key) != 1 {
+		t.Errorf("watch without --heartbeats shows more than the join of %s:\n%s", key, w.stdout.String())
+	}
 	stopRunner()
-	w.waitOutput(t, "DELETE  "+key+" (deregistered)")
+	w.waitOutput(t, "LEAVE     "+key+" (deregistered)")
 	if code := w.stop(t); code != 0 {
 		t.Errorf("pnp discovery watch: exit %d after cancellation, want 0\nstderr:\n%s", code, w.stderr.String())
 	}
