@@ -37,7 +37,7 @@ func noisePNG(t testing.TB, w, h int) []byte {
 
 // objectStore starts NATS and returns a JetStream with the inputs bucket
 // and a second bucket, other.
-func objectStore(t *testing.T) (jetstream.JetStream, *natstest.Server) {
+func objectStore(t testing.TB) (jetstream.JetStream, *natstest.Server) {
 	t.Helper()
 	srv := natstest.Start(t)
 	js, err := jetstream.New(srv.Connect())
