@@ -257,7 +257,7 @@ jobs (durable; results in KV bucket results):
 	}
 	fmt.Fprintf(w, "  upload your own files with: %s put%s FILE...   (prints their obj:// references)\n", pnp, pnpServer)
 	if b.images != "" {
-		fmt.Fprintf(w, "\ndemo images also on %s/ (gallery/ and samples/; the fetcher may reach this loopback server only)\n", b.images)
+		fmt.Fprintf(w, "\ndemo images also on %s/ (gallery/ and samples/; the image fetcher is allowed this one loopback address)\n", b.images)
 	}
 	fmt.Fprint(w, "\nCtrl-C stops it.\n")
 }
