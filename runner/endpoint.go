@@ -241,6 +241,7 @@ type endpointStats struct {
 	NoReplySubject int64            `json:"dropped_no_reply_subject"`
 	Errors         map[string]int64 `json:"errors_by_code,omitempty"`
 	AvgRunMS       float64          `json:"avg_run_ms"`
+	Batches        *BatchStats      `json:"batches,omitempty"`
 }
 
 // stats is the endpoint's STATS data: micro's own processing_time only
@@ -258,6 +259,9 @@ func (e *endpoint) stats() endpointStats {
 		Served:         e.served.Load(),
 		Rejected503:    e.overloaded.Load(),
 		NoReplySubject: e.noReply.Load(),
+	}
+	if e.alg.batch != nil {
+		s.Batches = e.alg.batch.stats()
 	}
 	if s.Served > 0 {
 		s.AvgRunMS = float64(e.busyNanos.Load()) / float64(s.Served) / 1e6
