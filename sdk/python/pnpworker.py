@@ -570,11 +570,13 @@ def main(argv=None):
     # so that its Reject and decorators are the ones used here.
     this = sys.modules.get("pnpworker") or sys.modules[__name__]
     sys.modules.setdefault("pnpworker", this)
-    module = load(argv[0])
     if describe_only:
-        print(json.dumps(describe(module), indent=2))
+        print(json.dumps(describe(load(argv[0])), indent=2))
         return 0
-    serve(module)
+    # Protect stdout before the module is imported: output at import time
+    # goes to stderr too.
+    out = _protocol_stdout()
+    serve(load(argv[0]), out=out)
     return 0
 
 
