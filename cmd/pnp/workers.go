@@ -57,8 +57,11 @@ func (f *workerFlags) build(nc *nats.Conn, log zerolog.Logger, opts ...runner.Op
 	return ws, nil
 }
 
-// checkWorkerCommands fails early on a --worker that does not split.
+// check fails early, before connecting, on flags that cannot work.
 func (f *workerFlags) check() error {
+	if f.procs < 1 {
+		return fmt.Errorf("%w: --worker-procs %d: want at least 1", errUsage, f.procs)
+	}
 	for _, c := range f.commands {
 		if argv, err := shlex.Split(c); err != nil || len(argv) == 0 {
 			return fmt.Errorf("%w: --worker %q: not a command", errUsage, c)
