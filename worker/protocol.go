@@ -88,6 +88,7 @@ type inbound struct {
 	// hello
 	Protocol   int          `json:"protocol"`
 	Algorithms []Descriptor `json:"algorithms"`
+	SDK        string       `json:"sdk"`
 	// result
 	Output  json.RawMessage `json:"output"`
 	Results []itemResult    `json:"results"`

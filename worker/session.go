@@ -35,7 +35,6 @@ type session struct {
 	mu      sync.Mutex
 	pending map[string]*call
 	dead    bool // the process can take no more requests
-	algs    map[string]bool
 
 	nextID   atomic.Uint64
 	hello    chan inbound  // the first hello, handed to lifetime
@@ -105,10 +104,11 @@ func (w *Worker) lifetime(ctx context.Context, log zerolog.Logger) error {
 	}
 	s.logp.Store(&named)
 
-	opts := append([]runner.Option{
-		runner.WithLogger(w.cfg.Logger),
-		runner.WithMetadata(map[string]string{"worker": strings.Join(w.cfg.Command, " "), "worker_pid": strconv.Itoa(s.cmd.Process.Pid)}),
-	}, w.cfg.RunnerOptions...)
+	md := map[string]string{"worker": strings.Join(w.cfg.Command, " "), "worker_pid": strconv.Itoa(s.cmd.Process.Pid)}
+	if hello.SDK != "" {
+		md["worker_sdk"] = hello.SDK
+	}
+	opts := append([]runner.Option{runner.WithLogger(w.cfg.Logger), runner.WithMetadata(md)}, w.cfg.RunnerOptions...)
 	r, err := runner.New(w.nc, algs, opts...)
 	if err != nil {
 		s.kill("runner refused the algorithms")
@@ -260,7 +260,6 @@ func (s *session) algorithms(h inbound) ([]*runner.Algorithm, error) {
 	}
 	var algs []*runner.Algorithm
 	var errs []error
-	s.algs = map[string]bool{}
 	for _, d := range h.Algorithms {
 		spec, err := d.spec()
 		if err != nil {
@@ -283,7 +282,6 @@ func (s *session) algorithms(h inbound) ([]*runner.Algorithm, error) {
 			errs = append(errs, err)
 			continue
 		}
-		s.algs[name] = true
 		algs = append(algs, a)
 	}
 	return algs, errors.Join(errs...)

@@ -175,6 +175,9 @@ func TestPythonModuleServed(t *testing.T) {
 	if len(recs) != 1 || recs[0].Description != "Greets someone, maybe loudly." || !strings.Contains(string(recs[0].InputSchema), `"times"`) {
 		t.Fatalf("discovery records %+v", recs)
 	}
+	if md := recs[0].Metadata; !strings.HasPrefix(md["worker_sdk"], "pnpworker-python/") || md["worker_pid"] == "" || !strings.Contains(md["worker"], "adapter.py") {
+		t.Errorf("registration metadata %v: want worker, worker_pid and worker_sdk", md)
+	}
 
 	cases := []struct {
 		name, alg, body string
