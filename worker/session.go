@@ -341,6 +341,7 @@ func (s *session) call(ctx context.Context, req request, batch int) result {
 		defer stop()
 		select {
 		case <-c.ch:
+			s.base().Debug().Str("algorithm", req.Algorithm).Str("id", id).Msg("cancelled request answered")
 		case <-s.exited:
 		case <-cctx.Done():
 			s.base().Error().Str("algorithm", req.Algorithm).Str("id", id).Dur("grace", s.w.cfg.CancelGrace).Msg("worker ignored a cancel past the grace")

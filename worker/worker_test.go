@@ -351,9 +351,14 @@ func TestCancellation(t *testing.T) {
 	if e := runner.ReplyError(call(t, nc, "sleep", `{"ms":5000}`, short)); e == nil || e.Code != runner.CodeDeadline {
 		t.Fatalf("cooperative sleep past its deadline: %v, want 504", e)
 	}
-	// Wait past the grace: the cooperative worker must still be the same
+	// The cooperative worker answers the cancel and stays the same
 	// process.
-	time.Sleep(time.Second)
+	natstest.Eventually(t, 5*time.Second, func() bool {
+		return len(logs.lines(map[string]string{"message": "cancelled request answered", "algorithm": "sleep"})) == 1
+	}, "the cancelled request was not answered")
+	if len(logs.lines(map[string]string{"message": "killing worker process"})) != 0 {
+		t.Fatal("a worker that honoured the cancel was killed")
+	}
 	if p := pid(t, nc); p != first {
 		t.Fatalf("a worker that honoured the cancel was restarted (pid %d -> %d)", first, p)
 	}
