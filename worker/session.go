@@ -302,6 +302,11 @@ func (s *session) callBatch(ctx context.Context, name string, ins []json.RawMess
 			errs[i] = workerError(it.Error.Code, it.Error.Message)
 			continue
 		}
+		if len(it.Output) == 0 {
+			s.base().Warn().Str("algorithm", name).Int("item", i).Msg("worker sent a batch item without output or error")
+			errs[i] = &runner.Error{Code: runner.CodeInternal, Message: "worker sent a malformed reply"}
+			continue
+		}
 		outs[i] = it.Output
 	}
 	return outs, errs
