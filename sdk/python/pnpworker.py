@@ -9,8 +9,8 @@ is served as the algorithm ``<algorithm>``; no decorator is needed:
 
 * the parameters' type hints become the input JSON Schema (an object with
   one property per parameter; parameters with defaults are not required).
-  A function with a single parameter typed as a dataclass or TypedDict takes
-  that object as its whole input;
+  A function with a single parameter typed as a dataclass, TypedDict or
+  pydantic model takes that object as its whole input;
 * the return annotation becomes the output schema, the docstring the
   description, the module's ``VERSION`` (default "0.0.0") the version;
 * an optional module-level ``setup()`` runs once before anything is served
@@ -148,6 +148,37 @@ def log(message, level="info"):
 _NoneType = type(None)
 
 
+def _is_pydantic(tp):
+    """A pydantic model class (v1 or v2), recognised without importing
+    pydantic."""
+    return isinstance(tp, type) and (
+        hasattr(tp, "model_json_schema")
+        or (hasattr(tp, "__fields__") and hasattr(tp, "schema") and hasattr(tp, "parse_obj")))
+
+
+def _inline_refs(schema, defs=None, seen=()):
+    """Replace local $refs to definitions/$defs by what they name, so that a
+    pydantic schema can be nested in another one. A recursive reference
+    becomes {} (anything)."""
+    if defs is None and isinstance(schema, dict):
+        defs = dict(schema.get("definitions", {}))
+        defs.update(schema.get("$defs", {}))
+        schema = {k: v for k, v in schema.items() if k not in ("definitions", "$defs")}
+    if isinstance(schema, list):
+        return [_inline_refs(v, defs, seen) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and (ref.startswith("#/definitions/") or ref.startswith("#/$defs/")):
+        name = ref.rsplit("/", 1)[1]
+        if name in seen or name not in defs:
+            return {}
+        rest = {k: v for k, v in schema.items() if k != "$ref"}
+        target = _inline_refs(defs[name], defs, seen + (name,))
+        return dict(target, **_inline_refs(rest, defs, seen)) if rest else target
+    return {k: _inline_refs(v, defs, seen) for k, v in schema.items()}
+
+
 def _is_typeddict(tp):
     return isinstance(tp, type) and issubclass(tp, dict) and hasattr(tp, "__annotations__") and hasattr(tp, "__total__")
 
@@ -217,6 +248,8 @@ def schema_of(tp):
         if len(args) == 2:
             s["additionalProperties"] = schema_of(args[1])
         return s
+    if _is_pydantic(tp):
+        return _inline_refs(tp.model_json_schema() if hasattr(tp, "model_json_schema") else tp.schema())
     if _is_typeddict(tp):
         hints = _hints(tp)
         required = sorted(getattr(tp, "__required_keys__", hints.keys() if tp.__total__ else ()))
@@ -245,13 +278,18 @@ def schema_of(tp):
 
 
 def _is_object_type(tp):
-    return _is_typeddict(tp) or (dataclasses.is_dataclass(tp) and isinstance(tp, type))
+    return _is_typeddict(tp) or _is_pydantic(tp) or (dataclasses.is_dataclass(tp) and isinstance(tp, type))
 
 
 # ---------------------------------------------------------- conversions
 
 def _jsonable(value):
-    """json.dumps default: dataclasses, tuples, sets, enums, numpy values."""
+    """json.dumps default: dataclasses, pydantic models, tuples, sets, enums,
+    numpy values."""
+    if hasattr(value, "model_dump") and not isinstance(value, type):
+        return value.model_dump(mode="json")
+    if _is_pydantic(type(value)) and hasattr(value, "json"):
+        return json.loads(value.json())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if isinstance(value, (set, frozenset, tuple)):
@@ -277,6 +315,8 @@ def _convert(value, tp):
     args = typing.get_args(tp)
     if origin is typing.Annotated:
         return _convert(value, args[0])
+    if _is_pydantic(tp) and isinstance(value, dict):
+        return tp.model_validate(value) if hasattr(tp, "model_validate") else tp.parse_obj(value)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type) and isinstance(value, dict):
         hints = _hints(tp)
         return tp(**{k: _convert(v, hints.get(k, inspect.Parameter.empty)) for k, v in value.items()})

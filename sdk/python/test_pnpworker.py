@@ -215,6 +215,44 @@ class ServeTest(unittest.TestCase):
         self.assertEqual(sent[1]["code"], 500)
 
 
+try:
+    import pydantic
+except ImportError:  # pydantic is optional: the SDK never imports it
+    pydantic = None
+
+
+@unittest.skipIf(pydantic is None, "pydantic is not installed")
+class PydanticTest(unittest.TestCase):
+    """Runner adapters written for a FastAPI runner take pydantic models."""
+
+    def test_model_parameter(self):
+        class Corner(pydantic.BaseModel):
+            x: float
+            y: float
+
+        class Req(pydantic.BaseModel):
+            corner: Corner
+            label: str = "box"
+
+        class Resp(pydantic.BaseModel):
+            area: float
+
+        def run_area(req: Req) -> Resp:
+            return Resp(area=req.corner.x * req.corner.y)
+
+        m = module("", Req=Req, Resp=Resp)
+        run_area.__module__ = m.__name__
+        m.run_area = run_area
+        alg = pnpworker.describe(m)["algorithms"][0]
+        inp = alg["input_schema"]
+        self.assertEqual(inp["required"], ["corner"])
+        self.assertEqual(inp["properties"]["corner"]["properties"]["x"]["type"], "number")
+        self.assertNotIn("$ref", json.dumps(inp))
+        self.assertEqual(alg["output_schema"]["properties"]["area"]["type"], "number")
+        sent = serve(m, [{"type": "request", "id": "1", "algorithm": "area", "input": {"corner": {"x": 2, "y": 3}}}])
+        self.assertEqual(sent[1]["output"], {"area": 6.0})
+
+
 class ProcessTest(unittest.TestCase):
     """The SDK as the runner starts it: stdout carries protocol lines only."""
 
