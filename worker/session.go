@@ -83,8 +83,11 @@ func (w *Worker) lifetime(ctx context.Context, log zerolog.Logger) error {
 		<-s.exited
 		return fmt.Errorf("no hello within %s", w.cfg.HandshakeTimeout)
 	case <-ctx.Done():
+		// Nothing is in flight before the hello: no need to wait for
+		// a setup to finish.
 		t.Stop()
-		s.stop()
+		s.kill("stopping before its hello")
+		<-s.exited
 		return nil
 	}
 	algs, err := s.algorithms(hello)
@@ -140,7 +143,7 @@ func (w *Worker) lifetime(ctx context.Context, log zerolog.Logger) error {
 		if ctx.Err() == nil {
 			s.kill("runner stopped")
 			<-s.exited
-			return fmt.Errorf("runner stopped: %v", err)
+			return fmt.Errorf("runner stopped: %w", err)
 		}
 		// Shutdown: the runner deregistered and drained; now let the
 		// process finish.
