@@ -11,8 +11,8 @@ is served as the algorithm ``<algorithm>``; no decorator is needed:
   one property per parameter; parameters with defaults are not required).
   A function with a single parameter typed as a dataclass, TypedDict or
   pydantic model takes that object as its whole input;
-* the return annotation becomes the output schema, the docstring the
-  description, the module's ``VERSION`` (default "0.0.0") the version;
+* the return annotation becomes the output schema, the docstring's first
+  paragraph the description, the module's ``VERSION`` (default "0.0.0") the version;
 * an optional module-level ``setup()`` runs once before anything is served
   (load models there);
 * ``raise pnpworker.Reject("why")`` answers 422 with that message; any other
@@ -356,7 +356,10 @@ class _Algorithm:
             raise ValueError(f"{fn.__name__}: algorithm name {self.name!r} must be lower case letters, digits "
                              "and '_', starting with a letter")
         self.version = opts.get("version") or version
-        self.description = opts.get("description") or inspect.getdoc(fn) or ""
+        # The docstring's first paragraph, on one line: descriptions are
+        # shown in tables (pnp algorithms, nats micro ls).
+        doc = (inspect.getdoc(fn) or "").split("\n\n")[0]
+        self.description = opts.get("description") or " ".join(doc.split())
         self.batch = opts.get("batch")
         sig = inspect.signature(fn)
         hints = _hints(fn)

@@ -84,7 +84,10 @@ def setup():
     calls.append("setup")
 
 def run_greet(name: str, times: int = 2, suffix: Optional[str] = None) -> dict:
-    """Greets."""
+    """Greets
+    someone.
+
+    Not part of the description."""
     return {"text": " ".join([name] * times) + (suffix or "")}
 
 def run_picky(word: str) -> dict:
@@ -126,7 +129,7 @@ class DescribeTest(unittest.TestCase):
         self.assertEqual(sorted(algs), ["double", "greet", "picky", "renamed", "wait"])
         g = algs["greet"]
         self.assertEqual(g["version"], "1.2.0")
-        self.assertEqual(g["description"], "Greets.")
+        self.assertEqual(g["description"], "Greets someone.")
         self.assertEqual(g["input_schema"]["required"], ["name"])
         self.assertEqual(g["input_schema"]["properties"]["times"], {"type": "integer", "default": 2})
         self.assertFalse(g["input_schema"]["additionalProperties"])
