@@ -245,3 +245,28 @@ func TestRawAlgorithm(t *testing.T) {
 		t.Fatalf("garbage output: %s", m.Data)
 	}
 }
+
+// runner.JobID gives an algorithm the caller's job id.
+func TestJobIDInContext(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	a, err := runner.NewAlgorithm(runner.Spec{
+		Name: "job", Version: "1.0.0",
+		InputSchema: []byte(`{"type":"object"}`), OutputSchema: []byte(`{"type":"object"}`),
+	}, func(ctx context.Context, _ map[string]any) (map[string]string, error) {
+		return map[string]string{"job_id": runner.JobID(ctx)}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, nc, []*runner.Algorithm{a})
+	for hdr, want := range map[string]string{"j-1": `{"job_id":"j-1"}`, "": `{"job_id":""}`} {
+		m, err := nc.RequestMsg(&nats.Msg{Subject: "run.job", Data: []byte(`{}`), Header: nats.Header{runner.HeaderJobID: []string{hdr}}}, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Data) != want {
+			t.Errorf("job id %q: %s, want %s", hdr, m.Data, want)
+		}
+	}
+}

@@ -333,9 +333,12 @@ func (w *worker) serve(j job) {
 
 	// e.base already carries the endpoint's logger; a job id needs its own.
 	log := e.log
-	if id := hdr.Get(HeaderJobID); id != "" && log.GetLevel() != zerolog.Disabled {
-		log = log.With().Str("job_id", id).Logger()
-		ctx = log.WithContext(ctx)
+	if id := hdr.Get(HeaderJobID); id != "" {
+		ctx = context.WithValue(ctx, jobIDKey{}, id)
+		if log.GetLevel() != zerolog.Disabled {
+			log = log.With().Str("job_id", id).Logger()
+			ctx = log.WithContext(ctx)
+		}
 	}
 
 	if err := validate(e.alg.input, body); err != nil {
@@ -406,6 +409,15 @@ func (e *endpoint) call(ctx context.Context, body []byte, log zerolog.Logger) (d
 		return nil, &Error{Code: CodeInternal, Message: ErrInternal.Message, Err: fmt.Errorf("encode output: %w", err)}
 	}
 	return data, nil
+}
+
+type jobIDKey struct{}
+
+// JobID returns the job id of the request ctx belongs to (the Pnp-Job-Id
+// header the controller sets), or "" when the request carries none.
+func JobID(ctx context.Context) string {
+	id, _ := ctx.Value(jobIDKey{}).(string)
+	return id
 }
 
 func notStarted(er *Error) *Error { er.NotStarted = true; return er }

@@ -99,6 +99,7 @@ type inbound struct {
 	// log
 	Level     string `json:"level"`
 	Algorithm string `json:"algorithm"`
+	JobID     string `json:"job_id"`
 }
 
 type itemResult struct {
@@ -120,6 +121,7 @@ type request struct {
 	Input     json.RawMessage   `json:"input,omitempty"`
 	Inputs    []json.RawMessage `json:"inputs,omitempty"`
 	TimeoutMS int64             `json:"timeout_ms,omitempty"`
+	JobID     string            `json:"job_id,omitempty"`
 }
 
 type cancel struct {

@@ -46,7 +46,8 @@ type session struct {
 // call is a request sent to the process and not yet answered.
 type call struct {
 	algorithm string
-	batch     int // number of items; 0 for a single request
+	job       string // the caller's job id, for the log
+	batch     int    // number of items; 0 for a single request
 	ch        chan result
 }
 
@@ -321,7 +322,7 @@ func (s *session) callBatch(ctx context.Context, name string, ins []json.RawMess
 func (s *session) call(ctx context.Context, req request, batch int) result {
 	id := strconv.FormatUint(s.nextID.Add(1), 36)
 	req.ID = id
-	c := &call{algorithm: req.Algorithm, batch: batch, ch: make(chan result, 1)}
+	c := &call{algorithm: req.Algorithm, job: runner.JobID(ctx), batch: batch, ch: make(chan result, 1)}
 	s.mu.Lock()
 	if s.dead {
 		s.mu.Unlock()
@@ -331,6 +332,9 @@ func (s *session) call(ctx context.Context, req request, batch int) result {
 	s.mu.Unlock()
 	if d, ok := ctx.Deadline(); ok {
 		req.TimeoutMS = max(1, time.Until(d).Milliseconds())
+	}
+	if batch == 0 {
+		req.JobID = c.job
 	}
 	if err := s.send(ctx, req); err != nil {
 		s.take(id)
@@ -477,6 +481,9 @@ func (s *session) dispatch(line []byte) {
 		if m.Code >= 500 || m.Code == 0 {
 			ev = s.base().Error()
 		}
+		if c.job != "" {
+			ev = ev.Str("job_id", c.job)
+		}
 		ev.Str("algorithm", c.algorithm).Str("id", m.ID).Int("code", m.Code).Str("error", m.Message).Str("detail", m.Detail).Msg("worker error")
 		c.ch <- result{err: workerError(m.Code, m.Message)}
 	default:
@@ -529,6 +536,9 @@ func (s *session) logMessage(m inbound) {
 	}
 	if m.ID != "" {
 		ev = ev.Str("id", m.ID)
+	}
+	if m.JobID != "" {
+		ev = ev.Str("job_id", m.JobID)
 	}
 	ev.Str("source", "worker").Msg(m.Message)
 }

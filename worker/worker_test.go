@@ -219,6 +219,10 @@ func TestPythonModuleServed(t *testing.T) {
 		return len(logs.lines(map[string]string{"source": "stderr", "message": "a stray print to stdout must not break the protocol"})) > 0 &&
 			len(logs.lines(map[string]string{"source": "stderr", "message": "greeting Ada"})) > 0
 	}, "stdout and stderr prints are not in the log")
+	call(t, nc, "log", `{"message":"from python"}`, nats.Header{runner.HeaderJobID: []string{"job-42"}})
+	natstest.Eventually(t, 5*time.Second, func() bool {
+		return len(logs.lines(map[string]string{"source": "worker", "message": "from python", "level": "warn", "algorithm": "log", "job_id": "job-42"})) == 1
+	}, "pnpworker.log did not reach the log with the algorithm and job id")
 	if l := logs.lines(map[string]string{"source": "stderr", "message": "greeting Ada"}); !strings.Contains(fmt.Sprint(l[0]["algorithms"]), "greet") {
 		t.Errorf("stderr line without the algorithm names: %v", l[0])
 	}

@@ -127,8 +127,8 @@ def cancelled():
 
 
 def log(message, level="info"):
-    """Send a log line to the runner's log, tagged with the algorithm and
-    request being served by this thread."""
+    """Send a log line to the runner's log, tagged with the algorithm,
+    request and job id being served by this thread."""
     srv = _server
     msg = {"type": "log", "level": level, "message": str(message)}
     alg = getattr(_local, "algorithm", None)
@@ -137,6 +137,9 @@ def log(message, level="info"):
     rid = getattr(_local, "id", None)
     if rid:
         msg["id"] = rid
+    job = getattr(_local, "job_id", None)
+    if job:
+        msg["job_id"] = job
     if srv is not None:
         srv.send(msg)
     else:
@@ -505,7 +508,7 @@ class _Server:
         ev = threading.Event()
         with self.cancels_lock:
             self.cancels[rid] = ev
-        _local.cancel, _local.id = ev, rid
+        _local.cancel, _local.id, _local.job_id = ev, rid, msg.get("job_id")
         _local.algorithm = alg.name if alg else None
         try:
             if alg is None:
@@ -523,7 +526,7 @@ class _Server:
                 else:
                     self.send({"type": "result", "id": rid, "output": out})
         finally:
-            _local.cancel = _local.id = _local.algorithm = None
+            _local.cancel = _local.id = _local.job_id = _local.algorithm = None
             with self.cancels_lock:
                 self.cancels.pop(rid, None)
 

@@ -28,6 +28,12 @@ def run_picky(word: str) -> dict:
     return {"ok": True}
 
 
+def run_log(message: str) -> dict:
+    """Writes message to the runner's log."""
+    pnpworker.log(message, "warn")
+    return {}
+
+
 def run_pid() -> int:
     """The worker process's pid."""
     return os.getpid()
