@@ -171,7 +171,8 @@ func TestPythonModuleServed(t *testing.T) {
 	if v := m.Header.Get(runner.HeaderVersion); v != "2.1.0" {
 		t.Errorf("version header %q, want the module's VERSION 2.1.0", v)
 	}
-	recs := lookup(t, nc, "greet")
+	var recs []discovery.Registration
+	natstest.Eventually(t, 5*time.Second, func() bool { recs = lookup(t, nc, "greet"); return len(recs) == 1 }, "greet is not registered")
 	if len(recs) != 1 || recs[0].Description != "Greets someone, maybe loudly." || !strings.Contains(string(recs[0].InputSchema), `"times"`) {
 		t.Fatalf("discovery records %+v", recs)
 	}
@@ -260,10 +261,12 @@ func TestKilledWorkerComesBack(t *testing.T) {
 	nc := s.Connect()
 	startWorker(t, nc, worker.Config{Command: sdkCommand(t, "testdata/adapter.py")})
 	old := pid(t, nc)
-	before := lookup(t, nc, "sleep")
-	if len(before) != 1 {
-		t.Fatalf("sleep registrations %v", before)
-	}
+	// A runner subscribes before it registers: wait for the record.
+	var before []discovery.Registration
+	natstest.Eventually(t, 5*time.Second, func() bool {
+		before = lookup(t, nc, "sleep")
+		return len(before) == 1
+	}, "sleep is not registered")
 
 	inFlight := make(chan *nats.Msg, 3)
 	for range 3 {
@@ -300,10 +303,11 @@ func TestKilledWorkerComesBack(t *testing.T) {
 		return json.Unmarshal(m.Data, &now) == nil && now != old
 	}, "the worker is not back within 5s of kill -9")
 	t.Logf("back %s after kill -9", time.Since(killed).Round(time.Millisecond))
-	after := lookup(t, nc, "sleep")
-	if len(after) != 1 || after[0].Instance == before[0].Instance {
-		t.Fatalf("registrations after restart %v (before %v): want one new instance", after, before)
-	}
+	var after []discovery.Registration
+	natstest.Eventually(t, 5*time.Second, func() bool {
+		after = lookup(t, nc, "sleep")
+		return len(after) == 1 && after[0].Instance != before[0].Instance
+	}, "registrations after restart %v (before %v): want one new instance", &after, before)
 }
 
 // While the process is down its algorithms are not in discovery.
@@ -315,7 +319,7 @@ func TestAlgorithmsLeaveDiscoveryWhileDown(t *testing.T) {
 	// The process serves until the gate file appears, then exits and
 	// cannot start again until the file is gone.
 	script := filepath.Join(dir, "gated.sh")
-	os.WriteFile(script, []byte(`#!/usr/bin/env bash
+	writeFile(t, script, 0o755, `#!/usr/bin/env bash
 [ -e "`+gate+`" ] && exit 3
 echo '{"type":"hello","protocol":1,"algorithms":[{"name":"gated","version":"1.0.0","input_schema":{"type":"object"},"output_schema":{"type":"object"}}]}'
 while IFS= read -r line; do
@@ -323,23 +327,21 @@ while IFS= read -r line; do
 	if [ -e "`+gate+`" ]; then exit 3; fi
 	echo "{\"type\":\"result\",\"id\":\"${BASH_REMATCH[1]}\",\"output\":{}}"
 done
-`), 0o755)
+`)
 	startWorker(t, nc, worker.Config{Command: []string{script}, MaxBackoff: 200 * time.Millisecond, MaxRestarts: 1000})
 	waitServing(t, nc, "gated", `{}`, 10*time.Second)
-	if n := len(lookup(t, nc, "gated")); n != 1 {
-		t.Fatalf("%d registrations while up", n)
-	}
-	os.WriteFile(gate, nil, 0o644)
+	natstest.Eventually(t, 5*time.Second, func() bool { return len(lookup(t, nc, "gated")) == 1 }, "gated is not registered while up")
+	writeFile(t, gate, 0o644, "")
 	m := call(t, nc, "gated", `{}`, nil)
 	if e := runner.ReplyError(m); e == nil || !e.Retryable() {
 		t.Fatalf("request to a dying worker: %v, want retryable", e)
 	}
 	natstest.Eventually(t, 5*time.Second, func() bool { return len(lookup(t, nc, "gated")) == 0 }, "registration stays while the worker is down")
-	os.Remove(gate)
-	waitServing(t, nc, "gated", `{}`, 10*time.Second)
-	if n := len(lookup(t, nc, "gated")); n != 1 {
-		t.Fatalf("%d registrations after coming back", n)
+	if err := os.Remove(gate); err != nil {
+		t.Fatal(err)
 	}
+	waitServing(t, nc, "gated", `{}`, 10*time.Second)
+	natstest.Eventually(t, 5*time.Second, func() bool { return len(lookup(t, nc, "gated")) == 1 }, "gated is not registered after coming back")
 }
 
 // A request past its deadline is cancelled in the worker: a worker that
@@ -525,5 +527,12 @@ func TestConfigValidate(t *testing.T) {
 	if err := (worker.Config{Command: []string{"x"}, CancelGrace: -1, MinBackoff: time.Second, MaxBackoff: time.Millisecond}).Validate(); err == nil ||
 		!strings.Contains(err.Error(), "cancel grace") || !strings.Contains(err.Error(), "exceeds max backoff") {
 		t.Fatalf("Validate = %v", err)
+	}
+}
+
+func writeFile(t *testing.T, path string, mode os.FileMode, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
 	}
 }

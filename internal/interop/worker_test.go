@@ -47,14 +47,16 @@ func TestNatsCLIWithPythonWorker(t *testing.T) {
 	}, "iris_species is not served")
 
 	t.Run("kv ls discovery lists its keys", func(t *testing.T) {
-		stdout, _ := c.run(t, "kv", "ls", "discovery")
-		var algs []string
-		for _, k := range strings.Fields(stdout) {
-			algs = append(algs, strings.SplitN(k, ".", 2)[0])
-		}
-		if !slices.Contains(algs, "iris_species") || !slices.Contains(algs, "text_stats") {
-			t.Fatalf("nats kv ls discovery printed %q, want keys of iris_species and text_stats", stdout)
-		}
+		// A runner subscribes before it registers: poll.
+		var stdout string
+		natstest.Eventually(t, 10*time.Second, func() bool {
+			stdout, _ = c.run(t, "kv", "ls", "discovery")
+			var algs []string
+			for _, k := range strings.Fields(stdout) {
+				algs = append(algs, strings.SplitN(k, ".", 2)[0])
+			}
+			return slices.Contains(algs, "iris_species") && slices.Contains(algs, "text_stats")
+		}, "nats kv ls discovery printed %q, want keys of iris_species and text_stats", &stdout)
 	})
 
 	t.Run("req returns the model's output", func(t *testing.T) {
