@@ -56,7 +56,7 @@ func TestNatsCLIWithPythonWorker(t *testing.T) {
 				algs = append(algs, strings.SplitN(k, ".", 2)[0])
 			}
 			return slices.Contains(algs, "iris_species") && slices.Contains(algs, "text_stats")
-		}, "nats kv ls discovery printed %q, want keys of iris_species and text_stats", &stdout)
+		}, "nats kv ls discovery printed %s, want keys of iris_species and text_stats", lazy(func() string { return stdout }))
 	})
 
 	t.Run("req returns the model's output", func(t *testing.T) {
@@ -109,3 +109,8 @@ func decodeJSON(t *testing.T, doc string, v any) {
 		t.Fatalf("output is not JSON: %v\n%s", err, doc)
 	}
 }
+
+// lazy is a message argument evaluated when it is printed.
+type lazy func() string
+
+func (l lazy) String() string { return l() }
