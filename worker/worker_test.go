@@ -489,8 +489,9 @@ func TestPythonBatch(t *testing.T) {
 		t.Fatalf("stats %s: %v", msg.Data, err)
 	}
 	b := st.Endpoints[0].Data.Batches
-	if b.Items != callers+1 || b.MaxSize < 2 || b.AvgSize <= 1 || b.MaxSize > 16 {
-		t.Fatalf("batch stats %+v: want %d items in batches of 2 to 16", b, callers+1)
+	// waitServing's probes are items too.
+	if b.Items < callers+1 || b.MaxSize < 2 || b.AvgSize <= 1 || b.MaxSize > 16 {
+		t.Fatalf("batch stats %+v: want %d items or more in batches of 2 to 16", b, callers+1)
 	}
 }
 
