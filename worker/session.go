@@ -338,6 +338,11 @@ func (s *session) call(ctx context.Context, req request, batch int) result {
 	}
 	if err := s.send(ctx, req); err != nil {
 		s.take(id)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The process did not read its input for the whole time
+			// budget, and a line may be half written: it must go.
+			s.kill("stopped reading its stdin")
+		}
 		return result{err: &runner.Error{Code: runner.CodeUnavailable, Message: "worker process is not taking requests", NotStarted: true, Err: err}}
 	}
 	select {
@@ -348,6 +353,9 @@ func (s *session) call(ctx context.Context, req request, batch int) result {
 	cctx, stop := context.WithTimeout(context.Background(), s.w.cfg.CancelGrace)
 	if err := s.send(cctx, cancel{Type: TypeCancel, ID: id}); err != nil {
 		s.lg().Debug().Err(err).Str("id", id).Msg("sending cancel")
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.kill("stopped reading its stdin")
+		}
 	}
 	go func() {
 		defer stop()

@@ -537,3 +537,30 @@ func writeFile(t *testing.T, path string, mode os.FileMode, content string) {
 		t.Fatal(err)
 	}
 }
+
+// A process that stops reading its stdin cannot hold callers: the request
+// is answered 504 at its deadline, and the process, into which a line may
+// be half written, is killed and restarted.
+func TestWorkerThatStopsReadingIsReplaced(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	script := filepath.Join(t.TempDir(), "deaf.sh")
+	writeFile(t, script, 0o755, `#!/usr/bin/env bash
+echo '{"type":"hello","protocol":1,"algorithms":[{"name":"deaf","version":"1.0.0","input_schema":{"type":"object"},"output_schema":{"type":"object"}}]}'
+exec sleep 1000
+`)
+	logs := startWorker(t, nc, worker.Config{Command: []string{script}, MaxRestarts: 1000, StopTimeout: 500 * time.Millisecond})
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		return len(logs.lines(map[string]string{"message": "worker serving"})) == 1
+	}, "deaf is not served")
+	// More than a pipe buffer holds, so the write blocks.
+	big, _ := json.Marshal(map[string]string{"pad": strings.Repeat("x", 256<<10)})
+	m := call(t, nc, "deaf", string(big), nats.Header{runner.HeaderTimeout: []string{"300ms"}})
+	if e := runner.ReplyError(m); e == nil || e.Code != runner.CodeDeadline {
+		t.Fatalf("got %v, want 504", e)
+	}
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		return len(logs.lines(map[string]string{"message": "killing worker process", "reason": "stopped reading its stdin"})) == 1 &&
+			len(logs.lines(map[string]string{"message": "worker serving"})) == 2
+	}, "the process that stopped reading was not replaced")
+}
