@@ -242,6 +242,7 @@ type endpointStats struct {
 	NoReplySubject int64            `json:"dropped_no_reply_subject"`
 	Errors         map[string]int64 `json:"errors_by_code,omitempty"`
 	AvgRunMS       float64          `json:"avg_run_ms"`
+	Batches        *BatchStats      `json:"batches,omitempty"`
 	// Process is the runner process's goroutines and heap: the same for
 	// every algorithm the process serves.
 	Process procstats.Snapshot `json:"process"`
@@ -263,6 +264,9 @@ func (e *endpoint) stats() endpointStats {
 		Rejected503:    e.overloaded.Load(),
 		NoReplySubject: e.noReply.Load(),
 		Process:        procstats.Read(),
+	}
+	if e.alg.batch != nil {
+		s.Batches = e.alg.batch.stats()
 	}
 	if s.Served > 0 {
 		s.AvgRunMS = float64(e.busyNanos.Load()) / float64(s.Served) / 1e6
@@ -334,9 +338,12 @@ func (w *worker) serve(j job) {
 
 	// e.base already carries the endpoint's logger; a job id needs its own.
 	log := e.log
-	if id := hdr.Get(HeaderJobID); id != "" && log.GetLevel() != zerolog.Disabled {
-		log = log.With().Str("job_id", id).Logger()
-		ctx = log.WithContext(ctx)
+	if id := hdr.Get(HeaderJobID); id != "" {
+		ctx = context.WithValue(ctx, jobIDKey{}, id)
+		if log.GetLevel() != zerolog.Disabled {
+			log = log.With().Str("job_id", id).Logger()
+			ctx = log.WithContext(ctx)
+		}
 	}
 
 	if err := validate(e.alg.input, body); err != nil {
@@ -407,6 +414,15 @@ func (e *endpoint) call(ctx context.Context, body []byte, log zerolog.Logger) (d
 		return nil, &Error{Code: CodeInternal, Message: ErrInternal.Message, Err: fmt.Errorf("encode output: %w", err)}
 	}
 	return data, nil
+}
+
+type jobIDKey struct{}
+
+// JobID returns the job id of the request ctx belongs to (the Pnp-Job-Id
+// header the controller sets), or "" when the request carries none.
+func JobID(ctx context.Context) string {
+	id, _ := ctx.Value(jobIDKey{}).(string)
+	return id
 }
 
 func notStarted(er *Error) *Error { er.NotStarted = true; return er }

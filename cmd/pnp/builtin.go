@@ -56,9 +56,13 @@ func newAlgoConfig(gallery string, allow []string, budget *imagefetch.Budget, lo
 }
 
 // selectAlgorithmsWith builds the built-in algorithms named in list (comma
-// separated), or all of them when list is empty or "all", with the image
+// separated), or all of them when list is empty or "all", or none for
+// "none" (a runner serving --worker algorithms only), with the image
 // settings c. Algorithms not named are not built.
 func selectAlgorithmsWith(list string, c algoConfig) ([]*runner.Algorithm, error) {
+	if strings.TrimSpace(list) == "none" {
+		return nil, nil
+	}
 	all := builtins(c)
 	var chosen []builtin
 	if list == "" || list == "all" {

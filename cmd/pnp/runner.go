@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 
 	"pnpworker/discovery"
@@ -10,7 +11,7 @@ import (
 )
 
 func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("runner", "pnp runner [--server URL] [--algorithms a,b] [flags]", stdout)
+	fs := newFlagSet("runner", "pnp runner [--server URL] [--algorithms a,b|none] [--worker CMD]... [flags]", stdout)
 	var (
 		nf     natsFlags
 		lf     logFlags
@@ -20,10 +21,12 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		drain  = fs.Duration("drain-timeout", runner.DefaultDrainTimeout, "how long to wait for in-flight requests on shutdown")
 	)
 	var imf imageFlags
+	var wf workerFlags
+	wf.register(fs)
 	nf.register(fs)
 	lf.register(fs)
 	imf.register(fs)
-	fs.StringVar(&algs, "algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, or all (env PNP_ALGORITHMS)")
+	fs.StringVar(&algs, "algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, all, or none (env PNP_ALGORITHMS)")
 	fs.StringVar(&queue, "queue-group", env("PNP_QUEUE_GROUP", runner.DefaultQueueGroup), "queue group shared by replicas (env PNP_QUEUE_GROUP)")
 	fs.BoolVar(&noProv, "no-provision", false, "bind to an existing discovery bucket instead of creating it (for credentials that may not create streams)")
 	if err := fs.parse(args); err != nil {
@@ -45,6 +48,12 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	if err := wf.check(); err != nil {
+		return err
+	}
+	if len(list) == 0 && len(wf.commands) == 0 {
+		return fmt.Errorf("%w: --algorithms none and no --worker: nothing to serve", errUsage)
+	}
 	nc, err := nf.connectAndWait(ctx, "pnp runner", log)
 	if err != nil {
 		return err
@@ -59,11 +68,22 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if noProv {
 		opts = append(opts, runner.WithoutProvisioning())
 	}
-	r, err := runner.New(nc, list, opts...)
+	workers, err := wf.build(nc, log, opts...)
 	if err != nil {
 		return err
 	}
-	if err := r.Run(ctx); err != nil {
+	var fns []func(context.Context) error
+	if len(list) > 0 {
+		r, err := runner.New(nc, list, opts...)
+		if err != nil {
+			return err
+		}
+		fns = append(fns, r.Run)
+	}
+	for _, w := range workers {
+		fns = append(fns, w.Run)
+	}
+	if err := runAll(ctx, fns...); err != nil {
 		return err
 	}
 	return nc.Drain()

@@ -38,11 +38,13 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		lf     logFlags
 		listen = fs.String("listen", env("PNP_LISTEN", "127.0.0.1:4222"), "address the embedded NATS server listens on (env PNP_LISTEN)")
 		data   = fs.String("data", defaultDataDir(), "JetStream data directory; kept across restarts (env PNP_DATA)")
-		algs   = fs.String("algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, or all (env PNP_ALGORITHMS)")
+		algs   = fs.String("algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, all, or none (env PNP_ALGORITHMS)")
 		images = fs.String("images-listen", env("PNP_IMAGES_LISTEN", "127.0.0.1:0"), "loopback address serving the demo gallery and sample images; the image fetcher may reach it (env PNP_IMAGES_LISTEN)")
 		imf    imageFlags
 		maxAge = fs.Duration("max-job-age", controller.DefaultMaxJobAge, "a job waiting longer than this for an outcome fails as expired and is dead-lettered")
+		wf     workerFlags
 	)
+	wf.register(fs)
 	lf.register(fs)
 	imf.register(fs)
 	if err := fs.parse(args); err != nil {
@@ -78,6 +80,12 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := wf.check(); err != nil {
+		return err
+	}
+	if len(list) == 0 && len(wf.commands) == 0 {
+		return fmt.Errorf("%w: --algorithms none and no --worker: nothing to serve", errUsage)
+	}
 	if err := os.MkdirAll(*data, 0o755); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
@@ -100,24 +108,65 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer nc.Close()
 
-	r, err := runner.New(nc, list, runner.WithLogger(log.With().Str("component", "runner").Logger()))
+	workers, err := wf.build(nc, log)
 	if err != nil {
 		return err
+	}
+	var r *runner.Runner
+	if len(list) > 0 {
+		if r, err = runner.New(nc, list, runner.WithLogger(log.With().Str("component", "runner").Logger())); err != nil {
+			return err
+		}
 	}
 	ctl, err := controller.New(nc, controller.Config{MaxJobAge: *maxAge, Logger: log.With().Str("component", "controller").Logger()})
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 2)
-	go func() { errc <- r.Run(ctx) }()
-	go func() { errc <- ctl.Run(ctx) }()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	n := 1 + len(workers)
+	errc := make(chan error, n+1)
+	run := func(fn func(context.Context) error) {
+		go func() {
+			err := fn(ctx)
+			if err != nil {
+				cancel()
+			}
+			errc <- err
+		}()
+	}
+	run(ctl.Run)
+	for _, w := range workers {
+		run(w.Run)
+	}
+	var started <-chan struct{}
+	if r != nil {
+		n++
+		run(r.Run)
+		started = r.Started()
+	} else {
+		none := make(chan struct{})
+		close(none)
+		started = none
+	}
+	var errs []error
 	select {
 	case err := <-errc:
-		return err
-	case <-r.Started():
+		errs = append(errs, err)
+		n--
+		if err != nil || ctx.Err() != nil {
+			for ; n > 0; n-- {
+				errs = append(errs, <-errc)
+			}
+			return errors.Join(errs...)
+		}
+	case <-started:
 	}
 	printBanner(stdout, url, *data, imagesURL, list)
-	return errors.Join(<-errc, <-errc)
+	for ; n > 0; n-- {
+		errs = append(errs, <-errc)
+	}
+	return errors.Join(errs...)
 }
 
 func printBanner(w io.Writer, url, data, images string, algs []*runner.Algorithm) {
