@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"pnpworker/controller"
+	"pnpworker/internal/dirlock"
 	"pnpworker/internal/embedded"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/runner"
@@ -59,6 +60,21 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil || port < 0 || port > 65535 {
 		return fmt.Errorf("%w: --listen %q: bad port", errUsage, *listen)
 	}
+	// One process per data directory: lock it before anything else opens
+	// it, so a second pnp up fails at once instead of opening the live
+	// JetStream store.
+	if err := os.MkdirAll(*data, 0o755); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	lock, err := dirlock.Acquire(*data)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := lock.Release(); err != nil {
+			log.Warn().Err(err).Msg("releasing the data directory")
+		}
+	}()
 	imagesURL, imagesHost, stopImages, err := serveDemoImages(*images, log)
 	if err != nil {
 		return err
@@ -73,10 +89,6 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(*data, 0o755); err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
-
 	srvLog := log.With().Str("component", "nats").Logger()
 	srv, err := embedded.Start(embedded.Config{Host: host, Port: port, StoreDir: *data, Logger: &srvLog})
 	if err != nil {
