@@ -30,11 +30,25 @@ const (
 const (
 	DefaultResultTTL       = 24 * time.Hour
 	DefaultDuplicateWindow = 2 * time.Minute
+	// DefaultJobsMaxBytes and DefaultJobsMaxMsgs bound stream JOBS.
+	DefaultJobsMaxBytes = 1 << 30
+	DefaultJobsMaxMsgs  = 1_000_000
+	// DefaultDeadMaxBytes and DefaultDeadMaxMsgs bound stream DEAD.
+	DefaultDeadMaxBytes = 256 << 20
+	DefaultDeadMaxMsgs  = 100_000
+	// DefaultResultsMaxBytes bounds the results bucket.
+	DefaultResultsMaxBytes = 1 << 30
 )
 
 // StoreConfig configures the streams and buckets. The zero value is the
 // default set-up: results kept 24 h, job ids de-duplicated for 2 min, dead
-// letters kept until replayed, one replica, file storage everywhere.
+// letters kept until replayed, one replica, file storage everywhere, and
+// every stream bounded — JOBS to 1 GiB and 1 000 000 jobs, DEAD to 256 MiB
+// and 100 000 letters, results to 1 GiB, discovery to
+// discovery.DefaultMaxBytes — so that together (about 2.3 GiB, times the
+// replicas) they fit an account's JetStream limit with room to spare, and
+// a flood of one never starves the others. For the size and count limits,
+// -1 means no limit, which an account with max_bytes_required refuses.
 type StoreConfig struct {
 	// Discovery configures the discovery bucket, provisioned here as well
 	// so that one call sets up everything. Zero value: discovery defaults.
@@ -54,8 +68,36 @@ type StoreConfig struct {
 	// DeadMaxAge is how long dead letters are kept. Zero keeps them until
 	// they are replayed or deleted.
 	DeadMaxAge time.Duration
+	// JobsMaxBytes caps the bytes stream JOBS holds. A full JOBS refuses
+	// new jobs (discard new): Submit fails with an error wrapping
+	// ErrJobsFull, and no stored job is ever dropped to make room. Default
+	// DefaultJobsMaxBytes.
+	JobsMaxBytes int64
+	// JobsMaxMsgs caps the number of jobs JOBS holds, refusing more the
+	// same way. Default DefaultJobsMaxMsgs.
+	JobsMaxMsgs int64
+	// DeadMaxBytes caps the bytes stream DEAD holds. When it is reached
+	// the oldest dead letters are dropped (discard old), so dead-lettering
+	// never stalls the pipeline; a job's failed result still records its
+	// reason. Default DefaultDeadMaxBytes.
+	DeadMaxBytes int64
+	// DeadMaxMsgs caps the number of dead letters, dropping the oldest
+	// the same way. Default DefaultDeadMaxMsgs.
+	DeadMaxMsgs int64
+	// ResultsMaxBytes caps the results bucket. A full bucket refuses new
+	// records until old ones expire (ResultTTL): jobs then wait in JOBS
+	// instead of losing results. Default DefaultResultsMaxBytes.
+	ResultsMaxBytes int64
 	// Replicas of every stream in a cluster. Default 1.
 	Replicas int
+}
+
+// limit returns v, or def when v is zero.
+func limit(v, def int64) int64 {
+	if v == 0 {
+		return def
+	}
+	return v
 }
 
 func (c *StoreConfig) setDefaults() {
@@ -71,6 +113,11 @@ func (c *StoreConfig) setDefaults() {
 	if c.Replicas == 0 {
 		c.Replicas = 1
 	}
+	c.JobsMaxBytes = limit(c.JobsMaxBytes, DefaultJobsMaxBytes)
+	c.JobsMaxMsgs = limit(c.JobsMaxMsgs, DefaultJobsMaxMsgs)
+	c.DeadMaxBytes = limit(c.DeadMaxBytes, DefaultDeadMaxBytes)
+	c.DeadMaxMsgs = limit(c.DeadMaxMsgs, DefaultDeadMaxMsgs)
+	c.ResultsMaxBytes = limit(c.ResultsMaxBytes, DefaultResultsMaxBytes)
 }
 
 // Validate reports every problem with c.
@@ -92,6 +139,18 @@ func (c StoreConfig) Validate() error {
 	}
 	if c.DeadMaxAge < 0 {
 		errs = append(errs, fmt.Errorf("dead letter max age %s is negative", c.DeadMaxAge))
+	}
+	for _, l := range []struct {
+		name string
+		v    int64
+	}{
+		{"jobs max bytes", c.JobsMaxBytes}, {"jobs max messages", c.JobsMaxMsgs},
+		{"dead letter max bytes", c.DeadMaxBytes}, {"dead letter max messages", c.DeadMaxMsgs},
+		{"results max bytes", c.ResultsMaxBytes},
+	} {
+		if l.v < -1 {
+			errs = append(errs, fmt.Errorf("%s %d is negative (-1 means no limit)", l.name, l.v))
+		}
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("replicas %d out of range 1..5", c.Replicas))
@@ -143,6 +202,10 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		Storage:     jetstream.FileStorage,
 		Duplicates:  s.cfg.DuplicateWindow,
 		Replicas:    s.cfg.Replicas,
+		// A full queue refuses the producer, never drops a stored job.
+		MaxBytes: s.cfg.JobsMaxBytes,
+		MaxMsgs:  s.cfg.JobsMaxMsgs,
+		Discard:  jetstream.DiscardNew,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("controller: provision stream %s: %w", JobsStream, err)
@@ -155,6 +218,11 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		Storage:     jetstream.FileStorage,
 		MaxAge:      s.cfg.DeadMaxAge,
 		Replicas:    s.cfg.Replicas,
+		// Dead-lettering must always succeed, or jobs stall: the oldest
+		// letters make room.
+		MaxBytes: s.cfg.DeadMaxBytes,
+		MaxMsgs:  s.cfg.DeadMaxMsgs,
+		Discard:  jetstream.DiscardOld,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("controller: provision stream %s: %w", DeadStream, err)
@@ -166,6 +234,7 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		TTL:         s.cfg.ResultTTL,
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.cfg.Replicas,
+		MaxBytes:    s.cfg.ResultsMaxBytes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("controller: provision bucket %s: %w", ResultsBucket, err)

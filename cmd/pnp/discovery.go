@@ -73,6 +73,8 @@ func cmdDiscovery(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	case "provision":
 		fs.DurationVar(&cfg.TTL, "ttl", discovery.DefaultTTL, "max age of a registration without heartbeat")
 		fs.IntVar(&cfg.Replicas, "replicas", 1, "stream replicas in a cluster")
+		cfg.MaxBytes = discovery.DefaultMaxBytes
+		fs.Var(byteSize{&cfg.MaxBytes}, "max-bytes", "size limit of the bucket (-1: none)")
 		cfg.Update = true // an explicit provision brings an existing bucket to these settings
 	case "ls", "watch":
 	default:

@@ -42,15 +42,20 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		algs   = fs.String("algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, or all (env PNP_ALGORITHMS)")
 		images = fs.String("images-listen", env("PNP_IMAGES_LISTEN", "127.0.0.1:0"), "loopback address serving the demo gallery and sample images; the image fetcher may reach it (env PNP_IMAGES_LISTEN)")
 		imf    imageFlags
+		store  controller.StoreConfig
 	)
 	lf.register(fs)
 	imf.register(fs)
+	registerStoreLimits(fs, &store, false)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
 	log, err := lf.logger(stderr)
 	if err != nil {
 		return err
+	}
+	if err := store.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	host, portStr, err := net.SplitHostPort(*listen)
 	if err != nil {
@@ -111,7 +116,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctl, err := controller.New(nc, controller.Config{Logger: log.With().Str("component", "controller").Logger()})
+	ctl, err := controller.New(nc, controller.Config{Store: store, Logger: log.With().Str("component", "controller").Logger()})
 	if err != nil {
 		return err
 	}
