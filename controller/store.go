@@ -304,29 +304,51 @@ func (s *Store) Result(ctx context.Context, id string) (Result, error) {
 	return decodeResult(id, e.Value())
 }
 
-// WaitResult returns the final record of job id, waiting for it by watching
-// the key (no polling) until ctx ends. Retrying records are passed to
-// progress, which may be nil.
+// Polling intervals of WaitResult: the first read follows at once, then
+// the interval grows from the first to the last.
+const (
+	waitPollFirst = 20 * time.Millisecond
+	waitPollMax   = 500 * time.Millisecond
+)
+
+// WaitResult returns the final record of job id, waiting for it until ctx
+// ends. It reads the key (a direct get) at intervals growing from 20 ms to
+// 500 ms rather than watching it: a watch is a consumer, and the producer
+// role may not create consumers (a consumer's deliver subject is not
+// checked against its creator's permissions). Retrying records are passed
+// to progress, which may be nil, once per revision. Read errors (NATS
+// reconnecting, say) do not end the wait; the last one is reported when
+// ctx ends first.
 func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)) (Result, error) {
 	if !ValidJobID(id) {
 		return Result{}, fmt.Errorf("controller: invalid job id %q", id)
 	}
-	w, err := s.results.Watch(ctx, id, jetstream.IgnoreDeletes())
-	if err != nil {
-		return Result{}, fmt.Errorf("controller: watch result %s: %w", id, err)
-	}
-	defer w.Stop()
+	var (
+		seen    uint64
+		lastErr error
+		wait    time.Duration
+		timer   = time.NewTimer(0)
+	)
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			if lastErr != nil {
+				return Result{}, fmt.Errorf("controller: waiting for result %s: %w (last read: %v)", id, ctx.Err(), lastErr)
+			}
 			return Result{}, fmt.Errorf("controller: waiting for result %s: %w", id, ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return Result{}, fmt.Errorf("controller: waiting for result %s: watcher closed", id)
+		case <-timer.C:
+		}
+		e, err := s.results.Get(ctx, id)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			lastErr = nil
+		case err != nil:
+			if ctx.Err() == nil {
+				lastErr = err
 			}
-			if e == nil {
-				continue
-			}
+		case e.Revision() != seen:
+			seen, lastErr = e.Revision(), nil
 			r, err := decodeResult(id, e.Value())
 			if err != nil {
 				return Result{}, err
@@ -338,6 +360,8 @@ func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)
 				progress(r)
 			}
 		}
+		wait = min(max(2*wait, waitPollFirst), waitPollMax)
+		timer.Reset(wait)
 	}
 }
 

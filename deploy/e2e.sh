@@ -136,8 +136,9 @@ export PNP_IMAGE=pnpworker/pnp:dev
 
 # ------------------------------------------------------------------- up
 secret() { head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-RUNNER_PASSWORD="$(secret)" CONTROLLER_PASSWORD="$(secret)" PRODUCER_PASSWORD="$(secret)" ADMIN_PASSWORD="$(secret)"
-export RUNNER_PASSWORD CONTROLLER_PASSWORD PRODUCER_PASSWORD ADMIN_PASSWORD NATS_PORT
+MEME_RUNNER_PASSWORD="$(secret)" TEXT_RUNNER_PASSWORD="$(secret)"
+CONTROLLER_PASSWORD="$(secret)" PRODUCER_PASSWORD="$(secret)" ADMIN_PASSWORD="$(secret)"
+export MEME_RUNNER_PASSWORD TEXT_RUNNER_PASSWORD CONTROLLER_PASSWORD PRODUCER_PASSWORD ADMIN_PASSWORD NATS_PORT
 
 step "docker compose up -d"
 docker compose down -v --remove-orphans >/dev/null 2>&1 || true
@@ -200,7 +201,7 @@ done
 step "the producer (and a runner) may not call a runner"
 # The CLI exits 0 after a denied publish: the violation arrives
 # asynchronously, so the check is on what it printed.
-for role in producer runner; do
+for role in producer text_runner; do
 	out="$(as "$role" req run.meme_classifier "{\"image_url\":\"$drake\"}" --timeout 3s 2>&1 || true)"
 	echo "$role: $(echo "$out" | grep -v 'Sending request' | sed 's/base64,[^"]*/base64,…/')"
 	echo "$out" | grep -q 'Permissions Violation for Publish to "run.meme_classifier"' ||
