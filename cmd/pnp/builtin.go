@@ -59,6 +59,24 @@ func newAlgoConfig(gallery string, allow []string, log zerolog.Logger) (algoConf
 // separated), or all of them when list is empty or "all", with the image
 // settings c. Algorithms not named are not built.
 func selectAlgorithmsWith(list string, c algoConfig) ([]*runner.Algorithm, error) {
+	chosen, err := chooseBuiltins(list, c)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*runner.Algorithm, 0, len(chosen))
+	for _, b := range chosen {
+		a, err := b.new()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// chooseBuiltins returns the built-ins named in list, or all of them, without
+// building any: it only checks the names.
+func chooseBuiltins(list string, c algoConfig) ([]builtin, error) {
 	all := builtins(c)
 	var chosen []builtin
 	if list == "" || list == "all" {
@@ -88,13 +106,5 @@ func selectAlgorithmsWith(list string, c algoConfig) ([]*runner.Algorithm, error
 			return nil, fmt.Errorf("%w: --algorithms names no algorithm", errUsage)
 		}
 	}
-	out := make([]*runner.Algorithm, 0, len(chosen))
-	for _, b := range chosen {
-		a, err := b.new()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, a)
-	}
-	return out, nil
+	return chosen, nil
 }

@@ -65,6 +65,10 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil || port < 0 || port > 65535 {
 		return fmt.Errorf("%w: --listen %q: bad port", errUsage, *listen)
 	}
+	// Command-line mistakes first: they must not create the data directory.
+	if _, err := chooseBuiltins(*algs, algoConfig{}); err != nil {
+		return err
+	}
 	// One process per data directory: lock it before anything else opens
 	// it, so a second pnp up fails at once instead of opening the live
 	// JetStream store.
