@@ -19,7 +19,8 @@
 #    which may request runners).
 # 5. docker compose down -v — also when a step fails.
 #
-# Environment: COMPOSE_VERSION (v2.40.3), E2E_NATS_PORT (14222), NATS_CLI
+# Environment: COMPOSE_VERSION (v2.40.3), E2E_NATS_PORT (14222),
+# COMPOSE_PROJECT_NAME (pnpworker-e2e), NATS_CLI
 # (nats on PATH, else ~/go/bin/nats, else installed at v0.5.0), KEEP=1 to
 # leave the deployment running for a look (it is then not torn down).
 set -euo pipefail
@@ -28,7 +29,7 @@ cd "$(dirname "$0")/.."
 COMPOSE_VERSION="${COMPOSE_VERSION:-v2.40.3}"
 NATSCLI_VERSION=0.5.0
 NATS_PORT="${E2E_NATS_PORT:-14222}"
-export COMPOSE_PROJECT_NAME=pnpworker-e2e
+export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-pnpworker-e2e}"
 export PATH="/usr/local/go/bin:$PATH"
 
 started=$SECONDS
