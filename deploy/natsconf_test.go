@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -782,5 +783,97 @@ func TestDiscoveryRollupRecovers(t *testing.T) {
 			t.Fatal("the runner did not register again after the roll-up")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestComposeMatchesNatsConf checks compose.yaml against nats.conf without
+// docker: every service's NATS user exists, takes its password from
+// <USER>_PASSWORD and its inbox prefix is _INBOX_<user>, and every runner
+// service's --algorithms are ones its user may serve (queue group runners)
+// and register. A mismatch would only show as a runner that cannot start.
+func TestComposeMatchesNatsConf(t *testing.T) {
+	setPasswords(t)
+	opts := loadConf(t, "nats.conf")
+	users := map[string]*server.User{}
+	for _, u := range opts.Users {
+		users[u.Username] = u
+	}
+	raw, err := os.ReadFile(filepath.Join("..", "compose.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type service struct{ user, password, inbox, algorithms string }
+	services := map[string]*service{}
+	var cur *service
+	inServices := false
+	for _, line := range strings.Split(string(raw), "\n") {
+		switch {
+		case line == "services:":
+			inServices = true
+			continue
+		case len(line) > 0 && line[0] != ' ' && line[0] != '#':
+			inServices = false
+		}
+		if !inServices {
+			continue
+		}
+		if strings.HasPrefix(line, "  ") && !strings.HasPrefix(line, "   ") && strings.HasSuffix(line, ":") {
+			cur = &service{}
+			services[strings.TrimSuffix(strings.TrimSpace(line), ":")] = cur
+			continue
+		}
+		if cur == nil {
+			continue
+		}
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ": ")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "NATS_USER":
+			cur.user = v
+		case "NATS_PASSWORD":
+			cur.password = v
+		case "NATS_INBOX_PREFIX":
+			cur.inbox = v
+		case "command":
+			if i := strings.Index(v, `"--algorithms", "`); i >= 0 {
+				rest := v[i+len(`"--algorithms", "`):]
+				cur.algorithms = rest[:strings.IndexByte(rest, '"')]
+			}
+		}
+	}
+	runners := 0
+	for name, s := range services {
+		if s.user == "" {
+			continue
+		}
+		u, ok := users[s.user]
+		if !ok {
+			t.Errorf("service %s: user %q is not in nats.conf", name, s.user)
+			continue
+		}
+		wantPw := strings.ToUpper(s.user) + "_PASSWORD"
+		if !strings.HasPrefix(s.password, "${"+wantPw+":") {
+			t.Errorf("service %s: password %s, want ${%s...}", name, s.password, wantPw)
+		}
+		if s.inbox != "_INBOX_"+s.user {
+			t.Errorf("service %s: inbox prefix %q, want _INBOX_%s", name, s.inbox, s.user)
+		}
+		if s.algorithms == "" {
+			continue
+		}
+		runners++
+		for _, alg := range strings.Split(s.algorithms, ",") {
+			if !slices.Contains(u.Permissions.Subscribe.Allow, "run."+alg+" runners") {
+				t.Errorf("service %s serves %s, which user %s may not serve", name, alg, s.user)
+			}
+			if !slices.Contains(u.Permissions.Publish.Allow, "$KV.discovery."+alg+".*") {
+				t.Errorf("service %s serves %s, which user %s may not register", name, alg, s.user)
+			}
+		}
+	}
+	if runners != 2 {
+		t.Errorf("found %d runner services in compose.yaml, want 2 (meme-runner, text-runner)", runners)
 	}
 }
