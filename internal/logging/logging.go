@@ -39,6 +39,21 @@ func New(w io.Writer, level string) (zerolog.Logger, error) {
 			FormatFieldValue:    func(i any) string { return termsafe.String(text(i)) },
 			FormatErrFieldValue: func(i any) string { return termsafe.String(text(i)) },
 		}
+	} else {
+		w = safeJSON{w}
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// safeJSON escapes in each JSON log line the characters zerolog leaves raw
+// although a terminal acts on them (DEL, C1 and bidi controls), for logs
+// that end up on a terminal after all (less, tail). zerolog writes one
+// whole line per Write.
+type safeJSON struct{ w io.Writer }
+
+func (s safeJSON) Write(p []byte) (int, error) {
+	if _, err := s.w.Write(termsafe.JSON(p)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

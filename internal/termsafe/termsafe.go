@@ -85,25 +85,32 @@ func validAt(s string, i int) bool {
 // decodes to the same values (encoding/json already escapes C0 controls and
 // U+2028/U+2029, and such characters can only occur inside strings).
 func JSON(b []byte) []byte {
-	s := string(b)
-	clean := true
-	for _, r := range s {
-		if r >= 0x20 && unsafeRune(r) {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return b
-	}
-	var out strings.Builder
-	out.Grow(len(s) + 16)
-	for _, r := range s {
-		if r >= 0x20 && unsafeRune(r) {
-			fmt.Fprintf(&out, `\u%04x`, r)
+	first := -1
+	for i := 0; i < len(b); {
+		if b[i] < utf8.RuneSelf && b[i] != 0x7f {
+			i++
 			continue
 		}
-		out.WriteRune(r)
+		r, n := utf8.DecodeRune(b[i:])
+		if r >= 0x20 && unsafeRune(r) {
+			first = i
+			break
+		}
+		i += n
 	}
-	return []byte(out.String())
+	if first < 0 {
+		return b
+	}
+	out := make([]byte, 0, len(b)+16)
+	out = append(out, b[:first]...)
+	for i := first; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r >= 0x20 && unsafeRune(r) {
+			out = fmt.Appendf(out, `\u%04x`, r)
+		} else {
+			out = append(out, b[i:i+n]...)
+		}
+		i += n
+	}
+	return out
 }

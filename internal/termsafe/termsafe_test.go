@@ -51,3 +51,18 @@ func TestJSON(t *testing.T) {
 		t.Fatalf("round trip changed the value: %q", back["d"])
 	}
 }
+
+func TestJSONCleanIsUnchanged(t *testing.T) {
+	b := []byte(`{"level":"info","message":"Größe 日本語 \u001b ok"}`)
+	if got := JSON(b); &got[0] != &b[0] {
+		t.Fatal("JSON copied a line that needed no escaping")
+	}
+}
+
+func BenchmarkJSONCleanLine(b *testing.B) {
+	line := []byte(`{"level":"info","algorithm":"meme_classifier","job_id":"0Xj4kY2Tt1EoWb3Q9cHq8l","duration_ms":12.5,"time":"2026-11-29T17:00:00Z","message":"job succeeded"}` + "\n")
+	b.SetBytes(int64(len(line)))
+	for b.Loop() {
+		_ = JSON(line)
+	}
+}
