@@ -315,8 +315,9 @@ const (
 // ends. It reads the key (a direct get) at intervals growing from 20 ms to
 // 500 ms rather than watching it: a watch is a consumer, and the producer
 // role may not create consumers (a consumer's deliver subject is not
-// checked against its creator's permissions). Retrying records are passed
-// to progress, which may be nil, once per revision. Read errors (NATS
+// checked against its creator's permissions). The retrying records it
+// reads are passed to progress, which may be nil, each once (two written
+// between reads show as the later one). Read errors (NATS
 // reconnecting, say) do not end the wait; the last one is reported when
 // ctx ends first.
 func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)) (Result, error) {
