@@ -63,6 +63,15 @@ accounts {
 	return nc
 }
 
+func resultsStream(t *testing.T, ctx context.Context, js jetstream.JetStream) jetstream.Stream {
+	t.Helper()
+	st, err := js.Stream(ctx, "KV_"+controller.ResultsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // syncBuffer collects log output written from other goroutines.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -82,12 +91,12 @@ func (s *syncBuffer) String() string {
 }
 
 // TestFullStreamsNeverStopHeartbeats floods a subject nobody consumes until
-// JOBS is full, fills results and overfills DEAD, inside an account whose
+// JOBS is full and overfills results and DEAD, inside an account whose
 // JetStream storage is only a little larger than the streams' limits
 // together. Rule: a full JOBS refuses the producer with ErrJobsFull and
-// drops no stored job; DEAD drops its oldest letters instead of refusing;
-// and none of it makes a discovery heartbeat fail: the runner's key keeps
-// being renewed. Without stream limits, the flood fills the account and
+// drops no stored job; DEAD and results drop their oldest records instead
+// of refusing; and none of it makes a discovery heartbeat fail: the
+// runner's key keeps being renewed. Without stream limits, the flood fills the account and
 // every write fails, heartbeats included.
 func TestFullStreamsNeverStopHeartbeats(t *testing.T) {
 	const mib = 1 << 20
@@ -168,27 +177,28 @@ func TestFullStreamsNeverStopHeartbeats(t *testing.T) {
 				t.Fatalf("JOBS dropped stored jobs: first seq %d, %d messages, %d accepted", info.State.FirstSeq, info.State.Msgs, stored)
 			}
 
-			// Overfill DEAD (it drops its oldest) and fill results (it refuses).
+			// Overfill DEAD and results: both drop their oldest and never
+			// refuse (a refused outcome would send its job round again).
 			letter := bytes.Repeat([]byte("d"), 16<<10)
 			for i := 0; i < 2*mib/len(letter); i++ {
 				if _, err := js.Publish(ctx, controller.DeadSubjectPrefix+"nobody", letter); err != nil {
 					t.Fatalf("dead letter %d refused: %v", i, err)
 				}
+				if _, err := store.Results().Put(ctx, fmt.Sprintf("r%d", i), letter); err != nil {
+					t.Fatalf("result %d refused: %v", i, err)
+				}
 			}
-			dinfo, err := store.Dead().Info(ctx)
-			if err != nil {
-				t.Fatal(err)
+			for _, st := range []jetstream.Stream{store.Dead(), resultsStream(t, ctx, js)} {
+				info, err := st.Info(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if info.State.FirstSeq == 1 || info.State.Bytes > mib {
+					t.Fatalf("%s did not make room: %+v", info.Config.Name, info.State)
+				}
 			}
-			if dinfo.State.FirstSeq == 1 || dinfo.State.Bytes > mib {
-				t.Fatalf("DEAD did not make room: %+v", dinfo.State)
-			}
-			var resultsFull bool
-			for i := 0; i < 2*mib/len(letter) && !resultsFull; i++ {
-				_, err := store.Results().Put(ctx, fmt.Sprintf("r%d", i), letter)
-				resultsFull = err != nil
-			}
-			if !resultsFull {
-				t.Fatal("the results bucket never refused a record")
+			if _, err := store.Results().Get(ctx, "r0"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+				t.Fatalf("the oldest result is still there (%v) although the bucket overflowed", err)
 			}
 
 			// Heartbeats keep renewing the key.

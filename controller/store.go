@@ -84,9 +84,10 @@ type StoreConfig struct {
 	// DeadMaxMsgs caps the number of dead letters, dropping the oldest
 	// the same way. Default DefaultDeadMaxMsgs.
 	DeadMaxMsgs int64
-	// ResultsMaxBytes caps the results bucket. A full bucket refuses new
-	// records until old ones expire (ResultTTL): jobs then wait in JOBS
-	// instead of losing results. Default DefaultResultsMaxBytes.
+	// ResultsMaxBytes caps the results bucket. When it is reached the
+	// oldest records are dropped (discard old), as if their ResultTTL had
+	// passed, so storing an outcome never fails for room. Default
+	// DefaultResultsMaxBytes.
 	ResultsMaxBytes int64
 	// Replicas of every stream in a cluster. Default 1.
 	Replicas int
@@ -239,8 +240,32 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 	if err != nil {
 		return nil, fmt.Errorf("controller: provision bucket %s: %w", ResultsBucket, err)
 	}
+	if err := discardOld(ctx, s.js, "KV_"+ResultsBucket); err != nil {
+		return nil, fmt.Errorf("controller: provision bucket %s: %w", ResultsBucket, err)
+	}
 	s.registry, s.jobs, s.dead, s.results = reg, jobs, dead, results
 	return s, nil
+}
+
+// discardOld makes a full stream drop its oldest messages instead of
+// refusing new ones. A KV bucket is created with discard new; for results
+// that would refuse an outcome when the bucket is full, and the controller
+// would hand the job back to run again and again. Dropping the oldest
+// records instead is what their TTL does anyway, only earlier.
+func discardOld(ctx context.Context, js jetstream.JetStream, name string) error {
+	st, err := js.Stream(ctx, name)
+	if err != nil {
+		return err
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.Discard == jetstream.DiscardOld {
+		return nil
+	}
+	cfg.Discard = jetstream.DiscardOld
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("discard old: %w", err)
+	}
+	return nil
 }
 
 // OpenStore binds to streams and buckets that already exist, for clients

@@ -239,7 +239,7 @@ func registerStoreLimits(fs *flagSet, cfg *controller.StoreConfig, discoveryToo 
 	fs.Int64Var(&cfg.JobsMaxMsgs, "jobs-max-msgs", cfg.JobsMaxMsgs, "jobs stream JOBS holds at most; more are refused (-1: no limit)")
 	fs.Var(byteSize{&cfg.DeadMaxBytes}, "dead-max-bytes", "size limit of stream DEAD; the oldest dead letters make room (-1: none)")
 	fs.Int64Var(&cfg.DeadMaxMsgs, "dead-max-msgs", cfg.DeadMaxMsgs, "dead letters kept at most; the oldest make room (-1: no limit)")
-	fs.Var(byteSize{&cfg.ResultsMaxBytes}, "results-max-bytes", "size limit of the results bucket; a full bucket refuses results until old ones expire (-1: none)")
+	fs.Var(byteSize{&cfg.ResultsMaxBytes}, "results-max-bytes", "size limit of the results bucket; the oldest results make room, as if expired (-1: none)")
 	if discoveryToo {
 		cfg.Discovery.MaxBytes = discovery.DefaultMaxBytes
 		fs.Var(byteSize{&cfg.Discovery.MaxBytes}, "discovery-max-bytes", "size limit of the discovery bucket (-1: none)")

@@ -75,7 +75,7 @@ func TestProvisionLimits(t *testing.T) {
 	}{
 		controller.JobsStream:            {2 << 20, 5000, jetstream.DiscardNew},
 		controller.DeadStream:            {512 << 10, controller.DefaultDeadMaxMsgs, jetstream.DiscardOld},
-		"KV_" + controller.ResultsBucket: {3 << 20, -1, jetstream.DiscardNew},
+		"KV_" + controller.ResultsBucket: {3 << 20, -1, jetstream.DiscardOld},
 		"KV_" + discovery.Bucket:         {1 << 20, -1, jetstream.DiscardNew},
 	}
 	for name, w := range want {
