@@ -60,6 +60,24 @@ func newAlgoConfig(gallery string, allow []string, budget *imagefetch.Budget, lo
 // "none" (a runner serving --worker algorithms only), with the image
 // settings c. Algorithms not named are not built.
 func selectAlgorithmsWith(list string, c algoConfig) ([]*runner.Algorithm, error) {
+	chosen, err := chooseBuiltins(list, c)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*runner.Algorithm, 0, len(chosen))
+	for _, b := range chosen {
+		a, err := b.new()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// chooseBuiltins returns the built-ins named in list, or all of them, without
+// building any: it only checks the names.
+func chooseBuiltins(list string, c algoConfig) ([]builtin, error) {
 	if strings.TrimSpace(list) == "none" {
 		return nil, nil
 	}
@@ -92,13 +110,5 @@ func selectAlgorithmsWith(list string, c algoConfig) ([]*runner.Algorithm, error
 			return nil, fmt.Errorf("%w: --algorithms names no algorithm", errUsage)
 		}
 	}
-	out := make([]*runner.Algorithm, 0, len(chosen))
-	for _, b := range chosen {
-		a, err := b.new()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, a)
-	}
-	return out, nil
+	return chosen, nil
 }

@@ -40,6 +40,7 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.DurationVar(&cfg.Store.DuplicateWindow, "duplicate-window", controller.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
 	fs.DurationVar(&cfg.Store.DeadMaxAge, "dead-max-age", 0, "how long dead letters are kept; 0 keeps them until replayed")
 	fs.IntVar(&cfg.Store.Replicas, "replicas", 1, "stream replicas in a cluster")
+	registerStoreLimits(fs, &cfg.Store, true)
 	fs.BoolVar(&cfg.Bind, "no-provision", false, "use existing streams instead of creating them (for credentials that may not create streams)")
 	if err := fs.parse(args); err != nil {
 		return err
@@ -105,9 +106,9 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, sub.ID)
+	fmt.Fprintln(stdout, safe(sub.ID))
 	if sub.Duplicate {
-		fmt.Fprintf(stderr, "job %s was already submitted (stream sequence %d); stored once\n", sub.ID, sub.Seq)
+		fmt.Fprintf(stderr, "job %s was already submitted (stream sequence %d); stored once\n", safe(sub.ID), sub.Seq)
 	}
 	if !*wait && *waitTimeout == 0 {
 		return nil
@@ -170,7 +171,7 @@ func waitAndPrint(ctx context.Context, store *controller.Store, id string, timeo
 	res, err := store.WaitResult(ctx, id, func(r controller.Result) {
 		msg := ""
 		if r.Error != nil {
-			msg = fmt.Sprintf("%d %s", r.Error.Code, r.Error.Message)
+			msg = fmt.Sprintf("%d %s", r.Error.Code, safe(r.Error.Message))
 		}
 		next := ""
 		if r.NextAttemptAt != nil {
@@ -271,7 +272,7 @@ func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ALGORITHM\tWAITING\tIN FLIGHT\tDEAD\tRUNNERS")
 	for _, q := range queues {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", q.Algorithm, q.Waiting, q.InFlight, q.Dead, q.Runners)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", safe(q.Algorithm), q.Waiting, q.InFlight, q.Dead, q.Runners)
 	}
 	return tw.Flush()
 }
@@ -359,12 +360,12 @@ func printDeadLetters(stdout, stderr io.Writer, letters []controller.DeadLetter,
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tJOB\tALGORITHM\tCODE\tATTEMPTS\tDEAD SINCE\tREASON")
 	for _, d := range letters {
-		reason := d.Reason
+		reason := []rune(d.Reason)
 		if len(reason) > 80 {
-			reason = reason[:77] + "..."
+			reason = append(reason[:77], []rune("...")...)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\n", d.Seq, d.JobID, d.Algorithm, d.Code, d.Attempts,
-			d.DeadAt.Local().Format(time.DateTime), reason)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\n", d.Seq, safe(d.JobID), safe(d.Algorithm), d.Code, d.Attempts,
+			d.DeadAt.Local().Format(time.DateTime), safe(string(reason)))
 	}
 	return tw.Flush()
 }
@@ -384,13 +385,13 @@ func replay(ctx context.Context, store *controller.Store, letters []controller.D
 		sub, err := store.Replay(ctx, d)
 		switch {
 		case errors.Is(err, controller.ErrAlreadySucceeded):
-			fmt.Fprintf(stdout, "%s already succeeded; dead letter %d removed\n", d.JobID, d.Seq)
+			fmt.Fprintf(stdout, "%s already succeeded; dead letter %d removed\n", safe(d.JobID), d.Seq)
 		case err != nil:
 			errs = append(errs, err)
 		case sub.Duplicate:
 			fmt.Fprintf(stdout, "%s already replayed (dead letter %d)\n", sub.ID, d.Seq)
 		default:
-			fmt.Fprintf(stdout, "%s replayed (dead letter %d, now job sequence %d)\n", sub.ID, d.Seq, sub.Seq)
+			fmt.Fprintf(stdout, "%s replayed (dead letter %d, now job sequence %d)\n", safe(sub.ID), d.Seq, sub.Seq)
 		}
 	}
 	for _, id := range ids {

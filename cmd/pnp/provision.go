@@ -31,6 +31,7 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&cfg.ResultHistory, "result-history", 1, "records kept per job id in the results bucket (1..64)")
 	fs.DurationVar(&cfg.DuplicateWindow, "duplicate-window", controller.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
 	fs.DurationVar(&cfg.DeadMaxAge, "dead-max-age", 0, "how long dead letters are kept; 0 keeps them until replayed")
+	registerStoreLimits(fs, &cfg, true)
 	if err := fs.parse(args); err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"pnpworker/controller"
+	"pnpworker/internal/dirlock"
 	"pnpworker/internal/embedded"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/runner"
@@ -43,16 +44,21 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		imf    imageFlags
 		maxAge = fs.Duration("max-job-age", controller.DefaultMaxJobAge, "a job waiting longer than this for an outcome fails as expired and is dead-lettered")
 		wf     workerFlags
+		store  controller.StoreConfig
 	)
 	wf.register(fs)
 	lf.register(fs)
 	imf.register(fs)
+	registerStoreLimits(fs, &store, false)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
 	log, err := lf.logger(stderr)
 	if err != nil {
 		return err
+	}
+	if err := store.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	host, portStr, err := net.SplitHostPort(*listen)
 	if err != nil {
@@ -66,6 +72,32 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Command-line mistakes first: they must not create the data directory.
+	chosen, err := chooseBuiltins(*algs, algoConfig{})
+	if err != nil {
+		return err
+	}
+	if err := wf.check(); err != nil {
+		return err
+	}
+	if len(chosen) == 0 && len(wf.commands) == 0 {
+		return fmt.Errorf("%w: --algorithms none and no --worker: nothing to serve", errUsage)
+	}
+	// One process per data directory: lock it before anything else opens
+	// it, so a second pnp up fails at once instead of opening the live
+	// JetStream store.
+	if err := os.MkdirAll(*data, 0o755); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	lock, err := dirlock.Acquire(*data)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := lock.Release(); err != nil {
+			log.Warn().Err(err).Msg("releasing the data directory")
+		}
+	}()
 	imagesURL, imagesHost, stopImages, err := serveDemoImages(*images, log)
 	if err != nil {
 		return err
@@ -80,16 +112,6 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := wf.check(); err != nil {
-		return err
-	}
-	if len(list) == 0 && len(wf.commands) == 0 {
-		return fmt.Errorf("%w: --algorithms none and no --worker: nothing to serve", errUsage)
-	}
-	if err := os.MkdirAll(*data, 0o755); err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
-
 	srvLog := log.With().Str("component", "nats").Logger()
 	srv, err := embedded.Start(embedded.Config{Host: host, Port: port, StoreDir: *data, Logger: &srvLog})
 	if err != nil {
@@ -118,7 +140,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	ctl, err := controller.New(nc, controller.Config{MaxJobAge: *maxAge, Logger: log.With().Str("component", "controller").Logger()})
+	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: *maxAge, Logger: log.With().Str("component", "controller").Logger()})
 	if err != nil {
 		return err
 	}
