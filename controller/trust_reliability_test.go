@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -255,5 +256,70 @@ func TestOneInFlightNeverStallsReliability(t *testing.T) {
 	t.Logf("%d jobs at 1 in flight: longest wait %s (%s), all in %s", n, worst, worstID, spans[n-1].FinishedAt.Sub(spans[0].StartedAt))
 	if worst > 2*time.Second {
 		t.Fatalf("job %s waited %s after the job before it finished", worstID, worst)
+	}
+}
+
+func heapAlloc() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
+}
+
+func patterns(n int, pattern string, salt int) json.RawMessage {
+	var b strings.Builder
+	fmt.Fprintf(&b, `{"$comment":"%d","type":"object","properties":{`, salt)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `"p%d":{"type":"string","pattern":%q}`, i, pattern)
+	}
+	b.WriteString(`}}`)
+	return json.RawMessage(b.String())
+}
+
+// Hostile schemas grow a controller by its schema cache budget at most:
+// ten records of 470 KB schemas with 8000 patterns (they once grew pnp up
+// by 1.1 GB) are refused outright, and ten distinct schemas at the
+// registration limits, each used by a job, are compiled into a cache that
+// keeps to its budget. The test process holds the NATS server too, so the
+// bound allows for its buffers.
+func TestHostileSchemasMemoryReliability(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	startController(t, e, fastConfig(t))
+	before := heapAlloc()
+	put := func(alg string, in json.RawMessage) {
+		now := time.Now().UTC()
+		r := discovery.Registration{
+			Algorithm: alg, Version: "1.0.0", Instance: "x", Subject: discovery.RequestSubject(alg), QueueGroup: "runners",
+			InputSchema: in, OutputSchema: json.RawMessage(`{}`), TimeoutMS: 1000, MaxConcurrency: 1, StartedAt: now, HeartbeatAt: now,
+		}
+		if _, err := e.store.Registry().KeyValue().Put(context.Background(), r.Key(), mustJSON(t, r)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 10 {
+		put(fmt.Sprintf("bomb_%d", i), patterns(8000, `^[a-z0-9]{1,40}(-[a-z0-9]{1,40})*$`, i))
+	}
+	// A job that would make the controller compile one of them.
+	fakeRunner(t, e, "bomb_0", "x", `{}`)
+	e.submit(t, "bomb_0", "bomb", echoIn{N: 1})
+	for i := range 10 {
+		alg := fmt.Sprintf("heavy_%d", i)
+		put(alg, patterns(16, `^[\pL\pN]{1,30}$`, i))
+		fakeRunner(t, e, alg, "x", `{}`)
+		e.submit(t, alg, "h-"+alg, echoIn{N: i})
+	}
+	for i := range 10 {
+		if r := e.waitResult(t, fmt.Sprintf("h-heavy_%d", i)); r.Status != controller.StatusSucceeded {
+			t.Fatalf("heavy_%d: %s %v", i, r.Status, r.Error)
+		}
+	}
+	after := heapAlloc()
+	growth := after - before
+	t.Logf("heap before %d MiB, after %d MiB: grew %d MiB (schema cache budget %d MiB)", before>>20, after>>20, growth>>20, controller.DefaultSchemaCacheBytes>>20)
+	if limit := int64(controller.DefaultSchemaCacheBytes + 64<<20); growth > limit {
+		t.Fatalf("heap grew by %d MiB, more than %d MiB", growth>>20, limit>>20)
 	}
 }
