@@ -175,7 +175,8 @@ func TestProtocolCode(t *testing.T) {
 		retryable  bool
 	}{
 		{400, 400, false}, {422, 422, false}, {503, 503, true},
-		{409, 400, false}, {418, 400, false}, {502, 500, true}, {0, 500, true}, {302, 500, true},
+		{502, 502, true},
+		{409, 400, false}, {418, 400, false}, {501, 500, true}, {0, 500, true}, {302, 500, true},
 	}
 	for _, tt := range tests {
 		got := protocolCode(&runner.Error{Code: tt.code, Message: "m"})
