@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -192,7 +193,9 @@ func (c Config) Validate() error {
 
 // ConsumerName is the durable consumer of JOBS that every controller
 // replica shares for algorithm.
-func ConsumerName(algorithm string) string { return "controller_" + algorithm }
+func ConsumerName(algorithm string) string { return consumerPrefix + algorithm }
+
+const consumerPrefix = "controller_"
 
 // Controller moves jobs from JOBS to runners and their outcomes to the
 // results bucket. Any number of replicas can run against the same NATS:
@@ -316,6 +319,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	case <-closed:
 		return errClosed
 	}
+	c.expireIdleConsumers(ctx)
 	close(c.ready)
 	c.log.Info().Int("max_in_flight", c.cfg.MaxInFlight).Dur("ack_wait", c.cfg.AckWait).
 		Int("max_attempts", c.cfg.MaxAttempts).Msg("controller started")
@@ -496,6 +500,39 @@ func (c *Controller) consumerConfig(alg string) jetstream.ConsumerConfig {
 		// unacknowledged deliveries as activity, and the jobs stay in
 		// the work-queue stream.
 		InactiveThreshold: c.cfg.ConsumerInactiveThreshold,
+	}
+}
+
+// expireIdleConsumers gives the controller consumers on JOBS that have no
+// InactiveThreshold — made by controllers before it existed, for every
+// algorithm name ever registered — the configured one, so those of
+// algorithms that never come back are deleted too. One pass, at start-up:
+// a failure is logged and the consumer stays as it was.
+func (c *Controller) expireIdleConsumers(ctx context.Context) {
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var stale []jetstream.ConsumerConfig
+	l := c.store.Jobs().ListConsumers(lctx)
+	for ci := range l.Info() {
+		if strings.HasPrefix(ci.Name, consumerPrefix) && ci.Config.InactiveThreshold == 0 {
+			stale = append(stale, ci.Config)
+		}
+	}
+	if err := l.Err(); err != nil {
+		c.log.Warn().Err(err).Msg("cannot list the consumers on JOBS; consumers without an inactive threshold are kept")
+		return
+	}
+	failed := 0
+	for _, cfg := range stale {
+		cfg.InactiveThreshold = c.cfg.ConsumerInactiveThreshold
+		if _, err := c.js.UpdateConsumer(lctx, JobsStream, cfg); err != nil {
+			failed++
+			c.log.Warn().Err(err).Str("consumer", cfg.Durable).Msg("cannot set the inactive threshold of a consumer; it is kept")
+		}
+	}
+	if len(stale) > 0 {
+		c.log.Info().Int("consumers", len(stale)-failed).Dur("inactive_threshold", c.cfg.ConsumerInactiveThreshold).
+			Msg("consumers without an inactive threshold now expire when unused")
 	}
 }
 

@@ -323,3 +323,21 @@ func TestHostileSchemasMemoryReliability(t *testing.T) {
 		t.Fatalf("heap grew by %d MiB, more than %d MiB", growth>>20, limit>>20)
 	}
 }
+
+// Consumers made before they had an InactiveThreshold (by earlier
+// controllers, for names registered once) get one when a controller
+// starts, and go like the others.
+func TestOldConsumersGetAnInactiveThresholdReliability(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	for _, alg := range []string{"legacy_a", "legacy_b"} {
+		if _, err := e.js.CreateOrUpdateConsumer(context.Background(), controller.JobsStream, jetstream.ConsumerConfig{
+			Durable: controller.ConsumerName(alg), FilterSubject: "jobs." + alg, AckPolicy: jetstream.AckExplicitPolicy,
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := fastConfig(t)
+	cfg.ConsumerInactiveThreshold = time.Second
+	startController(t, e, cfg)
+	eventually(t, 20*time.Second, func() bool { return len(consumerNames(t, e)) == 0 }, "consumers made before the threshold are still there")
+}
