@@ -45,7 +45,8 @@ const (
 	CodeInternal      = 500
 	// CodeBadGateway is a reply that does not keep the algorithm's
 	// promise: a success whose output does not satisfy the registered
-	// output schema. Callers (the controller) set it, never runners;
+	// output schema, or is not JSON. The controller sets it; an algorithm
+	// that relies on another service may return it too. Retryable:
 	// another attempt may reach a healthy instance.
 	CodeBadGateway  = 502
 	CodeUnavailable = 503
