@@ -75,7 +75,7 @@ func RequestSubject(algorithm string) string { return SubjectPrefix + algorithm 
 // validSubject reports whether r's subject is one its algorithm may be
 // served on. It is the hook for the version-pinned form (see
 // RequestSubject).
-func validSubject(r Registration) bool { return true }
+func validSubject(r Registration) bool { return r.Subject == RequestSubject(r.Algorithm) }
 
 // Limits on a record, applied by every writer and reader (Codec). They
 // bound what one record can make a reader spend: its bytes, and the
