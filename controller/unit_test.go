@@ -103,6 +103,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "tiny ack wait", cfg: Config{AckWait: time.Millisecond}, errs: []string{"ack wait"}},
 		{name: "cap below base", cfg: Config{RetryBackoff: time.Minute, MaxRetryBackoff: time.Second}, errs: []string{"max retry backoff"}},
 		{name: "bad instance", cfg: Config{Instance: "a.b"}, errs: []string{"instance"}},
+		{name: "trust bounds", cfg: Config{SchemaCacheBytes: -1, SchemaCompileTimeout: -1, MaxAlgorithms: -1, ConsumerInactiveThreshold: time.Millisecond},
+			errs: []string{"schema cache bytes", "schema compile timeout", "max algorithms", "consumer inactive threshold"}},
 		{name: "store", cfg: Config{Store: StoreConfig{ResultTTL: time.Millisecond, Replicas: 9, Discovery: discovery.Config{TTL: time.Second}}},
 			errs: []string{"result ttl", "replicas", "discovery: ttl"}},
 	}
