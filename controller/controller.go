@@ -319,7 +319,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	case <-closed:
 		return errClosed
 	}
-	c.expireIdleConsumers(ctx)
+	// In the background: with credentials that may not list consumers,
+	// the listing waits for its timeout.
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		c.expireIdleConsumers(bgCtx)
+	}()
 	close(c.ready)
 	c.log.Info().Int("max_in_flight", c.cfg.MaxInFlight).Dur("ack_wait", c.cfg.AckWait).
 		Int("max_attempts", c.cfg.MaxAttempts).Msg("controller started")
