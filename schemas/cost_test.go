@@ -69,3 +69,22 @@ func TestEstimateCostIsAboveMeasuredHeap(t *testing.T) {
 		})
 	}
 }
+
+// FuzzEstimateCost feeds arbitrary documents, as a registration may carry
+// them, to the estimate every registration reader runs: it must not panic
+// and never estimates less than the document's own size.
+func FuzzEstimateCost(f *testing.F) {
+	f.Add([]byte(`{"type":"string","pattern":"^[a-z]+$"}`))
+	f.Add([]byte(`{"patternProperties":{"^x(":{},"\\pL{1000}":{}}}`))
+	f.Add([]byte(`[{"pattern":1},{"pattern":"(?i)[\\x{0}-\\x{10FFFF}]*"}]`))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		v, err := schemas.DecodeJSON(doc)
+		if err != nil {
+			return
+		}
+		c := schemas.EstimateCost(v, len(doc))
+		if c.Memory() < int64(len(doc)) || c.Patterns < 0 || c.RegexpBytes < 0 {
+			t.Fatalf("estimate %+v for %d bytes", c, len(doc))
+		}
+	})
+}
