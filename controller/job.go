@@ -107,7 +107,7 @@ func (c *Controller) process(w *worker, j *job) {
 		t.nak(jitter(c.cfg.NoRunnerDelay))
 		return
 	}
-	budget, subject := plan(regs)
+	budget := plan(regs)
 	if v := h.Get(HeaderTimeout); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
@@ -124,7 +124,7 @@ func (c *Controller) process(w *worker, j *job) {
 
 	t.rec.Attempts++
 	epoch := c.epoch.Load()
-	reply, wait, err := c.request(w, subject, t.id, j.msg.Data(), budget)
+	reply, wait, err := c.request(w, discovery.RequestSubject(t.alg), t.id, j.msg.Data(), budget)
 	if err != nil {
 		switch {
 		case errors.Is(err, nats.ErrMaxPayload):
@@ -134,7 +134,7 @@ func (c *Controller) process(w *worker, j *job) {
 				"job of %d bytes does not fit, with the request headers, the server's max payload of %d bytes", len(j.msg.Data()), c.nc.MaxPayload())})
 		case errors.Is(err, nats.ErrNoResponders) && md.NumDelivered > uint64(c.cfg.MaxNotStarted):
 			t.fail(ctx, &runner.Error{Code: runner.CodeUnavailable, Algorithm: t.alg, Message: fmt.Sprintf(
-				"no runner answered on %s; given up after %d deliveries", subject, md.NumDelivered)})
+				"no runner answered on %s; given up after %d deliveries", discovery.RequestSubject(t.alg), md.NumDelivered)})
 		case errors.Is(err, nats.ErrNoResponders):
 			// Registered but gone (its registration has not expired yet):
 			// not an attempt; wait for a runner.
@@ -181,8 +181,14 @@ func (c *Controller) process(w *worker, j *job) {
 		t.failure(ctx, protocolCode(rerr))
 		return
 	}
-	if !json.Valid(reply.Data) {
-		t.failure(ctx, &runner.Error{Code: runner.CodeInternal, Algorithm: t.alg, Instance: t.rec.Instance, Message: "runner replied with a body that is not JSON"})
+	if verr := c.schemas.validateOutput(regs, t.rec.Instance, reply.Data); verr != nil {
+		// Not the output the algorithm promises (a broken or hostile
+		// instance in the queue group): an attempt that failed, retried,
+		// so that another instance may answer.
+		verr.Algorithm, verr.Instance = t.alg, t.rec.Instance
+		t.log().Warn().Str("instance", t.rec.Instance).Str("version", t.rec.Version).Str("error", verr.Error()).
+			Int("attempts", t.rec.Attempts).Msg("runner output does not match its schema")
+		t.failure(ctx, verr)
 		return
 	}
 	t.rec.Status = StatusSucceeded
@@ -223,7 +229,7 @@ func notStarted(e *runner.Error) bool {
 func protocolCode(e *runner.Error) *runner.Error {
 	switch e.Code {
 	case runner.CodeInvalidInput, runner.CodeNotFound, runner.CodeTooLarge, runner.CodeUnprocessable,
-		runner.CodeInternal, runner.CodeUnavailable, runner.CodeDeadline:
+		runner.CodeInternal, runner.CodeBadGateway, runner.CodeUnavailable, runner.CodeDeadline:
 		return e
 	}
 	c := *e
@@ -236,35 +242,19 @@ func protocolCode(e *runner.Error) *runner.Error {
 	return &c
 }
 
-// plan picks the request subject and time budget (the longest of the live
-// instances', since the request may reach any of them). The subject is the
-// protocol's run.<algorithm> whenever a live instance serves it; otherwise
-// that of the most recently started instance. A start time in the future
-// (a clock far ahead, or a forged record) wins no choice, so a record
-// nobody serves cannot draw every job away from the real runners.
-func plan(regs []discovery.Registration) (time.Duration, string) {
-	now := time.Now()
-	canonical := runner.SubjectPrefix + regs[0].Algorithm
-	best := -1
-	var bestStarted time.Time
+// plan picks the time budget of a request: the longest of the live
+// instances', since the request may reach any of them. The subject is
+// always run.<algorithm> (discovery.RequestSubject): records that name
+// another are refused by discovery, so there is nothing to choose.
+func plan(regs []discovery.Registration) time.Duration {
 	var budget time.Duration
-	for i, r := range regs {
+	for _, r := range regs {
 		budget = max(budget, r.Timeout())
-		started := r.StartedAt
-		if started.After(now) {
-			started = time.Time{}
-		}
-		switch {
-		case best < 0,
-			r.Subject == canonical && regs[best].Subject != canonical,
-			(r.Subject == canonical) == (regs[best].Subject == canonical) && started.After(bestStarted):
-			best, bestStarted = i, started
-		}
 	}
 	if budget <= 0 {
 		budget = runner.DefaultTimeout
 	}
-	return budget, regs[best].Subject
+	return budget
 }
 
 // worker is what one of the MaxInFlight processing goroutines keeps from

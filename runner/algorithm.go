@@ -234,10 +234,11 @@ func (a *Algorithm) Spec() Spec { return a.spec }
 func (a *Algorithm) Name() string { return a.spec.Name }
 
 // Subject returns the subject the algorithm is served on.
-func (a *Algorithm) Subject() string { return SubjectPrefix + a.spec.Name }
+func (a *Algorithm) Subject() string { return discovery.RequestSubject(a.spec.Name) }
 
-// SubjectPrefix starts every algorithm's request subject.
-const SubjectPrefix = "run."
+// SubjectPrefix starts every algorithm's request subject. Registrations
+// must carry exactly SubjectPrefix+<algorithm> (discovery.RequestSubject).
+const SubjectPrefix = discovery.SubjectPrefix
 
 // ValidateInput checks body against the input schema and returns nil or a
 // 400 *Error listing the violations. Controllers can use the same check
