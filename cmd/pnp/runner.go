@@ -19,9 +19,13 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		noProv bool
 		drain  = fs.Duration("drain-timeout", runner.DefaultDrainTimeout, "how long to wait for in-flight requests on shutdown")
 	)
-	var imf imageFlags
+	var (
+		imf imageFlags
+		mf  metricsFlag
+	)
 	nf.register(fs)
 	lf.register(fs)
+	mf.register(fs)
 	imf.register(fs)
 	fs.StringVar(&algs, "algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, or all (env PNP_ALGORITHMS)")
 	fs.StringVar(&queue, "queue-group", env("PNP_QUEUE_GROUP", runner.DefaultQueueGroup), "queue group shared by replicas (env PNP_QUEUE_GROUP)")
@@ -45,17 +49,26 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	nc, err := nf.connectAndWait(ctx, "pnp runner", log)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
 	opts := []runner.Option{
 		runner.WithLogger(log),
 		runner.WithQueueGroup(queue),
 		runner.WithDrainTimeout(*drain),
 		runner.WithDiscovery(discovery.Config{}),
 	}
+	if mf.addr != "" {
+		reg := newRegistry()
+		opts = append(opts, runner.WithMetrics(reg))
+		stop, err := serveMetrics(ctx, mf.addr, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	nc, err := nf.connectAndWait(ctx, "pnp runner", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
 	if noProv {
 		opts = append(opts, runner.WithoutProvisioning())
 	}

@@ -41,10 +41,12 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		algs   = fs.String("algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, or all (env PNP_ALGORITHMS)")
 		images = fs.String("images-listen", env("PNP_IMAGES_LISTEN", "127.0.0.1:0"), "loopback address serving the demo gallery and sample images; the image fetcher may reach it (env PNP_IMAGES_LISTEN)")
 		imf    imageFlags
+		mf     metricsFlag
 		maxAge = fs.Duration("max-job-age", controller.DefaultMaxJobAge, "a job waiting longer than this for an outcome fails as expired and is dead-lettered")
 	)
 	lf.register(fs)
 	imf.register(fs)
+	mf.register(fs)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -100,13 +102,22 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer nc.Close()
 
-	r, err := runner.New(nc, list, runner.WithLogger(log.With().Str("component", "runner").Logger()))
+	// One registry for every part of the process.
+	reg := newRegistry()
+	r, err := runner.New(nc, list, runner.WithLogger(log.With().Str("component", "runner").Logger()), runner.WithMetrics(reg))
 	if err != nil {
 		return err
 	}
-	ctl, err := controller.New(nc, controller.Config{MaxJobAge: *maxAge, Logger: log.With().Str("component", "controller").Logger()})
+	ctl, err := controller.New(nc, controller.Config{MaxJobAge: *maxAge, Logger: log.With().Str("component", "controller").Logger(), Metrics: reg})
 	if err != nil {
 		return err
+	}
+	if mf.addr != "" {
+		stop, err := serveMetrics(ctx, mf.addr, reg, log.With().Str("component", "metrics").Logger())
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- r.Run(ctx) }()
