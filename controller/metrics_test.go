@@ -7,6 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http/httptest"
+	"os"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -145,6 +148,49 @@ func TestMetricsAfterJobs(t *testing.T) {
 	}
 	if got := f.Value(t, "pnp_runner_requests_total", "algorithm=broken", "code=500"); got != 2 {
 		t.Errorf("runner requests_total{broken,500} = %g, want 2", got)
+	}
+	checkDocumented(t, f)
+}
+
+// checkDocumented checks that docs/METRICS.md and the Grafana dashboard
+// name only pnp_ metrics this scrape has, and that the docs name all of
+// them: a renamed metric breaks this test, not a dashboard in production.
+func checkDocumented(t *testing.T, f metricstest.Families) {
+	t.Helper()
+	have := map[string]bool{}
+	for name := range f {
+		if strings.HasPrefix(name, "pnp_") {
+			have[name] = true
+		}
+	}
+	name := regexp.MustCompile(`pnp_[a-z_]+`)
+	for _, file := range []string{"../docs/METRICS.md", "../deploy/grafana/pnpworker.json"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mentioned := map[string]bool{}
+		for _, m := range name.FindAllString(string(b), -1) {
+			for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+				if base, ok := strings.CutSuffix(m, suffix); ok && have[base] {
+					m = base
+				}
+			}
+			if strings.HasSuffix(m, "_") {
+				continue // a prefix in prose, such as pnp_runner_*
+			}
+			mentioned[m] = true
+			if !have[m] {
+				t.Errorf("%s names %s, which no process exports", file, m)
+			}
+		}
+		if file == "../docs/METRICS.md" {
+			for m := range have {
+				if !mentioned[m] {
+					t.Errorf("%s does not document %s", file, m)
+				}
+			}
+		}
 	}
 }
 
