@@ -1,9 +1,11 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"pnpworker/discovery"
 	"pnpworker/runner"
 )
 
@@ -145,10 +148,24 @@ func (m *metrics) queue() []prometheus.Metric {
 	return m.cached
 }
 
-// readQueues reads, per algorithm, the jobs waiting and in flight (from
-// its consumer on JOBS, or the jobs stored when it has none yet) and the
-// dead letters. The algorithms are those with jobs, dead letters or a live
-// runner.
+// maxUnservedSeries bounds the algorithms without a live runner that the
+// queue gauges name: anyone allowed to publish jobs can store them under
+// any number of names, and neither the scrape nor Prometheus should grow
+// with that. The largest backlogs are named; the rest, and names that can
+// never be an algorithm's, are summed under OtherAlgorithms.
+const maxUnservedSeries = 50
+
+// OtherAlgorithms is the algorithm label under which the queue gauges sum
+// the algorithms left unnamed (see docs/METRICS.md). It cannot be an
+// algorithm's name, which starts with a letter.
+const OtherAlgorithms = "_other"
+
+type queueDepth struct{ waiting, inFlight, dead uint64 }
+
+// readQueues reads, per algorithm, the jobs waiting and in flight and the
+// dead letters. An algorithm with a live runner is read from its consumer
+// on JOBS (one request each); any other has all its stored jobs counted as
+// waiting, from the same two stream reads, whatever their number.
 func (m *metrics) readQueues(ctx context.Context) ([]prometheus.Metric, error) {
 	s := m.c.store
 	jobsInfo, err := s.jobs.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
@@ -159,36 +176,83 @@ func (m *metrics) readQueues(ctx context.Context) ([]prometheus.Metric, error) {
 	if err != nil {
 		return nil, fmt.Errorf("controller: metrics: dead stream: %w", err)
 	}
-	algs := map[string]bool{}
-	for subj := range jobsInfo.State.Subjects {
-		algs[strings.TrimPrefix(subj, JobsSubjectPrefix)] = true
+	depth := map[string]*queueDepth{}
+	at := func(alg string) *queueDepth {
+		d := depth[alg]
+		if d == nil {
+			d = &queueDepth{}
+			depth[alg] = d
+		}
+		return d
 	}
-	for subj := range deadInfo.State.Subjects {
-		algs[strings.TrimPrefix(subj, DeadSubjectPrefix)] = true
+	for subj, n := range jobsInfo.State.Subjects {
+		at(strings.TrimPrefix(subj, JobsSubjectPrefix)).waiting = n
 	}
+	for subj, n := range deadInfo.State.Subjects {
+		at(strings.TrimPrefix(subj, DeadSubjectPrefix)).dead = n
+	}
+	live := map[string]bool{}
 	for _, r := range m.c.cache.All() {
-		algs[r.Algorithm] = true
-	}
-	var out []prometheus.Metric
-	gauge := func(d *prometheus.Desc, v uint64, alg string) {
-		out = append(out, prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), alg))
-	}
-	for alg := range algs {
-		waiting, inFlight := jobsInfo.State.Subjects[JobsSubjectPrefix+alg], uint64(0)
-		cons, err := s.jobs.Consumer(ctx, ConsumerName(alg))
+		if live[r.Algorithm] {
+			continue
+		}
+		live[r.Algorithm] = true
+		d := at(r.Algorithm)
+		cons, err := s.jobs.Consumer(ctx, ConsumerName(r.Algorithm))
 		switch {
 		case err == nil:
 			info := cons.CachedInfo()
-			waiting, inFlight = info.NumPending, uint64(info.NumAckPending)
+			d.waiting, d.inFlight = info.NumPending, uint64(info.NumAckPending)
 		case errors.Is(err, jetstream.ErrConsumerNotFound):
-			// No controller took this algorithm's jobs yet: all stored
-			// jobs wait.
+			// No controller took its jobs yet: all stored jobs wait.
 		default:
-			return nil, fmt.Errorf("controller: metrics: consumer for %s: %w", alg, err)
+			return nil, fmt.Errorf("controller: metrics: consumer for %s: %w", r.Algorithm, err)
 		}
-		gauge(m.waiting, waiting, alg)
-		gauge(m.inFlight, inFlight, alg)
-		gauge(m.dead, deadInfo.State.Subjects[DeadSubjectPrefix+alg], alg)
+	}
+	var unserved []string
+	for alg := range depth {
+		if !live[alg] && discovery.ValidAlgorithmName(alg) {
+			unserved = append(unserved, alg)
+		}
+	}
+	slices.SortFunc(unserved, func(a, b string) int {
+		da, db := depth[a], depth[b]
+		if c := cmp.Compare(db.waiting+db.dead, da.waiting+da.dead); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	named := map[string]bool{}
+	for alg := range live {
+		named[alg] = true
+	}
+	for _, alg := range unserved[:min(len(unserved), maxUnservedSeries)] {
+		named[alg] = true
+	}
+	var other *queueDepth
+	for alg, d := range depth {
+		if named[alg] {
+			continue
+		}
+		if other == nil {
+			other = &queueDepth{}
+		}
+		other.waiting += d.waiting
+		other.inFlight += d.inFlight
+		other.dead += d.dead
+		delete(depth, alg)
+	}
+	if other != nil {
+		depth[OtherAlgorithms] = other
+	}
+	out := make([]prometheus.Metric, 0, 3*len(depth))
+	gauge := func(desc *prometheus.Desc, v uint64, alg string) {
+		out = append(out, prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(v), alg))
+	}
+	for alg, d := range depth {
+		gauge(m.waiting, d.waiting, alg)
+		gauge(m.inFlight, d.inFlight, alg)
+		gauge(m.dead, d.dead, alg)
 	}
 	return out, nil
 }
