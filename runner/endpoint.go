@@ -471,15 +471,11 @@ func (e *endpoint) replyError(reply string, req nats.Header, received time.Time,
 	}
 	e.errCodes[er.Code]++
 	e.errMu.Unlock()
-	ev := e.log.Debug()
+	// Every line about the request carries its job id and trace id.
+	log, _ := e.requestLogger(req)
+	ev := log.Debug()
 	if er.Code >= 500 {
-		ev = e.log.Warn()
-	}
-	if id := req.Get(HeaderJobID); id != "" {
-		ev = ev.Str("job_id", id)
-	}
-	if id := TraceID(req); id != "" {
-		ev = ev.Str("trace_id", id)
+		ev = log.Warn()
 	}
 	ev.Int("code", er.Code).Str("reason", er.Message).AnErr("cause", er.Err).Msg("request failed")
 
@@ -507,7 +503,7 @@ func (e *endpoint) replyError(reply string, req nats.Header, received time.Time,
 		err = e.nc.PublishMsg(&nats.Msg{Subject: reply, Header: h})
 	}
 	if err != nil {
-		e.log.Warn().Err(err).Msg("sending error reply")
+		log.Warn().Err(err).Msg("sending error reply")
 	}
 }
 
