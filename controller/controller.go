@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
@@ -130,6 +131,11 @@ type Config struct {
 	Instance string
 	// Logger receives the controller's logs. The zero value discards them.
 	Logger zerolog.Logger
+	// Metrics receives the controller's Prometheus metrics
+	// (pnp_controller_*, see docs/METRICS.md); New fails when it already
+	// holds them (one controller per registry). The zero value (nil)
+	// records none, at no cost.
+	Metrics prometheus.Registerer
 }
 
 func (c *Config) setDefaults() {
@@ -240,6 +246,7 @@ type Controller struct {
 	cfg Config
 	log zerolog.Logger
 
+	metrics *metrics // nil without Config.Metrics
 	store   *Store
 	cache   *discovery.Cache
 	schemas *schemaCache
@@ -278,7 +285,7 @@ func New(nc *nats.Conn, cfg Config) (*Controller, error) {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
 	log := cfg.Logger.With().Str("controller", cfg.Instance).Logger()
-	return &Controller{
+	c := &Controller{
 		nc:      nc,
 		js:      js,
 		cfg:     cfg,
@@ -288,7 +295,14 @@ func New(nc *nats.Conn, cfg Config) (*Controller, error) {
 		batch:   cfg.MaxInFlight,
 		ready:   make(chan struct{}),
 		held:    map[*job]struct{}{},
-	}, nil
+	}
+	if cfg.Metrics != nil {
+		c.metrics = newMetrics(c)
+		if err := cfg.Metrics.Register(c.metrics); err != nil {
+			return nil, fmt.Errorf("controller: register metrics: %w", err)
+		}
+	}
+	return c, nil
 }
 
 // Ready is closed once the streams are provisioned and the discovery cache

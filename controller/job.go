@@ -33,7 +33,11 @@ type task struct {
 }
 
 func (t *task) log() *zerolog.Logger {
-	l := t.c.log.With().Str("algorithm", t.alg).Str("job_id", t.id).Uint64("seq", t.md.Sequence.Stream).Logger()
+	lc := t.c.log.With().Str("algorithm", t.alg).Str("job_id", t.id).Uint64("seq", t.md.Sequence.Stream)
+	if id := runner.TraceID(t.msg.Headers()); id != "" {
+		lc = lc.Str("trace_id", id)
+	}
+	l := lc.Logger()
 	return &l
 }
 
@@ -124,6 +128,7 @@ func (c *Controller) process(w *worker, j *job) {
 
 	t.rec.Attempts++
 	epoch := c.epoch.Load()
+	w.setTrace(h)
 	reply, wait, err := c.request(w, discovery.RequestSubject(t.alg), t.id, j.msg.Data(), budget)
 	if err != nil {
 		switch {
@@ -191,6 +196,7 @@ func (c *Controller) process(w *worker, j *job) {
 		t.failure(ctx, verr)
 		return
 	}
+	c.metrics.attempt(t.alg, 0)
 	t.rec.Status = StatusSucceeded
 	t.rec.Output = reply.Data
 	t.rec.finish(time.Now())
@@ -324,6 +330,7 @@ func (t *task) loadPrevious(ctx context.Context) (final bool, err error) {
 // failure handles a failed attempt: retry later while attempts remain and
 // the error is retryable, otherwise fail the job.
 func (t *task) failure(ctx context.Context, e *runner.Error) {
+	t.c.metrics.attempt(t.alg, e.Code)
 	if !e.Retryable() || t.rec.Attempts >= t.c.cfg.MaxAttempts {
 		t.fail(ctx, e)
 		return
@@ -376,6 +383,7 @@ func (t *task) fail(ctx context.Context, e *runner.Error) {
 	if !ValidJobID(t.id) {
 		// No key to store a result under: the dead letter tells the story.
 		t.ack()
+		t.finished()
 		return
 	}
 	t.finalize(ctx)
@@ -417,8 +425,10 @@ func (t *task) finalize(ctx context.Context) {
 	case err != nil:
 		t.log().Error().Err(err).Uint64("dead_letter_seq", t.rec.DeadLetterSeq).Msg("cannot store the failed result; the dead letter is the job's outcome")
 		t.ack()
+		t.finished()
 	default:
 		t.ack()
+		t.finished()
 		if subj := t.msg.Headers().Get(HeaderNotify); subj != "" && ValidNotifySubject(subj) {
 			if err := t.c.nc.Publish(subj, data); err != nil {
 				t.log().Debug().Err(err).Str("notify", subj).Msg("notification not sent")

@@ -14,12 +14,14 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	imageinfo "pnpworker/algo/image_info"
 	languagedetection "pnpworker/algo/language_detection"
 	memeclassifier "pnpworker/algo/meme_classifier"
 	"pnpworker/controller"
 	"pnpworker/discovery"
+	"pnpworker/internal/natstest"
 	"pnpworker/runner"
 )
 
@@ -190,6 +192,8 @@ type deployment struct {
 	admin, runnerC, controllerC, producer *client
 	store                                 *controller.Store
 	runner                                *runner.Runner
+	// metrics is the controller's registry.
+	metrics *prometheus.Registry
 }
 
 func startDeployment(t *testing.T) *deployment {
@@ -201,7 +205,7 @@ func startDeployment(t *testing.T) *deployment {
 func startDeploymentWith(t *testing.T, cfg controller.StoreConfig) *deployment {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &deployment{url: startServer(t)}
+	d := &deployment{url: startServer(t), metrics: prometheus.NewRegistry()}
 
 	d.admin = connect(t, d.url, "admin")
 	if _, err := controller.Provision(ctx, d.admin.js(t), cfg); err != nil {
@@ -221,7 +225,7 @@ func startDeploymentWith(t *testing.T, cfg controller.StoreConfig) *deployment {
 	go func() { runDone <- d.runner.Run(ctx) }()
 
 	d.controllerC = connect(t, d.url, "controller")
-	ctl, err := controller.New(d.controllerC.Conn, controller.Config{Bind: true, NoRunnerDelay: 200 * time.Millisecond})
+	ctl, err := controller.New(d.controllerC.Conn, controller.Config{Bind: true, NoRunnerDelay: 200 * time.Millisecond, Metrics: d.metrics})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,6 +324,28 @@ func TestRolesAllowed(t *testing.T) {
 		if msg.Header.Get(runner.HeaderInstance) == "" {
 			t.Fatalf("reply without %s header: %v %s", runner.HeaderInstance, msg.Header, msg.Data)
 		}
+	})
+
+	t.Run("controller reads the queue depths for its metrics", func(t *testing.T) {
+		var up, dead float64
+		natstest.Eventually(t, 10*time.Second, func() bool {
+			fams, err := d.metrics.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			up, dead = -1, -1
+			for _, f := range fams {
+				for _, m := range f.GetMetric() {
+					switch f.GetName() {
+					case "pnp_controller_queue_info_up":
+						up = m.GetGauge().GetValue()
+					case "pnp_controller_queue_dead":
+						dead = m.GetGauge().GetValue()
+					}
+				}
+			}
+			return up == 1 && dead >= 1
+		}, "the controller cannot read the queue depths under its nats.conf permissions (pnp_controller_queue_info_up, pnp_controller_queue_dead)")
 	})
 
 	t.Run("runner answers the micro control plane", func(t *testing.T) {

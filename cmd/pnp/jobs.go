@@ -22,10 +22,12 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	var (
 		nf  natsFlags
 		lf  logFlags
+		mf  metricsFlag
 		cfg controller.Config
 	)
 	nf.register(fs)
 	lf.register(fs)
+	mf.register(fs)
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", envInt("PNP_MAX_IN_FLIGHT", controller.DefaultMaxInFlight), "jobs dispatched at once by this controller, over all algorithms (env PNP_MAX_IN_FLIGHT)")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", controller.DefaultAckWait, "how soon the jobs of a controller that died are taken over; running jobs are kept by heartbeats")
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", controller.DefaultMaxAttempts, "attempts before a job failing with a timeout or 5xx is dead-lettered")
@@ -57,6 +59,15 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	cfg.Logger = log
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if mf.addr != "" {
+		reg := newRegistry()
+		cfg.Metrics = reg
+		stop, err := serveMetrics(ctx, mf.addr, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	nc, err := nf.connectAndWait(ctx, "pnp controller", log)
 	if err != nil {

@@ -298,6 +298,8 @@ func TestUsageErrors(t *testing.T) {
 		{"runner unknown algorithm", []string{"runner", "--algorithms", "language_detection,nope", "--server", nowhere}, `unknown algorithm "nope"`},
 		{"runner bad log level", []string{"runner", "--log-level", "loud", "--server", nowhere}, `invalid log level "loud"`},
 		{"runner bad duration", []string{"runner", "--drain-timeout", "soon", "--server", nowhere}, "invalid value"},
+		{"runner bad metrics address", []string{"runner", "--metrics", "127.0.0.1:http-alt-x", "--server", nowhere}, `--metrics "127.0.0.1:http-alt-x"`},
+		{"controller bad metrics address", []string{"controller", "--metrics", "nohost:99999", "--server", nowhere}, `--metrics "nohost:99999"`},
 		{"runner positional argument", []string{"runner", "language_detection", "--server", nowhere}, `unexpected argument "language_detection"`},
 		{"algorithms unknown flag", []string{"algorithms", "--bogus"}, "flag provided but not defined"},
 		{"algorithms positional argument", []string{"algorithms", "--server", nowhere, "extra", "--json"}, `unexpected argument "extra"`},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 
 	"pnpworker/discovery"
 	"pnpworker/internal/imagefetch"
@@ -20,11 +21,15 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		noProv bool
 		drain  = fs.Duration("drain-timeout", runner.DefaultDrainTimeout, "how long to wait for in-flight requests on shutdown")
 	)
-	var imf imageFlags
-	var wf workerFlags
+	var (
+		imf imageFlags
+		wf  workerFlags
+		mf  metricsFlag
+	)
 	wf.register(fs)
 	nf.register(fs)
 	lf.register(fs)
+	mf.register(fs)
 	imf.register(fs)
 	fs.StringVar(&algs, "algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, all, or none (env PNP_ALGORITHMS)")
 	fs.StringVar(&queue, "queue-group", env("PNP_QUEUE_GROUP", runner.DefaultQueueGroup), "queue group shared by replicas (env PNP_QUEUE_GROUP)")
@@ -54,11 +59,6 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(list) == 0 && len(wf.commands) == 0 {
 		return fmt.Errorf("%w: --algorithms none and no --worker: nothing to serve", errUsage)
 	}
-	nc, err := nf.connectAndWait(ctx, "pnp runner", log)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
 	opts := []runner.Option{
 		runner.WithLogger(log),
 		runner.WithQueueGroup(queue),
@@ -68,7 +68,25 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if noProv {
 		opts = append(opts, runner.WithoutProvisioning())
 	}
-	workers, err := wf.build(nc, log, opts...)
+	// A worker's runner lives as long as its process and is made anew at
+	// each restart; it does not register metrics (a registry takes one
+	// runner's collector).
+	workerOpts := slices.Clone(opts)
+	if mf.addr != "" {
+		reg := newRegistry()
+		opts = append(opts, runner.WithMetrics(reg))
+		stop, err := serveMetrics(ctx, mf.addr, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	nc, err := nf.connectAndWait(ctx, "pnp runner", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	workers, err := wf.build(nc, log, workerOpts...)
 	if err != nil {
 		return err
 	}

@@ -42,6 +42,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		algs   = fs.String("algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, all, or none (env PNP_ALGORITHMS)")
 		images = fs.String("images-listen", env("PNP_IMAGES_LISTEN", "127.0.0.1:0"), "loopback address serving the demo gallery and sample images; the image fetcher may reach it (env PNP_IMAGES_LISTEN)")
 		imf    imageFlags
+		mf     metricsFlag
 		maxAge = fs.Duration("max-job-age", controller.DefaultMaxJobAge, "a job waiting longer than this for an outcome fails as expired and is dead-lettered")
 		wf     workerFlags
 		store  controller.StoreConfig
@@ -50,6 +51,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	lf.register(fs)
 	imf.register(fs)
 	registerStoreLimits(fs, &store, false)
+	mf.register(fs)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -134,15 +136,25 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// One registry for every part of the process (a worker's runner, made
+	// anew at each restart of its process, registers none).
+	reg := newRegistry()
 	var r *runner.Runner
 	if len(list) > 0 {
-		if r, err = runner.New(nc, list, runner.WithLogger(log.With().Str("component", "runner").Logger())); err != nil {
+		if r, err = runner.New(nc, list, runner.WithLogger(log.With().Str("component", "runner").Logger()), runner.WithMetrics(reg)); err != nil {
 			return err
 		}
 	}
-	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: *maxAge, Logger: log.With().Str("component", "controller").Logger()})
+	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: *maxAge, Logger: log.With().Str("component", "controller").Logger(), Metrics: reg})
 	if err != nil {
 		return err
+	}
+	if mf.addr != "" {
+		stop, err := serveMetrics(ctx, mf.addr, reg, log.With().Str("component", "metrics").Logger())
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
