@@ -249,9 +249,13 @@ func TestEventsRegistrationsDeparturesAndOutcomes(t *testing.T) {
 	stop := s.startRunner(t, runner.Must(runner.NewAlgorithm(runner.Spec{
 		Name: "extra", Version: "0.1.0", InputSchema: []byte(`{}`), OutputSchema: []byte(`{}`),
 	}, func(context.Context, struct{}) (struct{}, error) { return struct{}{}, nil })))
-	ev.next(t, func(e sseEvent) bool { return e.name == gateway.EventRegistered && strings.Contains(e.data, `"algorithm":"extra"`) }, "extra registered")
+	ev.next(t, func(e sseEvent) bool {
+		return e.name == gateway.EventRegistered && strings.Contains(e.data, `"algorithm":"extra"`)
+	}, "extra registered")
 	stop()
-	ev.next(t, func(e sseEvent) bool { return e.name == gateway.EventDeparted && strings.Contains(e.data, `"algorithm":"extra"`) }, "extra departed")
+	ev.next(t, func(e sseEvent) bool {
+		return e.name == gateway.EventDeparted && strings.Contains(e.data, `"algorithm":"extra"`)
+	}, "extra departed")
 
 	// A record whose job_id is not its key is corrupt: no event for it.
 	if _, err := s.store.Results().Put(context.Background(), "forged", []byte(`{"job_id":"other","algorithm":"probe","status":"succeeded"}`)); err != nil {

@@ -12,8 +12,11 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"pnpworker/controller"
+	"pnpworker/gateway"
 	"pnpworker/internal/embedded"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/runner"
@@ -41,16 +44,27 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		algs   = fs.String("algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, or all (env PNP_ALGORITHMS)")
 		images = fs.String("images-listen", env("PNP_IMAGES_LISTEN", "127.0.0.1:0"), "loopback address serving the demo gallery and sample images; the image fetcher may reach it (env PNP_IMAGES_LISTEN)")
 		imf    imageFlags
+		hf     httpFlags
 		maxAge = fs.Duration("max-job-age", controller.DefaultMaxJobAge, "a job waiting longer than this for an outcome fails as expired and is dead-lettered")
 	)
 	lf.register(fs)
 	imf.register(fs)
+	hf.register(fs)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
 	log, err := lf.logger(stderr)
 	if err != nil {
 		return err
+	}
+	// The process's one metrics registry: the gateway's /metrics serves it,
+	// and every part of the process registers its collectors in it.
+	metrics := prometheus.NewRegistry()
+	var gwCfg gateway.Config
+	if hf.addr != "" {
+		if gwCfg, err = hf.config(metrics, log.With().Str("component", "gateway").Logger()); err != nil {
+			return err
+		}
 	}
 	host, portStr, err := net.SplitHostPort(*listen)
 	if err != nil {
@@ -108,19 +122,63 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 2)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	running := 2
 	go func() { errc <- r.Run(ctx) }()
 	go func() { errc <- ctl.Run(ctx) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-r.Started():
+	for _, started := range []<-chan struct{}{r.Started(), ctl.Ready()} {
+		select {
+		case err := <-errc:
+			return err
+		case <-started:
+		}
 	}
-	printBanner(stdout, url, *data, imagesURL, list)
-	return errors.Join(<-errc, <-errc)
+	httpURL := ""
+	if hf.addr != "" {
+		gw, ln, err := startGateway(ctx, nc, gwCfg)
+		if err != nil {
+			cancel()
+			return errors.Join(err, <-errc, <-errc)
+		}
+		httpURL = "http://" + ln.Addr().String()
+		running++
+		go func() { errc <- gw.Serve(ctx, ln) }()
+	}
+	printBanner(stdout, url, *data, imagesURL, httpURL, list)
+	// The first part to stop stops the others.
+	var errs []error
+	for ; running > 0; running-- {
+		errs = append(errs, <-errc)
+		cancel()
+	}
+	return errors.Join(errs...)
 }
 
-func printBanner(w io.Writer, url, data, images string, algs []*runner.Algorithm) {
+// startGateway opens the job streams (the controller provisioned them)
+// and listens on cfg.Addr.
+func startGateway(ctx context.Context, nc *nats.Conn, cfg gateway.Config) (*gateway.Gateway, net.Listener, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := controller.OpenStore(ctx, js, controller.StoreConfig{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("gateway: %w", err)
+	}
+	gw, err := gateway.New(nc, store, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("gateway: listen %s (--http; '' turns it off): %w", cfg.Addr, err)
+	}
+	return gw, ln, nil
+}
+
+func printBanner(w io.Writer, url, data, images, httpURL string, algs []*runner.Algorithm) {
 	var names []string
 	serving := map[string]bool{}
 	for _, a := range algs {
@@ -155,6 +213,10 @@ try, with the nats CLI:
 	}
 	if serving["image_info"] {
 		fmt.Fprintf(w, "  nats%s req run.image_info '{\"image_url\":\"%s/gallery/stonks.png\"}'\n", server, images)
+	}
+	if httpURL != "" {
+		fmt.Fprintf(w, "\nHTTP: dashboard %s/  reference %s/docs\n", httpURL, httpURL)
+		fmt.Fprintf(w, "  curl -s %s/v1/algorithms/language_detection/run -d '{\"text\":\"Le renard brun saute par-dessus le chien paresseux\"}'\n", httpURL)
 	}
 	fmt.Fprint(w, "\nCtrl-C stops it.\n")
 }
