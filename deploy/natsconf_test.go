@@ -23,7 +23,7 @@ import (
 )
 
 // roles are the users nats.conf defines, each with its password variable.
-var roles = []string{"runner", "controller", "producer", "admin"}
+var roles = []string{"runner", "controller", "producer", "admin", "gateway"}
 
 func password(role string) string { return "secret-" + role }
 
