@@ -95,7 +95,7 @@ type stackOpts struct {
 
 // newStack starts NATS, a controller, a runner serving language_detection
 // and probe, and a gateway on a loopback port.
-func newStack(t *testing.T, o stackOpts) *stack {
+func newStack(t testing.TB, o stackOpts) *stack {
 	t.Helper()
 	var opts []natstest.Option
 	if o.maxPayload > 0 {
@@ -146,7 +146,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 
 // startRunner serves algs in a runner of its own; the returned func stops
 // it (gracefully: it deregisters) and waits.
-func (s *stack) startRunner(t *testing.T, algs ...*runner.Algorithm) func() {
+func (s *stack) startRunner(t testing.TB, algs ...*runner.Algorithm) func() {
 	t.Helper()
 	r, err := runner.New(s.srv.Connect(), algs, runner.WithDrainTimeout(2*time.Second))
 	if err != nil {
@@ -163,7 +163,7 @@ func (s *stack) startRunner(t *testing.T, algs ...*runner.Algorithm) func() {
 
 // background runs fn until the test ends (or the returned stop is called)
 // and reports its error.
-func background(t *testing.T, fn func(context.Context) error) (stop func()) {
+func background(t testing.TB, fn func(context.Context) error) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -179,7 +179,7 @@ func background(t *testing.T, fn func(context.Context) error) (stop func()) {
 }
 
 // waitAlgorithms waits until the gateway lists n algorithms.
-func (s *stack) waitAlgorithms(t *testing.T, n int) {
+func (s *stack) waitAlgorithms(t testing.TB, n int) {
 	t.Helper()
 	natstest.Eventually(t, 10*time.Second, func() bool {
 		var algs []map[string]any
@@ -196,7 +196,7 @@ type response struct {
 }
 
 // do sends a request with the stack's token (if any) and extra headers.
-func (s *stack) do(t *testing.T, method, path, body string, hdr map[string]string) response {
+func (s *stack) do(t testing.TB, method, path, body string, hdr map[string]string) response {
 	t.Helper()
 	req, err := http.NewRequest(method, s.url+path, strings.NewReader(body))
 	if err != nil {
@@ -335,7 +335,7 @@ func (e *sse) next(t *testing.T, match func(sseEvent) bool, what string) sseEven
 	}
 }
 
-func mustJSON(t *testing.T, b []byte, v any) {
+func mustJSON(t testing.TB, b []byte, v any) {
 	t.Helper()
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("decode %s: %v", b, err)
