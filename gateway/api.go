@@ -1,12 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -116,7 +116,9 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	if limit <= 0 {
 		limit = 1 << 20
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	buf := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 512), limit+1)))
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	body := buf.Bytes()
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
@@ -142,10 +144,15 @@ func timeoutHeader(r *http.Request) (time.Duration, error) {
 	return d, nil
 }
 
-// traceHeaders copies the W3C trace context of r into h.
-func traceHeaders(r *http.Request, h nats.Header) {
+// traceHeaders copies the W3C trace context of r into *h, making the
+// header only when there is something to copy (a message without headers
+// is cheaper for both ends).
+func traceHeaders(r *http.Request, h *nats.Header) {
 	for _, k := range []string{headerTraceparent, headerTracestate} {
 		if v := r.Header.Get(k); v != "" {
+			if *h == nil {
+				*h = nats.Header{}
+			}
 			h.Set(k, v)
 		}
 	}
@@ -179,17 +186,17 @@ func (g *Gateway) run(w http.ResponseWriter, r *http.Request) {
 	if budget == 0 {
 		budget = runner.DefaultTimeout
 	}
-	msg := &nats.Msg{Subject: runner.SubjectPrefix + name, Data: body, Header: nats.Header{}}
+	msg := &nats.Msg{Subject: runner.SubjectPrefix + name, Data: body}
 	d, err := timeoutHeader(r)
 	if err != nil {
 		writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: err.Error()})
 		return
 	}
 	if d > 0 {
-		msg.Header.Set(runner.HeaderTimeout, r.Header.Get(runner.HeaderTimeout))
+		msg.Header = nats.Header{runner.HeaderTimeout: []string{r.Header.Get(runner.HeaderTimeout)}}
 		budget = min(budget, d)
 	}
-	traceHeaders(r, msg.Header)
+	traceHeaders(r, &msg.Header)
 	wait := budget + replySlack
 	extendWrite(w, wait+replySlack)
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
@@ -261,7 +268,7 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request) {
 	if !json.Valid(body) {
 		violations = append(violations, schemas.Violation{Pointer: "", Message: "the body is not valid JSON"})
 	}
-	opts := controller.SubmitOptions{Header: nats.Header{}}
+	var opts controller.SubmitOptions
 	if key := r.Header.Get(headerIdempotencyKey); key != "" {
 		if !controller.ValidJobID(key) {
 			writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: fmt.Sprintf("header %s: %q cannot name a job: want letters, digits, '_', '=', '-' and single inner dots, at most 255 characters", headerIdempotencyKey, key)})
@@ -279,7 +286,7 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: "invalid input", Violations: violations})
 		return
 	}
-	traceHeaders(r, opts.Header)
+	traceHeaders(r, &opts.Header)
 	sub, err := g.store.Submit(r.Context(), name, body, opts)
 	switch {
 	case errors.Is(err, controller.ErrTooLarge):

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -283,7 +284,7 @@ func (g *Gateway) instrument(route string, next http.Handler) http.Handler {
 			if code == 0 {
 				code = http.StatusOK
 			}
-			g.requests.WithLabelValues(route, fmt.Sprint(code)).Inc()
+			g.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
 			dur.Observe(time.Since(start).Seconds())
 		}()
 		next.ServeHTTP(sw, r)

@@ -68,6 +68,27 @@ func TestRunMapsRunnerCodesToStatus(t *testing.T) {
 			t.Fatalf("Pnp-* reply headers not passed on: %v", r.Header)
 		}
 	})
+	t.Run("Pnp-Timeout and traceparent reach the runner", func(t *testing.T) {
+		spy, err := s.nc.SubscribeSync("run.probe") // a copy of every request
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer spy.Unsubscribe()
+		if err := s.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		tp := "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+		if r := s.do(t, "POST", "/v1/algorithms/probe/run", `{}`, map[string]string{"Pnp-Timeout": "2s", "traceparent": tp}); r.StatusCode != 200 {
+			t.Fatalf("run: %d %s", r.StatusCode, r.body)
+		}
+		m, err := spy.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Header.Get("Pnp-Timeout") != "2s" || m.Header.Get("traceparent") != tp {
+			t.Fatalf("request headers %v", m.Header)
+		}
+	})
 	cases := []struct {
 		name, path, body string
 		hdr              map[string]string
@@ -184,7 +205,8 @@ func TestJobsIdempotencyAndLongPoll(t *testing.T) {
 func TestDeadLettersReplayAndQueues(t *testing.T) {
 	s := newStack(t, stackOpts{})
 	s.failing.Store(true)
-	r := s.do(t, "POST", "/v1/algorithms/probe/jobs", `{}`, map[string]string{"Idempotency-Key": "doomed"})
+	tp := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	r := s.do(t, "POST", "/v1/algorithms/probe/jobs", `{}`, map[string]string{"Idempotency-Key": "doomed", "traceparent": tp})
 	if r.StatusCode != 202 {
 		t.Fatalf("submit: %d %s", r.StatusCode, r.body)
 	}
@@ -207,6 +229,10 @@ func TestDeadLettersReplayAndQueues(t *testing.T) {
 	mustJSON(t, s.do(t, "GET", "/v1/dead", "", nil).body, &dead)
 	if len(dead) != 1 || dead[0].JobID != "doomed" || dead[0].Code != 422 || !strings.Contains(dead[0].Reason, "failing on purpose") || string(dead[0].Body) != "{}" {
 		t.Fatalf("dead letters %+v", dead)
+	}
+	letters, err := s.store.DeadLetters(context.Background(), "probe")
+	if err != nil || len(letters) != 1 || letters[0].Header.Get("traceparent") != tp {
+		t.Fatalf("the job's traceparent is not kept with it: %v %+v", err, letters)
 	}
 	var queues []struct {
 		Algorithm string `json:"algorithm"`
@@ -415,6 +441,34 @@ func TestOversizedBodyRefused(t *testing.T) {
 	// pipeline's headers: the store's own limit, also a 413.
 	mid := `{"text":"` + strings.Repeat("a", 60<<10) + `"}`
 	expectProblem(t, s.do(t, "POST", "/v1/algorithms/language_detection/jobs", mid, nil), 413)
+	// Far over: refused after reading the limit, not after reading it all
+	// (NATS would refuse it too, after the gateway held it in memory).
+	huge := strings.Repeat(" ", 8<<20)
+	for _, path := range []string{"/v1/algorithms/language_detection/run", "/v1/algorithms/language_detection/jobs"} {
+		p := expectProblem(t, s.do(t, "POST", path, huge, nil), 413)
+		if !strings.Contains(p.Message, "body over the limit of 65536 bytes") {
+			t.Fatalf("%s: %q, want the gateway's own body limit", path, p.Message)
+		}
+	}
+}
+
+// The routes that wait on purpose outlive the server's write timeout: a
+// run, a long-poll and the event stream each move their write deadline.
+func TestWaitingRoutesOutliveTheWriteTimeout(t *testing.T) {
+	s := newStack(t, stackOpts{writeTimeout: 300 * time.Millisecond})
+	ev := s.openEvents(t)
+	r := s.do(t, "POST", "/v1/algorithms/probe/run", `{"sleep_ms":1000}`, nil)
+	if r.StatusCode != 200 {
+		t.Fatalf("run of 1 s with a 300 ms write timeout: %d %s", r.StatusCode, r.body)
+	}
+	if r := s.do(t, "POST", "/v1/algorithms/probe/jobs", `{"sleep_ms":1000}`, map[string]string{"Idempotency-Key": "patient"}); r.StatusCode != 202 {
+		t.Fatalf("submit: %d %s", r.StatusCode, r.body)
+	}
+	r = s.do(t, "GET", "/v1/jobs/patient?wait=20s", "", nil)
+	if r.StatusCode != 200 || !strings.Contains(string(r.body), "succeeded") {
+		t.Fatalf("long-poll of 1 s with a 300 ms write timeout: %d %s", r.StatusCode, r.body)
+	}
+	ev.next(t, func(e sseEvent) bool { return e.name == gateway.EventJob && strings.Contains(e.data, `"patient"`) }, "job event after the write timeout")
 }
 
 func TestHealthReadyAndPages(t *testing.T) {

@@ -91,6 +91,8 @@ type stackOpts struct {
 	token      string
 	maxJobAge  time.Duration
 	noProbe    bool
+	// writeTimeout is the gateway's server write timeout (default 30 s).
+	writeTimeout time.Duration
 }
 
 // newStack starts NATS, a controller, a runner serving language_detection
@@ -129,7 +131,7 @@ func newStack(t testing.TB, o stackOpts) *stack {
 	s.startRunner(t, algs...)
 
 	s.gwNC = s.srv.Connect()
-	s.gw, err = gateway.New(s.gwNC, s.store, gateway.Config{Token: o.token, Metrics: s.metrics, Logger: zerolog.Nop()})
+	s.gw, err = gateway.New(s.gwNC, s.store, gateway.Config{Token: o.token, Metrics: s.metrics, Logger: zerolog.Nop(), WriteTimeout: o.writeTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
