@@ -12,6 +12,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"strconv"
@@ -46,7 +47,6 @@ type Gateway struct {
 	duration *prometheus.HistogramVec
 
 	runOnce sync.Once
-	ready   chan struct{}
 	// eventsDown is set when the results watch gave up.
 	eventsDown atomic.Bool
 }
@@ -65,7 +65,6 @@ func New(nc *nats.Conn, store *controller.Store, cfg Config) (*Gateway, error) {
 		cache: store.Registry().NewCache(cfg.Logger.With().Str("component", "gateway_discovery").Logger()),
 		cfg:   cfg,
 		log:   cfg.Logger,
-		ready: make(chan struct{}),
 		lat:   newLatencies(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pnp_gateway_http_requests_total",
@@ -133,7 +132,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       g.cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ErrorLog:          nil,
+		ErrorLog:          stdlog.New(g.log.With().Str("component", "http").Logger(), "", 0),
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -307,6 +307,27 @@ func TestEventsRegistrationsDeparturesAndOutcomes(t *testing.T) {
 	}
 }
 
+// A runner that dies without deregistering leaves when its record expires:
+// the departure is an event within the discovery TTL, and the algorithm
+// leaves the listing.
+func TestEventsDepartureOnExpiry(t *testing.T) {
+	s := newStack(t, stackOpts{discoveryTTL: 3 * time.Second, noProbe: true})
+	ev := s.openEvents(t)
+	rec := discovery.Registration{
+		Algorithm: "crashed", Version: "1.0.0", Instance: "dead1", Subject: runner.SubjectPrefix + "crashed", QueueGroup: "runners",
+		InputSchema: json.RawMessage(`{}`), OutputSchema: json.RawMessage(`{}`), TimeoutMS: 1000, MaxConcurrency: 1,
+		StartedAt: time.Now().UTC(), HeartbeatAt: time.Now().UTC(),
+	}
+	if err := s.store.Registry().Register(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	ev.next(t, func(e sseEvent) bool {
+		return e.name == gateway.EventRegistered && strings.Contains(e.data, `"crashed"`)
+	}, "crashed registered")
+	ev.next(t, func(e sseEvent) bool { return e.name == gateway.EventDeparted && strings.Contains(e.data, `"crashed"`) }, "crashed expired")
+	s.waitAlgorithms(t, 1) // language_detection, heartbeating, stays
+}
+
 func TestOpenAPIFromLiveSchemas(t *testing.T) {
 	s := newStack(t, stackOpts{})
 	check := func(names ...string) map[string]any {

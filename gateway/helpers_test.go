@@ -22,6 +22,7 @@ import (
 
 	languagedetection "pnpworker/algo/language_detection"
 	"pnpworker/controller"
+	"pnpworker/discovery"
 	"pnpworker/gateway"
 	"pnpworker/internal/natstest"
 	"pnpworker/runner"
@@ -93,6 +94,8 @@ type stackOpts struct {
 	noProbe    bool
 	// writeTimeout is the gateway's server write timeout (default 30 s).
 	writeTimeout time.Duration
+	// discoveryTTL is the discovery bucket's max age (default 15 s).
+	discoveryTTL time.Duration
 }
 
 // newStack starts NATS, a controller, a runner serving language_detection
@@ -110,7 +113,7 @@ func newStack(t testing.TB, o stackOpts) *stack {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	s.store, err = controller.Provision(ctx, js, controller.StoreConfig{})
+	s.store, err = controller.Provision(ctx, js, controller.StoreConfig{Discovery: discovery.Config{TTL: o.discoveryTTL}})
 	if err != nil {
 		t.Fatal(err)
 	}
