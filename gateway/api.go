@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -100,11 +101,19 @@ func (g *Gateway) algorithms() []algorithmJSON {
 func (g *Gateway) listAlgorithms(w http.ResponseWriter, r *http.Request) {
 	algs := g.algorithms()
 	if r.URL.Query().Get("stats") != "" {
+		// One collection per algorithm, at once: each waits up to the
+		// stats timeout for an instance that does not answer.
+		var wg sync.WaitGroup
 		for i := range algs {
-			algs[i].Stats = g.stats.get(r.Context(), algs[i].Name, len(algs[i].Instances))
-			p50, p99, n := g.lat.percentiles(algs[i].Name)
-			algs[i].Stats.GatewayP50MS, algs[i].Stats.GatewayP99MS, algs[i].Stats.GatewaySamples = p50, p99, n
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				st := g.stats.get(r.Context(), algs[i].Name, len(algs[i].Instances))
+				st.GatewayP50MS, st.GatewayP99MS, st.GatewaySamples = g.lat.percentiles(algs[i].Name)
+				algs[i].Stats = st
+			}()
 		}
+		wg.Wait()
 	}
 	writeJSON(w, http.StatusOK, algs)
 }
