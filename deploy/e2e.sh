@@ -138,8 +138,8 @@ export PNP_IMAGE=pnpworker/pnp:dev
 # ------------------------------------------------------------------- up
 secret() { head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 MEME_RUNNER_PASSWORD="$(secret)" TEXT_RUNNER_PASSWORD="$(secret)"
-CONTROLLER_PASSWORD="$(secret)" PRODUCER_PASSWORD="$(secret)" ADMIN_PASSWORD="$(secret)"
-export MEME_RUNNER_PASSWORD TEXT_RUNNER_PASSWORD CONTROLLER_PASSWORD PRODUCER_PASSWORD ADMIN_PASSWORD NATS_PORT
+CONTROLLER_PASSWORD="$(secret)" PRODUCER_PASSWORD="$(secret)" ADMIN_PASSWORD="$(secret)" GATEWAY_PASSWORD="$(secret)"
+export MEME_RUNNER_PASSWORD TEXT_RUNNER_PASSWORD CONTROLLER_PASSWORD PRODUCER_PASSWORD ADMIN_PASSWORD GATEWAY_PASSWORD NATS_PORT
 
 step "docker compose up -d"
 docker compose down -v --remove-orphans >/dev/null 2>&1 || true

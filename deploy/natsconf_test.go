@@ -26,7 +26,7 @@ import (
 )
 
 // roles are the users nats.conf defines, each with its password variable.
-var roles = []string{"meme_runner", "text_runner", "controller", "producer", "admin"}
+var roles = []string{"meme_runner", "text_runner", "controller", "producer", "admin", "gateway"}
 
 func password(role string) string { return "secret-" + role }
 

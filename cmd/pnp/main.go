@@ -34,6 +34,7 @@ func commands() []command {
 		{"result", "print the result of a job", cmdResult},
 		{"jobs", "show waiting, in-flight and dead jobs per algorithm", cmdJobs},
 		{"dead", "list or replay dead letters (ls|replay)", cmdDead},
+		{"gateway", "serve the HTTP API, the OpenAPI document and the dashboard over an existing NATS", cmdGateway},
 		{"chaos", "run the fault scenarios (process kills, NATS restarts, cluster failover, overload, soak) and count lost jobs", cmdChaos},
 		{"bench", "measure the runner against a hand-written responder and print ratios", cmdBench},
 		{"version", "print the version", cmdVersion},

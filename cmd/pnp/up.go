@@ -12,8 +12,10 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"pnpworker/controller"
+	"pnpworker/gateway"
 	"pnpworker/internal/dirlock"
 	"pnpworker/internal/embedded"
 	"pnpworker/internal/imagefetch"
@@ -43,6 +45,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		images = fs.String("images-listen", env("PNP_IMAGES_LISTEN", "127.0.0.1:0"), "loopback address serving the demo gallery and sample images; the image fetcher may reach it (env PNP_IMAGES_LISTEN)")
 		imf    imageFlags
 		mf     metricsFlag
+		hf     httpFlags
 		maxAge = fs.Duration("max-job-age", controller.DefaultMaxJobAge, "a job waiting longer than this for an outcome fails as expired and is dead-lettered")
 		wf     workerFlags
 		store  controller.StoreConfig
@@ -52,6 +55,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	imf.register(fs)
 	registerStoreLimits(fs, &store, false)
 	mf.register(fs)
+	hf.register(fs)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -61,6 +65,17 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if err := store.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	// The process's one metrics registry: the gateway's /metrics and
+	// --metrics serve it, and every part of the process registers its
+	// collectors in it (a worker's runner, made anew at each restart of
+	// its process, registers none).
+	reg := newRegistry()
+	var gwCfg gateway.Config
+	if hf.addr != "" {
+		if gwCfg, err = hf.config(reg, log.With().Str("component", "gateway").Logger()); err != nil {
+			return err
+		}
 	}
 	host, portStr, err := net.SplitHostPort(*listen)
 	if err != nil {
@@ -136,9 +151,6 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// One registry for every part of the process (a worker's runner, made
-	// anew at each restart of its process, registers none).
-	reg := newRegistry()
 	var r *runner.Runner
 	if len(list) > 0 {
 		if r, err = runner.New(nc, list, runner.WithLogger(log.With().Str("component", "runner").Logger()), runner.WithMetrics(reg)); err != nil {
@@ -158,52 +170,76 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	n := 1 + len(workers)
-	errc := make(chan error, n+1)
+	running := 0
+	errc := make(chan error, 3+len(workers))
 	run := func(fn func(context.Context) error) {
-		go func() {
-			err := fn(ctx)
-			if err != nil {
-				cancel()
-			}
-			errc <- err
-		}()
+		running++
+		go func() { errc <- fn(ctx) }()
+	}
+	// stop cancels every part and collects what they return.
+	stop := func(errs ...error) error {
+		cancel()
+		for ; running > 0; running-- {
+			errs = append(errs, <-errc)
+		}
+		return errors.Join(errs...)
 	}
 	run(ctl.Run)
 	for _, w := range workers {
 		run(w.Run)
 	}
-	var started <-chan struct{}
+	ready := []<-chan struct{}{ctl.Ready()}
 	if r != nil {
-		n++
 		run(r.Run)
-		started = r.Started()
-	} else {
-		none := make(chan struct{})
-		close(none)
-		started = none
+		ready = append(ready, r.Started())
 	}
-	var errs []error
-	select {
-	case err := <-errc:
-		errs = append(errs, err)
-		n--
-		if err != nil || ctx.Err() != nil {
-			for ; n > 0; n-- {
-				errs = append(errs, <-errc)
-			}
-			return errors.Join(errs...)
+	for _, started := range ready {
+		select {
+		case err := <-errc:
+			running--
+			return stop(err)
+		case <-started:
 		}
-	case <-started:
 	}
-	printBanner(stdout, url, *data, imagesURL, list)
-	for ; n > 0; n-- {
-		errs = append(errs, <-errc)
+	httpURL := ""
+	if hf.addr != "" {
+		gw, ln, err := startGateway(ctx, nc, gwCfg)
+		if err != nil {
+			return stop(err)
+		}
+		httpURL = "http://" + ln.Addr().String()
+		run(func(ctx context.Context) error { return gw.Serve(ctx, ln) })
 	}
-	return errors.Join(errs...)
+	printBanner(stdout, url, *data, imagesURL, httpURL, list)
+	// The first part to stop stops the others.
+	err = <-errc
+	running--
+	return stop(err)
 }
 
-func printBanner(w io.Writer, url, data, images string, algs []*runner.Algorithm) {
+// startGateway opens the job streams (the controller provisioned them)
+// and listens on cfg.Addr.
+func startGateway(ctx context.Context, nc *nats.Conn, cfg gateway.Config) (*gateway.Gateway, net.Listener, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := controller.OpenStore(ctx, js, controller.StoreConfig{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("gateway: %w", err)
+	}
+	gw, err := gateway.New(nc, store, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("gateway: listen %s (--http; '' turns it off): %w", cfg.Addr, err)
+	}
+	return gw, ln, nil
+}
+
+func printBanner(w io.Writer, url, data, images, httpURL string, algs []*runner.Algorithm) {
 	var names []string
 	serving := map[string]bool{}
 	for _, a := range algs {
@@ -238,6 +274,10 @@ try, with the nats CLI:
 	}
 	if serving["image_info"] {
 		fmt.Fprintf(w, "  nats%s req run.image_info '{\"image_url\":\"%s/gallery/stonks.png\"}'\n", server, images)
+	}
+	if httpURL != "" {
+		fmt.Fprintf(w, "\nHTTP: dashboard %s/  reference %s/docs\n", httpURL, httpURL)
+		fmt.Fprintf(w, "  curl -s %s/v1/algorithms/language_detection/run -d '{\"text\":\"Le renard brun saute par-dessus le chien paresseux\"}'\n", httpURL)
 	}
 	fmt.Fprint(w, "\nCtrl-C stops it.\n")
 }
