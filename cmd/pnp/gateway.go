@@ -96,7 +96,7 @@ func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	// The process's one metrics registry: /metrics serves it, and every
 	// part of the process registers its collectors in it.
-	metrics := prometheus.NewRegistry()
+	metrics := newRegistry()
 	cfg, err := hf.config(metrics, log)
 	if err != nil {
 		return err
