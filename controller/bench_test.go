@@ -3,6 +3,8 @@ package controller_test
 import (
 	"context"
 	"encoding/json"
+
+	"errors"
 	"flag"
 	"fmt"
 	"slices"
@@ -279,7 +281,12 @@ func runHandwritten(b *testing.B, srv *natstest.Server, store *controller.Store)
 	go func() {
 		defer close(done)
 		for {
-			msg, err := it.Next(jetstream.NextContext(ctx))
+			// A short wait, called again, as the controller does: a single
+			// Next can idle 30 s at small batches (see Controller.consume).
+			msg, err := it.Next(jetstream.NextMaxWait(250 * time.Millisecond))
+			if errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
+				continue
+			}
 			if err != nil {
 				return
 			}

@@ -111,7 +111,7 @@ func (s *Store) Submit(ctx context.Context, algorithm string, input []byte, opts
 	}
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(opts.ID))
 	if err != nil {
-		return Submission{}, fmt.Errorf("controller: submit %s: %w", opts.ID, err)
+		return Submission{}, fmt.Errorf("controller: submit %s: %w", opts.ID, fullError(err))
 	}
 	return Submission{ID: opts.ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
 }
@@ -134,6 +134,42 @@ func (s *Store) RegisteredRunners(ctx context.Context, algorithm string) (int, e
 		return 0, fmt.Errorf("controller: discovery bucket %s: %w", bucket, err)
 	}
 	return len(info.State.Subjects), nil
+}
+
+// ErrJobsFull is wrapped by the error of Submit and Replay when stream
+// JOBS (or the account's JetStream storage) holds as much as it may: the
+// job was not stored. JOBS refuses new jobs rather than dropping old ones;
+// it accepts them again as controllers take jobs.
+var ErrJobsFull = errors.New("job queue full")
+
+// JetStream error codes of a refused write (nats-server's
+// JSStreamStoreFailedF, JSAccountResourcesExceededErr,
+// JSInsufficientResourcesErr, JSStorageResourcesExceededErr).
+const (
+	jsErrStoreFailed              jetstream.ErrorCode = 10077
+	jsErrAccountResourcesExceeded jetstream.ErrorCode = 10002
+	jsErrInsufficientResources    jetstream.ErrorCode = 10023
+	jsErrStorageResourcesExceeded jetstream.ErrorCode = 10047
+)
+
+// fullError turns the server's refusal of a job for lack of room into an
+// error wrapping ErrJobsFull that says so; other errors pass unchanged.
+func fullError(err error) error {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return err
+	}
+	switch apiErr.ErrorCode {
+	case jsErrStoreFailed:
+		// "maximum bytes exceeded", "maximum messages exceeded".
+		if !strings.HasPrefix(apiErr.Description, "maximum ") {
+			return err
+		}
+	case jsErrAccountResourcesExceeded, jsErrInsufficientResources, jsErrStorageResourcesExceeded:
+	default:
+		return err
+	}
+	return fmt.Errorf("%w: stream %s refused the job (%s), nothing was stored; jobs are accepted again as controllers take them ('pnp jobs' shows what waits; 'pnp provision --jobs-max-bytes/--jobs-max-msgs' raise the limits)", ErrJobsFull, JobsStream, apiErr.Description)
 }
 
 // DeadLetter is one message of stream DEAD.
@@ -286,7 +322,7 @@ func (s *Store) Replay(ctx context.Context, d DeadLetter) (Submission, error) {
 	msg.Header.Set(HeaderJobID, d.JobID)
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprintf("%s@replay-%d", d.JobID, d.Seq)))
 	if err != nil {
-		return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, err)
+		return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, fullError(err))
 	}
 	if err := s.deleteDead(ctx, d.Seq); err != nil {
 		return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
@@ -27,7 +30,27 @@ const (
 	DefaultDrainTimeout    = 30 * time.Second
 	DefaultMaxJobAge       = 7 * 24 * time.Hour
 	DefaultMaxNotStarted   = 100
+
+	// DefaultSchemaCacheBytes bounds the estimated heap of the compiled
+	// schemas a controller keeps: four records at discovery's
+	// MaxSchemaMemory.
+	DefaultSchemaCacheBytes = 4 * discovery.MaxSchemaMemory
+	// DefaultSchemaCompileTimeout is how long a job waits for a schema to
+	// compile before it goes on without the check.
+	DefaultSchemaCompileTimeout = 2 * time.Second
+	// DefaultMaxAlgorithms bounds the algorithms one controller serves.
+	DefaultMaxAlgorithms = 1000
+	// DefaultConsumerInactiveThreshold is how long the durable consumer of
+	// an algorithm with no live runner survives on JOBS.
+	DefaultConsumerInactiveThreshold = time.Hour
+	// DefaultMaxReferencedOutputBytes bounds the output stored by
+	// reference that a controller reads back to check.
+	DefaultMaxReferencedOutputBytes = 16 << 20
 )
+
+// pollInterval bounds how long the consumer loop waits in one call of the
+// message iterator; see consume.
+const pollInterval = 250 * time.Millisecond
 
 // Config configures a Controller. The zero value is the default controller:
 // 64 jobs in flight, 30 s ack wait, 5 attempts with backoff 1 s, 2 s, 4 s,
@@ -83,11 +106,47 @@ type Config struct {
 	// refused for about 50 minutes before it fails. Default
 	// DefaultMaxNotStarted.
 	MaxNotStarted int
+
+	// SchemaCacheBytes bounds the compiled input and output schemas the
+	// controller keeps, in estimated bytes of heap (schemas.Cost); the
+	// least recently used are dropped past it. Default
+	// DefaultSchemaCacheBytes.
+	SchemaCacheBytes int64
+	// SchemaCompileTimeout is how long a job waits for a registered schema
+	// to compile. Past it the job goes on unchecked (the runner checks its
+	// input; its output is accepted) while the compile finishes in the
+	// background, at most two at once. Default DefaultSchemaCompileTimeout.
+	SchemaCompileTimeout time.Duration
+	// MaxAlgorithms bounds how many algorithms this controller consumes
+	// jobs for. Past it, algorithms that appear in discovery are not
+	// served (logged as a warning) until others go. Default
+	// DefaultMaxAlgorithms.
+	MaxAlgorithms int
+	// ConsumerInactiveThreshold is how long JetStream keeps an algorithm's
+	// durable consumer on JOBS after the last pull: while no runner of the
+	// algorithm is live, controllers do not pull, and the consumer is
+	// deleted after this long, so names registered once do not leave
+	// consumers forever. Jobs stay in JOBS; the consumer is created again
+	// when a runner returns. Default DefaultConsumerInactiveThreshold.
+	ConsumerInactiveThreshold time.Duration
+	// MaxReferencedOutputBytes bounds an output that a runner stored in
+	// the outputs bucket and replied with by reference (output_ref): the
+	// controller reads it back, at most this many bytes, and checks it
+	// against the registered output schema like an output in the reply.
+	// A larger or missing object fails the attempt with 502. -1 turns the
+	// check off for referenced outputs (they are accepted unread). Default
+	// DefaultMaxReferencedOutputBytes.
+	MaxReferencedOutputBytes int64
 	// Instance names this controller in logs and result records. Default
 	// a new NUID.
 	Instance string
 	// Logger receives the controller's logs. The zero value discards them.
 	Logger zerolog.Logger
+	// Metrics receives the controller's Prometheus metrics
+	// (pnp_controller_*, see docs/METRICS.md); New fails when it already
+	// holds them (one controller per registry). The zero value (nil)
+	// records none, at no cost.
+	Metrics prometheus.Registerer
 }
 
 func (c *Config) setDefaults() {
@@ -117,6 +176,21 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxNotStarted == 0 {
 		c.MaxNotStarted = DefaultMaxNotStarted
+	}
+	if c.SchemaCacheBytes == 0 {
+		c.SchemaCacheBytes = DefaultSchemaCacheBytes
+	}
+	if c.SchemaCompileTimeout == 0 {
+		c.SchemaCompileTimeout = DefaultSchemaCompileTimeout
+	}
+	if c.MaxAlgorithms == 0 {
+		c.MaxAlgorithms = DefaultMaxAlgorithms
+	}
+	if c.ConsumerInactiveThreshold == 0 {
+		c.ConsumerInactiveThreshold = DefaultConsumerInactiveThreshold
+	}
+	if c.MaxReferencedOutputBytes == 0 {
+		c.MaxReferencedOutputBytes = DefaultMaxReferencedOutputBytes
 	}
 	if c.Instance == "" {
 		c.Instance = nuid.Next()
@@ -149,6 +223,21 @@ func (c Config) Validate() error {
 	if c.MaxNotStarted < 0 {
 		errs = append(errs, fmt.Errorf("max not started %d is negative", c.MaxNotStarted))
 	}
+	if c.SchemaCacheBytes < 0 {
+		errs = append(errs, fmt.Errorf("schema cache bytes %d is negative", c.SchemaCacheBytes))
+	}
+	if c.SchemaCompileTimeout < 0 {
+		errs = append(errs, fmt.Errorf("schema compile timeout %s is negative", c.SchemaCompileTimeout))
+	}
+	if c.MaxAlgorithms < 0 {
+		errs = append(errs, fmt.Errorf("max algorithms %d is negative", c.MaxAlgorithms))
+	}
+	if c.MaxReferencedOutputBytes < -1 {
+		errs = append(errs, fmt.Errorf("max referenced output bytes %d is negative (-1 turns the check off)", c.MaxReferencedOutputBytes))
+	}
+	if c.ConsumerInactiveThreshold != 0 && c.ConsumerInactiveThreshold < time.Second {
+		errs = append(errs, fmt.Errorf("consumer inactive threshold %s is below 1s", c.ConsumerInactiveThreshold))
+	}
 	if c.MaxRetryBackoff != 0 && c.MaxRetryBackoff < c.RetryBackoff {
 		errs = append(errs, fmt.Errorf("max retry backoff %s is below retry backoff %s", c.MaxRetryBackoff, c.RetryBackoff))
 	}
@@ -160,7 +249,9 @@ func (c Config) Validate() error {
 
 // ConsumerName is the durable consumer of JOBS that every controller
 // replica shares for algorithm.
-func ConsumerName(algorithm string) string { return "controller_" + algorithm }
+func ConsumerName(algorithm string) string { return consumerPrefix + algorithm }
+
+const consumerPrefix = "controller_"
 
 // Controller moves jobs from JOBS to runners and their outcomes to the
 // results bucket. Any number of replicas can run against the same NATS:
@@ -172,6 +263,7 @@ type Controller struct {
 	cfg Config
 	log zerolog.Logger
 
+	metrics *metrics // nil without Config.Metrics
 	store   *Store
 	cache   *discovery.Cache
 	schemas *schemaCache
@@ -210,17 +302,24 @@ func New(nc *nats.Conn, cfg Config) (*Controller, error) {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
 	log := cfg.Logger.With().Str("controller", cfg.Instance).Logger()
-	return &Controller{
+	c := &Controller{
 		nc:      nc,
 		js:      js,
 		cfg:     cfg,
 		log:     log,
-		schemas: newSchemaCache(log),
+		schemas: newSchemaCache(log, cfg.SchemaCacheBytes, cfg.SchemaCompileTimeout),
 		work:    make(chan *job),
 		batch:   cfg.MaxInFlight,
 		ready:   make(chan struct{}),
 		held:    map[*job]struct{}{},
-	}, nil
+	}
+	if cfg.Metrics != nil {
+		c.metrics = newMetrics(c)
+		if err := cfg.Metrics.Register(c.metrics); err != nil {
+			return nil, fmt.Errorf("controller: register metrics: %w", err)
+		}
+	}
+	return c, nil
 }
 
 // Ready is closed once the streams are provisioned and the discovery cache
@@ -288,6 +387,14 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.started = time.Now().UTC()
 	stopStats := c.serveStats()
 	defer stopStats()
+
+	// In the background: with credentials that may not list consumers,
+	// the listing waits for its timeout.
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		c.expireIdleConsumers(bgCtx)
+	}()
 	close(c.ready)
 	c.log.Info().Int("max_in_flight", c.cfg.MaxInFlight).Dur("ack_wait", c.cfg.AckWait).
 		Int("max_attempts", c.cfg.MaxAttempts).Msg("controller started")
@@ -380,6 +487,7 @@ func (c *Controller) open(ctx context.Context, closed <-chan nats.Status) (*Stor
 func (c *Controller) supervise(ctx context.Context, closed <-chan nats.Status) error {
 	pullers := map[string]context.CancelFunc{}
 	var wg sync.WaitGroup
+	unserved := 0
 	defer func() {
 		for _, stop := range pullers {
 			stop()
@@ -399,10 +507,25 @@ func (c *Controller) supervise(ctx context.Context, closed <-chan nats.Status) e
 				delete(pullers, alg)
 			}
 		}
+		var waiting []string
 		for alg := range live {
-			if _, ok := pullers[alg]; ok {
-				continue
+			if _, ok := pullers[alg]; !ok {
+				waiting = append(waiting, alg)
 			}
+		}
+		slices.Sort(waiting)
+		if n := len(pullers) + len(waiting) - c.cfg.MaxAlgorithms; n > 0 {
+			if n != unserved {
+				c.log.Warn().Int("max_algorithms", c.cfg.MaxAlgorithms).Int("unserved", n).
+					Strs("first_unserved", waiting[len(waiting)-n:][:min(n, 10)]).
+					Msg("more algorithms have runners than this controller serves; their jobs wait")
+			}
+			unserved = n
+			waiting = waiting[:len(waiting)-n]
+		} else {
+			unserved = 0
+		}
+		for _, alg := range waiting {
 			c.log.Info().Str("algorithm", alg).Msg("runner available: taking its jobs")
 			pctx, stop := context.WithCancel(ctx)
 			pullers[alg] = stop
@@ -457,6 +580,44 @@ func (c *Controller) consumerConfig(alg string) jetstream.ConsumerConfig {
 		// failures from waits and restarts; the server never gives up.
 		MaxDeliver:    -1,
 		MaxAckPending: max(1000, 8*c.cfg.MaxInFlight),
+		// Deleted by the server once no controller pulled for this long
+		// (no live runner): JetStream counts waiting pull requests and
+		// unacknowledged deliveries as activity, and the jobs stay in
+		// the work-queue stream.
+		InactiveThreshold: c.cfg.ConsumerInactiveThreshold,
+	}
+}
+
+// expireIdleConsumers gives the controller consumers on JOBS that have no
+// InactiveThreshold — made by controllers before it existed, for every
+// algorithm name ever registered — the configured one, so those of
+// algorithms that never come back are deleted too. One pass, at start-up:
+// a failure is logged and the consumer stays as it was.
+func (c *Controller) expireIdleConsumers(ctx context.Context) {
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var stale []jetstream.ConsumerConfig
+	l := c.store.Jobs().ListConsumers(lctx)
+	for ci := range l.Info() {
+		if strings.HasPrefix(ci.Name, consumerPrefix) && ci.Config.InactiveThreshold == 0 {
+			stale = append(stale, ci.Config)
+		}
+	}
+	if err := l.Err(); err != nil {
+		c.log.Warn().Err(err).Msg("cannot list the consumers on JOBS; consumers without an inactive threshold are kept")
+		return
+	}
+	failed := 0
+	for _, cfg := range stale {
+		cfg.InactiveThreshold = c.cfg.ConsumerInactiveThreshold
+		if _, err := c.js.UpdateConsumer(lctx, JobsStream, cfg); err != nil {
+			failed++
+			c.log.Warn().Err(err).Str("consumer", cfg.Durable).Msg("cannot set the inactive threshold of a consumer; it is kept")
+		}
+	}
+	if len(stale) > 0 {
+		c.log.Info().Int("consumers", len(stale)-failed).Dur("inactive_threshold", c.cfg.ConsumerInactiveThreshold).
+			Msg("consumers without an inactive threshold now expire when unused")
 	}
 }
 
@@ -481,7 +642,23 @@ func (c *Controller) consume(ctx context.Context, alg string) (bool, error) {
 	defer c.handBack(it)
 	delivered := false
 	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
+		// Next is called with a short wait and called again when it
+		// passes, instead of once with ctx: the iterator only issues a
+		// pull request at the start of a Next call or when a message or
+		// status arrives, and skips it while its goroutine is still
+		// publishing the previous one. When that request is filled and
+		// its last message taken before the goroutine clears its flag
+		// (likely at PullMaxMessages(1), and under CPU load), no request
+		// is outstanding and nothing arrives to trigger one: the
+		// iterator idled until its missing-heartbeat check, 2 × 15 s
+		// later. A new call re-checks within pollInterval.
+		msg, err := it.Next(jetstream.NextMaxWait(pollInterval))
+		if errors.Is(err, nats.ErrTimeout) {
+			if ctx.Err() != nil {
+				return delivered, nil
+			}
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return delivered, nil

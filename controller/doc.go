@@ -35,11 +35,17 @@
 // delivered at all (no hot loop) and start moving when a runner registers,
 // or fail as expired after Config.MaxJobAge (a sweep reads them from JOBS
 // by sequence; see expire.go).
+// The consumer of an algorithm without a live runner is deleted by
+// JetStream after Config.ConsumerInactiveThreshold and created again when
+// a runner returns; a controller serves at most Config.MaxAlgorithms.
 // For each job the controller reads the algorithm's registrations from its
 // discovery cache (a KV watcher, no read per job), validates the body
-// against the registered input schema (compiled once per schema content),
-// and sends it to the registration's subject (run.<algorithm>) with the
-// job id and time budget in headers. At most Config.MaxInFlight jobs run
+// against the registered input schema (compiled once per schema content,
+// in a cache bounded by Config.SchemaCacheBytes), and sends it to
+// run.<algorithm> — the only subject a registration may name — with the
+// job id and time budget in headers. A success reply is stored only when
+// its output satisfies the output schema the answering instance
+// registered; otherwise the attempt fails with 502. At most Config.MaxInFlight jobs run
 // at once per controller; held jobs get progress heartbeats every
 // AckWait/4, so a job longer than AckWait is not redelivered while running.
 //
@@ -47,7 +53,7 @@
 //
 //   - No responders (a runner registered but gone): the job is handed back
 //     with NoRunnerDelay; this is not an attempt.
-//   - Timeout, 5xx (500, 503, 504): retried after RetryBackoff, doubling up
+//   - Timeout, 5xx (500, 502, 503, 504): retried after RetryBackoff, doubling up
 //     to MaxRetryBackoff, ±20 % jitter, until MaxAttempts attempts (default
 //     5: waits of about 1 s, 2 s, 4 s, 8 s). Between attempts the result
 //     key holds a record with status "retrying", the attempt count and the

@@ -34,7 +34,11 @@ type task struct {
 }
 
 func (t *task) log() *zerolog.Logger {
-	l := t.c.log.With().Str("algorithm", t.alg).Str("job_id", t.id).Uint64("seq", t.md.Sequence.Stream).Logger()
+	lc := t.c.log.With().Str("algorithm", t.alg).Str("job_id", t.id).Uint64("seq", t.md.Sequence.Stream)
+	if id := runner.TraceID(t.msg.Headers()); id != "" {
+		lc = lc.Str("trace_id", id)
+	}
+	l := lc.Logger()
 	return &l
 }
 
@@ -108,7 +112,7 @@ func (c *Controller) process(w *worker, j *job) {
 		t.nak(jitter(c.cfg.NoRunnerDelay))
 		return
 	}
-	budget, subject := plan(regs)
+	budget := plan(regs)
 	if v := h.Get(HeaderTimeout); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
@@ -125,7 +129,8 @@ func (c *Controller) process(w *worker, j *job) {
 
 	t.rec.Attempts++
 	epoch := c.epoch.Load()
-	reply, wait, err := c.request(w, subject, t.id, j.msg.Data(), budget)
+	w.setTrace(h)
+	reply, wait, err := c.request(w, discovery.RequestSubject(t.alg), t.id, j.msg.Data(), budget)
 	if err != nil {
 		switch {
 		case errors.Is(err, nats.ErrMaxPayload):
@@ -135,7 +140,7 @@ func (c *Controller) process(w *worker, j *job) {
 				"job of %d bytes does not fit, with the request headers, the server's max payload of %d bytes", len(j.msg.Data()), c.nc.MaxPayload())})
 		case errors.Is(err, nats.ErrNoResponders) && md.NumDelivered > uint64(c.cfg.MaxNotStarted):
 			t.fail(ctx, &runner.Error{Code: runner.CodeUnavailable, Algorithm: t.alg, Message: fmt.Sprintf(
-				"no runner answered on %s; given up after %d deliveries", subject, md.NumDelivered)})
+				"no runner answered on %s; given up after %d deliveries", discovery.RequestSubject(t.alg), md.NumDelivered)})
 		case errors.Is(err, nats.ErrNoResponders):
 			// Registered but gone (its registration has not expired yet):
 			// not an attempt; wait for a runner.
@@ -182,26 +187,58 @@ func (c *Controller) process(w *worker, j *job) {
 		t.failure(ctx, protocolCode(rerr))
 		return
 	}
-	if ref := reply.Header.Get(runner.HeaderOutputRef); ref != "" {
-		// The output did not fit a message: the runner stored it.
-		if r, err := objref.Parse(ref); err != nil || r.Bucket != OutputsBucket {
-			t.failure(ctx, &runner.Error{Code: runner.CodeInternal, Algorithm: t.alg, Instance: t.rec.Instance,
+	output, check := reply.Data, true
+	ref := reply.Header.Get(runner.HeaderOutputRef)
+	if ref != "" {
+		// The output did not fit a message: the runner stored it. It is
+		// checked like any other output, read back within
+		// MaxReferencedOutputBytes, so a reference is no way around the
+		// output schema.
+		r, err := objref.Parse(ref)
+		if err != nil || r.Bucket != OutputsBucket {
+			t.failure(ctx, &runner.Error{Code: runner.CodeBadGateway, Algorithm: t.alg, Instance: t.rec.Instance,
 				Message: fmt.Sprintf("runner replied with %s %q, not a reference into bucket %s", runner.HeaderOutputRef, truncate(ref, 300), OutputsBucket)})
 			return
 		}
-		t.rec.Status, t.rec.OutputRef = StatusSucceeded, ref
-		t.rec.finish(time.Now())
-		t.finalize(ctx)
-		return
+		if output, check, err = c.referencedOutput(ctx, r); err != nil {
+			t.log().Warn().Str("instance", t.rec.Instance).Str("output_ref", ref).Err(err).Msg("runner output by reference not checked")
+			t.failure(ctx, &runner.Error{Code: runner.CodeBadGateway, Algorithm: t.alg, Instance: t.rec.Instance,
+				Message: fmt.Sprintf("runner output %s could not be checked: %v", truncate(ref, 300), err)})
+			return
+		}
 	}
-	if !json.Valid(reply.Data) {
-		t.failure(ctx, &runner.Error{Code: runner.CodeInternal, Algorithm: t.alg, Instance: t.rec.Instance, Message: "runner replied with a body that is not JSON"})
-		return
+	if check {
+		if verr := c.schemas.validateOutput(regs, t.rec.Instance, output); verr != nil {
+			// Not the output the algorithm promises (a broken or hostile
+			// instance in the queue group): an attempt that failed, retried,
+			// so that another instance may answer.
+			verr.Algorithm, verr.Instance = t.alg, t.rec.Instance
+			t.log().Warn().Str("instance", t.rec.Instance).Str("version", t.rec.Version).Str("error", verr.Error()).
+				Int("attempts", t.rec.Attempts).Msg("runner output does not match its schema")
+			t.failure(ctx, verr)
+			return
+		}
 	}
+	c.metrics.attempt(t.alg, 0)
 	t.rec.Status = StatusSucceeded
-	t.rec.Output = compactJSON(reply.Data)
+	if ref != "" {
+		t.rec.OutputRef = ref
+	} else {
+		t.rec.Output = compactJSON(reply.Data)
+	}
 	t.rec.finish(time.Now())
 	t.finalize(ctx)
+}
+
+// referencedOutput reads back an output a runner stored by reference, for
+// the output check; check is false when the check is off
+// (MaxReferencedOutputBytes -1).
+func (c *Controller) referencedOutput(ctx context.Context, r objref.Ref) (output []byte, check bool, err error) {
+	if c.cfg.MaxReferencedOutputBytes < 0 {
+		return nil, false, nil
+	}
+	output, err = objref.Read(ctx, c.store.js, r, c.cfg.MaxReferencedOutputBytes)
+	return output, true, err
 }
 
 // giveUpDeliveries bounds the deliveries of a job whose outcome cannot be
@@ -236,7 +273,7 @@ func notStarted(e *runner.Error) bool {
 func protocolCode(e *runner.Error) *runner.Error {
 	switch e.Code {
 	case runner.CodeInvalidInput, runner.CodeNotFound, runner.CodeTooLarge, runner.CodeUnprocessable,
-		runner.CodeInternal, runner.CodeUnavailable, runner.CodeDeadline:
+		runner.CodeInternal, runner.CodeBadGateway, runner.CodeUnavailable, runner.CodeDeadline:
 		return e
 	}
 	c := *e
@@ -249,35 +286,19 @@ func protocolCode(e *runner.Error) *runner.Error {
 	return &c
 }
 
-// plan picks the request subject and time budget (the longest of the live
-// instances', since the request may reach any of them). The subject is the
-// protocol's run.<algorithm> whenever a live instance serves it; otherwise
-// that of the most recently started instance. A start time in the future
-// (a clock far ahead, or a forged record) wins no choice, so a record
-// nobody serves cannot draw every job away from the real runners.
-func plan(regs []discovery.Registration) (time.Duration, string) {
-	now := time.Now()
-	canonical := runner.SubjectPrefix + regs[0].Algorithm
-	best := -1
-	var bestStarted time.Time
+// plan picks the time budget of a request: the longest of the live
+// instances', since the request may reach any of them. The subject is
+// always run.<algorithm> (discovery.RequestSubject): records that name
+// another are refused by discovery, so there is nothing to choose.
+func plan(regs []discovery.Registration) time.Duration {
 	var budget time.Duration
-	for i, r := range regs {
+	for _, r := range regs {
 		budget = max(budget, r.Timeout())
-		started := r.StartedAt
-		if started.After(now) {
-			started = time.Time{}
-		}
-		switch {
-		case best < 0,
-			r.Subject == canonical && regs[best].Subject != canonical,
-			(r.Subject == canonical) == (regs[best].Subject == canonical) && started.After(bestStarted):
-			best, bestStarted = i, started
-		}
 	}
 	if budget <= 0 {
 		budget = runner.DefaultTimeout
 	}
-	return budget, regs[best].Subject
+	return budget
 }
 
 // worker is what one of the MaxInFlight processing goroutines keeps from
@@ -347,6 +368,7 @@ func (t *task) loadPrevious(ctx context.Context) (final bool, err error) {
 // failure handles a failed attempt: retry later while attempts remain and
 // the error is retryable, otherwise fail the job.
 func (t *task) failure(ctx context.Context, e *runner.Error) {
+	t.c.metrics.attempt(t.alg, e.Code)
 	if !e.Retryable() || t.rec.Attempts >= t.c.cfg.MaxAttempts {
 		t.fail(ctx, e)
 		return
@@ -399,6 +421,7 @@ func (t *task) fail(ctx context.Context, e *runner.Error) {
 	if !ValidJobID(t.id) {
 		// No key to store a result under: the dead letter tells the story.
 		t.ack()
+		t.finished()
 		return
 	}
 	t.finalize(ctx)
@@ -452,8 +475,10 @@ func (t *task) finalize(ctx context.Context) {
 	case err != nil:
 		t.log().Error().Err(err).Uint64("dead_letter_seq", t.rec.DeadLetterSeq).Msg("cannot store the failed result; the dead letter is the job's outcome")
 		t.ack()
+		t.finished()
 	default:
 		t.ack()
+		t.finished()
 		if subj := t.msg.Headers().Get(HeaderNotify); subj != "" && ValidNotifySubject(subj) {
 			if err := t.c.nc.Publish(subj, data); err != nil {
 				t.log().Debug().Err(err).Str("notify", subj).Msg("notification not sent")

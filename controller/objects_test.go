@@ -181,3 +181,70 @@ func mustRef(t *testing.T, s string) objref.Ref {
 	}
 	return r
 }
+
+// refRunner answers every request on run.<alg> with a reference to the
+// object name in the outputs bucket, as a runner whose output did not fit
+// a message does, naming itself instance.
+func refRunner(t *testing.T, e *env, alg, instance, name string) {
+	t.Helper()
+	ref := objref.Ref{Bucket: controller.OutputsBucket, Name: name}.String()
+	nc := e.srv.Connect()
+	sub, err := nc.QueueSubscribe(discovery.RequestSubject(alg), "runners", func(m *nats.Msg) {
+		reply := &nats.Msg{Subject: m.Reply, Data: []byte(`{"output_ref":"` + ref + `"}`), Header: nats.Header{}}
+		reply.Header.Set(runner.HeaderInstance, instance)
+		reply.Header.Set(runner.HeaderOutputRef, ref)
+		_ = nc.PublishMsg(reply)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An output stored by reference is checked against the registered output
+// schema like one in the reply: a reference is no way around the check. A
+// referenced output that does not match, is missing, or is larger than
+// MaxReferencedOutputBytes fails with 502 after the attempts; one that
+// matches succeeds with output_ref.
+func TestReferencedOutputsAreCheckedReliability(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	put := func(name, body string) {
+		if _, err := objref.Put(ctx, e.js, controller.OutputsBucket, name, strings.NewReader(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("good/1", `{"n":1}`)
+	put("stolen/1", `{"stolen":true}`)
+	put("big/1", `{"n":1,"pad":"`+strings.Repeat("x", 4096)+`"}`)
+	for _, alg := range []string{"good", "stolen", "missing", "big"} {
+		putRecord(t, e, alg, "fake-"+alg)
+		refRunner(t, e, alg, "fake-"+alg, alg+"/1")
+	}
+	cfg := fastConfig(t)
+	cfg.MaxAttempts = 2
+	cfg.MaxReferencedOutputBytes = 1024
+	startController(t, e, cfg)
+	for _, alg := range []string{"good", "stolen", "missing", "big"} {
+		e.submit(t, alg, alg+"-job", echoIn{N: 1})
+	}
+
+	r := e.waitResult(t, "good-job")
+	if r.Status != controller.StatusSucceeded || r.OutputRef != "obj://outputs/good/1" {
+		t.Errorf("good-job: status %s error %v output_ref %q, want succeeded by reference", r.Status, r.Error, r.OutputRef)
+	}
+	for _, alg := range []string{"stolen", "missing", "big"} {
+		r := e.waitResult(t, alg+"-job")
+		if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != runner.CodeBadGateway || r.Attempts != cfg.MaxAttempts {
+			t.Errorf("%s-job: status %s error %v attempts %d output_ref %q, want failed with 502 after %d attempts",
+				alg, r.Status, r.Error, r.Attempts, r.OutputRef, cfg.MaxAttempts)
+		}
+	}
+	if r := e.waitResult(t, "stolen-job"); r.Error != nil && len(r.Error.Violations) == 0 {
+		t.Errorf("stolen-job: error %+v, want the schema violations", r.Error)
+	}
+}

@@ -85,31 +85,68 @@ func TestHostileRegistrationsReliability(t *testing.T) {
 	t.Logf("%d of %d hostile records pass the codec (schema-valid, key-consistent)", accepted, len(hostile))
 }
 
-// A schema-valid record for an algorithm, with a subject nobody serves and
-// a start time in the future, must not draw the algorithm's jobs away from
-// the real runners: the controller prefers run.<algorithm> and ignores
-// start times in the future when it picks the subject.
-func TestForgedNewestRegistrationStallsJobsReliability(t *testing.T) {
+// A record must carry run.<algorithm>. One that is otherwise current and
+// valid — the real runner's own schemas, a fresh start time — but names
+// another subject is refused by every reader: it is not listed, and the
+// jobs succeed on the real runner. Alone, a record with a subject in the
+// jobs namespace must not draw the controller into publishing jobs (it
+// once fed its own stream and stored the JetStream ack as the output):
+// its jobs wait for a real runner.
+func TestForgedSubjectRegistrationReliability(t *testing.T) {
 	e := newEnv(t, controller.StoreConfig{})
-	startRunner(t, e.srv, echo(t, "forged", nil))
-	future := time.Now().Add(24 * time.Hour).UTC()
-	b, err := json.Marshal(map[string]any{
-		"algorithm": "forged", "version": "9.9.9", "instance": "forger",
-		"subject": "run.nobody_listens", "queue_group": "runners",
-		"input_schema": map[string]any{}, "output_schema": map[string]any{},
-		"timeout_ms": 1000, "max_concurrency": 1, "started_at": future, "heartbeat_at": future,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.store.Registry().KeyValue().Put(context.Background(), "forged.forger", b); err != nil {
-		t.Fatal(err)
-	}
-	startController(t, e, fastConfig(t))
-	e.submit(t, "forged", "f-1", echoIn{N: 1})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	h := startRunner(t, e.srv, echo(t, "forged", nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := e.store.WaitResult(ctx, "f-1", nil); err != nil {
-		t.Fatalf("job of a live, healthy runner has no result: %v", err)
+	reg := e.store.Registry()
+	real, err := reg.Lookup(ctx, "forged")
+	if err != nil || len(real) != 1 {
+		t.Fatalf("real runner's record: %v %v", real, err)
+	}
+	forge := func(alg, subject string) {
+		t.Helper()
+		r := real[0]
+		r.Algorithm, r.Instance, r.Subject = alg, "forger", subject
+		r.StartedAt, r.HeartbeatAt = time.Now().UTC(), time.Now().UTC()
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := reg.KeyValue().Put(ctx, r.Key(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forge("forged", "run.nobody_listens")
+	forge("lonely", "jobs.lonely")
+	for _, alg := range []string{"forged", "lonely"} {
+		l, err := reg.Lookup(ctx, alg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range l {
+			if r.Instance == "forger" {
+				t.Errorf("a record with subject %q is listed for %s", r.Subject, alg)
+			}
+		}
+	}
+
+	startController(t, e, fastConfig(t))
+	for i := range 5 {
+		e.submit(t, "forged", fmt.Sprintf("f-%d", i), echoIn{N: i})
+	}
+	e.submit(t, "lonely", "l-1", echoIn{N: 7})
+	for i := range 5 {
+		r := e.waitResult(t, fmt.Sprintf("f-%d", i))
+		if r.Status != controller.StatusSucceeded || r.Instance != h.instance() {
+			t.Errorf("f-%d: status %s on instance %q (error %v), want succeeded on the real runner %s", i, r.Status, r.Instance, r.Error, h.instance())
+		}
+	}
+	// The lonely job waits in JOBS until a real runner comes.
+	lonely := startRunner(t, e.srv, echo(t, "lonely", nil))
+	r := e.waitResult(t, "l-1")
+	if r.Status != controller.StatusSucceeded || r.Instance != lonely.instance() || string(r.Output) != `{"n":7}` {
+		t.Errorf("l-1: status %s on instance %q, output %s, want succeeded on %s with n 7", r.Status, r.Instance, r.Output, lonely.instance())
+	}
+	if got := e.statuses(t, "l-1"); len(got) != 1 {
+		t.Errorf("l-1 records: %v, want one", got)
 	}
 }

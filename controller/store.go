@@ -40,7 +40,16 @@ const (
 	DefaultResultTTL       = 24 * time.Hour
 	DefaultDuplicateWindow = 2 * time.Minute
 	DefaultInputTTL        = 24 * time.Hour
-	DefaultObjectsMaxBytes = 1 << 30 // 1 GiB per bucket
+	// DefaultObjectsMaxBytes bounds each object store bucket.
+	DefaultObjectsMaxBytes = 1 << 30
+	// DefaultJobsMaxBytes and DefaultJobsMaxMsgs bound stream JOBS.
+	DefaultJobsMaxBytes = 1 << 30
+	DefaultJobsMaxMsgs  = 1_000_000
+	// DefaultDeadMaxBytes and DefaultDeadMaxMsgs bound stream DEAD.
+	DefaultDeadMaxBytes = 256 << 20
+	DefaultDeadMaxMsgs  = 100_000
+	// DefaultResultsMaxBytes bounds the results bucket.
+	DefaultResultsMaxBytes = 1 << 30
 )
 
 // ObjectsConfig bounds an object store bucket.
@@ -56,7 +65,14 @@ type ObjectsConfig struct {
 
 // StoreConfig configures the streams and buckets. The zero value is the
 // default set-up: results kept 24 h, job ids de-duplicated for 2 min, dead
-// letters kept until replayed, one replica, file storage everywhere.
+// letters kept until replayed, one replica, file storage everywhere, and
+// every stream bounded — JOBS to 1 GiB and 1 000 000 jobs, DEAD to 256 MiB
+// and 100 000 letters, results to 1 GiB, discovery to
+// discovery.DefaultMaxBytes, the inputs and outputs object stores to 1 GiB
+// each — so that together (about 4.3 GiB, times the replicas) they fit an
+// account's JetStream limit with room to spare, and
+// a flood of one never starves the others. For the size and count limits,
+// -1 means no limit, which an account with max_bytes_required refuses.
 type StoreConfig struct {
 	// Discovery configures the discovery bucket, provisioned here as well
 	// so that one call sets up everything. Zero value: discovery defaults.
@@ -76,6 +92,27 @@ type StoreConfig struct {
 	// DeadMaxAge is how long dead letters are kept. Zero keeps them until
 	// they are replayed or deleted.
 	DeadMaxAge time.Duration
+	// JobsMaxBytes caps the bytes stream JOBS holds. A full JOBS refuses
+	// new jobs (discard new): Submit fails with an error wrapping
+	// ErrJobsFull, and no stored job is ever dropped to make room. Default
+	// DefaultJobsMaxBytes.
+	JobsMaxBytes int64
+	// JobsMaxMsgs caps the number of jobs JOBS holds, refusing more the
+	// same way. Default DefaultJobsMaxMsgs.
+	JobsMaxMsgs int64
+	// DeadMaxBytes caps the bytes stream DEAD holds. When it is reached
+	// the oldest dead letters are dropped (discard old), so dead-lettering
+	// never stalls the pipeline; a job's failed result still records its
+	// reason. Default DefaultDeadMaxBytes.
+	DeadMaxBytes int64
+	// DeadMaxMsgs caps the number of dead letters, dropping the oldest
+	// the same way. Default DefaultDeadMaxMsgs.
+	DeadMaxMsgs int64
+	// ResultsMaxBytes caps the results bucket. When it is reached the
+	// oldest records are dropped (discard old), as if their ResultTTL had
+	// passed, so storing an outcome never fails for room. Default
+	// DefaultResultsMaxBytes.
+	ResultsMaxBytes int64
 	// Replicas of every stream in a cluster. Default 1.
 	Replicas int
 	// Inputs bounds the inputs object store bucket. Zero value: objects
@@ -84,6 +121,14 @@ type StoreConfig struct {
 	// Outputs bounds the outputs object store bucket. Zero value: objects
 	// kept as long as results, 1 GiB in all.
 	Outputs ObjectsConfig
+}
+
+// limit returns v, or def when v is zero.
+func limit(v, def int64) int64 {
+	if v == 0 {
+		return def
+	}
+	return v
 }
 
 func (c *StoreConfig) setDefaults() {
@@ -110,6 +155,11 @@ func (c *StoreConfig) setDefaults() {
 			o.MaxBytes = DefaultObjectsMaxBytes
 		}
 	}
+	c.JobsMaxBytes = limit(c.JobsMaxBytes, DefaultJobsMaxBytes)
+	c.JobsMaxMsgs = limit(c.JobsMaxMsgs, DefaultJobsMaxMsgs)
+	c.DeadMaxBytes = limit(c.DeadMaxBytes, DefaultDeadMaxBytes)
+	c.DeadMaxMsgs = limit(c.DeadMaxMsgs, DefaultDeadMaxMsgs)
+	c.ResultsMaxBytes = limit(c.ResultsMaxBytes, DefaultResultsMaxBytes)
 }
 
 // Validate reports every problem with c.
@@ -131,6 +181,18 @@ func (c StoreConfig) Validate() error {
 	}
 	if c.DeadMaxAge < 0 {
 		errs = append(errs, fmt.Errorf("dead letter max age %s is negative", c.DeadMaxAge))
+	}
+	for _, l := range []struct {
+		name string
+		v    int64
+	}{
+		{"jobs max bytes", c.JobsMaxBytes}, {"jobs max messages", c.JobsMaxMsgs},
+		{"dead letter max bytes", c.DeadMaxBytes}, {"dead letter max messages", c.DeadMaxMsgs},
+		{"results max bytes", c.ResultsMaxBytes},
+	} {
+		if l.v < -1 {
+			errs = append(errs, fmt.Errorf("%s %d is negative (-1 means no limit)", l.name, l.v))
+		}
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("replicas %d out of range 1..5", c.Replicas))
@@ -194,6 +256,10 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		Storage:     jetstream.FileStorage,
 		Duplicates:  s.cfg.DuplicateWindow,
 		Replicas:    s.cfg.Replicas,
+		// A full queue refuses the producer, never drops a stored job.
+		MaxBytes: s.cfg.JobsMaxBytes,
+		MaxMsgs:  s.cfg.JobsMaxMsgs,
+		Discard:  jetstream.DiscardNew,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("controller: provision stream %s: %w", JobsStream, err)
@@ -206,6 +272,11 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		Storage:     jetstream.FileStorage,
 		MaxAge:      s.cfg.DeadMaxAge,
 		Replicas:    s.cfg.Replicas,
+		// Dead-lettering must always succeed, or jobs stall: the oldest
+		// letters make room.
+		MaxBytes: s.cfg.DeadMaxBytes,
+		MaxMsgs:  s.cfg.DeadMaxMsgs,
+		Discard:  jetstream.DiscardOld,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("controller: provision stream %s: %w", DeadStream, err)
@@ -217,8 +288,12 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		TTL:         s.cfg.ResultTTL,
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.cfg.Replicas,
+		MaxBytes:    s.cfg.ResultsMaxBytes,
 	})
 	if err != nil {
+		return nil, fmt.Errorf("controller: provision bucket %s: %w", ResultsBucket, err)
+	}
+	if err := discardOld(ctx, s.js, "KV_"+ResultsBucket); err != nil {
 		return nil, fmt.Errorf("controller: provision bucket %s: %w", ResultsBucket, err)
 	}
 	objects := make([]jetstream.ObjectStore, 2)
@@ -268,6 +343,27 @@ func checkNotifyFree(ctx context.Context, js jetstream.JetStream) error {
 	if len(found) > 0 {
 		return fmt.Errorf("controller: %w: stream %s listens on %s>, where producers direct result notifications (Pnp-Notify); give it other subjects",
 			ErrNotifyCaptured, strings.Join(found, ", "), NotifySubjectPrefix)
+	}
+	return nil
+}
+
+// discardOld makes a full stream drop its oldest messages instead of
+// refusing new ones. A KV bucket is created with discard new; for results
+// that would refuse an outcome when the bucket is full, and the controller
+// would hand the job back to run again and again. Dropping the oldest
+// records instead is what their TTL does anyway, only earlier.
+func discardOld(ctx context.Context, js jetstream.JetStream, name string) error {
+	st, err := js.Stream(ctx, name)
+	if err != nil {
+		return err
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.Discard == jetstream.DiscardOld {
+		return nil
+	}
+	cfg.Discard = jetstream.DiscardOld
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("discard old: %w", err)
 	}
 	return nil
 }
@@ -344,29 +440,52 @@ func (s *Store) Result(ctx context.Context, id string) (Result, error) {
 	return decodeResult(id, e.Value())
 }
 
-// WaitResult returns the final record of job id, waiting for it by watching
-// the key (no polling) until ctx ends. Retrying records are passed to
-// progress, which may be nil.
+// Polling intervals of WaitResult: the first read follows at once, then
+// the interval grows from the first to the last.
+const (
+	waitPollFirst = 20 * time.Millisecond
+	waitPollMax   = 500 * time.Millisecond
+)
+
+// WaitResult returns the final record of job id, waiting for it until ctx
+// ends. It reads the key (a direct get) at intervals growing from 20 ms to
+// 500 ms rather than watching it: a watch is a consumer, and the producer
+// role may not create consumers (a consumer's deliver subject is not
+// checked against its creator's permissions). The retrying records it
+// reads are passed to progress, which may be nil, each once (two written
+// between reads show as the later one). Read errors (NATS
+// reconnecting, say) do not end the wait; the last one is reported when
+// ctx ends first.
 func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)) (Result, error) {
 	if !ValidJobID(id) {
 		return Result{}, fmt.Errorf("controller: invalid job id %q", id)
 	}
-	w, err := s.results.Watch(ctx, id, jetstream.IgnoreDeletes())
-	if err != nil {
-		return Result{}, fmt.Errorf("controller: watch result %s: %w", id, err)
-	}
-	defer w.Stop()
+	var (
+		seen    uint64
+		lastErr error
+		wait    time.Duration
+		timer   = time.NewTimer(0)
+	)
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			if lastErr != nil {
+				return Result{}, fmt.Errorf("controller: waiting for result %s: %w (last read: %v)", id, ctx.Err(), lastErr)
+			}
 			return Result{}, fmt.Errorf("controller: waiting for result %s: %w", id, ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return Result{}, fmt.Errorf("controller: waiting for result %s: watcher closed", id)
+		case <-timer.C:
+		}
+		e, err := s.results.Get(ctx, id)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			lastErr = nil
+		case err != nil:
+			if ctx.Err() == nil {
+				lastErr = err
 			}
-			if e == nil {
-				continue
-			}
+		case e.Revision() != seen:
+			seen, lastErr = e.Revision(), nil
 			r, err := decodeResult(id, e.Value())
 			if err != nil {
 				return Result{}, err
@@ -378,6 +497,8 @@ func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)
 				progress(r)
 			}
 		}
+		wait = min(max(2*wait, waitPollFirst), waitPollMax)
+		timer.Reset(wait)
 	}
 }
 

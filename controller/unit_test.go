@@ -103,6 +103,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "tiny ack wait", cfg: Config{AckWait: time.Millisecond}, errs: []string{"ack wait"}},
 		{name: "cap below base", cfg: Config{RetryBackoff: time.Minute, MaxRetryBackoff: time.Second}, errs: []string{"max retry backoff"}},
 		{name: "bad instance", cfg: Config{Instance: "a.b"}, errs: []string{"instance"}},
+		{name: "trust bounds", cfg: Config{SchemaCacheBytes: -1, SchemaCompileTimeout: -1, MaxAlgorithms: -1, ConsumerInactiveThreshold: time.Millisecond},
+			errs: []string{"schema cache bytes", "schema compile timeout", "max algorithms", "consumer inactive threshold"}},
 		{name: "store", cfg: Config{Store: StoreConfig{ResultTTL: time.Millisecond, Replicas: 9, Discovery: discovery.Config{TTL: time.Second}}},
 			errs: []string{"result ttl", "replicas", "discovery: ttl"}},
 	}
@@ -175,7 +177,8 @@ func TestProtocolCode(t *testing.T) {
 		retryable  bool
 	}{
 		{400, 400, false}, {422, 422, false}, {503, 503, true},
-		{409, 400, false}, {418, 400, false}, {502, 500, true}, {0, 500, true}, {302, 500, true},
+		{502, 502, true},
+		{409, 400, false}, {418, 400, false}, {501, 500, true}, {0, 500, true}, {302, 500, true},
 	}
 	for _, tt := range tests {
 		got := protocolCode(&runner.Error{Code: tt.code, Message: "m"})

@@ -50,7 +50,7 @@ func startCluster(t *testing.T) []string {
 		if opts.ServerName != fmt.Sprintf("nats-%d", i) || opts.Cluster.Name != "pnp" || len(opts.Routes) != 3 {
 			t.Fatalf("unexpected cluster settings: name %q cluster %q routes %v", opts.ServerName, opts.Cluster.Name, opts.Routes)
 		}
-		if !opts.SyncAlways || len(opts.Users) != 4 {
+		if !opts.SyncAlways || len(opts.Users) != len(roles) {
 			t.Fatalf("nats.conf not included: sync always %v, %d users", opts.SyncAlways, len(opts.Users))
 		}
 		opts.Host, opts.Port, opts.HTTPPort = "127.0.0.1", -1, 0
@@ -124,7 +124,7 @@ func TestClusterReplicas(t *testing.T) {
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	rc := connect(t, urls[1], "runner")
+	rc := connect(t, urls[1], "text_runner")
 	alg, err := languagedetection.New()
 	if err != nil {
 		t.Fatal(err)

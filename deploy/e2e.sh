@@ -19,7 +19,8 @@
 #    which may request runners).
 # 5. docker compose down -v — also when a step fails.
 #
-# Environment: COMPOSE_VERSION (v2.40.3), E2E_NATS_PORT (14222), NATS_CLI
+# Environment: COMPOSE_VERSION (v2.40.3), E2E_NATS_PORT (14222),
+# COMPOSE_PROJECT_NAME (pnpworker-e2e), NATS_CLI
 # (nats on PATH, else ~/go/bin/nats, else installed at v0.5.0), KEEP=1 to
 # leave the deployment running for a look (it is then not torn down).
 set -euo pipefail
@@ -28,7 +29,7 @@ cd "$(dirname "$0")/.."
 COMPOSE_VERSION="${COMPOSE_VERSION:-v2.40.3}"
 NATSCLI_VERSION=0.5.0
 NATS_PORT="${E2E_NATS_PORT:-14222}"
-export COMPOSE_PROJECT_NAME=pnpworker-e2e
+export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-pnpworker-e2e}"
 export PATH="/usr/local/go/bin:$PATH"
 
 started=$SECONDS
@@ -136,8 +137,9 @@ export PNP_IMAGE=pnpworker/pnp:dev
 
 # ------------------------------------------------------------------- up
 secret() { head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-RUNNER_PASSWORD="$(secret)" CONTROLLER_PASSWORD="$(secret)" PRODUCER_PASSWORD="$(secret)" ADMIN_PASSWORD="$(secret)"
-export RUNNER_PASSWORD CONTROLLER_PASSWORD PRODUCER_PASSWORD ADMIN_PASSWORD NATS_PORT
+MEME_RUNNER_PASSWORD="$(secret)" TEXT_RUNNER_PASSWORD="$(secret)"
+CONTROLLER_PASSWORD="$(secret)" PRODUCER_PASSWORD="$(secret)" ADMIN_PASSWORD="$(secret)" GATEWAY_PASSWORD="$(secret)"
+export MEME_RUNNER_PASSWORD TEXT_RUNNER_PASSWORD CONTROLLER_PASSWORD PRODUCER_PASSWORD ADMIN_PASSWORD GATEWAY_PASSWORD NATS_PORT
 
 step "docker compose up -d"
 docker compose down -v --remove-orphans >/dev/null 2>&1 || true
@@ -200,7 +202,7 @@ done
 step "the producer (and a runner) may not call a runner"
 # The CLI exits 0 after a denied publish: the violation arrives
 # asynchronously, so the check is on what it printed.
-for role in producer runner; do
+for role in producer text_runner; do
 	out="$(as "$role" req run.meme_classifier "{\"image_url\":\"$drake\"}" --timeout 3s 2>&1 || true)"
 	echo "$role: $(echo "$out" | grep -v 'Sending request' | sed 's/base64,[^"]*/base64,…/')"
 	echo "$out" | grep -q 'Permissions Violation for Publish to "run.meme_classifier"' ||

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,18 +15,20 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	imageinfo "pnpworker/algo/image_info"
 	languagedetection "pnpworker/algo/language_detection"
 	memeclassifier "pnpworker/algo/meme_classifier"
 	"pnpworker/controller"
 	"pnpworker/discovery"
+	"pnpworker/internal/natstest"
 	"pnpworker/internal/objref"
 	"pnpworker/runner"
 )
 
 // roles are the users nats.conf defines, each with its password variable.
-var roles = []string{"runner", "controller", "producer", "admin"}
+var roles = []string{"meme_runner", "text_runner", "controller", "producer", "admin", "gateway"}
 
 func password(role string) string { return "secret-" + role }
 
@@ -130,17 +133,48 @@ func (c *client) violations() []string {
 // naming subject.
 func (c *client) expectDenied(t *testing.T, subject string) {
 	t.Helper()
+	c.expectViolation(t, `"`+subject+`"`)
+}
+
+// expectViolation waits until the server reported a permission violation
+// whose text contains quoted (a subject in quotes, or the start of one).
+// The server reports a violation within a round trip, so the 10 s bound is
+// only ever reached when there is none.
+func (c *client) expectViolation(t *testing.T, quoted string) {
+	t.Helper()
 	_ = c.Flush()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, v := range c.violations() {
-			if strings.Contains(v, `"`+subject+`"`) {
+			if strings.Contains(v, quoted) {
 				return
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("%s: no permission violation for %q; got %v", c.role, subject, c.violations())
+	t.Fatalf("%s: no permission violation for %s; got %v", c.role, quoted, c.violations())
+}
+
+// expectDeniedCall runs call — a client operation that waits for a reply
+// the server will not deliver, because the request it publishes is denied —
+// until the permission violation for subject (quoted, or the start of it
+// when prefix is set) arrives, then cancels it and requires it to have
+// failed. It waits for the server's report, not for a timeout.
+func (c *client) expectDeniedCall(t *testing.T, subject string, prefix bool, call func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- call(ctx) }()
+	quoted := `"` + subject + `"`
+	if prefix {
+		quoted = `"` + subject
+	}
+	c.expectViolation(t, quoted)
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatalf("%s: the call publishing to %s succeeded", c.role, subject)
+	}
 }
 
 // expectClean fails when the server reported any permission violation.
@@ -153,26 +187,34 @@ func (c *client) expectClean(t *testing.T) {
 }
 
 // deployment is a server running nats.conf with everything provisioned by
-// the admin, a runner serving language_detection, and a controller, each
-// under its own user, as compose.yaml runs them.
+// the admin, a runner serving language_detection (user text_runner), and a
+// controller, each under its own user, as compose.yaml runs them.
 type deployment struct {
 	url                                   string
 	admin, runnerC, controllerC, producer *client
 	store                                 *controller.Store
 	runner                                *runner.Runner
+	// metrics is the controller's registry.
+	metrics *prometheus.Registry
 }
 
 func startDeployment(t *testing.T) *deployment {
 	t.Helper()
+	return startDeploymentWith(t, controller.StoreConfig{})
+}
+
+// startDeploymentWith is startDeployment with the admin provisioning cfg.
+func startDeploymentWith(t *testing.T, cfg controller.StoreConfig) *deployment {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &deployment{url: startServer(t)}
+	d := &deployment{url: startServer(t), metrics: prometheus.NewRegistry()}
 
 	d.admin = connect(t, d.url, "admin")
-	if _, err := controller.Provision(ctx, d.admin.js(t), controller.StoreConfig{}); err != nil {
+	if _, err := controller.Provision(ctx, d.admin.js(t), cfg); err != nil {
 		t.Fatalf("admin provisions: %v", err)
 	}
 
-	d.runnerC = connect(t, d.url, "runner")
+	d.runnerC = connect(t, d.url, "text_runner")
 	alg, err := languagedetection.New()
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +227,7 @@ func startDeployment(t *testing.T) *deployment {
 	go func() { runDone <- d.runner.Run(ctx) }()
 
 	d.controllerC = connect(t, d.url, "controller")
-	ctl, err := controller.New(d.controllerC.Conn, controller.Config{Bind: true, NoRunnerDelay: 200 * time.Millisecond})
+	ctl, err := controller.New(d.controllerC.Conn, controller.Config{Bind: true, NoRunnerDelay: 200 * time.Millisecond, Metrics: d.metrics})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,6 +328,28 @@ func TestRolesAllowed(t *testing.T) {
 		}
 	})
 
+	t.Run("controller reads the queue depths for its metrics", func(t *testing.T) {
+		var up, dead float64
+		natstest.Eventually(t, 10*time.Second, func() bool {
+			fams, err := d.metrics.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			up, dead = -1, -1
+			for _, f := range fams {
+				for _, m := range f.GetMetric() {
+					switch f.GetName() {
+					case "pnp_controller_queue_info_up":
+						up = m.GetGauge().GetValue()
+					case "pnp_controller_queue_dead":
+						dead = m.GetGauge().GetValue()
+					}
+				}
+			}
+			return up == 1 && dead >= 1
+		}, "the controller cannot read the queue depths under its nats.conf permissions (pnp_controller_queue_info_up, pnp_controller_queue_dead)")
+	})
+
 	t.Run("runner answers the micro control plane", func(t *testing.T) {
 		msg, err := d.admin.Request("$SRV.PING.language_detection", nil, 5*time.Second)
 		if err != nil {
@@ -294,6 +358,46 @@ func TestRolesAllowed(t *testing.T) {
 		if !strings.Contains(string(msg.Data), "language_detection") {
 			t.Fatalf("unexpected ping reply %s", msg.Data)
 		}
+	})
+
+	t.Run("meme runner serves its own algorithm", func(t *testing.T) {
+		c := connect(t, d.url, "meme_runner")
+		alg, err := imageinfo.New(imageinfo.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := runner.New(c.Conn, []*runner.Algorithm{alg}, runner.WithoutProvisioning())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, rcancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- r.Run(rctx) }()
+		defer func() {
+			rcancel()
+			if err := <-done; err != nil {
+				t.Errorf("meme runner: %v", err)
+			}
+			c.expectClean(t) // deregistration and drain included
+		}()
+		select {
+		case <-r.Started():
+		case err := <-done:
+			t.Fatalf("meme runner stopped: %v", err)
+		case <-ctx.Done():
+			t.Fatal("meme runner did not start under its permissions")
+		}
+		msg, err := d.controllerC.Request("run.image_info", []byte(`{"image_url":"data:,"}`), 10*time.Second)
+		if err != nil {
+			t.Fatalf("controller calls run.image_info: %v", err)
+		}
+		if msg.Header.Get(runner.HeaderInstance) == "" {
+			t.Fatalf("reply without %s header: %v %s", runner.HeaderInstance, msg.Header, msg.Data)
+		}
+		if _, err := d.admin.Request("$SRV.INFO.image_info", nil, 5*time.Second); err != nil {
+			t.Fatalf("meme runner does not answer its control plane: %v", err)
+		}
+		c.expectClean(t)
 	})
 
 	t.Run("controller reads discovery", func(t *testing.T) {
@@ -349,15 +453,13 @@ func TestRolesAllowed(t *testing.T) {
 
 // TestRolesDenied checks each forbidden action is refused by the server.
 // Denied publishes and subscriptions are reported asynchronously, so each
-// case waits for the permission-violation error naming its subject.
+// case waits for the permission-violation error naming its subject; calls
+// that wait for a reply are cancelled once it arrived, never left to time
+// out.
 func TestRolesDenied(t *testing.T) {
 	d := startDeployment(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	byRole := map[string]*client{}
-	for _, c := range d.clients() {
-		byRole[c.role] = c
-	}
 	type action func(t *testing.T, c *client)
 	publish := func(subj string) action {
 		return func(t *testing.T, c *client) {
@@ -367,13 +469,22 @@ func TestRolesDenied(t *testing.T) {
 			c.expectDenied(t, subj)
 		}
 	}
-	request := func(subj string) action {
+	// publishMsg publishes a message with a body and headers, e.g. a
+	// JetStream API request whose configuration would do harm.
+	publishMsg := func(subj, body string) action {
 		return func(t *testing.T, c *client) {
-			_, err := c.Request(subj, []byte(`{"text":"hello world"}`), time.Second)
-			if err == nil {
-				t.Fatalf("request to %s answered", subj)
+			if err := c.PublishMsg(&nats.Msg{Subject: subj, Data: []byte(body)}); err != nil {
+				t.Fatal(err)
 			}
 			c.expectDenied(t, subj)
+		}
+	}
+	request := func(subj string) action {
+		return func(t *testing.T, c *client) {
+			c.expectDeniedCall(t, subj, false, func(ctx context.Context) error {
+				_, err := c.RequestWithContext(ctx, subj, []byte(`{"text":"hello world"}`))
+				return err
+			})
 		}
 	}
 	subscribe := func(subj string) action {
@@ -396,29 +507,43 @@ func TestRolesDenied(t *testing.T) {
 			c.expectDenied(t, subj)
 		}
 	}
+	// A push consumer on the results stream that would deliver every
+	// result into a runner's request subject.
+	pushIntoRun := `{"stream_name":"KV_results","config":{"name":"spy","deliver_subject":"run.meme_classifier","deliver_policy":"all","ack_policy":"none"}}`
 	cases := []struct {
 		name string
 		role string
 		do   action
 	}{
-		{"runner publishes a job", "runner", publish("jobs.language_detection")},
-		{"runner subscribes to run.> outside its queue group", "runner", subscribe("run.>")},
-		{"runner subscribes to run.x without a queue group", "runner", subscribe("run.language_detection")},
-		{"runner joins another queue group", "runner", queueSubscribe("run.language_detection", "thieves")},
-		{"runner reads the controller's inbox", "runner", subscribe("_INBOX_controller.>")},
-		{"runner forges a reply to an inbox", "runner", publish("_INBOX_controller.forged")},
-		{"runner calls another runner", "runner", request("run.language_detection")},
-		{"runner writes a result", "runner", publish("$KV.results.forged")},
-		{"runner provisions the discovery bucket", "runner", publish("$JS.API.STREAM.CREATE.KV_discovery")},
-		{"runner reads jobs", "runner", publish("$JS.API.CONSUMER.CREATE.JOBS")},
+		{"runner publishes a job", "text_runner", publish("jobs.language_detection")},
+		{"runner subscribes to run.> outside its queue group", "text_runner", subscribe("run.>")},
+		{"runner subscribes to run.x without a queue group", "text_runner", subscribe("run.language_detection")},
+		{"runner joins another queue group", "text_runner", queueSubscribe("run.language_detection", "thieves")},
+		{"runner serves every algorithm in the queue group", "text_runner", queueSubscribe("run.>", "runners")},
+		{"text runner serves meme_classifier", "text_runner", queueSubscribe("run.meme_classifier", "runners")},
+		{"meme runner serves language_detection", "meme_runner", queueSubscribe("run.language_detection", "runners")},
+		{"meme runner registers language_detection", "meme_runner", publish("$KV.discovery.language_detection.fake")},
+		{"meme runner deletes a language_detection key", "meme_runner", publish("$KV.discovery.language_detection.x")},
+		{"meme runner answers language_detection's control plane", "meme_runner", subscribe("$SRV.PING.language_detection")},
+		{"meme runner reads the text runner's inbox", "meme_runner", subscribe("_INBOX_text_runner.>")},
+		{"runner reads the controller's inbox", "text_runner", subscribe("_INBOX_controller.>")},
+		{"runner forges a reply to an inbox", "text_runner", publish("_INBOX_controller.forged")},
+		{"runner calls another runner", "text_runner", request("run.language_detection")},
+		{"runner writes a result", "text_runner", publish("$KV.results.forged")},
+		{"runner provisions the discovery bucket", "text_runner", publish("$JS.API.STREAM.CREATE.KV_discovery")},
+		{"runner reads jobs", "text_runner", publish("$JS.API.CONSUMER.CREATE.JOBS")},
 		{"producer calls run.x", "producer", request("run.language_detection")},
 		{"producer serves run.x", "producer", queueSubscribe("run.language_detection", "runners")},
-		{"producer reads the runner's inbox", "producer", subscribe("_INBOX_runner.>")},
+		{"producer reads the runner's inbox", "producer", subscribe("_INBOX_text_runner.>")},
 		{"producer reads the default inbox", "producer", subscribe("_INBOX.>")},
 		{"producer forges a result", "producer", publish("$KV.results.forged")},
 		{"producer writes discovery", "producer", publish("$KV.discovery.language_detection.fake")},
 		{"producer reads jobs", "producer", publish("$JS.API.CONSUMER.CREATE.JOBS")},
 		{"producer reads dead letters", "producer", publish("$JS.API.CONSUMER.CREATE.DEAD")},
+		{"producer pushes results into run.x", "producer", publishMsg("$JS.API.CONSUMER.CREATE.KV_results.spy", pushIntoRun)},
+		{"producer creates an unnamed consumer on results", "producer", publishMsg("$JS.API.CONSUMER.CREATE.KV_results", `{"stream_name":"KV_results","config":{"ack_policy":"none"}}`)},
+		{"producer creates a durable consumer on results", "producer", publishMsg("$JS.API.CONSUMER.CREATE.KV_results.spy", `{"stream_name":"KV_results","config":{"name":"spy","durable_name":"spy","ack_policy":"none"}}`)},
+		{"producer creates a durable on results, old API", "producer", publishMsg("$JS.API.CONSUMER.DURABLE.CREATE.KV_results.spy", `{"stream_name":"KV_results","config":{"durable_name":"spy","ack_policy":"none"}}`)},
 		{"producer deletes a stream", "producer", publish("$JS.API.STREAM.DELETE.JOBS")},
 		{"producer writes a dead letter", "producer", publish("dead.language_detection")},
 		{"controller writes a discovery key", "controller", publish("$KV.discovery.language_detection.fake")},
@@ -428,14 +553,17 @@ func TestRolesDenied(t *testing.T) {
 		{"controller serves run.x", "controller", queueSubscribe("run.language_detection", "runners")},
 		{"controller reads the producer's inbox", "controller", subscribe("_INBOX_producer.>")},
 		{"controller publishes outside notify.>", "controller", publish("anything.else")},
-		{"runner writes an input", "runner", publish("$O.inputs.C.forged")},
-		{"runner deletes outputs", "runner", publish("$JS.API.STREAM.PURGE.OBJ_outputs")},
+		{"runner writes an input", "meme_runner", publish("$O.inputs.C.forged")},
+		{"runner deletes outputs", "text_runner", publish("$JS.API.STREAM.PURGE.OBJ_outputs")},
+		{"runner creates a consumer on inputs", "meme_runner", publish("$JS.API.CONSUMER.CREATE.OBJ_inputs.x.$O.inputs.C.x")},
 		{"producer writes an output", "producer", publish("$O.outputs.M.forged")},
 		{"producer purges inputs", "producer", publish("$JS.API.STREAM.PURGE.OBJ_inputs")},
+		{"producer creates a consumer on outputs", "producer", publish("$JS.API.CONSUMER.CREATE.OBJ_outputs.x.$O.outputs.C.x")},
 		{"controller reads an input", "controller", publish("$JS.API.DIRECT.GET.OBJ_inputs.$O.inputs.M.x")},
 		{"controller writes an input", "controller", publish("$O.inputs.C.forged")},
-		{"admin reads the runner's inbox", "admin", subscribe("_INBOX_runner.>")},
+		{"admin reads the runner's inbox", "admin", subscribe("_INBOX_text_runner.>")},
 		{"admin forges a reply into the controller's inbox", "admin", publish("_INBOX_controller.forged")},
+		{"admin forges a reply into the meme runner's inbox", "admin", publish("_INBOX_meme_runner.forged")},
 		{"admin reads run.x", "admin", subscribe("run.language_detection")},
 	}
 	for _, tc := range cases {
@@ -452,25 +580,39 @@ func TestRolesDenied(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
-		defer pcancel()
-		if _, err := kv.Put(pctx, "forged", []byte(`{}`)); err == nil {
-			t.Fatal("producer wrote a result")
+		c.expectDeniedCall(t, "$KV.results.forged", false, func(ctx context.Context) error {
+			_, err := kv.Put(ctx, "forged", []byte(`{}`))
+			return err
+		})
+	})
+
+	t.Run("producer's kv watch through JetStream fails", func(t *testing.T) {
+		c := connect(t, d.url, "producer")
+		kv, err := c.js(t).KeyValue(ctx, controller.ResultsBucket)
+		if err != nil {
+			t.Fatal(err)
 		}
-		c.expectDenied(t, "$KV.results.forged")
+		c.expectDeniedCall(t, "$JS.API.CONSUMER.CREATE.KV_results", true, func(ctx context.Context) error {
+			w, err := kv.Watch(ctx, "some-job")
+			if err == nil {
+				_ = w.Stop()
+			}
+			return err
+		})
 	})
 
 	t.Run("controller cannot provision", func(t *testing.T) {
 		c := connect(t, d.url, "controller")
-		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
-		defer pcancel()
-		if _, err := controller.Provision(pctx, c.js(t), controller.StoreConfig{}); err == nil {
-			t.Fatal("controller provisioned the streams")
-		}
+		// Provisioning starts with JetStream API calls the role may not
+		// make ($JS.API.INFO, then stream creation).
+		c.expectDeniedCall(t, "$JS.API.", true, func(ctx context.Context) error {
+			_, err := controller.Provision(ctx, c.js(t), controller.StoreConfig{})
+			return err
+		})
 	})
 
 	t.Run("runner without WithoutProvisioning fails to start", func(t *testing.T) {
-		c := connect(t, d.url, "runner")
+		c := connect(t, d.url, "text_runner")
 		alg, err := languagedetection.New()
 		if err != nil {
 			t.Fatal(err)
@@ -479,10 +621,14 @@ func TestRolesDenied(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
-		defer rcancel()
-		if err := r.Run(rctx); err == nil {
-			t.Fatal("runner provisioned the discovery bucket")
+		// The runner tries to provision the discovery bucket, which its
+		// user may not: the server's permission error on that JetStream
+		// API call, and nothing else, stops it.
+		c.expectDeniedCall(t, "$JS.API.", true, r.Run)
+		select {
+		case <-r.Started():
+			t.Fatal("the runner started")
+		default:
 		}
 	})
 
@@ -504,12 +650,11 @@ func TestRolesDenied(t *testing.T) {
 
 	t.Run("default inbox prefix gets no replies", func(t *testing.T) {
 		c := connect(t, d.url, "producer", nats.CustomInboxPrefix("_INBOX"))
-		js := c.js(t)
-		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
-		defer scancel()
-		if _, err := js.KeyValue(sctx, controller.ResultsBucket); err == nil {
-			t.Fatal("a client on the shared _INBOX prefix got a reply")
-		}
+		// The reply subscription on the shared prefix is what is denied.
+		c.expectDeniedCall(t, "_INBOX.", true, func(ctx context.Context) error {
+			_, err := c.js(t).KeyValue(ctx, controller.ResultsBucket)
+			return err
+		})
 	})
 }
 
@@ -532,20 +677,46 @@ func TestConfig(t *testing.T) {
 	for _, a := range builtins(t) {
 		longest = max(longest, a.Spec().Timeout)
 	}
-	var found bool
+	found := 0
 	for _, u := range opts.Users {
-		if u.Username != "runner" {
+		if !strings.HasSuffix(u.Username, "_runner") {
 			continue
 		}
-		found = true
+		found++
 		rp := u.Permissions.Response
 		if rp == nil || rp.MaxMsgs != 1 || rp.Expires <= longest {
-			t.Errorf("runner allow_responses = %+v; want one reply within more than %s", rp, longest)
+			t.Errorf("%s allow_responses = %+v; want one reply within more than %s", u.Username, rp, longest)
 		}
 	}
-	if !found {
-		t.Error("no runner user")
+	if found != 2 {
+		t.Errorf("want the users meme_runner and text_runner, found %d runner users", found)
 	}
+
+	t.Run("account storage holds every stream's limit, three times", func(t *testing.T) {
+		url := startServer(t)
+		admin := connect(t, url, "admin")
+		js := admin.js(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		info, err := js.AccountInfo(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The defaults of pnp provision, replicated 3 times in a cluster,
+		// must be reservable with room left.
+		sum := int64(controller.DefaultJobsMaxBytes + controller.DefaultDeadMaxBytes + controller.DefaultResultsMaxBytes + discovery.DefaultMaxBytes +
+			2*controller.DefaultObjectsMaxBytes) // inputs and outputs
+		if info.Limits.MaxStore < 3*sum || info.Limits.MaxStore > opts.JetStreamMaxStore {
+			t.Errorf("account max_file %d: want at least 3 × %d (the default stream limits at replicas 3) and at most the server's %d", info.Limits.MaxStore, sum, opts.JetStreamMaxStore)
+		}
+		// max_bytes_required: a stream without max_bytes is refused, so no
+		// stream can grow into another's reservation.
+		_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "UNBOUNDED", Subjects: []string{"unbounded.>"}})
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != 10113 {
+			t.Errorf("a stream without max_bytes: want error 10113 (max bytes required), got %v", err)
+		}
+	})
 
 	t.Run("a missing password stops the server from starting", func(t *testing.T) {
 		t.Setenv("PRODUCER_PASSWORD", "") // restored after the test
@@ -573,4 +744,200 @@ func builtins(t *testing.T) []*runner.Algorithm {
 		t.Fatal(err)
 	}
 	return append(out, ld, mc, ii)
+}
+
+// TestFullJobsUnderNatsConf floods JOBS as the producer under nats.conf
+// (account limits, max_bytes_required) until it is full. The producer gets
+// ErrJobsFull; the runner's heartbeats, made with its own narrow user, keep
+// renewing its key, and nobody sees a permission error or a failed write.
+func TestFullJobsUnderNatsConf(t *testing.T) {
+	d := startDeploymentWith(t, controller.StoreConfig{
+		JobsMaxBytes: 2 << 20,
+		// Heartbeats every second, so two renewals take two seconds.
+		Discovery: discovery.Config{TTL: 3 * time.Second},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	body := []byte(`{"pad":"` + strings.Repeat("x", 32<<10) + `"}`)
+	var full error
+	for i := 0; i < 1000 && full == nil; i++ {
+		_, full = d.store.Submit(ctx, "nobody_serves_this", body, controller.SubmitOptions{})
+	}
+	if !errors.Is(full, controller.ErrJobsFull) {
+		t.Fatalf("want ErrJobsFull once JOBS holds 2 MiB, got %v", full)
+	}
+
+	// Read as admin: the producer may not read discovery.
+	kv, err := d.admin.js(t).KeyValue(ctx, discovery.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := d.runner.Instances()[0]
+	e, err := kv.Get(ctx, key)
+	if err != nil {
+		t.Fatalf("the runner's key %s is gone after the flood: %v", key, err)
+	}
+	start := e.Revision()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			t.Fatalf("the runner's key %s is gone: %v", key, err)
+		}
+		if e.Revision() >= start+2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the runner's key was not renewed twice in 20 s with JOBS full (revision %d)", e.Revision())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, c := range d.clients() {
+		c.expectClean(t)
+	}
+}
+
+// TestDiscoveryRollupRecovers shows what nats.conf cannot prevent and the
+// mitigation docs/DEPLOY.md describes: a runner user may put a message with
+// `Nats-Rollup: all` on one of its own keys, which empties the whole
+// discovery bucket (permissions cannot look at headers, and the bucket
+// needs roll-ups for its expiry markers). Every runner registers again at
+// its next heartbeat, so the bucket is whole again within TTL/3.
+func TestDiscoveryRollupRecovers(t *testing.T) {
+	d := startDeploymentWith(t, controller.StoreConfig{Discovery: discovery.Config{TTL: 3 * time.Second}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := d.admin.js(t).KeyValue(ctx, discovery.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := d.runner.Instances()[0]
+	if _, err := kv.Get(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	// Refusing roll-ups on the bucket is not an option: its expiry
+	// markers need them, and the server turns them back on.
+	st, err := d.admin.js(t).Stream(ctx, "KV_"+discovery.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.AllowRollup = false
+	updated, err := d.admin.js(t).UpdateStream(ctx, cfg)
+	if err == nil && !updated.CachedInfo().Config.AllowRollup {
+		t.Fatal("the server now accepts allow_rollup_hdrs: false with limit markers: use it for discovery and update docs/DEPLOY.md")
+	}
+
+	attacker := connect(t, d.url, "meme_runner")
+	msg := &nats.Msg{Subject: "$KV.discovery.meme_classifier.x", Data: []byte("{}"), Header: nats.Header{}}
+	msg.Header.Set("Nats-Rollup", "all")
+	if _, err := attacker.js(t).PublishMsg(ctx, msg); err != nil {
+		t.Fatalf("roll-up: %v", err)
+	}
+	if _, err := kv.Get(ctx, key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the roll-up left the text runner's key in place (err %v): the threat is gone, update docs/DEPLOY.md", err)
+	}
+	// Back within one heartbeat period (TTL/3 = 1 s here), polled.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := kv.Get(ctx, key); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the runner did not register again after the roll-up")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestComposeMatchesNatsConf checks compose.yaml against nats.conf without
+// docker: every service's NATS user exists, takes its password from
+// <USER>_PASSWORD and its inbox prefix is _INBOX_<user>, and every runner
+// service's --algorithms are ones its user may serve (queue group runners)
+// and register. A mismatch would only show as a runner that cannot start.
+func TestComposeMatchesNatsConf(t *testing.T) {
+	setPasswords(t)
+	opts := loadConf(t, "nats.conf")
+	users := map[string]*server.User{}
+	for _, u := range opts.Users {
+		users[u.Username] = u
+	}
+	raw, err := os.ReadFile(filepath.Join("..", "compose.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type service struct{ user, password, inbox, algorithms string }
+	services := map[string]*service{}
+	var cur *service
+	inServices := false
+	for _, line := range strings.Split(string(raw), "\n") {
+		switch {
+		case line == "services:":
+			inServices = true
+			continue
+		case len(line) > 0 && line[0] != ' ' && line[0] != '#':
+			inServices = false
+		}
+		if !inServices {
+			continue
+		}
+		if strings.HasPrefix(line, "  ") && !strings.HasPrefix(line, "   ") && strings.HasSuffix(line, ":") {
+			cur = &service{}
+			services[strings.TrimSuffix(strings.TrimSpace(line), ":")] = cur
+			continue
+		}
+		if cur == nil {
+			continue
+		}
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ": ")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "NATS_USER":
+			cur.user = v
+		case "NATS_PASSWORD":
+			cur.password = v
+		case "NATS_INBOX_PREFIX":
+			cur.inbox = v
+		case "command":
+			if i := strings.Index(v, `"--algorithms", "`); i >= 0 {
+				rest := v[i+len(`"--algorithms", "`):]
+				cur.algorithms = rest[:strings.IndexByte(rest, '"')]
+			}
+		}
+	}
+	runners := 0
+	for name, s := range services {
+		if s.user == "" {
+			continue
+		}
+		u, ok := users[s.user]
+		if !ok {
+			t.Errorf("service %s: user %q is not in nats.conf", name, s.user)
+			continue
+		}
+		wantPw := strings.ToUpper(s.user) + "_PASSWORD"
+		if !strings.HasPrefix(s.password, "${"+wantPw+":") {
+			t.Errorf("service %s: password %s, want ${%s...}", name, s.password, wantPw)
+		}
+		if s.inbox != "_INBOX_"+s.user {
+			t.Errorf("service %s: inbox prefix %q, want _INBOX_%s", name, s.inbox, s.user)
+		}
+		if s.algorithms == "" {
+			continue
+		}
+		runners++
+		for _, alg := range strings.Split(s.algorithms, ",") {
+			if !slices.Contains(u.Permissions.Subscribe.Allow, "run."+alg+" runners") {
+				t.Errorf("service %s serves %s, which user %s may not serve", name, alg, s.user)
+			}
+			if !slices.Contains(u.Permissions.Publish.Allow, "$KV.discovery."+alg+".*") {
+				t.Errorf("service %s serves %s, which user %s may not register", name, alg, s.user)
+			}
+		}
+	}
+	if runners != 2 {
+		t.Errorf("found %d runner services in compose.yaml, want 2 (meme-runner, text-runner)", runners)
+	}
 }

@@ -69,6 +69,12 @@ func FuzzCodecDecode(f *testing.F) {
 		if r.TimeoutMS < 1 || r.MaxConcurrency < 1 {
 			t.Fatalf("accepted timeout_ms %d max_concurrency %d", r.TimeoutMS, r.MaxConcurrency)
 		}
+		if r.Subject != "run."+r.Algorithm {
+			t.Fatalf("accepted subject %q for algorithm %q", r.Subject, r.Algorithm)
+		}
+		if len(data) > MaxRecordSize {
+			t.Fatalf("accepted a record of %d bytes", len(data))
+		}
 		if r.Subject == "" || r.QueueGroup == "" {
 			t.Fatalf("accepted empty subject %q or queue group %q", r.Subject, r.QueueGroup)
 		}

@@ -58,6 +58,42 @@ func ValidAlgorithmName(name string) bool { return algorithmName.MatchString(nam
 // ValidInstanceID reports whether id can be an instance id.
 func ValidInstanceID(id string) bool { return instanceID.MatchString(id) }
 
+// SubjectPrefix starts every request subject: an instance of algorithm a
+// serves on SubjectPrefix+a, and on nothing else.
+const SubjectPrefix = "run."
+
+// RequestSubject is the one subject a record for algorithm may carry,
+// "run.<algorithm>". Readers send requests there and nowhere else, so no
+// record can direct them into the jobs, results or dead-letter
+// namespaces, or to another algorithm's runners.
+//
+// A later protocol version adds a version-pinned form,
+// "run.<algorithm>.v<major>"; validSubject is where it is allowed. Until
+// then it is refused like any other subject.
+func RequestSubject(algorithm string) string { return SubjectPrefix + algorithm }
+
+// validSubject reports whether r's subject is one its algorithm may be
+// served on. It is the hook for the version-pinned form (see
+// RequestSubject).
+func validSubject(r Registration) bool { return r.Subject == RequestSubject(r.Algorithm) }
+
+// Limits on a record, applied by every writer and reader (Codec). They
+// bound what one record can make a reader spend: its bytes, and the
+// compile cost of its schemas, which readers such as the controller
+// compile (a schema of a few hundred kilobytes with thousands of patterns
+// takes seconds and gigabytes to compile).
+const (
+	// MaxRecordSize is the largest record, in bytes of JSON.
+	MaxRecordSize = 256 << 10
+	// MaxSchemaPatterns is the most regular expressions ("pattern",
+	// "patternProperties") the input and output schemas may hold
+	// together.
+	MaxSchemaPatterns = 256
+	// MaxSchemaMemory bounds the estimated heap of the compiled input and
+	// output schemas together (schemas.Cost.Memory).
+	MaxSchemaMemory = 16 << 20
+)
+
 // ErrInvalidRecord is wrapped by every error about a record that does not
 // satisfy schemas/registration.json or does not match its key.
 var ErrInvalidRecord = errors.New("invalid registration record")
@@ -104,6 +140,9 @@ func (c *Codec) Decode(key string, data []byte) (Registration, error) {
 }
 
 func (c *Codec) decode(data []byte) (Registration, error) {
+	if len(data) > MaxRecordSize {
+		return Registration{}, fmt.Errorf("%w: %d bytes, more than the limit of %d", ErrInvalidRecord, len(data), MaxRecordSize)
+	}
 	v, err := schemas.DecodeJSON(data)
 	if err != nil {
 		return Registration{}, fmt.Errorf("%w: %v", ErrInvalidRecord, err)
@@ -114,6 +153,18 @@ func (c *Codec) decode(data []byte) (Registration, error) {
 	var r Registration
 	if err := json.Unmarshal(data, &r); err != nil {
 		return Registration{}, fmt.Errorf("%w: %v", ErrInvalidRecord, err)
+	}
+	if !validSubject(r) {
+		return Registration{}, fmt.Errorf("%w: subject %q: want %q", ErrInvalidRecord, r.Subject, RequestSubject(r.Algorithm))
+	}
+	m := v.(map[string]any) // the schema requires an object
+	in := schemas.EstimateCost(m["input_schema"], len(r.InputSchema))
+	out := schemas.EstimateCost(m["output_schema"], len(r.OutputSchema))
+	if n := in.Patterns + out.Patterns; n > MaxSchemaPatterns {
+		return Registration{}, fmt.Errorf("%w: schemas hold %d patterns, more than the limit of %d", ErrInvalidRecord, n, MaxSchemaPatterns)
+	}
+	if n := in.Memory() + out.Memory(); n > MaxSchemaMemory {
+		return Registration{}, fmt.Errorf("%w: schemas would take about %d bytes compiled, more than the limit of %d", ErrInvalidRecord, n, MaxSchemaMemory)
 	}
 	return r, nil
 }

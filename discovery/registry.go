@@ -18,8 +18,15 @@ const Bucket = "discovery"
 // DefaultTTL is how long a registration lives without a heartbeat.
 const DefaultTTL = 15 * time.Second
 
+// DefaultMaxBytes bounds the discovery bucket: far above what the live
+// records of thousands of instances take, and reserved for discovery alone
+// in an account whose JetStream limit is the sum of every stream's max
+// bytes, so no other stream filling up can make heartbeats fail.
+const DefaultMaxBytes = 64 << 20
+
 // Config configures the discovery bucket. The zero value is the default
-// bucket: "discovery", 15 s max age, one replica, file storage.
+// bucket: "discovery", 15 s max age, at most DefaultMaxBytes, one replica,
+// file storage.
 type Config struct {
 	// Bucket name. Default Bucket.
 	Bucket string
@@ -30,6 +37,10 @@ type Config struct {
 	TTL time.Duration
 	// Replicas of the bucket's stream in a cluster. Default 1.
 	Replicas int
+	// MaxBytes caps the bucket's size; -1 means no limit (refused by an
+	// account with max_bytes_required). Default DefaultMaxBytes. Only used
+	// when provisioning.
+	MaxBytes int64
 	// Update makes Provision bring an existing bucket to this
 	// configuration. Without it an existing bucket is used as it is, so
 	// runners starting with defaults never undo what an operator set.
@@ -46,6 +57,9 @@ func (c *Config) setDefaults() {
 	if c.Replicas == 0 {
 		c.Replicas = 1
 	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = DefaultMaxBytes
+	}
 }
 
 // Validate reports every problem with c.
@@ -56,6 +70,9 @@ func (c Config) Validate() error {
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("discovery: replicas %d out of range 1..5", c.Replicas))
+	}
+	if c.MaxBytes < -1 {
+		errs = append(errs, fmt.Errorf("discovery: max bytes %d is negative (-1 means no limit)", c.MaxBytes))
 	}
 	return errors.Join(errs...)
 }
@@ -132,6 +149,7 @@ func (r *Registry) provision(ctx context.Context) error {
 		LimitMarkerTTL: r.cfg.TTL,
 		Storage:        jetstream.FileStorage,
 		Replicas:       r.cfg.Replicas,
+		MaxBytes:       r.cfg.MaxBytes,
 	}
 	var kv jetstream.KeyValue
 	var err error

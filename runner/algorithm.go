@@ -55,6 +55,14 @@ type Spec struct {
 	// that the instance answers 503 so the caller can go elsewhere.
 	// Default 256.
 	MaxPending int
+	// MaxBatch is, for algorithms built by NewBatchAlgorithm, the most
+	// requests handed to one call. Default DefaultMaxBatch; ignored by
+	// other algorithms.
+	MaxBatch int
+	// MaxWait is, for batch algorithms, the longest the first request of a
+	// batch waits for others to join it while a batch slot is free.
+	// Default DefaultMaxWait; ignored by other algorithms.
+	MaxWait time.Duration
 }
 
 // DefaultTimeout is the request time budget when Spec.Timeout is zero.
@@ -105,6 +113,12 @@ func (s Spec) Validate() error {
 	if s.MaxPending < 0 {
 		errs = append(errs, fmt.Errorf("max pending %d is negative", s.MaxPending))
 	}
+	if s.MaxBatch < 0 {
+		errs = append(errs, fmt.Errorf("max batch %d is negative", s.MaxBatch))
+	}
+	if s.MaxWait < 0 || s.MaxWait > time.Minute {
+		errs = append(errs, fmt.Errorf("max wait %s: want 0 to 1m (zero means the default)", s.MaxWait))
+	}
 	return errors.Join(errs...)
 }
 
@@ -122,13 +136,60 @@ type Algorithm struct {
 	input  *jsonschema.Schema
 	output *jsonschema.Schema
 	call   func(ctx context.Context, body []byte) (any, error)
+	batch  *batcher // nil unless built by NewBatchAlgorithm
 }
 
 // NewAlgorithm validates spec, compiles its schemas and binds fn. Every problem is
 // reported at once, before anything is served.
 func NewAlgorithm[In, Out any](spec Spec, fn Func[In, Out]) (*Algorithm, error) {
+	a, err := compile(spec, fn == nil)
+	if err != nil {
+		return nil, err
+	}
+	a.call = func(ctx context.Context, body []byte) (any, error) {
+		var v In
+		if err := json.Unmarshal(body, &v); err != nil {
+			// The schema accepted the body, so this is a mismatch
+			// between schema and Go type: the author's bug.
+			return nil, &Error{Code: CodeInvalidInput, Message: "input does not fit the algorithm's type: " + err.Error()}
+		}
+		return fn(ctx, v)
+	}
+	return a, nil
+}
+
+// RawFunc is an algorithm function over JSON documents, for algorithms whose
+// types are only known at run time (a bridge to another process, a
+// generic proxy). in has satisfied the input schema; the returned document
+// must be valid JSON (it is checked, and compacted, before it is sent).
+type RawFunc func(ctx context.Context, in json.RawMessage) (json.RawMessage, error)
+
+// NewRawAlgorithm is NewAlgorithm for a function over raw JSON: spec's
+// schemas are all the runner knows of the algorithm's types. It is how a
+// process in another language becomes an ordinary Algorithm (see package
+// worker).
+func NewRawAlgorithm(spec Spec, fn RawFunc) (*Algorithm, error) {
+	a, err := compile(spec, fn == nil)
+	if err != nil {
+		return nil, err
+	}
+	a.call = func(ctx context.Context, body []byte) (any, error) {
+		out, err := fn(ctx, body)
+		if err != nil {
+			return nil, err
+		}
+		if out == nil {
+			return nil, &Error{Code: CodeInternal, Message: ErrInternal.Message, Err: errors.New("algorithm returned no output")}
+		}
+		return out, nil
+	}
+	return a, nil
+}
+
+// compile validates spec and compiles its schemas; the caller sets call.
+func compile(spec Spec, nilFunc bool) (*Algorithm, error) {
 	errs := []error{spec.Validate()}
-	if fn == nil {
+	if nilFunc {
 		errs = append(errs, errors.New("function is nil"))
 	}
 	var in, out *jsonschema.Schema
@@ -154,20 +215,7 @@ func NewAlgorithm[In, Out any](spec Spec, fn Func[In, Out]) (*Algorithm, error) 
 		return nil, fmt.Errorf("runner: algorithm %q: %w", spec.Name, err)
 	}
 	spec.setDefaults()
-	return &Algorithm{
-		spec:   spec,
-		input:  in,
-		output: out,
-		call: func(ctx context.Context, body []byte) (any, error) {
-			var v In
-			if err := json.Unmarshal(body, &v); err != nil {
-				// The schema accepted the body, so this is a mismatch
-				// between schema and Go type: the author's bug.
-				return nil, &Error{Code: CodeInvalidInput, Message: "input does not fit the algorithm's type: " + err.Error()}
-			}
-			return fn(ctx, v)
-		},
-	}, nil
+	return &Algorithm{spec: spec, input: in, output: out}, nil
 }
 
 // Must panics if err is not nil. It is meant for algorithms whose definition
@@ -186,10 +234,11 @@ func (a *Algorithm) Spec() Spec { return a.spec }
 func (a *Algorithm) Name() string { return a.spec.Name }
 
 // Subject returns the subject the algorithm is served on.
-func (a *Algorithm) Subject() string { return SubjectPrefix + a.spec.Name }
+func (a *Algorithm) Subject() string { return discovery.RequestSubject(a.spec.Name) }
 
-// SubjectPrefix starts every algorithm's request subject.
-const SubjectPrefix = "run."
+// SubjectPrefix starts every algorithm's request subject. Registrations
+// must carry exactly SubjectPrefix+<algorithm> (discovery.RequestSubject).
+const SubjectPrefix = discovery.SubjectPrefix
 
 // ValidateInput checks body against the input schema and returns nil or a
 // 400 *Error listing the violations. Controllers can use the same check

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
@@ -57,6 +58,8 @@ type endpoint struct {
 	drained   chan struct{} // closed when the subscription finished draining
 
 	svcStats serviceStats
+	metrics  *metrics            // nil without WithMetrics
+	okObs    prometheus.Observer // latency of successes; nil without WithMetrics
 
 	// counters for the micro STATS data field
 	running    atomic.Int64
@@ -108,15 +111,16 @@ type worker struct {
 	mu       sync.Mutex
 	active   bool
 	replied  bool
+	received time.Time
 	deadline time.Time
 	cancel   context.CancelFunc
 	reply    string
 	hdr      nats.Header
 }
 
-func (w *worker) begin(reply string, hdr nats.Header, deadline time.Time, cancel context.CancelFunc) {
+func (w *worker) begin(reply string, hdr nats.Header, received, deadline time.Time, cancel context.CancelFunc) {
 	w.mu.Lock()
-	w.active, w.replied, w.deadline, w.cancel, w.reply, w.hdr = true, false, deadline, cancel, reply, hdr
+	w.active, w.replied, w.received, w.deadline, w.cancel, w.reply, w.hdr = true, false, received, deadline, cancel, reply, hdr
 	stopping := w.e.stopping.Load()
 	w.mu.Unlock()
 	w.timer.Reset(time.Until(deadline))
@@ -146,10 +150,10 @@ func (w *worker) interrupt(onlyIfDue bool) {
 		return
 	}
 	w.replied = true
-	reply, hdr, cancel := w.reply, w.hdr, w.cancel
+	reply, hdr, received, cancel := w.reply, w.hdr, w.received, w.cancel
 	w.mu.Unlock()
 	cancel()
-	w.e.replyError(reply, hdr, w.e.ctxError(""))
+	w.e.replyError(reply, hdr, received, w.e.ctxError(""))
 }
 
 // interruptAll cancels every running request and answers it 503; queued
@@ -221,7 +225,7 @@ func (e *endpoint) closeWithin(d time.Duration) bool {
 	e.mu.Unlock()
 	if e.stopping.Load() {
 		for j := range e.jobs {
-			e.replyError(j.reply, j.hdr, notStarted(e.ctxError("before the request started")))
+			e.replyError(j.reply, j.hdr, j.received, notStarted(e.ctxError("before the request started")))
 			e.done()
 		}
 	}
@@ -245,6 +249,7 @@ type endpointStats struct {
 	NoReplySubject int64            `json:"dropped_no_reply_subject"`
 	Errors         map[string]int64 `json:"errors_by_code,omitempty"`
 	AvgRunMS       float64          `json:"avg_run_ms"`
+	Batches        *BatchStats      `json:"batches,omitempty"`
 	// Process is the runner process's goroutines and heap: the same for
 	// every algorithm the process serves.
 	Process procstats.Snapshot `json:"process"`
@@ -253,6 +258,13 @@ type endpointStats struct {
 // stats is the endpoint's STATS data: micro's own processing_time only
 // measures the hand-off, since requests run on their own goroutines.
 func (e *endpoint) stats() endpointStats {
+	s := e.counters()
+	s.Process = procstats.Read()
+	return s
+}
+
+// counters is stats without the process figures.
+func (e *endpoint) counters() endpointStats {
 	running := e.running.Load()
 	e.mu.Lock()
 	admitted := int64(e.admitted)
@@ -265,7 +277,9 @@ func (e *endpoint) stats() endpointStats {
 		Served:         e.served.Load(),
 		Rejected503:    e.overloaded.Load(),
 		NoReplySubject: e.noReply.Load(),
-		Process:        procstats.Read(),
+	}
+	if e.alg.batch != nil {
+		s.Batches = e.alg.batch.stats()
 	}
 	if s.Served > 0 {
 		s.AvgRunMS = float64(e.busyNanos.Load()) / float64(s.Served) / 1e6
@@ -294,13 +308,13 @@ func (e *endpoint) handle(m *nats.Msg) {
 	switch {
 	case e.closed:
 		e.mu.Unlock()
-		e.replyError(reply, hdr, &Error{Code: CodeUnavailable, Message: "draining: runner is shutting down", NotStarted: true})
+		e.replyError(reply, hdr, time.Now(), &Error{Code: CodeUnavailable, Message: "draining: runner is shutting down", NotStarted: true})
 		return
 	case e.admitted >= e.limit:
 		e.mu.Unlock()
 		e.overloaded.Add(1)
 		spec := e.alg.spec
-		e.replyError(reply, hdr, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("overloaded: %d requests running and %d waiting", spec.MaxConcurrency, spec.MaxPending), NotStarted: true})
+		e.replyError(reply, hdr, time.Now(), &Error{Code: CodeUnavailable, Message: fmt.Sprintf("overloaded: %d requests running and %d waiting", spec.MaxConcurrency, spec.MaxPending), NotStarted: true})
 		return
 	}
 	e.admitted++
@@ -316,7 +330,7 @@ func (w *worker) serve(j job) {
 	spec := e.alg.spec
 	deadline := j.received.Add(spec.Timeout)
 	if d, ok, err := callerDeadline(hdr, j.received); err != nil {
-		e.replyError(reply, hdr, &Error{Code: CodeInvalidInput, Message: err.Error()})
+		e.replyError(reply, hdr, j.received, &Error{Code: CodeInvalidInput, Message: err.Error()})
 		return
 	} else if ok && d.Before(deadline) {
 		deadline = d
@@ -329,25 +343,29 @@ func (w *worker) serve(j job) {
 	if ctx.Err() != nil || e.stopping.Load() {
 		// The deadline passed (or shutdown gave up) while the request
 		// waited in the queue.
-		e.replyError(reply, hdr, notStarted(e.ctxError("before the request started")))
+		e.replyError(reply, hdr, j.received, notStarted(e.ctxError("before the request started")))
 		return
 	}
 	e.running.Add(1)
 	defer e.running.Add(-1)
 
-	// e.base already carries the endpoint's logger; a job id needs its own.
+	// e.base already carries the endpoint's logger; a job id or a trace
+	// id needs its own.
 	log := e.log
-	if id := hdr.Get(HeaderJobID); id != "" && log.GetLevel() != zerolog.Disabled {
-		log = log.With().Str("job_id", id).Logger()
+	if id := hdr.Get(HeaderJobID); id != "" {
+		ctx = context.WithValue(ctx, jobIDKey{}, id)
+	}
+	if l, ok := e.requestLogger(hdr); ok {
+		log = l
 		ctx = log.WithContext(ctx)
 	}
 
 	if err := validate(e.alg.input, body); err != nil {
-		e.replyError(reply, hdr, err.(*Error))
+		e.replyError(reply, hdr, j.received, err.(*Error))
 		return
 	}
 
-	w.begin(reply, hdr, deadline, cancel)
+	w.begin(reply, hdr, j.received, deadline, cancel)
 	start := time.Now()
 	data, err := e.call(ctx, body, log)
 	took := time.Since(start)
@@ -361,13 +379,13 @@ func (w *worker) serve(j job) {
 				err = e.ctxError("")
 			}
 		}
-		e.replyError(reply, hdr, asError(err))
+		e.replyError(reply, hdr, j.received, asError(err))
 		return
 	}
 	if e.checkOutput {
 		if err := validate(e.alg.output, data); err != nil {
 			verr := err.(*Error)
-			e.replyError(reply, hdr, &Error{Code: CodeInternal, Message: "algorithm produced output that does not match its output schema", Violations: verr.Violations})
+			e.replyError(reply, hdr, j.received, &Error{Code: CodeInternal, Message: "algorithm produced output that does not match its output schema", Violations: verr.Violations})
 			return
 		}
 	}
@@ -378,7 +396,7 @@ func (w *worker) serve(j job) {
 		r, err := e.storeOutput(data)
 		if err != nil {
 			log.Warn().Err(err).Int("bytes", len(data)).Msg("output too large for a message and not stored")
-			e.replyError(reply, hdr, &Error{Code: CodeInternal, Message: fmt.Sprintf(
+			e.replyError(reply, hdr, j.received, &Error{Code: CodeInternal, Message: fmt.Sprintf(
 				"output of %d bytes exceeds the server's max payload of %d and could not be stored in bucket %s", len(data), e.nc.MaxPayload(), objref.OutputsBucket), Err: err})
 			return
 		}
@@ -399,7 +417,7 @@ func (w *worker) serve(j job) {
 	}
 	if err := e.nc.PublishMsg(msg); err != nil {
 		if errors.Is(err, nats.ErrMaxPayload) {
-			e.replyError(reply, hdr, &Error{Code: CodeInternal, Message: fmt.Sprintf("output of %d bytes exceeds the server's max payload of %d", len(data), e.nc.MaxPayload())})
+			e.replyError(reply, hdr, j.received, &Error{Code: CodeInternal, Message: fmt.Sprintf("output of %d bytes exceeds the server's max payload of %d", len(data), e.nc.MaxPayload())})
 			return
 		}
 		log.Warn().Err(err).Msg("sending reply")
@@ -407,6 +425,7 @@ func (w *worker) serve(j job) {
 	}
 	e.served.Add(1)
 	e.record(took, nil)
+	e.observe(j.received, 0)
 }
 
 // call runs the algorithm and encodes its output, turning a panic (in the
@@ -428,6 +447,15 @@ func (e *endpoint) call(ctx context.Context, body []byte, log zerolog.Logger) (d
 		return nil, &Error{Code: CodeInternal, Message: ErrInternal.Message, Err: fmt.Errorf("encode output: %w", err)}
 	}
 	return data, nil
+}
+
+type jobIDKey struct{}
+
+// JobID returns the job id of the request ctx belongs to (the Pnp-Job-Id
+// header the controller sets), or "" when the request carries none.
+func JobID(ctx context.Context) string {
+	id, _ := ctx.Value(jobIDKey{}).(string)
+	return id
 }
 
 func notStarted(er *Error) *Error { er.NotStarted = true; return er }
@@ -452,7 +480,9 @@ const (
 	maxMessage    = 1000
 )
 
-func (e *endpoint) replyError(reply string, req nats.Header, er *Error) {
+// replyError answers a request with er; received is when the request
+// arrived, for its latency.
+func (e *endpoint) replyError(reply string, req nats.Header, received time.Time, er *Error) {
 	er.Algorithm = e.alg.spec.Name
 	er.Instance = e.instance
 	if !validCode(er.Code) {
@@ -471,18 +501,18 @@ func (e *endpoint) replyError(reply string, req nats.Header, er *Error) {
 		}
 	}
 	e.record(0, er)
+	e.observe(received, er.Code)
 	e.errMu.Lock()
 	if e.errCodes == nil {
 		e.errCodes = map[int]int64{}
 	}
 	e.errCodes[er.Code]++
 	e.errMu.Unlock()
-	ev := e.log.Debug()
+	// Every line about the request carries its job id and trace id.
+	log, _ := e.requestLogger(req)
+	ev := log.Debug()
 	if er.Code >= 500 {
-		ev = e.log.Warn()
-	}
-	if id := req.Get(HeaderJobID); id != "" {
-		ev = ev.Str("job_id", id)
+		ev = log.Warn()
 	}
 	ev.Int("code", er.Code).Str("reason", er.Message).AnErr("cause", er.Err).Msg("request failed")
 
@@ -510,7 +540,7 @@ func (e *endpoint) replyError(reply string, req nats.Header, er *Error) {
 		err = e.nc.PublishMsg(&nats.Msg{Subject: reply, Header: h})
 	}
 	if err != nil {
-		e.log.Warn().Err(err).Msg("sending error reply")
+		log.Warn().Err(err).Msg("sending error reply")
 	}
 }
 

@@ -19,7 +19,7 @@ import (
 // Algorithms return an *Error (or wrap one) to choose the code; any other
 // error becomes a 500 whose message is not sent, only logged.
 type Error struct {
-	// Code is one of 400, 404, 413, 422, 500, 503, 504.
+	// Code is one of 400, 404, 413, 422, 500, 502, 503, 504.
 	Code int `json:"code"`
 	// Message is shown to the caller.
 	Message string `json:"message"`
@@ -43,8 +43,14 @@ const (
 	CodeTooLarge      = 413
 	CodeUnprocessable = 422
 	CodeInternal      = 500
-	CodeUnavailable   = 503
-	CodeDeadline      = 504
+	// CodeBadGateway is a reply that does not keep the algorithm's
+	// promise: a success whose output does not satisfy the registered
+	// output schema, or is not JSON. The controller sets it; an algorithm
+	// that relies on another service may return it too. Retryable:
+	// another attempt may reach a healthy instance.
+	CodeBadGateway  = 502
+	CodeUnavailable = 503
+	CodeDeadline    = 504
 )
 
 // Sentinels for errors.Is: errors.Is(err, ErrInvalidInput) is true for any
@@ -55,6 +61,7 @@ var (
 	ErrTooLarge      = &Error{Code: CodeTooLarge, Message: "too large"}
 	ErrUnprocessable = &Error{Code: CodeUnprocessable, Message: "input rejected by the algorithm"}
 	ErrInternal      = &Error{Code: CodeInternal, Message: "internal error"}
+	ErrBadGateway    = &Error{Code: CodeBadGateway, Message: "invalid reply from a runner"}
 	ErrUnavailable   = &Error{Code: CodeUnavailable, Message: "unavailable"}
 	ErrDeadline      = &Error{Code: CodeDeadline, Message: "deadline exceeded"}
 )
@@ -95,7 +102,7 @@ func (e *Error) Retryable() bool {
 
 func validCode(c int) bool {
 	switch c {
-	case CodeInvalidInput, CodeNotFound, CodeTooLarge, CodeUnprocessable, CodeInternal, CodeUnavailable, CodeDeadline:
+	case CodeInvalidInput, CodeNotFound, CodeTooLarge, CodeUnprocessable, CodeInternal, CodeBadGateway, CodeUnavailable, CodeDeadline:
 		return true
 	}
 	return false

@@ -77,3 +77,76 @@ func ExampleNew() {
 	// 400 input does not match the schema [/text: expected string, but got number]
 	// <nil>
 }
+
+// A batch algorithm gets the inputs of concurrent requests in one call;
+// each caller still gets its own reply.
+func ExampleNewBatchAlgorithm() {
+	dir, _ := os.MkdirTemp("", "example")
+	defer os.RemoveAll(dir)
+	srv, err := embedded.Start(embedded.Config{Port: -1, StoreDir: dir})
+	if err != nil {
+		panic(err)
+	}
+	defer srv.Shutdown()
+	nc, _ := nats.Connect(srv.ClientURL())
+	defer nc.Close()
+
+	type Input struct {
+		N int `json:"n"`
+	}
+	type Output struct {
+		Square int `json:"square"`
+	}
+	squares, err := runner.NewBatchAlgorithm(runner.Spec{
+		Name:         "square",
+		Version:      "1.0.0",
+		InputSchema:  []byte(`{"type":"object","required":["n"],"properties":{"n":{"type":"integer"}}}`),
+		OutputSchema: []byte(`{"type":"object","required":["square"],"properties":{"square":{"type":"integer"}}}`),
+		MaxBatch:     8,
+		MaxWait:      50 * time.Millisecond,
+	}, func(ctx context.Context, ins []Input) ([]Output, error) {
+		outs := make([]Output, len(ins))
+		errs := make(runner.BatchErrors, len(ins))
+		for i, in := range ins {
+			if in.N < 0 {
+				errs[i] = runner.Reject("negative numbers are not squared here")
+				continue
+			}
+			outs[i] = Output{Square: in.N * in.N}
+		}
+		return outs, errs
+	})
+	if err != nil {
+		panic(err)
+	}
+	r, _ := runner.New(nc, []*runner.Algorithm{squares})
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	<-r.Started()
+
+	// Three callers at once: one batch, three replies.
+	replies := make([]chan *nats.Msg, 3)
+	for i, body := range []string{`{"n":3}`, `{"n":-1}`, `{"n":12}`} {
+		replies[i] = make(chan *nats.Msg, 1)
+		go func() {
+			m, _ := nc.Request("run.square", []byte(body), 5*time.Second)
+			replies[i] <- m
+		}()
+	}
+	for _, ch := range replies {
+		m := <-ch
+		if e := runner.ReplyError(m); e != nil {
+			fmt.Println(e.Code, e.Message)
+			continue
+		}
+		fmt.Println(string(m.Data))
+	}
+	stop()
+	fmt.Println(<-done)
+	// Output:
+	// {"square":9}
+	// 422 negative numbers are not squared here
+	// {"square":144}
+	// <nil>
+}

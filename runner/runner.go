@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
@@ -38,6 +39,7 @@ type options struct {
 	host         string
 	metadata     map[string]string
 	checkOutput  bool
+	metrics      prometheus.Registerer
 }
 
 // WithLogger sets the logger. Default: none (zerolog.Nop).
@@ -113,6 +115,8 @@ type Runner struct {
 	algs []*Algorithm
 	opts options
 
+	metrics *metrics // nil without WithMetrics
+
 	mu        sync.Mutex
 	endpoints []*endpoint
 	started   chan struct{}
@@ -158,7 +162,14 @@ func New(nc *nats.Conn, algorithms []*Algorithm, opts ...Option) (*Runner, error
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("runner: %w", err)
 	}
-	return &Runner{nc: nc, algs: algorithms, opts: o, started: make(chan struct{})}, nil
+	r := &Runner{nc: nc, algs: algorithms, opts: o, started: make(chan struct{})}
+	if o.metrics != nil {
+		r.metrics = newMetrics(r)
+		if err := o.metrics.Register(r.metrics); err != nil {
+			return nil, fmt.Errorf("runner: register metrics: %w", err)
+		}
+	}
+	return r, nil
 }
 
 // Started is closed when every algorithm is subscribed and registered.
@@ -323,6 +334,10 @@ func (r *Runner) startEndpoint(base context.Context, a *Algorithm) (*endpoint, e
 		checkOutput: r.opts.checkOutput,
 		started:     time.Now().UTC(),
 		metadata:    map[string]string{"sdk": SDK, "host": r.opts.host},
+	}
+	if r.metrics != nil {
+		e.metrics = r.metrics
+		e.okObs = r.metrics.duration.WithLabelValues(spec.Name, "200")
 	}
 	for k, v := range r.opts.metadata {
 		e.metadata[k] = v

@@ -387,9 +387,11 @@ func TestOverloadAnswers503(t *testing.T) {
 			t.Errorf("admitted request failed: %v", m)
 		}
 	}
-	if st := endpointStats(t, nc); st.Rejected != 1 || st.Served != 2 {
-		t.Errorf("stats = %+v", st)
-	}
+	// Served counts a request after its reply is sent: poll for it.
+	natstest.Eventually(t, 5*time.Second, func() bool {
+		st := endpointStats(t, nc)
+		return st.Rejected == 1 && st.Served == 2
+	}, "stats = %+v, want 1 rejected and 2 served", endpointStats(t, nc))
 }
 
 func TestDrainFinishesInFlightAndDeregistersFirst(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 )
 
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bench", "pnp bench [--requests N] [--rounds N] [--inflight N] [--json] [flags]", stdout)
+	fs := newFlagSet("bench", "pnp bench [--requests N] [--rounds N] [--inflight N] [--with-metrics] [--json] [flags]", stdout)
 	var (
 		lf          logFlags
 		nf          natsFlags
@@ -26,6 +26,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		timeout     = fs.Duration("timeout", bench.DefaultRequestTimeout, "time budget of each request")
 		maxTime     = fs.Duration("max-time", 10*time.Minute, "give up after this long")
 		jsonOut     = fs.Bool("json", false, "print the report as JSON")
+		metrics     = fs.Bool("with-metrics", false, "also measure the runner with Prometheus metrics on, in the same rounds, and report the cost (target: at most 3 %)")
 	)
 	lf.register(fs)
 	// Credentials only matter with --server; the embedded server has none.
@@ -56,6 +57,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Timeout:         *timeout,
 		Log:             log,
 		RunnerLog:       log.With().Str("component", "runner").Logger(),
+		Metrics:         *metrics,
 	}
 	if log.GetLevel() > zerolog.DebugLevel {
 		// The runner's start and stop lines repeat every round; show them

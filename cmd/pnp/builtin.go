@@ -63,10 +63,11 @@ func newAlgoConfig(gallery string, allow, buckets []string, js jetstream.JetStre
 }
 
 // selectAlgorithmsWith builds the built-in algorithms named in list (comma
-// separated), or all of them when list is empty or "all", with the image
+// separated), or all of them when list is empty or "all", or none for
+// "none" (a runner serving --worker algorithms only), with the image
 // settings c. Algorithms not named are not built.
 func selectAlgorithmsWith(list string, c algoConfig) ([]*runner.Algorithm, error) {
-	chosen, err := chooseBuiltins(list, builtins(c))
+	chosen, err := chooseBuiltins(list, c)
 	if err != nil {
 		return nil, err
 	}
@@ -84,12 +85,17 @@ func selectAlgorithmsWith(list string, c algoConfig) ([]*runner.Algorithm, error
 // checkAlgorithmNames checks list as selectAlgorithmsWith would, without
 // building anything, so that a bad name is reported before connecting.
 func checkAlgorithmNames(list string) error {
-	_, err := chooseBuiltins(list, builtins(algoConfig{}))
+	_, err := chooseBuiltins(list, algoConfig{})
 	return err
 }
 
-// chooseBuiltins picks the built-ins named in list (all for "" or "all").
-func chooseBuiltins(list string, all []builtin) ([]builtin, error) {
+// chooseBuiltins returns the built-ins named in list, or all of them, without
+// building any: it only checks the names.
+func chooseBuiltins(list string, c algoConfig) ([]builtin, error) {
+	if strings.TrimSpace(list) == "none" {
+		return nil, nil
+	}
+	all := builtins(c)
 	var chosen []builtin
 	if list == "" || list == "all" {
 		chosen = all

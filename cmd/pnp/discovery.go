@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
+	"pnpworker/internal/termsafe"
 )
 
 // registryFor connects and opens (or provisions) the discovery registry.
@@ -71,6 +73,8 @@ func cmdDiscovery(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	case "provision":
 		fs.DurationVar(&cfg.TTL, "ttl", discovery.DefaultTTL, "max age of a registration without heartbeat")
 		fs.IntVar(&cfg.Replicas, "replicas", 1, "stream replicas in a cluster")
+		cfg.MaxBytes = discovery.DefaultMaxBytes
+		fs.Var(byteSize{&cfg.MaxBytes}, "max-bytes", "size limit of the bucket (-1: none)")
 		cfg.Update = true // an explicit provision brings an existing bucket to these settings
 	case "ls", "watch":
 	default:
@@ -110,7 +114,7 @@ func cmdDiscovery(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "KEY\tVERSION\tQUEUE\tHOST\tUP\tLAST HEARTBEAT")
 		for _, r := range recs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s ago\n", r.Key(), r.Version, r.QueueGroup, r.Host,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s ago\n", safe(r.Key()), safe(r.Version), safe(r.QueueGroup), safe(r.Host),
 				time.Since(r.StartedAt).Round(time.Second), time.Since(r.HeartbeatAt).Round(100*time.Millisecond))
 		}
 		tw.Flush()
@@ -144,7 +148,7 @@ func cmdDiscovery(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				case jetstream.KeyValuePut:
 					rec, err := reg.Codec().Decode(e.Key(), e.Value())
 					if err != nil {
-						fmt.Fprintf(stdout, "%s INVALID %s: %v\n", ts, e.Key(), err)
+						fmt.Fprintf(stdout, "%s INVALID %s: %s\n", ts, safe(e.Key()), safe(err.Error()))
 						continue
 					}
 					rec.HeartbeatAt = time.Time{}
@@ -153,18 +157,18 @@ func cmdDiscovery(ctx context.Context, args []string, stdout, stderr io.Writer) 
 					last[e.Key()] = string(sig)
 					switch {
 					case !known:
-						fmt.Fprintf(stdout, "%s JOIN      %s version=%s host=%s\n", ts, e.Key(), rec.Version, rec.Host)
+						fmt.Fprintf(stdout, "%s JOIN      %s version=%s host=%s\n", ts, safe(e.Key()), safe(rec.Version), safe(rec.Host))
 					case prev != string(sig):
-						fmt.Fprintf(stdout, "%s CHANGE    %s version=%s host=%s\n", ts, e.Key(), rec.Version, rec.Host)
+						fmt.Fprintf(stdout, "%s CHANGE    %s version=%s host=%s\n", ts, safe(e.Key()), safe(rec.Version), safe(rec.Host))
 					case heartbeats:
-						fmt.Fprintf(stdout, "%s HEARTBEAT %s\n", ts, e.Key())
+						fmt.Fprintf(stdout, "%s HEARTBEAT %s\n", ts, safe(e.Key()))
 					}
 				case jetstream.KeyValueDelete:
 					delete(last, e.Key())
-					fmt.Fprintf(stdout, "%s LEAVE     %s (deregistered)\n", ts, e.Key())
+					fmt.Fprintf(stdout, "%s LEAVE     %s (deregistered)\n", ts, safe(e.Key()))
 				default:
 					delete(last, e.Key())
-					fmt.Fprintf(stdout, "%s EXPIRE    %s (no heartbeat)\n", ts, e.Key())
+					fmt.Fprintf(stdout, "%s EXPIRE    %s (no heartbeat)\n", ts, safe(e.Key()))
 				}
 			}
 		}
@@ -177,11 +181,24 @@ func warnSkip(log zerolog.Logger) func(string, error) {
 	}
 }
 
+// writeJSON prints v as indented JSON, with the characters a terminal would
+// act on escaped (termsafe.JSON): the output is read by people too.
 func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := w.Write(termsafe.JSON(buf.Bytes()))
+	return err
 }
+
+// safe makes a value that came from NATS (a record field, a key, a reason)
+// safe to print on a terminal: control characters, escape sequences and
+// bidirectional overrides are shown as escapes. Every human-readable output
+// of pnp passes its values through it.
+func safe(s string) string { return termsafe.String(s) }
 
 // algorithmSummary groups the instances of one algorithm.
 type algorithmSummary struct {
@@ -255,8 +272,8 @@ func cmdAlgorithms(ctx context.Context, args []string, stdout, stderr io.Writer)
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ALGORITHM\tVERSION\tINSTANCES\tSUBJECT\tTIMEOUT\tDESCRIPTION")
 	for _, s := range out {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", s.Algorithm, strings.Join(s.Versions, ","), len(s.Instances), s.Subject,
-			time.Duration(s.TimeoutMS)*time.Millisecond, s.Description)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", safe(s.Algorithm), safe(strings.Join(s.Versions, ",")), len(s.Instances), safe(s.Subject),
+			time.Duration(s.TimeoutMS)*time.Millisecond, safe(s.Description))
 	}
 	return tw.Flush()
 }

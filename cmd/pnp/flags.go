@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"pnpworker/controller"
+	"pnpworker/discovery"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/internal/logging"
 	"pnpworker/internal/objref"
@@ -217,4 +219,74 @@ func (f *objectFlags) apply(cfg *controller.StoreConfig) error {
 	}
 	cfg.Inputs.MaxBytes, cfg.Outputs.MaxBytes = n, n
 	return nil
+}
+
+// byteSize is a flag.Value for a size in bytes: a whole number with an
+// optional binary unit — K, M, G or T, each optionally followed by "iB" or
+// "B" (so 512MB and 512MiB are both 512×2²⁰) — or -1 for no limit.
+type byteSize struct{ v *int64 }
+
+func (b byteSize) String() string {
+	if b.v == nil {
+		return ""
+	}
+	n := *b.v
+	for _, u := range []struct {
+		suffix string
+		shift  uint
+	}{{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}} {
+		if n > 0 && n%(1<<u.shift) == 0 {
+			return strconv.FormatInt(n>>u.shift, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func (b byteSize) Set(s string) error {
+	t := strings.TrimSpace(s)
+	if t == "-1" {
+		*b.v = -1
+		return nil
+	}
+	upper := strings.ToUpper(t)
+	upper = strings.TrimSuffix(strings.TrimSuffix(upper, "B"), "I")
+	shift := uint(0)
+	if upper != "" {
+		switch upper[len(upper)-1] {
+		case 'K':
+			shift = 10
+		case 'M':
+			shift = 20
+		case 'G':
+			shift = 30
+		case 'T':
+			shift = 40
+		}
+		if shift > 0 {
+			upper = upper[:len(upper)-1]
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(upper), 10, 64)
+	if err != nil || n < 0 || n > (1<<62)>>shift {
+		return fmt.Errorf("want a size such as 512MiB or 2GiB, or -1 for no limit; got %q", s)
+	}
+	*b.v = n << shift
+	return nil
+}
+
+// registerStoreLimits adds the storage limit flags of cfg to fs, with the
+// defaults shown in --help; discovery adds the discovery bucket's.
+func registerStoreLimits(fs *flagSet, cfg *controller.StoreConfig, discoveryToo bool) {
+	cfg.JobsMaxBytes, cfg.JobsMaxMsgs = controller.DefaultJobsMaxBytes, controller.DefaultJobsMaxMsgs
+	cfg.DeadMaxBytes, cfg.DeadMaxMsgs = controller.DefaultDeadMaxBytes, controller.DefaultDeadMaxMsgs
+	cfg.ResultsMaxBytes = controller.DefaultResultsMaxBytes
+	fs.Var(byteSize{&cfg.JobsMaxBytes}, "jobs-max-bytes", "size limit of stream JOBS; a full JOBS refuses new jobs (-1: none)")
+	fs.Int64Var(&cfg.JobsMaxMsgs, "jobs-max-msgs", cfg.JobsMaxMsgs, "jobs stream JOBS holds at most; more are refused (-1: no limit)")
+	fs.Var(byteSize{&cfg.DeadMaxBytes}, "dead-max-bytes", "size limit of stream DEAD; the oldest dead letters make room (-1: none)")
+	fs.Int64Var(&cfg.DeadMaxMsgs, "dead-max-msgs", cfg.DeadMaxMsgs, "dead letters kept at most; the oldest make room (-1: no limit)")
+	fs.Var(byteSize{&cfg.ResultsMaxBytes}, "results-max-bytes", "size limit of the results bucket; the oldest results make room, as if expired (-1: none)")
+	if discoveryToo {
+		cfg.Discovery.MaxBytes = discovery.DefaultMaxBytes
+		fs.Var(byteSize{&cfg.Discovery.MaxBytes}, "discovery-max-bytes", "size limit of the discovery bucket (-1: none)")
+	}
 }

@@ -22,10 +22,12 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	var (
 		nf  natsFlags
 		lf  logFlags
+		mf  metricsFlag
 		cfg controller.Config
 	)
 	nf.register(fs)
 	lf.register(fs)
+	mf.register(fs)
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", envInt("PNP_MAX_IN_FLIGHT", controller.DefaultMaxInFlight), "jobs dispatched at once by this controller, over all algorithms (env PNP_MAX_IN_FLIGHT)")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", controller.DefaultAckWait, "how soon the jobs of a controller that died are taken over; running jobs are kept by heartbeats")
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", controller.DefaultMaxAttempts, "attempts before a job failing with a timeout or 5xx is dead-lettered")
@@ -35,6 +37,13 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", controller.DefaultDrainTimeout, "how long to wait for jobs in flight on shutdown")
 	fs.DurationVar(&cfg.MaxJobAge, "max-job-age", controller.DefaultMaxJobAge, "a job waiting longer than this for an outcome fails as expired and is dead-lettered, also when nobody serves its algorithm")
 	fs.IntVar(&cfg.MaxNotStarted, "max-not-started", controller.DefaultMaxNotStarted, "deliveries after which a job runners keep refusing without starting it (overloaded, its budget too short) fails")
+
+	fs.IntVar(&cfg.MaxAlgorithms, "max-algorithms", controller.DefaultMaxAlgorithms, "algorithms this controller serves at most; past it, newly registered ones wait (logged)")
+	fs.DurationVar(&cfg.ConsumerInactiveThreshold, "consumer-inactive-threshold", controller.DefaultConsumerInactiveThreshold, "how long the JOBS consumer of an algorithm without a live runner is kept")
+	fs.Int64Var(&cfg.SchemaCacheBytes, "schema-cache-bytes", controller.DefaultSchemaCacheBytes, "estimated heap of the compiled registered schemas kept")
+	cfg.MaxReferencedOutputBytes = controller.DefaultMaxReferencedOutputBytes
+	fs.Var(byteSize{&cfg.MaxReferencedOutputBytes}, "max-referenced-output", "largest output a runner stored by reference (output_ref) that is read back and checked against its schema; a larger one fails with 502 (-1: accept them unchecked)")
+	fs.DurationVar(&cfg.SchemaCompileTimeout, "schema-compile-timeout", controller.DefaultSchemaCompileTimeout, "how long a job waits for a registered schema to compile before going on unchecked")
 	fs.DurationVar(&cfg.Store.ResultTTL, "result-ttl", controller.DefaultResultTTL, "how long results are kept")
 	fs.IntVar(&cfg.Store.ResultHistory, "result-history", 1, "records kept per job id in the results bucket (1..64)")
 	fs.DurationVar(&cfg.Store.DuplicateWindow, "duplicate-window", controller.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
@@ -42,6 +51,7 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	of.register(fs, &cfg.Store)
 	fs.DurationVar(&cfg.Store.DeadMaxAge, "dead-max-age", 0, "how long dead letters are kept; 0 keeps them until replayed")
 	fs.IntVar(&cfg.Store.Replicas, "replicas", 1, "stream replicas in a cluster")
+	registerStoreLimits(fs, &cfg.Store, true)
 	fs.BoolVar(&cfg.Bind, "no-provision", false, "use existing streams instead of creating them (for credentials that may not create streams)")
 	if err := fs.parse(args); err != nil {
 		return err
@@ -56,6 +66,15 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	cfg.Logger = log
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if mf.addr != "" {
+		reg := newRegistry()
+		cfg.Metrics = reg
+		stop, err := serveMetrics(ctx, mf.addr, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	nc, err := nf.connectAndWait(ctx, "pnp controller", log)
 	if err != nil {
@@ -110,9 +129,9 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, sub.ID)
+	fmt.Fprintln(stdout, safe(sub.ID))
 	if sub.Duplicate {
-		fmt.Fprintf(stderr, "job %s was already submitted (stream sequence %d); stored once\n", sub.ID, sub.Seq)
+		fmt.Fprintf(stderr, "job %s was already submitted (stream sequence %d); stored once\n", safe(sub.ID), sub.Seq)
 	}
 	if !*wait && *waitTimeout == 0 {
 		return nil
@@ -175,7 +194,7 @@ func waitAndPrint(ctx context.Context, store *controller.Store, id string, timeo
 	res, err := store.WaitResult(ctx, id, func(r controller.Result) {
 		msg := ""
 		if r.Error != nil {
-			msg = fmt.Sprintf("%d %s", r.Error.Code, r.Error.Message)
+			msg = fmt.Sprintf("%d %s", r.Error.Code, safe(r.Error.Message))
 		}
 		next := ""
 		if r.NextAttemptAt != nil {
@@ -287,7 +306,7 @@ func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ALGORITHM\tWAITING\tIN FLIGHT\tDEAD\tRUNNERS")
 	for _, q := range queues {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", q.Algorithm, q.Waiting, q.InFlight, q.Dead, q.Runners)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", safe(q.Algorithm), q.Waiting, q.InFlight, q.Dead, q.Runners)
 	}
 	return tw.Flush()
 }
@@ -375,12 +394,12 @@ func printDeadLetters(stdout, stderr io.Writer, letters []controller.DeadLetter,
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tJOB\tALGORITHM\tCODE\tATTEMPTS\tDEAD SINCE\tREASON")
 	for _, d := range letters {
-		reason := d.Reason
+		reason := []rune(d.Reason)
 		if len(reason) > 80 {
-			reason = reason[:77] + "..."
+			reason = append(reason[:77], []rune("...")...)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\n", d.Seq, d.JobID, d.Algorithm, d.Code, d.Attempts,
-			d.DeadAt.Local().Format(time.DateTime), reason)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\n", d.Seq, safe(d.JobID), safe(d.Algorithm), d.Code, d.Attempts,
+			d.DeadAt.Local().Format(time.DateTime), safe(string(reason)))
 	}
 	return tw.Flush()
 }
@@ -400,13 +419,13 @@ func replay(ctx context.Context, store *controller.Store, letters []controller.D
 		sub, err := store.Replay(ctx, d)
 		switch {
 		case errors.Is(err, controller.ErrAlreadySucceeded):
-			fmt.Fprintf(stdout, "%s already succeeded; dead letter %d removed\n", d.JobID, d.Seq)
+			fmt.Fprintf(stdout, "%s already succeeded; dead letter %d removed\n", safe(d.JobID), d.Seq)
 		case err != nil:
 			errs = append(errs, err)
 		case sub.Duplicate:
 			fmt.Fprintf(stdout, "%s already replayed (dead letter %d)\n", sub.ID, d.Seq)
 		default:
-			fmt.Fprintf(stdout, "%s replayed (dead letter %d, now job sequence %d)\n", sub.ID, d.Seq, sub.Seq)
+			fmt.Fprintf(stdout, "%s replayed (dead letter %d, now job sequence %d)\n", safe(sub.ID), d.Seq, sub.Seq)
 		}
 	}
 	for _, id := range ids {

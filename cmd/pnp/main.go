@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"pnpworker/internal/termsafe"
 )
 
 // command is one subcommand: its name, a one-line summary, and its entry.
@@ -35,6 +37,7 @@ func commands() []command {
 		{"get", "download an object (obj://bucket/name) to a file or stdout", cmdGet},
 		{"jobs", "show waiting, in-flight and dead jobs per algorithm", cmdJobs},
 		{"dead", "list or replay dead letters (ls|replay)", cmdDead},
+		{"gateway", "serve the HTTP API, the OpenAPI document and the dashboard over an existing NATS", cmdGateway},
 		{"chaos", "run the fault scenarios (process kills, NATS restarts, cluster failover, overload, soak) and count lost jobs", cmdChaos},
 		{"bench", "measure the runner against a hand-written responder and print ratios", cmdBench},
 		{"version", "print the version", cmdVersion},
@@ -68,10 +71,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		case err == nil, errors.Is(err, flag.ErrHelp):
 			return 0
 		case errors.Is(err, errUsage):
-			fmt.Fprintf(stderr, "pnp %s: %v\nrun 'pnp %s --help' for usage\n", c.name, err, c.name)
+			fmt.Fprintf(stderr, "pnp %s: %s\nrun 'pnp %s --help' for usage\n", c.name, termsafe.Lines(err.Error()), c.name)
 			return 2
 		default:
-			fmt.Fprintf(stderr, "pnp %s: %v\n", c.name, err)
+			// Errors quote what NATS sent (a runner's message, a key):
+			// escape it like every other output.
+			fmt.Fprintf(stderr, "pnp %s: %s\n", c.name, termsafe.Lines(err.Error()))
 			return 1
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"regexp"
@@ -297,6 +298,8 @@ func TestUsageErrors(t *testing.T) {
 		{"runner unknown algorithm", []string{"runner", "--algorithms", "language_detection,nope", "--server", nowhere}, `unknown algorithm "nope"`},
 		{"runner bad log level", []string{"runner", "--log-level", "loud", "--server", nowhere}, `invalid log level "loud"`},
 		{"runner bad duration", []string{"runner", "--drain-timeout", "soon", "--server", nowhere}, "invalid value"},
+		{"runner bad metrics address", []string{"runner", "--metrics", "127.0.0.1:http-alt-x", "--server", nowhere}, `--metrics "127.0.0.1:http-alt-x"`},
+		{"controller bad metrics address", []string{"controller", "--metrics", "nohost:99999", "--server", nowhere}, `--metrics "nohost:99999"`},
 		{"runner positional argument", []string{"runner", "language_detection", "--server", nowhere}, `unexpected argument "language_detection"`},
 		{"algorithms unknown flag", []string{"algorithms", "--bogus"}, "flag provided but not defined"},
 		{"algorithms positional argument", []string{"algorithms", "--server", nowhere, "extra", "--json"}, `unexpected argument "extra"`},
@@ -565,5 +568,39 @@ func TestUp(t *testing.T) {
 		if second[i] == first[i] {
 			t.Errorf("the restarted pnp up reuses the key %s", first[i])
 		}
+	}
+}
+
+// TestUpLocksDataDirectory starts pnp up and then a second one on the same
+// data directory (another port): the second exits at once, before opening
+// the store, naming the directory and the pid that holds it; the first
+// keeps serving.
+func TestUpLocksDataDirectory(t *testing.T) {
+	isolateEnv(t)
+	addr, _ := freeLoopbackAddr(t)
+	data := t.TempDir()
+	up := startPnp(t, "up", "--listen", addr, "--data", data, "--algorithms", "language_detection")
+	up.waitOutput(t, "Ctrl-C stops it.")
+
+	addr2, _ := freeLoopbackAddr(t)
+	code, _, stderr := runPnp(t, "up", "--listen", addr2, "--data", data, "--algorithms", "language_detection")
+	if code != 1 {
+		t.Fatalf("second pnp up: exit %d, want 1\nstderr:\n%s", code, stderr)
+	}
+	want := fmt.Sprintf("pnp up: data directory %s is in use by pid %d", data, os.Getpid())
+	if strings.TrimSpace(stderr) != want {
+		t.Fatalf("second pnp up said %q, want %q", stderr, want)
+	}
+	if lang := requestLanguage(t, "nats://"+addr, "Le renard brun saute par-dessus le chien paresseux"); lang != "fra" {
+		t.Errorf("first pnp up after the second tried: language = %q, want fra", lang)
+	}
+	if code := up.stop(t); code != 0 {
+		t.Fatalf("pnp up: exit %d, want 0\nstderr:\n%s", code, up.stderr.String())
+	}
+	// Released on the way out: the directory can be used again.
+	again := startPnp(t, "up", "--listen", addr2, "--data", data, "--algorithms", "language_detection")
+	again.waitOutput(t, "Ctrl-C stops it.")
+	if code := again.stop(t); code != 0 {
+		t.Fatalf("pnp up on the released directory: exit %d\nstderr:\n%s", code, again.stderr.String())
 	}
 }

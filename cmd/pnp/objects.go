@@ -63,7 +63,8 @@ func cmdPut(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	store, err := js.ObjectStore(ctx, *bucket)
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound):
-		store, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: *bucket, TTL: *ttl, Storage: jetstream.FileStorage})
+		// max_bytes, as an account with max_bytes_required demands.
+		store, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: *bucket, TTL: *ttl, MaxBytes: controller.DefaultObjectsMaxBytes, Storage: jetstream.FileStorage})
 		if err != nil {
 			return fmt.Errorf("bucket %s does not exist and cannot be created (pnp provision creates inputs): %w", *bucket, err)
 		}
@@ -140,15 +141,10 @@ func cmdGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // getObject streams the object ref names to path, or to stdout when path
 // is "" or "-". A file is written whole or not at all.
 func getObject(ctx context.Context, js jetstream.JetStream, ref objref.Ref, path string, stdout io.Writer) error {
-	store, err := js.ObjectStore(ctx, ref.Bucket)
+	obj, err := objref.Open(ctx, js, ref)
 	if err != nil {
-		return fmt.Errorf("bucket %s: %w", ref.Bucket, err)
+		return err
 	}
-	obj, err := store.Get(ctx, ref.Name)
-	if err != nil {
-		return fmt.Errorf("%s: %w", ref, err)
-	}
-	defer obj.Close()
 	return writeOut(path, stdout, obj)
 }
 

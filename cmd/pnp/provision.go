@@ -33,6 +33,7 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var of objectFlags
 	of.register(fs, &cfg)
 	fs.DurationVar(&cfg.DeadMaxAge, "dead-max-age", 0, "how long dead letters are kept; 0 keeps them until replayed")
+	registerStoreLimits(fs, &cfg, true)
 	if err := fs.parse(args); err != nil {
 		return err
 	}

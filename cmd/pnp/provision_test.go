@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +49,73 @@ func TestProvision(t *testing.T) {
 	}
 	if _, err := discovery.Open(ctx, js, discovery.Config{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestProvisionLimits checks the storage limits reach the streams: given
+// ones as given, the others at their defaults, JOBS refusing new jobs when
+// full and DEAD dropping its oldest.
+func TestProvisionLimits(t *testing.T) {
+	isolateEnv(t)
+	s := natstest.Start(t)
+	code, stdout, stderr := runPnp(t, "provision", "--server", s.URL(),
+		"--jobs-max-bytes", "2MiB", "--jobs-max-msgs", "5000", "--dead-max-bytes", "512K", "--results-max-bytes", "3MB", "--discovery-max-bytes", "1m")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	js, err := jetstream.New(s.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	want := map[string]struct {
+		bytes, msgs int64
+		discard     jetstream.DiscardPolicy
+	}{
+		controller.JobsStream:            {2 << 20, 5000, jetstream.DiscardNew},
+		controller.DeadStream:            {512 << 10, controller.DefaultDeadMaxMsgs, jetstream.DiscardOld},
+		"KV_" + controller.ResultsBucket: {3 << 20, -1, jetstream.DiscardOld},
+		"KV_" + discovery.Bucket:         {1 << 20, -1, jetstream.DiscardNew},
+	}
+	for name, w := range want {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := st.CachedInfo().Config
+		if c.MaxBytes != w.bytes || c.MaxMsgs != w.msgs || c.Discard != w.discard {
+			t.Errorf("%s: max bytes %d, max msgs %d, discard %v; want %d, %d, %v", name, c.MaxBytes, c.MaxMsgs, c.Discard, w.bytes, w.msgs, w.discard)
+		}
+	}
+
+	// A full JOBS: pnp submit says so, in one line, and exits 1.
+	if code, _, stderr := runPnp(t, "provision", "--server", s.URL(), "--jobs-max-msgs", "1"); code != 0 {
+		t.Fatalf("provision --jobs-max-msgs 1: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := runPnp(t, "submit", "--server", s.URL(), "nobody", "{}"); code != 0 {
+		t.Fatalf("first job: exit %d: %s", code, stderr)
+	}
+	code, _, stderr = runPnp(t, "submit", "--server", s.URL(), "nobody", "{}")
+	if code != 1 {
+		t.Fatalf("submit to a full JOBS: exit %d, want 1: %s", code, stderr)
+	}
+	// Nobody serves "nobody", so submit warns first; the error is the one
+	// line after the warning.
+	var kept []string
+	for _, l := range strings.SplitAfter(stderr, "\n") {
+		if !strings.HasPrefix(l, "warning: no runner is registered") {
+			kept = append(kept, l)
+		}
+	}
+	stderr = strings.Join(kept, "")
+	checkOneLineError(t, stderr, regexp.MustCompile(`^pnp submit: controller: submit \S+: job queue full: stream JOBS refused the job \(maximum messages exceeded\)`))
+
+	for _, bad := range []string{"lots", "1.5G", "-2", "12X"} {
+		code, _, stderr := runPnp(t, "provision", "--server", s.URL(), "--jobs-max-bytes", bad)
+		if code != 2 || !strings.Contains(stderr, "want a size") {
+			t.Errorf("--jobs-max-bytes %s: exit %d, stderr %s", bad, code, stderr)
+		}
 	}
 }
 

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -12,7 +14,7 @@ import (
 )
 
 func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("runner", "pnp runner [--server URL] [--algorithms a,b] [flags]", stdout)
+	fs := newFlagSet("runner", "pnp runner [--server URL] [--algorithms a,b|none] [--worker CMD]... [flags]", stdout)
 	var (
 		nf     natsFlags
 		lf     logFlags
@@ -21,11 +23,17 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		noProv bool
 		drain  = fs.Duration("drain-timeout", runner.DefaultDrainTimeout, "how long to wait for in-flight requests on shutdown")
 	)
-	var imf imageFlags
+	var (
+		imf imageFlags
+		wf  workerFlags
+		mf  metricsFlag
+	)
+	wf.register(fs)
 	nf.register(fs)
 	lf.register(fs)
+	mf.register(fs)
 	imf.register(fs)
-	fs.StringVar(&algs, "algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, or all (env PNP_ALGORITHMS)")
+	fs.StringVar(&algs, "algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, all, or none (env PNP_ALGORITHMS)")
 	fs.StringVar(&queue, "queue-group", env("PNP_QUEUE_GROUP", runner.DefaultQueueGroup), "queue group shared by replicas (env PNP_QUEUE_GROUP)")
 	fs.BoolVar(&noProv, "no-provision", false, "bind to an existing discovery bucket instead of creating it (for credentials that may not create streams)")
 	if err := fs.parse(args); err != nil {
@@ -44,6 +52,34 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if _, err := newAlgoConfig(imf.gallery, imagefetch.ParseAllow(imf.allow), imf.objectBuckets(), nil, budget, log); err != nil {
 		return err
+	}
+	if err := wf.check(); err != nil {
+		return err
+	}
+	if chosen, _ := chooseBuiltins(algs, algoConfig{}); len(chosen) == 0 && len(wf.commands) == 0 {
+		return fmt.Errorf("%w: --algorithms none and no --worker: nothing to serve", errUsage)
+	}
+	opts := []runner.Option{
+		runner.WithLogger(log),
+		runner.WithQueueGroup(queue),
+		runner.WithDrainTimeout(*drain),
+		runner.WithDiscovery(discovery.Config{}),
+	}
+	if noProv {
+		opts = append(opts, runner.WithoutProvisioning())
+	}
+	// A worker's runner lives as long as its process and is made anew at
+	// each restart; it does not register metrics (a registry takes one
+	// runner's collector).
+	workerOpts := slices.Clone(opts)
+	if mf.addr != "" {
+		reg := newRegistry()
+		opts = append(opts, runner.WithMetrics(reg))
+		stop, err := serveMetrics(ctx, mf.addr, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	nc, err := nf.connectAndWait(ctx, "pnp runner", log)
 	if err != nil {
@@ -64,20 +100,22 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	opts := []runner.Option{
-		runner.WithLogger(log),
-		runner.WithQueueGroup(queue),
-		runner.WithDrainTimeout(*drain),
-		runner.WithDiscovery(discovery.Config{}),
-	}
-	if noProv {
-		opts = append(opts, runner.WithoutProvisioning())
-	}
-	r, err := runner.New(nc, list, opts...)
+	workers, err := wf.build(nc, log, workerOpts...)
 	if err != nil {
 		return err
 	}
-	if err := r.Run(ctx); err != nil {
+	var fns []func(context.Context) error
+	if len(list) > 0 {
+		r, err := runner.New(nc, list, opts...)
+		if err != nil {
+			return err
+		}
+		fns = append(fns, r.Run)
+	}
+	for _, w := range workers {
+		fns = append(fns, w.Run)
+	}
+	if err := runAll(ctx, fns...); err != nil {
 		return err
 	}
 	return nc.Drain()

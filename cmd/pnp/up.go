@@ -19,6 +19,8 @@ import (
 
 	memeclassifier "pnpworker/algo/meme_classifier"
 	"pnpworker/controller"
+	"pnpworker/gateway"
+	"pnpworker/internal/dirlock"
 	"pnpworker/internal/embedded"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/internal/objref"
@@ -44,19 +46,41 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		lf     logFlags
 		listen = fs.String("listen", env("PNP_LISTEN", "127.0.0.1:4222"), "address the embedded NATS server listens on (env PNP_LISTEN)")
 		data   = fs.String("data", defaultDataDir(), "JetStream data directory; kept across restarts (env PNP_DATA)")
-		algs   = fs.String("algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, or all (env PNP_ALGORITHMS)")
+		algs   = fs.String("algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, all, or none (env PNP_ALGORITHMS)")
 		images = fs.String("images-listen", env("PNP_IMAGES_LISTEN", ""), "also serve the demo images over HTTP on this loopback address, e.g. 127.0.0.1:0, which the image fetcher may then reach; default none: the demo images are in the inputs bucket (env PNP_IMAGES_LISTEN)")
 		imf    imageFlags
+		mf     metricsFlag
+		hf     httpFlags
 		maxAge = fs.Duration("max-job-age", controller.DefaultMaxJobAge, "a job waiting longer than this for an outcome fails as expired and is dead-lettered")
+		wf     workerFlags
+		store  controller.StoreConfig
 	)
+	wf.register(fs)
 	lf.register(fs)
 	imf.register(fs)
+	registerStoreLimits(fs, &store, false)
+	mf.register(fs)
+	hf.register(fs)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
 	log, err := lf.logger(stderr)
 	if err != nil {
 		return err
+	}
+	if err := store.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	// The process's one metrics registry: the gateway's /metrics and
+	// --metrics serve it, and every part of the process registers its
+	// collectors in it (a worker's runner, made anew at each restart of
+	// its process, registers none).
+	reg := newRegistry()
+	var gwCfg gateway.Config
+	if hf.addr != "" {
+		if gwCfg, err = hf.config(reg, log.With().Str("component", "gateway").Logger()); err != nil {
+			return err
+		}
 	}
 	host, portStr, err := net.SplitHostPort(*listen)
 	if err != nil {
@@ -70,9 +94,32 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := checkAlgorithmNames(*algs); err != nil {
+	// Command-line mistakes first: they must not create the data directory.
+	chosen, err := chooseBuiltins(*algs, algoConfig{})
+	if err != nil {
 		return err
 	}
+	if err := wf.check(); err != nil {
+		return err
+	}
+	if len(chosen) == 0 && len(wf.commands) == 0 {
+		return fmt.Errorf("%w: --algorithms none and no --worker: nothing to serve", errUsage)
+	}
+	// One process per data directory: lock it before anything else opens
+	// it, so a second pnp up fails at once instead of opening the live
+	// JetStream store.
+	if err := os.MkdirAll(*data, 0o755); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	lock, err := dirlock.Acquire(*data)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := lock.Release(); err != nil {
+			log.Warn().Err(err).Msg("releasing the data directory")
+		}
+	}()
 	allow := imagefetch.ParseAllow(imf.allow)
 	var imagesURL string
 	if *images != "" {
@@ -88,10 +135,6 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, err := newAlgoConfig(imf.gallery, allow, imf.objectBuckets(), nil, budget, log); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(*data, 0o755); err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
-
 	srvLog := log.With().Str("component", "nats").Logger()
 	srv, err := embedded.Start(embedded.Config{Host: host, Port: port, StoreDir: *data, Logger: &srvLog})
 	if err != nil {
@@ -122,32 +165,102 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	r, err := runner.New(nc, list, runner.WithLogger(log.With().Str("component", "runner").Logger()))
+	workers, err := wf.build(nc, log)
 	if err != nil {
 		return err
 	}
-	ctl, err := controller.New(nc, controller.Config{MaxJobAge: *maxAge, Logger: log.With().Str("component", "controller").Logger()})
+	var r *runner.Runner
+	if len(list) > 0 {
+		if r, err = runner.New(nc, list, runner.WithLogger(log.With().Str("component", "runner").Logger()), runner.WithMetrics(reg)); err != nil {
+			return err
+		}
+	}
+	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: *maxAge, Logger: log.With().Str("component", "controller").Logger(), Metrics: reg})
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 2)
-	go func() { errc <- r.Run(ctx) }()
-	go func() { errc <- ctl.Run(ctx) }()
-	for _, started := range []<-chan struct{}{r.Started(), ctl.Ready()} {
+	if mf.addr != "" {
+		stop, err := serveMetrics(ctx, mf.addr, reg, log.With().Str("component", "metrics").Logger())
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	running := 0
+	errc := make(chan error, 3+len(workers))
+	run := func(fn func(context.Context) error) {
+		running++
+		go func() { errc <- fn(ctx) }()
+	}
+	// stop cancels every part and collects what they return.
+	stop := func(errs ...error) error {
+		cancel()
+		for ; running > 0; running-- {
+			errs = append(errs, <-errc)
+		}
+		return errors.Join(errs...)
+	}
+	run(ctl.Run)
+	for _, w := range workers {
+		run(w.Run)
+	}
+	ready := []<-chan struct{}{ctl.Ready()}
+	if r != nil {
+		run(r.Run)
+		ready = append(ready, r.Started())
+	}
+	for _, started := range ready {
 		select {
 		case err := <-errc:
-			return err
+			running--
+			return stop(err)
 		case <-started:
 		}
+	}
+	httpURL := ""
+	if hf.addr != "" {
+		gw, ln, err := startGateway(ctx, nc, gwCfg)
+		if err != nil {
+			return stop(err)
+		}
+		httpURL = "http://" + ln.Addr().String()
+		run(func(ctx context.Context) error { return gw.Serve(ctx, ln) })
 	}
 	// The demo images go into the inputs bucket, so that every runner —
 	// also one started later on another machine — can read them.
 	demo, err := putDemoImages(ctx, js, log)
 	if err != nil {
-		return err
+		return stop(err)
 	}
-	printBanner(stdout, banner{url: url, data: *data, images: imagesURL, demo: demo, pnp: pnpCommand(), algs: list})
-	return errors.Join(<-errc, <-errc)
+	printBanner(stdout, banner{url: url, data: *data, images: imagesURL, http: httpURL, demo: demo, pnp: pnpCommand(), algs: list})
+	// The first part to stop stops the others.
+	err = <-errc
+	running--
+	return stop(err)
+}
+
+// startGateway opens the job streams (the controller provisioned them)
+// and listens on cfg.Addr.
+func startGateway(ctx context.Context, nc *nats.Conn, cfg gateway.Config) (*gateway.Gateway, net.Listener, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := controller.OpenStore(ctx, js, controller.StoreConfig{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("gateway: %w", err)
+	}
+	gw, err := gateway.New(nc, store, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("gateway: listen %s (--http; '' turns it off): %w", cfg.Addr, err)
+	}
+	return gw, ln, nil
 }
 
 // demoPrefix starts the names of the demo images in the inputs bucket.
@@ -197,6 +310,7 @@ func pnpCommand() string {
 type banner struct {
 	url, data string
 	images    string            // base URL of the optional demo web server, or ""
+	http      string            // base URL of the HTTP API (--http), or ""
 	demo      map[string]string // demo image references by gallery/<file>, samples/<file>
 	pnp       string            // how to spell pnp: "pnp" or "go run ./cmd/pnp"
 	algs      []*runner.Algorithm
@@ -239,10 +353,19 @@ jobs (durable; results in KV bucket results):
   %[2]s submit%[3]s --wait language_detection '{"text":"El rápido zorro marrón salta sobre el perro perezoso"}'
   %[2]s jobs%[3]s
 `, server, pnp, pnpServer)
-	if !serving["meme_classifier"] && !serving["image_info"] && !serving["image_thumbnail"] {
-		fmt.Fprint(w, "\nCtrl-C stops it.\n")
-		return
+	if serving["meme_classifier"] || serving["image_info"] || serving["image_thumbnail"] {
+		printDemoImages(w, b, serving, server, pnpServer)
 	}
+	if b.http != "" {
+		fmt.Fprintf(w, "\nHTTP: dashboard %s/  reference %s/docs\n", b.http, b.http)
+		fmt.Fprintf(w, "  curl -s %s/v1/algorithms/language_detection/run -d '{\"text\":\"Le renard brun saute par-dessus le chien paresseux\"}'\n", b.http)
+	}
+	fmt.Fprint(w, "\nCtrl-C stops it.\n")
+}
+
+// printDemoImages prints the banner's commands on the demo images.
+func printDemoImages(w io.Writer, b banner, serving map[string]bool, server, pnpServer string) {
+	pnp := b.pnp
 	fmt.Fprintf(w, "\ndemo images in the object store (bucket %s; every runner can read them):\n", objref.InputsBucket)
 	if serving["meme_classifier"] {
 		fmt.Fprintf(w, "  nats%s req run.meme_classifier '{\"image_url\":\"%s\"}'\n", server, b.demo["samples/drake_pref_captioned.jpg"])
@@ -259,5 +382,4 @@ jobs (durable; results in KV bucket results):
 	if b.images != "" {
 		fmt.Fprintf(w, "\ndemo images also on %s/ (gallery/ and samples/; the image fetcher is allowed this one loopback address)\n", b.images)
 	}
-	fmt.Fprint(w, "\nCtrl-C stops it.\n")
 }

@@ -33,6 +33,10 @@ const (
 	// TargetP50Ratio is the highest acceptable runner/handwritten ratio of
 	// median p50 latencies.
 	TargetP50Ratio = 1.15
+	// TargetMetricsRatio is the lowest acceptable ratio of median requests
+	// per second of the runner with Prometheus metrics to the runner
+	// without (Config.Metrics): metrics may cost at most 3 %.
+	TargetMetricsRatio = 0.97
 )
 
 // DefaultRounds is Config.Rounds' default.
@@ -81,6 +85,11 @@ type Config struct {
 	// RunnerLog is given to the runner library. The zero value logs
 	// nothing.
 	RunnerLog zerolog.Logger
+	// Metrics adds a third responder to every round: the runner with
+	// Prometheus metrics on (runner.WithMetrics, a fresh registry per
+	// round), so that their cost is measured against the runner without,
+	// in the same run. Default false: two responders.
+	Metrics bool
 }
 
 func (c *Config) setDefaults() {
@@ -144,6 +153,7 @@ type Setup struct {
 	GOARCH       string `json:"goarch"`
 	Subject      string `json:"subject"`
 	PayloadBytes [2]int `json:"payload_bytes_min_max"`
+	Metrics      bool   `json:"metrics,omitempty"`
 }
 
 // Round is one measured round of one responder.
@@ -175,8 +185,21 @@ type Report struct {
 	P99Ratio float64 `json:"p99_ratio"`
 	// CPURatio is Runner / Handwritten CPU per request (whole process).
 	CPURatio float64 `json:"cpu_ratio,omitempty"`
+	// RunnerMetrics is the runner with Prometheus metrics, when
+	// Config.Metrics asked for it.
+	RunnerMetrics *Summary `json:"runner_metrics,omitempty"`
+	// MetricsThroughputRatio and MetricsP50Ratio compare RunnerMetrics to
+	// Runner (with / without metrics).
+	MetricsThroughputRatio float64 `json:"metrics_throughput_ratio,omitempty"`
+	MetricsP50Ratio        float64 `json:"metrics_p50_ratio,omitempty"`
+	// MetricsPairedRatio is the median, over rounds, of each round's
+	// with/without ratio of requests per second: the two ran back to back,
+	// so drift of a shared machine cancels better than in the ratio of
+	// medians.
+	MetricsPairedRatio float64 `json:"metrics_paired_ratio,omitempty"`
 	// MeetsTargets reports whether both ratios are within
-	// TargetThroughputRatio and TargetP50Ratio.
+	// TargetThroughputRatio and TargetP50Ratio, and, with metrics
+	// measured, MetricsThroughputRatio within TargetMetricsRatio.
 	MeetsTargets bool `json:"meets_targets"`
 }
 
@@ -242,7 +265,10 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	responders := []responder{
 		{name: Handwritten, start: hw.start},
-		runnerResponder(alg, !cfg.SkipOutputCheck, cfg.RunnerLog),
+		runnerResponder(alg, !cfg.SkipOutputCheck, cfg.RunnerLog, false),
+	}
+	if cfg.Metrics {
+		responders = append(responders, runnerResponder(alg, !cfg.SkipOutputCheck, cfg.RunnerLog, true))
 	}
 
 	payloads := Payloads()
@@ -261,12 +287,19 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		GOARCH:       runtime.GOARCH,
 		Subject:      alg.Subject(),
 		PayloadBytes: [2]int{len(slices.MinFunc(payloads, byLen)), len(slices.MaxFunc(payloads, byLen))},
+		Metrics:      cfg.Metrics,
 	}}
 	load := LoadConfig{Requests: cfg.Requests, InFlight: cfg.InFlight, Timeout: cfg.Timeout}
 	warm := LoadConfig{Requests: cfg.Warmup, InFlight: cfg.InFlight, Timeout: cfg.Timeout}
 	var failed int
 	for round := 1; round <= cfg.Rounds; round++ {
-		for _, r := range responders {
+		order := responders
+		if len(responders) == 3 && round%2 == 0 {
+			// The two runners swap places every other round, so that
+			// neither always follows the other.
+			order = []responder{responders[0], responders[2], responders[1]}
+		}
+		for _, r := range order {
 			res, err := measure(ctx, r, serveNC, loadNC, alg.Subject(), payloads, warm, load)
 			if err != nil {
 				rep.summarise()
@@ -323,6 +356,14 @@ func (rep *Report) summarise() {
 	rep.P99Ratio = ratio(float64(r.P99), float64(h.P99))
 	rep.CPURatio = ratio(float64(r.CPUPerRequest), float64(h.CPUPerRequest))
 	rep.MeetsTargets = rep.ThroughputRatio >= TargetThroughputRatio && rep.P50Ratio > 0 && rep.P50Ratio <= TargetP50Ratio
+	if rep.Setup.Metrics {
+		m := summary(rep.Rounds, RunnerMetrics)
+		rep.RunnerMetrics = &m
+		rep.MetricsThroughputRatio = ratio(m.PerSecond, r.PerSecond)
+		rep.MetricsP50Ratio = ratio(float64(m.P50), float64(r.P50))
+		rep.MetricsPairedRatio = pairedRatio(rep.Rounds, RunnerMetrics, Runner)
+		rep.MeetsTargets = rep.MeetsTargets && rep.MetricsThroughputRatio >= TargetMetricsRatio
+	}
 }
 
 func summary(rounds []Round, name string) Summary {
@@ -343,6 +384,29 @@ func summary(rounds []Round, name string) Summary {
 	s.P99 = time.Duration(median(p99))
 	s.CPUPerRequest = time.Duration(median(cpu))
 	return s
+}
+
+// pairedRatio is the median over rounds of a's requests per second over
+// b's in the same round.
+func pairedRatio(rounds []Round, a, b string) float64 {
+	per := map[int][2]float64{}
+	for _, r := range rounds {
+		p := per[r.Round]
+		switch r.Responder {
+		case a:
+			p[0] = r.PerSecond
+		case b:
+			p[1] = r.PerSecond
+		}
+		per[r.Round] = p
+	}
+	var xs []float64
+	for _, p := range per {
+		if p[0] > 0 && p[1] > 0 {
+			xs = append(xs, p[0]/p[1])
+		}
+	}
+	return median(xs)
 }
 
 // median returns the median of xs (the mean of the middle two for an even

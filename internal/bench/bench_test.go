@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +32,7 @@ func testResponders(t testing.TB, checkOutput bool) []responder {
 	}
 	return []responder{
 		{name: Handwritten, start: hw.start},
-		runnerResponder(alg, checkOutput, zerolog.Nop()),
+		runnerResponder(alg, checkOutput, zerolog.Nop(), false),
 	}
 }
 
@@ -279,4 +280,37 @@ func BenchmarkSchemaWork(b *testing.B) {
 			<-done
 		}
 	})
+}
+
+// TestRunWithMetrics checks the third responder: the runner with metrics,
+// in every round, swapping places with the runner, its requests counted.
+func TestRunWithMetrics(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	const requests = 200
+	rep, err := Run(ctx, Config{Requests: requests, Rounds: 2, Warmup: 50, Metrics: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, rd := range rep.Rounds {
+		order = append(order, rd.Responder)
+		if rd.OK != requests {
+			t.Errorf("%s round %d: %d ok, want %d", rd.Responder, rd.Round, rd.OK, requests)
+		}
+	}
+	want := []string{Handwritten, Runner, RunnerMetrics, Handwritten, RunnerMetrics, Runner}
+	if !slices.Equal(order, want) {
+		t.Errorf("order %v, want %v", order, want)
+	}
+	if rep.RunnerMetrics == nil || rep.RunnerMetrics.PerSecond <= 0 || rep.MetricsThroughputRatio <= 0 || rep.MetricsP50Ratio <= 0 || rep.MetricsPairedRatio <= 0 {
+		t.Fatalf("metrics summary missing: %+v", rep)
+	}
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "with/without") {
+		t.Errorf("text report lacks the metrics comparison:\n%s", text.String())
+	}
 }

@@ -1,9 +1,12 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -109,6 +112,53 @@ func Generate(ctx context.Context, nc *nats.Conn, subject string, payloads [][]b
 		return Result{}, errors.New("bench: load: nats connection is nil")
 	}
 	cfg.setDefaults()
+	return generate(ctx, subject, payloads, cfg, func(_ context.Context, data []byte) error {
+		reply, err := nc.RequestMsg(&nats.Msg{Subject: subject, Data: data}, cfg.Timeout)
+		if err == nil {
+			if rerr := runner.ReplyError(reply); rerr != nil {
+				err = rerr
+			}
+		}
+		return err
+	})
+}
+
+// GenerateHTTP is Generate for an HTTP endpoint: each request is a POST of
+// the payload as application/json to url, and a reply counts as an error
+// unless its status is 200. client should keep at least cfg.InFlight idle
+// connections per host so that connections are reused, as NATS's one
+// connection is.
+func GenerateHTTP(ctx context.Context, client *http.Client, url string, payloads [][]byte, cfg LoadConfig) (Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return Result{}, fmt.Errorf("bench: load: %w", err)
+	}
+	if len(payloads) == 0 {
+		return Result{}, errors.New("bench: load: no payloads")
+	}
+	cfg.setDefaults()
+	return generate(ctx, url, payloads, cfg, func(ctx context.Context, data []byte) error {
+		ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(data))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("http status %d", resp.StatusCode)
+		}
+		return err
+	})
+}
+
+// generate runs the closed loop of Generate with send doing one request.
+func generate(ctx context.Context, subject string, payloads [][]byte, cfg LoadConfig, send func(context.Context, []byte) error) (Result, error) {
 
 	var (
 		next     atomic.Int64
@@ -130,15 +180,9 @@ func Generate(ctx context.Context, nc *nats.Conn, subject string, payloads [][]b
 				if i >= int64(cfg.Requests) {
 					return
 				}
-				msg := &nats.Msg{Subject: subject, Data: payloads[i%int64(len(payloads))]}
 				t0 := time.Now()
-				reply, err := nc.RequestMsg(msg, cfg.Timeout)
+				err := send(ctx, payloads[i%int64(len(payloads))])
 				d := time.Since(t0)
-				if err == nil {
-					if rerr := runner.ReplyError(reply); rerr != nil {
-						err = rerr
-					}
-				}
 				if err != nil {
 					errCount.Add(1)
 					s := err.Error()

@@ -18,8 +18,12 @@ func (r Report) WriteText(w io.Writer) error {
 		check = "not validated (runner.WithoutOutputValidation; handwritten skips it too)"
 	}
 	fmt.Fprintf(w, "pnp bench: %s on %s\n", s.Subject, s.Server)
-	fmt.Fprintf(w, "  %d rounds x %d requests per responder (+%d warm-up each), %d in flight, order handwritten, runner, ...\n",
-		s.Rounds, s.Requests, s.Warmup, s.InFlight)
+	order := "handwritten, runner, ..."
+	if s.Metrics {
+		order = "handwritten, runner, runner+metrics, then handwritten, runner+metrics, runner, ..."
+	}
+	fmt.Fprintf(w, "  %d rounds x %d requests per responder (+%d warm-up each), %d in flight, order %s\n",
+		s.Rounds, s.Requests, s.Warmup, s.InFlight, order)
 	fmt.Fprintf(w, "  concurrency %d on both: runner MaxConcurrency, handwritten worker goroutines; outputs %s\n", s.Concurrency, check)
 	fmt.Fprintf(w, "  payloads %d-%d bytes; %s %s/%s, GOMAXPROCS %d, %d CPUs; load, responder and server share this process\n\n",
 		s.PayloadBytes[0], s.PayloadBytes[1], s.GoVersion, s.GOOS, s.GOARCH, s.GOMAXPROCS, s.NumCPU)
@@ -49,8 +53,24 @@ func (r Report) WriteText(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if m := r.RunnerMetrics; m != nil {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "median\trunner\trunner+metrics\twith/without\ttarget\t\t")
+		fmt.Fprintf(tw, "req/s\t%.0f\t%.0f\t%.3f\t>= %.2f\t%s\t\n", rn.PerSecond, m.PerSecond, r.MetricsThroughputRatio,
+			TargetMetricsRatio, verdict(r.MetricsThroughputRatio >= TargetMetricsRatio))
+		fmt.Fprintf(tw, "req/s, paired by round\t\t\t%.3f\t\t\t\n", r.MetricsPairedRatio)
+		fmt.Fprintf(tw, "p50\t%s\t%s\t%.3f\t\t\t\n", dur(rn.P50), dur(m.P50), r.MetricsP50Ratio)
+		fmt.Fprintf(tw, "p99\t%s\t%s\t%.3f\t\t\t\n", dur(rn.P99), dur(m.P99), ratio(float64(m.P99), float64(rn.P99)))
+		if rn.CPUPerRequest > 0 {
+			fmt.Fprintf(tw, "cpu/req\t%s\t%s\t%.3f\t\t\t\n", dur(rn.CPUPerRequest), dur(m.CPUPerRequest), ratio(float64(m.CPUPerRequest), float64(rn.CPUPerRequest)))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
 	if r.MeetsTargets {
-		_, err := fmt.Fprintln(w, "\nthe runner meets both targets")
+		_, err := fmt.Fprintln(w, "\nthe runner meets every target")
 		return err
 	}
 	_, err := fmt.Fprintln(w, "\nthe runner MISSES a target")

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/santhosh-tekuri/jsonschema/v5"
 
@@ -107,10 +108,11 @@ type responder struct {
 	start func(ctx context.Context, nc *nats.Conn) (stop func() error, err error)
 }
 
-// Names of the two responders, as they appear in reports.
+// Names of the responders, as they appear in reports.
 const (
-	Handwritten = "handwritten"
-	Runner      = "runner"
+	Handwritten   = "handwritten"
+	Runner        = "runner"
+	RunnerMetrics = "runner+metrics"
 )
 
 // handwritten is what a careful author would write without the runner
@@ -226,15 +228,26 @@ func respondError(m *nats.Msg, code int, message string) {
 }
 
 // runnerResponder serves the algorithm with the runner library, configured
-// as a runner's main would, and returns once it is registered.
-func runnerResponder(alg *runner.Algorithm, checkOutput bool, log zerolog.Logger) responder {
-	return responder{name: Runner, start: func(ctx context.Context, nc *nats.Conn) (func() error, error) {
+// as a runner's main would, and returns once it is registered. With
+// metrics, the runner records Prometheus metrics in a fresh registry, and
+// stopping checks that they counted the requests served.
+func runnerResponder(alg *runner.Algorithm, checkOutput bool, log zerolog.Logger, metrics bool) responder {
+	name := Runner
+	if metrics {
+		name = RunnerMetrics
+	}
+	return responder{name: name, start: func(ctx context.Context, nc *nats.Conn) (func() error, error) {
 		opts := []runner.Option{
 			runner.WithLogger(log),
 			runner.WithDrainTimeout(10 * time.Second),
 		}
 		if !checkOutput {
 			opts = append(opts, runner.WithoutOutputValidation())
+		}
+		var reg *prometheus.Registry
+		if metrics {
+			reg = prometheus.NewRegistry()
+			opts = append(opts, runner.WithMetrics(reg))
 		}
 		r, err := runner.New(nc, []*runner.Algorithm{alg}, opts...)
 		if err != nil {
@@ -259,7 +272,37 @@ func runnerResponder(alg *runner.Algorithm, checkOutput bool, log zerolog.Logger
 		}
 		return func() error {
 			cancel()
-			return <-errc
+			if err := <-errc; err != nil {
+				return err
+			}
+			if reg != nil {
+				return checkCounted(reg)
+			}
+			return nil
 		}, nil
 	}}
+}
+
+// checkCounted makes sure a measured runner+metrics round really recorded
+// its requests: a metrics path that silently did nothing would look free.
+func checkCounted(reg *prometheus.Registry) error {
+	fams, err := reg.Gather()
+	if err != nil {
+		return fmt.Errorf("gather metrics: %w", err)
+	}
+	var requests, observed float64
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			switch f.GetName() {
+			case "pnp_runner_requests_total":
+				requests += m.GetCounter().GetValue()
+			case "pnp_runner_request_duration_seconds":
+				observed += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	if requests == 0 || observed != requests {
+		return fmt.Errorf("metrics counted %g requests and observed %g latencies: want the same, above 0", requests, observed)
+	}
+	return nil
 }

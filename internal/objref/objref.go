@@ -15,9 +15,12 @@
 package objref
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/url"
 	"regexp"
@@ -128,8 +131,54 @@ func (r Ref) String() string {
 // from its metadata before reading anything (ErrTooLarge), and stopping
 // at maxBytes+1 bytes should the object be longer than its metadata said.
 // maxBytes <= 0 means no limit. A missing bucket or object wraps
-// ErrNotFound.
+// ErrNotFound. It reads as Open does, creating no consumer.
 func Read(ctx context.Context, js jetstream.JetStream, r Ref, maxBytes int64) ([]byte, error) {
+	obj, err := Open(ctx, js, r)
+	if err != nil {
+		return nil, err
+	}
+	if maxBytes > 0 && obj.Size() > maxBytes {
+		return nil, &SizeError{Ref: r, Size: obj.Size(), Limit: maxBytes}
+	}
+	var src io.Reader = obj
+	if maxBytes > 0 {
+		src = io.LimitReader(obj, maxBytes+1)
+	}
+	data, err := io.ReadAll(src)
+	if err != nil {
+		return nil, fmt.Errorf("objref: %s: read: %w", r, err)
+	}
+	if maxBytes > 0 && int64(len(data)) > maxBytes {
+		return nil, &SizeError{Ref: r, Size: -1, Limit: maxBytes}
+	}
+	return data, nil
+}
+
+// Object is an object being read, chunk by chunk, with one direct get per
+// chunk. It creates no consumer: a role allowed to read a bucket needs
+// only $JS.API.STREAM.INFO.OBJ_<bucket> and
+// $JS.API.DIRECT.GET.OBJ_<bucket>[.>], never the right to create
+// consumers, whose deliver subject the server does not check against the
+// creator's permissions. An Object is not safe for concurrent use.
+type Object struct {
+	ctx    context.Context
+	ref    Ref
+	stream jetstream.Stream
+	subj   string
+	info   *jetstream.ObjectInfo
+	next   uint64 // stream sequence to look for the next chunk from
+	chunks uint32 // chunks read
+	read   uint64 // bytes read
+	buf    []byte
+	digest hash.Hash
+	err    error
+}
+
+// Open looks up the object r names in js and returns a reader of its
+// content, checked against the object's size and SHA-256 digest when the
+// last byte is read. A missing bucket or object wraps ErrNotFound; links
+// are refused.
+func Open(ctx context.Context, js jetstream.JetStream, r Ref) (*Object, error) {
 	store, err := js.ObjectStore(ctx, r.Bucket)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -144,29 +193,66 @@ func Read(ctx context.Context, js jetstream.JetStream, r Ref, maxBytes int64) ([
 		}
 		return nil, fmt.Errorf("objref: %s: info: %w", r, err)
 	}
-	if maxBytes > 0 && int64(info.Size) > maxBytes {
-		return nil, &SizeError{Ref: r, Size: int64(info.Size), Limit: maxBytes}
+	if info.Opts != nil && info.Opts.Link != nil {
+		return nil, fmt.Errorf("objref: %s: a link, not an object", r)
 	}
-	obj, err := store.Get(ctx, r.Name)
+	if info.NUID == "" {
+		return nil, fmt.Errorf("objref: %s: %w", r, jetstream.ErrBadObjectMeta)
+	}
+	stream, err := js.Stream(ctx, "OBJ_"+r.Bucket)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrObjectNotFound) {
-			return nil, fmt.Errorf("objref: %s: %w", r, ErrNotFound)
+		return nil, fmt.Errorf("objref: bucket %s: %w", r.Bucket, err)
+	}
+	return &Object{
+		ctx: ctx, ref: r, stream: stream, info: info, next: 1, digest: sha256.New(),
+		subj: "$O." + r.Bucket + ".C." + info.NUID,
+	}, nil
+}
+
+// Size is the object's size from its metadata.
+func (o *Object) Size() int64 { return int64(o.info.Size) }
+
+// Read implements io.Reader.
+func (o *Object) Read(p []byte) (int, error) {
+	for len(o.buf) == 0 {
+		if o.err != nil {
+			return 0, o.err
 		}
-		return nil, fmt.Errorf("objref: %s: get: %w", r, err)
+		o.err = o.fetch()
 	}
-	defer obj.Close()
-	var src io.Reader = obj
-	if maxBytes > 0 {
-		src = io.LimitReader(obj, maxBytes+1)
+	n := copy(p, o.buf)
+	o.buf = o.buf[n:]
+	return n, nil
+}
+
+// fetch reads the next chunk into o.buf, or returns io.EOF once the
+// object is read whole and matches its digest.
+func (o *Object) fetch() error {
+	if o.chunks == o.info.Chunks {
+		if o.read != o.info.Size {
+			return fmt.Errorf("objref: %s: %d bytes read, metadata says %d", o.ref, o.read, o.info.Size)
+		}
+		if want, err := jetstream.DecodeObjectDigest(o.info.Digest); err == nil && o.info.Size > 0 && !bytes.Equal(o.digest.Sum(nil), want) {
+			return fmt.Errorf("objref: %s: content does not match its digest", o.ref)
+		}
+		return io.EOF
 	}
-	data, err := io.ReadAll(src)
+	m, err := o.stream.GetMsg(o.ctx, o.next, jetstream.WithGetMsgSubject(o.subj))
 	if err != nil {
-		return nil, fmt.Errorf("objref: %s: read: %w", r, err)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return fmt.Errorf("objref: %s: chunk %d of %d: %w", o.ref, o.chunks+1, o.info.Chunks, ErrNotFound)
+		}
+		return fmt.Errorf("objref: %s: chunk %d of %d: %w", o.ref, o.chunks+1, o.info.Chunks, err)
 	}
-	if maxBytes > 0 && int64(len(data)) > maxBytes {
-		return nil, &SizeError{Ref: r, Size: -1, Limit: maxBytes}
+	o.chunks++
+	o.next = m.Sequence + 1
+	o.read += uint64(len(m.Data))
+	if o.read > o.info.Size {
+		return fmt.Errorf("objref: %s: longer than the %d bytes its metadata says", o.ref, o.info.Size)
 	}
-	return data, nil
+	o.digest.Write(m.Data)
+	o.buf = m.Data
+	return nil
 }
 
 // SizeError is the error of an object over a size limit; it matches

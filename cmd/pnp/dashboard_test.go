@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// chromiumPath is where Debian's chromium package puts the browser;
+// PNP_CHROMIUM overrides it.
+const chromiumPath = "/usr/bin/chromium"
+
+// browser starts a headless Chromium for the test, or skips the test when
+// there is none — except in CI, where a missing browser is a failure.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	path := env("PNP_CHROMIUM", chromiumPath)
+	if _, err := exec.LookPath(path); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("chromium not found at %s (CI installs the Debian package chromium): %v", path, err)
+		}
+		t.Skipf("chromium not found at %s: install it (apt-get install chromium) or set PNP_CHROMIUM; skipping the browser test", path)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.WindowSize(1400, 1300),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// step runs browser actions with a time limit and fails the test with what
+// was being checked.
+func step(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(sctx, actions...); err != nil {
+		tctx, tcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer tcancel()
+		body, _ := chromedp.Run(tctx, chromedp.Text(chromedp.CSS("main")))
+		t.Fatalf("%s: %v\npage:\n%s", what, err, body)
+	}
+}
+
+// until polls a JavaScript expression until it is true.
+func until(expr string) chromedp.Action[chromedp.Void] {
+	poll := chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond))
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		_, err := poll(ctx, t)
+		return chromedp.Void{}, err
+	}
+}
+
+// TestDashboardInBrowser drives the dashboard of `pnp up` in headless
+// Chromium: it lists the built-in algorithms, the try-it form of
+// language_detection answers French and shows a wrong type's violation
+// next to the field, a dead letter's replay button produces a result, and
+// a runner that stops disappears without a reload. With PNP_SCREENSHOT
+// set to a path, the dashboard is saved there (docs/img/dashboard.png).
+func TestDashboardInBrowser(t *testing.T) {
+	ctx := browser(t)
+	natsAddr, _ := freeLoopbackAddr(t)
+	// pnp up serves the image algorithms; language_detection comes from a
+	// runner of the test's own, so that stopping it is a departure, and a
+	// job submitted before it exists expires into a dead letter.
+	up := startPnp(t, "up", "--listen", natsAddr, "--data", t.TempDir(), "--http", "127.0.0.1:0",
+		"--algorithms", "meme_classifier,image_info", "--max-job-age", "1s", "--log-level", "error")
+	up.waitOutput(t, "Ctrl-C stops it.")
+	m := regexp.MustCompile(`dashboard (http://[0-9.:]+)/`).FindStringSubmatch(up.stdout.String())
+	if m == nil {
+		t.Fatalf("no dashboard URL in the banner:\n%s", up.stdout.String())
+	}
+	base := m[1]
+	natsURL := "nats://" + natsAddr
+
+	post := func(path, body string, hdr map[string]string) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", base+path, strings.NewReader(body))
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	get := func(path string) (int, []byte) {
+		t.Helper()
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	// A job nobody serves yet: it expires after --max-job-age into DEAD.
+	if code, b := post("/v1/algorithms/language_detection/jobs", `{"text":"Die Mannschaften schreiben Algorithmen und wollen sie auf neue Daten anwenden"}`,
+		map[string]string{"Idempotency-Key": "late-job"}); code != 202 {
+		t.Fatalf("submit: %d %s", code, b)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, b := get("/v1/dead")
+		if strings.Contains(string(b), `"late-job"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no dead letter for late-job: %s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	extra := startPnp(t, "runner", "--server", natsURL, "--algorithms", "language_detection", "--log-level", "error")
+
+	step(t, ctx, "the dashboard lists the built-in algorithms",
+		chromedp.Navigate(base+"/"),
+		until(`["language_detection","meme_classifier","image_info"].every(n => document.querySelector('#algorithms tr[data-algorithm="'+n+'"]'))`),
+		until(`document.getElementById("live").textContent === "live"`),
+		// A mark that a reload would wipe.
+		until(`(window.pnpTestMark = 1) === 1`),
+	)
+
+	form := `details[data-algorithm="language_detection"] `
+	step(t, ctx, "try it: language_detection answers French",
+		chromedp.Click(chromedp.CSS(form+"summary")),
+		chromedp.SendKeys(chromedp.CSS(form+`textarea[name="text"]`), "Le renard brun saute par-dessus le chien paresseux"),
+		chromedp.Click(chromedp.CSS(form+`button[type="submit"]`)),
+		until(`document.querySelector('`+form+`[data-role="status"]').textContent === "200"`),
+		until(`/"language": "fr/.test(document.querySelector('`+form+`[data-role="reply"]').textContent)`),
+	)
+	step(t, ctx, "the runner's stats and the gateway's latency show the request",
+		until(`document.querySelector('#algorithms tr[data-algorithm="language_detection"] [data-col="served"]').textContent === "1"`),
+		until(`/ms$/.test(document.querySelector('#algorithms tr[data-algorithm="language_detection"] [data-col="p50"]').textContent)`),
+	)
+	step(t, ctx, "the dead letter is listed with its reason",
+		until(`/expired/.test((document.querySelector('#dead tr[data-job="late-job"] .reason') || {}).textContent)`),
+	)
+	if path := os.Getenv("PNP_SCREENSHOT"); path != "" {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		png, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))
+		cancel()
+		if err != nil {
+			t.Fatalf("screenshot: %v", err)
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step(t, ctx, "try it: a wrong type shows the violation next to the field",
+		chromedp.SetValue(chromedp.CSS(form+`textarea[data-role="body"]`), `{"text":42}`),
+		chromedp.Click(chromedp.CSS(form+`button[type="submit"]`)),
+		until(`document.querySelector('`+form+`[data-role="status"]').textContent === "400"`),
+		until(`/string/.test(document.querySelector('`+form+`.field[data-field="text"] .violation').textContent)`),
+	)
+	step(t, ctx, "replay: the dead letter's button produces a result",
+		chromedp.Click(chromedp.CSS(`#dead button.replay[data-job="late-job"]`)),
+		until(`!document.querySelector('#dead tr[data-job="late-job"]')`),
+		until(`[...document.querySelectorAll("#events li")].some(li => /succeeded late-job/.test(li.textContent))`),
+	)
+	code, b := get("/v1/jobs/late-job?wait=20s")
+	var res struct{ Status string }
+	if err := json.Unmarshal(b, &res); err != nil || code != 200 || res.Status != "succeeded" {
+		t.Fatalf("late-job after replay: %d %s", code, b)
+	}
+
+	if c := extra.stop(t); c != 0 {
+		t.Fatalf("runner exit %d: %s", c, extra.stderr.String())
+	}
+	step(t, ctx, "a stopped runner disappears without a reload",
+		until(`!document.querySelector('#algorithms tr[data-algorithm="language_detection"]')`),
+		until(`[...document.querySelectorAll("#events li")].some(li => /language_detection departed/.test(li.textContent))`),
+	)
+	ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	same, err := chromedp.Run(ectx, chromedp.Evaluate[bool](`window.pnpTestMark === 1`))
+	if err != nil || !same {
+		t.Fatalf("the page was reloaded: %v", err)
+	}
+	step(t, ctx, "the API reference renders the live algorithms with a try-it",
+		chromedp.Navigate(base+"/docs"),
+		until(`!!document.querySelector('#run_meme_classifier form.tryit') && !document.querySelector('#run_language_detection')`),
+	)
+}

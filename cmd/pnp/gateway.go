@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"pnpworker/controller"
+	"pnpworker/gateway"
+)
+
+// httpFlags configure the gateway's HTTP side, for `pnp gateway` and
+// `pnp up`.
+type httpFlags struct {
+	addr  string
+	token string
+	cors  string
+}
+
+func (h *httpFlags) register(fs *flagSet) {
+	fs.StringVar(&h.addr, "http", env("PNP_HTTP", gateway.DefaultAddr), "address of the HTTP API and dashboard; '' turns them off; any address but loopback needs --http-token (env PNP_HTTP)")
+	fs.StringVar(&h.token, "http-token", env("PNP_HTTP_TOKEN", ""), "bearer token every API request must carry (env PNP_HTTP_TOKEN)")
+	fs.StringVar(&h.cors, "http-cors", env("PNP_HTTP_CORS", ""), "the one origin browsers may call the API from, e.g. https://app.example (env PNP_HTTP_CORS; default: no CORS)")
+}
+
+// config is the gateway's configuration from the flags. metrics is the
+// process's one registry: /metrics serves it.
+func (h *httpFlags) config(metrics *prometheus.Registry, log zerolog.Logger) (gateway.Config, error) {
+	cfg := gateway.Config{Addr: h.addr, Token: h.token, CORSOrigin: h.cors, Metrics: metrics, Logger: log}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("%w: --http %s: %v", errUsage, h.addr, err)
+	}
+	return cfg, nil
+}
+
+// storeTries bounds how long `pnp gateway` waits for the job streams to be
+// provisioned (by a controller or pnp provision) before giving up.
+const storeTries = 60
+
+// openStoreWaiting binds to the job streams, waiting for them to be
+// provisioned: the gateway does not depend on start order.
+func openStoreWaiting(ctx context.Context, nc *nats.Conn, log zerolog.Logger) (*controller.Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	for try := 1; ; try++ {
+		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		store, err := controller.OpenStore(octx, js, controller.StoreConfig{})
+		cancel()
+		if err == nil {
+			return store, nil
+		}
+		if try >= storeTries || ctx.Err() != nil {
+			log.Error().Err(err).Int("tries", try).Msg("giving up waiting for the job streams")
+			return nil, fmt.Errorf("job streams not available (start 'pnp controller' or run 'pnp provision'): %w", err)
+		}
+		if try == 1 || !errors.Is(err, controller.ErrNotProvisioned) {
+			log.Warn().Err(err).Msg("job streams not available yet; retrying")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("gateway", "pnp gateway [--server URL] [--http 127.0.0.1:8080] [--http-token T] [flags]", stdout)
+	var (
+		nf natsFlags
+		lf logFlags
+		hf httpFlags
+	)
+	nf.register(fs)
+	lf.register(fs)
+	hf.register(fs)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if hf.addr == "" {
+		return fmt.Errorf("%w: --http '' leaves the gateway nothing to do", errUsage)
+	}
+	// The process's one metrics registry: /metrics serves it, and every
+	// part of the process registers its collectors in it.
+	metrics := newRegistry()
+	cfg, err := hf.config(metrics, log)
+	if err != nil {
+		return err
+	}
+	nc, err := nf.connectAndWait(ctx, "pnp gateway", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	store, err := openStoreWaiting(ctx, nc, log)
+	if err != nil {
+		return err
+	}
+	gw, err := gateway.New(nc, store, cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", hf.addr)
+	if err != nil {
+		return fmt.Errorf("gateway: listen %s: %w", hf.addr, err)
+	}
+	fmt.Fprintf(stdout, "gateway on http://%s/ (API /v1, reference /docs, OpenAPI /openapi.json)\n", ln.Addr())
+	if err := gw.Serve(ctx, ln); err != nil {
+		return err
+	}
+	return nc.Drain()
+}

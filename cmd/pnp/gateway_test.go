@@ -1,0 +1,78 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain keeps every `pnp up` of the tests off the default HTTP port:
+// parallel runs (and a developer's own pnp up) would collide on 8080.
+func TestMain(m *testing.M) {
+	if os.Getenv("PNP_HTTP") == "" {
+		os.Setenv("PNP_HTTP", "127.0.0.1:0")
+	}
+	os.Exit(m.Run())
+}
+
+func TestGatewayRefusesNonLoopbackWithoutToken(t *testing.T) {
+	for _, args := range [][]string{
+		{"gateway", "--http", "0.0.0.0:0"},
+		{"up", "--http", ":0", "--data", t.TempDir()},
+	} {
+		var stdout, stderr bytes.Buffer
+		t.Setenv("PNP_HTTP_TOKEN", "")
+		code := run(context.Background(), args, &stdout, &stderr)
+		if code != 2 || !strings.Contains(stderr.String(), "bearer token is required") {
+			t.Errorf("pnp %s: exit %d, stderr %q; want 2 and a refusal", strings.Join(args, " "), code, stderr.String())
+		}
+	}
+}
+
+// TestGatewayWaitsForStreams starts `pnp gateway` before the job streams
+// exist: it waits for them (no start order), then serves the live
+// algorithms.
+func TestGatewayWaitsForStreams(t *testing.T) {
+	url, _, _ := serveLanguageDetection(t)
+	gw := startPnp(t, "gateway", "--server", url, "--http", "127.0.0.1:0", "--log-level", "warn")
+	deadline := time.Now().Add(pnpTimeout)
+	for !strings.Contains(gw.stderr.String(), "job streams not available yet") {
+		if time.Now().After(deadline) {
+			t.Fatalf("pnp gateway did not report waiting for the job streams:\n%s", gw.stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code, _, stderr := runPnp(t, "provision", "--server", url); code != 0 {
+		t.Fatalf("provision: exit %d: %s", code, stderr)
+	}
+	gw.waitOutput(t, "gateway on http://")
+	m := regexp.MustCompile(`gateway on (http://[0-9.:]+)/`).FindStringSubmatch(gw.stdout.String())
+	if m == nil {
+		t.Fatalf("no address in %q", gw.stdout.String())
+	}
+	deadline = time.Now().Add(pnpTimeout)
+	for {
+		resp, err := http.Get(m[1] + "/v1/algorithms")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 && strings.Contains(string(b), `"name":"language_detection"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/v1/algorithms: %d %s", resp.StatusCode, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code := gw.stop(t); code != 0 {
+		t.Fatalf("pnp gateway: exit %d after cancellation\n%s", code, gw.stderr.String())
+	}
+}

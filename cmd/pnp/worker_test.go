@@ -1,0 +1,80 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"pnpworker/internal/natstest"
+	"pnpworker/runner"
+)
+
+// pnp runner --algorithms none --worker CMD serves the worker's algorithms
+// only, one instance per --worker-procs process, the command split like a
+// shell would; it deregisters them on shutdown.
+func TestRunnerServesWorkers(t *testing.T) {
+	isolateEnv(t)
+	s := natstest.Start(t)
+	url := s.URL()
+	r := startPnp(t, "runner", "--server", url, "--algorithms", "none", "--worker-procs", "2",
+		"--worker", `/bin/sh -c 'exec "$0"' ../../examples/shell/shout.sh`)
+	nc := s.Connect()
+	natstest.Eventually(t, pnpTimeout, func() bool {
+		m, err := nc.Request("run.shout", []byte(`{"text":"x"}`), time.Second)
+		return err == nil && runner.ReplyError(m) == nil
+	}, "run.shout does not answer\nstderr:\n%s", &r.stderr)
+	var keys []string
+	natstest.Eventually(t, pnpTimeout, func() bool {
+		keys = listKeys(t, url)
+		return len(keys) == 2
+	}, "want two shout instances\nstderr:\n%s", &r.stderr)
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "shout.") {
+			t.Fatalf("keys %v: want only shout instances (no built-in algorithm)", keys)
+		}
+	}
+	m, err := nc.Request("run.shout", []byte(`{"text":"plug and play"}`), 10*time.Second)
+	if err != nil || runner.ReplyError(m) != nil || string(m.Data) != `{"text":"PLUG AND PLAY"}` {
+		t.Fatalf("run.shout: %v %v %s", err, replyErr(m), dataOf(m))
+	}
+	if code := r.stop(t); code != 0 {
+		t.Errorf("exit %d after cancellation\nstderr:\n%s", code, r.stderr.String())
+	}
+	if left := listKeys(t, url); len(left) != 0 {
+		t.Errorf("keys after stop: %v", left)
+	}
+}
+
+func TestWorkerFlagErrors(t *testing.T) {
+	isolateEnv(t)
+	for name, args := range map[string][]string{
+		"nothing to serve": {"runner", "--algorithms", "none", "--server", "nats://127.0.0.1:1"},
+		"unbalanced quote": {"runner", "--algorithms", "none", "--worker", `python3 'x`, "--server", "nats://127.0.0.1:1"},
+		"zero procs":       {"runner", "--worker", "x", "--worker-procs", "0", "--server", "nats://127.0.0.1:1"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if code, _, stderr := runPnp(t, args...); code != 2 {
+				t.Fatalf("exit %d, want 2 (usage)\nstderr:\n%s", code, stderr)
+			}
+		})
+	}
+}
+
+func replyErr(m *nats.Msg) error {
+	if m == nil {
+		return nil
+	}
+	if e := runner.ReplyError(m); e != nil {
+		return e
+	}
+	return nil
+}
+
+func dataOf(m *nats.Msg) string {
+	if m == nil {
+		return ""
+	}
+	return string(m.Data)
+}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/google/shlex"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"pnpworker/runner"
+	"pnpworker/worker"
+)
+
+// workerFlags are --worker (repeatable) and --worker-procs.
+type workerFlags struct {
+	commands stringList
+	procs    int
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, "; ") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func (f *workerFlags) register(fs *flagSet) {
+	fs.Var(&f.commands, "worker", "command of a worker process serving algorithms over stdin/stdout (docs/WORKER.md), split like a shell would; repeatable. E.g. 'python3 sdk/python/pnpworker.py examples/python/runner_adapter.py'")
+	fs.IntVar(&f.procs, "worker-procs", 1, "processes to run of each --worker command, each its own instance")
+}
+
+// build splits the commands and makes one worker.Worker per command.
+func (f *workerFlags) build(nc *nats.Conn, log zerolog.Logger, opts ...runner.Option) ([]*worker.Worker, error) {
+	if f.procs < 1 {
+		return nil, fmt.Errorf("%w: --worker-procs %d: want at least 1", errUsage, f.procs)
+	}
+	var ws []*worker.Worker
+	for _, c := range f.commands {
+		argv, err := shlex.Split(c)
+		if err != nil || len(argv) == 0 {
+			return nil, fmt.Errorf("%w: --worker %q: not a command (%v)", errUsage, c, err)
+		}
+		w, err := worker.New(nc, worker.Config{
+			Command:       argv,
+			Procs:         f.procs,
+			Logger:        log.With().Str("component", "worker").Logger(),
+			RunnerOptions: opts,
+		})
+		if err != nil {
+			return nil, err
+		}
+		ws = append(ws, w)
+	}
+	return ws, nil
+}
+
+// check fails early, before connecting, on flags that cannot work.
+func (f *workerFlags) check() error {
+	if f.procs < 1 {
+		return fmt.Errorf("%w: --worker-procs %d: want at least 1", errUsage, f.procs)
+	}
+	for _, c := range f.commands {
+		if argv, err := shlex.Split(c); err != nil || len(argv) == 0 {
+			return fmt.Errorf("%w: --worker %q: not a command", errUsage, c)
+		}
+	}
+	return nil
+}
+
+// runAll runs every function until ctx ends or one fails; then it cancels
+// the others and returns every error.
+func runAll(ctx context.Context, fns ...func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, len(fns))
+	for i, fn := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = fn(ctx); errs[i] != nil {
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,148 @@
+package discovery_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"pnpworker/discovery"
+	"pnpworker/internal/natstest"
+)
+
+// A record may carry one subject only, run.<algorithm>: a subject in the
+// jobs namespace made the controller feed its own stream, one under
+// $KV.results let a runner credential write any job's result, and one of
+// another algorithm steals its requests. Writers refuse such records and
+// every reader (List, Lookup, Cache) ignores them when they are put into
+// the bucket directly.
+func TestSubjectMustBeRunAlgorithm(t *testing.T) {
+	s := natstest.Start(t)
+	reg := provision(t, s.Connect())
+	c := runCache(t, reg)
+	ctx := context.Background()
+	kv := reg.KeyValue()
+	for i, subject := range []string{
+		"jobs.ocr",
+		"$KV.results.victim",
+		"dead.ocr",
+		"run.other",
+		"run.ocr.v1", // version-pinned: reserved, not yet allowed
+		"run.ocr.>",
+		"run.*",
+		"run",
+		"notify.x",
+		"RUN.ocr",
+	} {
+		t.Run(subject, func(t *testing.T) {
+			r := record("ocr", fmt.Sprintf("forged%d", i))
+			r.Subject = subject
+			if err := reg.Register(ctx, r); !errors.Is(err, discovery.ErrInvalidRecord) {
+				t.Fatalf("register with subject %q: %v, want ErrInvalidRecord", subject, err)
+			}
+			r.HeartbeatAt = time.Now().UTC()
+			b, err := json.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kv.Put(ctx, r.Key(), b); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if err := reg.Register(ctx, record("ocr", "good")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, func() bool { return len(c.Lookup("ocr")) > 0 }, "cache never saw the good record")
+	if got := keysOf(c.Lookup("ocr")); len(got) != 1 || got[0] != "ocr.good" {
+		t.Fatalf("cache lists %v, want only ocr.good", got)
+	}
+	l, err := reg.Lookup(ctx, "ocr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := keysOf(l); len(got) != 1 || got[0] != "ocr.good" {
+		t.Fatalf("lookup lists %v, want only ocr.good", got)
+	}
+}
+
+// A record is bounded in size and in what compiling its schemas costs, on
+// write and on read: a 470 KB schema of 8000 patterns took seconds and
+// tens of megabytes to compile in every reader that compiles it.
+func TestRecordSizeAndSchemaCostAreBounded(t *testing.T) {
+	s := natstest.Start(t)
+	reg := provision(t, s.Connect())
+	c := runCache(t, reg)
+	ctx := context.Background()
+	props := func(n int, pattern string) json.RawMessage {
+		var b strings.Builder
+		b.WriteString(`{"type":"object","properties":{`)
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `"p%d":{"type":"string","pattern":%q}`, i, pattern)
+		}
+		b.WriteString(`}}`)
+		return json.RawMessage(b.String())
+	}
+	cases := map[string]func(*discovery.Registration){
+		"8000 patterns, 470 KB": func(r *discovery.Registration) {
+			r.InputSchema = props(8000, `^[a-z0-9]{1,40}(-[a-z0-9]{1,40})*$`)
+		},
+		"a description past the size limit": func(r *discovery.Registration) {
+			r.Description = strings.Repeat("x", discovery.MaxRecordSize)
+		},
+		"too many small patterns": func(r *discovery.Registration) {
+			r.OutputSchema = props(discovery.MaxSchemaPatterns+1, `^a$`)
+		},
+		"few patterns, costly to compile": func(r *discovery.Registration) {
+			r.InputSchema = props(40, `^[\pL\pN]{1,30}$`)
+		},
+		"patternProperties count too": func(r *discovery.Registration) {
+			var b strings.Builder
+			b.WriteString(`{"type":"object","patternProperties":{`)
+			for i := range discovery.MaxSchemaPatterns + 1 {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				fmt.Fprintf(&b, `"^k%d$":{}`, i)
+			}
+			b.WriteString(`}}`)
+			r.InputSchema = json.RawMessage(b.String())
+		},
+	}
+	kv := reg.KeyValue()
+	i := 0
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			i++
+			r := record("ocr", fmt.Sprintf("big%d", i))
+			mutate(&r)
+			if err := reg.Register(ctx, r); !errors.Is(err, discovery.ErrInvalidRecord) {
+				t.Fatalf("register: %v, want ErrInvalidRecord", err)
+			}
+			r.HeartbeatAt = time.Now().UTC()
+			b, err := json.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kv.Put(ctx, r.Key(), b); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	// At the limits is fine.
+	ok := record("ocr", "ok")
+	ok.InputSchema = props(discovery.MaxSchemaPatterns, `^[a-z]+$`)
+	if err := reg.Register(ctx, ok); err != nil {
+		t.Fatalf("a record within the limits: %v", err)
+	}
+	natstest.Eventually(t, 5*time.Second, func() bool { return len(c.Lookup("ocr")) > 0 }, "cache never saw the good record")
+	if got := keysOf(c.Lookup("ocr")); len(got) != 1 || got[0] != "ocr.ok" {
+		t.Fatalf("cache lists %v, want only ocr.ok", got)
+	}
+}

@@ -1,0 +1,150 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+type obj = map[string]any
+
+func ref(name string) obj { return obj{"$ref": "#/components/schemas/" + name} }
+
+func jsonBody(schema any) obj {
+	return obj{"content": obj{"application/json": obj{"schema": schema}}}
+}
+
+func problemResponse(desc string) obj {
+	return obj{"description": desc, "content": obj{"application/problem+json": obj{"schema": ref("Problem")}}}
+}
+
+// errorResponses are the problems a run can answer with: the runner's
+// codes, plus 404 when nobody serves the algorithm and 413 for a body over
+// the max payload.
+func errorResponses() obj {
+	return obj{
+		"400": problemResponse("invalid input: the violations name each field"),
+		"404": problemResponse("no runner serves the algorithm"),
+		"413": problemResponse("body over the NATS server's max payload"),
+		"422": problemResponse("input rejected by the algorithm"),
+		"500": problemResponse("internal error of the algorithm"),
+		"503": problemResponse("runner overloaded or draining"),
+		"504": problemResponse("deadline exceeded"),
+	}
+}
+
+// rawSchema keeps a registration's schema as it was published; an
+// unparsable one becomes {} (any JSON).
+func rawSchema(b json.RawMessage) any {
+	if len(b) == 0 || !json.Valid(b) {
+		return obj{}
+	}
+	return b
+}
+
+// openAPIDoc builds the OpenAPI 3.1 document of the live algorithms: one
+// run and one jobs path per algorithm, with its own input and output
+// schemas, and the fixed routes.
+func (g *Gateway) openAPIDoc() obj {
+	timeoutParam := obj{"name": "Pnp-Timeout", "in": "header", "required": false,
+		"description": "time budget of this request, a Go duration such as 500ms; can only shorten the algorithm's timeout",
+		"schema":      obj{"type": "string"}}
+	traceParam := obj{"name": "traceparent", "in": "header", "required": false,
+		"description": "W3C trace context, passed on to the runner", "schema": obj{"type": "string"}}
+	paths := obj{
+		"/v1/algorithms": obj{"get": obj{
+			"operationId": "listAlgorithms", "summary": "live algorithms from discovery: versions, instances, schemas",
+			"parameters": []any{obj{"name": "stats", "in": "query", "required": false, "description": "set to include the runners' stats", "schema": obj{"type": "string"}}},
+			"responses":  obj{"200": obj{"description": "the algorithms", "content": obj{"application/json": obj{"schema": obj{"type": "array", "items": ref("Algorithm")}}}}},
+		}},
+		"/v1/jobs/{id}": obj{"get": obj{
+			"operationId": "getJob", "summary": "a job's result record; with wait, the final one",
+			"parameters": []any{
+				obj{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string"}},
+				obj{"name": "wait", "in": "query", "required": false, "description": "wait up to this long (e.g. 30s) for the final record", "schema": obj{"type": "string"}},
+			},
+			"responses": obj{"200": obj{"description": "the result record", "content": obj{"application/json": obj{"schema": ref("Result")}}},
+				"400": problemResponse("invalid job id or wait"), "404": problemResponse("no result: waiting, unknown or expired")},
+		}},
+		"/v1/dead": obj{"get": obj{
+			"operationId": "listDeadLetters", "summary": "dead letters: jobs that failed for good, with the reason",
+			"parameters": []any{obj{"name": "algorithm", "in": "query", "required": false, "schema": obj{"type": "string"}}},
+			"responses":  obj{"200": obj{"description": "the dead letters, oldest first", "content": obj{"application/json": obj{"schema": obj{"type": "array", "items": ref("DeadLetter")}}}}},
+		}},
+		"/v1/dead/{id}/replay": obj{"post": obj{
+			"operationId": "replayDeadLetter", "summary": "submit a dead letter again under its job id",
+			"parameters": []any{obj{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string"}}},
+			"responses": obj{"202": obj{"description": "replayed", "content": obj{"application/json": obj{"schema": ref("JobAccepted")}}},
+				"404": problemResponse("no dead letter for this job"), "409": problemResponse("already succeeded, or not replayable")},
+		}},
+		"/v1/queues": obj{"get": obj{
+			"operationId": "listQueues", "summary": "waiting, in flight and dead jobs per algorithm",
+			"responses": obj{"200": obj{"description": "the queues", "content": obj{"application/json": obj{"schema": obj{"type": "array", "items": ref("Queue")}}}}},
+		}},
+		"/v1/events": obj{"get": obj{
+			"operationId": "events", "summary": "Server-Sent Events: registered, departed, job",
+			"responses": obj{"200": obj{"description": "an event stream", "content": obj{"text/event-stream": obj{"schema": obj{"type": "string"}}}}},
+		}},
+		"/healthz": obj{"get": obj{"operationId": "healthz", "summary": "the process is up", "security": []any{}, "responses": obj{"200": obj{"description": "ok"}}}},
+		"/readyz": obj{"get": obj{"operationId": "readyz", "summary": "NATS connected and discovery readable", "security": []any{},
+			"responses": obj{"200": obj{"description": "ready"}, "503": problemResponse("not ready")}}},
+	}
+	for _, a := range g.algorithms() {
+		in, out := rawSchema(a.InputSchema), rawSchema(a.OutputSchema)
+		run := obj{
+			"operationId": "run_" + a.Name,
+			"summary":     a.Name + " " + a.Version + ": run and wait for the output",
+			"description": a.Description,
+			"tags":        []any{a.Name},
+			"parameters":  []any{timeoutParam, traceParam},
+			"requestBody": obj{"required": true, "content": obj{"application/json": obj{"schema": in}}},
+			"responses":   obj{"200": obj{"description": "the algorithm's output", "content": obj{"application/json": obj{"schema": out}}}},
+		}
+		for code, resp := range errorResponses() {
+			run["responses"].(obj)[code] = resp
+		}
+		jobs := obj{
+			"operationId": "submit_" + a.Name,
+			"summary":     a.Name + ": submit a durable job",
+			"tags":        []any{a.Name},
+			"parameters": []any{timeoutParam, traceParam,
+				obj{"name": "Idempotency-Key", "in": "header", "required": false, "description": "the job id; a job submitted twice within the duplicate window is stored once", "schema": obj{"type": "string"}}},
+			"requestBody": obj{"required": true, "content": obj{"application/json": obj{"schema": in}}},
+			"responses": obj{
+				"202": obj{"description": "stored; read the result at Location", "headers": obj{"Location": obj{"schema": obj{"type": "string"}}},
+					"content": obj{"application/json": obj{"schema": ref("JobAccepted")}}},
+				"400": problemResponse("not JSON, or an invalid Idempotency-Key"),
+				"413": problemResponse("job too large"),
+			},
+		}
+		paths["/v1/algorithms/"+a.Name+"/run"] = obj{"post": run}
+		paths["/v1/algorithms/"+a.Name+"/jobs"] = obj{"post": jobs}
+	}
+	str := obj{"type": "string"}
+	integer := obj{"type": "integer"}
+	doc := obj{
+		"openapi": "3.1.0",
+		"info": obj{"title": "pnpworker gateway", "version": "1",
+			"description": "Run the algorithms served over NATS by pnpworker. Generated from the live discovery records: each algorithm has its own run and jobs paths with its input and output schemas."},
+		"paths": paths,
+		"components": obj{"schemas": obj{
+			"Problem": obj{"type": "object", "required": []any{"type", "title", "status", "code", "message"}, "properties": obj{
+				"type": str, "title": str, "status": integer, "detail": str, "code": integer, "message": str, "algorithm": str, "instance": str,
+				"violations": obj{"type": "array", "items": obj{"type": "object", "properties": obj{"pointer": str, "message": str}}},
+			}},
+			"JobAccepted": obj{"type": "object", "required": []any{"job_id", "location"}, "properties": obj{"job_id": str, "duplicate": obj{"type": "boolean"}, "location": str}},
+			"Result":      obj{"type": "object", "description": "a result record (schemas/result.json)", "required": []any{"job_id", "algorithm", "status"}, "properties": obj{"job_id": str, "algorithm": str, "status": obj{"enum": []any{"succeeded", "failed", "retrying"}}, "output": obj{}, "error": obj{"type": "object"}, "attempts": integer}},
+			"DeadLetter":  obj{"type": "object", "properties": obj{"seq": integer, "job_id": str, "algorithm": str, "code": integer, "reason": str, "attempts": integer, "dead_at": str, "body": obj{}}},
+			"Queue":       obj{"type": "object", "properties": obj{"algorithm": str, "waiting": integer, "in_flight": integer, "dead": integer, "runners": integer}},
+			"Algorithm":   obj{"type": "object", "properties": obj{"name": str, "version": str, "versions": obj{"type": "array", "items": str}, "input_schema": obj{}, "output_schema": obj{}, "instances": obj{"type": "array", "items": obj{"type": "object"}}}},
+		}},
+	}
+	if g.cfg.Token != "" {
+		doc["components"].(obj)["securitySchemes"] = obj{"bearer": obj{"type": "http", "scheme": "bearer"}}
+		doc["security"] = []any{obj{"bearer": []any{}}}
+	}
+	return doc
+}
+
+func (g *Gateway) openAPI(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, g.openAPIDoc())
+}

@@ -1,0 +1,630 @@
+#!/usr/bin/env python3
+"""pnpworker: serve plain Python functions as pnpworker algorithms.
+
+    python3 pnpworker.py PATH_OR_MODULE        # speak the worker protocol
+    python3 pnpworker.py --describe PATH_OR_MODULE   # print the hello and exit
+
+The module is imported and every top-level function named ``run_<algorithm>``
+is served as the algorithm ``<algorithm>``; no decorator is needed:
+
+* the parameters' type hints become the input JSON Schema (an object with
+  one property per parameter; parameters with defaults are not required).
+  A function with a single parameter typed as a dataclass, TypedDict or
+  pydantic model takes that object as its whole input;
+* the return annotation becomes the output schema, the docstring's first
+  paragraph the description, the module's ``VERSION`` (default "0.0.0") the version;
+* an optional module-level ``setup()`` runs once before anything is served
+  (load models there);
+* ``raise pnpworker.Reject("why")`` answers 422 with that message; any other
+  exception answers 500 and its traceback goes to the runner's log.
+
+Overrides: ``@pnpworker.algorithm(timeout=..., concurrency=..., name=...,
+input_schema=..., output_schema=...)``; batches: ``@pnpworker.batch(
+max_size=32, max_wait_ms=5)`` on ``def run_x(items: list[In]) -> list[Out]``.
+
+Stdout carries the protocol only. At start the SDK keeps a private duplicate
+of file descriptor 1 for protocol lines, then points descriptor 1 and
+``sys.stdout`` at stderr: a stray ``print()``, or a C library writing to
+descriptor 1, ends up in the runner's log instead of corrupting the stream.
+
+Standard library only; Python 3.9 or newer. The protocol is in
+docs/WORKER.md.
+"""
+
+import collections.abc
+import concurrent.futures
+import dataclasses
+import enum
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import re
+import sys
+import threading
+import time
+import traceback
+import typing
+
+__version__ = "0.1.0"
+PROTOCOL = 1
+
+__all__ = [
+    "Reject",
+    "algorithm",
+    "batch",
+    "cancelled",
+    "log",
+    "describe",
+    "schema_of",
+    "serve",
+    "main",
+]
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+DEFAULT_CONCURRENCY = 4
+
+
+class Reject(Exception):
+    """Raise Reject("why") for input that satisfies the schema but that the
+    algorithm cannot use: the caller gets a 422 with the message. In a batch
+    function, return a Reject in place of an item's output to reject only
+    that item."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = str(message)
+
+
+def algorithm(name=None, *, version=None, description=None, timeout=None,
+              concurrency=None, input_schema=None, output_schema=None):
+    """Override what is inferred for a run_ function: its algorithm name,
+    version, description, timeout (seconds), concurrency (requests, or batch
+    items, this process takes at once; default 4, so the function must be
+    thread-safe unless set to 1) and explicit JSON Schemas (dicts)."""
+
+    def mark(fn):
+        opts = dict(getattr(fn, "__pnpworker__", {}))
+        for key, value in (("name", name), ("version", version), ("description", description),
+                           ("timeout", timeout), ("concurrency", concurrency),
+                           ("input_schema", input_schema), ("output_schema", output_schema)):
+            if value is not None:
+                opts[key] = value
+        fn.__pnpworker__ = opts
+        return fn
+
+    return mark
+
+
+def batch(max_size=32, max_wait_ms=5):
+    """Make a run_ function a batch function: it takes ``items: list[In]``
+    and returns ``list[Out]``, one output per item in order. The runner
+    groups concurrent requests, at most max_size, waiting at most
+    max_wait_ms for company."""
+    if int(max_size) < 1 or max_wait_ms < 0:
+        raise ValueError("batch: want max_size >= 1 and max_wait_ms >= 0")
+
+    def mark(fn):
+        opts = dict(getattr(fn, "__pnpworker__", {}))
+        opts["batch"] = {"max_size": int(max_size), "max_wait_ms": float(max_wait_ms)}
+        fn.__pnpworker__ = opts
+        return fn
+
+    return mark
+
+
+_local = threading.local()
+
+
+def cancelled():
+    """True once the runner cancelled the request this thread is serving
+    (its deadline passed). Long functions should check it and return; one
+    that ignores it is killed after a grace period and its process
+    restarted."""
+    ev = getattr(_local, "cancel", None)
+    return ev is not None and ev.is_set()
+
+
+def log(message, level="info"):
+    """Send a log line to the runner's log, tagged with the algorithm,
+    request and job id being served by this thread."""
+    srv = _server
+    msg = {"type": "log", "level": level, "message": str(message)}
+    alg = getattr(_local, "algorithm", None)
+    if alg:
+        msg["algorithm"] = alg
+    rid = getattr(_local, "id", None)
+    if rid:
+        msg["id"] = rid
+    job = getattr(_local, "job_id", None)
+    if job:
+        msg["job_id"] = job
+    if srv is not None:
+        srv.send(msg)
+    else:
+        print(message, file=sys.stderr)
+
+
+# ---------------------------------------------------------------- schemas
+
+_NoneType = type(None)
+
+
+def _is_pydantic(tp):
+    """A pydantic model class (v1 or v2), recognised without importing
+    pydantic."""
+    return isinstance(tp, type) and (
+        hasattr(tp, "model_json_schema")
+        or (hasattr(tp, "__fields__") and hasattr(tp, "schema") and hasattr(tp, "parse_obj")))
+
+
+def _inline_refs(schema, defs=None, seen=()):
+    """Replace local $refs to definitions/$defs by what they name, so that a
+    pydantic schema can be nested in another one. A recursive reference
+    becomes {} (anything)."""
+    if defs is None and isinstance(schema, dict):
+        defs = dict(schema.get("definitions", {}))
+        defs.update(schema.get("$defs", {}))
+        schema = {k: v for k, v in schema.items() if k not in ("definitions", "$defs")}
+    if isinstance(schema, list):
+        return [_inline_refs(v, defs, seen) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and (ref.startswith("#/definitions/") or ref.startswith("#/$defs/")):
+        name = ref.rsplit("/", 1)[1]
+        if name in seen or name not in defs:
+            return {}
+        rest = {k: v for k, v in schema.items() if k != "$ref"}
+        target = _inline_refs(defs[name], defs, seen + (name,))
+        return dict(target, **_inline_refs(rest, defs, seen)) if rest else target
+    return {k: _inline_refs(v, defs, seen) for k, v in schema.items()}
+
+
+def _is_typeddict(tp):
+    return isinstance(tp, type) and issubclass(tp, dict) and hasattr(tp, "__annotations__") and hasattr(tp, "__total__")
+
+
+def _hints(obj):
+    try:
+        return typing.get_type_hints(obj, include_extras=True)
+    except Exception:  # unresolvable forward references: best effort
+        return dict(getattr(obj, "__annotations__", {}))
+
+
+def _json_default(value):
+    try:
+        json.dumps(value, default=_jsonable, allow_nan=False)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def schema_of(tp):
+    """The JSON Schema of a type hint. Unknown types give {} (anything)."""
+    if tp is inspect.Parameter.empty or tp is typing.Any or tp is object:
+        return {}
+    if tp is None or tp is _NoneType:
+        return {"type": "null"}
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        s = schema_of(args[0])
+        for meta in args[1:]:
+            if isinstance(meta, str):
+                s = dict(s, description=meta)
+        return s
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is int:
+        return {"type": "integer"}
+    if tp is float:
+        return {"type": "number"}
+    if tp is str:
+        return {"type": "string"}
+    if tp is bytes:
+        return {"type": "string", "contentEncoding": "base64"}
+    if origin is typing.Literal:
+        return {"enum": list(args)}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return {"enum": [m.value for m in tp]}
+    if origin is typing.Union or (origin is not None and getattr(origin, "__name__", "") == "UnionType") \
+            or type(tp).__name__ == "UnionType":
+        args = args or typing.get_args(tp)
+        non_null = [a for a in args if a is not _NoneType]
+        options = [schema_of(a) for a in non_null]
+        if len(non_null) < len(args):
+            options.append({"type": "null"})
+        return options[0] if len(options) == 1 else {"anyOf": options}
+    if origin in (list, tuple, set, frozenset) or tp in (list, tuple, set, frozenset) \
+            or origin is collections.abc.Sequence:
+        s = {"type": "array"}
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            s["prefixItems"] = [schema_of(a) for a in args]
+            s["minItems"] = s["maxItems"] = len(args)
+        elif args:
+            s["items"] = schema_of(args[0])
+        return s
+    if origin is dict or tp is dict or (origin is not None and getattr(origin, "__name__", "") == "Mapping"):
+        s = {"type": "object"}
+        if len(args) == 2:
+            s["additionalProperties"] = schema_of(args[1])
+        return s
+    if _is_pydantic(tp):
+        return _inline_refs(tp.model_json_schema() if hasattr(tp, "model_json_schema") else tp.schema())
+    if _is_typeddict(tp):
+        hints = _hints(tp)
+        required = sorted(getattr(tp, "__required_keys__", hints.keys() if tp.__total__ else ()))
+        s = {"type": "object", "properties": {k: schema_of(v) for k, v in hints.items()},
+             "additionalProperties": False}
+        if required:
+            s["required"] = required
+        if tp.__doc__:
+            s["description"] = inspect.cleandoc(tp.__doc__)
+        return s
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        hints = _hints(tp)
+        props, required = {}, []
+        for f in dataclasses.fields(tp):
+            p = schema_of(hints.get(f.name, f.type))
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                required.append(f.name)
+            elif f.default is not dataclasses.MISSING and _json_default(f.default):
+                p = dict(p, default=_jsonable_deep(f.default))
+            props[f.name] = p
+        s = {"type": "object", "properties": props, "additionalProperties": False}
+        if required:
+            s["required"] = required
+        return s
+    return {}
+
+
+def _is_object_type(tp):
+    return _is_typeddict(tp) or _is_pydantic(tp) or (dataclasses.is_dataclass(tp) and isinstance(tp, type))
+
+
+# ---------------------------------------------------------- conversions
+
+def _jsonable(value):
+    """json.dumps default: dataclasses, pydantic models, tuples, sets, enums,
+    numpy values."""
+    if hasattr(value, "model_dump") and not isinstance(value, type):
+        return value.model_dump(mode="json")
+    if _is_pydantic(type(value)) and hasattr(value, "json"):
+        return json.loads(value.json())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _jsonable_deep(value):
+    return json.loads(json.dumps(value, default=_jsonable))
+
+
+def _convert(value, tp):
+    """Build the Python value of a type hint from validated JSON."""
+    if value is None or tp is inspect.Parameter.empty:
+        return value
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _convert(value, args[0])
+    if _is_pydantic(tp) and isinstance(value, dict):
+        return tp.model_validate(value) if hasattr(tp, "model_validate") else tp.parse_obj(value)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type) and isinstance(value, dict):
+        hints = _hints(tp)
+        return tp(**{k: _convert(v, hints.get(k, inspect.Parameter.empty)) for k, v in value.items()})
+    if _is_typeddict(tp) and isinstance(value, dict):
+        hints = _hints(tp)
+        return {k: _convert(v, hints.get(k, inspect.Parameter.empty)) for k, v in value.items()}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if (origin is list or origin is set or origin is frozenset) and args and isinstance(value, list):
+        items = [_convert(v, args[0]) for v in value]
+        return origin(items) if origin is not list else items
+    if origin is tuple and isinstance(value, list):
+        if args and not (len(args) == 2 and args[1] is Ellipsis):
+            return tuple(_convert(v, a) for v, a in zip(value, args))
+        return tuple(_convert(v, args[0]) for v in value) if args else tuple(value)
+    if origin is dict and len(args) == 2 and isinstance(value, dict):
+        return {k: _convert(v, args[1]) for k, v in value.items()}
+    if origin is typing.Union or type(tp).__name__ == "UnionType":
+        for a in args:
+            if a is not _NoneType and _is_object_type(a) and isinstance(value, dict):
+                return _convert(value, a)
+            if a is float and isinstance(value, int) and not isinstance(value, bool) and int not in args:
+                return float(value)
+    return value
+
+
+# -------------------------------------------------------------- describe
+
+class _Algorithm:
+    def __init__(self, fn, version):
+        opts = getattr(fn, "__pnpworker__", {})
+        self.fn = fn
+        self.name = opts.get("name") or fn.__name__[len("run_"):]
+        if not _NAME.match(self.name):
+            raise ValueError(f"{fn.__name__}: algorithm name {self.name!r} must be lower case letters, digits "
+                             "and '_', starting with a letter")
+        self.version = opts.get("version") or version
+        # The docstring's first paragraph, on one line: descriptions are
+        # shown in tables (pnp algorithms, nats micro ls).
+        doc = (inspect.getdoc(fn) or "").split("\n\n")[0]
+        self.description = opts.get("description") or " ".join(doc.split())
+        self.batch = opts.get("batch")
+        sig = inspect.signature(fn)
+        hints = _hints(fn)
+        params = [p for p in sig.parameters.values()
+                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.POSITIONAL_ONLY)]
+        self.params = [(p.name, hints.get(p.name, p.annotation), p.default) for p in params]
+        ret = hints.get("return", sig.return_annotation)
+        self.whole = None  # the type of a single parameter that is the whole input
+        if self.batch:
+            if len(params) != 1:
+                raise ValueError(f"{fn.__name__}: a batch function takes one parameter, items: list[In]")
+            tp = self.params[0][1]
+            item = typing.get_args(tp)[0] if typing.get_origin(tp) in (list, typing.List) and typing.get_args(tp) else inspect.Parameter.empty
+            self.whole = item
+            in_schema = schema_of(item)
+            ret_args = typing.get_args(ret)
+            out_schema = schema_of(ret_args[0]) if typing.get_origin(ret) is list and ret_args else {}
+        elif len(params) == 1 and _is_object_type(self.params[0][1]):
+            self.whole = self.params[0][1]
+            in_schema = schema_of(self.whole)
+        else:
+            props, required = {}, []
+            for name, tp, default in self.params:
+                s = schema_of(tp)
+                if default is inspect.Parameter.empty:
+                    required.append(name)
+                elif _json_default(default):
+                    s = dict(s, default=_jsonable_deep(default))
+                props[name] = s
+            in_schema = {"type": "object", "properties": props, "additionalProperties": False}
+            if required:
+                in_schema["required"] = required
+        if not self.batch:
+            out_schema = schema_of(ret) if ret is not None and ret is not _NoneType else {"type": "null"}
+        self.input_schema = opts.get("input_schema") or in_schema
+        self.output_schema = opts.get("output_schema") or out_schema
+        self.timeout = opts.get("timeout")
+        self.concurrency = opts.get("concurrency")
+        if self.concurrency is None and not self.batch:
+            self.concurrency = DEFAULT_CONCURRENCY
+
+    def descriptor(self):
+        d = {"name": self.name, "version": self.version, "description": self.description,
+             "input_schema": self.input_schema, "output_schema": self.output_schema}
+        if self.timeout:
+            d["timeout_ms"] = int(self.timeout * 1000)
+        if self.concurrency:
+            d["max_concurrency"] = int(self.concurrency)
+        if self.batch:
+            d["batch"] = self.batch
+        return d
+
+    def call(self, value):
+        if self.whole is not None:
+            return self.fn(_convert(value, self.whole))
+        kwargs = {}
+        for name, tp, _default in self.params:
+            if name in value:
+                kwargs[name] = _convert(value[name], tp)
+        return self.fn(**kwargs)
+
+    def call_batch(self, values):
+        items = [_convert(v, self.whole) for v in values]
+        outs = self.fn(items)
+        outs = list(outs)
+        if len(outs) != len(items):
+            raise ValueError(f"batch function returned {len(outs)} outputs for {len(items)} items")
+        return outs
+
+
+def _algorithms(module):
+    version = str(getattr(module, "VERSION", "0.0.0"))
+    algs = []
+    for attr, fn in vars(module).items():
+        if attr.startswith("run_") and inspect.isfunction(fn) and getattr(fn, "__module__", None) == module.__name__:
+            algs.append(_Algorithm(fn, version))
+    if not algs:
+        raise ValueError(f"module {module.__name__} has no run_<algorithm> functions")
+    return algs
+
+
+def describe(module):
+    """The hello message for module's run_ functions (setup() not called)."""
+    return {"type": "hello", "protocol": PROTOCOL, "sdk": "pnpworker-python/" + __version__,
+            "algorithms": [a.descriptor() for a in _algorithms(module)]}
+
+
+def load(target):
+    """Import a module given as a file path or a dotted module name."""
+    if target.endswith(".py") or os.path.sep in target or os.path.exists(target):
+        path = os.path.abspath(target)
+        name = os.path.splitext(os.path.basename(path))[0]
+        sys.path.insert(0, os.path.dirname(path))
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {target}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+    return importlib.import_module(target)
+
+
+# ---------------------------------------------------------------- serving
+
+_server = None
+
+
+class _Server:
+    def __init__(self, algs, out):
+        self.algs = {a.name: a for a in algs}
+        self.out = out
+        self.lock = threading.Lock()
+        self.cancels = {}
+        self.cancels_lock = threading.Lock()
+        workers = sum(a.concurrency or 2 for a in algs) + 2
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(256, workers),
+                                                          thread_name_prefix="pnpworker")
+
+    def send(self, msg):
+        try:
+            line = json.dumps(msg, separators=(",", ":"), default=_jsonable, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            if "id" not in msg or msg.get("type") == "error":
+                raise
+            line = json.dumps({"type": "error", "id": msg["id"], "code": 500,
+                               "message": "output is not JSON: " + str(e),
+                               "detail": traceback.format_exc()}, separators=(",", ":"))
+        data = (line + "\n").encode("utf-8")
+        with self.lock:
+            self.out.write(data)
+            self.out.flush()
+
+    def _error(self, rid, exc):
+        if isinstance(exc, Reject):
+            return {"type": "error", "id": rid, "code": 422, "message": exc.message}
+        return {"type": "error", "id": rid, "code": 500, "message": f"{type(exc).__name__}: {exc}",
+                "detail": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
+
+    def handle(self, msg):
+        rid = msg.get("id")
+        alg = self.algs.get(msg.get("algorithm"))
+        ev = threading.Event()
+        with self.cancels_lock:
+            self.cancels[rid] = ev
+        _local.cancel, _local.id, _local.job_id = ev, rid, msg.get("job_id")
+        _local.algorithm = alg.name if alg else None
+        try:
+            if alg is None:
+                self.send({"type": "error", "id": rid, "code": 404,
+                           "message": f"no algorithm {msg.get('algorithm')!r} in this worker"})
+            elif msg.get("type") == "batch":
+                self._batch(alg, rid, msg.get("inputs") or [])
+            else:
+                try:
+                    out = alg.call(msg.get("input") or {})
+                except BaseException as e:  # noqa: B036 - the worker keeps serving
+                    if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                        raise
+                    self.send(self._error(rid, e))
+                else:
+                    self.send({"type": "result", "id": rid, "output": out})
+        finally:
+            _local.cancel = _local.id = _local.job_id = _local.algorithm = None
+            with self.cancels_lock:
+                self.cancels.pop(rid, None)
+
+    def _batch(self, alg, rid, inputs):
+        try:
+            outs = alg.call_batch(inputs)
+        except Exception as e:
+            err = self._error(rid, e)
+            item = {"code": err["code"], "message": err["message"]}
+            if "detail" in err:
+                item["detail"] = err["detail"]
+            self.send({"type": "result", "id": rid, "results": [{"error": item} for _ in inputs]})
+            return
+        results = []
+        for out in outs:
+            if isinstance(out, Exception):
+                e = self._error(rid, out)
+                results.append({"error": {k: e[k] for k in ("code", "message", "detail") if k in e}})
+            else:
+                results.append({"output": out})
+        self.send({"type": "result", "id": rid, "results": results})
+
+    def cancel(self, rid):
+        with self.cancels_lock:
+            ev = self.cancels.get(rid)
+        if ev is not None:
+            ev.set()
+
+    def run(self, inp):
+        for raw in inp:
+            raw = raw.strip()
+            if not raw:
+                continue
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                print(f"pnpworker: ignoring a line that is not JSON: {raw[:200]!r}", file=sys.stderr)
+                continue
+            kind = msg.get("type")
+            if kind in ("request", "batch"):
+                self.pool.submit(self.handle, msg)
+            elif kind == "cancel":
+                self.cancel(msg.get("id"))
+        # stdin closed: no more requests; finish those in flight.
+        self.pool.shutdown(wait=True)
+
+
+def _protocol_stdout():
+    """Keep a private handle on the real stdout for protocol lines and send
+    everything else written to stdout (print, C code) to stderr."""
+    sys.stdout.flush()
+    fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(fd, "wb")
+
+
+def serve(module, inp=None, out=None):
+    """Run setup(), say hello, and serve module's run_ functions until the
+    input ends. inp and out default to stdin and the process's real stdout
+    (protected as the module docstring says)."""
+    global _server
+    algs = _algorithms(module)
+    if out is None:
+        out = _protocol_stdout()
+    if inp is None:
+        inp = os.fdopen(0, "rb")
+    setup = getattr(module, "setup", None)
+    if callable(setup):
+        setup()
+    srv = _Server(algs, out)
+    _server = srv
+    hello = describe(module)
+    srv.send(hello)
+    srv.run(inp)
+
+
+def main(argv=None):
+    """Command line: pnpworker.py [--describe] PATH_OR_MODULE."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    describe_only = "--describe" in argv
+    argv = [a for a in argv if a != "--describe"]
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print(__doc__.split("\n\n")[1], file=sys.stderr)
+        return 2
+    # The served module must see this file as "pnpworker", not "__main__",
+    # so that its Reject and decorators are the ones used here.
+    this = sys.modules.get("pnpworker") or sys.modules[__name__]
+    sys.modules.setdefault("pnpworker", this)
+    if describe_only:
+        print(json.dumps(describe(load(argv[0])), indent=2))
+        return 0
+    # Protect stdout before the module is imported: output at import time
+    # goes to stderr too.
+    out = _protocol_stdout()
+    serve(load(argv[0]), out=out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Tests of pnpworker.py. Run: python3 -m unittest discover -s sdk/python"""
+
+import dataclasses
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import types
+import unittest
+from typing import Dict, List, Literal, Optional, TypedDict
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pnpworker  # noqa: E402
+
+SDK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pnpworker.py")
+
+
+class Point(TypedDict):
+    x: float
+    y: float
+
+
+@dataclasses.dataclass
+class Box:
+    corner: Point
+    label: str = "box"
+    tags: List[str] = dataclasses.field(default_factory=list)
+
+
+def module(source, name="adapter", **env):
+    """A module made of source, with env's names defined first."""
+    m = types.ModuleType(name)
+    m.__dict__.update(env)
+    exec(textwrap.dedent(source), m.__dict__)
+    return m
+
+
+class SchemaTest(unittest.TestCase):
+    def test_types(self):
+        cases = [
+            (str, {"type": "string"}),
+            (int, {"type": "integer"}),
+            (float, {"type": "number"}),
+            (bool, {"type": "boolean"}),
+            (list[int], {"type": "array", "items": {"type": "integer"}}),
+            (List[str], {"type": "array", "items": {"type": "string"}}),
+            (dict[str, float], {"type": "object", "additionalProperties": {"type": "number"}}),
+            (Dict[str, int], {"type": "object", "additionalProperties": {"type": "integer"}}),
+            (Optional[int], {"anyOf": [{"type": "integer"}, {"type": "null"}]}),
+            (Literal["a", "b"], {"enum": ["a", "b"]}),
+            (dict, {"type": "object"}),
+            (Point, {"type": "object", "properties": {"x": {"type": "number"}, "y": {"type": "number"}},
+                     "additionalProperties": False, "required": ["x", "y"]}),
+        ]
+        for tp, want in cases:
+            with self.subTest(tp=tp):
+                self.assertEqual(pnpworker.schema_of(tp), want)
+
+    def test_dataclass(self):
+        s = pnpworker.schema_of(Box)
+        self.assertEqual(s["required"], ["corner"])
+        self.assertEqual(s["properties"]["label"], {"type": "string", "default": "box"})
+        self.assertEqual(s["properties"]["corner"]["type"], "object")
+        self.assertFalse(s["additionalProperties"])
+
+    @unittest.skipIf(sys.version_info < (3, 10), "X | Y needs Python 3.10")
+    def test_pipe_union(self):
+        self.assertEqual(pnpworker.schema_of(eval("int | None")), {"anyOf": [{"type": "integer"}, {"type": "null"}]})
+
+
+ADAPTER = '''
+from typing import Optional
+import pnpworker
+
+VERSION = "1.2.0"
+calls = []
+
+def setup():
+    calls.append("setup")
+
+def run_greet(name: str, times: int = 2, suffix: Optional[str] = None) -> dict:
+    """Greets
+    someone.
+
+    Not part of the description."""
+    return {"text": " ".join([name] * times) + (suffix or "")}
+
+def run_picky(word: str) -> dict:
+    if word == "boom":
+        raise ValueError("it went boom")
+    raise pnpworker.Reject(f"not {word}")
+
+def run_wait(ms: int) -> dict:
+    end = time.monotonic() + ms / 1000
+    while time.monotonic() < end:
+        if pnpworker.cancelled():
+            return {"cancelled": True}
+        time.sleep(0.005)
+    return {"cancelled": False}
+
+@pnpworker.batch(max_size=8, max_wait_ms=2)
+def run_double(items: list[int]) -> list[int]:
+    return [pnpworker.Reject("odd") if i % 2 else 2 * i for i in items]
+
+@pnpworker.algorithm(name="renamed", timeout=2.5, concurrency=1)
+def run_other(box: Box) -> Box:
+    return box
+
+def helper(x: int) -> int:
+    return x
+'''
+
+
+def adapter():
+    return module(ADAPTER, time=time, Box=Box)
+
+
+class DescribeTest(unittest.TestCase):
+    def test_hello(self):
+        hello = pnpworker.describe(adapter())
+        self.assertEqual(hello["type"], "hello")
+        self.assertEqual(hello["protocol"], 1)
+        algs = {a["name"]: a for a in hello["algorithms"]}
+        self.assertEqual(sorted(algs), ["double", "greet", "picky", "renamed", "wait"])
+        g = algs["greet"]
+        self.assertEqual(g["version"], "1.2.0")
+        self.assertEqual(g["description"], "Greets someone.")
+        self.assertEqual(g["input_schema"]["required"], ["name"])
+        self.assertEqual(g["input_schema"]["properties"]["times"], {"type": "integer", "default": 2})
+        self.assertFalse(g["input_schema"]["additionalProperties"])
+        self.assertEqual(g["output_schema"], {"type": "object"})
+        self.assertEqual(g["max_concurrency"], pnpworker.DEFAULT_CONCURRENCY)
+        d = algs["double"]
+        self.assertEqual(d["batch"], {"max_size": 8, "max_wait_ms": 2.0})
+        self.assertEqual(d["input_schema"], {"type": "integer"})
+        self.assertEqual(d["output_schema"], {"type": "integer"})
+        r = algs["renamed"]
+        self.assertEqual((r["timeout_ms"], r["max_concurrency"]), (2500, 1))
+        # A single dataclass parameter is the whole input.
+        self.assertEqual(r["input_schema"]["required"], ["corner"])
+
+    def test_bad_name(self):
+        m = module("def run_Bad(x: int) -> int:\n    return x\n")
+        with self.assertRaises(ValueError):
+            pnpworker.describe(m)
+
+    def test_no_functions(self):
+        with self.assertRaises(ValueError):
+            pnpworker.describe(module("x = 1\n"))
+
+
+def serve(m, messages, wait=None):
+    """Serve m on the given request messages; return the messages sent,
+    hello first. wait, if set, is called before stdin ends."""
+    r, w = os.pipe()
+    out = io.BytesIO()
+
+    def feed():
+        with os.fdopen(w, "wb") as f:
+            for msg in messages:
+                if callable(msg):
+                    msg()
+                    continue
+                f.write((json.dumps(msg) + "\n").encode())
+                f.flush()
+            if wait:
+                wait()
+
+    t = threading.Thread(target=feed)
+    t.start()
+    with os.fdopen(r, "rb") as inp:
+        pnpworker.serve(m, inp=inp, out=out)
+    t.join()
+    return [json.loads(line) for line in out.getvalue().decode().splitlines()]
+
+
+class ServeTest(unittest.TestCase):
+    def test_requests(self):
+        m = adapter()
+        sent = serve(m, [
+            {"type": "request", "id": "1", "algorithm": "greet", "input": {"name": "ab", "suffix": "!"}},
+            {"type": "request", "id": "2", "algorithm": "picky", "input": {"word": "x"}},
+            {"type": "request", "id": "3", "algorithm": "picky", "input": {"word": "boom"}},
+            {"type": "request", "id": "4", "algorithm": "nope", "input": {}},
+            {"type": "batch", "id": "5", "algorithm": "double", "inputs": [1, 2, 4]},
+            {"type": "request", "id": "6", "algorithm": "renamed",
+             "input": {"corner": {"x": 1, "y": 2}, "tags": ["a"]}},
+        ])
+        self.assertEqual(m.calls, ["setup"])
+        self.assertEqual(sent[0]["type"], "hello")
+        by_id = {s["id"]: s for s in sent[1:]}
+        self.assertEqual(by_id["1"], {"type": "result", "id": "1", "output": {"text": "ab ab!"}})
+        self.assertEqual(by_id["2"], {"type": "error", "id": "2", "code": 422, "message": "not x"})
+        self.assertEqual(by_id["3"]["code"], 500)
+        self.assertIn("Traceback", by_id["3"]["detail"])
+        self.assertIn("it went boom", by_id["3"]["detail"])
+        self.assertEqual(by_id["4"]["code"], 404)
+        self.assertEqual(by_id["5"]["results"], [
+            {"error": {"code": 422, "message": "odd"}}, {"output": 4}, {"output": 8}])
+        self.assertEqual(by_id["6"]["output"], {"corner": {"x": 1, "y": 2}, "label": "box", "tags": ["a"]})
+
+    def test_cancel(self):
+        sent = serve(adapter(), [
+            {"type": "request", "id": "1", "algorithm": "wait", "input": {"ms": 5000}},
+            lambda: time.sleep(0.2),
+            {"type": "cancel", "id": "1"},
+        ])
+        self.assertEqual(sent[1], {"type": "result", "id": "1", "output": {"cancelled": True}})
+
+    def test_output_not_json(self):
+        m = module("def run_nan() -> float:\n    return float('nan')\n")
+        sent = serve(m, [{"type": "request", "id": "1", "algorithm": "nan", "input": {}}])
+        self.assertEqual(sent[1]["code"], 500)
+
+
+try:
+    import pydantic
+except ImportError:  # pydantic is optional: the SDK never imports it
+    pydantic = None
+
+
+@unittest.skipIf(pydantic is None, "pydantic is not installed")
+class PydanticTest(unittest.TestCase):
+    """Runner adapters written for a FastAPI runner take pydantic models."""
+
+    def test_model_parameter(self):
+        class Corner(pydantic.BaseModel):
+            x: float
+            y: float
+
+        class Req(pydantic.BaseModel):
+            corner: Corner
+            label: str = "box"
+
+        class Resp(pydantic.BaseModel):
+            area: float
+
+        def run_area(req: Req) -> Resp:
+            return Resp(area=req.corner.x * req.corner.y)
+
+        m = module("", Req=Req, Resp=Resp)
+        run_area.__module__ = m.__name__
+        m.run_area = run_area
+        alg = pnpworker.describe(m)["algorithms"][0]
+        inp = alg["input_schema"]
+        self.assertEqual(inp["required"], ["corner"])
+        self.assertEqual(inp["properties"]["corner"]["properties"]["x"]["type"], "number")
+        self.assertNotIn("$ref", json.dumps(inp))
+        self.assertEqual(alg["output_schema"]["properties"]["area"]["type"], "number")
+        sent = serve(m, [{"type": "request", "id": "1", "algorithm": "area", "input": {"corner": {"x": 2, "y": 3}}}])
+        self.assertEqual(sent[1]["output"], {"area": 6.0})
+
+
+class ProcessTest(unittest.TestCase):
+    """The SDK as the runner starts it: stdout carries protocol lines only."""
+
+    def test_stray_output_goes_to_stderr(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "noisy.py")
+            with open(path, "w") as f:
+                f.write(textwrap.dedent('''
+                    import os, sys
+                    print("printed at import")
+                    def setup():
+                        print("printed in setup")
+                    def run_noisy(text: str) -> dict:
+                        print("printed in a request")
+                        os.write(1, b"written to fd 1\\n")
+                        return {"text": text}
+                '''))
+            req = json.dumps({"type": "request", "id": "9", "algorithm": "noisy", "input": {"text": "hi"}})
+            p = subprocess.run([sys.executable, SDK, path], input=(req + "\n").encode(),
+                               capture_output=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            lines = p.stdout.decode().splitlines()
+            self.assertEqual([json.loads(l)["type"] for l in lines], ["hello", "result"])
+            self.assertEqual(json.loads(lines[1])["output"], {"text": "hi"})
+            err = p.stderr.decode()
+            for s in ("printed at import", "printed in setup", "printed in a request", "written to fd 1"):
+                self.assertIn(s, err)
+
+    def test_describe(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "m.py")
+            with open(path, "w") as f:
+                f.write("VERSION = '3.0.0'\ndef run_one(a: int) -> int:\n    return a\n")
+            p = subprocess.run([sys.executable, SDK, "--describe", path], capture_output=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            hello = json.loads(p.stdout)
+            self.assertEqual(hello["algorithms"][0]["version"], "3.0.0")
+
+
+if __name__ == "__main__":
+    unittest.main()
