@@ -10,12 +10,15 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+	"unicode/utf8"
 
+	"github.com/mattn/go-isatty"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
 	"pnpworker/controller"
 	"pnpworker/internal/objref"
+	"pnpworker/internal/termsafe"
 )
 
 // cmdPut uploads files to an object store bucket and prints a reference
@@ -97,7 +100,7 @@ func putFile(ctx context.Context, js jetstream.JetStream, bucket, name, path str
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintln(stdout, ref)
+	_, err = fmt.Fprintln(stdout, termsafe.String(ref.String()))
 	return err
 }
 
@@ -139,13 +142,59 @@ func cmdGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 // getObject streams the object ref names to path, or to stdout when path
-// is "" or "-". A file is written whole or not at all.
+// is "" or "-" (escaped by termsafe when stdout is a terminal: an object is
+// anybody's bytes). A file is written whole or not at all.
 func getObject(ctx context.Context, js jetstream.JetStream, ref objref.Ref, path string, stdout io.Writer) error {
 	obj, err := objref.Open(ctx, js, ref)
 	if err != nil {
 		return err
 	}
+	if (path == "" || path == "-") && isTerminal(stdout) {
+		tw := &termWriter{w: stdout}
+		if _, err := io.Copy(tw, obj); err != nil {
+			return err
+		}
+		return tw.flush()
+	}
 	return writeOut(path, stdout, obj)
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+}
+
+// termWriter writes what it is given escaped by termsafe.Lines, holding
+// back the bytes of a UTF-8 sequence split between two writes until it is
+// whole (flush writes what is left).
+type termWriter struct {
+	w       io.Writer
+	pending []byte
+}
+
+func (t *termWriter) Write(p []byte) (int, error) {
+	b := append(t.pending, p...)
+	cut := len(b)
+	for i := 1; i <= utf8.UTFMax-1 && i <= len(b); i++ {
+		if utf8.RuneStart(b[len(b)-i]) {
+			if !utf8.FullRune(b[len(b)-i:]) {
+				cut = len(b) - i
+			}
+			break
+		}
+	}
+	t.pending = append([]byte(nil), b[cut:]...)
+	if _, err := io.WriteString(t.w, termsafe.Lines(string(b[:cut]))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (t *termWriter) flush() error {
+	_, err := io.WriteString(t.w, termsafe.Lines(string(t.pending)))
+	t.pending = nil
+	return err
 }
 
 // writeOut copies r to path (through a temporary file renamed into place),
@@ -181,6 +230,10 @@ func writeResultOutput(ctx context.Context, store *controller.Store, res control
 	data, err := store.Output(ctx, res, 0)
 	if err != nil {
 		return err
+	}
+	if path == "" || path == "-" {
+		// Still valid JSON, with nothing a terminal acts on.
+		data = termsafe.JSON(data)
 	}
 	return writeOut(path, stdout, bytes.NewReader(data))
 }
