@@ -47,7 +47,9 @@ func (b *lockedBuffer) String() string {
 }
 
 // isolateEnv clears the variables pnp reads as flag defaults, so the
-// environment of whoever runs the tests cannot change them.
+// environment of whoever runs the tests cannot change them — all but
+// PNP_HTTP, which stays on a free loopback port as TestMain set it: a
+// pnp up on the default 8080 would collide with parallel runs.
 func isolateEnv(t *testing.T) {
 	t.Helper()
 	for _, kv := range os.Environ() {
@@ -56,6 +58,7 @@ func isolateEnv(t *testing.T) {
 			t.Setenv(name, "")
 		}
 	}
+	t.Setenv("PNP_HTTP", "127.0.0.1:0")
 }
 
 // runPnp runs the command line args to completion and returns its exit code,
