@@ -121,6 +121,9 @@ func cmdRoute(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "route %s: %s\n", alg, describeRoute(r))
 	case "show":
 		r, err := st.Get(ctx, alg)
+		if errors.Is(err, rollout.ErrNoRoute) {
+			return fmt.Errorf("%s has no route: every live version serves %s", alg, discovery.RequestSubject(alg))
+		}
 		if err != nil {
 			return err
 		}
@@ -130,6 +133,9 @@ func cmdRoute(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "route %s: %s (updated %s by %s)\n", safe(alg), describeRoute(r), r.UpdatedAt.Format("2006-01-02 15:04:05Z07:00"), safe(r.UpdatedBy))
 	case "promote":
 		r, err := st.Promote(ctx, alg, by)
+		if errors.Is(err, rollout.ErrNoRoute) {
+			return fmt.Errorf("%s has no route to promote", alg)
+		}
 		if err != nil {
 			return err
 		}
