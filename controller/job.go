@@ -107,6 +107,7 @@ func (c *Controller) process(w *worker, j *job) {
 		t.nak(jitter(c.cfg.NoRunnerDelay))
 		return
 	}
+	subject, regs := c.chooseVersion(t.alg, regs)
 	budget := plan(regs)
 	if v := h.Get(HeaderTimeout); v != "" {
 		d, err := time.ParseDuration(v)
@@ -124,7 +125,7 @@ func (c *Controller) process(w *worker, j *job) {
 
 	t.rec.Attempts++
 	epoch := c.epoch.Load()
-	reply, wait, err := c.request(w, discovery.RequestSubject(t.alg), t.id, j.msg.Data(), budget)
+	reply, wait, err := c.request(w, subject, t.id, j.msg.Data(), budget)
 	if err != nil {
 		switch {
 		case errors.Is(err, nats.ErrMaxPayload):
@@ -134,7 +135,7 @@ func (c *Controller) process(w *worker, j *job) {
 				"job of %d bytes does not fit, with the request headers, the server's max payload of %d bytes", len(j.msg.Data()), c.nc.MaxPayload())})
 		case errors.Is(err, nats.ErrNoResponders) && md.NumDelivered > uint64(c.cfg.MaxNotStarted):
 			t.fail(ctx, &runner.Error{Code: runner.CodeUnavailable, Algorithm: t.alg, Message: fmt.Sprintf(
-				"no runner answered on %s; given up after %d deliveries", discovery.RequestSubject(t.alg), md.NumDelivered)})
+				"no runner answered on %s; given up after %d deliveries", subject, md.NumDelivered)})
 		case errors.Is(err, nats.ErrNoResponders):
 			// Registered but gone (its registration has not expired yet):
 			// not an attempt; wait for a runner.
@@ -242,10 +243,9 @@ func protocolCode(e *runner.Error) *runner.Error {
 	return &c
 }
 
-// plan picks the time budget of a request: the longest of the live
-// instances', since the request may reach any of them. The subject is
-// always run.<algorithm> (discovery.RequestSubject): records that name
-// another are refused by discovery, so there is nothing to choose.
+// plan picks the time budget of a request: the longest of the instances'
+// that may answer it (chooseVersion), since the request may reach any of
+// them.
 func plan(regs []discovery.Registration) time.Duration {
 	var budget time.Duration
 	for _, r := range regs {
