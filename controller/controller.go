@@ -61,6 +61,9 @@ type Config struct {
 	// job's version (stable, canary). The zero value is the default bucket,
 	// see rollout.Config; it need not exist (no routes then).
 	Routes rollout.Config
+	// Shadow configures running jobs on a route's shadow version; the zero
+	// value is the default, see ShadowConfig.
+	Shadow ShadowConfig
 	// Bind makes the controller use existing streams and buckets instead of
 	// creating or updating them, for credentials that may not. Default
 	// false: Run provisions everything idempotently.
@@ -138,6 +141,7 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	c.Shadow.setDefaults()
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = DefaultMaxInFlight
 	}
@@ -184,7 +188,7 @@ func (c *Config) setDefaults() {
 
 // Validate reports every problem with c (before defaults).
 func (c Config) Validate() error {
-	errs := []error{c.Store.Validate(), c.Routes.Validate()}
+	errs := []error{c.Store.Validate(), c.Routes.Validate(), c.Shadow.Validate()}
 	if c.MaxInFlight < 0 {
 		errs = append(errs, fmt.Errorf("max in flight %d is negative", c.MaxInFlight))
 	}
@@ -254,6 +258,7 @@ type Controller struct {
 	// routes and rollout choose each job's version (rollout.go).
 	routes  *rollout.Table
 	rollout rolloutState
+	shadows *shadows
 	// work hands held jobs to MaxInFlight long-lived workers; a send
 	// blocks while all of them are busy, which bounds the jobs in flight.
 	// Long-lived workers keep their grown stacks, which matters at tens of
@@ -343,9 +348,11 @@ func (c *Controller) Run(ctx context.Context) error {
 
 	var bg sync.WaitGroup
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	c.shadows = newShadows(bgCtx, c)
 	defer func() {
 		stopBG()
 		bg.Wait()
+		c.shadows.wait()
 	}()
 	c.cache = store.Registry().NewCache(c.log)
 	c.routes = rollout.NewTable(c.js, c.cfg.Routes, c.log)

@@ -88,3 +88,121 @@ func TestRouteWithoutLiveVersionFallsBack(t *testing.T) {
 		}
 	}
 }
+
+// candidate is the echo algorithm at version whose answer fn decides.
+func candidate(t testing.TB, version string, timeout time.Duration, fn func(ctx context.Context, in echoIn) (echoOut, error)) *runner.Algorithm {
+	t.Helper()
+	a, err := runner.NewAlgorithm(runner.Spec{
+		Name: "echo", Version: version,
+		InputSchema: []byte(echoInputSchema), OutputSchema: []byte(echoOutputSchema),
+		Timeout: timeout, MaxConcurrency: 32,
+	}, fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// A shadow route: every result comes from the stable version; the shadow
+// runs the same inputs and the comparisons in COMPARE say exactly which
+// jobs differ (n%10 == 0: /n differs) or fail on the shadow (n%10 == 5).
+func TestShadowComparesWithoutTouchingResults(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	rec := record(t, e)
+	setRoute(t, e, rollout.Route{Algorithm: "echo", Stable: "1.0.0", Shadow: "2.0.0"})
+	startRunner(t, e.srv, versioned(t, "1.0.0"))
+	startRunner(t, e.srv, candidate(t, "2.0.0", 5*time.Second, func(ctx context.Context, in echoIn) (echoOut, error) {
+		switch in.N % 10 {
+		case 0:
+			return echoOut{N: in.N + 1}, nil
+		case 5:
+			return echoOut{}, runner.Reject("not this one")
+		}
+		return echoOut{N: in.N}, nil
+	}))
+	cfg := fastConfig(t)
+	cfg.MaxInFlight = 4
+	ctl := startController(t, e, cfg)
+
+	// Low load: waves of 10 jobs, each submitted once the last is done.
+	const n = 200
+	id := jobID("shadow")
+	for w := 0; w < n; w += 10 {
+		for i := w; i < w+10; i++ {
+			e.submit(t, "echo", id(i), echoIn{N: i})
+		}
+		natstest.Eventually(t, 30*time.Second, func() bool { return rec.done() == w+10 }, "%d of %d results", rec.done(), w+10)
+	}
+	for i := range n {
+		res, _ := e.final(t, id(i))
+		if res.Status != controller.StatusSucceeded || res.Version != "1.0.0" || string(res.Output) != fmt.Sprintf(`{"n":%d}`, i) {
+			t.Fatalf("job %d: %s by %s: %s; want the stable version's output", i, res.Status, res.Version, res.Output)
+		}
+	}
+	var cs []rollout.Comparison
+	natstest.Eventually(t, 20*time.Second, func() bool {
+		var err error
+		cs, err = rollout.ReadComparisons(context.Background(), e.js, "echo", time.Time{}, 0)
+		return err == nil && len(cs) >= n*95/100
+	}, "comparisons for fewer than 95%% of %d jobs: %d (%+v)", n, len(cs), ctl.c.ShadowStats())
+	t.Logf("comparisons: %d of %d jobs; %+v", len(cs), n, ctl.c.ShadowStats())
+	for _, c := range cs {
+		var k int
+		if _, err := fmt.Sscanf(c.JobID, "shadow-%d", &k); err != nil {
+			t.Fatalf("comparison for job %q", c.JobID)
+		}
+		wantEqual := k%10 != 0 && k%10 != 5
+		if c.Equal != wantEqual || c.StableVersion != "1.0.0" || c.CandidateVersion != "2.0.0" || c.Source != rollout.SourceShadow {
+			t.Errorf("job %d: %+v", k, c)
+		}
+		switch k % 10 {
+		case 0:
+			if len(c.Diffs) != 1 || c.Diffs[0].Pointer != "/n" {
+				t.Errorf("job %d: diffs %+v, want /n", k, c.Diffs)
+			}
+		case 5:
+			if c.CandidateError == "" || c.StableError != "" {
+				t.Errorf("job %d: errors %q %q, want the candidate's only", k, c.StableError, c.CandidateError)
+			}
+		}
+	}
+	rep := rollout.Summarize("echo", cs)
+	if len(rep.Fields) != 1 || rep.Fields[0].Pointer != "/n" {
+		t.Errorf("report fields %+v", rep.Fields)
+	}
+}
+
+// A shadow that hangs neither slows nor fails the real jobs: every job is
+// done while the first shadow calls still hang, and the jobs that find
+// every shadow slot busy are dropped and counted.
+func TestHangingShadowDoesNotDelayJobs(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	rec := record(t, e)
+	setRoute(t, e, rollout.Route{Algorithm: "echo", Stable: "1.0.0", Shadow: "2.0.0"})
+	startRunner(t, e.srv, versioned(t, "1.0.0"))
+	startRunner(t, e.srv, candidate(t, "2.0.0", 60*time.Second, func(ctx context.Context, in echoIn) (echoOut, error) {
+		<-ctx.Done() // hangs until cancelled
+		return echoOut{}, ctx.Err()
+	}))
+	cfg := fastConfig(t)
+	cfg.MaxInFlight = 16
+	cfg.Shadow.Concurrency = 2
+	ctl := startController(t, e, cfg)
+
+	const n = 300
+	id := jobID("hang")
+	for i := range n {
+		e.submit(t, "echo", id(i), echoIn{N: i})
+	}
+	natstest.Eventually(t, 60*time.Second, func() bool { return rec.done() == n }, "%d of %d results", rec.done(), n)
+	st := ctl.c.ShadowStats()
+	t.Logf("shadow stats when every job was done: %+v", st)
+	for i := range n {
+		if res, _ := e.final(t, id(i)); res.Status != controller.StatusSucceeded || res.Version != "1.0.0" {
+			t.Fatalf("job %d: %s by %s", i, res.Status, res.Version)
+		}
+	}
+	if st.Started != 2 || st.Compared != 0 || st.Dropped != n-2 {
+		t.Fatalf("shadow stats %+v: want 2 started and still hanging, %d dropped", st, n-2)
+	}
+}
