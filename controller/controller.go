@@ -64,6 +64,11 @@ type Config struct {
 	// Shadow configures running jobs on a route's shadow version; the zero
 	// value is the default, see ShadowConfig.
 	Shadow ShadowConfig
+	// History configures the sampled record of succeeded jobs (input,
+	// output, version, latency) in stream HISTORY that replay runs against
+	// a candidate. The zero value is the default, see
+	// rollout.HistoryConfig; a negative Rate records nothing.
+	History rollout.HistoryConfig
 	// Bind makes the controller use existing streams and buckets instead of
 	// creating or updating them, for credentials that may not. Default
 	// false: Run provisions everything idempotently.
@@ -142,6 +147,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	c.Shadow.setDefaults()
+	c.History.SetDefaults()
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = DefaultMaxInFlight
 	}
@@ -188,7 +194,7 @@ func (c *Config) setDefaults() {
 
 // Validate reports every problem with c (before defaults).
 func (c Config) Validate() error {
-	errs := []error{c.Store.Validate(), c.Routes.Validate(), c.Shadow.Validate()}
+	errs := []error{c.Store.Validate(), c.Routes.Validate(), c.Shadow.Validate(), c.History.Validate()}
 	if c.MaxInFlight < 0 {
 		errs = append(errs, fmt.Errorf("max in flight %d is negative", c.MaxInFlight))
 	}

@@ -161,7 +161,7 @@ func (c *Controller) process(w *worker, j *job) {
 	}
 	t.rec.Instance = reply.Header.Get(runner.HeaderInstance)
 	t.rec.Version = reply.Header.Get(runner.HeaderVersion)
-	c.shadow(t.alg, t.id, j.msg.Data(), reply, time.Since(sent))
+	c.afterReply(t.alg, t.id, j.msg.Data(), reply, time.Since(sent))
 	if rerr := runner.ReplyError(reply); rerr != nil {
 		if notStarted(rerr) {
 			// Back-pressure, not a failure: the runner refused the job

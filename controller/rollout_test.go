@@ -3,6 +3,7 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -205,4 +206,80 @@ func TestHangingShadowDoesNotDelayJobs(t *testing.T) {
 	if st.Started != 2 || st.Compared != 0 || st.Dropped != n-2 {
 		t.Fatalf("shadow stats %+v: want 2 started and still hanging, %d dropped", st, n-2)
 	}
+}
+
+// Replay: 500 jobs recorded from the stable version, re-run on a candidate
+// that differs on a known subset (n%7 == 0: /n; n%11 == 0: rejected),
+// report exactly that subset's agreement, field and errors.
+func TestReplayReportsTheKnownSubset(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	rec := record(t, e)
+	startRunner(t, e.srv, versioned(t, "1.0.0"))
+	cfg := fastConfig(t)
+	cfg.MaxInFlight = 32
+	cfg.History.Rate = 1
+	ctl := startController(t, e, cfg)
+	const n = 500
+	id := jobID("replay")
+	for i := range n {
+		e.submit(t, "echo", id(i), echoIn{N: i})
+	}
+	natstest.Eventually(t, 60*time.Second, func() bool { return rec.done() == n }, "%d of %d results", rec.done(), n)
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		h, err := rollout.ReadHistory(context.Background(), e.js, "echo", time.Time{}, 0)
+		return err == nil && len(h) == n
+	}, "history does not hold the %d jobs: %+v", n, ctl.c.ShadowStats())
+
+	startRunner(t, e.srv, candidate(t, "2.0.0", 5*time.Second, func(ctx context.Context, in echoIn) (echoOut, error) {
+		switch {
+		case in.N%11 == 0:
+			return echoOut{}, runner.Reject("no")
+		case in.N%7 == 0:
+			return echoOut{N: -in.N}, nil
+		}
+		return echoOut{N: in.N}, nil
+	}))
+	cs, err := rollout.Replay(context.Background(), e.nc, e.js, rollout.ReplayConfig{Algorithm: "echo", Version: "2.0.0", Last: n, Concurrency: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDiff, wantErr := map[string]bool{}, map[string]bool{}
+	for i := range n {
+		switch {
+		case i%11 == 0:
+			wantErr[id(i)] = true
+		case i%7 == 0:
+			wantDiff[id(i)] = true
+		}
+	}
+	if len(cs) != n {
+		t.Fatalf("%d comparisons, want %d", len(cs), n)
+	}
+	for _, c := range cs {
+		switch {
+		case wantErr[c.JobID]:
+			if c.Equal || c.CandidateError == "" || !strings.HasPrefix(c.CandidateError, "422") {
+				t.Errorf("%s: %+v, want a 422 from the candidate", c.JobID, c)
+			}
+		case wantDiff[c.JobID]:
+			if c.Equal || len(c.Diffs) != 1 || c.Diffs[0].Pointer != "/n" {
+				t.Errorf("%s: %+v, want /n to differ", c.JobID, c)
+			}
+		default:
+			if !c.Equal {
+				t.Errorf("%s: %+v, want equal", c.JobID, c)
+			}
+		}
+	}
+	rep := rollout.Summarize("echo", cs)
+	wantAgree := n - len(wantDiff) - len(wantErr)
+	if rep.Agree != wantAgree || len(rep.Fields) != 1 || rep.Fields[0].Pointer != "/n" || rep.Fields[0].Count != len(wantDiff) {
+		t.Fatalf("report %+v, want %d agreeing and /n differing in %d", rep, wantAgree, len(wantDiff))
+	}
+	for _, v := range rep.Versions {
+		if v.Version == "2.0.0" && v.Errors != len(wantErr) || v.Version == "1.0.0" && v.Errors != 0 {
+			t.Errorf("version report %+v", v)
+		}
+	}
+	t.Logf("agreement %.3f (%d of %d), /n differs in %d, candidate errors %d", rep.Agreement, rep.Agree, rep.Total, rep.Fields[0].Count, len(wantErr))
 }

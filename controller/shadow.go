@@ -53,7 +53,8 @@ func (c ShadowConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ShadowStats counts shadow runs since the controller started.
+// ShadowStats counts shadow runs and history records since the
+// controller started.
 type ShadowStats struct {
 	// Started shadow requests, and Compared: their comparison stored.
 	Started  int64 `json:"started"`
@@ -64,6 +65,11 @@ type ShadowStats struct {
 	NoInstance int64 `json:"no_instance"`
 	// StoreFailed comparisons could not be stored in COMPARE.
 	StoreFailed int64 `json:"store_failed"`
+	// Recorded jobs in HISTORY; RecordFailed could not be stored;
+	// RecordTooLarge did not fit one message.
+	Recorded       int64 `json:"recorded"`
+	RecordFailed   int64 `json:"record_failed"`
+	RecordTooLarge int64 `json:"record_too_large"`
 }
 
 // shadows runs the shadow requests of one Run.
@@ -75,6 +81,8 @@ type shadows struct {
 	once sync.Once
 
 	started, compared, dropped, noInstance, storeFailed atomic.Int64
+	// recorded and recordFailed count history records (history.go).
+	recorded, recordFailed, recordTooLarge atomic.Int64
 }
 
 func newShadows(ctx context.Context, c *Controller) *shadows {
@@ -82,6 +90,11 @@ func newShadows(ctx context.Context, c *Controller) *shadows {
 	if !c.cfg.Bind {
 		if _, err := rollout.ProvisionCompare(ctx, c.js, c.cfg.Shadow.Stream); err != nil {
 			c.log.Warn().Err(err).Msg("cannot provision the COMPARE stream; shadow comparisons will not be stored")
+		}
+		if c.cfg.History.Rate > 0 {
+			if _, err := rollout.ProvisionHistory(ctx, c.js, c.cfg.History); err != nil {
+				c.log.Warn().Err(err).Msg("cannot provision the HISTORY stream; job inputs will not be recorded")
+			}
 		}
 	}
 	return s
@@ -98,7 +111,15 @@ func (c *Controller) ShadowStats() ShadowStats {
 		return ShadowStats{}
 	}
 	return ShadowStats{Started: s.started.Load(), Compared: s.compared.Load(), Dropped: s.dropped.Load(),
-		NoInstance: s.noInstance.Load(), StoreFailed: s.storeFailed.Load()}
+		NoInstance: s.noInstance.Load(), StoreFailed: s.storeFailed.Load(),
+		Recorded: s.recorded.Load(), RecordFailed: s.recordFailed.Load(), RecordTooLarge: s.recordTooLarge.Load()}
+}
+
+// afterReply is called when a runner answered a job: it records a sample
+// of succeeded jobs in HISTORY and runs the shadow. Neither blocks the job.
+func (c *Controller) afterReply(alg, id string, body []byte, reply *nats.Msg, took time.Duration) {
+	c.recordHistory(alg, id, body, reply, took)
+	c.shadow(alg, id, body, reply, took)
 }
 
 // shadow runs a job's input on its route's shadow version, in the
