@@ -51,7 +51,7 @@ type HistoryConfig struct {
 // Defaults of HistoryConfig.
 const (
 	DefaultHistoryRate     = 0.1
-	DefaultHistoryMaxBytes = 256 << 20
+	DefaultHistoryMaxBytes = 128 << 20
 	DefaultHistoryMaxAge   = 7 * 24 * time.Hour
 )
 

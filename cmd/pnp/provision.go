@@ -67,6 +67,12 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if err == nil {
 			_, err = rollout.Provision(pctx, js, rollout.Config{Replicas: cfg.Replicas})
 		}
+		if err == nil {
+			_, err = rollout.ProvisionCompare(pctx, js, rollout.CompareConfig{Replicas: cfg.Replicas})
+		}
+		if err == nil {
+			_, err = rollout.ProvisionHistory(pctx, js, rollout.HistoryConfig{Replicas: cfg.Replicas})
+		}
 		cancel()
 		if err == nil {
 			break
@@ -78,7 +84,8 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		case <-time.After(backoff):
 		}
 	}
-	fmt.Fprintf(stdout, "provisioned %s, %s, %s, %s and %s (replicas %d)\n",
-		discovery.Bucket, controller.JobsStream, controller.ResultsBucket, controller.DeadStream, rollout.Bucket, cfg.Replicas)
+	fmt.Fprintf(stdout, "provisioned %s, %s, %s, %s, %s, %s and %s (replicas %d)\n",
+		discovery.Bucket, controller.JobsStream, controller.ResultsBucket, controller.DeadStream, rollout.Bucket,
+		rollout.CompareStream, rollout.HistoryStream, cfg.Replicas)
 	return nc.Drain()
 }

@@ -14,14 +14,17 @@ import (
 	"pnpworker/rollout"
 )
 
-const routeUsage = `usage: pnp route set|show|promote|clear ALGORITHM [flags]
+const routeUsage = `usage: pnp route set|show|promote|clear|report ALGORITHM [flags]
   set ALGO --stable V [--canary V --percent N] [--shadow V]
              plain run.ALGO traffic reaches only V; --percent of jobs go to the canary;
              every job also runs on the shadow, compared, never returned
   show ALGO  print the route (--json for the record)
   promote ALGO
              the canary (else the shadow) becomes the stable version
-  clear ALGO every live version serves run.ALGO again`
+  clear ALGO every live version serves run.ALGO again
+  report ALGO
+             summarize the stored shadow comparisons: agreement, the fields that
+             differ most, errors and p50/p99 per version`
 
 // splitAlgorithm takes the algorithm argument that follows a subcommand.
 func splitAlgorithm(cmd string, args []string) (string, []string, error) {
@@ -43,14 +46,16 @@ func cmdRoute(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		case args[0] == "-h" || args[0] == "-help" || args[0] == "--help":
 			return nil
 		default:
-			return fmt.Errorf("%w: want a subcommand (set, show, promote or clear) before %s", errUsage, args[0])
+			return fmt.Errorf("%w: want a subcommand (set, show, promote, clear or report) before %s", errUsage, args[0])
 		}
 	}
 	sub := args[0]
 	switch sub {
 	case "set", "show", "promote", "clear":
+	case "report":
+		return cmdRouteReport(ctx, args[1:], stdout, stderr)
 	default:
-		return fmt.Errorf("%w: unknown subcommand %q (want set, show, promote or clear)", errUsage, sub)
+		return fmt.Errorf("%w: unknown subcommand %q (want set, show, promote, clear or report)", errUsage, sub)
 	}
 	alg, rest, err := splitAlgorithm("route "+sub, args[1:])
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -101,5 +102,68 @@ func TestRouteCommands(t *testing.T) {
 	}
 	if code, stdout, _ := runPnp(t, append([]string{"route", "clear", "ver_echo"}, srv...)...); code != 0 || !strings.Contains(stdout, "cleared") {
 		t.Errorf("route clear: exit %d %q", code, stdout)
+	}
+}
+
+// pnp route report summarizes the shadow comparisons and pnp replay runs
+// the recorded jobs on a candidate; both fail under --min-agreement.
+func TestRouteReportAndReplay(t *testing.T) {
+	isolateEnv(t)
+	s := natstest.Start(t)
+	srv := []string{"--server", s.URL()}
+	serveVersion(t, s, "1.0.0")
+	// 2.0.0 answers {"n": n+1} for n%4 == 0, else its input.
+	a, err := runner.NewAlgorithm(runner.Spec{
+		Name: "ver_echo", Version: "2.0.0",
+		InputSchema: []byte(`{"type":"object"}`), OutputSchema: []byte(`{"type":"object"}`),
+	}, func(ctx context.Context, in map[string]int) (map[string]int, error) {
+		if in["n"]%4 == 0 {
+			return map[string]int{"n": in["n"] + 1}, nil
+		}
+		return in, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := runner.New(s.Connect(), []*runner.Algorithm{a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stopRunner := context.WithCancel(context.Background())
+	rdone := make(chan struct{})
+	go func() { defer close(rdone); _ = r.Run(rctx) }()
+	t.Cleanup(func() { stopRunner(); <-rdone })
+	<-r.Started()
+
+	if code, _, stderr := runPnp(t, append([]string{"route", "set", "ver_echo", "--stable", "1.0.0", "--shadow", "2.0.0"}, srv...)...); code != 0 {
+		t.Fatalf("route set: %s", stderr)
+	}
+	startPnp(t, append([]string{"controller", "--history-rate", "1"}, srv...)...)
+	const n = 40
+	for i := range n {
+		if code, _, stderr := runPnp(t, "submit", "--server", s.URL(), "--id", fmt.Sprintf("job-%d", i), "--wait", "ver_echo", fmt.Sprintf(`{"n":%d}`, i)); code != 0 {
+			t.Fatalf("submit %d: %s", i, stderr)
+		}
+	}
+	var out string
+	natstest.Eventually(t, 20*time.Second, func() bool {
+		_, out, _ = runPnp(t, append([]string{"route", "report", "ver_echo"}, srv...)...)
+		return strings.HasPrefix(out, fmt.Sprintf("shadow comparisons of ver_echo: %d compared, %d agree", n, n*3/4))
+	}, "route report never showed %d comparisons:\n%s", n, out)
+	if !regexp.MustCompile(`(?m)^/n +10 +job-0 job-4 job-8 job-12 job-16$`).MatchString(out) {
+		t.Errorf("report does not name /n with examples:\n%s", out)
+	}
+	if code, _, stderr := runPnp(t, append([]string{"route", "report", "ver_echo", "--min-agreement", "0.9"}, srv...)...); code != 1 || !strings.Contains(stderr, "under --min-agreement 0.9") {
+		t.Errorf("report under --min-agreement: exit %d %q", code, stderr)
+	}
+	if code, out, _ := runPnp(t, append([]string{"route", "report", "ver_echo", "--ignore", "/n", "--min-agreement", "1"}, srv...)...); code != 0 || !strings.Contains(out, "agreement 100.00%") {
+		t.Errorf("report ignoring /n: exit %d\n%s", code, out)
+	}
+	code, out, stderr := runPnp(t, append([]string{"replay", "ver_echo", "--version", "2.0.0", "--last", "20", "--json", "--min-agreement", "0.5"}, srv...)...)
+	if code != 0 || !strings.Contains(out, `"total": 20`) || !strings.Contains(out, `"agree": 15`) {
+		t.Errorf("replay: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if code, _, stderr := runPnp(t, append([]string{"replay", "ver_echo", "--version", "2.0.0", "--min-agreement", "0.99"}, srv...)...); code != 1 || !strings.Contains(stderr, "under --min-agreement") {
+		t.Errorf("replay under --min-agreement: exit %d %q", code, stderr)
 	}
 }
