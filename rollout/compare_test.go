@@ -1,10 +1,14 @@
 package rollout_test
 
 import (
+	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"pnpworker/rollout"
+	"pnpworker/schemas"
 )
 
 func pointers(ds []rollout.Diff) []string {
@@ -40,5 +44,34 @@ func TestCompare(t *testing.T) {
 				t.Errorf("diffs %v, want %v", got, tc.wanted)
 			}
 		})
+	}
+}
+
+// The records rollout writes satisfy their schemas in schemas/.
+func TestRecordsMatchSchemas(t *testing.T) {
+	cmp := rollout.Comparison{Algorithm: "ocr", JobID: "j1", Source: rollout.SourceShadow, StableVersion: "1.0.0",
+		CandidateVersion: "2.0.0", StableMS: 1.5, CandidateMS: 2, CandidateError: "422: no", At: time.Now().UTC()}
+	cmp.Decide([]byte(`{"a":1}`), []byte(`{"a":2,"b":[1]}`), rollout.CompareOptions{})
+	cmp2 := cmp
+	cmp2.CandidateError = ""
+	cmp2.Decide([]byte(`{"a":1}`), []byte(`{"a":2,"b":[1]}`), rollout.CompareOptions{})
+	if cmp2.Equal || len(cmp2.Diffs) != 2 {
+		t.Fatalf("decide: %+v", cmp2)
+	}
+	h := rollout.HistoryRecord{Algorithm: "ocr", JobID: "j1", Version: "1.0.0", Input: json.RawMessage(`{"x":1}`),
+		Output: json.RawMessage(`{"y":2}`), MS: 3, At: time.Now().UTC()}
+	for file, v := range map[string]any{"comparison.json": cmp, "comparison.json ": cmp2, "history.json": h} {
+		s, err := schemas.Compile(strings.TrimSpace(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(v)
+		doc, err := schemas.DecodeJSON(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Validate(doc); err != nil {
+			t.Errorf("%s: %v\n%s", file, err, b)
+		}
 	}
 }
