@@ -121,11 +121,7 @@ func (r *reportFlags) printReport(stdout io.Writer, title string, rep rollout.Re
 func cmdReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	alg, rest, err := splitAlgorithm("replay", args)
 	if err != nil {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
-			rest = args
-		} else {
-			return err
-		}
+		return err
 	}
 	fs := newFlagSet("replay", "pnp replay ALGORITHM --version V [--last N | --since D] [--json] [--min-agreement X] [--tolerance T] [--ignore /ptr]", stdout)
 	var (

@@ -27,7 +27,11 @@ const routeUsage = `usage: pnp route set|show|promote|clear|report ALGORITHM [fl
              differ most, errors and p50/p99 per version`
 
 // splitAlgorithm takes the algorithm argument that follows a subcommand.
+// A help flag instead passes through, for the flag set to print the help.
 func splitAlgorithm(cmd string, args []string) (string, []string, error) {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		return "", args, nil
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		return "", nil, fmt.Errorf("%w: %s needs an algorithm name first, e.g. pnp %s meme_classifier", errUsage, cmd, cmd)
 	}
