@@ -53,7 +53,9 @@ func TestRolloutUnderRoles(t *testing.T) {
 	rc := connect(t, d.url, "text_runner")
 	v2, err := runner.NewRawAlgorithm(runner.Spec{Name: "language_detection", Version: "2.0.0",
 		InputSchema: []byte(`{"type":"object"}`), OutputSchema: []byte(`{"type":"object"}`)},
-		func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) { return json.RawMessage(`{"v":2}`), nil })
+		func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+			return json.RawMessage(`{"v":2}`), nil
+		})
 	if err != nil {
 		t.Fatal(err)
 	}
