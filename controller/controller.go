@@ -264,7 +264,7 @@ type Controller struct {
 	// routes and rollout choose each job's version (rollout.go).
 	routes  *rollout.Table
 	rollout rolloutState
-	shadows *shadows
+	shadows atomic.Pointer[shadows] // set by Run; read by Stats at any time
 	// work hands held jobs to MaxInFlight long-lived workers; a send
 	// blocks while all of them are busy, which bounds the jobs in flight.
 	// Long-lived workers keep their grown stacks, which matters at tens of
@@ -354,11 +354,12 @@ func (c *Controller) Run(ctx context.Context) error {
 
 	var bg sync.WaitGroup
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
-	c.shadows = newShadows(bgCtx, c)
+	sh := newShadows(bgCtx, c)
+	c.shadows.Store(sh)
 	defer func() {
 		stopBG()
 		bg.Wait()
-		c.shadows.wait()
+		sh.wait()
 	}()
 	c.cache = store.Registry().NewCache(c.log)
 	c.routes = rollout.NewTable(c.js, c.cfg.Routes, c.log)

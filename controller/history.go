@@ -17,7 +17,7 @@ const maxHistoryPending = 1024
 // recordHistory publishes a sample of succeeded jobs to HISTORY,
 // asynchronously: the job never waits for it, and a failure is counted.
 func (c *Controller) recordHistory(alg, id string, body []byte, reply *nats.Msg, took time.Duration) {
-	s := c.shadows
+	s := c.shadows.Load()
 	rate := c.cfg.History.Rate
 	if s == nil || rate <= 0 || (rate < 1 && rand.Float64() >= rate) || runner.ReplyError(reply) != nil {
 		return

@@ -106,7 +106,7 @@ func (s *shadows) wait() { s.wg.Wait() }
 
 // ShadowStats returns the shadow counters. It is safe for concurrent use.
 func (c *Controller) ShadowStats() ShadowStats {
-	s := c.shadows
+	s := c.shadows.Load()
 	if s == nil {
 		return ShadowStats{}
 	}
@@ -126,7 +126,7 @@ func (c *Controller) afterReply(alg, id string, body []byte, reply *nats.Msg, to
 // background, when the stable version gave reply after took. It never
 // blocks: with every slot busy the job is not shadowed, and counted.
 func (c *Controller) shadow(alg, id string, body []byte, reply *nats.Msg, took time.Duration) {
-	s := c.shadows
+	s := c.shadows.Load()
 	if s == nil || c.routes == nil {
 		return
 	}
