@@ -205,3 +205,31 @@ func TestRouteValidation(t *testing.T) {
 		t.Fatalf("route stored under another key: %v", err)
 	}
 }
+
+// A table started before the routes bucket exists is ready at once (no
+// routes) and picks the bucket up once it is created (pnp route set
+// creates it), instead of giving up on it.
+func TestTableWaitsForTheBucket(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := rollout.NewTable(js, rollout.Config{}, zerolog.New(zerolog.NewTestWriter(t)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = tbl.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-tbl.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("table not ready without a bucket")
+	}
+	st := store(t, nc)
+	if err := st.Set(context.Background(), rollout.Route{Algorithm: alg, Stable: "1.0.0"}); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 15*time.Second, func() bool { r, ok := tbl.Lookup(alg); return ok && r.Stable == "1.0.0" },
+		"the table never saw the bucket created after it started")
+}

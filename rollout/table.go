@@ -31,8 +31,13 @@ type Table struct {
 
 // MaxWatchFailures is how many consecutive failures to open or watch the
 // routes bucket Table.Run retries (with backoff up to 5 s, so a few
-// minutes) before it gives up, logs and returns the last error.
+// minutes) before it gives up, logs and returns the last error. A bucket
+// that does not exist is no failure: Run looks for it every missingPoll.
 const MaxWatchFailures = 60
+
+// missingPoll is how often Table.Run looks for a routes bucket that does
+// not exist yet.
+const missingPoll = 5 * time.Second
 
 // NewTable returns a table over the routes bucket of cfg. The bucket does
 // not have to exist yet: Run waits for it.
@@ -82,29 +87,39 @@ func (t *Table) Run(ctx context.Context) error {
 	defer nc.RemoveStatusListener(reconnected)
 	backoff := 100 * time.Millisecond
 	failures := 0
+	missing := false
 	for {
 		err := t.watch(ctx, reconnected)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err == nil {
-			failures, backoff = 0, 100*time.Millisecond
+			failures, backoff, missing = 0, 100*time.Millisecond, false
 			continue
 		}
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			if failures == 0 {
-				t.log.Info().Str("bucket", t.cfg.Bucket).Msg("no routes bucket yet: every version serves run.<algorithm>; waiting for it")
+			// Not a failure: no routes yet. Look again every few seconds
+			// for as long as the table runs (pnp route set creates the
+			// bucket), without counting towards giving up.
+			if !missing {
+				missing = true
+				t.log.Info().Str("bucket", t.cfg.Bucket).Msg("no routes bucket yet: every version serves run.<algorithm>; looking for it every 5s")
+				t.publish(map[string]Route{})
 			}
-			t.publish(map[string]Route{})
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(missingPoll):
+			}
+			continue
 		}
+		missing = false
 		failures++
 		if failures >= MaxWatchFailures {
 			t.log.Error().Err(err).Int("attempts", failures).Msg("giving up watching routes; keeping the last routes seen")
 			return fmt.Errorf("rollout: watch routes: %w", err)
 		}
-		if !errors.Is(err, jetstream.ErrBucketNotFound) {
-			t.log.Warn().Err(err).Dur("retry_in", backoff).Msg("routes watch interrupted")
-		}
+		t.log.Warn().Err(err).Dur("retry_in", backoff).Msg("routes watch interrupted")
 		select {
 		case <-ctx.Done():
 			return nil
