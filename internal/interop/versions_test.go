@@ -2,6 +2,9 @@ package interop_test
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"testing"
@@ -11,8 +14,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"pnpworker/internal/natstest"
+	"pnpworker/internal/python"
 	"pnpworker/rollout"
 	"pnpworker/runner"
+	"pnpworker/worker"
 )
 
 // serveVersion runs one runner of the algorithm ver_echo at version until
@@ -119,4 +124,81 @@ func TestStockCLIFollowsRoutes(t *testing.T) {
 		return len(got) == 1 && got["2.0.0"] == 10
 	}, "plain traffic never moved to 2.0.0 after promote")
 	t.Logf("plain CLI traffic on 2.0.0 only, %s after promote (including nats CLI start-up)", time.Since(promoted).Round(time.Millisecond))
+}
+
+// The second version is a Python worker (sdk/python through the worker
+// bridge): routes steer it like a Go runner, and its pinned subject
+// reaches it.
+func TestPythonWorkerAsSecondVersion(t *testing.T) {
+	py := python.Find(t)
+	s := natstest.Start(t)
+	nc := s.Connect()
+	serveVersion(t, s, "1.0.0")
+	dir := t.TempDir()
+	module := filepath.Join(dir, "ver_echo_v2.py")
+	if err := os.WriteFile(module, []byte(`"""Echo, version 2, in Python."""
+from typing import TypedDict
+
+VERSION = "2.0.0"
+
+
+class In(TypedDict):
+    n: int
+
+
+class Out(TypedDict):
+    n: int
+    version: str
+
+
+def run_ver_echo(x: In) -> Out:
+    """Echoes n."""
+    return {"n": x["n"], "version": VERSION}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sdk, _ := filepath.Abs("../../sdk/python/pnpworker.py")
+	w, err := worker.New(s.Connect(), worker.Config{Command: []string{py, sdk, module}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	})
+	ask := func(subject string) string {
+		m, err := nc.Request(subject, []byte(`{"n":3}`), 5*time.Second)
+		if err != nil || runner.ReplyError(m) != nil {
+			return fmt.Sprintf("error %v %v", err, m)
+		}
+		return m.Header.Get(runner.HeaderVersion)
+	}
+	natstest.Eventually(t, 60*time.Second, func() bool { return ask("run.ver_echo.v2_0_0") == "2.0.0" }, "the Python worker's pinned subject never answered")
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := rollout.Provision(context.Background(), js, rollout.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stable := range []string{"1.0.0", "2.0.0"} {
+		if err := st.Set(context.Background(), rollout.Route{Algorithm: "ver_echo", Stable: stable}); err != nil {
+			t.Fatal(err)
+		}
+		natstest.Eventually(t, 10*time.Second, func() bool {
+			for range 20 {
+				if ask("run.ver_echo") != stable {
+					return false
+				}
+			}
+			return true
+		}, "plain traffic never settled on %s", stable)
+	}
 }
