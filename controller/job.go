@@ -107,7 +107,7 @@ func (c *Controller) process(w *worker, j *job) {
 		t.nak(jitter(c.cfg.NoRunnerDelay))
 		return
 	}
-	subject, regs := c.chooseVersion(t.alg, regs)
+	subject, regs := c.chooseVersion(t.alg, regs, j.msg.Data())
 	budget := plan(regs)
 	if v := h.Get(HeaderTimeout); v != "" {
 		d, err := time.ParseDuration(v)

@@ -3,6 +3,7 @@ package controller
 import (
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 
 	"pnpworker/discovery"
 	"pnpworker/rollout"
@@ -14,6 +15,9 @@ import (
 type rolloutState struct {
 	mu       sync.Mutex
 	fallback map[string]bool
+	// canaryRejected counts jobs picked for the canary whose input its
+	// schema rejects, sent to the stable version instead.
+	canaryRejected atomic.Int64
 }
 
 // chooseVersion picks the version of one job of alg from its route:
@@ -21,8 +25,11 @@ type rolloutState struct {
 // on its pinned subject; with no route, or when the route's versions have
 // no live instance, run.<alg> (any version). It returns the subject and
 // the registrations of the instances that may answer, which the input is
-// validated against and the time budget taken from.
-func (c *Controller) chooseVersion(alg string, regs []discovery.Registration) (string, []discovery.Registration) {
+// validated against and the time budget taken from. A job picked for the
+// canary whose input the canary's schema rejects goes to the stable
+// version instead: a candidate must never fail a job the stable version
+// accepts.
+func (c *Controller) chooseVersion(alg string, regs []discovery.Registration, body []byte) (string, []discovery.Registration) {
 	if c.routes == nil {
 		return discovery.RequestSubject(alg), regs
 	}
@@ -43,13 +50,22 @@ func (c *Controller) chooseVersion(alg string, regs []discovery.Registration) (s
 	if choice.Version == "" {
 		return choice.Subject(alg), regs
 	}
+	of := ofVersion(regs, choice.Version)
+	if choice.Canary && c.schemas.validate(of, body) != nil && live(r.Stable) {
+		c.rollout.canaryRejected.Add(1)
+		return discovery.PinnedSubject(alg, r.Stable), ofVersion(regs, r.Stable)
+	}
+	return choice.Subject(alg), of
+}
+
+func ofVersion(regs []discovery.Registration, version string) []discovery.Registration {
 	var of []discovery.Registration
 	for _, x := range regs {
-		if x.Version == choice.Version {
+		if x.Version == version {
 			of = append(of, x)
 		}
 	}
-	return choice.Subject(alg), of
+	return of
 }
 
 func (c *Controller) noteFallback(alg string, r rollout.Route, fallback bool) {

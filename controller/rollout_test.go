@@ -283,3 +283,33 @@ func TestReplayReportsTheKnownSubset(t *testing.T) {
 	}
 	t.Logf("agreement %.3f (%d of %d), /n differs in %d, candidate errors %d", rep.Agreement, rep.Agree, rep.Total, rep.Fields[0].Count, len(wantErr))
 }
+
+// A canary whose input schema rejects what the stable version accepts
+// never fails a job: the job goes to the stable version (counted).
+func TestCanaryRejectingInputGoesToStable(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	setRoute(t, e, rollout.Route{Algorithm: "echo", Stable: "1.0.0", Canary: "2.0.0", Percent: 100})
+	startRunner(t, e.srv, versioned(t, "1.0.0"))
+	strict, err := runner.NewAlgorithm(runner.Spec{
+		Name: "echo", Version: "2.0.0",
+		InputSchema:  []byte(`{"type":"object","required":["n","m"],"properties":{"n":{"type":"integer"},"m":{"type":"integer"}}}`),
+		OutputSchema: []byte(echoOutputSchema), Timeout: 5 * time.Second,
+	}, func(ctx context.Context, in echoIn) (echoOut, error) { return echoOut{N: in.N}, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRunner(t, e.srv, strict)
+	ctl := startController(t, e, fastConfig(t))
+	const n = 20
+	for i := range n {
+		e.submit(t, "echo", fmt.Sprintf("strict-%d", i), echoIn{N: i})
+	}
+	for i := range n {
+		if r := e.waitResult(t, fmt.Sprintf("strict-%d", i)); r.Status != controller.StatusSucceeded || r.Version != "1.0.0" {
+			t.Fatalf("job %d: %s by %q, want succeeded by the stable version", i, r.Status, r.Version)
+		}
+	}
+	if got := ctl.c.ShadowStats().CanaryRejected; got != n {
+		t.Errorf("canary rejections counted: %d, want %d", got, n)
+	}
+}

@@ -70,6 +70,9 @@ type ShadowStats struct {
 	Recorded       int64 `json:"recorded"`
 	RecordFailed   int64 `json:"record_failed"`
 	RecordTooLarge int64 `json:"record_too_large"`
+	// CanaryRejected jobs were picked for the canary, whose input schema
+	// rejects them, and went to the stable version instead.
+	CanaryRejected int64 `json:"canary_rejected"`
 }
 
 // shadows runs the shadow requests of one Run.
@@ -108,11 +111,12 @@ func (s *shadows) wait() { s.wg.Wait() }
 func (c *Controller) ShadowStats() ShadowStats {
 	s := c.shadows.Load()
 	if s == nil {
-		return ShadowStats{}
+		return ShadowStats{CanaryRejected: c.rollout.canaryRejected.Load()}
 	}
 	return ShadowStats{Started: s.started.Load(), Compared: s.compared.Load(), Dropped: s.dropped.Load(),
 		NoInstance: s.noInstance.Load(), StoreFailed: s.storeFailed.Load(),
-		Recorded: s.recorded.Load(), RecordFailed: s.recordFailed.Load(), RecordTooLarge: s.recordTooLarge.Load()}
+		Recorded: s.recorded.Load(), RecordFailed: s.recordFailed.Load(), RecordTooLarge: s.recordTooLarge.Load(),
+		CanaryRejected: c.rollout.canaryRejected.Load()}
 }
 
 // afterReply is called when a runner answered a job: it records a sample
