@@ -80,6 +80,13 @@ func TestRolloutUnderRoles(t *testing.T) {
 		}
 		return true
 	}, "plain requests never settled on the routed version 2.0.0")
+	// Pnp-Version: 1.0.0 on the shared subject: 2.0.0 forwards it to
+	// 1.0.0's pinned subject, which answers the caller directly.
+	reply, err := d.admin.RequestMsg(&nats.Msg{Subject: "run.language_detection", Data: body,
+		Header: nats.Header{runner.HeaderVersion: {"1.0.0"}}}, 10*time.Second)
+	if err != nil || runner.ReplyError(reply) != nil || reply.Header.Get(runner.HeaderVersion) != "1.0.0" {
+		t.Fatalf("forwarded request: %v %v", err, reply)
+	}
 
 	// The controller follows a route back to 1.0.0 and records history.
 	if err := st.Set(ctx, rollout.Route{Algorithm: "language_detection", Stable: "1.0.0", Shadow: "2.0.0"}); err != nil {
