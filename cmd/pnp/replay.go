@@ -42,6 +42,30 @@ func (l listFlag) Set(s string) error {
 	return nil
 }
 
+// fieldTolerance collects repeatable --field-tolerance /ptr=T flags.
+type fieldTolerance struct{ m map[string]float64 }
+
+func (f fieldTolerance) String() string {
+	var parts []string
+	for k, v := range f.m {
+		parts = append(parts, fmt.Sprintf("%s=%g", k, v))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f fieldTolerance) Set(s string) error {
+	ptr, val, ok := strings.Cut(s, "=")
+	if !ok || !strings.HasPrefix(ptr, "/") {
+		return fmt.Errorf("%q: want /pointer=tolerance, e.g. /score=1e-3", s)
+	}
+	v, err := strconv.ParseFloat(val, 64)
+	if err != nil {
+		return fmt.Errorf("%q: %v", s, err)
+	}
+	f.m[ptr] = v
+	return nil
+}
+
 // reportFlags are the flags pnp replay and pnp route report share.
 type reportFlags struct {
 	since        time.Duration
@@ -49,6 +73,7 @@ type reportFlags struct {
 	jsonOut      bool
 	minAgreement float64
 	tolerance    float64
+	fieldTol     map[string]float64
 	ignore       []string
 }
 
@@ -58,6 +83,8 @@ func (r *reportFlags) register(fs *flagSet, lastDefault int) {
 	fs.BoolVar(&r.jsonOut, "json", false, "print the report as JSON")
 	fs.Float64Var(&r.minAgreement, "min-agreement", 0, "exit 1 when the agreement rate (0..1) is below this")
 	fs.Float64Var(&r.tolerance, "tolerance", rollout.DefaultTolerance, "numbers this close (absolute or relative) compare equal; negative: exact")
+	r.fieldTol = map[string]float64{}
+	fs.Var(fieldTolerance{r.fieldTol}, "field-tolerance", "tolerance for the numbers at and below one JSON pointer, as /pointer=T (repeatable; overrides --tolerance there)")
 	fs.Var(listFlag{&r.ignore}, "ignore", "JSON pointer of a field not compared, e.g. /timing (repeatable)")
 }
 
@@ -72,7 +99,7 @@ func (r *reportFlags) check() error {
 }
 
 func (r *reportFlags) options() rollout.CompareOptions {
-	return rollout.CompareOptions{Tolerance: r.tolerance, Ignore: r.ignore}
+	return rollout.CompareOptions{Tolerance: r.tolerance, FieldTolerance: r.fieldTol, Ignore: r.ignore}
 }
 
 func (r *reportFlags) window() (time.Time, int) {
@@ -215,7 +242,7 @@ func cmdRouteReport(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	// Compare again with this command's tolerance and ignore list: the
 	// stored verdict used the controller's.
-	if rf.tolerance != rollout.DefaultTolerance || len(rf.ignore) > 0 {
+	if rf.tolerance != rollout.DefaultTolerance || len(rf.ignore) > 0 || len(rf.fieldTol) > 0 {
 		for i := range cs {
 			cs[i] = recompare(cs[i], rf.options())
 		}

@@ -159,6 +159,9 @@ func TestRouteReportAndReplay(t *testing.T) {
 	if code, out, _ := runPnp(t, append([]string{"route", "report", "ver_echo", "--ignore", "/n", "--min-agreement", "1"}, srv...)...); code != 0 || !strings.Contains(out, "agreement 100.00%") {
 		t.Errorf("report ignoring /n: exit %d\n%s", code, out)
 	}
+	if code, out, _ := runPnp(t, append([]string{"route", "report", "ver_echo", "--field-tolerance", "/n=1", "--min-agreement", "1"}, srv...)...); code != 0 || !strings.Contains(out, "agreement 100.00%") {
+		t.Errorf("report with /n within 1: exit %d\n%s", code, out)
+	}
 	code, out, stderr := runPnp(t, append([]string{"replay", "ver_echo", "--version", "2.0.0", "--last", "20", "--json", "--min-agreement", "0.5"}, srv...)...)
 	if code != 0 || !strings.Contains(out, `"total": 20`) || !strings.Contains(out, `"agree": 15`) {
 		t.Errorf("replay: exit %d\n%s\n%s", code, out, stderr)
