@@ -29,6 +29,8 @@ func commands() []command {
 		{"algorithms", "list the algorithms registered in discovery", cmdAlgorithms},
 		{"discovery", "provision, list or watch the discovery bucket (provision|ls|watch)", cmdDiscovery},
 		{"provision", "create or update every stream and bucket once, then exit (for deployments with --no-provision)", cmdProvision},
+		{"route", "route plain traffic and jobs between versions of an algorithm: stable, canary, shadow (set|show|promote|clear|report)", cmdRoute},
+		{"replay", "re-run recorded job inputs on a candidate version and report how its outputs differ", cmdReplay},
 		{"controller", "run a controller: take jobs from JOBS to runners, store results, retry, dead-letter", cmdController},
 		{"submit", "submit a job and print its id (--wait prints its result)", cmdSubmit},
 		{"result", "print the result of a job", cmdResult},
