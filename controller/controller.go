@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
+	"pnpworker/rollout"
 )
 
 // Defaults of Config.
@@ -60,6 +61,18 @@ const pollInterval = 250 * time.Millisecond
 type Config struct {
 	// Store configures the streams and buckets the controller provisions.
 	Store StoreConfig
+	// Routes names the routes bucket the controller follows to pick each
+	// job's version (stable, canary). The zero value is the default bucket,
+	// see rollout.Config; it need not exist (no routes then).
+	Routes rollout.Config
+	// Shadow configures running jobs on a route's shadow version; the zero
+	// value is the default, see ShadowConfig.
+	Shadow ShadowConfig
+	// History configures the sampled record of succeeded jobs (input,
+	// output, version, latency) in stream HISTORY that replay runs against
+	// a candidate. The zero value is the default, see
+	// rollout.HistoryConfig; a negative Rate records nothing.
+	History rollout.HistoryConfig
 	// Bind makes the controller use existing streams and buckets instead of
 	// creating or updating them, for credentials that may not. Default
 	// false: Run provisions everything idempotently.
@@ -150,6 +163,8 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	c.Shadow.setDefaults()
+	c.History.SetDefaults()
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = DefaultMaxInFlight
 	}
@@ -199,7 +214,7 @@ func (c *Config) setDefaults() {
 
 // Validate reports every problem with c (before defaults).
 func (c Config) Validate() error {
-	errs := []error{c.Store.Validate()}
+	errs := []error{c.Store.Validate(), c.Routes.Validate(), c.Shadow.Validate(), c.History.Validate()}
 	if c.MaxInFlight < 0 {
 		errs = append(errs, fmt.Errorf("max in flight %d is negative", c.MaxInFlight))
 	}
@@ -247,6 +262,9 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// routesWait bounds how long Run waits at start-up for the routes.
+const routesWait = 2 * time.Second
+
 // ConsumerName is the durable consumer of JOBS that every controller
 // replica shares for algorithm.
 func ConsumerName(algorithm string) string { return consumerPrefix + algorithm }
@@ -267,6 +285,10 @@ type Controller struct {
 	store   *Store
 	cache   *discovery.Cache
 	schemas *schemaCache
+	// routes and rollout choose each job's version (rollout.go).
+	routes  *rollout.Table
+	rollout rolloutState
+	shadows atomic.Pointer[shadows] // set by Run; read by Stats at any time
 	// work hands held jobs to MaxInFlight long-lived workers; a send
 	// blocks while all of them are busy, which bounds the jobs in flight.
 	// Long-lived workers keep their grown stacks, which matters at tens of
@@ -363,15 +385,23 @@ func (c *Controller) Run(ctx context.Context) error {
 
 	var bg sync.WaitGroup
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	sh := newShadows(bgCtx, c)
+	c.shadows.Store(sh)
 	defer func() {
 		stopBG()
 		bg.Wait()
+		sh.wait()
 	}()
 	c.cache = store.Registry().NewCache(c.log)
-	bg.Add(2)
+	c.routes = rollout.NewTable(c.js, c.cfg.Routes, c.log)
+	bg.Add(3)
 	go func() {
 		defer bg.Done()
 		_ = c.cache.Run(bgCtx)
+	}()
+	go func() {
+		defer bg.Done()
+		_ = c.routes.Run(bgCtx)
 	}()
 	go func() {
 		defer bg.Done()
@@ -383,6 +413,16 @@ func (c *Controller) Run(ctx context.Context) error {
 		return nil
 	case <-closed:
 		return errClosed
+	}
+	// Routes pick each job's version; wait for them briefly, so that the
+	// first jobs after a start follow the route too. Without the bucket
+	// the table is ready at once (no routes).
+	select {
+	case <-c.routes.Ready():
+	case <-time.After(routesWait):
+		c.log.Warn().Dur("waited", routesWait).Msg("routes not loaded in time; jobs go to any version until they are")
+	case <-ctx.Done():
+		return nil
 	}
 	c.started = time.Now().UTC()
 	stopStats := c.serveStats()

@@ -112,6 +112,7 @@ func (c *Controller) process(w *worker, j *job) {
 		t.nak(jitter(c.cfg.NoRunnerDelay))
 		return
 	}
+	subject, regs := c.chooseVersion(t.alg, regs, j.msg.Data())
 	budget := plan(regs)
 	if v := h.Get(HeaderTimeout); v != "" {
 		d, err := time.ParseDuration(v)
@@ -130,7 +131,8 @@ func (c *Controller) process(w *worker, j *job) {
 	t.rec.Attempts++
 	epoch := c.epoch.Load()
 	w.setTrace(h)
-	reply, wait, err := c.request(w, discovery.RequestSubject(t.alg), t.id, j.msg.Data(), budget)
+	sent := time.Now()
+	reply, wait, err := c.request(w, subject, t.id, j.msg.Data(), budget)
 	if err != nil {
 		switch {
 		case errors.Is(err, nats.ErrMaxPayload):
@@ -140,7 +142,7 @@ func (c *Controller) process(w *worker, j *job) {
 				"job of %d bytes does not fit, with the request headers, the server's max payload of %d bytes", len(j.msg.Data()), c.nc.MaxPayload())})
 		case errors.Is(err, nats.ErrNoResponders) && md.NumDelivered > uint64(c.cfg.MaxNotStarted):
 			t.fail(ctx, &runner.Error{Code: runner.CodeUnavailable, Algorithm: t.alg, Message: fmt.Sprintf(
-				"no runner answered on %s; given up after %d deliveries", discovery.RequestSubject(t.alg), md.NumDelivered)})
+				"no runner answered on %s; given up after %d deliveries", subject, md.NumDelivered)})
 		case errors.Is(err, nats.ErrNoResponders):
 			// Registered but gone (its registration has not expired yet):
 			// not an attempt; wait for a runner.
@@ -165,6 +167,7 @@ func (c *Controller) process(w *worker, j *job) {
 	}
 	t.rec.Instance = reply.Header.Get(runner.HeaderInstance)
 	t.rec.Version = reply.Header.Get(runner.HeaderVersion)
+	c.afterReply(t.alg, t.id, j.msg.Data(), reply, time.Since(sent))
 	if rerr := runner.ReplyError(reply); rerr != nil {
 		if notStarted(rerr) {
 			// Back-pressure, not a failure: the runner refused the job
@@ -286,10 +289,9 @@ func protocolCode(e *runner.Error) *runner.Error {
 	return &c
 }
 
-// plan picks the time budget of a request: the longest of the live
-// instances', since the request may reach any of them. The subject is
-// always run.<algorithm> (discovery.RequestSubject): records that name
-// another are refused by discovery, so there is nothing to choose.
+// plan picks the time budget of a request: the longest of the instances'
+// that may answer it (chooseVersion), since the request may reach any of
+// them.
 func plan(regs []discovery.Registration) time.Duration {
 	var budget time.Duration
 	for _, r := range regs {

@@ -34,6 +34,9 @@ type Stats struct {
 	MaxInFlight int `json:"max_in_flight"`
 	// Process is the controller process's goroutines and heap.
 	Process procstats.Snapshot `json:"process"`
+	// Shadow counts shadow runs (started, compared, dropped under load)
+	// and job history records.
+	Shadow ShadowStats `json:"shadow"`
 }
 
 // Stats returns the controller's current Stats. It is safe for concurrent
@@ -48,6 +51,7 @@ func (c *Controller) Stats() Stats {
 		Held:        held,
 		MaxInFlight: c.cfg.MaxInFlight,
 		Process:     procstats.Read(),
+		Shadow:      c.ShadowStats(),
 	}
 }
 

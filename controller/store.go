@@ -69,7 +69,8 @@ type ObjectsConfig struct {
 // every stream bounded — JOBS to 1 GiB and 1 000 000 jobs, DEAD to 256 MiB
 // and 100 000 letters, results to 1 GiB, discovery to
 // discovery.DefaultMaxBytes, the inputs and outputs object stores to 1 GiB
-// each — so that together (about 4.3 GiB, times the replicas) they fit an
+// each — so that together (about 4.3 GiB, times the replicas; with
+// rollout's routes, COMPARE and HISTORY about 4.5 GiB) they fit an
 // account's JetStream limit with room to spare, and
 // a flood of one never starves the others. For the size and count limits,
 // -1 means no limit, which an account with max_bytes_required refuses.

@@ -24,6 +24,7 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
 	"pnpworker/internal/objref"
+	"pnpworker/rollout"
 	"pnpworker/runner"
 )
 
@@ -705,7 +706,8 @@ func TestConfig(t *testing.T) {
 		// The defaults of pnp provision, replicated 3 times in a cluster,
 		// must be reservable with room left.
 		sum := int64(controller.DefaultJobsMaxBytes + controller.DefaultDeadMaxBytes + controller.DefaultResultsMaxBytes + discovery.DefaultMaxBytes +
-			2*controller.DefaultObjectsMaxBytes) // inputs and outputs
+			2*controller.DefaultObjectsMaxBytes + // inputs and outputs
+			rollout.DefaultMaxBytes + rollout.DefaultCompareMaxBytes + rollout.DefaultHistoryMaxBytes)
 		if info.Limits.MaxStore < 3*sum || info.Limits.MaxStore > opts.JetStreamMaxStore {
 			t.Errorf("account max_file %d: want at least 3 × %d (the default stream limits at replicas 3) and at most the server's %d", info.Limits.MaxStore, sum, opts.JetStreamMaxStore)
 		}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v5"
@@ -62,20 +63,36 @@ func ValidInstanceID(id string) bool { return instanceID.MatchString(id) }
 // serves on SubjectPrefix+a, and on nothing else.
 const SubjectPrefix = "run."
 
-// RequestSubject is the one subject a record for algorithm may carry,
-// "run.<algorithm>". Readers send requests there and nowhere else, so no
-// record can direct them into the jobs, results or dead-letter
-// namespaces, or to another algorithm's runners.
-//
-// A later protocol version adds a version-pinned form,
-// "run.<algorithm>.v<major>"; validSubject is where it is allowed. Until
-// then it is refused like any other subject.
+// RequestSubject is the shared request subject of algorithm,
+// "run.<algorithm>": every live instance of every version may serve it,
+// in one queue group (unless a route in the rollout package narrows it to
+// the stable version). Together with PinnedSubject it is the only subject
+// a record may carry, so no record can direct readers into the jobs,
+// results or dead-letter namespaces, or to another algorithm's runners.
 func RequestSubject(algorithm string) string { return SubjectPrefix + algorithm }
 
+// PinnedSubject is the subject only instances of one version of algorithm
+// serve: "run.<algorithm>.v<version>" with the version encoded as one
+// subject token by EncodeVersion, e.g. run.ocr.v1_2_0 for 1.2.0. Every
+// instance subscribes it (in its queue group) next to RequestSubject.
+func PinnedSubject(algorithm, version string) string {
+	return SubjectPrefix + algorithm + ".v" + EncodeVersion(version)
+}
+
+// EncodeVersion turns a semantic version into one subject token: '.'
+// becomes '_' and '+' becomes "__". Semantic versions hold neither '_' nor
+// empty identifiers, so the mapping is one to one: 1.2.0 is "1_2_0",
+// 2.0.0-rc.1+build.5 is "2_0_0-rc_1__build_5".
+func EncodeVersion(version string) string {
+	return strings.NewReplacer(".", "_", "+", "__").Replace(version)
+}
+
 // validSubject reports whether r's subject is one its algorithm may be
-// served on. It is the hook for the version-pinned form (see
-// RequestSubject).
-func validSubject(r Registration) bool { return r.Subject == RequestSubject(r.Algorithm) }
+// served on: run.<algorithm>, or the pinned subject of the record's own
+// version, never another version's.
+func validSubject(r Registration) bool {
+	return r.Subject == RequestSubject(r.Algorithm) || r.Subject == PinnedSubject(r.Algorithm, r.Version)
+}
 
 // Limits on a record, applied by every writer and reader (Codec). They
 // bound what one record can make a reader spend: its bytes, and the
@@ -155,7 +172,7 @@ func (c *Codec) decode(data []byte) (Registration, error) {
 		return Registration{}, fmt.Errorf("%w: %v", ErrInvalidRecord, err)
 	}
 	if !validSubject(r) {
-		return Registration{}, fmt.Errorf("%w: subject %q: want %q", ErrInvalidRecord, r.Subject, RequestSubject(r.Algorithm))
+		return Registration{}, fmt.Errorf("%w: subject %q: want %q or %q", ErrInvalidRecord, r.Subject, RequestSubject(r.Algorithm), PinnedSubject(r.Algorithm, r.Version))
 	}
 	m := v.(map[string]any) // the schema requires an object
 	in := schemas.EstimateCost(m["input_schema"], len(r.InputSchema))

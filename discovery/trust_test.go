@@ -13,7 +13,8 @@ import (
 	"pnpworker/internal/natstest"
 )
 
-// A record may carry one subject only, run.<algorithm>: a subject in the
+// A record may carry two subjects only, run.<algorithm> and the pinned
+// subject of its own version: a subject in the
 // jobs namespace made the controller feed its own stream, one under
 // $KV.results let a runner credential write any job's result, and one of
 // another algorithm steals its requests. Writers refuse such records and
@@ -30,7 +31,12 @@ func TestSubjectMustBeRunAlgorithm(t *testing.T) {
 		"$KV.results.victim",
 		"dead.ocr",
 		"run.other",
-		"run.ocr.v1", // version-pinned: reserved, not yet allowed
+		"run.ocr.v1",       // not the pinned form of the record's version 1.0.0
+		"run.ocr.v2_0_0",   // another version's pinned subject: steals its pinned calls
+		"run.ocr.v1_0_0.x", // more tokens
+		"run.other.v1_0_0", // another algorithm's pinned subject
+		"run.ocr.v1.0.0",   // version not encoded as one token
+		"run.ocr.v*",
 		"run.ocr.>",
 		"run.*",
 		"run",
@@ -144,5 +150,30 @@ func TestRecordSizeAndSchemaCostAreBounded(t *testing.T) {
 	natstest.Eventually(t, 5*time.Second, func() bool { return len(c.Lookup("ocr")) > 0 }, "cache never saw the good record")
 	if got := keysOf(c.Lookup("ocr")); len(got) != 1 || got[0] != "ocr.ok" {
 		t.Fatalf("cache lists %v, want only ocr.ok", got)
+	}
+}
+
+// The pinned subject of a record's own version is allowed, and is one
+// subject token per version, usable from any client.
+func TestPinnedSubjectOfOwnVersion(t *testing.T) {
+	for v, want := range map[string]string{
+		"1.2.0":              "run.ocr.v1_2_0",
+		"2.0.0-rc.1+build.5": "run.ocr.v2_0_0-rc_1__build_5",
+		"10.0.1-alpha-x":     "run.ocr.v10_0_1-alpha-x",
+	} {
+		if got := discovery.PinnedSubject("ocr", v); got != want {
+			t.Errorf("PinnedSubject(ocr, %s) = %s, want %s", v, got, want)
+		}
+	}
+	s := natstest.Start(t)
+	reg := provision(t, s.Connect())
+	r := record("ocr", "pinned")
+	r.Subject = discovery.PinnedSubject("ocr", r.Version)
+	if err := reg.Register(context.Background(), r); err != nil {
+		t.Fatalf("register with own pinned subject: %v", err)
+	}
+	got, err := reg.Lookup(context.Background(), "ocr")
+	if err != nil || len(got) != 1 || got[0].Subject != "run.ocr.v1_0_0" {
+		t.Fatalf("lookup: %v %+v", err, got)
 	}
 }

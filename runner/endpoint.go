@@ -31,7 +31,8 @@ type endpoint struct {
 	alg         *Algorithm
 	nc          *nats.Conn
 	js          jetstream.JetStream // the outputs bucket, for outputs too large for a message
-	sub         *nats.Subscription
+	subs        subs
+	cache       *discovery.Cache // live instances, for HeaderVersionWanted
 	monitorSubs []*nats.Subscription
 	started     time.Time
 	metadata    map[string]string
@@ -301,6 +302,9 @@ func (e *endpoint) handle(m *nats.Msg) {
 	if reply == "" {
 		// Published without a reply subject: nobody would see the answer.
 		e.noReply.Add(1)
+		return
+	}
+	if e.forward(m, e.cache) {
 		return
 	}
 	hdr := m.Header

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
+	"pnpworker/rollout"
 )
 
 // DefaultQueueGroup is the queue group replicas share unless told otherwise.
@@ -40,6 +41,7 @@ type options struct {
 	metadata     map[string]string
 	checkOutput  bool
 	metrics      prometheus.Registerer
+	routes       rollout.Config
 }
 
 // WithLogger sets the logger. Default: none (zerolog.Nop).
@@ -106,6 +108,12 @@ func WithMetadata(md map[string]string) Option {
 // 500 (an algorithm bug is caught where it happens, not by a consumer).
 func WithoutOutputValidation() Option {
 	return func(o *options) error { o.checkOutput = false; return nil }
+}
+
+// WithRoutes sets the routes bucket configuration. Default: the default
+// bucket, see rollout.Config.
+func WithRoutes(cfg rollout.Config) Option {
+	return func(o *options) error { o.routes = cfg; return cfg.Validate() }
 }
 
 // Runner serves a set of algorithms on one NATS connection. Create it with
@@ -209,6 +217,43 @@ func (r *Runner) Run(ctx context.Context) error {
 		return fmt.Errorf("runner: %w", err)
 	}
 
+	if r.opts.provision {
+		if _, err := rollout.Provision(ctx, js, r.opts.routes); err != nil {
+			return fmt.Errorf("runner: %w", err)
+		}
+	}
+	// Routes decide which versions are in the shared queue group on
+	// run.<algorithm>, and the live instances decide whether a route's
+	// stable version can serve it; both are watched for as long as the
+	// runner runs.
+	watchCtx, stopWatching := context.WithCancel(context.WithoutCancel(ctx))
+	table := rollout.NewTable(js, r.opts.routes, log)
+	cache := reg.NewCache(log)
+	var watchWG sync.WaitGroup
+	watchWG.Add(2)
+	go func() { defer watchWG.Done(); _ = table.Run(watchCtx) }()
+	go func() { defer watchWG.Done(); _ = cache.Run(watchCtx) }()
+	defer watchWG.Wait()
+	defer stopWatching()
+	// Start as a member only where the routes allow it: wait (briefly) for
+	// them, so that a new version does not take plain traffic for a moment
+	// against its route.
+	select {
+	case <-table.Ready():
+	case <-time.After(routesWait):
+		log.Warn().Dur("waited", routesWait).Msg("routes not loaded in time; starting as a member of every shared queue group")
+	case <-ctx.Done():
+		return nil
+	}
+	select {
+	case <-cache.Ready():
+	case <-time.After(routesWait):
+		log.Warn().Dur("waited", routesWait).Msg("discovery not loaded in time")
+	case <-ctx.Done():
+		return nil
+	}
+	mem := &membership{table: table, cache: cache}
+
 	// base outlives ctx: requests keep running while draining and are
 	// cut short (interruptAll) only when the drain timeout passes.
 	base := context.WithoutCancel(ctx)
@@ -220,18 +265,19 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		for _, e := range eps {
 			e.unsubscribeMonitor()
-			_ = e.sub.Unsubscribe()
+			e.unsubscribeAll()
 			e.close()
 		}
 	}
 	for _, a := range r.algs {
-		e, err := r.startEndpoint(base, a)
+		e, err := r.startEndpoint(base, a, mem, cache)
 		if err != nil {
 			abort()
 			return fmt.Errorf("runner: %s: %w", a.Name(), err)
 		}
 		eps = append(eps, e)
 	}
+	mem.eps = eps
 
 	// Register only after subscribing: a registered instance always has
 	// someone listening.
@@ -257,14 +303,20 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.mu.Lock()
 	r.endpoints = eps
 	r.mu.Unlock()
+	memCtx, stopMembership := context.WithCancel(ctx)
+	memDone := make(chan struct{})
+	go func() { defer close(memDone); mem.run(memCtx) }()
 	close(r.started)
 	for _, e := range eps {
-		e.log.Info().Str("subject", e.rec.Subject).Str("queue_group", e.rec.QueueGroup).
+		e.log.Info().Str("subject", e.rec.Subject).Str("pinned_subject", discovery.PinnedSubject(e.rec.Algorithm, e.rec.Version)).
+			Bool("shared_queue_group", e.isPlainMember()).Str("queue_group", e.rec.QueueGroup).
 			Int("max_concurrency", e.rec.MaxConcurrency).Msg("serving")
 	}
 
 	<-ctx.Done()
 	log.Info().Msg("stopping: deregistering, then draining")
+	stopMembership()
+	<-memDone
 	stopKeepalive()
 	kaWG.Wait()
 
@@ -272,10 +324,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer cancelDrain()
 	for _, e := range eps {
 		e.unsubscribeMonitor()
-		if err := e.sub.Drain(); err != nil {
-			e.log.Debug().Err(err).Msg("drain subscription")
-			e.markDrained()
-		}
+		e.drainSubs()
 	}
 	// Ask the server to confirm the unsubscribes: after that, what was
 	// delivered is in the subscription's queue and handled before the
@@ -311,7 +360,11 @@ func (r *Runner) Run(ctx context.Context) error {
 // their context.
 const stuckGrace = 2 * time.Second
 
-func (r *Runner) startEndpoint(base context.Context, a *Algorithm) (*endpoint, error) {
+// routesWait bounds how long Run waits at start-up for the routes and the
+// discovery view.
+const routesWait = 2 * time.Second
+
+func (r *Runner) startEndpoint(base context.Context, a *Algorithm, mem *membership, cache *discovery.Cache) (*endpoint, error) {
 	spec := a.Spec()
 	limit := spec.MaxConcurrency + spec.MaxPending
 	instance := nuid.Next()
@@ -334,6 +387,7 @@ func (r *Runner) startEndpoint(base context.Context, a *Algorithm) (*endpoint, e
 		checkOutput: r.opts.checkOutput,
 		started:     time.Now().UTC(),
 		metadata:    map[string]string{"sdk": SDK, "host": r.opts.host},
+		cache:       cache,
 	}
 	if r.metrics != nil {
 		e.metrics = r.metrics
@@ -367,18 +421,14 @@ func (r *Runner) startEndpoint(base context.Context, a *Algorithm) (*endpoint, e
 		HeaderVersion:   []string{spec.Version},
 	}
 	e.startWorkers(spec.MaxConcurrency)
-	sub, err := r.nc.QueueSubscribe(a.Subject(), r.opts.queueGroup, e.handle)
-	if err != nil {
+	member, _ := mem.want(e)
+	if err := e.subscribe(member); err != nil {
 		e.close()
-		return nil, fmt.Errorf("subscribe %s: %w", a.Subject(), err)
+		return nil, err
 	}
-	// The closed handler of an async subscription runs after its last
-	// callback returned: the drain is complete.
-	sub.SetClosedHandler(func(string) { e.markDrained() })
-	e.sub = sub
 	if err := e.subscribeMonitor(); err != nil {
 		e.unsubscribeMonitor()
-		_ = sub.Unsubscribe()
+		e.unsubscribeAll()
 		e.close()
 		return nil, err
 	}

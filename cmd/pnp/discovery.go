@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -18,6 +19,7 @@ import (
 
 	"pnpworker/discovery"
 	"pnpworker/internal/termsafe"
+	"pnpworker/rollout"
 )
 
 // registryFor connects and opens (or provisions) the discovery registry.
@@ -210,7 +212,65 @@ type algorithmSummary struct {
 	InputSchema  json.RawMessage          `json:"input_schema"`
 	OutputSchema json.RawMessage          `json:"output_schema"`
 	Instances    []discovery.Registration `json:"instances"`
-	startedAt    time.Time
+	// ByVersion counts the live instances of each version, with its
+	// pinned subject and its part in the route.
+	ByVersion []versionSummary `json:"by_version"`
+	// Route is the algorithm's route, if it has one.
+	Route     *rollout.Route `json:"route,omitempty"`
+	startedAt time.Time
+}
+
+// versionSummary is one live version of an algorithm.
+type versionSummary struct {
+	Version       string `json:"version"`
+	Instances     int    `json:"instances"`
+	PinnedSubject string `json:"pinned_subject"`
+	// Role is the version's part in the route: stable, canary, shadow,
+	// fallback (the route's stable version is not live, so every version
+	// serves run.<algorithm>), unrouted (a route exists and names another
+	// version), or any (no route).
+	Role string `json:"role"`
+}
+
+// role is the part version plays in r (ok false: no route).
+func role(r rollout.Route, ok bool, version string, live map[string]int) string {
+	switch {
+	case !ok:
+		return "any"
+	case version == r.Stable:
+		return "stable"
+	case live[r.Stable] == 0:
+		return "fallback"
+	case version == r.Canary:
+		return fmt.Sprintf("canary:%g%%", r.Percent)
+	case version == r.Shadow:
+		return "shadow"
+	}
+	return "unrouted"
+}
+
+// routesFor reads every route; none when the routes bucket does not exist.
+func routesFor(ctx context.Context, nc *nats.Conn, log zerolog.Logger) map[string]rollout.Route {
+	out := map[string]rollout.Route{}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return out
+	}
+	st, err := rollout.Open(ctx, js, rollout.Config{})
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrBucketNotFound) {
+			log.Warn().Err(err).Msg("cannot read routes")
+		}
+		return out
+	}
+	rs, err := st.List(ctx, func(key string, err error) { log.Warn().Str("key", key).Err(err).Msg("skipping invalid route") })
+	if err != nil {
+		log.Warn().Err(err).Msg("cannot read routes")
+	}
+	for _, r := range rs {
+		out[r.Algorithm] = r
+	}
+	return out
 }
 
 func cmdAlgorithms(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -241,7 +301,7 @@ func cmdAlgorithms(ctx context.Context, args []string, stdout, stderr io.Writer)
 	for _, r := range recs {
 		s, ok := byAlg[r.Algorithm]
 		if !ok {
-			s = &algorithmSummary{Algorithm: r.Algorithm, Subject: r.Subject}
+			s = &algorithmSummary{Algorithm: r.Algorithm, Subject: discovery.RequestSubject(r.Algorithm)}
 			byAlg[r.Algorithm] = s
 			names = append(names, r.Algorithm)
 		}
@@ -257,10 +317,28 @@ func cmdAlgorithms(ctx context.Context, args []string, stdout, stderr io.Writer)
 		s.Instances = append(s.Instances, r)
 	}
 	sort.Strings(names)
+	routes := routesFor(ctx, nc, log)
 	out := make([]*algorithmSummary, 0, len(names))
 	for _, n := range names {
-		sort.Strings(byAlg[n].Versions)
-		out = append(out, byAlg[n])
+		s := byAlg[n]
+		sort.Strings(s.Versions)
+		count := map[string]int{}
+		for _, r := range s.Instances {
+			count[r.Version]++
+		}
+		rt, ok := routes[n]
+		if ok {
+			s.Route = &rt
+		}
+		for _, v := range s.Versions {
+			s.ByVersion = append(s.ByVersion, versionSummary{Version: v, Instances: count[v],
+				PinnedSubject: discovery.PinnedSubject(n, v), Role: role(rt, ok, v, count)})
+		}
+		out = append(out, s)
+		if len(s.Versions) > 1 && !ok {
+			fmt.Fprintf(stderr, "warning: %s has %d versions live (%s) and no route: plain %s requests reach any of them; pick one with 'pnp route set %s --stable VERSION'\n",
+				safe(n), len(s.Versions), safe(strings.Join(s.Versions, ", ")), safe(s.Subject), safe(n))
+		}
 	}
 	if *jsonOut {
 		return writeJSON(stdout, out)
@@ -270,10 +348,12 @@ func cmdAlgorithms(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ALGORITHM\tVERSION\tINSTANCES\tSUBJECT\tTIMEOUT\tDESCRIPTION")
+	fmt.Fprintln(tw, "ALGORITHM\tVERSION\tINSTANCES\tSUBJECT\tTIMEOUT\tROUTE\tPINNED SUBJECT\tDESCRIPTION")
 	for _, s := range out {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", safe(s.Algorithm), safe(strings.Join(s.Versions, ",")), len(s.Instances), safe(s.Subject),
-			time.Duration(s.TimeoutMS)*time.Millisecond, safe(s.Description))
+		for _, v := range s.ByVersion {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", safe(s.Algorithm), safe(v.Version), v.Instances, safe(s.Subject),
+				time.Duration(s.TimeoutMS)*time.Millisecond, v.Role, safe(v.PinnedSubject), safe(s.Description))
+		}
 	}
 	return tw.Flush()
 }

@@ -254,6 +254,7 @@ func (ix *packageIndex) check(args []string) error {
 var pnpWithSubcommands = map[string][]string{
 	"discovery": {"provision", "ls", "watch"},
 	"dead":      {"ls", "replay"},
+	"route":     {"set", "show", "promote", "clear", "report"},
 }
 
 // checkPnp checks a pnp command line: the command exists and its flags

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"pnpworker/controller"
+	"pnpworker/rollout"
 )
 
 func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -52,6 +53,8 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.DurationVar(&cfg.Store.DeadMaxAge, "dead-max-age", 0, "how long dead letters are kept; 0 keeps them until replayed")
 	fs.IntVar(&cfg.Store.Replicas, "replicas", 1, "stream replicas in a cluster")
 	registerStoreLimits(fs, &cfg.Store, true)
+	fs.IntVar(&cfg.Shadow.Concurrency, "shadow-concurrency", controller.DefaultShadowConcurrency, "shadow requests in flight at most; jobs past it are not shadowed (counted)")
+	fs.Float64Var(&cfg.History.Rate, "history-rate", envFloat("PNP_HISTORY_RATE", rollout.DefaultHistoryRate), "share of succeeded jobs recorded in HISTORY for pnp replay, 0..1; negative: none (env PNP_HISTORY_RATE)")
 	fs.BoolVar(&cfg.Bind, "no-provision", false, "use existing streams instead of creating them (for credentials that may not create streams)")
 	if err := fs.parse(args); err != nil {
 		return err

@@ -30,6 +30,8 @@ func commands() []command {
 		{"discovery", "provision, list or watch the discovery bucket (provision|ls|watch)", cmdDiscovery},
 		{"register", "keep a registration record alive for a runner not built with pnpworker (deleted on exit)", cmdRegister},
 		{"provision", "create or update every stream and bucket once, then exit (for deployments with --no-provision)", cmdProvision},
+		{"route", "route plain traffic and jobs between versions of an algorithm: stable, canary, shadow (set|show|promote|clear|report)", cmdRoute},
+		{"replay", "re-run recorded job inputs on a candidate version and report how its outputs differ", cmdReplay},
 		{"controller", "run a controller: take jobs from JOBS to runners, store results, retry, dead-letter", cmdController},
 		{"submit", "submit a job and print its id (--wait prints its result)", cmdSubmit},
 		{"result", "print the result of a job (-o FILE writes its output, also one stored by reference)", cmdResult},

@@ -10,6 +10,7 @@ import (
 
 	"pnpworker/controller"
 	"pnpworker/discovery"
+	"pnpworker/rollout"
 )
 
 // cmdProvision creates or updates every stream and bucket once and exits:
@@ -68,6 +69,15 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	for backoff := 250 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		_, err = controller.Provision(pctx, js, cfg)
+		if err == nil {
+			_, err = rollout.Provision(pctx, js, rollout.Config{Replicas: cfg.Replicas})
+		}
+		if err == nil {
+			_, err = rollout.ProvisionCompare(pctx, js, rollout.CompareConfig{Replicas: cfg.Replicas})
+		}
+		if err == nil {
+			_, err = rollout.ProvisionHistory(pctx, js, rollout.HistoryConfig{Replicas: cfg.Replicas})
+		}
 		cancel()
 		if err == nil {
 			break
@@ -79,7 +89,8 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		case <-time.After(backoff):
 		}
 	}
-	fmt.Fprintf(stdout, "provisioned %s, %s, %s, %s and the object stores %s and %s (replicas %d)\n",
-		discovery.Bucket, controller.JobsStream, controller.ResultsBucket, controller.DeadStream, controller.InputsBucket, controller.OutputsBucket, cfg.Replicas)
+	fmt.Fprintf(stdout, "provisioned %s, %s, %s, %s, %s, %s, %s and the object stores %s and %s (replicas %d)\n",
+		discovery.Bucket, controller.JobsStream, controller.ResultsBucket, controller.DeadStream, rollout.Bucket,
+		rollout.CompareStream, rollout.HistoryStream, controller.InputsBucket, controller.OutputsBucket, cfg.Replicas)
 	return nc.Drain()
 }

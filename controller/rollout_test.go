@@ -1,0 +1,315 @@
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"pnpworker/controller"
+	"pnpworker/internal/natstest"
+	"pnpworker/rollout"
+	"pnpworker/runner"
+)
+
+// versioned is the echo algorithm at version.
+func versioned(t testing.TB, version string) *runner.Algorithm {
+	t.Helper()
+	a, err := runner.NewAlgorithm(runner.Spec{
+		Name: "echo", Version: version,
+		InputSchema: []byte(echoInputSchema), OutputSchema: []byte(echoOutputSchema),
+		Timeout: 5 * time.Second, MaxConcurrency: 32,
+	}, func(ctx context.Context, in echoIn) (echoOut, error) { return echoOut{N: in.N}, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func setRoute(t *testing.T, e *env, r rollout.Route) {
+	t.Helper()
+	st, err := rollout.Provision(context.Background(), e.js, rollout.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Set(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A canary route sends its share of jobs to the canary version: with 30 %
+// over 1000 jobs, between 20 % and 40 % of the results say the canary
+// produced them (the expected spread is about 1.5 %), the rest the stable
+// version, and every job succeeds.
+func TestCanaryShareOfJobs(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	rec := record(t, e)
+	setRoute(t, e, rollout.Route{Algorithm: "echo", Stable: "1.0.0", Canary: "2.0.0", Percent: 30})
+	startRunner(t, e.srv, versioned(t, "1.0.0"))
+	startRunner(t, e.srv, versioned(t, "2.0.0"))
+	cfg := fastConfig(t)
+	cfg.MaxInFlight = 32
+	startController(t, e, cfg)
+
+	const n = 1000
+	id := jobID("canary")
+	for i := range n {
+		e.submit(t, "echo", id(i), echoIn{N: i})
+	}
+	natstest.Eventually(t, 60*time.Second, func() bool { return rec.done() == n }, "%d of %d results", rec.done(), n)
+	e.checkAll(t, n, id)
+	byVersion := map[string]int{}
+	for i := range n {
+		res, _ := e.final(t, id(i))
+		if res.Status != controller.StatusSucceeded {
+			t.Errorf("job %s: %s", id(i), res.Status)
+		}
+		byVersion[res.Version]++
+	}
+	t.Logf("jobs by version: %v", byVersion)
+	if c := byVersion["2.0.0"]; c < n*20/100 || c > n*40/100 || byVersion["1.0.0"]+c != n {
+		t.Fatalf("canary 30%%: %v, want 200..400 of %d on 2.0.0 and the rest on 1.0.0", byVersion, n)
+	}
+}
+
+// A route whose versions have no live instance does not stop jobs: they
+// go to any live version.
+func TestRouteWithoutLiveVersionFallsBack(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	setRoute(t, e, rollout.Route{Algorithm: "echo", Stable: "9.0.0", Canary: "9.1.0", Percent: 50})
+	startRunner(t, e.srv, versioned(t, "1.0.0"))
+	startController(t, e, fastConfig(t))
+	for i := range 20 {
+		e.submit(t, "echo", fmt.Sprintf("fb-%d", i), echoIn{N: i})
+	}
+	for i := range 20 {
+		if r := e.waitResult(t, fmt.Sprintf("fb-%d", i)); r.Status != controller.StatusSucceeded || r.Version != "1.0.0" {
+			t.Fatalf("job %d: %s by %q, want succeeded by 1.0.0", i, r.Status, r.Version)
+		}
+	}
+}
+
+// candidate is the echo algorithm at version whose answer fn decides.
+func candidate(t testing.TB, version string, timeout time.Duration, fn func(ctx context.Context, in echoIn) (echoOut, error)) *runner.Algorithm {
+	t.Helper()
+	a, err := runner.NewAlgorithm(runner.Spec{
+		Name: "echo", Version: version,
+		InputSchema: []byte(echoInputSchema), OutputSchema: []byte(echoOutputSchema),
+		Timeout: timeout, MaxConcurrency: 32,
+	}, fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// A shadow route: every result comes from the stable version; the shadow
+// runs the same inputs and the comparisons in COMPARE say exactly which
+// jobs differ (n%10 == 0: /n differs) or fail on the shadow (n%10 == 5).
+func TestShadowComparesWithoutTouchingResults(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	rec := record(t, e)
+	setRoute(t, e, rollout.Route{Algorithm: "echo", Stable: "1.0.0", Shadow: "2.0.0"})
+	startRunner(t, e.srv, versioned(t, "1.0.0"))
+	startRunner(t, e.srv, candidate(t, "2.0.0", 5*time.Second, func(ctx context.Context, in echoIn) (echoOut, error) {
+		switch in.N % 10 {
+		case 0:
+			return echoOut{N: in.N + 1}, nil
+		case 5:
+			return echoOut{}, runner.Reject("not this one")
+		}
+		return echoOut{N: in.N}, nil
+	}))
+	cfg := fastConfig(t)
+	cfg.MaxInFlight = 4
+	ctl := startController(t, e, cfg)
+
+	// Low load: waves of 10 jobs, each submitted once the last is done.
+	const n = 200
+	id := jobID("shadow")
+	for w := 0; w < n; w += 10 {
+		for i := w; i < w+10; i++ {
+			e.submit(t, "echo", id(i), echoIn{N: i})
+		}
+		natstest.Eventually(t, 30*time.Second, func() bool { return rec.done() == w+10 }, "%d of %d results", rec.done(), w+10)
+	}
+	for i := range n {
+		res, _ := e.final(t, id(i))
+		if res.Status != controller.StatusSucceeded || res.Version != "1.0.0" || string(res.Output) != fmt.Sprintf(`{"n":%d}`, i) {
+			t.Fatalf("job %d: %s by %s: %s; want the stable version's output", i, res.Status, res.Version, res.Output)
+		}
+	}
+	var cs []rollout.Comparison
+	natstest.Eventually(t, 20*time.Second, func() bool {
+		var err error
+		cs, err = rollout.ReadComparisons(context.Background(), e.js, "echo", time.Time{}, 0)
+		return err == nil && len(cs) >= n*95/100
+	}, "comparisons for fewer than 95%% of %d jobs: %d (%+v)", n, len(cs), ctl.c.ShadowStats())
+	t.Logf("comparisons: %d of %d jobs; %+v", len(cs), n, ctl.c.ShadowStats())
+	for _, c := range cs {
+		var k int
+		if _, err := fmt.Sscanf(c.JobID, "shadow-%d", &k); err != nil {
+			t.Fatalf("comparison for job %q", c.JobID)
+		}
+		wantEqual := k%10 != 0 && k%10 != 5
+		if c.Equal != wantEqual || c.StableVersion != "1.0.0" || c.CandidateVersion != "2.0.0" || c.Source != rollout.SourceShadow {
+			t.Errorf("job %d: %+v", k, c)
+		}
+		switch k % 10 {
+		case 0:
+			if len(c.Diffs) != 1 || c.Diffs[0].Pointer != "/n" {
+				t.Errorf("job %d: diffs %+v, want /n", k, c.Diffs)
+			}
+		case 5:
+			if c.CandidateError == "" || c.StableError != "" {
+				t.Errorf("job %d: errors %q %q, want the candidate's only", k, c.StableError, c.CandidateError)
+			}
+		}
+	}
+	rep := rollout.Summarize("echo", cs)
+	if len(rep.Fields) != 1 || rep.Fields[0].Pointer != "/n" {
+		t.Errorf("report fields %+v", rep.Fields)
+	}
+}
+
+// A shadow that hangs neither slows nor fails the real jobs: every job is
+// done while the first shadow calls still hang, and the jobs that find
+// every shadow slot busy are dropped and counted.
+func TestHangingShadowDoesNotDelayJobs(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	rec := record(t, e)
+	setRoute(t, e, rollout.Route{Algorithm: "echo", Stable: "1.0.0", Shadow: "2.0.0"})
+	startRunner(t, e.srv, versioned(t, "1.0.0"))
+	startRunner(t, e.srv, candidate(t, "2.0.0", 60*time.Second, func(ctx context.Context, in echoIn) (echoOut, error) {
+		<-ctx.Done() // hangs until cancelled
+		return echoOut{}, ctx.Err()
+	}))
+	cfg := fastConfig(t)
+	cfg.MaxInFlight = 16
+	cfg.Shadow.Concurrency = 2
+	ctl := startController(t, e, cfg)
+
+	const n = 300
+	id := jobID("hang")
+	for i := range n {
+		e.submit(t, "echo", id(i), echoIn{N: i})
+	}
+	natstest.Eventually(t, 60*time.Second, func() bool { return rec.done() == n }, "%d of %d results", rec.done(), n)
+	st := ctl.c.ShadowStats()
+	t.Logf("shadow stats when every job was done: %+v", st)
+	for i := range n {
+		if res, _ := e.final(t, id(i)); res.Status != controller.StatusSucceeded || res.Version != "1.0.0" {
+			t.Fatalf("job %d: %s by %s", i, res.Status, res.Version)
+		}
+	}
+	if st.Started != 2 || st.Compared != 0 || st.Dropped != n-2 {
+		t.Fatalf("shadow stats %+v: want 2 started and still hanging, %d dropped", st, n-2)
+	}
+}
+
+// Replay: 500 jobs recorded from the stable version, re-run on a candidate
+// that differs on a known subset (n%7 == 0: /n; n%11 == 0: rejected),
+// report exactly that subset's agreement, field and errors.
+func TestReplayReportsTheKnownSubset(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	rec := record(t, e)
+	startRunner(t, e.srv, versioned(t, "1.0.0"))
+	cfg := fastConfig(t)
+	cfg.MaxInFlight = 32
+	cfg.History.Rate = 1
+	ctl := startController(t, e, cfg)
+	const n = 500
+	id := jobID("replay")
+	for i := range n {
+		e.submit(t, "echo", id(i), echoIn{N: i})
+	}
+	natstest.Eventually(t, 60*time.Second, func() bool { return rec.done() == n }, "%d of %d results", rec.done(), n)
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		h, err := rollout.ReadHistory(context.Background(), e.js, "echo", time.Time{}, 0)
+		return err == nil && len(h) == n
+	}, "history does not hold the %d jobs: %+v", n, ctl.c.ShadowStats())
+
+	startRunner(t, e.srv, candidate(t, "2.0.0", 5*time.Second, func(ctx context.Context, in echoIn) (echoOut, error) {
+		switch {
+		case in.N%11 == 0:
+			return echoOut{}, runner.Reject("no")
+		case in.N%7 == 0:
+			return echoOut{N: -in.N}, nil
+		}
+		return echoOut{N: in.N}, nil
+	}))
+	cs, err := rollout.Replay(context.Background(), e.nc, e.js, rollout.ReplayConfig{Algorithm: "echo", Version: "2.0.0", Last: n, Concurrency: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDiff, wantErr := map[string]bool{}, map[string]bool{}
+	for i := range n {
+		switch {
+		case i%11 == 0:
+			wantErr[id(i)] = true
+		case i%7 == 0:
+			wantDiff[id(i)] = true
+		}
+	}
+	if len(cs) != n {
+		t.Fatalf("%d comparisons, want %d", len(cs), n)
+	}
+	for _, c := range cs {
+		switch {
+		case wantErr[c.JobID]:
+			if c.Equal || c.CandidateError == "" || !strings.HasPrefix(c.CandidateError, "422") {
+				t.Errorf("%s: %+v, want a 422 from the candidate", c.JobID, c)
+			}
+		case wantDiff[c.JobID]:
+			if c.Equal || len(c.Diffs) != 1 || c.Diffs[0].Pointer != "/n" {
+				t.Errorf("%s: %+v, want /n to differ", c.JobID, c)
+			}
+		default:
+			if !c.Equal {
+				t.Errorf("%s: %+v, want equal", c.JobID, c)
+			}
+		}
+	}
+	rep := rollout.Summarize("echo", cs)
+	wantAgree := n - len(wantDiff) - len(wantErr)
+	if rep.Agree != wantAgree || len(rep.Fields) != 1 || rep.Fields[0].Pointer != "/n" || rep.Fields[0].Count != len(wantDiff) {
+		t.Fatalf("report %+v, want %d agreeing and /n differing in %d", rep, wantAgree, len(wantDiff))
+	}
+	for _, v := range rep.Versions {
+		if v.Version == "2.0.0" && v.Errors != len(wantErr) || v.Version == "1.0.0" && v.Errors != 0 {
+			t.Errorf("version report %+v", v)
+		}
+	}
+	t.Logf("agreement %.3f (%d of %d), /n differs in %d, candidate errors %d", rep.Agreement, rep.Agree, rep.Total, rep.Fields[0].Count, len(wantErr))
+}
+
+// A canary whose input schema rejects what the stable version accepts
+// never fails a job: the job goes to the stable version (counted).
+func TestCanaryRejectingInputGoesToStable(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	setRoute(t, e, rollout.Route{Algorithm: "echo", Stable: "1.0.0", Canary: "2.0.0", Percent: 100})
+	startRunner(t, e.srv, versioned(t, "1.0.0"))
+	strict, err := runner.NewAlgorithm(runner.Spec{
+		Name: "echo", Version: "2.0.0",
+		InputSchema:  []byte(`{"type":"object","required":["n","m"],"properties":{"n":{"type":"integer"},"m":{"type":"integer"}}}`),
+		OutputSchema: []byte(echoOutputSchema), Timeout: 5 * time.Second,
+	}, func(ctx context.Context, in echoIn) (echoOut, error) { return echoOut{N: in.N}, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRunner(t, e.srv, strict)
+	ctl := startController(t, e, fastConfig(t))
+	const n = 20
+	for i := range n {
+		e.submit(t, "echo", fmt.Sprintf("strict-%d", i), echoIn{N: i})
+	}
+	for i := range n {
+		if r := e.waitResult(t, fmt.Sprintf("strict-%d", i)); r.Status != controller.StatusSucceeded || r.Version != "1.0.0" {
+			t.Fatalf("job %d: %s by %q, want succeeded by the stable version", i, r.Status, r.Version)
+		}
+	}
+	if got := ctl.c.ShadowStats().CanaryRejected; got != n {
+		t.Errorf("canary rejections counted: %d, want %d", got, n)
+	}
+}

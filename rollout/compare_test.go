@@ -1,0 +1,77 @@
+package rollout_test
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"pnpworker/rollout"
+	"pnpworker/schemas"
+)
+
+func pointers(ds []rollout.Diff) []string {
+	var out []string
+	for _, d := range ds {
+		out = append(out, d.Pointer)
+	}
+	return out
+}
+
+func TestCompare(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		a, b   string
+		opts   rollout.CompareOptions
+		wanted []string
+	}{
+		{"equal", `{"a":1,"b":[1,2]}`, `{"b":[1,2],"a":1}`, rollout.CompareOptions{}, nil},
+		{"within default tolerance", `{"p":0.1234567}`, `{"p":0.1234568}`, rollout.CompareOptions{}, nil},
+		{"beyond tolerance", `{"p":0.12}`, `{"p":0.13}`, rollout.CompareOptions{}, []string{"/p"}},
+		{"exact", `{"p":1.0000001}`, `{"p":1.0000002}`, rollout.CompareOptions{Tolerance: -1}, []string{"/p"}},
+		{"field tolerance", `{"p":0.12,"q":0.12}`, `{"p":0.13,"q":0.13}`, rollout.CompareOptions{FieldTolerance: map[string]float64{"/p": 0.1}}, []string{"/q"}},
+		{"ignored", `{"timing":{"ms":3},"label":"x"}`, `{"timing":{"ms":9},"label":"y"}`, rollout.CompareOptions{Ignore: []string{"/timing"}}, []string{"/label"}},
+		{"missing and extra", `{"a":1,"b":2}`, `{"a":1,"c":2}`, rollout.CompareOptions{}, []string{"/b", "/c"}},
+		{"array length", `{"l":[1,2]}`, `{"l":[1]}`, rollout.CompareOptions{}, []string{"/l"}},
+		{"nested", `{"x":[{"k":"v"}]}`, `{"x":[{"k":"w"}]}`, rollout.CompareOptions{}, []string{"/x/0/k"}},
+		{"escaped key", `{"a/b":1}`, `{"a/b":2}`, rollout.CompareOptions{}, []string{"/a~1b"}},
+		{"type change", `{"n":1}`, `{"n":"1"}`, rollout.CompareOptions{}, []string{"/n"}},
+		{"not json", `nope`, `{}`, rollout.CompareOptions{}, []string{""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := pointers(rollout.Compare([]byte(tc.a), []byte(tc.b), tc.opts)); !slices.Equal(got, tc.wanted) {
+				t.Errorf("diffs %v, want %v", got, tc.wanted)
+			}
+		})
+	}
+}
+
+// The records rollout writes satisfy their schemas in schemas/.
+func TestRecordsMatchSchemas(t *testing.T) {
+	cmp := rollout.Comparison{Algorithm: "ocr", JobID: "j1", Source: rollout.SourceShadow, StableVersion: "1.0.0",
+		CandidateVersion: "2.0.0", StableMS: 1.5, CandidateMS: 2, CandidateError: "422: no", At: time.Now().UTC()}
+	cmp.Decide([]byte(`{"a":1}`), []byte(`{"a":2,"b":[1]}`), rollout.CompareOptions{})
+	cmp2 := cmp
+	cmp2.CandidateError = ""
+	cmp2.Decide([]byte(`{"a":1}`), []byte(`{"a":2,"b":[1]}`), rollout.CompareOptions{})
+	if cmp2.Equal || len(cmp2.Diffs) != 2 {
+		t.Fatalf("decide: %+v", cmp2)
+	}
+	h := rollout.HistoryRecord{Algorithm: "ocr", JobID: "j1", Version: "1.0.0", Input: json.RawMessage(`{"x":1}`),
+		Output: json.RawMessage(`{"y":2}`), MS: 3, At: time.Now().UTC()}
+	for file, v := range map[string]any{"comparison.json": cmp, "comparison.json ": cmp2, "history.json": h} {
+		s, err := schemas.Compile(strings.TrimSpace(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(v)
+		doc, err := schemas.DecodeJSON(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Validate(doc); err != nil {
+			t.Errorf("%s: %v\n%s", file, err, b)
+		}
+	}
+}

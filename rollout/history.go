@@ -1,0 +1,211 @@
+package rollout
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"pnpworker/discovery"
+)
+
+// HistoryStream is the JetStream stream of sampled job inputs with the
+// outputs they got, on subjects HistorySubjectPrefix+<algorithm>: what
+// Replay runs against a candidate version.
+const (
+	HistoryStream        = "HISTORY"
+	HistorySubjectPrefix = "history."
+)
+
+// HistoryRecord is one sampled job: its input and the output the version
+// that ran it gave, with the time it took.
+type HistoryRecord struct {
+	Algorithm string          `json:"algorithm"`
+	JobID     string          `json:"job_id"`
+	Version   string          `json:"version"`
+	Input     json.RawMessage `json:"input"`
+	Output    json.RawMessage `json:"output"`
+	MS        float64         `json:"ms"`
+	At        time.Time       `json:"at"`
+}
+
+// HistoryConfig configures the sampling of job inputs. The zero value
+// records DefaultHistoryRate of succeeded jobs, keeps at most
+// DefaultHistoryMaxBytes for DefaultHistoryMaxAge (oldest go first), one
+// replica, file storage.
+type HistoryConfig struct {
+	// Rate is the share of succeeded jobs recorded, 0..1; negative
+	// disables recording. Default DefaultHistoryRate.
+	Rate     float64
+	MaxBytes int64
+	MaxAge   time.Duration
+	Replicas int
+}
+
+// Defaults of HistoryConfig.
+const (
+	DefaultHistoryRate     = 0.1
+	DefaultHistoryMaxBytes = 128 << 20
+	DefaultHistoryMaxAge   = 7 * 24 * time.Hour
+)
+
+// SetDefaults fills the zero fields of c with the defaults.
+func (c *HistoryConfig) SetDefaults() {
+	if c.Rate == 0 {
+		c.Rate = DefaultHistoryRate
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = DefaultHistoryMaxBytes
+	}
+	if c.MaxAge == 0 {
+		c.MaxAge = DefaultHistoryMaxAge
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+}
+
+// Validate reports every problem with c.
+func (c HistoryConfig) Validate() error {
+	var errs []error
+	if c.Rate > 1 {
+		errs = append(errs, fmt.Errorf("rollout: history rate %g is above 1", c.Rate))
+	}
+	if c.MaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("rollout: history max bytes %d is negative", c.MaxBytes))
+	}
+	if c.MaxAge < 0 {
+		errs = append(errs, fmt.Errorf("rollout: history max age %s is negative", c.MaxAge))
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("rollout: replicas %d out of range 1..5", c.Replicas))
+	}
+	return errors.Join(errs...)
+}
+
+// ProvisionHistory creates or updates the HISTORY stream.
+func ProvisionHistory(ctx context.Context, js jetstream.JetStream, cfg HistoryConfig) (jetstream.Stream, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.SetDefaults()
+	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        HistoryStream,
+		Description: "pnpworker: sampled job inputs and their outputs, per algorithm, for replay against a candidate",
+		Subjects:    []string{HistorySubjectPrefix + "*"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		MaxBytes:    cfg.MaxBytes,
+		MaxAge:      cfg.MaxAge,
+		Discard:     jetstream.DiscardOld,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rollout: provision stream %s: %w", HistoryStream, err)
+	}
+	return s, nil
+}
+
+// ReadHistory returns the recorded jobs of algorithm since since (zero:
+// all kept), at most limit of the newest (0: no limit).
+func ReadHistory(ctx context.Context, js jetstream.JetStream, algorithm string, since time.Time, limit int) ([]HistoryRecord, error) {
+	return readRecords[HistoryRecord](ctx, js, HistoryStream, HistorySubjectPrefix+algorithm, since, limit)
+}
+
+// ReplayConfig is what Replay runs.
+type ReplayConfig struct {
+	// Algorithm and Version name the candidate; requests go to its pinned
+	// subject.
+	Algorithm, Version string
+	// Since and Last select the recorded jobs (see ReadHistory). Default:
+	// the last 1000.
+	Since time.Time
+	Last  int
+	// Compare sets tolerance and ignored fields.
+	Compare CompareOptions
+	// Concurrency bounds the requests in flight. Default 4.
+	Concurrency int
+	// Timeout bounds each request. Default 30 s.
+	Timeout time.Duration
+}
+
+// Header names of the protocol used by Replay (the runner package defines
+// them too; rollout sits below it).
+const (
+	headerJobID   = "Pnp-Job-Id"
+	headerTimeout = "Pnp-Timeout"
+)
+
+// Replay re-runs recorded job inputs on a candidate version and compares
+// each answer with the recorded output. A candidate that rejects an input
+// counts as an error in the comparisons, never as a failed job: replay
+// touches no job.
+func Replay(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg ReplayConfig) ([]Comparison, error) {
+	if cfg.Last == 0 && cfg.Since.IsZero() {
+		cfg.Last = 1000
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 4
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	recs, err := ReadHistory(ctx, js, cfg.Algorithm, cfg.Since, cfg.Last)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Comparison, len(recs))
+	subject := discovery.PinnedSubject(cfg.Algorithm, cfg.Version)
+	sem := make(chan struct{}, cfg.Concurrency)
+	var wg sync.WaitGroup
+	for i, r := range recs {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return nil, ctx.Err()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			out[i] = replayOne(ctx, nc, subject, cfg, r)
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func replayOne(ctx context.Context, nc *nats.Conn, subject string, cfg ReplayConfig, r HistoryRecord) Comparison {
+	c := Comparison{Algorithm: cfg.Algorithm, JobID: r.JobID, Source: SourceReplay, StableVersion: r.Version,
+		CandidateVersion: cfg.Version, StableMS: r.MS}
+	rctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	msg := &nats.Msg{Subject: subject, Data: r.Input,
+		Header: nats.Header{headerJobID: {r.JobID}, headerTimeout: {cfg.Timeout.String()}}}
+	start := time.Now()
+	reply, err := nc.RequestMsgWithContext(rctx, msg)
+	c.CandidateMS = float64(time.Since(start).Microseconds()) / 1000
+	var got []byte
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		c.CandidateError = fmt.Sprintf("503: no instance of %s %s", cfg.Algorithm, cfg.Version)
+	case err != nil:
+		c.CandidateError = "504: " + err.Error()
+	case reply.Header.Get(micro.ErrorCodeHeader) != "":
+		c.CandidateError = reply.Header.Get(micro.ErrorCodeHeader) + ": " + reply.Header.Get(micro.ErrorHeader)
+	default:
+		got = reply.Data
+	}
+	c.Decide(r.Output, got, cfg.Compare)
+	c.At = time.Now().UTC()
+	return c
+}

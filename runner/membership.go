@@ -1,0 +1,261 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"pnpworker/discovery"
+	"pnpworker/rollout"
+)
+
+// HeaderVersionWanted, set on a request to run.<algorithm>, asks for one
+// version: an instance of another version that receives it forwards it,
+// unchanged and with the caller's reply subject, to the pinned subject of
+// the version asked for, or answers 404 when that version has no live
+// instance. It is the same header the reply carries (HeaderVersion).
+const HeaderVersionWanted = HeaderVersion
+
+// LeaveGrace is how long an instance stays in the shared queue group on
+// run.<algorithm> after a route change says it should leave. The version
+// that joins does so at once, so during a change of stable version plain
+// requests keep finding a responder.
+const LeaveGrace = 250 * time.Millisecond
+
+// subs holds an endpoint's request subscriptions: the pinned subject of its
+// version, always, and run.<algorithm> while it belongs to the shared queue
+// group.
+type subs struct {
+	mu       sync.Mutex
+	pinned   *nats.Subscription
+	plain    *nats.Subscription
+	leaving  time.Time // when a wish to leave was first seen; zero: none
+	stopping bool
+	final    map[*nats.Subscription]bool // draining at shutdown, not yet closed
+}
+
+// subscribe subscribes the pinned subject, and the plain one when member.
+func (e *endpoint) subscribe(member bool) error {
+	s := &e.subs
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pinned, err := e.queueSubscribe(discovery.PinnedSubject(e.alg.spec.Name, e.alg.spec.Version))
+	if err != nil {
+		return err
+	}
+	s.pinned = pinned
+	if member {
+		if s.plain, err = e.queueSubscribe(e.alg.Subject()); err != nil {
+			_ = pinned.Unsubscribe()
+			s.pinned = nil
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *endpoint) queueSubscribe(subject string) (*nats.Subscription, error) {
+	sub, err := e.nc.QueueSubscribe(subject, e.rec.QueueGroup, e.handle)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	// The closed handler of an async subscription runs after its last
+	// callback returned: a drain at shutdown is complete when every
+	// subscription drained then has closed. One left after a route change
+	// (not in final) closes without effect.
+	sub.SetClosedHandler(func(string) { e.subClosed(sub) })
+	return sub, nil
+}
+
+func (e *endpoint) subClosed(sub *nats.Subscription) {
+	s := &e.subs
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.final[sub] {
+		return
+	}
+	delete(s.final, sub)
+	if len(s.final) == 0 {
+		e.markDrained()
+	}
+}
+
+// isPlainMember reports whether the instance is in the shared queue group.
+func (e *endpoint) isPlainMember() bool {
+	e.subs.mu.Lock()
+	defer e.subs.mu.Unlock()
+	return e.subs.plain != nil
+}
+
+// setPlain joins (at once) or leaves (once the wish to leave is LeaveGrace
+// old) the shared queue group on run.<algorithm>. Leaving drains: requests
+// already delivered are served. It reports when to look again (zero: no
+// need).
+func (e *endpoint) setPlain(member bool, now time.Time) (recheck time.Duration) {
+	s := &e.subs
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return 0
+	}
+	switch {
+	case member:
+		s.leaving = time.Time{}
+		if s.plain == nil {
+			sub, err := e.queueSubscribe(e.alg.Subject())
+			if err != nil {
+				e.log.Error().Err(err).Msg("joining the shared queue group failed; retrying")
+				return time.Second
+			}
+			s.plain = sub
+			e.log.Info().Str("subject", sub.Subject).Msg("joined the shared queue group")
+		}
+	case s.plain != nil:
+		if s.leaving.IsZero() {
+			s.leaving = now
+		}
+		if wait := LeaveGrace - now.Sub(s.leaving); wait > 0 {
+			return wait
+		}
+		if err := s.plain.Drain(); err != nil {
+			e.log.Debug().Err(err).Msg("drain plain subscription")
+		}
+		e.log.Info().Str("subject", s.plain.Subject).Msg("left the shared queue group (a route names another stable version)")
+		s.plain, s.leaving = nil, time.Time{}
+	}
+	return 0
+}
+
+// drainSubs drains every request subscription at shutdown; markDrained
+// follows when all have closed.
+func (e *endpoint) drainSubs() {
+	s := &e.subs
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopping = true
+	s.final = map[*nats.Subscription]bool{}
+	for _, sub := range []*nats.Subscription{s.pinned, s.plain} {
+		if sub != nil {
+			s.final[sub] = true
+		}
+	}
+	if len(s.final) == 0 {
+		e.markDrained()
+		return
+	}
+	for sub := range s.final {
+		if err := sub.Drain(); err != nil {
+			e.log.Debug().Err(err).Msg("drain subscription")
+			delete(s.final, sub)
+		}
+	}
+	if len(s.final) == 0 {
+		e.markDrained()
+	}
+}
+
+// unsubscribeAll drops every request subscription (start-up failed).
+func (e *endpoint) unsubscribeAll() {
+	s := &e.subs
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopping = true
+	for _, sub := range []*nats.Subscription{s.pinned, s.plain} {
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
+	}
+}
+
+// membership keeps every endpoint's place in the shared queue group in
+// line with the routes and the live versions, until ctx ends.
+type membership struct {
+	eps   []*endpoint
+	table *rollout.Table
+	cache *discovery.Cache
+}
+
+// want reports whether e belongs to the shared queue group now, and
+// whether that is a fallback (its route's stable version has no live
+// instance).
+func (m *membership) want(e *endpoint) (member, fallback bool) {
+	spec := e.alg.spec
+	r, ok := m.table.Lookup(spec.Name)
+	if !ok || r.Stable == spec.Version {
+		return true, false
+	}
+	stableLive := false
+	for _, reg := range m.cache.Lookup(spec.Name) {
+		if reg.Version == r.Stable {
+			stableLive = true
+			break
+		}
+	}
+	return rollout.PlainMember(r, ok, spec.Version, stableLive), !stableLive
+}
+
+func (m *membership) run(ctx context.Context) {
+	fallback := map[*endpoint]bool{}
+	for {
+		tableChanged, cacheChanged := m.table.Changed(), m.cache.Changed()
+		var recheck time.Duration
+		now := time.Now()
+		for _, e := range m.eps {
+			member, fb := m.want(e)
+			if fb != fallback[e] {
+				fallback[e] = fb
+				if r, _ := m.table.Lookup(e.alg.spec.Name); fb {
+					e.log.Warn().Str("stable", r.Stable).Msg("the route's stable version has no live instance: serving run.<algorithm> as a fallback")
+				} else {
+					e.log.Info().Msg("the route's stable version is live again")
+				}
+			}
+			if d := e.setPlain(member, now); d > 0 && (recheck == 0 || d < recheck) {
+				recheck = d
+			}
+		}
+		var timer <-chan time.Time
+		if recheck > 0 {
+			timer = time.After(recheck)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tableChanged:
+		case <-cacheChanged:
+		case <-timer:
+		}
+	}
+}
+
+// forward sends a request that asks for another version (HeaderVersionWanted)
+// to that version's pinned subject, keeping the caller's reply subject, and
+// reports whether it took care of the request.
+func (e *endpoint) forward(m *nats.Msg, cache *discovery.Cache) bool {
+	want := m.Header.Get(HeaderVersionWanted)
+	spec := e.alg.spec
+	if want == "" || want == spec.Version || m.Subject != e.alg.Subject() {
+		return false
+	}
+	live := false
+	if cache != nil {
+		for _, reg := range cache.Lookup(spec.Name) {
+			if reg.Version == want {
+				live = true
+				break
+			}
+		}
+	}
+	if !live {
+		e.replyError(m.Reply, m.Header, time.Now(), &Error{Code: CodeNotFound, Message: fmt.Sprintf("%s version %q has no live instance", spec.Name, want), NotStarted: true})
+		return true
+	}
+	fwd := &nats.Msg{Subject: discovery.PinnedSubject(spec.Name, want), Reply: m.Reply, Header: m.Header, Data: m.Data}
+	if err := e.nc.PublishMsg(fwd); err != nil {
+		e.replyError(m.Reply, m.Header, time.Now(), &Error{Code: CodeUnavailable, Message: "forwarding to the version asked for failed", NotStarted: true})
+	}
+	return true
+}
