@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"pnpworker/discovery"
 )
 
 // Jobs of an algorithm no runner serves are not pulled (see supervise), so
@@ -58,10 +60,17 @@ func (c *Controller) sweepOnce(ctx context.Context, w *worker) error {
 	cutoff := time.Now().Add(-c.cfg.MaxJobAge)
 	var errs []error
 	for subj := range info.State.Subjects {
-		if served[strings.TrimPrefix(subj, JobsSubjectPrefix)] {
+		alg := strings.TrimPrefix(subj, JobsSubjectPrefix)
+		if served[alg] {
 			continue // its puller expires them
 		}
-		if err := c.expireOldest(ctx, w, subj, cutoff); err != nil {
+		due := cutoff
+		if !discovery.ValidAlgorithmName(alg) {
+			// No runner can ever serve it: fail its jobs now (process
+			// refuses the name), whatever their age.
+			due = time.Now().Add(time.Hour)
+		}
+		if err := c.expireOldest(ctx, w, subj, due); err != nil {
 			errs = append(errs, err)
 		}
 	}

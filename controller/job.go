@@ -74,6 +74,14 @@ func (c *Controller) process(w *worker, j *job) {
 			"invalid job id %q: want letters, digits, '_', '=', '-' and single inner dots, at most %d characters", t.id, maxJobIDLen)})
 		return
 	}
+	if !discovery.ValidAlgorithmName(t.alg) {
+		// No runner can register such a name, so no puller takes these
+		// jobs; the sweep hands them here at once, whatever their age.
+		t.fail(ctx, &runner.Error{Code: runner.CodeInvalidInput, Message: fmt.Sprintf(
+			"subject %s%q: not a valid algorithm name (lower case letters, digits and '_', starting with a letter, at most 64 characters)",
+			JobsSubjectPrefix, truncate(t.alg, 64))})
+		return
+	}
 	if md.NumDelivered > 1 {
 		// A redelivery: the job may already have an outcome (stored just
 		// before a crash or a lost ack), or a retrying record that counts
@@ -373,8 +381,9 @@ func (t *task) fail(ctx context.Context, e *runner.Error) {
 	t.rec.DeadLetterSeq = seq
 	t.log().Warn().Int("code", e.Code).Str("error", e.Message).Int("attempts", t.rec.Attempts).
 		Uint64("dead_letter_seq", seq).Msg("job failed")
-	if !ValidJobID(t.id) {
-		// No key to store a result under: the dead letter tells the story.
+	if !ValidJobID(t.id) || !discovery.ValidAlgorithmName(t.alg) {
+		// No key to store a result under, or no algorithm a record
+		// (result.json) may name: the dead letter tells the story.
 		t.ack()
 		return
 	}
@@ -524,7 +533,14 @@ func (t *task) deadLetter(ctx context.Context, e *runner.Error) (uint64, error) 
 		t.log().Warn().Int("body_bytes", len(t.msg.Data())).Int("header_bytes", ownSize).
 			Msg("the job does not fit its dead letter; storing its headers and sequence without its body")
 	}
-	msg := &nats.Msg{Subject: DeadSubjectPrefix + t.alg, Header: h, Data: body}
+	subj := DeadSubjectPrefix + t.alg
+	if !discovery.ValidAlgorithmName(t.alg) {
+		// The name may be longer than a subject the server takes from a
+		// client that also names a reply inbox: it would close the
+		// connection.
+		subj = DeadSubjectPrefix + DeadInvalidAlgorithm
+	}
+	msg := &nats.Msg{Subject: subj, Header: h, Data: body}
 	var seq uint64
 	err := retry(ctx, t.c.cfg, t.log(), "store the dead letter", func() error {
 		// retry does the retrying, bounded and logged; the client's own
