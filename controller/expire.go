@@ -13,8 +13,8 @@ import (
 	"pnpworker/discovery"
 )
 
-// Jobs of an algorithm no runner serves are not pulled (see supervise), so
-// process never sees them expire. The sweep finds them instead: it reads
+// Jobs of an algorithm no runner serves, or past MaxAlgorithms, are not
+// pulled (see supervise), so process never sees them expire. The sweep finds them instead: it reads
 // the oldest jobs of each unserved subject directly from JOBS, by
 // sequence, without a consumer (so their delivery counts stay untouched),
 // and fails those older than MaxJobAge like any other failure: dead
@@ -32,7 +32,8 @@ func (c *Controller) sweepPeriod() time.Duration {
 	return min(max(c.cfg.MaxJobAge/4, 500*time.Millisecond), time.Minute)
 }
 
-// sweep expires the old jobs of unserved algorithms until ctx ends.
+// sweep expires the old jobs of algorithms this controller does not pull
+// until ctx ends.
 func (c *Controller) sweep(ctx context.Context, w *worker) {
 	t := time.NewTicker(c.sweepPeriod())
 	defer t.Stop()
@@ -53,9 +54,11 @@ func (c *Controller) sweepOnce(ctx context.Context, w *worker) error {
 	if err != nil {
 		return fmt.Errorf("controller: sweep: %w", err)
 	}
+	// Not the algorithms with live runners: past MaxAlgorithms some of
+	// those are not pulled either.
 	served := map[string]bool{}
-	for _, r := range c.cache.All() {
-		served[r.Algorithm] = true
+	if p := c.pulled.Load(); p != nil {
+		served = *p
 	}
 	cutoff := time.Now().Add(-c.cfg.MaxJobAge)
 	var errs []error

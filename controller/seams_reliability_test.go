@@ -69,3 +69,27 @@ func TestJobsOfInvalidAlgorithmNamesEndReliability(t *testing.T) {
 		}
 	}
 }
+
+// Defect class: jobs that wait forever, at the seam of the expiry sweep and
+// MaxAlgorithms. The sweep skipped every algorithm with a live runner,
+// taking it as served; but a controller at MaxAlgorithms pulls none of the
+// algorithms past the bound, so their jobs were neither pulled nor swept
+// and never expired. The sweep now skips only the algorithms this
+// controller pulls.
+func TestJobsOfAlgorithmsPastMaxAlgorithmsExpireReliability(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	startRunner(t, e.srv, echo(t, "aaa", nil), echo(t, "zzz", nil))
+	cfg := fastConfig(t)
+	cfg.MaxAlgorithms = 1 // serves aaa, the first by name
+	cfg.MaxJobAge = 2 * time.Second
+	startController(t, e, cfg)
+	e.submit(t, "aaa", "cap-served", echoIn{N: 1})
+	if r := e.waitFinal(t, "cap-served", 20*time.Second); r.Status != controller.StatusSucceeded {
+		t.Fatalf("cap-served: %s %+v", r.Status, r.Error)
+	}
+	e.submit(t, "zzz", "cap-unserved", echoIn{N: 1})
+	r := e.waitFinal(t, "cap-unserved", 20*time.Second)
+	if r.Status != controller.StatusFailed || r.Error == nil || !strings.Contains(r.Error.Message, "expired") || r.DeadLetterSeq == 0 {
+		t.Errorf("cap-unserved: %s %+v dead letter %d; want failed as expired, dead-lettered", r.Status, r.Error, r.DeadLetterSeq)
+	}
+}
