@@ -17,6 +17,7 @@ import (
 
 	"pnpworker/discovery"
 	"pnpworker/runner"
+	"pnpworker/schemas"
 )
 
 // task is one delivery of a job being taken to an outcome.
@@ -165,8 +166,9 @@ func (c *Controller) process(w *worker, j *job) {
 		}
 		return
 	}
-	t.rec.Instance = reply.Header.Get(runner.HeaderInstance)
-	t.rec.Version = reply.Header.Get(runner.HeaderVersion)
+	// Headers of whoever answered: bounded before they reach a record.
+	t.rec.Instance = truncate(reply.Header.Get(runner.HeaderInstance), maxReplyField)
+	t.rec.Version = truncate(reply.Header.Get(runner.HeaderVersion), maxReplyField)
 	if rerr := runner.ReplyError(reply); rerr != nil {
 		if notStarted(rerr) {
 			// Back-pressure, not a failure: the runner refused the job
@@ -203,6 +205,74 @@ func (c *Controller) process(w *worker, j *job) {
 	t.rec.Output = reply.Data
 	t.rec.finish(time.Now())
 	t.finalize(ctx)
+}
+
+// Bounds of what a reply puts in a record. A runner built on the runner
+// library sends no more (runner/endpoint.go), but whatever answers in the
+// queue group may send anything up to the max payload, and a record that
+// cannot be stored would leave its job without a counted attempt or an
+// outcome.
+const (
+	// maxReplyField bounds the instance and version a reply names.
+	maxReplyField = 256
+	// maxErrorMessage bounds an error's message and each violation's
+	// pointer and message, in bytes.
+	maxErrorMessage = 1000
+	// maxErrorViolations bounds the violations of an error.
+	maxErrorViolations = 100
+	// maxErrorJSON bounds an error encoded (encoding/json writes '<', '>'
+	// and '&' as six bytes each), also at most a quarter of the max
+	// payload; violations past it are dropped.
+	maxErrorJSON = 64 << 10
+)
+
+// boundError returns e, or a copy of it cut to the bounds above, with
+// the violations left out counted in a last one ("… and N more
+// violations", as the runner library writes it) and an empty message
+// replaced, so that a record holding it always fits a message and
+// satisfies result.json.
+func boundError(e *runner.Error, maxPayload int64) *runner.Error {
+	limit := min(maxErrorJSON, int(maxPayload/4))
+	fits := func(e *runner.Error) bool {
+		b, err := json.Marshal(e)
+		return err == nil && len(b) <= limit
+	}
+	if e.Message != "" && len(e.Message) <= maxErrorMessage && len(e.Algorithm) <= maxReplyField &&
+		len(e.Instance) <= maxReplyField && len(e.Violations) <= maxErrorViolations && fits(e) {
+		return e
+	}
+	c := *e
+	c.Message = cut(c.Message)
+	if c.Message == "" {
+		c.Message = "(no message)"
+	}
+	c.Algorithm, c.Instance = truncate(c.Algorithm, maxReplyField), truncate(c.Instance, maxReplyField)
+	total := len(c.Violations)
+	vs := make([]schemas.Violation, 0, min(total, maxErrorViolations)+1)
+	for _, v := range c.Violations[:min(total, maxErrorViolations)] {
+		vs = append(vs, schemas.Violation{Pointer: cut(v.Pointer), Message: cut(v.Message)})
+	}
+	for keep := len(vs); ; keep /= 2 {
+		c.Violations = vs[:keep:keep]
+		if keep < total {
+			c.Violations = append(c.Violations, schemas.Violation{Message: fmt.Sprintf("… and %d more violations", total-keep)})
+		}
+		if keep == 0 || fits(&c) {
+			break
+		}
+	}
+	if len(c.Violations) == 0 {
+		c.Violations = nil
+	}
+	return &c
+}
+
+// cut truncates s to maxErrorMessage bytes, marking the cut.
+func cut(s string) string {
+	if len(s) <= maxErrorMessage {
+		return s
+	}
+	return truncate(s, maxErrorMessage) + "…"
 }
 
 // giveUpDeliveries bounds the deliveries of a job whose outcome cannot be
@@ -332,6 +402,7 @@ func (t *task) loadPrevious(ctx context.Context) (final bool, err error) {
 // failure handles a failed attempt: retry later while attempts remain and
 // the error is retryable, otherwise fail the job.
 func (t *task) failure(ctx context.Context, e *runner.Error) {
+	e = boundError(e, t.c.nc.MaxPayload())
 	if !e.Retryable() || t.rec.Attempts >= t.c.cfg.MaxAttempts {
 		t.fail(ctx, e)
 		return
@@ -363,6 +434,7 @@ func (t *task) failure(ctx context.Context, e *runner.Error) {
 // remain (giveUpDeliveries); after that, or when it can never be stored,
 // the job fails without one.
 func (t *task) fail(ctx context.Context, e *runner.Error) {
+	e = boundError(e, t.c.nc.MaxPayload())
 	t.rec.Status, t.rec.Error, t.rec.Output = StatusFailed, e, nil
 	t.rec.finish(time.Now())
 	seq, err := t.deadLetter(ctx, e)

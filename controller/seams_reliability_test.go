@@ -2,13 +2,16 @@ package controller_test
 
 import (
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"pnpworker/controller"
+	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
+	"pnpworker/runner"
 )
 
 // Defect class: a job whose subject names no possible algorithm. A
@@ -91,5 +94,83 @@ func TestJobsOfAlgorithmsPastMaxAlgorithmsExpireReliability(t *testing.T) {
 	r := e.waitFinal(t, "cap-unserved", 20*time.Second)
 	if r.Status != controller.StatusFailed || r.Error == nil || !strings.Contains(r.Error.Message, "expired") || r.DeadLetterSeq == 0 {
 		t.Errorf("cap-unserved: %s %+v dead letter %d; want failed as expired, dead-lettered", r.Status, r.Error, r.DeadLetterSeq)
+	}
+}
+
+// errorRunner answers every request on run.<alg> in the runners' queue
+// group with a 500 whose error body is body.
+func errorRunner(t *testing.T, e *env, alg string, body []byte) *atomic.Int64 {
+	t.Helper()
+	nc := e.srv.Connect()
+	t.Cleanup(nc.Close)
+	var calls atomic.Int64
+	_, err := nc.QueueSubscribe(discovery.RequestSubject(alg), "runners", func(m *nats.Msg) {
+		calls.Add(1)
+		reply := &nats.Msg{Subject: m.Reply, Data: body, Header: nats.Header{}}
+		reply.Header.Set(runner.HeaderErrorCode, "500")
+		reply.Header.Set(runner.HeaderError, "internal")
+		_ = nc.PublishMsg(reply)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return &calls
+}
+
+// Defect class: a job that never ends, at the seam of runner replies and
+// result records. The controller stored a runner's error in the job's
+// record as it came; an error body close to the max payload made the
+// retrying record too large to store, so the attempt was never counted and
+// the job went round once a second until its maximum age (7 days), calling
+// the runner each time; a final failed record that large was not stored
+// either, so a waiting producer never saw an outcome. Errors are now
+// bounded before they are stored (message, violations, their count), and
+// the job fails after MaxAttempts with a record.
+func TestHugeRunnerErrorsEndReliability(t *testing.T) {
+	const maxPayload = 64 << 10
+	e := newEnvWith(t, controller.StoreConfig{}, natstest.MaxPayload(maxPayload))
+	// Written by hand: '<' as it may come on the wire, six bytes each
+	// once encoding/json has written it again.
+	body := func(msg string, violations int) []byte {
+		var b strings.Builder
+		b.WriteString(`{"code":500,"message":"` + msg + `","violations":[`)
+		for i := range violations {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(`{"pointer":"/` + strings.Repeat("p", 100) + `","message":"` + strings.Repeat("<", 400) + `"}`)
+		}
+		b.WriteString(`]}`)
+		if b.Len() > maxPayload-1024 {
+			t.Fatalf("error body of %d bytes does not fit the test's replies", b.Len())
+		}
+		return []byte(b.String())
+	}
+	putRecord(t, e, "bigmsg", "fake")
+	msgCalls := errorRunner(t, e, "bigmsg", body(strings.Repeat("<", maxPayload-2048), 0))
+	putRecord(t, e, "manyviol", "fake")
+	violCalls := errorRunner(t, e, "manyviol", body("many", 120))
+
+	cfg := fastConfig(t)
+	cfg.MaxAttempts = 3
+	startController(t, e, cfg)
+	e.submit(t, "bigmsg", "huge-msg", echoIn{N: 1})
+	e.submit(t, "manyviol", "huge-viol", echoIn{N: 1})
+	for _, c := range []struct {
+		id    string
+		calls *atomic.Int64
+	}{{"huge-viol", violCalls}, {"huge-msg", msgCalls}} {
+		id, calls := c.id, c.calls
+		r := e.waitFinal(t, id, 20*time.Second)
+		if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != 500 || r.Attempts != cfg.MaxAttempts {
+			t.Errorf("%s: %s %+v after %d attempts; want failed with 500 after %d", id, r.Status, r.Error, r.Attempts, cfg.MaxAttempts)
+		}
+		if n := calls.Load(); n != int64(cfg.MaxAttempts) {
+			t.Errorf("%s: the runner was called %d times, want %d", id, n, cfg.MaxAttempts)
+		}
+		checkSchema(t, resultSchema(t), mustJSON(t, r))
 	}
 }
