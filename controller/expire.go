@@ -95,7 +95,15 @@ func (c *Controller) expireOldest(ctx context.Context, w *worker, subj string, c
 		if !raw.Time.Before(cutoff) {
 			return nil
 		}
-		c.process(w, &job{msg: &storedJob{raw: raw, stream: c.store.jobs, ctx: ctx}})
+		sj := &storedJob{raw: raw, stream: c.store.jobs, ctx: ctx}
+		c.process(w, &job{msg: sj})
+		if sj.ackErr != nil {
+			// The job stays in JOBS and the next round finds it again:
+			// say so each round rather than loop in silence (process
+			// logs a failed ack at debug level only, since a consumer
+			// redelivers a job whose ack was lost).
+			return fmt.Errorf("controller: sweep %s: job %d has its outcome but stays in JOBS: %w", subj, raw.Sequence, sj.ackErr)
+		}
 		seq = raw.Sequence + 1
 	}
 	return nil
@@ -108,6 +116,8 @@ type storedJob struct {
 	raw    *jetstream.RawStreamMsg
 	stream jetstream.Stream
 	ctx    context.Context
+	// ackErr is the error of the last Ack, for the sweep to report.
+	ackErr error
 }
 
 var _ jetstream.Msg = (*storedJob)(nil)
@@ -132,6 +142,11 @@ func (m *storedJob) Reply() string        { return "" }
 // Ack deletes the job from JOBS. A job already gone (acked by a puller
 // that expired it at the same time) is not an error.
 func (m *storedJob) Ack() error {
+	m.ackErr = m.delete()
+	return m.ackErr
+}
+
+func (m *storedJob) delete() error {
 	err := m.stream.DeleteMsg(m.ctx, m.raw.Sequence)
 	if err == nil {
 		return nil

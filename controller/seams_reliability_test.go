@@ -1,12 +1,16 @@
 package controller_test
 
 import (
+	"context"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"pnpworker/controller"
 	"pnpworker/discovery"
@@ -173,4 +177,78 @@ func TestHugeRunnerErrorsEndReliability(t *testing.T) {
 		}
 		checkSchema(t, resultSchema(t), mustJSON(t, r))
 	}
+}
+
+// Defect class: a silent endless loop in the expiry sweep. A swept job is
+// acked by deleting it from JOBS; when that delete failed (a controller
+// user without $JS.API.STREAM.MSG.DELETE.JOBS), the failure was logged at
+// debug level only, and every round found the job again, forever, without
+// a word. The sweep now reports it at warn level each round.
+func TestSweepDeleteFailureIsLoggedReliability(t *testing.T) {
+	opts := &server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
+		Users: []*server.User{
+			{Username: "admin", Password: "a"},
+			{Username: "controller", Password: "c", Permissions: &server.Permissions{
+				Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"$JS.API.STREAM.MSG.DELETE.JOBS"}},
+			}},
+		},
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	admin, err := nats.Connect(srv.ClientURL(), nats.UserInfo("admin", "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	ajs, err := jetstream.New(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, err := controller.Provision(ctx, ajs, controller.StoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Submit(ctx, "nobody", []byte(`{"n":1}`), controller.SubmitOptions{ID: "undeletable"}); err != nil {
+		t.Fatal(err)
+	}
+
+	logs := &lineLog{}
+	cfg := fastConfig(t)
+	cfg.MaxJobAge = time.Second
+	cfg.Bind = true
+	cfg.Logger = zerolog.New(logs).Level(zerolog.InfoLevel)
+	// The permission violations are expected: not on the test's stderr.
+	nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo("controller", "c"), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	c, err := controller.New(nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("controller: %v", err)
+		}
+	}()
+	r, err := store.WaitResult(ctx, "undeletable", nil)
+	if err != nil || r.Status != controller.StatusFailed {
+		t.Fatalf("undeletable: %+v, %v; want failed as expired", r, err)
+	}
+	eventually(t, 20*time.Second, func() bool { return logs.contains("delete job") }, "the failed delete of a swept job is not logged at warn level")
 }
