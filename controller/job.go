@@ -414,15 +414,25 @@ func (t *task) failure(ctx context.Context, e *runner.Error) {
 	rec.Status, rec.Error, rec.FinishedAt, rec.NextAttemptAt = StatusRetrying, e, &now, &next
 	data, err := rec.appendJSON(nil)
 	if err == nil {
-		err = t.put(ctx, data)
+		err = retry(ctx, t.c.cfg, t.log(), "store the retrying record", func() error { return t.put(ctx, data) })
 	}
 	switch {
 	case errors.Is(err, errFinal):
 		t.ack()
 		return
+	case err != nil && ctx.Err() != nil:
+		t.nak(0)
+		return
+	case err != nil && (permanent(err) || t.md.NumDelivered >= giveUpDeliveries):
+		// The attempt cannot be counted, so retrying would call the
+		// runner again and again: the job ends here, dead-lettered.
+		t.log().Error().Err(err).Uint64("deliveries", t.md.NumDelivered).Msg("cannot store the retrying record; failing the job")
+		t.fail(ctx, e)
+		return
 	case err != nil:
-		// The attempt is not counted; the job is still retried.
-		t.log().Warn().Err(err).Msg("cannot store the retrying record")
+		// The attempt is not counted; the job is still retried, for at
+		// most giveUpDeliveries deliveries.
+		t.log().Warn().Err(err).Uint64("deliveries", t.md.NumDelivered).Msg("cannot store the retrying record; handing the job back")
 	}
 	t.log().Debug().Int("attempts", rec.Attempts).Int("code", e.Code).Str("error", e.Message).Dur("retry_in", delay).Msg("attempt failed; retrying")
 	t.nak(delay)

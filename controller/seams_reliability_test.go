@@ -2,6 +2,7 @@ package controller_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -251,4 +252,38 @@ func TestSweepDeleteFailureIsLoggedReliability(t *testing.T) {
 		t.Fatalf("undeletable: %+v, %v; want failed as expired", r, err)
 	}
 	eventually(t, 20*time.Second, func() bool { return logs.contains("delete job") }, "the failed delete of a swept job is not logged at warn level")
+}
+
+// Defect class: a job that never ends, at the seam of failed attempts and
+// the results store. An attempt is counted in the retrying record; when
+// that record could not be stored (the results bucket gone, say), the
+// attempt was not counted and the job was handed back, to call the runner
+// again, and again, until its maximum age: seven days of calls. Now a
+// retrying record that cannot be stored ends the job like any other store
+// failure: handed back for at most 10 deliveries, then failed with its
+// dead letter as its outcome.
+func TestUnstorableAttemptsEndReliability(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	var calls atomic.Int64
+	startRunner(t, e.srv, newAlgorithm(t, "flaky", 5*time.Second, func(context.Context, echoIn) (echoOut, error) {
+		calls.Add(1)
+		return echoOut{}, errors.New("always fails") // 500, retryable
+	}))
+	cfg := fastConfig(t)
+	cfg.Bind = true // so that nothing provisions the bucket again
+	cfg.MaxAttempts = 3
+	startController(t, e, cfg)
+	if err := e.js.DeleteKeyValue(context.Background(), controller.ResultsBucket); err != nil {
+		t.Fatal(err)
+	}
+	e.submit(t, "flaky", "unstorable", echoIn{N: 1})
+	natstest.Eventually(t, 30*time.Second, func() bool { return e.jobsLeft(t) == 0 }, "the job is still in JOBS")
+	if d := e.deadOf(t, "flaky")["unstorable"]; len(d) != 1 || d[0].Code != 500 {
+		t.Errorf("dead letters %+v, want one with 500", d)
+	}
+	t.Logf("the runner was called %d times", calls.Load())
+	// 10 deliveries, at most one call each.
+	if n := calls.Load(); n > 10 {
+		t.Errorf("the runner was called %d times", n)
+	}
 }
