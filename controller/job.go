@@ -62,7 +62,10 @@ func (c *Controller) process(w *worker, j *job) {
 	}
 	t := &task{c: c, msg: j.msg, md: md, alg: strings.TrimPrefix(j.msg.Subject(), JobsSubjectPrefix)}
 	h := j.msg.Headers()
-	t.id = jobIDOf(h, md)
+	// An id longer than any valid one is invalid whatever follows; cut,
+	// it stays invalid (past maxJobIDLen, or not ASCII where a rune was
+	// cut) and keeps the job's log lines short: a header may be 64 KiB.
+	t.id = truncate(jobIDOf(h, md), maxJobIDLen+1)
 	t.rec = Result{
 		JobID:       t.id,
 		Algorithm:   t.alg,

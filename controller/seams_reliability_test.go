@@ -287,3 +287,33 @@ func TestUnstorableAttemptsEndReliability(t *testing.T) {
 		t.Errorf("the runner was called %d times", n)
 	}
 }
+
+// Defect class: headers that cost more than the job. A header a producer
+// sets went into the controller's log lines whole: a 60 KB Pnp-Job-Id or
+// Pnp-Timeout made each of the job's log lines (and its error) 60 KB, so
+// a queue of such jobs wrote gigabytes of log. The job still fails with
+// 400 and a dead letter; no log line is longer than a few KB.
+func TestHugeHeadersKeepLogLinesShortReliability(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	startRunner(t, e.srv, echo(t, "hdr", nil))
+	logs := &lineLog{}
+	cfg := fastConfig(t)
+	cfg.Logger = zerolog.New(logs).Level(zerolog.DebugLevel)
+	startController(t, e, cfg)
+	// JetStream stores at most 64 KiB of headers.
+	huge := strings.Repeat("x", 60<<10)
+	e.publish(t, "hdr", "hdr-id", []byte(`{"n":1}`), nats.Header{controller.HeaderJobID: []string{huge}})
+	e.publish(t, "hdr", "hdr-timeout", []byte(`{"n":1}`), nats.Header{controller.HeaderTimeout: []string{huge}})
+	r := e.waitFinal(t, "hdr-timeout", 20*time.Second)
+	if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != 400 || len(r.Error.Message) > 2000 {
+		t.Errorf("hdr-timeout: %s, error of %d bytes; want failed with 400 and a short message", r.Status, len(r.Error.Message))
+	}
+	natstest.Eventually(t, 20*time.Second, func() bool { return len(e.deadOf(t, "hdr")) == 2 }, "want two dead letters")
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	for _, line := range strings.Split(logs.b.String(), "\n") {
+		if len(line) > 8<<10 {
+			t.Errorf("a log line of %d bytes: %.200s…", len(line), line)
+		}
+	}
+}
