@@ -132,8 +132,8 @@ type Config struct {
 	SchemaCompileTimeout time.Duration
 	// MaxAlgorithms bounds how many algorithms this controller consumes
 	// jobs for. Past it, algorithms that appear in discovery are not
-	// served (logged as a warning) until others go. Default
-	// DefaultMaxAlgorithms.
+	// served (logged as a warning) until others go; their jobs still
+	// expire after MaxJobAge. Default DefaultMaxAlgorithms.
 	MaxAlgorithms int
 	// ConsumerInactiveThreshold is how long JetStream keeps an algorithm's
 	// durable consumer on JOBS after the last pull: while no runner of the
@@ -301,6 +301,12 @@ type Controller struct {
 	epoch   atomic.Uint64
 	running atomic.Bool
 	ready   chan struct{}
+
+	// pulled is the set of algorithms supervise runs a puller for
+	// (map[string]bool, replaced whole, never changed in place): the
+	// expiry sweep leaves those to their puller and expires the jobs of
+	// all others, also those with live runners past MaxAlgorithms.
+	pulled atomic.Pointer[map[string]bool]
 
 	workers sync.WaitGroup
 	heldMu  sync.Mutex
@@ -575,6 +581,11 @@ func (c *Controller) supervise(ctx context.Context, closed <-chan nats.Status) e
 				c.pull(pctx, alg)
 			}()
 		}
+		pulled := make(map[string]bool, len(pullers))
+		for alg := range pullers {
+			pulled[alg] = true
+		}
+		c.pulled.Store(&pulled)
 		select {
 		case <-ctx.Done():
 			return nil

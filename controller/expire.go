@@ -9,10 +9,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"pnpworker/discovery"
 )
 
-// Jobs of an algorithm no runner serves are not pulled (see supervise), so
-// process never sees them expire. The sweep finds them instead: it reads
+// Jobs of an algorithm no runner serves, or past MaxAlgorithms, are not
+// pulled (see supervise), so process never sees them expire. The sweep finds them instead: it reads
 // the oldest jobs of each unserved subject directly from JOBS, by
 // sequence, without a consumer (so their delivery counts stay untouched),
 // and fails those older than MaxJobAge like any other failure: dead
@@ -30,7 +32,8 @@ func (c *Controller) sweepPeriod() time.Duration {
 	return min(max(c.cfg.MaxJobAge/4, 500*time.Millisecond), time.Minute)
 }
 
-// sweep expires the old jobs of unserved algorithms until ctx ends.
+// sweep expires the old jobs of algorithms this controller does not pull
+// until ctx ends.
 func (c *Controller) sweep(ctx context.Context, w *worker) {
 	t := time.NewTicker(c.sweepPeriod())
 	defer t.Stop()
@@ -51,17 +54,26 @@ func (c *Controller) sweepOnce(ctx context.Context, w *worker) error {
 	if err != nil {
 		return fmt.Errorf("controller: sweep: %w", err)
 	}
+	// Not the algorithms with live runners: past MaxAlgorithms some of
+	// those are not pulled either.
 	served := map[string]bool{}
-	for _, r := range c.cache.All() {
-		served[r.Algorithm] = true
+	if p := c.pulled.Load(); p != nil {
+		served = *p
 	}
 	cutoff := time.Now().Add(-c.cfg.MaxJobAge)
 	var errs []error
 	for subj := range info.State.Subjects {
-		if served[strings.TrimPrefix(subj, JobsSubjectPrefix)] {
+		alg := strings.TrimPrefix(subj, JobsSubjectPrefix)
+		if served[alg] {
 			continue // its puller expires them
 		}
-		if err := c.expireOldest(ctx, w, subj, cutoff); err != nil {
+		due := cutoff
+		if !discovery.ValidAlgorithmName(alg) {
+			// No runner can ever serve it: fail its jobs now (process
+			// refuses the name), whatever their age.
+			due = time.Now().Add(time.Hour)
+		}
+		if err := c.expireOldest(ctx, w, subj, due); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -83,7 +95,15 @@ func (c *Controller) expireOldest(ctx context.Context, w *worker, subj string, c
 		if !raw.Time.Before(cutoff) {
 			return nil
 		}
-		c.process(w, &job{msg: &storedJob{raw: raw, stream: c.store.jobs, ctx: ctx}})
+		sj := &storedJob{raw: raw, stream: c.store.jobs, ctx: ctx}
+		c.process(w, &job{msg: sj})
+		if sj.ackErr != nil {
+			// The job stays in JOBS and the next round finds it again:
+			// say so each round rather than loop in silence (process
+			// logs a failed ack at debug level only, since a consumer
+			// redelivers a job whose ack was lost).
+			return fmt.Errorf("controller: sweep %s: job %d has its outcome but stays in JOBS: %w", subj, raw.Sequence, sj.ackErr)
+		}
 		seq = raw.Sequence + 1
 	}
 	return nil
@@ -96,6 +116,8 @@ type storedJob struct {
 	raw    *jetstream.RawStreamMsg
 	stream jetstream.Stream
 	ctx    context.Context
+	// ackErr is the error of the last Ack, for the sweep to report.
+	ackErr error
 }
 
 var _ jetstream.Msg = (*storedJob)(nil)
@@ -120,6 +142,11 @@ func (m *storedJob) Reply() string        { return "" }
 // Ack deletes the job from JOBS. A job already gone (acked by a puller
 // that expired it at the same time) is not an error.
 func (m *storedJob) Ack() error {
+	m.ackErr = m.delete()
+	return m.ackErr
+}
+
+func (m *storedJob) delete() error {
 	err := m.stream.DeleteMsg(m.ctx, m.raw.Sequence)
 	if err == nil {
 		return nil

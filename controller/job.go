@@ -18,6 +18,7 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/internal/objref"
 	"pnpworker/runner"
+	"pnpworker/schemas"
 )
 
 // task is one delivery of a job being taken to an outcome.
@@ -66,7 +67,10 @@ func (c *Controller) process(w *worker, j *job) {
 	}
 	t := &task{c: c, msg: j.msg, md: md, alg: strings.TrimPrefix(j.msg.Subject(), JobsSubjectPrefix)}
 	h := j.msg.Headers()
-	t.id = jobIDOf(h, md)
+	// An id longer than any valid one is invalid whatever follows; cut,
+	// it stays invalid (past maxJobIDLen, or not ASCII where a rune was
+	// cut) and keeps the job's log lines short: a header may be 64 KiB.
+	t.id = truncate(jobIDOf(h, md), maxJobIDLen+1)
 	t.rec = Result{
 		JobID:       t.id,
 		Algorithm:   t.alg,
@@ -77,6 +81,14 @@ func (c *Controller) process(w *worker, j *job) {
 	if !ValidJobID(t.id) {
 		t.fail(ctx, &runner.Error{Code: runner.CodeInvalidInput, Message: fmt.Sprintf(
 			"invalid job id %q: want letters, digits, '_', '=', '-' and single inner dots, at most %d characters", t.id, maxJobIDLen)})
+		return
+	}
+	if !discovery.ValidAlgorithmName(t.alg) {
+		// No runner can register such a name, so no puller takes these
+		// jobs; the sweep hands them here at once, whatever their age.
+		t.fail(ctx, &runner.Error{Code: runner.CodeInvalidInput, Message: fmt.Sprintf(
+			"subject %s%q: not a valid algorithm name (lower case letters, digits and '_', starting with a letter, at most 64 characters)",
+			JobsSubjectPrefix, truncate(t.alg, 64))})
 		return
 	}
 	if md.NumDelivered > 1 {
@@ -165,8 +177,9 @@ func (c *Controller) process(w *worker, j *job) {
 		}
 		return
 	}
-	t.rec.Instance = reply.Header.Get(runner.HeaderInstance)
-	t.rec.Version = reply.Header.Get(runner.HeaderVersion)
+	// Headers of whoever answered: bounded before they reach a record.
+	t.rec.Instance = truncate(reply.Header.Get(runner.HeaderInstance), maxReplyField)
+	t.rec.Version = truncate(reply.Header.Get(runner.HeaderVersion), maxReplyField)
 	c.afterReply(t.alg, t.id, j.msg.Data(), reply, time.Since(sent))
 	if rerr := runner.ReplyError(reply); rerr != nil {
 		if notStarted(rerr) {
@@ -242,6 +255,74 @@ func (c *Controller) referencedOutput(ctx context.Context, r objref.Ref) (output
 	}
 	output, err = objref.Read(ctx, c.store.js, r, c.cfg.MaxReferencedOutputBytes)
 	return output, true, err
+}
+
+// Bounds of what a reply puts in a record. A runner built on the runner
+// library sends no more (runner/endpoint.go), but whatever answers in the
+// queue group may send anything up to the max payload, and a record that
+// cannot be stored would leave its job without a counted attempt or an
+// outcome.
+const (
+	// maxReplyField bounds the instance and version a reply names.
+	maxReplyField = 256
+	// maxErrorMessage bounds an error's message and each violation's
+	// pointer and message, in bytes.
+	maxErrorMessage = 1000
+	// maxErrorViolations bounds the violations of an error.
+	maxErrorViolations = 100
+	// maxErrorJSON bounds an error encoded (encoding/json writes '<', '>'
+	// and '&' as six bytes each), also at most a quarter of the max
+	// payload; violations past it are dropped.
+	maxErrorJSON = 64 << 10
+)
+
+// boundError returns e, or a copy of it cut to the bounds above, with
+// the violations left out counted in a last one ("… and N more
+// violations", as the runner library writes it) and an empty message
+// replaced, so that a record holding it always fits a message and
+// satisfies result.json.
+func boundError(e *runner.Error, maxPayload int64) *runner.Error {
+	limit := min(maxErrorJSON, int(maxPayload/4))
+	fits := func(e *runner.Error) bool {
+		b, err := json.Marshal(e)
+		return err == nil && len(b) <= limit
+	}
+	if e.Message != "" && len(e.Message) <= maxErrorMessage && len(e.Algorithm) <= maxReplyField &&
+		len(e.Instance) <= maxReplyField && len(e.Violations) <= maxErrorViolations && fits(e) {
+		return e
+	}
+	c := *e
+	c.Message = cut(c.Message)
+	if c.Message == "" {
+		c.Message = "(no message)"
+	}
+	c.Algorithm, c.Instance = truncate(c.Algorithm, maxReplyField), truncate(c.Instance, maxReplyField)
+	total := len(c.Violations)
+	vs := make([]schemas.Violation, 0, min(total, maxErrorViolations)+1)
+	for _, v := range c.Violations[:min(total, maxErrorViolations)] {
+		vs = append(vs, schemas.Violation{Pointer: cut(v.Pointer), Message: cut(v.Message)})
+	}
+	for keep := len(vs); ; keep /= 2 {
+		c.Violations = vs[:keep:keep]
+		if keep < total {
+			c.Violations = append(c.Violations, schemas.Violation{Message: fmt.Sprintf("… and %d more violations", total-keep)})
+		}
+		if keep == 0 || fits(&c) {
+			break
+		}
+	}
+	if len(c.Violations) == 0 {
+		c.Violations = nil
+	}
+	return &c
+}
+
+// cut truncates s to maxErrorMessage bytes, marking the cut.
+func cut(s string) string {
+	if len(s) <= maxErrorMessage {
+		return s
+	}
+	return truncate(s, maxErrorMessage) + "…"
 }
 
 // giveUpDeliveries bounds the deliveries of a job whose outcome cannot be
@@ -370,6 +451,7 @@ func (t *task) loadPrevious(ctx context.Context) (final bool, err error) {
 // failure handles a failed attempt: retry later while attempts remain and
 // the error is retryable, otherwise fail the job.
 func (t *task) failure(ctx context.Context, e *runner.Error) {
+	e = boundError(e, t.c.nc.MaxPayload())
 	t.c.metrics.attempt(t.alg, e.Code)
 	if !e.Retryable() || t.rec.Attempts >= t.c.cfg.MaxAttempts {
 		t.fail(ctx, e)
@@ -382,15 +464,25 @@ func (t *task) failure(ctx context.Context, e *runner.Error) {
 	rec.Status, rec.Error, rec.FinishedAt, rec.NextAttemptAt = StatusRetrying, e, &now, &next
 	data, err := rec.appendJSON(nil)
 	if err == nil {
-		err = t.put(ctx, data)
+		err = retry(ctx, t.c.cfg, t.log(), "store the retrying record", func() error { return t.put(ctx, data) })
 	}
 	switch {
 	case errors.Is(err, errFinal):
 		t.ack()
 		return
+	case err != nil && ctx.Err() != nil:
+		t.nak(0)
+		return
+	case err != nil && (permanent(err) || t.md.NumDelivered >= giveUpDeliveries):
+		// The attempt cannot be counted, so retrying would call the
+		// runner again and again: the job ends here, dead-lettered.
+		t.log().Error().Err(err).Uint64("deliveries", t.md.NumDelivered).Msg("cannot store the retrying record; failing the job")
+		t.fail(ctx, e)
+		return
 	case err != nil:
-		// The attempt is not counted; the job is still retried.
-		t.log().Warn().Err(err).Msg("cannot store the retrying record")
+		// The attempt is not counted; the job is still retried, for at
+		// most giveUpDeliveries deliveries.
+		t.log().Warn().Err(err).Uint64("deliveries", t.md.NumDelivered).Msg("cannot store the retrying record; handing the job back")
 	}
 	t.log().Debug().Int("attempts", rec.Attempts).Int("code", e.Code).Str("error", e.Message).Dur("retry_in", delay).Msg("attempt failed; retrying")
 	t.nak(delay)
@@ -402,6 +494,7 @@ func (t *task) failure(ctx context.Context, e *runner.Error) {
 // remain (giveUpDeliveries); after that, or when it can never be stored,
 // the job fails without one.
 func (t *task) fail(ctx context.Context, e *runner.Error) {
+	e = boundError(e, t.c.nc.MaxPayload())
 	t.rec.Status, t.rec.Error, t.rec.Output = StatusFailed, e, nil
 	t.rec.finish(time.Now())
 	seq, err := t.deadLetter(ctx, e)
@@ -420,8 +513,9 @@ func (t *task) fail(ctx context.Context, e *runner.Error) {
 	t.rec.DeadLetterSeq = seq
 	t.log().Warn().Int("code", e.Code).Str("error", e.Message).Int("attempts", t.rec.Attempts).
 		Uint64("dead_letter_seq", seq).Msg("job failed")
-	if !ValidJobID(t.id) {
-		// No key to store a result under: the dead letter tells the story.
+	if !ValidJobID(t.id) || !discovery.ValidAlgorithmName(t.alg) {
+		// No key to store a result under, or no algorithm a record
+		// (result.json) may name: the dead letter tells the story.
 		t.ack()
 		t.finished()
 		return
@@ -586,7 +680,14 @@ func (t *task) deadLetter(ctx context.Context, e *runner.Error) (uint64, error) 
 		t.log().Warn().Int("body_bytes", len(t.msg.Data())).Int("header_bytes", ownSize).
 			Msg("the job does not fit its dead letter; storing its headers and sequence without its body")
 	}
-	msg := &nats.Msg{Subject: DeadSubjectPrefix + t.alg, Header: h, Data: body}
+	subj := DeadSubjectPrefix + t.alg
+	if !discovery.ValidAlgorithmName(t.alg) {
+		// The name may be longer than a subject the server takes from a
+		// client that also names a reply inbox: it would close the
+		// connection.
+		subj = DeadSubjectPrefix + DeadInvalidAlgorithm
+	}
+	msg := &nats.Msg{Subject: subj, Header: h, Data: body}
 	var seq uint64
 	err := retry(ctx, t.c.cfg, t.log(), "store the dead letter", func() error {
 		// retry does the retrying, bounded and logged; the client's own

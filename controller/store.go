@@ -24,6 +24,13 @@ const (
 	// DeadSubjectPrefix+<algorithm>, until they are replayed or expire.
 	DeadStream        = "DEAD"
 	DeadSubjectPrefix = "dead."
+	// DeadInvalidAlgorithm takes the place of the algorithm in the dead
+	// letter subject of a job published to jobs.<name> where name is not
+	// a valid algorithm name (discovery.ValidAlgorithmName): such a name
+	// may be thousands of characters, more than a subject the controller
+	// can publish to. It is not a valid algorithm name itself, so it never
+	// collides with one, and such dead letters cannot be replayed.
+	DeadInvalidAlgorithm = "_invalid"
 	// ResultsBucket is the KV bucket of result records, keyed by job id.
 	ResultsBucket = "results"
 	// InputsBucket is the object store bucket of data uploaded for jobs

@@ -158,7 +158,7 @@ func checkRunners(ctx context.Context, store *controller.Store, algorithm string
 	case err != nil && require:
 		return fmt.Errorf("cannot check for runners of %s (--require-runner): %v", algorithm, err)
 	case err != nil:
-		fmt.Fprintf(stderr, "warning: cannot check for runners of %s: %v\n", algorithm, err)
+		fmt.Fprintf(stderr, "warning: cannot check for runners of %s: %v\n", algorithm, safe(err.Error()))
 	case n == 0 && require:
 		return fmt.Errorf("no runner is registered for %s; not submitted (--require-runner)", algorithm)
 	case n == 0:
@@ -426,7 +426,7 @@ func replay(ctx context.Context, store *controller.Store, letters []controller.D
 		case err != nil:
 			errs = append(errs, err)
 		case sub.Duplicate:
-			fmt.Fprintf(stdout, "%s already replayed (dead letter %d)\n", sub.ID, d.Seq)
+			fmt.Fprintf(stdout, "%s already replayed (dead letter %d)\n", safe(sub.ID), d.Seq)
 		default:
 			fmt.Fprintf(stdout, "%s replayed (dead letter %d, now job sequence %d)\n", safe(sub.ID), d.Seq, sub.Seq)
 		}

@@ -78,3 +78,29 @@ func dataOf(m *nats.Msg) string {
 	}
 	return string(m.Data)
 }
+
+// A worker process's stderr is relayed into pnp's log: whatever it writes,
+// no control character, escape sequence or bidirectional override reaches
+// the terminal of whoever reads that log, and the text is still shown.
+func TestWorkerStderrIsEscapedInTheLog(t *testing.T) {
+	isolateEnv(t)
+	s := natstest.Start(t)
+	url := s.URL()
+	// printf's octal escapes: OSC 0 title, clear screen, 8-bit CSI, DEL,
+	// a right-to-left override, then the worker itself.
+	script := `printf 'STDERR-MARK\033]0;owned\007\033[2J\302\233\177\342\200\256evil\n' >&2; exec "$0"`
+	r := startPnp(t, "runner", "--server", url, "--algorithms", "none", "--worker",
+		`/bin/sh -c '`+strings.ReplaceAll(script, `'`, `'\''`)+`' ../../examples/shell/shout.sh`)
+	natstest.Eventually(t, pnpTimeout, func() bool { return strings.Contains(r.stderr.String(), "STDERR-MARK") },
+		"the worker's stderr does not reach the log\nstderr:\n%s", &r.stderr)
+	if code := r.stop(t); code != 0 {
+		t.Errorf("exit %d after cancellation\nstderr:\n%s", code, r.stderr.String())
+	}
+	out := r.stderr.String()
+	if c := terminalActive(out); c != -1 {
+		t.Errorf("the log holds %U, which a terminal acts on:\n%q", c, out)
+	}
+	if !strings.Contains(out, "evil") || !strings.Contains(out, "owned") {
+		t.Errorf("the worker's line is not shown:\n%s", out)
+	}
+}
