@@ -119,8 +119,14 @@ func TestRoutesSteerPlainTraffic(t *testing.T) {
 	if err := st.Set(ctx, rollout.Route{Algorithm: alg, Stable: "1.0.0", Canary: "2.0.0", Percent: 10}); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 5*time.Second, func() bool { return only(versions(t, nc, plain, 20, nil), "1.0.0", 20) },
-		"plain traffic never settled on the stable version")
+	// 2.0.0 leaves runner.LeaveGrace after it sees the route: replies that
+	// happen to come from 1.0.0 prove nothing while both are members, so
+	// wait until the server holds a single member, then check it is 1.0.0.
+	natstest.Eventually(t, 5*time.Second, func() bool { return s.QueueSubscribers(plain, runner.DefaultQueueGroup) == 1 },
+		"2.0.0 never left the shared queue group")
+	if got := versions(t, nc, plain, 20, nil); !only(got, "1.0.0", 20) {
+		t.Fatalf("the one member left is not the stable version: %v", got)
+	}
 	if got := versions(t, nc, plain, 200, nil); !only(got, "1.0.0", 200) {
 		t.Fatalf("200 plain requests with stable 1.0.0: %v", got)
 	}
@@ -139,8 +145,9 @@ func TestRoutesSteerPlainTraffic(t *testing.T) {
 		t.Fatalf("promote: %+v %v", r, err)
 	}
 	changed := time.Now()
-	natstest.Eventually(t, 5*time.Second, func() bool { return only(versions(t, nc, plain, 20, nil), "2.0.0", 20) },
-		"plain traffic never moved to the promoted version")
+	natstest.Eventually(t, 5*time.Second, func() bool {
+		return s.QueueSubscribers(plain, runner.DefaultQueueGroup) == 1 && only(versions(t, nc, plain, 20, nil), "2.0.0", 20)
+	}, "plain traffic never moved to the promoted version alone")
 	t.Logf("plain traffic moved to the promoted version %s after the change", time.Since(changed).Round(time.Millisecond))
 
 	if err := st.Set(ctx, rollout.Route{Algorithm: alg, Stable: "3.0.0"}); err != nil {
@@ -171,7 +178,10 @@ func TestStableGoneFallsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	plain := discovery.RequestSubject(alg)
-	natstest.Eventually(t, 5*time.Second, func() bool { return only(versions(t, nc, plain, 20, nil), "1.0.0", 20) }, "stable never took over")
+	// Only once 2.0.0 has left does its coming back prove the fallback.
+	natstest.Eventually(t, 5*time.Second, func() bool {
+		return s.QueueSubscribers(plain, runner.DefaultQueueGroup) == 1 && only(versions(t, nc, plain, 20, nil), "1.0.0", 20)
+	}, "stable never took over alone")
 	stop1() // deregisters first
 	natstest.Eventually(t, 5*time.Second, func() bool { return only(versions(t, nc, plain, 20, nil), "2.0.0", 20) },
 		"with the stable version gone, the other should serve plain traffic")

@@ -342,6 +342,14 @@ func (s *session) call(ctx context.Context, req request, batch int) result {
 			// The process did not read its input for the whole time
 			// budget, and a line may be half written: it must go.
 			s.kill("stopped reading its stdin")
+			// The write's deadline is the caller's: the budget is spent,
+			// and the caller is answered 504 like any request whose
+			// deadline passed. ctx ends at that same instant, so the wait
+			// is bounded; answering from ctx keeps the reply the same
+			// whether the runner's deadline timer or this return comes
+			// first.
+			<-ctx.Done()
+			return result{err: ctx.Err()}
 		}
 		return result{err: &runner.Error{Code: runner.CodeUnavailable, Message: "worker process is not taking requests", NotStarted: true, Err: err}}
 	}

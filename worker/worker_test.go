@@ -540,7 +540,10 @@ func writeFile(t *testing.T, path string, mode os.FileMode, content string) {
 
 // A process that stops reading its stdin cannot hold callers: the request
 // is answered 504 at its deadline, and the process, into which a line may
-// be half written, is killed and restarted.
+// be half written, is killed and restarted. The write to the process times
+// out at the caller's deadline, the same instant the runner's deadline
+// timer fires: whichever comes first, the answer is 504 (it was 503 when
+// the failed write won the race).
 func TestWorkerThatStopsReadingIsReplaced(t *testing.T) {
 	s := natstest.Start(t)
 	nc := s.Connect()
@@ -556,8 +559,8 @@ exec sleep 1000
 	// More than a pipe buffer holds, so the write blocks.
 	big, _ := json.Marshal(map[string]string{"pad": strings.Repeat("x", 256<<10)})
 	m := call(t, nc, "deaf", string(big), nats.Header{runner.HeaderTimeout: []string{"300ms"}})
-	if e := runner.ReplyError(m); e == nil || e.Code != runner.CodeDeadline {
-		t.Fatalf("got %v, want 504", e)
+	if e := runner.ReplyError(m); e == nil || e.Code != runner.CodeDeadline || e.Message != "deadline exceeded" {
+		t.Fatalf("got %v, want 504 deadline exceeded", e)
 	}
 	natstest.Eventually(t, 10*time.Second, func() bool {
 		return len(logs.lines(map[string]string{"message": "killing worker process", "reason": "stopped reading its stdin"})) == 1 &&

@@ -101,10 +101,17 @@ func TestStockCLIFollowsRoutes(t *testing.T) {
 	if err := st.Set(context.Background(), rollout.Route{Algorithm: "ver_echo", Stable: "1.0.0", Canary: "2.0.0", Percent: 30}); err != nil {
 		t.Fatal(err)
 	}
+	// 2.0.0 leaves the shared queue group runner.LeaveGrace after it sees
+	// the route. Ten replies from 1.0.0 in a row prove nothing while both
+	// are members (one chance in 1024), so wait until the server holds a
+	// single member, then check that it is 1.0.0: from there on every
+	// plain request must reach 1.0.0.
 	natstest.Eventually(t, 10*time.Second, func() bool {
-		got := answeredBy(t, c, 10, "run.ver_echo", body)
-		return len(got) == 1 && got["1.0.0"] == 10
-	}, "plain traffic never settled on stable 1.0.0")
+		return s.QueueSubscribers("run.ver_echo", runner.DefaultQueueGroup) == 1
+	}, "2.0.0 never left the shared queue group on run.ver_echo")
+	if got := answeredBy(t, c, 10, "run.ver_echo", body); len(got) != 1 || got["1.0.0"] != 10 {
+		t.Fatalf("the one member left on run.ver_echo is not stable 1.0.0: answered by %v", got)
+	}
 	if got := answeredBy(t, c, 200, "run.ver_echo", body); len(got) != 1 || got["1.0.0"] != 200 {
 		t.Fatalf("200 plain requests with stable 1.0.0 answered by %v", got)
 	}
@@ -120,9 +127,12 @@ func TestStockCLIFollowsRoutes(t *testing.T) {
 	}
 	promoted := time.Now()
 	natstest.Eventually(t, 10*time.Second, func() bool {
+		if s.QueueSubscribers("run.ver_echo", runner.DefaultQueueGroup) != 1 {
+			return false
+		}
 		got := answeredBy(t, c, 10, "run.ver_echo", body)
 		return len(got) == 1 && got["2.0.0"] == 10
-	}, "plain traffic never moved to 2.0.0 after promote")
+	}, "plain traffic never moved to 2.0.0 alone after promote")
 	t.Logf("plain CLI traffic on 2.0.0 only, %s after promote (including nats CLI start-up)", time.Since(promoted).Round(time.Millisecond))
 }
 

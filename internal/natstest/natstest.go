@@ -64,6 +64,25 @@ func (s *Server) URL() string { return s.url }
 // Server returns the running server.
 func (s *Server) Server() *server.Server { return s.srv }
 
+// QueueSubscribers reports how many subscriptions in queue group queue the
+// server holds on exactly subject: a request to subject goes to one of
+// them. It is what a test polls for after a change of queue membership,
+// rather than inferring it from how replies happen to fall.
+func (s *Server) QueueSubscribers(subject, queue string) int {
+	s.t.Helper()
+	sz, err := s.srv.Subsz(&server.SubszOptions{Subscriptions: true, Test: subject, Limit: 1 << 16})
+	if err != nil {
+		s.t.Fatalf("natstest: subscriptions on %s: %v", subject, err)
+	}
+	n := 0
+	for _, sd := range sz.Subs {
+		if sd.Subject == subject && sd.Queue == queue {
+			n++
+		}
+	}
+	return n
+}
+
 // Shutdown stops the server and waits for it. Safe to call twice.
 func (s *Server) Shutdown() {
 	if s.srv == nil {
