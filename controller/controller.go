@@ -44,6 +44,9 @@ const (
 	// DefaultConsumerInactiveThreshold is how long the durable consumer of
 	// an algorithm with no live runner survives on JOBS.
 	DefaultConsumerInactiveThreshold = time.Hour
+	// DefaultMaxReferencedOutputBytes bounds the output stored by
+	// reference that a controller reads back to check.
+	DefaultMaxReferencedOutputBytes = 16 << 20
 )
 
 // pollInterval bounds how long the consumer loop waits in one call of the
@@ -139,6 +142,14 @@ type Config struct {
 	// consumers forever. Jobs stay in JOBS; the consumer is created again
 	// when a runner returns. Default DefaultConsumerInactiveThreshold.
 	ConsumerInactiveThreshold time.Duration
+	// MaxReferencedOutputBytes bounds an output that a runner stored in
+	// the outputs bucket and replied with by reference (output_ref): the
+	// controller reads it back, at most this many bytes, and checks it
+	// against the registered output schema like an output in the reply.
+	// A larger or missing object fails the attempt with 502. -1 turns the
+	// check off for referenced outputs (they are accepted unread). Default
+	// DefaultMaxReferencedOutputBytes.
+	MaxReferencedOutputBytes int64
 	// Instance names this controller in logs and result records. Default
 	// a new NUID.
 	Instance string
@@ -193,6 +204,9 @@ func (c *Config) setDefaults() {
 	if c.ConsumerInactiveThreshold == 0 {
 		c.ConsumerInactiveThreshold = DefaultConsumerInactiveThreshold
 	}
+	if c.MaxReferencedOutputBytes == 0 {
+		c.MaxReferencedOutputBytes = DefaultMaxReferencedOutputBytes
+	}
 	if c.Instance == "" {
 		c.Instance = nuid.Next()
 	}
@@ -232,6 +246,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxAlgorithms < 0 {
 		errs = append(errs, fmt.Errorf("max algorithms %d is negative", c.MaxAlgorithms))
+	}
+	if c.MaxReferencedOutputBytes < -1 {
+		errs = append(errs, fmt.Errorf("max referenced output bytes %d is negative (-1 turns the check off)", c.MaxReferencedOutputBytes))
 	}
 	if c.ConsumerInactiveThreshold != 0 && c.ConsumerInactiveThreshold < time.Second {
 		errs = append(errs, fmt.Errorf("consumer inactive threshold %s is below 1s", c.ConsumerInactiveThreshold))

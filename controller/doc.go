@@ -80,6 +80,17 @@
 // A job id submitted again after the duplicate window is run again, but its
 // first outcome is kept.
 //
+// # Data by reference
+//
+// Provision also creates two object store buckets: InputsBucket, for data
+// bigger than a job (Store.PutInput uploads, Store.SubmitFile uploads a
+// file and submits a job whose input refers to it as obj://inputs/...),
+// and OutputsBucket, for outputs bigger than a message: a runner stores
+// one there and replies with runner.HeaderOutputRef, and the controller
+// stores there an output that fits the reply but not the result record.
+// Such a record carries Result.OutputRef instead of Result.Output;
+// Store.Output returns the output either way.
+//
 // # Stats
 //
 // A running controller answers requests on StatsSubject

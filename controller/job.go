@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
+	"pnpworker/internal/objref"
 	"pnpworker/runner"
 	"pnpworker/schemas"
 )
@@ -202,21 +203,58 @@ func (c *Controller) process(w *worker, j *job) {
 		t.failure(ctx, protocolCode(rerr))
 		return
 	}
-	if verr := c.schemas.validateOutput(regs, t.rec.Instance, reply.Data); verr != nil {
-		// Not the output the algorithm promises (a broken or hostile
-		// instance in the queue group): an attempt that failed, retried,
-		// so that another instance may answer.
-		verr.Algorithm, verr.Instance = t.alg, t.rec.Instance
-		t.log().Warn().Str("instance", t.rec.Instance).Str("version", t.rec.Version).Str("error", verr.Error()).
-			Int("attempts", t.rec.Attempts).Msg("runner output does not match its schema")
-		t.failure(ctx, verr)
-		return
+	output, check := reply.Data, true
+	ref := reply.Header.Get(runner.HeaderOutputRef)
+	if ref != "" {
+		// The output did not fit a message: the runner stored it. It is
+		// checked like any other output, read back within
+		// MaxReferencedOutputBytes, so a reference is no way around the
+		// output schema.
+		r, err := objref.Parse(ref)
+		if err != nil || r.Bucket != OutputsBucket {
+			t.failure(ctx, &runner.Error{Code: runner.CodeBadGateway, Algorithm: t.alg, Instance: t.rec.Instance,
+				Message: fmt.Sprintf("runner replied with %s %q, not a reference into bucket %s", runner.HeaderOutputRef, truncate(ref, 300), OutputsBucket)})
+			return
+		}
+		if output, check, err = c.referencedOutput(ctx, r); err != nil {
+			t.log().Warn().Str("instance", t.rec.Instance).Str("output_ref", ref).Err(err).Msg("runner output by reference not checked")
+			t.failure(ctx, &runner.Error{Code: runner.CodeBadGateway, Algorithm: t.alg, Instance: t.rec.Instance,
+				Message: fmt.Sprintf("runner output %s could not be checked: %v", truncate(ref, 300), err)})
+			return
+		}
+	}
+	if check {
+		if verr := c.schemas.validateOutput(regs, t.rec.Instance, output); verr != nil {
+			// Not the output the algorithm promises (a broken or hostile
+			// instance in the queue group): an attempt that failed, retried,
+			// so that another instance may answer.
+			verr.Algorithm, verr.Instance = t.alg, t.rec.Instance
+			t.log().Warn().Str("instance", t.rec.Instance).Str("version", t.rec.Version).Str("error", verr.Error()).
+				Int("attempts", t.rec.Attempts).Msg("runner output does not match its schema")
+			t.failure(ctx, verr)
+			return
+		}
 	}
 	c.metrics.attempt(t.alg, 0)
 	t.rec.Status = StatusSucceeded
-	t.rec.Output = reply.Data
+	if ref != "" {
+		t.rec.OutputRef = ref
+	} else {
+		t.rec.Output = compactJSON(reply.Data)
+	}
 	t.rec.finish(time.Now())
 	t.finalize(ctx)
+}
+
+// referencedOutput reads back an output a runner stored by reference, for
+// the output check; check is false when the check is off
+// (MaxReferencedOutputBytes -1).
+func (c *Controller) referencedOutput(ctx context.Context, r objref.Ref) (output []byte, check bool, err error) {
+	if c.cfg.MaxReferencedOutputBytes < 0 {
+		return nil, false, nil
+	}
+	output, err = objref.Read(ctx, c.store.js, r, c.cfg.MaxReferencedOutputBytes)
+	return output, true, err
 }
 
 // Bounds of what a reply puts in a record. A runner built on the runner
@@ -501,9 +539,21 @@ func (t *task) finalize(ctx context.Context) {
 		return
 	}
 	if limit := t.c.nc.MaxPayload() - resultOverhead; int64(len(data)) > limit && t.rec.Status == StatusSucceeded {
-		t.fail(ctx, &runner.Error{Code: runner.CodeTooLarge, Algorithm: t.alg, Instance: t.rec.Instance,
-			Message: fmt.Sprintf("result of %d bytes does not fit the server's max payload of %d", len(data), t.c.nc.MaxPayload())})
-		return
+		// The output fitted the runner's reply but not the record: keep it
+		// in the outputs bucket and store its reference.
+		size := len(t.rec.Output)
+		err := retry(ctx, t.c.cfg, t.log(), "store the output in bucket "+OutputsBucket, func() error { return t.c.store.storeOutput(ctx, &t.rec) })
+		if err != nil {
+			t.fail(ctx, &runner.Error{Code: runner.CodeTooLarge, Algorithm: t.alg, Instance: t.rec.Instance,
+				Message: fmt.Sprintf("result of %d bytes does not fit the server's max payload of %d, and its output could not be stored in bucket %s", len(data), t.c.nc.MaxPayload(), OutputsBucket)})
+			return
+		}
+		t.log().Debug().Int("bytes", size).Str("output_ref", t.rec.OutputRef).Msg("output stored by reference")
+		if data, err = t.rec.appendJSON(data[:0]); err != nil {
+			t.log().Error().Err(err).Msg("encode result")
+			t.nak(0)
+			return
+		}
 	}
 	err = retry(ctx, t.c.cfg, t.log(), "store the result", func() error { return t.put(ctx, data) })
 	switch {
@@ -753,7 +803,8 @@ func retry(ctx context.Context, cfg Config, log *zerolog.Logger, what string, fn
 // message is too large or malformed for the server.
 func permanent(err error) bool {
 	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject) ||
-		errors.Is(err, nats.ErrBadHeaderMsg) || errors.Is(err, nats.ErrInvalidMsg)
+		errors.Is(err, nats.ErrBadHeaderMsg) || errors.Is(err, nats.ErrInvalidMsg) ||
+		errors.Is(err, ErrNoObjectStore)
 }
 
 // truncate cuts s to at most n bytes, on a rune boundary.

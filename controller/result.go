@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -32,7 +33,11 @@ type Result struct {
 	Algorithm string          `json:"algorithm"`
 	Status    Status          `json:"status"`
 	Output    json.RawMessage `json:"output,omitempty"`
-	Error     *runner.Error   `json:"error,omitempty"`
+	// OutputRef replaces Output when the output was too large for a
+	// message: an obj:// reference to it in the outputs bucket (see
+	// Store.Output).
+	OutputRef string        `json:"output_ref,omitempty"`
+	Error     *runner.Error `json:"error,omitempty"`
 	// Attempts counts dispatches to a runner. Waiting for a runner to
 	// appear and controller restarts do not count.
 	Attempts    int        `json:"attempts"`
@@ -171,6 +176,10 @@ func (r *Result) appendJSON(b []byte) ([]byte, error) {
 		b = append(b, `,"output":`...)
 		b = append(b, r.Output...)
 	}
+	if r.OutputRef != "" {
+		b = append(b, `,"output_ref":`...)
+		b = appendString(b, r.OutputRef)
+	}
 	if r.Error != nil {
 		e, err := json.Marshal(r.Error)
 		if err != nil {
@@ -227,4 +236,42 @@ func appendTime(b []byte, t time.Time) []byte {
 	b = append(b, '"')
 	b = t.AppendFormat(b, time.RFC3339Nano)
 	return append(b, '"')
+}
+
+// compactJSON returns valid JSON data in compact form. Runners built on
+// this module send compact JSON already, and it is returned as is, without
+// a copy; whitespace between tokens (a trailing newline from a runner
+// written with the nats CLI, an indented document) is removed, so stored
+// records are canonical whoever wrote the output.
+func compactJSON(data []byte) []byte {
+	if !needsCompact(data) {
+		return data
+	}
+	var b bytes.Buffer
+	b.Grow(len(data))
+	if err := json.Compact(&b, data); err != nil {
+		return data
+	}
+	return b.Bytes()
+}
+
+// needsCompact reports whether data may hold whitespace outside strings:
+// a control whitespace byte (JSON strings hold none unescaped) or a space
+// outside a string.
+func needsCompact(data []byte) bool {
+	if bytes.ContainsAny(data, "\t\n\r") {
+		return true
+	}
+	in := false
+	for i := 0; i < len(data); i++ {
+		switch c := data[i]; {
+		case in && c == '\\':
+			i++
+		case c == '"':
+			in = !in
+		case !in && c == ' ':
+			return true
+		}
+	}
+	return false
 }

@@ -113,8 +113,9 @@ func TestFullStreamsNeverStopHeartbeats(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			// 4 + 1 + 1 + 1 MiB of streams in an 8 MiB account.
-			nc := startAccountServer(t, 8*mib, tc.maxBytesRequired)
+			// 4 + 1 + 1 + 1 MiB of streams and 1 + 1 MiB of object
+			// stores in a 10 MiB account.
+			nc := startAccountServer(t, 10*mib, tc.maxBytesRequired)
 			js, err := jetstream.New(nc)
 			if err != nil {
 				t.Fatal(err)
@@ -125,6 +126,8 @@ func TestFullStreamsNeverStopHeartbeats(t *testing.T) {
 				JobsMaxBytes: tc.jobsMaxBytes, JobsMaxMsgs: tc.jobsMaxMsgs,
 				DeadMaxBytes: mib, ResultsMaxBytes: mib,
 				Discovery: discovery.Config{TTL: 3 * time.Second, MaxBytes: mib},
+				Inputs:    controller.ObjectsConfig{MaxBytes: mib},
+				Outputs:   controller.ObjectsConfig{MaxBytes: mib},
 			}
 			store, err := controller.Provision(ctx, js, cfg)
 			if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"pnpworker/discovery"
+	"pnpworker/internal/objref"
 )
 
 // Names of the streams, subjects and bucket the job pipeline uses.
@@ -32,12 +33,22 @@ const (
 	DeadInvalidAlgorithm = "_invalid"
 	// ResultsBucket is the KV bucket of result records, keyed by job id.
 	ResultsBucket = "results"
+	// InputsBucket is the object store bucket of data uploaded for jobs
+	// (pnp put, Store.SubmitFile), read by runners through obj://
+	// references.
+	InputsBucket = objref.InputsBucket
+	// OutputsBucket is the object store bucket of outputs too large for a
+	// message; a result record then carries output_ref.
+	OutputsBucket = objref.OutputsBucket
 )
 
 // Defaults of StoreConfig.
 const (
 	DefaultResultTTL       = 24 * time.Hour
 	DefaultDuplicateWindow = 2 * time.Minute
+	DefaultInputTTL        = 24 * time.Hour
+	// DefaultObjectsMaxBytes bounds each object store bucket.
+	DefaultObjectsMaxBytes = 1 << 30
 	// DefaultJobsMaxBytes and DefaultJobsMaxMsgs bound stream JOBS.
 	DefaultJobsMaxBytes = 1 << 30
 	DefaultJobsMaxMsgs  = 1_000_000
@@ -48,13 +59,26 @@ const (
 	DefaultResultsMaxBytes = 1 << 30
 )
 
+// ObjectsConfig bounds an object store bucket.
+type ObjectsConfig struct {
+	// TTL is how long an object is kept. Default: DefaultInputTTL for
+	// inputs, StoreConfig.ResultTTL for outputs (an output lives as long
+	// as the record that refers to it).
+	TTL time.Duration
+	// MaxBytes caps the bucket; when it is full, puts fail rather than
+	// older objects being dropped. Default DefaultObjectsMaxBytes.
+	MaxBytes int64
+}
+
 // StoreConfig configures the streams and buckets. The zero value is the
 // default set-up: results kept 24 h, job ids de-duplicated for 2 min, dead
 // letters kept until replayed, one replica, file storage everywhere, and
 // every stream bounded — JOBS to 1 GiB and 1 000 000 jobs, DEAD to 256 MiB
 // and 100 000 letters, results to 1 GiB, discovery to
-// discovery.DefaultMaxBytes — so that together (about 2.3 GiB, times the
-// replicas) they fit an account's JetStream limit with room to spare, and
+// discovery.DefaultMaxBytes, the inputs and outputs object stores to 1 GiB
+// each — so that together (about 4.3 GiB, times the replicas; with
+// rollout's routes, COMPARE and HISTORY about 4.5 GiB) they fit an
+// account's JetStream limit with room to spare, and
 // a flood of one never starves the others. For the size and count limits,
 // -1 means no limit, which an account with max_bytes_required refuses.
 type StoreConfig struct {
@@ -99,6 +123,12 @@ type StoreConfig struct {
 	ResultsMaxBytes int64
 	// Replicas of every stream in a cluster. Default 1.
 	Replicas int
+	// Inputs bounds the inputs object store bucket. Zero value: objects
+	// kept 24 h, 1 GiB in all.
+	Inputs ObjectsConfig
+	// Outputs bounds the outputs object store bucket. Zero value: objects
+	// kept as long as results, 1 GiB in all.
+	Outputs ObjectsConfig
 }
 
 // limit returns v, or def when v is zero.
@@ -121,6 +151,17 @@ func (c *StoreConfig) setDefaults() {
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 1
+	}
+	if c.Inputs.TTL == 0 {
+		c.Inputs.TTL = DefaultInputTTL
+	}
+	if c.Outputs.TTL == 0 {
+		c.Outputs.TTL = c.ResultTTL
+	}
+	for _, o := range []*ObjectsConfig{&c.Inputs, &c.Outputs} {
+		if o.MaxBytes == 0 {
+			o.MaxBytes = DefaultObjectsMaxBytes
+		}
 	}
 	c.JobsMaxBytes = limit(c.JobsMaxBytes, DefaultJobsMaxBytes)
 	c.JobsMaxMsgs = limit(c.JobsMaxMsgs, DefaultJobsMaxMsgs)
@@ -164,6 +205,14 @@ func (c StoreConfig) Validate() error {
 	if c.Replicas < 0 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("replicas %d out of range 1..5", c.Replicas))
 	}
+	for name, o := range map[string]ObjectsConfig{InputsBucket: c.Inputs, OutputsBucket: c.Outputs} {
+		if o.TTL < 0 {
+			errs = append(errs, fmt.Errorf("%s ttl %s is negative", name, o.TTL))
+		}
+		if o.MaxBytes < 0 {
+			errs = append(errs, fmt.Errorf("%s max bytes %d is negative", name, o.MaxBytes))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -182,10 +231,14 @@ type Store struct {
 	dead     jetstream.Stream
 	results  jetstream.KeyValue
 	registry *discovery.Registry
+	// inputs and outputs are nil when OpenStore found no such bucket (a
+	// deployment provisioned before they existed, or a role that may not
+	// see them).
+	inputs, outputs jetstream.ObjectStore
 }
 
 // Provision creates or updates every stream and bucket of the system —
-// discovery, JOBS, results, DEAD — to cfg and returns a Store over them. It
+// discovery, JOBS, results, DEAD, the inputs and outputs object stores — to cfg and returns a Store over them. It
 // is idempotent, so every controller (and `pnp up`) calls it at start-up;
 // replicas must use the same cfg, or the last one to start wins.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*Store, error) {
@@ -251,7 +304,28 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 	if err := discardOld(ctx, s.js, "KV_"+ResultsBucket); err != nil {
 		return nil, fmt.Errorf("controller: provision bucket %s: %w", ResultsBucket, err)
 	}
+	objects := make([]jetstream.ObjectStore, 2)
+	for i, b := range []struct {
+		name, what string
+		cfg        ObjectsConfig
+	}{
+		{InputsBucket, "data uploaded for jobs, read by runners through obj:// references", s.cfg.Inputs},
+		{OutputsBucket, "outputs too large for a message, referred to by output_ref", s.cfg.Outputs},
+	} {
+		objects[i], err = s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket:      b.name,
+			Description: "pnpworker: " + b.what,
+			TTL:         b.cfg.TTL,
+			MaxBytes:    b.cfg.MaxBytes,
+			Storage:     jetstream.FileStorage,
+			Replicas:    s.cfg.Replicas,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("controller: provision object store %s: %w", b.name, err)
+		}
+	}
 	s.registry, s.jobs, s.dead, s.results = reg, jobs, dead, results
+	s.inputs, s.outputs = objects[0], objects[1]
 	if err := checkNotifyFree(ctx, s.js); err != nil {
 		return nil, err
 	}
@@ -321,6 +395,10 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*S
 	if s.results, err = js.KeyValue(ctx, ResultsBucket); err != nil {
 		return nil, notProvisioned(fmt.Errorf("controller: bucket %s: %w", ResultsBucket, err))
 	}
+	// The object stores are optional: without them, uploads and outputs
+	// by reference fail when used, not at start-up.
+	s.inputs, _ = js.ObjectStore(ctx, InputsBucket)
+	s.outputs, _ = js.ObjectStore(ctx, OutputsBucket)
 	return s, nil
 }
 

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -22,6 +23,8 @@ import (
 	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
+	"pnpworker/internal/objref"
+	"pnpworker/rollout"
 	"pnpworker/runner"
 )
 
@@ -422,6 +425,28 @@ func TestRolesAllowed(t *testing.T) {
 		}
 	})
 
+	t.Run("data by reference: producer uploads, runner reads and writes outputs, controller writes outputs, producer reads them", func(t *testing.T) {
+		data := bytes.Repeat([]byte("input "), 300_000) // 1.8 MB, over a message
+		ref, err := d.store.PutInput(ctx, "deploy/in.bin", bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("producer uploads: %v", err)
+		}
+		got, err := objref.Read(ctx, d.runnerC.js(t), ref, 0)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("runner reads %s: %d bytes, %v", ref, len(got), err)
+		}
+		for _, c := range []*client{d.runnerC, d.controllerC} {
+			out, err := objref.Put(ctx, c.js(t), controller.OutputsBucket, "deploy/"+c.role, bytes.NewReader(data))
+			if err != nil {
+				t.Fatalf("%s writes an output: %v", c.role, err)
+			}
+			res := controller.Result{JobID: "x", OutputRef: out.String()}
+			if got, err := d.store.Output(ctx, res, 0); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("producer reads %s: %d bytes, %v", out, len(got), err)
+			}
+		}
+	})
+
 	for _, c := range d.clients() {
 		c.expectClean(t)
 	}
@@ -529,6 +554,14 @@ func TestRolesDenied(t *testing.T) {
 		{"controller serves run.x", "controller", queueSubscribe("run.language_detection", "runners")},
 		{"controller reads the producer's inbox", "controller", subscribe("_INBOX_producer.>")},
 		{"controller publishes outside notify.>", "controller", publish("anything.else")},
+		{"runner writes an input", "meme_runner", publish("$O.inputs.C.forged")},
+		{"runner deletes outputs", "text_runner", publish("$JS.API.STREAM.PURGE.OBJ_outputs")},
+		{"runner creates a consumer on inputs", "meme_runner", publish("$JS.API.CONSUMER.CREATE.OBJ_inputs.x.$O.inputs.C.x")},
+		{"producer writes an output", "producer", publish("$O.outputs.M.forged")},
+		{"producer purges inputs", "producer", publish("$JS.API.STREAM.PURGE.OBJ_inputs")},
+		{"producer creates a consumer on outputs", "producer", publish("$JS.API.CONSUMER.CREATE.OBJ_outputs.x.$O.outputs.C.x")},
+		{"controller reads an input", "controller", publish("$JS.API.DIRECT.GET.OBJ_inputs.$O.inputs.M.x")},
+		{"controller writes an input", "controller", publish("$O.inputs.C.forged")},
 		{"admin reads the runner's inbox", "admin", subscribe("_INBOX_text_runner.>")},
 		{"admin forges a reply into the controller's inbox", "admin", publish("_INBOX_controller.forged")},
 		{"admin forges a reply into the meme runner's inbox", "admin", publish("_INBOX_meme_runner.forged")},
@@ -672,7 +705,9 @@ func TestConfig(t *testing.T) {
 		}
 		// The defaults of pnp provision, replicated 3 times in a cluster,
 		// must be reservable with room left.
-		sum := int64(controller.DefaultJobsMaxBytes + controller.DefaultDeadMaxBytes + controller.DefaultResultsMaxBytes + discovery.DefaultMaxBytes)
+		sum := int64(controller.DefaultJobsMaxBytes + controller.DefaultDeadMaxBytes + controller.DefaultResultsMaxBytes + discovery.DefaultMaxBytes +
+			2*controller.DefaultObjectsMaxBytes + // inputs and outputs
+			rollout.DefaultMaxBytes + rollout.DefaultCompareMaxBytes + rollout.DefaultHistoryMaxBytes)
 		if info.Limits.MaxStore < 3*sum || info.Limits.MaxStore > opts.JetStreamMaxStore {
 			t.Errorf("account max_file %d: want at least 3 × %d (the default stream limits at replicas 3) and at most the server's %d", info.Limits.MaxStore, sum, opts.JetStreamMaxStore)
 		}

@@ -12,10 +12,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
+	"pnpworker/internal/objref"
 	"pnpworker/internal/procstats"
 	"pnpworker/schemas"
 )
@@ -28,6 +30,7 @@ import (
 type endpoint struct {
 	alg         *Algorithm
 	nc          *nats.Conn
+	js          jetstream.JetStream // the outputs bucket, for outputs too large for a message
 	subs        subs
 	cache       *discovery.Cache // live instances, for HeaderVersionWanted
 	monitorSubs []*nats.Subscription
@@ -391,12 +394,30 @@ func (w *worker) serve(j job) {
 		}
 	}
 	msg := &nats.Msg{Subject: reply, Data: data, Header: e.okHeader}
-	if id := hdr.Get(HeaderJobID); id != "" {
-		msg.Header = make(nats.Header, len(e.okHeader)+1)
+	id := hdr.Get(HeaderJobID)
+	var ref string
+	if int64(len(data)) > e.nc.MaxPayload()-outputHeadroom {
+		r, err := e.storeOutput(data)
+		if err != nil {
+			log.Warn().Err(err).Int("bytes", len(data)).Msg("output too large for a message and not stored")
+			e.replyError(reply, hdr, j.received, &Error{Code: CodeInternal, Message: fmt.Sprintf(
+				"output of %d bytes exceeds the server's max payload of %d and could not be stored in bucket %s", len(data), e.nc.MaxPayload(), objref.OutputsBucket), Err: err})
+			return
+		}
+		ref = r.String()
+		msg.Data, _ = json.Marshal(map[string]string{"output_ref": ref})
+	}
+	if id != "" || ref != "" {
+		msg.Header = make(nats.Header, len(e.okHeader)+2)
 		for k, v := range e.okHeader {
 			msg.Header[k] = v
 		}
-		msg.Header.Set(HeaderJobID, id)
+		if id != "" {
+			msg.Header.Set(HeaderJobID, id)
+		}
+		if ref != "" {
+			msg.Header.Set(HeaderOutputRef, ref)
+		}
 	}
 	if err := e.nc.PublishMsg(msg); err != nil {
 		if errors.Is(err, nats.ErrMaxPayload) {

@@ -146,6 +146,10 @@ const (
 	// HeaderAlgorithm and HeaderVersion name what answered.
 	HeaderAlgorithm = "Pnp-Algorithm"
 	HeaderVersion   = "Pnp-Version"
+	// HeaderOutputRef on a success reply says that the output did not fit
+	// a message: it is stored in the object store's outputs bucket under
+	// this obj:// reference, and the body is {"output_ref": <reference>}.
+	HeaderOutputRef = "Pnp-Output-Ref"
 )
 
 // ReplyError returns the *Error carried by a reply message, or nil when the

@@ -369,9 +369,14 @@ func (r *Runner) startEndpoint(base context.Context, a *Algorithm, mem *membersh
 	limit := spec.MaxConcurrency + spec.MaxPending
 	instance := nuid.Next()
 	log := r.opts.log.With().Str("algorithm", spec.Name).Str("instance", instance).Logger()
+	js, err := jetstream.New(r.nc)
+	if err != nil {
+		return nil, fmt.Errorf("runner: %w", err)
+	}
 	e := &endpoint{
 		alg:         a,
 		nc:          r.nc,
+		js:          js,
 		base:        log.WithContext(base), // zerolog.Ctx(ctx) in every request
 		instance:    instance,
 		log:         log,

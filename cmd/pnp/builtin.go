@@ -6,9 +6,11 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	imageinfo "pnpworker/algo/image_info"
+	imagethumbnail "pnpworker/algo/image_thumbnail"
 	languagedetection "pnpworker/algo/language_detection"
 	memeclassifier "pnpworker/algo/meme_classifier"
 	"pnpworker/internal/imagefetch"
@@ -29,6 +31,9 @@ func builtins(c algoConfig) []builtin {
 		{languagedetection.Name, languagedetection.New},
 		{memeclassifier.Name, func() (*runner.Algorithm, error) { return memeclassifier.New(c.meme) }},
 		{imageinfo.Name, func() (*runner.Algorithm, error) { return imageinfo.New(imageinfo.Config{Fetcher: c.fetcher}) }},
+		{imagethumbnail.Name, func() (*runner.Algorithm, error) {
+			return imagethumbnail.New(imagethumbnail.Config{Fetcher: c.fetcher})
+		}},
 	}
 }
 
@@ -42,11 +47,13 @@ type algoConfig struct {
 
 // newAlgoConfig builds the algorithms' settings. gallery is a folder, ""
 // for the built-in demo gallery; allow lists the fetch allowlist entries
-// (CIDRs or host:port); budget bounds the memory of all image decodes.
-func newAlgoConfig(gallery string, allow []string, budget *imagefetch.Budget, log zerolog.Logger) (algoConfig, error) {
-	f, err := imagefetch.New(imagefetch.Config{Allow: allow, Budget: budget})
+// (CIDRs or host:port); buckets lists the object store buckets obj://
+// references may name, read through js (the runner's own connection);
+// budget bounds the memory of all image decodes.
+func newAlgoConfig(gallery string, allow, buckets []string, js jetstream.JetStream, budget *imagefetch.Budget, log zerolog.Logger) (algoConfig, error) {
+	f, err := imagefetch.New(imagefetch.Config{Allow: allow, Budget: budget, Objects: js, Buckets: buckets})
 	if err != nil {
-		return algoConfig{}, fmt.Errorf("%w: fetch allowlist (--fetch-allow, PNP_FETCH_ALLOW): %v", errUsage, err)
+		return algoConfig{}, fmt.Errorf("%w: fetch allowlist or object buckets (--fetch-allow, --object-buckets): %v", errUsage, err)
 	}
 	c := algoConfig{fetcher: f, meme: memeclassifier.Config{Fetcher: f, Logger: log}}
 	if gallery != "" {
@@ -73,6 +80,13 @@ func selectAlgorithmsWith(list string, c algoConfig) ([]*runner.Algorithm, error
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// checkAlgorithmNames checks list as selectAlgorithmsWith would, without
+// building anything, so that a bad name is reported before connecting.
+func checkAlgorithmNames(list string) error {
+	_, err := chooseBuiltins(list, algoConfig{})
+	return err
 }
 
 // chooseBuiltins returns the built-ins named in list, or all of them, without

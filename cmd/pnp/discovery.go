@@ -54,7 +54,7 @@ func cmdDiscovery(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stdout, "usage: pnp discovery provision|ls|watch [flags]")
 		fmt.Fprintln(stdout, "  provision  create or update the discovery bucket (idempotent)")
 		fmt.Fprintln(stdout, "  ls         list live runner instances")
-		fmt.Fprintln(stdout, "  watch      print registrations and departures as they happen")
+		fmt.Fprintln(stdout, "  watch      print joins, changes, leaves and expiries as they happen (--heartbeats: every heartbeat too)")
 		switch {
 		case len(args) == 0:
 			return fmt.Errorf("%w: missing subcommand", errUsage)
@@ -82,9 +82,12 @@ func cmdDiscovery(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	default:
 		return fmt.Errorf("%w: unknown subcommand %q (want provision, ls or watch)", errUsage, sub)
 	}
-	jsonOut := false
+	jsonOut, heartbeats := false, false
 	if sub == "ls" {
 		fs.BoolVar(&jsonOut, "json", false, "print the records as JSON")
+	}
+	if sub == "watch" {
+		fs.BoolVar(&heartbeats, "heartbeats", false, "also print every heartbeat (by default only joins, changes, leaves and expiries)")
 	}
 	if err := fs.parse(args); err != nil {
 		return err
@@ -127,6 +130,9 @@ func cmdDiscovery(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return err
 		}
 		defer w.Stop()
+		// last holds each live key's record without its heartbeat time, to
+		// tell a heartbeat (nothing else changed) from a change.
+		last := map[string]string{}
 		for {
 			select {
 			case <-ctx.Done():
@@ -147,11 +153,24 @@ func cmdDiscovery(ctx context.Context, args []string, stdout, stderr io.Writer) 
 						fmt.Fprintf(stdout, "%s INVALID %s: %s\n", ts, safe(e.Key()), safe(err.Error()))
 						continue
 					}
-					fmt.Fprintf(stdout, "%s PUT     %s version=%s host=%s\n", ts, safe(e.Key()), safe(rec.Version), safe(rec.Host))
+					rec.HeartbeatAt = time.Time{}
+					sig, _ := json.Marshal(rec)
+					prev, known := last[e.Key()]
+					last[e.Key()] = string(sig)
+					switch {
+					case !known:
+						fmt.Fprintf(stdout, "%s JOIN      %s version=%s host=%s\n", ts, safe(e.Key()), safe(rec.Version), safe(rec.Host))
+					case prev != string(sig):
+						fmt.Fprintf(stdout, "%s CHANGE    %s version=%s host=%s\n", ts, safe(e.Key()), safe(rec.Version), safe(rec.Host))
+					case heartbeats:
+						fmt.Fprintf(stdout, "%s HEARTBEAT %s\n", ts, safe(e.Key()))
+					}
 				case jetstream.KeyValueDelete:
-					fmt.Fprintf(stdout, "%s DELETE  %s (deregistered)\n", ts, safe(e.Key()))
+					delete(last, e.Key())
+					fmt.Fprintf(stdout, "%s LEAVE     %s (deregistered)\n", ts, safe(e.Key()))
 				default:
-					fmt.Fprintf(stdout, "%s EXPIRE  %s (no heartbeat)\n", ts, safe(e.Key()))
+					delete(last, e.Key())
+					fmt.Fprintf(stdout, "%s EXPIRE    %s (no heartbeat)\n", ts, safe(e.Key()))
 				}
 			}
 		}

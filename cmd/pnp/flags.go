@@ -18,6 +18,7 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/internal/logging"
+	"pnpworker/internal/objref"
 )
 
 // flagSet wraps flag.FlagSet so that --help prints to stdout and parse errors
@@ -171,12 +172,22 @@ func (n *natsFlags) connectAndWait(ctx context.Context, name string, log zerolog
 // imageFlags are the settings of the image algorithms (meme_classifier,
 // image_info): the template gallery, the fetch allowlist and the memory
 // all image decodes of the process may hold at once.
-type imageFlags struct{ gallery, allow, decodeBudget string }
+type imageFlags struct{ gallery, allow, decodeBudget, buckets string }
 
 func (f *imageFlags) register(fs *flagSet) {
 	fs.StringVar(&f.gallery, "gallery", env("PNP_GALLERY", ""), "meme_classifier template folder (label = file name, or sub-folder name); empty: the built-in demo gallery (env PNP_GALLERY)")
 	fs.StringVar(&f.allow, "fetch-allow", env("PNP_FETCH_ALLOW", ""), "comma-separated CIDRs or host:port the image fetcher may reach although they are private or loopback (env PNP_FETCH_ALLOW)")
+	fs.StringVar(&f.buckets, "object-buckets", env("PNP_OBJECT_BUCKETS", objref.InputsBucket), "comma-separated object store buckets obj://<bucket>/<name> image URLs may name, read over this process's NATS connection (env PNP_OBJECT_BUCKETS)")
 	fs.StringVar(&f.decodeBudget, "decode-budget", env("PNP_DECODE_BUDGET", "256MiB"), "memory all image decodes of this process may hold at once, e.g. 256MiB; also the largest one image may take; a request finding it full is answered 503 not started (env PNP_DECODE_BUDGET)")
+}
+
+// objectBuckets returns the buckets obj:// URLs may name.
+func (f *imageFlags) objectBuckets() []string {
+	b := imagefetch.ParseAllow(f.buckets)
+	if b == nil {
+		b = []string{} // none, not the default
+	}
+	return b
 }
 
 // budget returns the process's decode budget.
@@ -189,6 +200,25 @@ func (f *imageFlags) budget() (*imagefetch.Budget, error) {
 		return nil, fmt.Errorf("%w: --decode-budget (PNP_DECODE_BUDGET): %v", errUsage, err)
 	}
 	return imagefetch.NewBudget(n)
+}
+
+// objectFlags are the limits of the inputs and outputs object store
+// buckets, for the commands that provision them.
+type objectFlags struct{ maxBytes string }
+
+func (f *objectFlags) register(fs *flagSet, cfg *controller.StoreConfig) {
+	fs.DurationVar(&cfg.Inputs.TTL, "input-ttl", controller.DefaultInputTTL, "how long objects uploaded to the inputs bucket (pnp put) are kept")
+	fs.StringVar(&f.maxBytes, "objects-max-bytes", "1GiB", "size cap of each of the inputs and outputs object store buckets, e.g. 1GiB")
+}
+
+// apply sets the parsed limits in cfg.
+func (f *objectFlags) apply(cfg *controller.StoreConfig) error {
+	n, err := imagefetch.ParseSize(f.maxBytes)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("%w: --objects-max-bytes %q: want a positive size such as 1GiB", errUsage, f.maxBytes)
+	}
+	cfg.Inputs.MaxBytes, cfg.Outputs.MaxBytes = n, n
+	return nil
 }
 
 // byteSize is a flag.Value for a size in bytes: a whole number with an

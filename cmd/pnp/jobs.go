@@ -42,10 +42,14 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.IntVar(&cfg.MaxAlgorithms, "max-algorithms", controller.DefaultMaxAlgorithms, "algorithms this controller serves at most; past it, newly registered ones wait (logged)")
 	fs.DurationVar(&cfg.ConsumerInactiveThreshold, "consumer-inactive-threshold", controller.DefaultConsumerInactiveThreshold, "how long the JOBS consumer of an algorithm without a live runner is kept")
 	fs.Int64Var(&cfg.SchemaCacheBytes, "schema-cache-bytes", controller.DefaultSchemaCacheBytes, "estimated heap of the compiled registered schemas kept")
+	cfg.MaxReferencedOutputBytes = controller.DefaultMaxReferencedOutputBytes
+	fs.Var(byteSize{&cfg.MaxReferencedOutputBytes}, "max-referenced-output", "largest output a runner stored by reference (output_ref) that is read back and checked against its schema; a larger one fails with 502 (-1: accept them unchecked)")
 	fs.DurationVar(&cfg.SchemaCompileTimeout, "schema-compile-timeout", controller.DefaultSchemaCompileTimeout, "how long a job waits for a registered schema to compile before going on unchecked")
 	fs.DurationVar(&cfg.Store.ResultTTL, "result-ttl", controller.DefaultResultTTL, "how long results are kept")
 	fs.IntVar(&cfg.Store.ResultHistory, "result-history", 1, "records kept per job id in the results bucket (1..64)")
 	fs.DurationVar(&cfg.Store.DuplicateWindow, "duplicate-window", controller.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
+	var of objectFlags
+	of.register(fs, &cfg.Store)
 	fs.DurationVar(&cfg.Store.DeadMaxAge, "dead-max-age", 0, "how long dead letters are kept; 0 keeps them until replayed")
 	fs.IntVar(&cfg.Store.Replicas, "replicas", 1, "stream replicas in a cluster")
 	registerStoreLimits(fs, &cfg.Store, true)
@@ -53,6 +57,9 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.Float64Var(&cfg.History.Rate, "history-rate", envFloat("PNP_HISTORY_RATE", rollout.DefaultHistoryRate), "share of succeeded jobs recorded in HISTORY for pnp replay, 0..1; negative: none (env PNP_HISTORY_RATE)")
 	fs.BoolVar(&cfg.Bind, "no-provision", false, "use existing streams instead of creating them (for credentials that may not create streams)")
 	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if err := of.apply(&cfg.Store); err != nil {
 		return err
 	}
 	log, err := lf.logger(stderr)
@@ -132,7 +139,7 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if !*wait && *waitTimeout == 0 {
 		return nil
 	}
-	return waitAndPrint(ctx, store, sub.ID, *waitTimeout, stdout, stderr)
+	return waitAndPrint(ctx, store, sub.ID, *waitTimeout, "", stdout, stderr)
 }
 
 // runnerCheckTimeout bounds the look-up of an algorithm's runners before a
@@ -180,7 +187,7 @@ func readInput(arg string) ([]byte, error) {
 	return b, nil
 }
 
-func waitAndPrint(ctx context.Context, store *controller.Store, id string, timeout time.Duration, stdout, stderr io.Writer) error {
+func waitAndPrint(ctx context.Context, store *controller.Store, id string, timeout time.Duration, out string, stdout, stderr io.Writer) error {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -205,10 +212,7 @@ func waitAndPrint(ctx context.Context, store *controller.Store, id string, timeo
 	if err != nil {
 		return err
 	}
-	if err := writeJSON(stdout, res); err != nil {
-		return err
-	}
-	return resultError(res)
+	return printResult(ctx, store, res, out, stdout)
 }
 
 // resultError turns a failed result into the command's error (exit 1).
@@ -223,10 +227,11 @@ func resultError(r controller.Result) error {
 }
 
 func cmdResult(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("result", "pnp result [--wait] <job id>", stdout)
+	fs := newFlagSet("result", "pnp result [--wait] [-o FILE] <job id>", stdout)
 	var (
 		nf          natsFlags
 		lf          logFlags
+		out         = fs.String("o", "", "also write the job's output JSON to this file, fetching it from the object store when the record has output_ref ('-' for stdout, instead of the record)")
 		wait        = fs.Bool("wait", false, "wait for the final result if there is none yet")
 		waitTimeout = fs.Duration("wait-timeout", 0, "wait at most this long, then exit 1 (implies --wait; 0: wait until interrupted)")
 	)
@@ -245,7 +250,7 @@ func cmdResult(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer nc.Close()
 	if *wait || *waitTimeout > 0 {
-		return waitAndPrint(ctx, store, pos[0], *waitTimeout, stdout, stderr)
+		return waitAndPrint(ctx, store, pos[0], *waitTimeout, *out, stdout, stderr)
 	}
 	res, err := store.Result(ctx, pos[0])
 	if errors.Is(err, controller.ErrNoResult) {
@@ -254,8 +259,21 @@ func cmdResult(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	if err := writeJSON(stdout, res); err != nil {
-		return err
+	return printResult(ctx, store, res, *out, stdout)
+}
+
+// printResult prints the record, or with out the output to out (and the
+// record too unless out is stdout), and turns a failure into the error.
+func printResult(ctx context.Context, store *controller.Store, res controller.Result, out string, stdout io.Writer) error {
+	if out != "-" {
+		if err := writeJSON(stdout, res); err != nil {
+			return err
+		}
+	}
+	if out != "" {
+		if err := writeResultOutput(ctx, store, res, out, stdout); err != nil {
+			return err
+		}
 	}
 	return resultError(res)
 }

@@ -175,7 +175,7 @@ func TestUpRunsJobs(t *testing.T) {
 	url := "nats://" + addr
 	up := startPnp(t, "up", "--listen", addr, "--data", t.TempDir(), "--log-level", "warn")
 	up.waitOutput(t, "Ctrl-C stops it.")
-	if out := up.stdout.String(); !strings.Contains(out, "pub jobs.language_detection") || !strings.Contains(out, "kv get results hello") {
+	if out := up.stdout.String(); !strings.Contains(out, "pub jobs.language_detection") || !strings.Contains(out, "kv get --raw results hello") {
 		t.Errorf("banner lacks the job walkthrough:\n%s", out)
 	}
 	code, stdout, stderr := runPnp(t, "submit", "--server", url, "--wait", "language_detection", `{"text":"Le renard brun saute par-dessus le chien paresseux"}`)

@@ -47,7 +47,9 @@ func (b *lockedBuffer) String() string {
 }
 
 // isolateEnv clears the variables pnp reads as flag defaults, so the
-// environment of whoever runs the tests cannot change them.
+// environment of whoever runs the tests cannot change them — all but
+// PNP_HTTP, which stays on a free loopback port as TestMain set it: a
+// pnp up on the default 8080 would collide with parallel runs.
 func isolateEnv(t *testing.T) {
 	t.Helper()
 	for _, kv := range os.Environ() {
@@ -56,6 +58,7 @@ func isolateEnv(t *testing.T) {
 			t.Setenv(name, "")
 		}
 	}
+	t.Setenv("PNP_HTTP", "127.0.0.1:0")
 }
 
 // runPnp runs the command line args to completion and returns its exit code,
@@ -468,11 +471,17 @@ func TestDiscoveryWatch(t *testing.T) {
 	url, key, stopRunner := serveLanguageDetection(t)
 	w := startPnp(t, "discovery", "watch", "--server", url)
 	w.waitOutput(t, "# current registrations listed")
-	if !regexp.MustCompile(`(?m) PUT +` + regexp.QuoteMeta(key) + ` version=1\.0\.0 `).MatchString(w.stdout.String()) {
+	if !regexp.MustCompile(`(?m) JOIN +` + regexp.QuoteMeta(key) + ` version=1\.0\.0 `).MatchString(w.stdout.String()) {
 		t.Errorf("watch does not show the registration of %s:\n%s", key, w.stdout.String())
 	}
+	// Heartbeats are not shown by default; --heartbeats shows them.
+	hb := startPnp(t, "discovery", "watch", "--server", url, "--heartbeats")
+	hb.waitOutput(t, "HEARTBEAT "+key)
+	if strings.Count(w.stdout.String(), key) != 1 {
+		t.Errorf("watch without --heartbeats shows more than the join of %s:\n%s", key, w.stdout.String())
+	}
 	stopRunner()
-	w.waitOutput(t, "DELETE  "+key+" (deregistered)")
+	w.waitOutput(t, "LEAVE     "+key+" (deregistered)")
 	if code := w.stop(t); code != 0 {
 		t.Errorf("pnp discovery watch: exit %d after cancellation, want 0\nstderr:\n%s", code, w.stderr.String())
 	}
@@ -521,7 +530,7 @@ func TestUp(t *testing.T) {
 
 	// upOnce runs pnp up until it serves, checks it, stops it and returns
 	// the registration keys there were: one per built-in algorithm.
-	builtin := []string{"image_info.", "language_detection.", "meme_classifier."}
+	builtin := []string{"image_info.", "image_thumbnail.", "language_detection.", "meme_classifier."}
 	upOnce := func() []string {
 		t.Helper()
 		up := startPnp(t, "up", "--listen", addr, "--data", data)

@@ -31,9 +31,14 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.DurationVar(&cfg.ResultTTL, "result-ttl", controller.DefaultResultTTL, "how long results are kept")
 	fs.IntVar(&cfg.ResultHistory, "result-history", 1, "records kept per job id in the results bucket (1..64)")
 	fs.DurationVar(&cfg.DuplicateWindow, "duplicate-window", controller.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
+	var of objectFlags
+	of.register(fs, &cfg)
 	fs.DurationVar(&cfg.DeadMaxAge, "dead-max-age", 0, "how long dead letters are kept; 0 keeps them until replayed")
 	registerStoreLimits(fs, &cfg, true)
 	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if err := of.apply(&cfg); err != nil {
 		return err
 	}
 	cfg.Discovery.Replicas = cfg.Replicas
@@ -84,8 +89,8 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		case <-time.After(backoff):
 		}
 	}
-	fmt.Fprintf(stdout, "provisioned %s, %s, %s, %s, %s, %s and %s (replicas %d)\n",
+	fmt.Fprintf(stdout, "provisioned %s, %s, %s, %s, %s, %s, %s and the object stores %s and %s (replicas %d)\n",
 		discovery.Bucket, controller.JobsStream, controller.ResultsBucket, controller.DeadStream, rollout.Bucket,
-		rollout.CompareStream, rollout.HistoryStream, cfg.Replicas)
+		rollout.CompareStream, rollout.HistoryStream, controller.InputsBucket, controller.OutputsBucket, cfg.Replicas)
 	return nc.Drain()
 }

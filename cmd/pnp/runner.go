@@ -6,6 +6,8 @@ import (
 	"io"
 	"slices"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"pnpworker/discovery"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/runner"
@@ -45,18 +47,16 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	algCfg, err := newAlgoConfig(imf.gallery, imagefetch.ParseAllow(imf.allow), budget, log)
-	if err != nil {
+	if err := checkAlgorithmNames(algs); err != nil {
 		return err
 	}
-	list, err := selectAlgorithmsWith(algs, algCfg)
-	if err != nil {
+	if _, err := newAlgoConfig(imf.gallery, imagefetch.ParseAllow(imf.allow), imf.objectBuckets(), nil, budget, log); err != nil {
 		return err
 	}
 	if err := wf.check(); err != nil {
 		return err
 	}
-	if len(list) == 0 && len(wf.commands) == 0 {
+	if chosen, _ := chooseBuiltins(algs, algoConfig{}); len(chosen) == 0 && len(wf.commands) == 0 {
 		return fmt.Errorf("%w: --algorithms none and no --worker: nothing to serve", errUsage)
 	}
 	opts := []runner.Option{
@@ -86,6 +86,20 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer nc.Close()
+	// obj:// image URLs are read over this very connection, with the
+	// runner's own permissions.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	algCfg, err := newAlgoConfig(imf.gallery, imagefetch.ParseAllow(imf.allow), imf.objectBuckets(), js, budget, log)
+	if err != nil {
+		return err
+	}
+	list, err := selectAlgorithmsWith(algs, algCfg)
+	if err != nil {
+		return err
+	}
 	workers, err := wf.build(nc, log, workerOpts...)
 	if err != nil {
 		return err

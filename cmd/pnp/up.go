@@ -5,20 +5,25 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
+	memeclassifier "pnpworker/algo/meme_classifier"
 	"pnpworker/controller"
 	"pnpworker/gateway"
 	"pnpworker/internal/dirlock"
 	"pnpworker/internal/embedded"
 	"pnpworker/internal/imagefetch"
+	"pnpworker/internal/objref"
 	"pnpworker/runner"
 )
 
@@ -42,7 +47,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		listen = fs.String("listen", env("PNP_LISTEN", "127.0.0.1:4222"), "address the embedded NATS server listens on (env PNP_LISTEN)")
 		data   = fs.String("data", defaultDataDir(), "JetStream data directory; kept across restarts (env PNP_DATA)")
 		algs   = fs.String("algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, all, or none (env PNP_ALGORITHMS)")
-		images = fs.String("images-listen", env("PNP_IMAGES_LISTEN", "127.0.0.1:0"), "loopback address serving the demo gallery and sample images; the image fetcher may reach it (env PNP_IMAGES_LISTEN)")
+		images = fs.String("images-listen", env("PNP_IMAGES_LISTEN", ""), "also serve the demo images over HTTP on this loopback address, e.g. 127.0.0.1:0, which the image fetcher may then reach; default none: the demo images are in the inputs bucket (env PNP_IMAGES_LISTEN)")
 		imf    imageFlags
 		mf     metricsFlag
 		hf     httpFlags
@@ -115,18 +120,19 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			log.Warn().Err(err).Msg("releasing the data directory")
 		}
 	}()
-	imagesURL, imagesHost, stopImages, err := serveDemoImages(*images, log)
-	if err != nil {
-		return err
+	allow := imagefetch.ParseAllow(imf.allow)
+	var imagesURL string
+	if *images != "" {
+		// The optional demo web server is the one loopback address the
+		// fetcher may reach.
+		base, hostPort, stopImages, err := serveDemoImages(*images, log)
+		if err != nil {
+			return err
+		}
+		defer stopImages()
+		imagesURL, allow = base, append(allow, hostPort)
 	}
-	defer stopImages()
-	// The demo image server is the one loopback address the fetcher may reach.
-	algCfg, err := newAlgoConfig(imf.gallery, append(imagefetch.ParseAllow(imf.allow), imagesHost), budget, log)
-	if err != nil {
-		return err
-	}
-	list, err := selectAlgorithmsWith(*algs, algCfg)
-	if err != nil {
+	if _, err := newAlgoConfig(imf.gallery, allow, imf.objectBuckets(), nil, budget, log); err != nil {
 		return err
 	}
 	srvLog := log.With().Str("component", "nats").Logger()
@@ -147,6 +153,18 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer nc.Close()
 
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	algCfg, err := newAlgoConfig(imf.gallery, allow, imf.objectBuckets(), js, budget, log)
+	if err != nil {
+		return err
+	}
+	list, err := selectAlgorithmsWith(*algs, algCfg)
+	if err != nil {
+		return err
+	}
 	workers, err := wf.build(nc, log)
 	if err != nil {
 		return err
@@ -210,7 +228,13 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		httpURL = "http://" + ln.Addr().String()
 		run(func(ctx context.Context) error { return gw.Serve(ctx, ln) })
 	}
-	printBanner(stdout, url, *data, imagesURL, httpURL, list)
+	// The demo images go into the inputs bucket, so that every runner —
+	// also one started later on another machine — can read them.
+	demo, err := putDemoImages(ctx, js, log)
+	if err != nil {
+		return stop(err)
+	}
+	printBanner(stdout, banner{url: url, data: *data, images: imagesURL, http: httpURL, demo: demo, pnp: pnpCommand(), algs: list})
 	// The first part to stop stops the others.
 	err = <-errc
 	running--
@@ -239,45 +263,123 @@ func startGateway(ctx context.Context, nc *nats.Conn, cfg gateway.Config) (*gate
 	return gw, ln, nil
 }
 
-func printBanner(w io.Writer, url, data, images, httpURL string, algs []*runner.Algorithm) {
+// demoPrefix starts the names of the demo images in the inputs bucket.
+const demoPrefix = "demo/"
+
+// putDemoImages uploads the meme_classifier demo gallery and samples to the
+// inputs bucket as demo/gallery/<file> and demo/samples/<file> and returns
+// their references by that name.
+func putDemoImages(ctx context.Context, js jetstream.JetStream, log zerolog.Logger) (map[string]string, error) {
+	refs := map[string]string{}
+	for _, dir := range []struct {
+		name string
+		fsys fs.FS
+	}{{"gallery", memeclassifier.DemoGallery()}, {"samples", memeclassifier.DemoSamples()}} {
+		entries, err := fs.ReadDir(dir.fsys, ".")
+		if err != nil {
+			return nil, fmt.Errorf("demo images: %w", err)
+		}
+		for _, e := range entries {
+			f, err := dir.fsys.Open(e.Name())
+			if err != nil {
+				return nil, fmt.Errorf("demo images: %w", err)
+			}
+			name := dir.name + "/" + e.Name()
+			ref, err := objref.Put(ctx, js, objref.InputsBucket, demoPrefix+name, f)
+			f.Close()
+			if err != nil {
+				return nil, fmt.Errorf("demo images: %w", err)
+			}
+			refs[name] = ref.String()
+		}
+	}
+	log.Info().Int("objects", len(refs)).Str("bucket", objref.InputsBucket).Msg("demo images stored")
+	return refs, nil
+}
+
+// pnpCommand is how the banner spells pnp: "pnp" when it is on PATH, the
+// go run form (which works from the repository) otherwise.
+func pnpCommand() string {
+	if _, err := exec.LookPath("pnp"); err == nil {
+		return "pnp"
+	}
+	return "go run ./cmd/pnp"
+}
+
+// banner is what `pnp up` prints once it serves.
+type banner struct {
+	url, data string
+	images    string            // base URL of the optional demo web server, or ""
+	http      string            // base URL of the HTTP API (--http), or ""
+	demo      map[string]string // demo image references by gallery/<file>, samples/<file>
+	pnp       string            // how to spell pnp: "pnp" or "go run ./cmd/pnp"
+	algs      []*runner.Algorithm
+}
+
+// printBanner prints the banner: every command in it works as typed
+// against this pnp up (TestBannerCommands runs them).
+func printBanner(w io.Writer, b banner) {
 	var names []string
 	serving := map[string]bool{}
-	for _, a := range algs {
+	for _, a := range b.algs {
 		names = append(names, a.Name()+" "+a.Spec().Version)
 		serving[a.Name()] = true
 	}
-	server := ""
-	if url != nats.DefaultURL {
-		server = " -s " + url
+	server, pnpServer := "", ""
+	if b.url != nats.DefaultURL {
+		server, pnpServer = " -s "+b.url, " --server "+b.url
 	}
+	pnp := b.pnp
 	fmt.Fprintf(w, `
 pnp is up
   NATS      %s   (JetStream data in %s)
   serving   %s
-
-try, with the nats CLI:
-  nats%s kv ls discovery
-  nats%s req run.language_detection '{"text":"Le renard brun saute par-dessus le chien paresseux"}'
-  nats%s req run.language_detection '{"text":42}'        # a 400 with the schema violation
-  nats%s micro ls
-  pnp algorithms%s
-`, url, data, strings.Join(names, ", "), server, server, server, server, strings.ReplaceAll(server, " -s ", " --server "))
-	fmt.Fprintf(w, "\njobs (durable; results in KV bucket results):\n  nats%s pub jobs.language_detection '{\"text\":\"Die Mannschaften schreiben Algorithmen und wollen sie auf neue Daten anwenden\"}' -H Nats-Msg-Id:hello\n  nats%s kv get results hello\n  pnp submit%s --wait language_detection '{\"text\":\"El rápido zorro marrón salta sobre el perro perezoso\"}'\n  pnp jobs%s\n",
-		server, server, strings.ReplaceAll(server, " -s ", " --server "), strings.ReplaceAll(server, " -s ", " --server "))
-	if serving["meme_classifier"] || serving["image_info"] {
-		fmt.Fprintf(w, "\ndemo images on %s/ (gallery/ and samples/; the fetcher may reach this loopback server only):\n", images)
+`, b.url, b.data, strings.Join(names, ", "))
+	if pnp != "pnp" {
+		fmt.Fprintf(w, "  note      pnp is not on PATH: run the commands below from the repository, or install pnp with: go install ./cmd/pnp\n")
 	}
+	fmt.Fprintf(w, `
+try, with the nats CLI:
+  nats%[1]s kv ls discovery
+  nats%[1]s req run.language_detection '{"text":"Le renard brun saute par-dessus le chien paresseux"}'
+  nats%[1]s req run.language_detection '{"text":42}'        # a 400 with the schema violation
+  nats%[1]s micro ls
+  %[2]s algorithms%[3]s
+`, server, pnp, pnpServer)
+	fmt.Fprintf(w, `
+jobs (durable; results in KV bucket results):
+  nats%[1]s pub jobs.language_detection '{"text":"Die Mannschaften schreiben Algorithmen und wollen sie auf neue Daten anwenden"}' -H Nats-Msg-Id:hello
+  nats%[1]s kv get --raw results hello
+  %[2]s submit%[3]s --wait language_detection '{"text":"El rápido zorro marrón salta sobre el perro perezoso"}'
+  %[2]s jobs%[3]s
+`, server, pnp, pnpServer)
+	if serving["meme_classifier"] || serving["image_info"] || serving["image_thumbnail"] {
+		printDemoImages(w, b, serving, server, pnpServer)
+	}
+	if b.http != "" {
+		fmt.Fprintf(w, "\nHTTP: dashboard %s/  reference %s/docs\n", b.http, b.http)
+		fmt.Fprintf(w, "  curl -s %s/v1/algorithms/language_detection/run -d '{\"text\":\"Le renard brun saute par-dessus le chien paresseux\"}'\n", b.http)
+	}
+	fmt.Fprint(w, "\nCtrl-C stops it.\n")
+}
+
+// printDemoImages prints the banner's commands on the demo images.
+func printDemoImages(w io.Writer, b banner, serving map[string]bool, server, pnpServer string) {
+	pnp := b.pnp
+	fmt.Fprintf(w, "\ndemo images in the object store (bucket %s; every runner can read them):\n", objref.InputsBucket)
 	if serving["meme_classifier"] {
-		fmt.Fprintf(w, "  nats%s req run.meme_classifier '{\"image_url\":\"%s/samples/drake_pref_captioned.jpg\"}'\n", server, images)
-		fmt.Fprintf(w, "  nats%s req run.meme_classifier '{\"image_url\":\"%s/samples/unrelated_photo.jpg\"}'   # unknown\n", server, images)
+		fmt.Fprintf(w, "  nats%s req run.meme_classifier '{\"image_url\":\"%s\"}'\n", server, b.demo["samples/drake_pref_captioned.jpg"])
+		fmt.Fprintf(w, "  nats%s req run.meme_classifier '{\"image_url\":\"%s\"}'   # unknown\n", server, b.demo["samples/unrelated_photo.jpg"])
 		fmt.Fprintf(w, "  nats%s req run.meme_classifier '{\"image_url\":\"http://169.254.169.254/latest/meta-data/\"}'   # a 422: blocked address\n", server)
 	}
 	if serving["image_info"] {
-		fmt.Fprintf(w, "  nats%s req run.image_info '{\"image_url\":\"%s/gallery/stonks.png\"}'\n", server, images)
+		fmt.Fprintf(w, "  nats%s req run.image_info '{\"image_url\":\"%s\"}'\n", server, b.demo["gallery/stonks.png"])
 	}
-	if httpURL != "" {
-		fmt.Fprintf(w, "\nHTTP: dashboard %s/  reference %s/docs\n", httpURL, httpURL)
-		fmt.Fprintf(w, "  curl -s %s/v1/algorithms/language_detection/run -d '{\"text\":\"Le renard brun saute par-dessus le chien paresseux\"}'\n", httpURL)
+	if serving["image_thumbnail"] {
+		fmt.Fprintf(w, "  %s submit%s --wait image_thumbnail '{\"image_url\":\"%s\",\"max_side\":64}'\n", pnp, pnpServer, b.demo["gallery/stonks.png"])
 	}
-	fmt.Fprint(w, "\nCtrl-C stops it.\n")
+	fmt.Fprintf(w, "  upload your own files with: %s put%s FILE...   (prints their obj:// references)\n", pnp, pnpServer)
+	if b.images != "" {
+		fmt.Fprintf(w, "\ndemo images also on %s/ (gallery/ and samples/; the image fetcher is allowed this one loopback address)\n", b.images)
+	}
 }

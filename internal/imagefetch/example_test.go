@@ -40,6 +40,6 @@ func ExampleFetcher_Fetch() {
 	// Output:
 	// 422 image_url: blocked address: link-local (including cloud metadata) addresses may not be fetched
 	// 422 image_url: blocked address: IPv4-mapped IPv6 addresses may not be fetched
-	// 400 image_url: scheme "file" is not supported; use http, https or data:
+	// 400 image_url: scheme "file" is not supported; use http, https, data: or obj://
 	// gif 1 1 42
 }

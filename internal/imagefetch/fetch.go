@@ -2,7 +2,15 @@
 // supply, which makes it a server-side request forgery target: everything
 // here assumes the URL is hostile.
 //
-// A Fetcher accepts http, https and data: URLs only. Every TCP connection,
+// A Fetcher accepts http, https, data: and obj:// URLs only. An obj://
+// URL (package objref: obj://<bucket>/<name>) is read from the JetStream
+// Object Store through the NATS connection the operator gave the Fetcher
+// (Config.Objects), from the buckets Config.Buckets lists only, under the
+// same size, pixel, decode and time limits as HTTP: an object over
+// Config.MaxBytes is refused from its metadata before any of it is read.
+// It opens no socket, so the address guard below does not apply to it.
+//
+// For http and https: Every TCP connection,
 // on every redirect hop and after DNS resolution, passes a dialer-level
 // guard (code.dny.dev/ssrf plus our own rules) that refuses loopback,
 // private, link-local, cloud metadata, multicast and other special-purpose
@@ -24,10 +32,10 @@
 // Every failure is a *runner.Error whose message is safe to show the caller
 // and whose cause matches one of the Err* sentinels with errors.Is:
 //
-//	400 ErrInvalidURL   malformed URL, unsupported scheme (file:, ftp:, ...), credentials in the URL, bad data: URL
-//	413 ErrTooLarge     body over Config.MaxBytes, image over Config.MaxPixels or Config.MaxDecodeBytes
-//	422 ErrBlocked      the destination address or port is not allowed
-//	422 ErrUnreachable  DNS failure, connection refused, TLS failure, too many redirects
+//	400 ErrInvalidURL   malformed URL, unsupported scheme (file:, ftp:, ...), credentials in the URL, bad data: or obj:// URL, obj:// without Config.Objects
+//	413 ErrTooLarge     body or object over Config.MaxBytes, image over Config.MaxPixels or Config.MaxDecodeBytes
+//	422 ErrBlocked      the destination address or port, or the object's bucket, is not allowed
+//	422 ErrUnreachable  DNS failure, connection refused, TLS failure, too many redirects, no such object
 //	422 ErrHTTPStatus   the server answered something other than 200
 //	422 ErrNotImage     the body is not an image in a supported format, or is corrupt
 //	503 ErrBusy         the decode budget stayed full for Config.DecodeWait (NotStarted)
@@ -49,8 +57,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"pnpworker/internal/objref"
 	"pnpworker/runner"
 )
 
@@ -131,7 +142,17 @@ type Config struct {
 	UserAgent string
 	// NoDataURLs refuses data: URLs. Default: base64 data: URLs are accepted.
 	NoDataURLs bool
+	// Objects reads obj:// references, normally over the runner's own NATS
+	// connection. Default (nil): obj:// URLs are refused with a 400.
+	Objects jetstream.JetStream
+	// Buckets lists the object store buckets obj:// URLs may name. Default
+	// (nil) DefaultBuckets, the inputs bucket; an empty non-nil list
+	// allows none.
+	Buckets []string
 }
+
+// DefaultBuckets are the buckets obj:// URLs may name by default.
+var DefaultBuckets = []string{objref.InputsBucket}
 
 func (c *Config) setDefaults() {
 	if c.Ports == nil {
@@ -165,6 +186,9 @@ func (c *Config) setDefaults() {
 	if c.UserAgent == "" {
 		c.UserAgent = DefaultUserAgent
 	}
+	if c.Buckets == nil {
+		c.Buckets = DefaultBuckets
+	}
 }
 
 // Validate reports every problem with c at once.
@@ -192,6 +216,11 @@ func (c Config) Validate() error {
 	}
 	if _, err := newPolicy(c.Allow, c.Ports); err != nil {
 		errs = append(errs, err)
+	}
+	for _, b := range c.Buckets {
+		if !objref.ValidBucket(b) {
+			errs = append(errs, fmt.Errorf("bucket %q is not a bucket name", b))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -282,7 +311,7 @@ type Image struct {
 	URL string
 }
 
-// Fetch gets the image at rawURL (http, https or data:) and decodes it
+// Fetch gets the image at rawURL (http, https, data: or obj://) and decodes it
 // under the Fetcher's decode Budget. The caller must call Release on the
 // image once done with it (defer img.Release()); until then the image holds
 // its Cost of the budget.
@@ -317,6 +346,9 @@ func (f *Fetcher) Get(ctx context.Context, rawURL string) (data []byte, finalURL
 		}
 		data, err := parseDataURL(rawURL, f.cfg.MaxBytes)
 		return data, "data:", err
+	}
+	if objref.Is(rawURL) {
+		return f.getObject(ctx, rawURL)
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -362,16 +394,55 @@ func (f *Fetcher) Get(ctx context.Context, rawURL string) (data []byte, finalURL
 	return data, final, nil
 }
 
+// getObject reads an obj:// reference through Config.Objects.
+func (f *Fetcher) getObject(ctx context.Context, rawURL string) ([]byte, string, error) {
+	if f.cfg.Objects == nil {
+		return nil, "", fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: this runner does not read obj:// references", nil)
+	}
+	ref, err := objref.Parse(rawURL)
+	if err != nil {
+		return nil, "", fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: "+strings.TrimPrefix(err.Error(), "invalid object reference: ")+" (want obj://<bucket>/<name>)", err)
+	}
+	allowed := false
+	for _, b := range f.cfg.Buckets {
+		allowed = allowed || b == ref.Bucket
+	}
+	if !allowed {
+		return nil, "", fail(runner.CodeUnprocessable, ErrBlocked, fmt.Sprintf("image_url: bucket %q may not be read by this runner", ref.Bucket), nil)
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
+	defer cancel()
+	start := time.Now()
+	data, err := objref.Read(ctx, f.cfg.Objects, ref, f.cfg.MaxBytes)
+	var se *objref.SizeError
+	switch {
+	case err == nil:
+	case errors.As(err, &se) && se.Size >= 0:
+		return nil, "", fail(runner.CodeTooLarge, ErrTooLarge, fmt.Sprintf("image_url: the object is %d bytes, over the limit of %d", se.Size, f.cfg.MaxBytes), err)
+	case errors.Is(err, objref.ErrTooLarge):
+		return nil, "", fail(runner.CodeTooLarge, ErrTooLarge, fmt.Sprintf("image_url: the object is over the limit of %d bytes", f.cfg.MaxBytes), err)
+	case errors.Is(err, objref.ErrNotFound):
+		return nil, "", fail(runner.CodeUnprocessable, ErrUnreachable, fmt.Sprintf("image_url: no object %q in bucket %q", ref.Name, ref.Bucket), err)
+	case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
+		return nil, "", fail(runner.CodeDeadline, ErrTimeout, fmt.Sprintf("image_url: timed out after %s reading the object", time.Since(start).Round(time.Millisecond)), err)
+	default:
+		return nil, "", fail(runner.CodeUnprocessable, ErrUnreachable, "image_url: the object could not be read", err)
+	}
+	zerolog.Ctx(ctx).Debug().Str("url", rawURL).Int("bytes", len(data)).
+		Dur("fetch_time", time.Since(start)).Msg("object read")
+	return data, ref.String(), nil
+}
+
 // checkURL validates a URL before it is requested, first or after a
 // redirect. It returns the host:port to be dialled.
 func (f *Fetcher) checkURL(u *url.URL) (string, error) {
 	switch strings.ToLower(u.Scheme) {
 	case "http", "https":
 	case "":
-		return "", fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: not an absolute URL; use http, https or data:", nil)
+		return "", fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: not an absolute URL; use http, https, data: or obj://", nil)
 	default:
 		return "", fail(runner.CodeInvalidInput, ErrInvalidURL,
-			fmt.Sprintf("image_url: scheme %q is not supported; use http, https or data:", u.Scheme), nil)
+			fmt.Sprintf("image_url: scheme %q is not supported; use http, https, data: or obj://", u.Scheme), nil)
 	}
 	if u.User != nil {
 		return "", fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: URLs with credentials are not accepted", nil)

@@ -1,0 +1,89 @@
+package objref_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"pnpworker/internal/natstest"
+	"pnpworker/internal/objref"
+)
+
+func TestParseAndString(t *testing.T) {
+	ok := []struct {
+		name, in string
+		want     objref.Ref
+	}{
+		{"plain", "obj://inputs/cat.png", objref.Ref{Bucket: "inputs", Name: "cat.png"}},
+		{"slashes in name", "obj://inputs/2026/11/cat.png", objref.Ref{Bucket: "inputs", Name: "2026/11/cat.png"}},
+		{"escaped chars", "obj://inputs/a%20b%3Fc%23d%25.png", objref.Ref{Bucket: "inputs", Name: "a b?c#d%.png"}},
+		{"upper-case scheme", "OBJ://outputs/x", objref.Ref{Bucket: "outputs", Name: "x"}},
+	}
+	for _, tc := range ok {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := objref.Parse(tc.in)
+			if err != nil || got != tc.want {
+				t.Fatalf("Parse(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+			}
+			back, err := objref.Parse(got.String())
+			if err != nil || back != got {
+				t.Fatalf("Parse(%q) = %+v, %v; want %+v", got.String(), back, err, got)
+			}
+		})
+	}
+	bad := []struct{ name, in string }{
+		{"http", "http://inputs/x"},
+		{"no name", "obj://inputs/"},
+		{"no bucket", "obj:///x"},
+		{"bucket with dot", "obj://in.puts/x"},
+		{"port", "obj://inputs:80/x"},
+		{"user", "obj://u@inputs/x"},
+		{"query", "obj://inputs/x?y"},
+		{"fragment", "obj://inputs/x#y"},
+		{"control char", "obj://inputs/a%0Ab"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			if r, err := objref.Parse(tc.in); !errors.Is(err, objref.ErrInvalid) {
+				t.Fatalf("Parse(%q) = %+v, %v; want ErrInvalid", tc.in, r, err)
+			}
+		})
+	}
+}
+
+func TestReadLimits(t *testing.T) {
+	srv := natstest.Start(t)
+	js, _ := jetstream.New(srv.Connect())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "inputs"}); err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB, bigger than a message
+	ref, err := objref.Put(ctx, js, "inputs", "dir/blob", bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref.String() != "obj://inputs/dir/blob" {
+		t.Fatalf("ref = %s", ref)
+	}
+	got, err := objref.Read(ctx, js, ref, int64(len(data)))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("Read at the limit: %d bytes, %v", len(got), err)
+	}
+	_, err = objref.Read(ctx, js, ref, int64(len(data))-1)
+	var se *objref.SizeError
+	if !errors.As(err, &se) || !errors.Is(err, objref.ErrTooLarge) || se.Size != int64(len(data)) {
+		t.Fatalf("Read over the limit: %v; want a SizeError from the metadata (size %d)", err, len(data))
+	}
+	if _, err := objref.Read(ctx, js, objref.Ref{Bucket: "inputs", Name: "nope"}, 0); !errors.Is(err, objref.ErrNotFound) {
+		t.Fatalf("missing object: %v", err)
+	}
+	if _, err := objref.Read(ctx, js, objref.Ref{Bucket: "nobucket", Name: "x"}, 0); !errors.Is(err, objref.ErrNotFound) {
+		t.Fatalf("missing bucket: %v", err)
+	}
+}
