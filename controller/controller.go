@@ -54,8 +54,8 @@ const pollInterval = 250 * time.Millisecond
 // asks the server whether jobs are waiting for it (see consume); while
 // none are, the wait before the next question doubles up to
 // stallCheckMax, so an idle algorithm costs one consumer info request per
-// 30 s.
-const (
+// 30 s. Variables only so tests can shorten them.
+var (
 	stallCheck    = 5 * time.Second
 	stallCheckMax = 30 * time.Second
 )
