@@ -187,7 +187,8 @@ func freePort(t *testing.T) int {
 // controller now notices jobs pending while it idles and renews the
 // iterator.
 func TestLostPullRequestRecoversReliability(t *testing.T) {
-	defer controller.SetStallCheck(200*time.Millisecond, time.Second)()
+	// Registered first, so restored after the controller stopped.
+	t.Cleanup(controller.SetStallCheck(200*time.Millisecond, time.Second))
 	cl := startIsolatable(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
