@@ -53,6 +53,16 @@ const (
 // message iterator; see consume.
 const pollInterval = 250 * time.Millisecond
 
+// stallCheck is how long the consumer loop waits for a delivery before it
+// asks the server whether jobs are waiting for it (see consume); while
+// none are, the wait before the next question doubles up to
+// stallCheckMax, so an idle algorithm costs one consumer info request per
+// 30 s. Variables only so tests can shorten them.
+var (
+	stallCheck    = 5 * time.Second
+	stallCheckMax = 30 * time.Second
+)
+
 // Config configures a Controller. The zero value is the default controller:
 // 64 jobs in flight, 30 s ack wait, 5 attempts with backoff 1 s, 2 s, 4 s,
 // 8 s (capped at 1 min), jobs expired after 7 days and failed after 100
@@ -690,8 +700,26 @@ func (c *Controller) consume(ctx context.Context, alg string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("controller: consume %s: %w", alg, err)
 	}
-	defer c.handBack(it)
+	defer func() { c.handBack(it) }()
 	delivered := false
+	// The iterator sends a pull request and then waits for messages or
+	// status for it. When the server holding the request goes away without
+	// the client losing its connection (the consumer leader of a cluster
+	// is killed while the client is connected to another node), nothing
+	// ever answers, and the iterator believes a batch is still pending and
+	// never pulls again. Its own missing-heartbeat check cannot see it:
+	// that timer lives inside one Next call and is stopped when the call
+	// returns, and consume calls Next every pollInterval. A shorter
+	// PullExpiry or PullHeartbeat does not help either, since a lost
+	// request sends neither its expiry status nor heartbeats. So consume
+	// watches the time it has waited in Next without a delivery: after
+	// stallCheck it asks the consumer info whether jobs are waiting
+	// (NumPending > 0, which a live pull request would have been given at
+	// once) or no pull request is waiting at all (NumWaiting == 0), and
+	// if so, with acknowledgements not at MaxAckPending, replaces the
+	// iterator (same durable consumer), whose first Next pulls anew.
+	check := stallCheck
+	idleSince := time.Now()
 	for {
 		// Next is called with a short wait and called again when it
 		// passes, instead of once with ctx: the iterator only issues a
@@ -707,6 +735,22 @@ func (c *Controller) consume(ctx context.Context, alg string) (bool, error) {
 		if errors.Is(err, nats.ErrTimeout) {
 			if ctx.Err() != nil {
 				return delivered, nil
+			}
+			if idle := time.Since(idleSince); idle >= check {
+				waiting, reason := c.jobsWaiting(ctx, cons)
+				if !waiting {
+					check = min(2*check, stallCheckMax)
+					idleSince = time.Now()
+					continue
+				}
+				c.log.Warn().Str("algorithm", alg).Dur("idle", idle).Str("reason", reason).
+					Msg("job iterator idle while jobs wait; renewing it")
+				c.handBack(it)
+				if it, err = cons.Messages(jetstream.PullMaxMessages(c.batch)); err != nil {
+					it = nil
+					return delivered, fmt.Errorf("controller: renew iterator for %s: %w", alg, err)
+				}
+				check, idleSince = stallCheck, time.Now()
 			}
 			continue
 		}
@@ -725,13 +769,41 @@ func (c *Controller) consume(ctx context.Context, alg string) (bool, error) {
 			_ = msg.Nak()
 			return delivered, nil
 		}
+		// Time spent waiting for a free worker is not idle time.
+		check, idleSince = stallCheck, time.Now()
 	}
+}
+
+// jobsWaiting reports whether the server holds jobs the consumer could
+// deliver now (undelivered ones, with room under MaxAckPending) or holds
+// no pull request for it at all, with the numbers behind the answer. An error asking counts as waiting: replacing
+// a sound iterator costs one pull request, keeping a dead one costs every
+// job.
+func (c *Controller) jobsWaiting(ctx context.Context, cons jetstream.Consumer) (bool, string) {
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := cons.Info(ictx)
+	if err != nil {
+		return ctx.Err() == nil, "consumer info: " + err.Error()
+	}
+	reason := fmt.Sprintf("pending %d, ack pending %d of %d, waiting pulls %d",
+		info.NumPending, info.NumAckPending, info.Config.MaxAckPending, info.NumWaiting)
+	if info.Config.MaxAckPending > 0 && info.NumAckPending >= info.Config.MaxAckPending {
+		return false, reason
+	}
+	// Undelivered jobs would have gone to any live pull request; with no
+	// pull request on the server at all, ours is gone too, and jobs due
+	// for redelivery (not counted in NumPending) would wait for it.
+	return info.NumPending > 0 || info.NumWaiting == 0, reason
 }
 
 // handBack stops an iterator and naks the jobs it had fetched but not
 // handed out, so another controller can take them at once instead of
 // after AckWait.
 func (c *Controller) handBack(it jetstream.MessagesContext) {
+	if it == nil {
+		return
+	}
 	it.Drain()
 	for {
 		msg, err := it.Next(jetstream.NextMaxWait(time.Second))
