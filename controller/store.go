@@ -289,7 +289,7 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 	if err != nil {
 		return nil, fmt.Errorf("controller: provision stream %s: %w", DeadStream, err)
 	}
-	results, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	resultsCfg := jetstream.KeyValueConfig{
 		Bucket:      ResultsBucket,
 		Description: "pnpworker: job results, key = job id (schemas/result.json)",
 		History:     uint8(s.cfg.ResultHistory),
@@ -297,7 +297,19 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.cfg.Replicas,
 		MaxBytes:    s.cfg.ResultsMaxBytes,
-	})
+	}
+	var results jetstream.KeyValue
+	// Two processes provisioning at once (a controller starting while
+	// pnp submit provisions) may both find no bucket and both create it;
+	// the later create is refused as "already in use" once the earlier one
+	// has switched the bucket to discard old, and then an update, the next
+	// try, applies.
+	for try := 0; ; try++ {
+		results, err = s.js.CreateOrUpdateKeyValue(ctx, resultsCfg)
+		if err == nil || try == 2 || !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("controller: provision bucket %s: %w", ResultsBucket, err)
 	}
