@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"pnpworker/controller"
@@ -136,6 +137,26 @@ func (n *natsFlags) connect(name string, log zerolog.Logger) (*nats.Conn, error)
 		return nil, fmt.Errorf("cannot connect to NATS at %s: %v", n.server, err)
 	}
 	return nc, nil
+}
+
+// openJetStream builds the logger of lf, connects as name and returns the
+// connection with its JetStream context: what every one-shot command that
+// reads or writes streams starts with. The caller closes the connection.
+func openJetStream(nf *natsFlags, lf *logFlags, stderr io.Writer, name string) (*nats.Conn, jetstream.JetStream, error) {
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := nf.connect(name, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
 }
 
 // connectAndWait connects, retrying until NATS is there or ctx ends: long-

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"pnpworker/controller"
 	"pnpworker/rollout"
@@ -442,23 +441,12 @@ func replay(ctx context.Context, store *controller.Store, letters []controller.D
 	return errors.Join(errs...)
 }
 
-// openStore connects and binds to the job streams. With provision, streams
-// that do not exist yet are created with the defaults, so a producer can
-// submit before any controller ever ran.
-// openStore builds the logger, connects, and opens the job streams (creating
-// them with defaults when provision is set and they do not exist yet).
+// openStore builds the logger, connects, and binds to the job streams.
+// With provision, streams that do not exist yet are created with the
+// defaults, so a producer can submit before any controller ever ran.
 func openStore(ctx context.Context, nf *natsFlags, lf *logFlags, stderr io.Writer, provision bool) (*nats.Conn, *controller.Store, error) {
-	log, err := lf.logger(stderr)
+	nc, js, err := openJetStream(nf, lf, stderr, "pnp")
 	if err != nil {
-		return nil, nil, err
-	}
-	nc, err := nf.connect("pnp", log)
-	if err != nil {
-		return nil, nil, err
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
 		return nil, nil, err
 	}
 	store, err := controller.OpenStore(ctx, js, controller.StoreConfig{})

@@ -50,19 +50,11 @@ func cmdPut(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	ttlSet := false
 	fs.Visit(func(f *flag.Flag) { ttlSet = ttlSet || f.Name == "ttl" })
-	log, err := lf.logger(stderr)
-	if err != nil {
-		return err
-	}
-	nc, err := nf.connect("pnp put", log)
+	nc, js, err := openJetStream(&nf, &lf, stderr, "pnp put")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	store, err := js.ObjectStore(ctx, *bucket)
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound):
@@ -125,19 +117,11 @@ func cmdGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		return err
-	}
-	nc, err := nf.connect("pnp get", log)
+	nc, js, err := openJetStream(&nf, &lf, stderr, "pnp get")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	return getObject(ctx, js, ref, *out, stdout)
 }
 

@@ -171,19 +171,11 @@ func cmdReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := rf.check(); err != nil {
 		return err
 	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		return err
-	}
-	nc, err := nf.connect("pnp replay", log)
+	nc, js, err := openJetStream(&nf, &lf, stderr, "pnp replay")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	since, last := rf.window()
 	cs, err := rollout.Replay(ctx, nc, js, rollout.ReplayConfig{Algorithm: alg, Version: *version, Since: since, Last: last,
 		Compare: rf.options(), Concurrency: *conc, Timeout: *timeout})
@@ -219,19 +211,11 @@ func cmdRouteReport(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := rf.check(); err != nil {
 		return err
 	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		return err
-	}
-	nc, err := nf.connect("pnp route", log)
+	nc, js, err := openJetStream(&nf, &lf, stderr, "pnp route")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	since, last := rf.window()
 	cs, err := rollout.ReadComparisons(ctx, js, alg, since, last)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {

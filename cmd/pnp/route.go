@@ -94,19 +94,11 @@ func cmdRoute(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("%w: --percent needs --canary", errUsage)
 		}
 	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		return err
-	}
-	nc, err := nf.connect("pnp route", log)
+	nc, js, err := openJetStream(&nf, &lf, stderr, "pnp route")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	var st *rollout.Store
 	if sub == "set" {
 		st, err = rollout.Provision(ctx, js, rollout.Config{})
