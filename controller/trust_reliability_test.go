@@ -41,13 +41,14 @@ func putRecord(t *testing.T, e *env, alg, instance string) {
 	}
 }
 
-// fakeRunner answers every request on run.<alg> in the runners' queue
-// group with body, naming itself instance (when not empty).
-func fakeRunner(t *testing.T, e *env, alg, instance, body string) *atomic.Int64 {
+// fakeRunner answers requests on run.<alg> in the runners' queue group
+// with body, naming itself instance (when not empty). With limit > 0 it
+// leaves the group after limit requests.
+func fakeRunner(t *testing.T, e *env, alg, instance, body string, limit int) *atomic.Int64 {
 	t.Helper()
 	nc := e.srv.Connect()
 	var calls atomic.Int64
-	_, err := nc.QueueSubscribe(discovery.RequestSubject(alg), "runners", func(m *nats.Msg) {
+	sub, err := nc.QueueSubscribe(discovery.RequestSubject(alg), "runners", func(m *nats.Msg) {
 		calls.Add(1)
 		reply := &nats.Msg{Subject: m.Reply, Data: []byte(body), Header: nats.Header{}}
 		if instance != "" {
@@ -57,6 +58,11 @@ func fakeRunner(t *testing.T, e *env, alg, instance, body string) *atomic.Int64 
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if limit > 0 {
+		if err := sub.AutoUnsubscribe(limit); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
@@ -68,14 +74,16 @@ func fakeRunner(t *testing.T, e *env, alg, instance, body string) *atomic.Int64 
 // the answering instance registered. A fake runner in the queue group —
 // naming a real instance or none — answering {"stolen":true} costs an
 // attempt (502, retried, so another instance may answer); a job only
-// fakes answer fails with 502 after its attempts.
+// fakes answer fails with 502 after its attempts. The two fakes beside
+// the real runner answer 5 requests each and leave, so no mixed job can
+// spend all its attempts on them however the server picks.
 func TestOutputsAreCheckedAgainstTheSchemaReliability(t *testing.T) {
 	e := newEnv(t, controller.StoreConfig{})
 	h := startRunner(t, e.srv, echo(t, "mixed", nil))
-	fakeRunner(t, e, "mixed", h.instance(), `{"stolen":true}`)
-	fakeRunner(t, e, "mixed", "", `{"stolen":true}`)
+	fakeRunner(t, e, "mixed", h.instance(), `{"stolen":true}`, 5)
+	fakeRunner(t, e, "mixed", "", `{"stolen":true}`, 5)
 	putRecord(t, e, "fakeonly", "fake")
-	fakeCalls := fakeRunner(t, e, "fakeonly", "fake", `{"stolen":true}`)
+	fakeCalls := fakeRunner(t, e, "fakeonly", "fake", `{"stolen":true}`, 0)
 
 	cfg := fastConfig(t)
 	cfg.MaxAttempts = 20
@@ -325,13 +333,13 @@ func TestHostileSchemasMemoryReliability(t *testing.T) {
 		put(fmt.Sprintf("bomb_%d", i), patterns(8000, `^[a-z0-9]{1,40}(-[a-z0-9]{1,40})*$`, i))
 	}
 	// A job that would make the controller compile one of them.
-	fakeRunner(t, e, "bomb_0", "x", `{}`)
+	fakeRunner(t, e, "bomb_0", "x", `{}`, 0)
 	e.submit(t, "bomb_0", "bomb", echoIn{N: 1})
 	const heavy = 20
 	for i := range heavy {
 		alg := fmt.Sprintf("heavy_%d", i)
 		put(alg, patterns(16, `^[\pL\pN]{1,30}$`, i))
-		fakeRunner(t, e, alg, "x", `{}`)
+		fakeRunner(t, e, alg, "x", `{}`, 0)
 		e.submit(t, alg, "h-"+alg, echoIn{N: i})
 	}
 	for i := range heavy {
