@@ -86,6 +86,8 @@ func (s *Store) Submit(ctx context.Context, algorithm string, input []byte, opts
 		opts.ID = nuid.Next()
 	} else if !ValidJobID(opts.ID) {
 		errs = append(errs, fmt.Errorf("invalid job id %q: want letters, digits, '_', '=', '-' and single inner dots, at most %d characters", opts.ID, maxJobIDLen))
+	} else if ReservedJobID(opts.ID) {
+		errs = append(errs, fmt.Errorf("invalid job id %q: the prefix %q is reserved for ids the controller assigns", opts.ID, autoPrefix))
 	}
 	if opts.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("timeout %s is negative", opts.Timeout))

@@ -32,6 +32,9 @@ type task struct {
 	// rev is the revision of the retrying record this delivery replaces;
 	// 0 when there is none.
 	rev uint64
+	// noRecord is set when the job may not store a record under its id:
+	// its dead letter is its only outcome.
+	noRecord bool
 }
 
 func (t *task) log() *zerolog.Logger {
@@ -82,6 +85,15 @@ func (c *Controller) process(w *worker, j *job) {
 		t.fail(ctx, &runner.Error{Code: runner.CodeInvalidInput, Message: fmt.Sprintf(
 			"invalid job id %q: want letters, digits, '_', '=', '-' and single inner dots, at most %d characters", t.id, maxJobIDLen)})
 		return
+	}
+	if ReservedJobID(t.id) && (h.Get(HeaderJobID) != "" || h.Get(HeaderMsgID) != "") {
+		if err := checkAutoID(t.id, md); err != nil {
+			// A record under the id would be the outcome of the job that
+			// later gets it: this job leaves only its dead letter.
+			t.noRecord = true
+			t.fail(ctx, &runner.Error{Code: runner.CodeInvalidInput, Message: err.Error()})
+			return
+		}
 	}
 	if !discovery.ValidAlgorithmName(t.alg) {
 		// No runner can register such a name, so no puller takes these
@@ -513,9 +525,10 @@ func (t *task) fail(ctx context.Context, e *runner.Error) {
 	t.rec.DeadLetterSeq = seq
 	t.log().Warn().Int("code", e.Code).Str("error", e.Message).Int("attempts", t.rec.Attempts).
 		Uint64("dead_letter_seq", seq).Msg("job failed")
-	if !ValidJobID(t.id) || !discovery.ValidAlgorithmName(t.alg) {
-		// No key to store a result under, or no algorithm a record
-		// (result.json) may name: the dead letter tells the story.
+	if t.noRecord || !ValidJobID(t.id) || !discovery.ValidAlgorithmName(t.alg) {
+		// No key to store a result under (or none this job may use), or
+		// no algorithm a record (result.json) may name: the dead letter
+		// tells the story.
 		t.ack()
 		t.finished()
 		return

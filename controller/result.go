@@ -3,6 +3,7 @@ package controller
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -155,11 +156,36 @@ func ValidJobID(id string) bool {
 	return true
 }
 
+// autoPrefix begins the ids the controller gives jobs that came without
+// one. A producer may not name a job so: see checkAutoID.
+const autoPrefix = "auto-"
+
+// ReservedJobID reports whether id has the form of an id the controller
+// assigns (the auto- prefix), which a producer may not choose.
+func ReservedJobID(id string) bool { return strings.HasPrefix(id, autoPrefix) }
+
+// checkAutoID accepts an auto- id that came in a header only when it names
+// a job JOBS stored before this message: a replay of a job that had no id
+// of its own. A producer that names its job after a later sequence would
+// otherwise store that job's outcome before the job exists.
+func checkAutoID(id string, md *jetstream.MsgMetadata) error {
+	seqPart, msPart, ok := strings.Cut(strings.TrimPrefix(id, autoPrefix), "-")
+	seq, err1 := strconv.ParseUint(seqPart, 10, 64)
+	ms, err2 := strconv.ParseInt(msPart, 10, 64)
+	switch {
+	case !ok || err1 != nil || err2 != nil || autoJobID(seq, time.UnixMilli(ms)) != id:
+		return fmt.Errorf("job id %q: the prefix %q is reserved for ids the controller assigns (%s<stream sequence>-<unix ms>)", id, autoPrefix, autoPrefix)
+	case seq >= md.Sequence.Stream || ms > md.Timestamp.UnixMilli():
+		return fmt.Errorf("job id %q: names a job JOBS has not stored yet (this job is sequence %d, stored at %d ms); the prefix %q is reserved for ids the controller assigns", id, md.Sequence.Stream, md.Timestamp.UnixMilli(), autoPrefix)
+	}
+	return nil
+}
+
 // autoJobID names a job that came without an id. It depends only on where
 // and when the stream stored the message, so every redelivery gets the same
 // id, and a stream that is deleted and created again does not reuse one.
 func autoJobID(streamSeq uint64, stored time.Time) string {
-	return "auto-" + strconv.FormatUint(streamSeq, 10) + "-" + strconv.FormatInt(stored.UnixMilli(), 10)
+	return autoPrefix + strconv.FormatUint(streamSeq, 10) + "-" + strconv.FormatInt(stored.UnixMilli(), 10)
 }
 
 // appendJSON appends the record's JSON form — the document json.Marshal

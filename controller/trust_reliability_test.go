@@ -3,6 +3,7 @@ package controller_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -18,6 +19,7 @@ import (
 
 	"pnpworker/controller"
 	"pnpworker/discovery"
+	"pnpworker/internal/natstest"
 	"pnpworker/runner"
 )
 
@@ -371,4 +373,67 @@ func TestOldConsumersGetAnInactiveThresholdReliability(t *testing.T) {
 	cfg.ConsumerInactiveThreshold = time.Second
 	startController(t, e, cfg)
 	eventually(t, 20*time.Second, func() bool { return len(consumerNames(t, e)) == 0 }, "consumers made before the threshold are still there")
+}
+
+// The auto- prefix names jobs that came without an id. A producer that
+// names its job auto-<later sequence>-<ms> would store the outcome of the
+// job that later gets that id before it exists; such a job leaves only a
+// 400 dead letter, and no record under the id. A replay of a job without
+// an id (an auto- id of an earlier sequence) still runs. Store.Submit
+// refuses the prefix up front.
+func TestAutoIDsAreReservedReliability(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	startRunner(t, e.srv, echo(t, "echo", nil))
+	startController(t, e, fastConfig(t))
+	ctx := context.Background()
+
+	if _, err := e.store.Submit(ctx, "echo", []byte(`{"n":1}`), controller.SubmitOptions{ID: "auto-1-2"}); err == nil || !strings.Contains(err.Error(), "reserved") {
+		t.Fatalf("Submit with an auto- id: %v, want a refusal naming the reserved prefix", err)
+	}
+
+	// A job without an id that fails: its dead letter is replayed below.
+	plain, err := e.js.Publish(ctx, "jobs.echo", []byte(`{"n":"x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	future := fmt.Sprintf("auto-%d-%d", plain.Sequence+3, time.Now().Add(time.Minute).UnixMilli())
+	hostile := []*nats.Msg{
+		{Subject: "jobs.echo", Data: []byte(`{"n":2}`), Header: nats.Header{controller.HeaderJobID: {future}}},
+		{Subject: "jobs.echo", Data: []byte(`{"n":3}`), Header: nats.Header{controller.HeaderMsgID: {"auto-12-x"}}},
+		{Subject: "jobs.echo", Data: []byte(`{"n":4}`), Header: nats.Header{controller.HeaderMsgID: {"auto-1-1"}, controller.HeaderJobID: {"auto-01-1"}}},
+	}
+	for _, m := range hostile {
+		if _, err := e.js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var dead []controller.DeadLetter
+	natstest.Eventually(t, 20*time.Second, func() bool {
+		dead, err = e.store.DeadLetters(ctx, "echo")
+		return err == nil && len(dead) == 1+len(hostile)
+	}, "not every job was dead-lettered")
+	var plainDead controller.DeadLetter
+	for _, d := range dead {
+		if d.JobID == "auto-01-1" || d.JobID == "auto-12-x" || d.JobID == future {
+			if d.Code != runner.CodeInvalidInput || !strings.Contains(d.Reason, "reserved for ids the controller assigns") {
+				t.Errorf("dead letter of %s: %d %q, want 400 naming the reserved prefix", d.JobID, d.Code, d.Reason)
+			}
+			if _, err := e.store.Results().Get(ctx, d.JobID); !errors.Is(err, jetstream.ErrKeyNotFound) {
+				t.Errorf("%s: a record under the claimed id (%v), want none", d.JobID, err)
+			}
+			continue
+		}
+		plainDead = d
+	}
+	if !strings.HasPrefix(plainDead.JobID, fmt.Sprintf("auto-%d-", plain.Sequence)) || plainDead.Code != runner.CodeInvalidInput {
+		t.Fatalf("dead letter of the job without an id: %+v", plainDead)
+	}
+	first := e.waitResult(t, plainDead.JobID)
+	if _, err := e.store.Replay(ctx, plainDead); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 20*time.Second, func() bool {
+		r, err := e.store.Result(ctx, plainDead.JobID)
+		return err == nil && r.Status == controller.StatusFailed && r.DeadLetterSeq != 0 && r.DeadLetterSeq != first.DeadLetterSeq
+	}, "the replayed job without an id did not run again")
 }

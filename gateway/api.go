@@ -283,6 +283,10 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request) {
 			writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: fmt.Sprintf("header %s: %q cannot name a job: want letters, digits, '_', '=', '-' and single inner dots, at most 255 characters", headerIdempotencyKey, key)})
 			return
 		}
+		if controller.ReservedJobID(key) {
+			writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: fmt.Sprintf("header %s: %q cannot name a job: the prefix auto- is reserved for ids the controller assigns", headerIdempotencyKey, key)})
+			return
+		}
 		opts.ID = key
 	}
 	d, err := timeoutHeader(r)
