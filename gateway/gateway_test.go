@@ -192,6 +192,7 @@ func TestJobsIdempotencyAndLongPoll(t *testing.T) {
 		{"invalid wait", "GET", "/v1/jobs/order-17?wait=forever", "", nil, 400},
 		{"body not JSON", "POST", "/v1/algorithms/probe/jobs", "{", nil, 400},
 		{"invalid Idempotency-Key", "POST", "/v1/algorithms/probe/jobs", "{}", map[string]string{"Idempotency-Key": "a b"}, 400},
+		{"reserved Idempotency-Key", "POST", "/v1/algorithms/probe/jobs", "{}", map[string]string{"Idempotency-Key": "auto-1-1"}, 400},
 		{"invalid algorithm name", "POST", "/v1/algorithms/Bad-Name/jobs", "{}", nil, 404},
 		{"unknown route", "GET", "/v2/nothing", "", nil, 404},
 	}
