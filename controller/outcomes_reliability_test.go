@@ -153,21 +153,35 @@ func TestNotifyCannotDirectWritesReliability(t *testing.T) {
 }
 
 // Defect class: readers take whatever is stored under a key for that job's
-// result. A record whose job_id is not its key is corruption, an error.
+// result. A record whose job_id is not its key is corruption, an error;
+// WaitResult waits past it for the record the controller stores when the
+// job runs, and reports it when its context ends first.
 func TestResultOfAnotherJobIsCorruptionReliability(t *testing.T) {
 	e := newEnv(t, controller.StoreConfig{})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	now := time.Now().UTC().Format(time.RFC3339Nano)
-	rec := fmt.Sprintf(`{"job_id":"someone-else","algorithm":"x","status":"succeeded","output":{"forged":true},"attempts":1,"submitted_at":%q,"started_at":%q}`, now, now)
-	if _, err := e.store.Results().Put(ctx, "victim", []byte(rec)); err != nil {
-		t.Fatal(err)
+	for _, id := range []string{"victim", "pending"} {
+		rec := fmt.Sprintf(`{"job_id":"someone-else","algorithm":"echo","status":"succeeded","output":{"n":99},"attempts":1,"submitted_at":%q,"started_at":%q}`, now, now)
+		if _, err := e.store.Results().Put(ctx, id, []byte(rec)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if r, err := e.store.Result(ctx, "victim"); !errors.Is(err, controller.ErrCorruptResult) {
 		t.Errorf("Result: %+v, %v; want an error wrapping ErrCorruptResult", r, err)
 	}
-	if r, err := e.store.WaitResult(ctx, "victim", nil); !errors.Is(err, controller.ErrCorruptResult) {
-		t.Errorf("WaitResult: %+v, %v; want an error wrapping ErrCorruptResult", r, err)
+	short, cancelShort := context.WithTimeout(ctx, time.Second)
+	defer cancelShort()
+	if r, err := e.store.WaitResult(short, "victim", nil); !errors.Is(err, controller.ErrCorruptResult) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("WaitResult: %+v, %v; want an error wrapping ErrCorruptResult and the deadline", r, err)
+	}
+
+	startRunner(t, e.srv, echo(t, "echo", nil))
+	startController(t, e, fastConfig(t))
+	e.submit(t, "echo", "pending", echoIn{N: 7})
+	r, err := e.store.WaitResult(ctx, "pending", nil)
+	if err != nil || r.Status != controller.StatusSucceeded || string(r.Output) != `{"n":7}` {
+		t.Errorf("WaitResult of a job whose key held a corrupt record: %+v, %v; want its own result", r, err)
 	}
 }
 

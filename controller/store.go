@@ -474,8 +474,9 @@ const (
 // checked against its creator's permissions). The retrying records it
 // reads are passed to progress, which may be nil, each once (two written
 // between reads show as the later one). Read errors (NATS
-// reconnecting, say) do not end the wait; the last one is reported when
-// ctx ends first.
+// reconnecting, say) and corrupt records (ErrCorruptResult: the
+// controller replaces one when it stores the job's outcome) do not end
+// the wait; the last one is reported, and wrapped, when ctx ends first.
 func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)) (Result, error) {
 	if !ValidJobID(id) {
 		return Result{}, fmt.Errorf("controller: invalid job id %q", id)
@@ -491,7 +492,7 @@ func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)
 		select {
 		case <-ctx.Done():
 			if lastErr != nil {
-				return Result{}, fmt.Errorf("controller: waiting for result %s: %w (last read: %v)", id, ctx.Err(), lastErr)
+				return Result{}, fmt.Errorf("controller: waiting for result %s: %w (last read: %w)", id, ctx.Err(), lastErr)
 			}
 			return Result{}, fmt.Errorf("controller: waiting for result %s: %w", id, ctx.Err())
 		case <-timer.C:
@@ -508,7 +509,8 @@ func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)
 			seen, lastErr = e.Revision(), nil
 			r, err := decodeResult(id, e.Value())
 			if err != nil {
-				return Result{}, err
+				lastErr = err
+				break
 			}
 			if r.Status.Final() {
 				return r, nil

@@ -204,6 +204,10 @@ func waitAndPrint(ctx context.Context, store *controller.Store, id string, timeo
 		}
 		fmt.Fprintf(stderr, "attempt %d failed (%s); retrying%s\n", r.Attempts, msg, next)
 	})
+	if errors.Is(err, context.DeadlineExceeded) && errors.Is(err, controller.ErrCorruptResult) && timeout > 0 {
+		return fmt.Errorf("no result for job %s after %s: the record under its key is not its result (%w); the controller replaces it when the job runs",
+			id, time.Since(start).Round(time.Millisecond), controller.ErrCorruptResult)
+	}
 	if errors.Is(err, context.DeadlineExceeded) && timeout > 0 {
 		return fmt.Errorf("no result for job %s after %s: it is still waiting or running (see 'pnp jobs'); read it later with 'pnp result %s'",
 			id, time.Since(start).Round(time.Millisecond), id)
