@@ -16,10 +16,13 @@
 #    every algorithm and reads its result; shows that the producer (and a
 #    runner) may not call run.meme_classifier; scales meme-runner to 3 and shows 3 keys in
 #    discovery and replies from all 3 instances (as the controller role,
-#    which may request runners).
+#    which may request runners); through the gateway's HTTP API (curl, on
+#    127.0.0.1 only): refused without the token, lists the algorithms,
+#    runs one and submits a job and waits for its result.
 # 5. docker compose down -v — also when a step fails.
 #
 # Environment: COMPOSE_VERSION (v2.40.3), E2E_NATS_PORT (14222),
+# E2E_GATEWAY_PORT (18080),
 # COMPOSE_PROJECT_NAME (pnpworker-e2e), NATS_CLI
 # (nats on PATH, else ~/go/bin/nats, else installed at v0.5.0), KEEP=1 to
 # leave the deployment running for a look (it is then not torn down).
@@ -29,6 +32,7 @@ cd "$(dirname "$0")/.."
 COMPOSE_VERSION="${COMPOSE_VERSION:-v2.40.3}"
 NATSCLI_VERSION=0.5.0
 NATS_PORT="${E2E_NATS_PORT:-14222}"
+GATEWAY_PORT="${E2E_GATEWAY_PORT:-18080}"
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-pnpworker-e2e}"
 export PATH="/usr/local/go/bin:$PATH"
 
@@ -93,6 +97,10 @@ if ! docker info >/dev/null 2>&1; then
 	docker info >/dev/null 2>&1 || fail "dockerd did not come up in 60 s (see $log)"
 fi
 echo "docker daemon $(docker version --format '{{.Server.Version}}')"
+if ! command -v curl >/dev/null; then
+	[ "$(id -u)" -eq 0 ] || fail "curl is not installed; as root: apt-get install curl"
+	apt-get install -y -qq --no-install-recommends curl >/dev/null
+fi
 
 # ---------------------------------------------------------------- compose
 step "docker compose $COMPOSE_VERSION"
@@ -139,7 +147,9 @@ export PNP_IMAGE=pnpworker/pnp:dev
 secret() { head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 MEME_RUNNER_PASSWORD="$(secret)" TEXT_RUNNER_PASSWORD="$(secret)"
 CONTROLLER_PASSWORD="$(secret)" PRODUCER_PASSWORD="$(secret)" ADMIN_PASSWORD="$(secret)" GATEWAY_PASSWORD="$(secret)"
+PNP_HTTP_TOKEN="$(secret)"
 export MEME_RUNNER_PASSWORD TEXT_RUNNER_PASSWORD CONTROLLER_PASSWORD PRODUCER_PASSWORD ADMIN_PASSWORD GATEWAY_PASSWORD NATS_PORT
+export PNP_HTTP_TOKEN GATEWAY_PORT
 
 step "docker compose up -d"
 docker compose down -v --remove-orphans >/dev/null 2>&1 || true
@@ -208,6 +218,39 @@ for role in producer text_runner; do
 	echo "$out" | grep -q 'Permissions Violation for Publish to "run.meme_classifier"' ||
 		fail "the $role's request to run.meme_classifier was not refused"
 done
+
+step "the HTTP API through the gateway (127.0.0.1:$GATEWAY_PORT)"
+api="http://127.0.0.1:$GATEWAY_PORT"
+# http <method> <path> [body] [curl args...]: prints the body, then the status on a line of its own.
+http() {
+	local method="$1" path="$2" body="${3:-}"
+	shift 3 || shift $#
+	curl -sS -X "$method" -H "Authorization: Bearer $PNP_HTTP_TOKEN" -H 'Content-Type: application/json' \
+		${body:+--data-binary "$body"} -w '\n%{http_code}\n' "$@" "$api$path"
+}
+status() { tail -1; }
+ready=""
+for _ in $(seq 1 60); do
+	ready="$(curl -sS -o /dev/null -w '%{http_code}' "$api/readyz" 2>/dev/null || true)"
+	[ "$ready" = 200 ] && break
+	sleep 1
+done
+[ "$ready" = 200 ] || fail "gateway /readyz: $ready"
+code="$(curl -sS -o /dev/null -w '%{http_code}' "$api/v1/algorithms")"
+echo "GET /v1/algorithms without the token: $code"
+[ "$code" = 401 ] || fail "the gateway answered $code without the token, want 401"
+out="$(http GET /v1/algorithms)"
+echo "$out" | grep -q '"meme_classifier"' && echo "$out" | grep -q '"language_detection"' ||
+	fail "GET /v1/algorithms does not list the runners' algorithms: $(echo "$out" | head -c 300)"
+out="$(http POST /v1/algorithms/language_detection/run '{"text":"Der schnelle braune Fuchs springt über den faulen Hund"}')"
+echo "POST /v1/algorithms/language_detection/run: $(echo "$out" | tr '\n' ' ')"
+[ "$(echo "$out" | status)" = 200 ] && echo "$out" | grep -q '"iso639_1":"de"' || fail "run through the gateway"
+out="$(http POST /v1/algorithms/meme_classifier/jobs "{\"image_url\":\"$drake\"}" -H "Idempotency-Key: e2e-$run_id-http")"
+echo "POST /v1/algorithms/meme_classifier/jobs: $(echo "$out" | tr '\n' ' ')"
+[ "$(echo "$out" | status)" = 202 ] || fail "job through the gateway not accepted"
+out="$(http GET "/v1/jobs/e2e-$run_id-http?wait=60s")"
+echo "GET /v1/jobs/e2e-$run_id-http?wait=60s: $(echo "$out" | head -c 300 | tr '\n' ' ')"
+[ "$(echo "$out" | status)" = 200 ] && echo "$out" | grep -q '"status":"succeeded"' || fail "job through the gateway did not succeed"
 
 step "docker compose up -d --scale meme-runner=3"
 docker compose up -d --scale meme-runner=3 --no-recreate 2>&1 | grep -v -e Waiting -e Running || true

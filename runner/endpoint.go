@@ -59,7 +59,7 @@ type endpoint struct {
 	drained   chan struct{} // closed when the subscription finished draining
 
 	svcStats serviceStats
-	metrics  *metrics            // nil without WithMetrics
+	metrics  *Metrics            // nil without metrics
 	okObs    prometheus.Observer // latency of successes; nil without WithMetrics
 
 	// counters for the micro STATS data field

@@ -16,12 +16,11 @@ func BenchmarkObserve(b *testing.B) {
 		e := &endpoint{alg: &Algorithm{spec: Spec{Name: "bench"}}}
 		if on {
 			name = "on"
-			r := &Runner{}
-			r.metrics = newMetrics(r)
-			if err := prometheus.NewRegistry().Register(r.metrics); err != nil {
+			m, err := NewMetrics(prometheus.NewRegistry())
+			if err != nil {
 				b.Fatal(err)
 			}
-			e.metrics, e.okObs = r.metrics, r.metrics.duration.WithLabelValues("bench", "200")
+			e.metrics, e.okObs = m, m.duration.WithLabelValues("bench", "200")
 		}
 		b.Run(name, func(b *testing.B) {
 			received := time.Now()

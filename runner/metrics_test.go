@@ -247,3 +247,63 @@ func TestTraceIDOnEveryRequestLogLine(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedMetricsSumAndOutliveRunners: runners sharing one Metrics (as a
+// process's worker runners do, made anew at each worker restart) report
+// one series per algorithm, summed over them; a runner that stops leaves
+// its counts, so counters never go down, and only its gauges go.
+func TestSharedMetricsSumAndOutliveRunners(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	reg := prometheus.NewRegistry()
+	m, err := runner.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runner.NewMetrics(reg); err == nil {
+		t.Error("a second Metrics on one registry must fail")
+	}
+	if _, err := runner.New(nc, []*runner.Algorithm{wordCount(t, nil)}, runner.WithMetrics(prometheus.NewRegistry()), runner.WithSharedMetrics(m)); err == nil {
+		t.Error("WithMetrics and WithSharedMetrics together must fail")
+	}
+	url := serveMetrics(t, reg)
+	conc := func(s *runner.Spec) { s.MaxConcurrency = 2 }
+	_, stopA := start(t, nc, []*runner.Algorithm{wordCount(t, conc)}, runner.WithSharedMetrics(m))
+	start(t, nc, []*runner.Algorithm{wordCount(t, conc)}, runner.WithSharedMetrics(m))
+	alg := "algorithm=word_count"
+	value := func(name string, labels ...string) float64 {
+		return metricstest.Scrape(t, url).Value(t, name, append([]string{alg}, labels...)...)
+	}
+	if got := value("pnp_runner_max_concurrency"); got != 4 {
+		t.Fatalf("max_concurrency = %g, want 4 (two runners of 2)", got)
+	}
+	for range 10 {
+		request(t, nc, `{"text":"a b"}`, nil)
+	}
+	request(t, nc, `{"text":1}`, nil)
+	if got := value("pnp_runner_requests_total", "code=200"); got != 10 {
+		t.Fatalf("requests_total{200} = %g, want 10", got)
+	}
+	stopA()
+	natstest.Eventually(t, 10*time.Second, func() bool { return value("pnp_runner_max_concurrency") == 2 }, "the stopped runner's capacity is still counted")
+	if got := value("pnp_runner_requests_total", "code=200"); got != 10 {
+		t.Errorf("requests_total{200} = %g after a runner stopped, want still 10", got)
+	}
+	if got := value("pnp_runner_requests_total", "code=400"); got != 1 {
+		t.Errorf("requests_total{400} = %g after a runner stopped, want still 1", got)
+	}
+	for range 5 {
+		request(t, nc, `{"text":"a b"}`, nil)
+	}
+	start(t, nc, []*runner.Algorithm{wordCount(t, conc)}, runner.WithSharedMetrics(m))
+	if got := value("pnp_runner_requests_total", "code=200"); got != 15 {
+		t.Errorf("requests_total{200} = %g, want 15", got)
+	}
+	if got := value("pnp_runner_max_concurrency"); got != 4 {
+		t.Errorf("max_concurrency = %g with a new runner, want 4", got)
+	}
+	f := metricstest.Scrape(t, url)
+	if h := f.Histogram(t, "pnp_runner_request_duration_seconds", alg, "code=200"); h.GetSampleCount() != 15 {
+		t.Errorf("request_duration_seconds{200} count = %d, want 15", h.GetSampleCount())
+	}
+}

@@ -41,6 +41,7 @@ type options struct {
 	metadata     map[string]string
 	checkOutput  bool
 	metrics      prometheus.Registerer
+	shared       *Metrics
 	routes       rollout.Config
 }
 
@@ -123,7 +124,7 @@ type Runner struct {
 	algs []*Algorithm
 	opts options
 
-	metrics *metrics // nil without WithMetrics
+	metrics *Metrics // nil without WithMetrics or WithSharedMetrics
 
 	mu        sync.Mutex
 	endpoints []*endpoint
@@ -167,15 +168,19 @@ func New(nc *nats.Conn, algorithms []*Algorithm, opts ...Option) (*Runner, error
 	if o.host == "" {
 		o.host, _ = os.Hostname()
 	}
+	if o.metrics != nil && o.shared != nil {
+		errs = append(errs, errors.New("both WithMetrics and WithSharedMetrics"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("runner: %w", err)
 	}
-	r := &Runner{nc: nc, algs: algorithms, opts: o, started: make(chan struct{})}
+	r := &Runner{nc: nc, algs: algorithms, opts: o, started: make(chan struct{}), metrics: o.shared}
 	if o.metrics != nil {
-		r.metrics = newMetrics(r)
-		if err := o.metrics.Register(r.metrics); err != nil {
-			return nil, fmt.Errorf("runner: register metrics: %w", err)
+		m, err := NewMetrics(o.metrics)
+		if err != nil {
+			return nil, err
 		}
+		r.metrics = m
 	}
 	return r, nil
 }
@@ -303,6 +308,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.mu.Lock()
 	r.endpoints = eps
 	r.mu.Unlock()
+	if r.metrics != nil {
+		r.metrics.attach(r)
+		// After the workers are done: the counts it keeps are final.
+		defer r.metrics.detach(r)
+	}
 	memCtx, stopMembership := context.WithCancel(ctx)
 	memDone := make(chan struct{})
 	go func() { defer close(memDone); mem.run(memCtx) }()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -68,13 +67,15 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if noProv {
 		opts = append(opts, runner.WithoutProvisioning())
 	}
-	// A worker's runner lives as long as its process and is made anew at
-	// each restart; it does not register metrics (a registry takes one
-	// runner's collector).
-	workerOpts := slices.Clone(opts)
 	if mf.addr != "" {
+		// The built-in runner and every worker's runner (made anew at each
+		// restart of its process) report into one set of runner metrics.
 		reg := newRegistry()
-		opts = append(opts, runner.WithMetrics(reg))
+		m, err := runner.NewMetrics(reg)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, runner.WithSharedMetrics(m))
 		stop, err := serveMetrics(ctx, mf.addr, reg, log)
 		if err != nil {
 			return err
@@ -100,7 +101,7 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	workers, err := wf.build(nc, log, workerOpts...)
+	workers, err := wf.build(nc, log, opts...)
 	if err != nil {
 		return err
 	}

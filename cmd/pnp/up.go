@@ -165,13 +165,19 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	workers, err := wf.build(nc, log)
+	// The built-in runner and every worker's runner (made anew at each
+	// restart of its process) report into one set of runner metrics.
+	runnerMetrics, err := runner.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	workers, err := wf.build(nc, log, runner.WithSharedMetrics(runnerMetrics))
 	if err != nil {
 		return err
 	}
 	var r *runner.Runner
 	if len(list) > 0 {
-		if r, err = runner.New(nc, list, runner.WithLogger(log.With().Str("component", "runner").Logger()), runner.WithMetrics(reg)); err != nil {
+		if r, err = runner.New(nc, list, runner.WithLogger(log.With().Str("component", "runner").Logger()), runner.WithSharedMetrics(runnerMetrics)); err != nil {
 			return err
 		}
 	}

@@ -7,18 +7,21 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"pnpworker/internal/metricstest"
 	"pnpworker/internal/natstest"
 	"pnpworker/runner"
 )
 
 // pnp runner --algorithms none --worker CMD serves the worker's algorithms
 // only, one instance per --worker-procs process, the command split like a
-// shell would; it deregisters them on shutdown.
+// shell would; --metrics reports them, summed over the processes; it
+// deregisters them on shutdown.
 func TestRunnerServesWorkers(t *testing.T) {
 	isolateEnv(t)
 	s := natstest.Start(t)
 	url := s.URL()
-	r := startPnp(t, "runner", "--server", url, "--algorithms", "none", "--worker-procs", "2",
+	metricsAddr, _ := freeLoopbackAddr(t)
+	r := startPnp(t, "runner", "--server", url, "--algorithms", "none", "--worker-procs", "2", "--metrics", metricsAddr,
 		"--worker", `/bin/sh -c 'exec "$0"' ../../examples/shell/shout.sh`)
 	nc := s.Connect()
 	natstest.Eventually(t, pnpTimeout, func() bool {
@@ -38,6 +41,13 @@ func TestRunnerServesWorkers(t *testing.T) {
 	m, err := nc.Request("run.shout", []byte(`{"text":"plug and play"}`), 10*time.Second)
 	if err != nil || runner.ReplyError(m) != nil || string(m.Data) != `{"text":"PLUG AND PLAY"}` {
 		t.Fatalf("run.shout: %v %v %s", err, replyErr(m), dataOf(m))
+	}
+	f := metricstest.Scrape(t, "http://"+metricsAddr+"/metrics")
+	if got := f.Value(t, "pnp_runner_requests_total", "algorithm=shout", "code=200"); got < 2 {
+		t.Errorf("requests_total{shout,200} = %g, want at least the 2 answered", got)
+	}
+	if got := f.Value(t, "pnp_runner_max_concurrency", "algorithm=shout"); got != 2 {
+		t.Errorf("max_concurrency{shout} = %g, want 2 (two processes of 1)", got)
 	}
 	if code := r.stop(t); code != 0 {
 		t.Errorf("exit %d after cancellation\nstderr:\n%s", code, r.stderr.String())
