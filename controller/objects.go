@@ -107,6 +107,24 @@ func (s *Store) Output(ctx context.Context, r Result, maxBytes int64) ([]byte, e
 	return data, nil
 }
 
+// OpenObject opens the object r names for reading, from the inputs or the
+// outputs bucket only (ErrNotReadable otherwise). The reader checks the
+// object's size and digest as it reaches the end.
+func (s *Store) OpenObject(ctx context.Context, r objref.Ref) (*objref.Object, error) {
+	if r.Bucket != InputsBucket && r.Bucket != OutputsBucket {
+		return nil, fmt.Errorf("controller: %s: %w", r, ErrNotReadable)
+	}
+	o, err := objref.Open(ctx, s.js, r)
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	return o, nil
+}
+
+// ErrNotReadable is wrapped by OpenObject's error for a bucket other than
+// inputs and outputs.
+var ErrNotReadable = errors.New("not a bucket of the job pipeline (inputs, outputs)")
+
 // storeOutput moves a succeeded record's output to the outputs bucket and
 // puts its reference in the record.
 func (s *Store) storeOutput(ctx context.Context, r *Result) error {

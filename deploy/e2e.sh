@@ -18,7 +18,8 @@
 #    discovery and replies from all 3 instances (as the controller role,
 #    which may request runners); through the gateway's HTTP API (curl, on
 #    127.0.0.1 only): refused without the token, lists the algorithms,
-#    runs one and submits a job and waits for its result.
+#    runs one, runs one on an uploaded file, submits a job and waits for
+#    its result.
 # 5. docker compose down -v — also when a step fails.
 #
 # Environment: COMPOSE_VERSION (v2.40.3), E2E_NATS_PORT (14222),
@@ -242,9 +243,13 @@ echo "GET /v1/algorithms without the token: $code"
 out="$(http GET /v1/algorithms)"
 echo "$out" | grep -q '"meme_classifier"' && echo "$out" | grep -q '"language_detection"' ||
 	fail "GET /v1/algorithms does not list the runners' algorithms: $(echo "$out" | head -c 300)"
-out="$(http POST /v1/algorithms/language_detection/run '{"text":"Der schnelle braune Fuchs springt über den faulen Hund"}')"
+out="$(http POST /v1/algorithms/language_detection/run '{"text":"Guten Morgen, wie geht es dir heute?"}')"
 echo "POST /v1/algorithms/language_detection/run: $(echo "$out" | tr '\n' ' ')"
 [ "$(echo "$out" | status)" = 200 ] && echo "$out" | grep -q '"iso639_1":"de"' || fail "run through the gateway"
+out="$(curl -sS -H "Authorization: Bearer $PNP_HTTP_TOKEN" -F file=@algo/meme_classifier/demo/samples/drake_pref_captioned.jpg \
+	-w '\n%{http_code}\n' "$api/v1/algorithms/meme_classifier/run")"
+echo "POST /v1/algorithms/meme_classifier/run with a file: $(echo "$out" | head -c 200 | tr '\n' ' ')"
+[ "$(echo "$out" | status)" = 200 ] && echo "$out" | grep -q '"label":"drake_pref"' || fail "multipart run through the gateway"
 out="$(http POST /v1/algorithms/meme_classifier/jobs "{\"image_url\":\"$drake\"}" -H "Idempotency-Key: e2e-$run_id-http")"
 echo "POST /v1/algorithms/meme_classifier/jobs: $(echo "$out" | tr '\n' ' ')"
 [ "$(echo "$out" | status)" = 202 ] || fail "job through the gateway not accepted"

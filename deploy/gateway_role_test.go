@@ -124,6 +124,16 @@ func TestGatewayRoleAllowed(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no job event under the gateway role")
 	}
+	// Data by reference: upload to inputs, read it back; read outputs
+	// (a missing object is a 404, not a permission error).
+	code, b := httpDo(t, "POST", base+"/v1/objects?filename=a.txt", "some bytes", nil)
+	var obj struct{ Ref string }
+	if code != 201 || json.Unmarshal(b, &obj) != nil || !strings.HasPrefix(obj.Ref, "obj://inputs/") {
+		t.Fatalf("upload: %d %s", code, b)
+	}
+	check("download an input", 200, "GET", "/v1/objects/"+strings.TrimPrefix(obj.Ref, "obj://"), "", nil, "some bytes")
+	check("a missing output", 404, "GET", "/v1/objects/outputs/none", "", nil, "no object")
+	check("output of a failed job", 409, "GET", "/v1/jobs/gw-bad/output", "", nil, "is failed")
 	c.expectClean(t)
 }
 

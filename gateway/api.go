@@ -184,7 +184,7 @@ func (g *Gateway) run(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, noRunner(name))
 		return
 	}
-	body, ok := g.readBody(w, r)
+	body, ok := g.readInput(w, r, name)
 	if !ok {
 		return
 	}
@@ -269,14 +269,6 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problem{Code: http.StatusNotFound, Message: fmt.Sprintf("%q cannot name an algorithm", name)})
 		return
 	}
-	body, ok := g.readBody(w, r)
-	if !ok {
-		return
-	}
-	var violations []schemas.Violation
-	if !json.Valid(body) {
-		violations = append(violations, schemas.Violation{Pointer: "", Message: "the body is not valid JSON"})
-	}
 	var opts controller.SubmitOptions
 	if key := r.Header.Get(headerIdempotencyKey); key != "" {
 		if !controller.ValidJobID(key) {
@@ -295,8 +287,14 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	opts.Timeout = d
-	if len(violations) > 0 {
-		writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: "invalid input", Violations: violations})
+	// Headers first: a bad one refuses the job before any upload.
+	body, ok := g.readInput(w, r, name)
+	if !ok {
+		return
+	}
+	if !json.Valid(body) {
+		writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: "invalid input",
+			Violations: []schemas.Violation{{Pointer: "", Message: "the body is not valid JSON"}}})
 		return
 	}
 	traceHeaders(r, &opts.Header)

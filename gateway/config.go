@@ -50,6 +50,10 @@ type Config struct {
 	IdleTimeout       time.Duration
 	// MaxWait caps ?wait= of GET /v1/jobs/{id}. Default DefaultMaxWait.
 	MaxWait time.Duration
+	// MaxUpload caps the bytes of one upload (POST /v1/objects, the file
+	// of a multipart run or job) streamed into the inputs bucket. Default
+	// DefaultMaxUpload; the bucket's own limits still apply.
+	MaxUpload int64
 	// StatsTimeout bounds the collection of $SRV.STATS replies; StatsTTL
 	// is how long collected stats are reused. Defaults DefaultStatsTimeout
 	// and DefaultStatsTTL.
@@ -73,6 +77,9 @@ func (c *Config) setDefaults() {
 	def(&c.MaxWait, DefaultMaxWait)
 	def(&c.StatsTimeout, DefaultStatsTimeout)
 	def(&c.StatsTTL, DefaultStatsTTL)
+	if c.MaxUpload == 0 {
+		c.MaxUpload = DefaultMaxUpload
+	}
 	if c.Metrics == nil {
 		c.Metrics = prometheus.NewRegistry()
 	}
@@ -103,6 +110,9 @@ func (c Config) Validate() error {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %s is negative", name, d))
 		}
+	}
+	if c.MaxUpload < 0 {
+		errs = append(errs, fmt.Errorf("max upload %d is negative", c.MaxUpload))
 	}
 	return errors.Join(errs...)
 }

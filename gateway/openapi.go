@@ -65,6 +65,26 @@ func (g *Gateway) openAPIDoc() obj {
 			"responses": obj{"200": obj{"description": "the result record", "content": obj{"application/json": obj{"schema": ref("Result")}}},
 				"400": problemResponse("invalid job id or wait"), "404": problemResponse("no result: waiting, unknown or expired")},
 		}},
+		"/v1/jobs/{id}/output": obj{"get": obj{
+			"operationId": "getJobOutput", "summary": "a succeeded job's output, from its record or from the object its output_ref names",
+			"parameters": []any{obj{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string"}}},
+			"responses": obj{"200": obj{"description": "the output JSON", "content": obj{"application/json": obj{"schema": obj{}}}},
+				"404": problemResponse("no result"), "409": problemResponse("the job has not succeeded")},
+		}},
+		"/v1/objects": obj{"post": obj{
+			"operationId": "uploadObject", "summary": "upload the body to bucket inputs; reference it as obj://inputs/<name> in an input",
+			"parameters":  []any{obj{"name": "filename", "in": "query", "required": false, "description": "kept at the end of the object's unique name", "schema": obj{"type": "string"}}},
+			"requestBody": obj{"required": true, "content": obj{"application/octet-stream": obj{"schema": obj{"type": "string", "format": "binary"}}}},
+			"responses": obj{"201": obj{"description": "stored", "headers": obj{"Location": obj{"schema": obj{"type": "string"}}},
+				"content": obj{"application/json": obj{"schema": ref("Object")}}}, "413": problemResponse("over the upload limit")},
+		}},
+		"/v1/objects/{bucket}/{name}": obj{"get": obj{
+			"operationId": "downloadObject", "summary": "an object of bucket inputs or outputs",
+			"parameters": []any{obj{"name": "bucket", "in": "path", "required": true, "schema": obj{"enum": []any{"inputs", "outputs"}}},
+				obj{"name": "name", "in": "path", "required": true, "description": "the object's name; may contain '/'", "schema": obj{"type": "string"}}},
+			"responses": obj{"200": obj{"description": "the object's bytes", "content": obj{"application/octet-stream": obj{"schema": obj{"type": "string", "format": "binary"}}}},
+				"404": problemResponse("no such object, or not a bucket of the pipeline")},
+		}},
 		"/v1/dead": obj{"get": obj{
 			"operationId": "listDeadLetters", "summary": "dead letters: jobs that failed for good, with the reason",
 			"parameters": []any{obj{"name": "algorithm", "in": "query", "required": false, "schema": obj{"type": "string"}}},
@@ -88,6 +108,11 @@ func (g *Gateway) openAPIDoc() obj {
 		"/readyz": obj{"get": obj{"operationId": "readyz", "summary": "NATS connected and discovery readable", "security": []any{},
 			"responses": obj{"200": obj{"description": "ready"}, "503": problemResponse("not ready")}}},
 	}
+	fileForm := obj{"schema": obj{"type": "object", "required": []any{"file"}, "properties": obj{
+		"file":  obj{"type": "string", "format": "binary", "description": "uploaded to bucket inputs; its obj:// reference becomes the input field named by field"},
+		"field": obj{"type": "string", "default": DefaultFileField, "description": "the input field that takes the file's reference"},
+		"input": obj{"type": "string", "description": "the other input fields, a JSON object"},
+	}}}
 	for _, a := range g.algorithms() {
 		in, out := rawSchema(a.InputSchema), rawSchema(a.OutputSchema)
 		run := obj{
@@ -96,7 +121,7 @@ func (g *Gateway) openAPIDoc() obj {
 			"description": a.Description,
 			"tags":        []any{a.Name},
 			"parameters":  []any{timeoutParam, traceParam},
-			"requestBody": obj{"required": true, "content": obj{"application/json": obj{"schema": in}}},
+			"requestBody": obj{"required": true, "content": obj{"application/json": obj{"schema": in}, "multipart/form-data": fileForm}},
 			"responses":   obj{"200": obj{"description": "the algorithm's output", "content": obj{"application/json": obj{"schema": out}}}},
 		}
 		for code, resp := range errorResponses() {
@@ -108,7 +133,7 @@ func (g *Gateway) openAPIDoc() obj {
 			"tags":        []any{a.Name},
 			"parameters": []any{timeoutParam, traceParam,
 				obj{"name": "Idempotency-Key", "in": "header", "required": false, "description": "the job id; a job submitted twice within the duplicate window is stored once", "schema": obj{"type": "string"}}},
-			"requestBody": obj{"required": true, "content": obj{"application/json": obj{"schema": in}}},
+			"requestBody": obj{"required": true, "content": obj{"application/json": obj{"schema": in}, "multipart/form-data": fileForm}},
 			"responses": obj{
 				"202": obj{"description": "stored; read the result at Location", "headers": obj{"Location": obj{"schema": obj{"type": "string"}}},
 					"content": obj{"application/json": obj{"schema": ref("JobAccepted")}}},
@@ -131,6 +156,7 @@ func (g *Gateway) openAPIDoc() obj {
 				"type": str, "title": str, "status": integer, "detail": str, "code": integer, "message": str, "algorithm": str, "instance": str,
 				"violations": obj{"type": "array", "items": obj{"type": "object", "properties": obj{"pointer": str, "message": str}}},
 			}},
+			"Object":      obj{"type": "object", "required": []any{"ref", "bucket", "name", "size"}, "properties": obj{"ref": str, "bucket": str, "name": str, "size": integer}},
 			"JobAccepted": obj{"type": "object", "required": []any{"job_id", "location"}, "properties": obj{"job_id": str, "duplicate": obj{"type": "boolean"}, "location": str}},
 			"Result":      obj{"type": "object", "description": "a result record (schemas/result.json)", "required": []any{"job_id", "algorithm", "status"}, "properties": obj{"job_id": str, "algorithm": str, "status": obj{"enum": []any{"succeeded", "failed", "retrying"}}, "output": obj{}, "error": obj{"type": "object"}, "attempts": integer}},
 			"DeadLetter":  obj{"type": "object", "properties": obj{"seq": integer, "job_id": str, "algorithm": str, "code": integer, "reason": str, "attempts": integer, "dead_at": str, "body": obj{}}},

@@ -15,26 +15,37 @@ import (
 
 	"pnpworker/controller"
 	"pnpworker/gateway"
+	"pnpworker/internal/imagefetch"
 )
 
 // httpFlags configure the gateway's HTTP side, for `pnp gateway` and
 // `pnp up`.
 type httpFlags struct {
-	addr  string
-	token string
-	cors  string
+	addr      string
+	token     string
+	cors      string
+	maxUpload string
 }
 
 func (h *httpFlags) register(fs *flagSet) {
 	fs.StringVar(&h.addr, "http", env("PNP_HTTP", gateway.DefaultAddr), "address of the HTTP API and dashboard; '' turns them off; any address but loopback needs --http-token (env PNP_HTTP)")
 	fs.StringVar(&h.token, "http-token", env("PNP_HTTP_TOKEN", ""), "bearer token every API request must carry (env PNP_HTTP_TOKEN)")
 	fs.StringVar(&h.cors, "http-cors", env("PNP_HTTP_CORS", ""), "the one origin browsers may call the API from, e.g. https://app.example (env PNP_HTTP_CORS; default: no CORS)")
+	fs.StringVar(&h.maxUpload, "http-max-upload", env("PNP_HTTP_MAX_UPLOAD", "64MiB"), "largest upload (POST /v1/objects, the file of a multipart run or job) streamed into bucket inputs, e.g. 64MiB (env PNP_HTTP_MAX_UPLOAD)")
 }
 
 // config is the gateway's configuration from the flags. metrics is the
 // process's one registry: /metrics serves it.
 func (h *httpFlags) config(metrics *prometheus.Registry, log zerolog.Logger) (gateway.Config, error) {
 	cfg := gateway.Config{Addr: h.addr, Token: h.token, CORSOrigin: h.cors, Metrics: metrics, Logger: log}
+	n, err := imagefetch.ParseSize(h.maxUpload)
+	if err == nil && n <= 0 {
+		err = errors.New("0 would refuse every upload")
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("%w: --http-max-upload (PNP_HTTP_MAX_UPLOAD) %q: %v", errUsage, h.maxUpload, err)
+	}
+	cfg.MaxUpload = n
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("%w: --http %s: %v", errUsage, h.addr, err)
 	}

@@ -7,9 +7,13 @@ import (
 	"image"
 	_ "image/jpeg"
 	"image/png"
+	"io"
 	"math/rand/v2"
+	"mime/multipart"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -231,6 +235,162 @@ func TestUpDemoImagesReachEveryRunner(t *testing.T) {
 				t.Fatalf("%s %s: %v (instance %s)", subject, body, rerr, reply.Header.Get(runner.HeaderInstance))
 			}
 			seen[reply.Header.Get(runner.HeaderInstance)] = true
+		}
+	}
+}
+
+// Files over HTTP, end to end through `pnp gateway`: a multipart run and a
+// multipart job with a file bigger than a NATS message (uploaded to the
+// inputs bucket, its reference put in image_url), the job's large output
+// read back through /v1/jobs/{id}/output, and a plain upload and its
+// download. Refusals: an upload over --http-max-upload (413), a bucket that
+// is not the pipeline's (404), a form without its file (400), an output
+// of a failed job (409).
+func TestGatewayFilesEndToEnd(t *testing.T) {
+	isolateEnv(t)
+	srv := natstest.Start(t)
+	url := srv.URL()
+	if code, out, errOut := runPnp(t, "provision", "--server", url); code != 0 {
+		t.Fatalf("pnp provision: exit %d\n%s%s", code, out, errOut)
+	}
+	startPnp(t, "runner", "--server", url, "--algorithms", "meme_classifier,image_thumbnail", "--log-level", "warn")
+	startPnp(t, "controller", "--server", url, "--log-level", "warn")
+	gw := startPnp(t, "gateway", "--server", url, "--http", "127.0.0.1:0", "--http-max-upload", "8MiB", "--log-level", "warn")
+	gw.waitOutput(t, "gateway on http://")
+	m := regexp.MustCompile(`gateway on (http://[0-9.:]+)/`).FindStringSubmatch(gw.stdout.String())
+	if m == nil {
+		t.Fatalf("no address in %q", gw.stdout.String())
+	}
+	base := m[1]
+	natstest.Eventually(t, 30*time.Second, func() bool { return len(listKeys(t, url)) == 2 }, "runner not registered")
+
+	dir := t.TempDir()
+	path, pic := bigMeme(t, dir, 1400, 5<<20)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(data)) <= srv.Connect().MaxPayload() {
+		t.Fatalf("image of %d bytes fits a message", len(data))
+	}
+	form := func(fields map[string]string, file []byte) (io.Reader, string) {
+		var b bytes.Buffer
+		mw := multipart.NewWriter(&b)
+		for k, v := range fields {
+			_ = mw.WriteField(k, v)
+		}
+		if file != nil {
+			fw, _ := mw.CreateFormFile("file", "drake big.png")
+			_, _ = fw.Write(file)
+		}
+		_ = mw.Close()
+		return &b, mw.FormDataContentType()
+	}
+	send := func(method, path string, body io.Reader, ctype string, hdr ...string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+
+	// A multipart run: the file becomes image_url.
+	body, ctype := form(nil, data)
+	resp, b := send("POST", "/v1/algorithms/meme_classifier/run", body, ctype)
+	var cls struct{ Label string }
+	if resp.StatusCode != 200 || json.Unmarshal(b, &cls) != nil || cls.Label != "drake_pref" {
+		t.Fatalf("multipart run: %d %s", resp.StatusCode, b)
+	}
+	ref := resp.Header.Get("Pnp-Input-Ref")
+	if !strings.HasPrefix(ref, "obj://inputs/") {
+		t.Fatalf("Pnp-Input-Ref %q, want an obj://inputs/ reference", ref)
+	}
+	// The upload reads back whole, as an attachment.
+	resp, b = send("GET", "/v1/objects/"+strings.TrimPrefix(ref, "obj://"), nil, "")
+	if resp.StatusCode != 200 || !bytes.Equal(b, data) || resp.Header.Get("Content-Type") != "application/octet-stream" || !strings.HasPrefix(resp.Header.Get("Content-Disposition"), "attachment") {
+		t.Fatalf("download of %s: %d, %d bytes (want %d), headers %v", ref, resp.StatusCode, len(b), len(data), resp.Header)
+	}
+
+	// A multipart job with other input fields: its output is too large
+	// for a record, stored by reference, and read back through the API.
+	body, ctype = form(map[string]string{"input": `{"max_side":1400}`}, data)
+	resp, b = send("POST", "/v1/algorithms/image_thumbnail/jobs", body, ctype, "Idempotency-Key", "http-thumb")
+	if resp.StatusCode != 202 {
+		t.Fatalf("multipart job: %d %s", resp.StatusCode, b)
+	}
+	resp, b = send("GET", "/v1/jobs/http-thumb?wait=60s", nil, "")
+	var res controller.Result
+	if resp.StatusCode != 200 || json.Unmarshal(b, &res) != nil || res.Status != controller.StatusSucceeded || !strings.HasPrefix(res.OutputRef, "obj://outputs/") {
+		t.Fatalf("thumbnail job: %d %s", resp.StatusCode, b)
+	}
+	thumb, err := imagethumbnail.Thumbnail(pic, 1400)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := json.Marshal(thumb)
+	resp, b = send("GET", "/v1/jobs/http-thumb/output", nil, "")
+	if resp.StatusCode != 200 || !bytes.Equal(b, want) || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("job output: %d, %d bytes; want the algorithm's output of %d bytes", resp.StatusCode, len(b), len(want))
+	}
+
+	// A plain upload, then a job on it by reference; a failed job has no
+	// output.
+	resp, b = send("POST", "/v1/objects?filename=notes.txt", strings.NewReader("not an image"), "text/plain")
+	var obj struct {
+		Ref  string
+		Size int64
+	}
+	if resp.StatusCode != 201 || json.Unmarshal(b, &obj) != nil || !strings.HasSuffix(obj.Ref, "/notes.txt") || obj.Size != 12 || resp.Header.Get("Location") != "/v1/objects/"+strings.TrimPrefix(obj.Ref, "obj://") {
+		t.Fatalf("upload: %d %s %v", resp.StatusCode, b, resp.Header)
+	}
+	resp, b = send("POST", "/v1/algorithms/meme_classifier/jobs", strings.NewReader(fmt.Sprintf(`{"image_url":%q}`, obj.Ref)), "application/json", "Idempotency-Key", "http-text")
+	if resp.StatusCode != 202 {
+		t.Fatalf("job on the upload: %d %s", resp.StatusCode, b)
+	}
+	if resp, b = send("GET", "/v1/jobs/http-text?wait=60s", nil, ""); resp.StatusCode != 200 || !strings.Contains(string(b), `"status":"failed"`) {
+		t.Fatalf("job on a text file: %d %s", resp.StatusCode, b)
+	}
+	if resp, b = send("GET", "/v1/jobs/http-text/output", nil, ""); resp.StatusCode != 409 || !strings.Contains(string(b), "is failed") {
+		t.Errorf("output of a failed job: %d %s, want 409", resp.StatusCode, b)
+	}
+
+	// Refusals.
+	big := bytes.Repeat([]byte{7}, 9<<20)
+	if resp, b = send("POST", "/v1/objects", bytes.NewReader(big), "application/octet-stream"); resp.StatusCode != 413 || !strings.Contains(string(b), "8388608") {
+		t.Errorf("upload over --http-max-upload: %d %s, want 413 naming the limit", resp.StatusCode, b)
+	}
+	// Chunked, without a Content-Length to refuse up front.
+	if resp, b = send("POST", "/v1/objects", io.MultiReader(bytes.NewReader(big)), "application/octet-stream"); resp.StatusCode != 413 || !strings.Contains(string(b), "8388608") {
+		t.Errorf("chunked upload over --http-max-upload: %d %s, want 413 naming the limit", resp.StatusCode, b)
+	}
+	body, ctype = form(nil, big)
+	if resp, b = send("POST", "/v1/algorithms/meme_classifier/run", body, ctype); resp.StatusCode != 413 {
+		t.Errorf("multipart file over --http-max-upload: %d %s, want 413", resp.StatusCode, b)
+	}
+	body, ctype = form(map[string]string{"input": `{}`}, nil)
+	if resp, b = send("POST", "/v1/algorithms/meme_classifier/run", body, ctype); resp.StatusCode != 400 || !strings.Contains(string(b), `"pointer":"/file"`) {
+		t.Errorf("form without a file: %d %s, want 400 naming /file", resp.StatusCode, b)
+	}
+	body, ctype = form(map[string]string{"input": `[1]`}, data[:10])
+	if resp, b = send("POST", "/v1/algorithms/meme_classifier/run", body, ctype); resp.StatusCode != 400 || !strings.Contains(string(b), `"pointer":"/input"`) {
+		t.Errorf("form with an input that is not an object: %d %s, want 400 naming /input", resp.StatusCode, b)
+	}
+	for _, p := range []string{"/v1/objects/results/x", "/v1/objects/inputs/no-such-object", "/v1/objects/KV_discovery/x"} {
+		if resp, b = send("GET", p, nil, ""); resp.StatusCode != 404 {
+			t.Errorf("GET %s: %d %s, want 404", p, resp.StatusCode, b)
 		}
 	}
 }
