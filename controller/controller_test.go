@@ -432,10 +432,10 @@ func TestLongJobNotRedelivered(t *testing.T) {
 		return echoOut{N: in.N}, nil
 	}))
 	cfg := fastConfig(t)
-	cfg.AckWait = 300 * time.Millisecond
+	cfg.AckWait = time.Second
 	startController(t, e, cfg)
 
-	e.submit(t, "slow", "long", echoIn{N: 1, SleepMS: 2000}) // more than 6 × AckWait
+	e.submit(t, "slow", "long", echoIn{N: 1, SleepMS: 4000}) // 4 × AckWait
 	res := e.waitResult(t, "long")
 	if res.Status != controller.StatusSucceeded || res.Attempts != 1 {
 		t.Fatalf("result %+v, want succeeded at the first attempt", res)

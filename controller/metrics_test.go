@@ -93,8 +93,12 @@ func TestMetricsAfterJobs(t *testing.T) {
 	var f metricstest.Families
 	natstest.Eventually(t, 10*time.Second, func() bool {
 		f = scrape()
+		// jobs_total counts an outcome just after its ack.
 		return f.Value(t, "pnp_controller_queue_in_flight", "algorithm=echo") == 0 &&
-			f.Value(t, "pnp_controller_queue_dead", "algorithm=broken") == 1
+			f.Value(t, "pnp_controller_queue_dead", "algorithm=broken") == 1 &&
+			f.Value(t, "pnp_controller_jobs_total", "algorithm=echo", "status=succeeded") == 4 &&
+			f.Value(t, "pnp_controller_jobs_total", "algorithm=echo", "status=failed") == 1 &&
+			f.Value(t, "pnp_controller_jobs_total", "algorithm=broken", "status=failed") == 1
 	}, "queue figures never settled")
 
 	for _, c := range []struct {

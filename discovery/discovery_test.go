@@ -191,7 +191,12 @@ func TestKeepaliveRenewsAndDeregisters(t *testing.T) {
 	}, "record was not renewed past its TTL")
 	cancel()
 	<-done
-	natstest.Eventually(t, time.Second, func() bool { return len(c.Lookup("ocr")) == 0 }, "deregistration not seen at once")
+	// Deregistered, not left to expire: the key, renewed well within its
+	// TTL, is gone at once, and the cache follows.
+	if _, err := reg.KeyValue().Get(context.Background(), record("ocr", "k").Key()); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("after Keepalive returned, the key is still there (%v): not deregistered", err)
+	}
+	natstest.Eventually(t, 5*time.Second, func() bool { return len(c.Lookup("ocr")) == 0 }, "deregistration not seen by the cache")
 }
 
 func TestDeadInstanceExpires(t *testing.T) {
@@ -210,7 +215,7 @@ func TestDeadInstanceExpires(t *testing.T) {
 	natstest.Eventually(t, 5*time.Second, func() bool { return len(c.Lookup("ocr")) == 1 }, "never registered")
 	select {
 	case <-changed:
-	default:
+	case <-time.After(5 * time.Second):
 		t.Error("Changed was not signalled")
 	}
 	died := time.Now()

@@ -144,7 +144,9 @@ func TestBatchErrorsArePerItem(t *testing.T) {
 	s := natstest.Start(t)
 	nc := s.Connect()
 	var calls atomic.Int64
-	start(t, nc, []*runner.Algorithm{doubler(t, &calls, func(sp *runner.Spec) { sp.MaxWait = 200 * time.Millisecond; sp.MaxBatch = 3 })})
+	// A full batch leaves at once; MaxWait only gives the three
+	// concurrent callers time to arrive on a loaded machine.
+	start(t, nc, []*runner.Algorithm{doubler(t, &calls, func(sp *runner.Spec) { sp.MaxWait = time.Second; sp.MaxBatch = 3 })})
 
 	bodies := []string{`{"n":1}`, `{"n":2,"mode":"reject"}`, `{"n":3}`}
 	replies := make([]*nats.Msg, len(bodies))
@@ -174,14 +176,14 @@ func TestBatchErrorsArePerItem(t *testing.T) {
 		t.Errorf("the three items were not one batch: %+v", st)
 	}
 
-	m, err := nc.Request("run.doubler", []byte(`{"n":1,"mode":"panic"}`), 5*time.Second)
+	m, err := nc.Request("run.doubler", []byte(`{"n":1,"mode":"panic"}`), 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if e := runner.ReplyError(m); e == nil || e.Code != runner.CodeInternal {
 		t.Fatalf("panic: got %s", m.Data)
 	}
-	m, err = nc.Request("run.doubler", []byte(`{"n":4}`), 5*time.Second)
+	m, err = nc.Request("run.doubler", []byte(`{"n":4}`), 10*time.Second)
 	if err != nil || string(m.Data) != `{"doubled":8}` {
 		t.Fatalf("after a panic: %v %s", err, m.Data)
 	}

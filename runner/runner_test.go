@@ -367,7 +367,7 @@ func TestOverloadAnswers503(t *testing.T) {
 	replies := make(chan *nats.Msg, 2)
 	send := func() {
 		go func() {
-			m, _ := nc.Request("run.word_count", []byte(`{"text":"slow","sleep_ms":1500}`), 10*time.Second)
+			m, _ := nc.Request("run.word_count", []byte(`{"text":"slow","sleep_ms":2000}`), 15*time.Second)
 			replies <- m
 		}()
 	}

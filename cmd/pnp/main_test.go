@@ -600,8 +600,10 @@ func TestUpLocksDataDirectory(t *testing.T) {
 	if code := up.stop(t); code != 0 {
 		t.Fatalf("pnp up: exit %d, want 0\nstderr:\n%s", code, up.stderr.String())
 	}
-	// Released on the way out: the directory can be used again.
-	again := startPnp(t, "up", "--listen", addr2, "--data", data, "--algorithms", "language_detection")
+	// Released on the way out: the directory can be used again (on a
+	// fresh port: addr2 was free seconds ago, and other tests bind too).
+	addr3, _ := freeLoopbackAddr(t)
+	again := startPnp(t, "up", "--listen", addr3, "--data", data, "--algorithms", "language_detection")
 	again.waitOutput(t, "Ctrl-C stops it.")
 	if code := again.stop(t); code != 0 {
 		t.Fatalf("pnp up on the released directory: exit %d\nstderr:\n%s", code, again.stderr.String())

@@ -42,10 +42,12 @@ func TestRunnerServesWorkers(t *testing.T) {
 	if err != nil || runner.ReplyError(m) != nil || string(m.Data) != `{"text":"PLUG AND PLAY"}` {
 		t.Fatalf("run.shout: %v %v %s", err, replyErr(m), dataOf(m))
 	}
-	f := metricstest.Scrape(t, "http://"+metricsAddr+"/metrics")
-	if got := f.Value(t, "pnp_runner_requests_total", "algorithm=shout", "code=200"); got < 2 {
-		t.Errorf("requests_total{shout,200} = %g, want at least the 2 answered", got)
-	}
+	// A reply is counted just after it is sent.
+	var f metricstest.Families
+	natstest.Eventually(t, pnpTimeout, func() bool {
+		f = metricstest.Scrape(t, "http://"+metricsAddr+"/metrics")
+		return f.Value(t, "pnp_runner_requests_total", "algorithm=shout", "code=200") >= 2
+	}, "requests_total{shout,200} does not count the 2 answered")
 	if got := f.Value(t, "pnp_runner_max_concurrency", "algorithm=shout"); got != 2 {
 		t.Errorf("max_concurrency{shout} = %g, want 2 (two processes of 1)", got)
 	}

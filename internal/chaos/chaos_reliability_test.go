@@ -96,8 +96,8 @@ func TestRunnerKillReliability(t *testing.T) {
 		t.Fatal("no runner was killed")
 	}
 	for _, f := range rep.Faults {
-		if f.Dropped == 0 || time.Duration(f.Dropped) > 3*time.Second+time.Second {
-			t.Errorf("%s %s: left discovery after %s, want within the 3s max age (+1s timer slack)", f.What, f.Target, f.Dropped)
+		if f.Dropped == 0 || time.Duration(f.Dropped) > 3*time.Second+2*time.Second {
+			t.Errorf("%s %s: left discovery after %s, want within the 3s max age (+2s timer and scheduling slack)", f.What, f.Target, f.Dropped)
 		}
 	}
 }
