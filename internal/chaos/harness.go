@@ -150,7 +150,8 @@ type Report struct {
 	Samples []Sample `json:"samples,omitempty"`
 	// Extra holds scenario-specific numbers.
 	Extra map[string]any `json:"extra,omitempty"`
-	// JobsLeft is the number of messages still in JOBS at the end.
+	// JobsLeft is the number of messages still in JOBS at the end, after
+	// waiting up to jobsDrainWait for lost acks to be made good.
 	JobsLeft uint64   `json:"jobs_left"`
 	Elapsed  Duration `json:"elapsed"`
 }
@@ -538,6 +539,11 @@ func (e *env) warmup(ctx context.Context) error {
 	return errors.New("chaos: the warm-up job did not finish within 90s")
 }
 
+// jobsDrainWait bounds how long settle waits for JOBS to be empty once
+// every job has its outcome: several ack waits of the harness's
+// controllers (--ack-wait 2s).
+const jobsDrainWait = 15 * time.Second
+
 // settle waits until every acknowledged job has a final record, or Settle
 // passes, and fills the report.
 func (e *env) settle(ctx context.Context) (*Report, error) {
@@ -633,9 +639,20 @@ func (e *env) settle(ctx context.Context) (*Report, error) {
 			rep.DuplicateExecutions++
 		}
 	}
+	// A job whose ack was lost (in a leader change, say) stays in JOBS
+	// until it is delivered again, one ack wait (2 s) later, and the
+	// controller acks it on seeing its final record: wait for that.
 	if st, err := e.js.Stream(ctx, controller.JobsStream); err == nil {
-		if info, err := st.Info(ctx); err == nil {
-			rep.JobsLeft = info.State.Msgs
+		drained := time.Now().Add(jobsDrainWait)
+		for {
+			info, err := st.Info(ctx)
+			if err == nil {
+				rep.JobsLeft = info.State.Msgs
+			}
+			if (err == nil && info.State.Msgs == 0) || time.Now().After(drained) || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
 		}
 	}
 	rep.Elapsed = e.since()
