@@ -317,6 +317,10 @@ type Controller struct {
 	// expiry sweep leaves those to their puller and expires the jobs of
 	// all others, also those with live runners past MaxAlgorithms.
 	pulled atomic.Pointer[map[string]bool]
+	// walkNext is where the next walking sweep starts (0: the first job),
+	// and walking says the sweep walks; both are the sweep goroutine's.
+	walkNext uint64
+	walking  bool
 
 	workers sync.WaitGroup
 	heldMu  sync.Mutex

@@ -26,6 +26,17 @@ import (
 // sweep goes on.
 const sweepBatch = 1000
 
+// sweepMaxSubjects bounds the subjects of JOBS the sweep lists. Past it
+// (a producer can publish to any number of jobs.<name> subjects), the
+// list would be a reply of megabytes that may never arrive, and no job
+// would expire; the sweep walks the jobs in stream order instead
+// (walkSweep).
+var sweepMaxSubjects uint64 = 10_000
+
+// sweepWalkBatch bounds the jobs one walking sweep reads; the next sweep
+// goes on from there.
+const sweepWalkBatch = 10_000
+
 // sweepPeriod is how often the sweep runs: a quarter of MaxJobAge, between
 // 500 ms and one minute.
 func (c *Controller) sweepPeriod() time.Duration {
@@ -50,10 +61,6 @@ func (c *Controller) sweep(ctx context.Context, w *worker) {
 }
 
 func (c *Controller) sweepOnce(ctx context.Context, w *worker) error {
-	info, err := c.store.jobs.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
-	if err != nil {
-		return fmt.Errorf("controller: sweep: %w", err)
-	}
 	// Not the algorithms with live runners: past MaxAlgorithms some of
 	// those are not pulled either.
 	served := map[string]bool{}
@@ -61,6 +68,22 @@ func (c *Controller) sweepOnce(ctx context.Context, w *worker) error {
 		served = *p
 	}
 	cutoff := time.Now().Add(-c.cfg.MaxJobAge)
+	info, err := c.store.jobs.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("controller: sweep: %w", err)
+	}
+	if n := info.State.NumSubjects; n > sweepMaxSubjects {
+		if !c.walking {
+			c.log.Warn().Uint64("subjects", n).Uint64("max_listed", sweepMaxSubjects).Msg("JOBS holds too many subjects to list; the expiry sweep walks the jobs in order")
+			c.walking = true
+		}
+		return c.walkSweep(ctx, w, served, cutoff)
+	}
+	c.walking = false
+	info, err = c.store.jobs.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
+	if err != nil {
+		return fmt.Errorf("controller: sweep: %w", err)
+	}
 	var errs []error
 	for subj := range info.State.Subjects {
 		alg := strings.TrimPrefix(subj, JobsSubjectPrefix)
@@ -105,6 +128,39 @@ func (c *Controller) expireOldest(ctx context.Context, w *worker, subj string, c
 			return fmt.Errorf("controller: sweep %s: job %d has its outcome but stays in JOBS: %w", subj, raw.Sequence, sj.ackErr)
 		}
 		seq = raw.Sequence + 1
+	}
+	return nil
+}
+
+// walkSweep reads the jobs of JOBS in stream order, from where the last
+// walk stopped, at most sweepWalkBatch of them, and fails those process
+// would never see: jobs on invalid algorithm names, and jobs older than
+// cutoff of algorithms nobody pulls. Past the last job the next walk
+// starts again from the first. Its cost per round is bounded whatever
+// the number of subjects; a job waits at most a walk over the stream
+// longer for its expiry.
+func (c *Controller) walkSweep(ctx context.Context, w *worker, served map[string]bool, cutoff time.Time) error {
+	seq := max(c.walkNext, 1)
+	for range sweepWalkBatch {
+		raw, err := c.store.jobs.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(JobsSubjectPrefix+"*"))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			c.walkNext = 0
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("controller: sweep at sequence %d: %w", seq, err)
+		}
+		seq = raw.Sequence + 1
+		c.walkNext = seq
+		alg := strings.TrimPrefix(raw.Subject, JobsSubjectPrefix)
+		if discovery.ValidAlgorithmName(alg) && (served[alg] || !raw.Time.Before(cutoff)) {
+			continue
+		}
+		sj := &storedJob{raw: raw, stream: c.store.jobs, ctx: ctx}
+		c.process(w, &job{msg: sj})
+		if sj.ackErr != nil {
+			return fmt.Errorf("controller: sweep %s: job %d has its outcome but stays in JOBS: %w", raw.Subject, raw.Sequence, sj.ackErr)
+		}
 	}
 	return nil
 }

@@ -9,3 +9,12 @@ func SetStallCheck(first, max time.Duration) (restore func()) {
 	stallCheck, stallCheckMax = first, max
 	return func() { stallCheck, stallCheckMax = oldFirst, oldMax }
 }
+
+// SetSweepMaxSubjects sets how many subjects of JOBS the expiry sweep lists
+// before it walks the jobs instead, and returns a function that restores
+// it.
+func SetSweepMaxSubjects(n uint64) (restore func()) {
+	old := sweepMaxSubjects
+	sweepMaxSubjects = n
+	return func() { sweepMaxSubjects = old }
+}

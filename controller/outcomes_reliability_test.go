@@ -407,3 +407,54 @@ func TestProvisionRefusesNotifyCaptureReliability(t *testing.T) {
 		t.Fatalf("Provision with stream SPY on notify.orders.>: %v; want ErrNotifyCaptured naming SPY", err)
 	}
 }
+
+// Defect class: a sweep whose cost grows with the subjects of JOBS, which
+// a producer chooses (jobs.<any name>). Past a bound on the subjects it
+// lists, the sweep walks the jobs in stream order, a bounded number per
+// round: jobs of unserved algorithms still expire, jobs on invalid names
+// still fail at once, and jobs of served algorithms are left to their
+// puller and succeed.
+func TestSweepWalksPastTooManySubjectsReliability(t *testing.T) {
+	defer controller.SetSweepMaxSubjects(8)()
+	e := newEnv(t, controller.StoreConfig{})
+	var calls atomic.Int64
+	startRunner(t, e.srv, echo(t, "served", &calls))
+	const unserved = 30
+	for i := range unserved {
+		e.submit(t, fmt.Sprintf("nobody_%d", i), fmt.Sprintf("walk-%d", i), echoIn{N: i})
+	}
+	for i := range 5 {
+		e.publish(t, fmt.Sprintf("Bad-Name-%d", i), fmt.Sprintf("walk-bad-%d", i), []byte(`{"n":1}`), nil)
+	}
+	for i := range 5 {
+		e.submit(t, "served", fmt.Sprintf("walk-served-%d", i), echoIn{N: i})
+	}
+	cfg := fastConfig(t)
+	cfg.MaxJobAge = 2 * time.Second
+	startController(t, e, cfg)
+	for i := range 5 {
+		if r := e.waitFinal(t, fmt.Sprintf("walk-served-%d", i), 20*time.Second); r.Status != controller.StatusSucceeded {
+			t.Errorf("walk-served-%d: %s %+v, want succeeded", i, r.Status, r.Error)
+		}
+	}
+	for i := range unserved {
+		id := fmt.Sprintf("walk-%d", i)
+		if r := e.waitFinal(t, id, 30*time.Second); r.Status != controller.StatusFailed || r.Error == nil || !strings.Contains(r.Error.Message, "expired") {
+			t.Errorf("%s: %s %+v, want failed as expired", id, r.Status, r.Error)
+		}
+	}
+	natstest.Eventually(t, 20*time.Second, func() bool { return e.jobsLeft(t) == 0 }, "jobs still in JOBS")
+	dead, err := e.store.DeadLetters(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := 0
+	for _, d := range dead {
+		if strings.HasPrefix(d.JobID, "walk-bad-") && d.Code == 400 {
+			bad++
+		}
+	}
+	if bad != 5 {
+		t.Errorf("%d jobs on invalid names dead-lettered with 400, want 5", bad)
+	}
+}
