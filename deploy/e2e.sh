@@ -10,11 +10,15 @@
 #    `go install pkg@version` refuses it because of its exclude directives)
 #    and cached in ~/.cache/pnpworker; later runs reuse the binary.
 # 3. Builds the images from static binaries (deploy/build-images.sh): no
-#    registry is contacted, NATS included (NATS_IMAGE=the local build).
+#    registry is contacted, NATS included (NATS_IMAGE=the local build); the
+#    Python worker image on a base made from this machine's Python
+#    (deploy/python-base.sh: Debian's python3 with scikit-learn).
 # 4. docker compose up; with the stock nats CLI on the published port
 #    (127.0.0.1 only) and the producer's credentials: submits a job for
 #    every algorithm and reads its result; shows that the producer (and a
-#    runner) may not call run.meme_classifier; scales meme-runner to 3 and shows 3 keys in
+#    runner) may not call run.meme_classifier; the Python worker (profile
+#    python: two processes) answers jobs for iris_species and text_stats;
+#    scales meme-runner to 3 and shows 3 keys in
 #    discovery and replies from all 3 instances (as the controller role,
 #    which may request runners); through the gateway's HTTP API (curl, on
 #    127.0.0.1 only): refused without the token, lists the algorithms,
@@ -139,17 +143,19 @@ echo "nats CLI $NATS_CLI $("$NATS_CLI" --version 2>&1)"
 
 # ----------------------------------------------------------------- images
 step "images"
-deploy/build-images.sh
+deploy/build-images.sh --python
 nats_version="$(go list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)"
 export NATS_IMAGE="pnpworker/nats-server:${nats_version#v}"
 export PNP_IMAGE=pnpworker/pnp:dev
+# Every compose command below includes the Python worker.
+export COMPOSE_PROFILES=python
 
 # ------------------------------------------------------------------- up
 secret() { head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 MEME_RUNNER_PASSWORD="$(secret)" TEXT_RUNNER_PASSWORD="$(secret)"
 CONTROLLER_PASSWORD="$(secret)" PRODUCER_PASSWORD="$(secret)" ADMIN_PASSWORD="$(secret)" GATEWAY_PASSWORD="$(secret)"
-PNP_HTTP_TOKEN="$(secret)"
-export MEME_RUNNER_PASSWORD TEXT_RUNNER_PASSWORD CONTROLLER_PASSWORD PRODUCER_PASSWORD ADMIN_PASSWORD GATEWAY_PASSWORD NATS_PORT
+PY_RUNNER_PASSWORD="$(secret)" PNP_HTTP_TOKEN="$(secret)"
+export MEME_RUNNER_PASSWORD TEXT_RUNNER_PASSWORD PY_RUNNER_PASSWORD CONTROLLER_PASSWORD PRODUCER_PASSWORD ADMIN_PASSWORD GATEWAY_PASSWORD NATS_PORT
 export PNP_HTTP_TOKEN GATEWAY_PORT
 
 step "docker compose up -d"
@@ -182,6 +188,10 @@ step "runners registered"
 for alg in language_detection meme_classifier image_info; do
 	wait_keys "$alg" 1
 done
+# The Python worker: two processes, each its own instance.
+for alg in iris_species text_stats; do
+	wait_keys "$alg" 2
+done
 as admin kv ls discovery
 
 data_url() { printf 'data:%s;base64,%s' "$1" "$(base64 -w0 "$2")"; }
@@ -191,9 +201,11 @@ stonks="$(data_url image/png algo/meme_classifier/demo/gallery/stonks.png)"
 step "jobs for every algorithm, as producer"
 run_id="$(date +%s)"
 declare -A jobs=(
-	[language_detection]='{"text":"Der schnelle braune Fuchs springt über den faulen Hund"}'
+	[language_detection]='{"text":"Guten Morgen, wie geht es dir heute?"}'
 	[meme_classifier]="{\"image_url\":\"$drake\"}"
 	[image_info]="{\"image_url\":\"$stonks\"}"
+	[iris_species]='{"sepal_length":6.7,"sepal_width":3.0,"petal_length":5.2,"petal_width":2.3}'
+	[text_stats]='{"text":"to be or not to be"}'
 )
 for alg in "${!jobs[@]}"; do
 	as producer pub "jobs.$alg" "${jobs[$alg]}" -H "Nats-Msg-Id:e2e-$run_id-$alg" 2>&1 | sed 's/base64,[^"]*/base64,…/'
@@ -208,6 +220,9 @@ for alg in "${!jobs[@]}"; do
 	done
 	echo "$id: $result"
 	case "$result" in *'"status":"succeeded"'*) ;; *) fail "job $id did not succeed" ;; esac
+	if [ "$alg" = iris_species ] && ! echo "$result" | grep -q '"species":"virginica"'; then
+		fail "the Python worker classified a virginica as something else"
+	fi
 done
 
 step "the producer (and a runner) may not call a runner"

@@ -3,8 +3,10 @@ package deploy
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -26,10 +28,11 @@ import (
 	"pnpworker/internal/objref"
 	"pnpworker/rollout"
 	"pnpworker/runner"
+	"pnpworker/worker"
 )
 
 // roles are the users nats.conf defines, each with its password variable.
-var roles = []string{"meme_runner", "text_runner", "controller", "producer", "admin", "gateway"}
+var roles = []string{"meme_runner", "text_runner", "py_runner", "controller", "producer", "admin", "gateway"}
 
 func password(role string) string { return "secret-" + role }
 
@@ -305,6 +308,47 @@ func TestRolesAllowed(t *testing.T) {
 		}
 	})
 
+	t.Run("py_runner serves the Python worker of compose.yaml", func(t *testing.T) {
+		py := "/usr/bin/python3"
+		if _, err := os.Stat(py); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("no %s (CI installs it)", py)
+			}
+			t.Skipf("no %s", py)
+		}
+		c := connect(t, d.url, "py_runner")
+		w, err := worker.New(c.Conn, worker.Config{
+			Command:       []string{py, "../sdk/python/pnpworker.py", "../examples/python/runner_adapter.py"},
+			RunnerOptions: []runner.Option{runner.WithoutProvisioning()},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- w.Run(wctx) }()
+		defer func() {
+			stop()
+			if err := <-done; err != nil {
+				t.Errorf("worker: %v", err)
+			}
+		}()
+		for _, job := range []struct{ alg, in, want string }{
+			{"text_stats", `{"text":"to be or not to be"}`, `"words":6`},
+			{"iris_species", `{"sepal_length":5.1,"sepal_width":3.5,"petal_length":1.4,"petal_width":0.2}`, `"species":"setosa"`},
+		} {
+			sub, err := d.store.Submit(ctx, job.alg, []byte(job.in), controller.SubmitOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := d.store.WaitResult(ctx, sub.ID, nil)
+			if err != nil || res.Status != controller.StatusSucceeded || !strings.Contains(string(res.Output), job.want) {
+				t.Fatalf("%s: %+v (%s), %v; want succeeded with %s", job.alg, res, res.Output, err, job.want)
+			}
+		}
+		c.expectClean(t)
+	})
+
 	t.Run("controller dead-letters an invalid job", func(t *testing.T) {
 		sub, err := d.store.Submit(ctx, "language_detection", []byte(`{"txt":1}`), controller.SubmitOptions{})
 		if err != nil {
@@ -523,6 +567,10 @@ func TestRolesDenied(t *testing.T) {
 		{"runner serves every algorithm in the queue group", "text_runner", queueSubscribe("run.>", "runners")},
 		{"text runner serves meme_classifier", "text_runner", queueSubscribe("run.meme_classifier", "runners")},
 		{"meme runner serves language_detection", "meme_runner", queueSubscribe("run.language_detection", "runners")},
+		{"py runner serves language_detection", "py_runner", queueSubscribe("run.language_detection", "runners")},
+		{"py runner registers language_detection", "py_runner", publish("$KV.discovery.language_detection.fake")},
+		{"text runner serves iris_species", "text_runner", queueSubscribe("run.iris_species", "runners")},
+		{"py runner reads the text runner's inbox", "py_runner", subscribe("_INBOX_text_runner.>")},
 		{"meme runner registers language_detection", "meme_runner", publish("$KV.discovery.language_detection.fake")},
 		{"meme runner deletes a language_detection key", "meme_runner", publish("$KV.discovery.language_detection.x")},
 		{"meme runner answers language_detection's control plane", "meme_runner", subscribe("$SRV.PING.language_detection")},
@@ -689,8 +737,8 @@ func TestConfig(t *testing.T) {
 			t.Errorf("%s allow_responses = %+v; want one reply within more than %s", u.Username, rp, longest)
 		}
 	}
-	if found != 2 {
-		t.Errorf("want the users meme_runner and text_runner, found %d runner users", found)
+	if found != 3 {
+		t.Errorf("want the users meme_runner, text_runner and py_runner, found %d runner users", found)
 	}
 
 	t.Run("account storage holds every stream's limit, three times", func(t *testing.T) {
@@ -855,8 +903,10 @@ func TestDiscoveryRollupRecovers(t *testing.T) {
 // TestComposeMatchesNatsConf checks compose.yaml against nats.conf without
 // docker: every service's NATS user exists, takes its password from
 // <USER>_PASSWORD and its inbox prefix is _INBOX_<user>, and every runner
-// service's --algorithms are ones its user may serve (queue group runners)
-// and register. A mismatch would only show as a runner that cannot start.
+// service's --algorithms (and the algorithms its --worker describes, asked
+// of the SDK with --describe on the files deploy/python-worker.Dockerfile
+// copies) are ones its user may serve (queue group runners) and register.
+// A mismatch would only show as a runner that cannot start.
 func TestComposeMatchesNatsConf(t *testing.T) {
 	setPasswords(t)
 	opts := loadConf(t, "nats.conf")
@@ -868,7 +918,7 @@ func TestComposeMatchesNatsConf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type service struct{ user, password, inbox, algorithms string }
+	type service struct{ user, password, inbox, algorithms, worker string }
 	services := map[string]*service{}
 	var cur *service
 	inServices := false
@@ -907,6 +957,10 @@ func TestComposeMatchesNatsConf(t *testing.T) {
 				rest := v[i+len(`"--algorithms", "`):]
 				cur.algorithms = rest[:strings.IndexByte(rest, '"')]
 			}
+			if i := strings.Index(v, `"--worker", "`); i >= 0 {
+				rest := v[i+len(`"--worker", "`):]
+				cur.worker = rest[:strings.IndexByte(rest, '"')]
+			}
 		}
 	}
 	runners := 0
@@ -930,7 +984,17 @@ func TestComposeMatchesNatsConf(t *testing.T) {
 			continue
 		}
 		runners++
-		for _, alg := range strings.Split(s.algorithms, ",") {
+		algs := strings.Split(s.algorithms, ",")
+		if s.algorithms == "none" {
+			algs = nil
+		}
+		if s.worker != "" {
+			algs = append(algs, workerAlgorithms(t, s.worker)...)
+		}
+		if len(algs) == 0 {
+			t.Errorf("service %s serves nothing", name)
+		}
+		for _, alg := range algs {
 			if !slices.Contains(u.Permissions.Subscribe.Allow, "run."+alg+" runners") {
 				t.Errorf("service %s serves %s, which user %s may not serve", name, alg, s.user)
 			}
@@ -939,7 +1003,47 @@ func TestComposeMatchesNatsConf(t *testing.T) {
 			}
 		}
 	}
-	if runners != 2 {
-		t.Errorf("found %d runner services in compose.yaml, want 2 (meme-runner, text-runner)", runners)
+	if runners != 3 {
+		t.Errorf("found %d runner services in compose.yaml, want 3 (meme-runner, text-runner, py-runner)", runners)
 	}
+}
+
+// workerFiles are the files deploy/python-worker.Dockerfile copies into the
+// image, by their path there.
+var workerFiles = map[string]string{
+	"/opt/pnp/pnpworker.py":             "sdk/python/pnpworker.py",
+	"/opt/pnp/worker/runner_adapter.py": "examples/python/runner_adapter.py",
+}
+
+// workerAlgorithms runs a compose --worker command's SDK with --describe on
+// this repository's copies of its files and returns the algorithms the
+// worker serves.
+func workerAlgorithms(t *testing.T, command string) []string {
+	t.Helper()
+	f := strings.Fields(command)
+	if len(f) != 3 || !strings.HasPrefix(f[0], "python3") || workerFiles[f[1]] == "" || workerFiles[f[2]] == "" {
+		t.Fatalf("--worker %q: want python3 with the SDK and a module the image holds (%v)", command, workerFiles)
+	}
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("no %s to describe the worker (CI installs it)", py)
+		}
+		t.Skipf("no %s to describe the worker %q", py, command)
+	}
+	out, err := exec.Command(py, filepath.Join("..", workerFiles[f[1]]), "--describe", filepath.Join("..", workerFiles[f[2]])).Output()
+	if err != nil {
+		t.Fatalf("describe %q: %v", command, err)
+	}
+	var hello struct {
+		Algorithms []struct{ Name string } `json:"algorithms"`
+	}
+	if err := json.Unmarshal(out, &hello); err != nil {
+		t.Fatalf("describe %q: %v\n%s", command, err, out)
+	}
+	var names []string
+	for _, a := range hello.Algorithms {
+		names = append(names, a.Name)
+	}
+	return names
 }
