@@ -156,6 +156,19 @@ func TestDashboardInBrowser(t *testing.T) {
 		until(`document.querySelector('`+form+`[data-role="status"]').textContent === "200"`),
 		until(`/"language": "fr/.test(document.querySelector('`+form+`[data-role="reply"]').textContent)`),
 	)
+	meme := `details[data-algorithm="meme_classifier"] `
+	sample, err := filepath.Abs("../../algo/meme_classifier/demo/samples/drake_pref_captioned.jpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	step(t, ctx, "try it: a file uploaded from the form is classified by reference",
+		chromedp.Click(chromedp.CSS(meme+"summary")),
+		chromedp.SetUploadFiles(chromedp.CSS(meme+`input[type="file"]`), []string{sample}),
+		until(`/^obj:\/\/inputs\/.+\/drake_pref_captioned\.jpg$/.test(document.querySelector('`+meme+`[name="image_url"]').value)`),
+		chromedp.Click(chromedp.CSS(meme+`button[type="submit"]`)),
+		until(`document.querySelector('`+meme+`[data-role="status"]').textContent === "200"`),
+		until(`/"label": "drake_pref"/.test(document.querySelector('`+meme+`[data-role="reply"]').textContent)`),
+	)
 	step(t, ctx, "the runner's stats and the gateway's latency show the request",
 		until(`document.querySelector('#algorithms tr[data-algorithm="language_detection"] [data-col="served"]').textContent === "1"`),
 		until(`/ms$/.test(document.querySelector('#algorithms tr[data-algorithm="language_detection"] [data-col="p50"]').textContent)`),

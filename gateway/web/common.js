@@ -51,6 +51,32 @@ function fieldValue(type, raw, checked) {
   try { return JSON.parse(raw); } catch (_) { return raw; }
 }
 
+// uploader is a file picker for a URL field: the chosen file goes to the
+// inputs bucket (POST /v1/objects) and its obj:// reference fills the
+// field, which the runner then reads through NATS.
+function uploader(input, violation) {
+  const file = el("input", { type: "file", class: "upload", "aria-label": "upload a file" });
+  const note = el("span", { class: "muted small", "data-role": "upload" });
+  file.addEventListener("change", async () => {
+    const f = file.files[0];
+    if (!f) return;
+    violation.textContent = "";
+    note.textContent = "uploading " + f.name + "…";
+    const r = await api("/v1/objects?filename=" + encodeURIComponent(f.name), {
+      method: "POST", headers: { "Content-Type": "application/octet-stream" }, body: f,
+    });
+    if (!r.ok) {
+      note.textContent = "";
+      violation.textContent = (r.body && r.body.message) || ("upload failed: " + r.status);
+      return;
+    }
+    note.textContent = f.name + " uploaded (" + r.body.size + " bytes)";
+    input.value = r.body.ref;
+    input.dispatchEvent(new Event("input"));
+  });
+  return el("div", { class: "small" }, "or upload: ", file, " ", note);
+}
+
 // schemaForm renders a form for an object schema: one field per property
 // and the raw JSON body it sends, which may also be edited directly.
 // send(body) returns the api() response; violations are shown next to
@@ -84,7 +110,7 @@ function schemaForm(name, schema, send) {
     fields[k] = { type, input, violation };
     return el("div", { class: "field", "data-field": k },
       el("label", {}, el("code", {}, k), required.has(k) ? el("span", { class: "req" }, "*") : null, " ", el("span", { class: "muted small" }, type || "")),
-      input, violation,
+      input, type === "string" && p.format === "uri" ? uploader(input, violation) : null, violation,
       p.description ? el("div", { class: "muted small" }, p.description) : null);
   });
   const whole = el("span", { class: "violation", "data-pointer": "" });
