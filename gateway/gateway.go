@@ -184,7 +184,7 @@ func (g *Gateway) routes() http.Handler {
 	handle("GET /docs", g.static("docs.html"), open)
 	handle("GET /{$}", g.static("index.html"), open)
 	handle("GET /web/{file}", g.asset, open)
-	handle("/", g.notFound, open)
+	handle("/", g.fallback(mux), open)
 	var h http.Handler = mux
 	if g.cfg.CORSOrigin != "" {
 		h = g.cors(h)
