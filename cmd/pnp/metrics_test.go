@@ -26,7 +26,12 @@ func TestMetricsFlag(t *testing.T) {
 		return code == 0
 	}, "job did not succeed: exit %d\nstdout:\n%s\nstderr:\n%s\nrunner:\n%s\ncontroller:\n%s", &code, &stdout, &stderr, &r.stderr, &c.stderr)
 
-	rf := metricstest.Scrape(t, "http://"+runnerAddr+"/metrics")
+	// A reply is counted just after it is sent.
+	var rf metricstest.Families
+	natstest.Eventually(t, pnpTimeout, func() bool {
+		rf = metricstest.Scrape(t, "http://"+runnerAddr+"/metrics")
+		return rf.Value(t, "pnp_runner_requests_total", "algorithm=language_detection", "code=200") >= 1
+	}, "runner requests_total{language_detection,200} does not count the job")
 	if got := rf.Value(t, "pnp_runner_requests_total", "algorithm=language_detection", "code=200"); got != 1 {
 		t.Errorf("runner requests_total{language_detection,200} = %g, want 1", got)
 	}
@@ -54,7 +59,12 @@ func TestUpMetrics(t *testing.T) {
 	if lang := requestLanguage(t, "nats://"+natsAddr, "Heute ist ein schöner Tag, und wir gehen zusammen in den Wald."); lang != "deu" {
 		t.Fatalf("language = %q, want deu", lang)
 	}
-	f := metricstest.Scrape(t, "http://"+metricsAddr+"/metrics")
+	// A reply is counted just after it is sent.
+	var f metricstest.Families
+	natstest.Eventually(t, pnpTimeout, func() bool {
+		f = metricstest.Scrape(t, "http://"+metricsAddr+"/metrics")
+		return f.Value(t, "pnp_runner_requests_total", "algorithm=language_detection", "code=200") >= 1
+	}, "requests_total{language_detection,200} does not count the request")
 	if got := f.Value(t, "pnp_runner_requests_total", "algorithm=language_detection", "code=200"); got != 1 {
 		t.Errorf("requests_total{language_detection,200} = %g, want 1", got)
 	}
