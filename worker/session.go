@@ -62,14 +62,18 @@ type result struct {
 // stopped.
 func (w *Worker) lifetime(ctx context.Context, log zerolog.Logger) error {
 	s := &session{w: w, pending: map[string]*call{}, hello: make(chan inbound, 1), exited: make(chan struct{})}
-	s.logp.Store(&log)
-	s.basep.Store(&log)
+	// The stored loggers are copies that are never written again: the
+	// stderr reader may still hold the first while the second is stored.
+	first := log
+	s.logp.Store(&first)
+	s.basep.Store(&first)
 	if err := s.start(); err != nil {
 		return err
 	}
-	log = log.With().Int("pid", s.cmd.Process.Pid).Logger()
-	s.logp.Store(&log)
-	s.basep.Store(&log)
+	withPid := log.With().Int("pid", s.cmd.Process.Pid).Logger()
+	s.logp.Store(&withPid)
+	s.basep.Store(&withPid)
+	log = withPid
 
 	var hello inbound
 	t := time.NewTimer(w.cfg.HandshakeTimeout)
