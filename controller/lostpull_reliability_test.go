@@ -226,7 +226,9 @@ func TestLostPullRequestRecoversReliability(t *testing.T) {
 		if info.Cluster.Leader != "n1" {
 			return true
 		}
-		_, _ = nc.Request(fmt.Sprintf("$JS.API.CONSUMER.LEADER.STEPDOWN.%s.%s", controller.JobsStream, name), nil, 2*time.Second)
+		// To n2 by name: a plain stepdown may elect n1 again, round after
+		// round, on a loaded machine.
+		_, _ = nc.Request(fmt.Sprintf("$JS.API.CONSUMER.LEADER.STEPDOWN.%s.%s", controller.JobsStream, name), []byte(`{"placement":{"preferred":"n2"}}`), 2*time.Second)
 		return false
 	}, "the consumer's leader stays on n1")
 
