@@ -18,3 +18,11 @@ func SetSweepMaxSubjects(n uint64) (restore func()) {
 	sweepMaxSubjects = n
 	return func() { sweepMaxSubjects = old }
 }
+
+// SetWaitCorruptGrace sets how long WaitResult waits past a corrupt record,
+// and returns a function that restores it.
+func SetWaitCorruptGrace(d time.Duration) (restore func()) {
+	old := waitCorruptGrace
+	waitCorruptGrace = d
+	return func() { waitCorruptGrace = old }
+}

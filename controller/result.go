@@ -166,7 +166,7 @@ func ReservedJobID(id string) bool { return strings.HasPrefix(id, autoPrefix) }
 
 // checkAutoID accepts an auto- id that came in a header only when it names
 // a job JOBS stored before this message: a replay of a job that had no id
-// of its own. A producer that names its job after a later sequence would
+// of its own. A producer that names its job after a later job would
 // otherwise store that job's outcome before the job exists.
 func checkAutoID(id string, md *jetstream.MsgMetadata) error {
 	seqPart, msPart, ok := strings.Cut(strings.TrimPrefix(id, autoPrefix), "-")
@@ -175,7 +175,11 @@ func checkAutoID(id string, md *jetstream.MsgMetadata) error {
 	switch {
 	case !ok || err1 != nil || err2 != nil || autoJobID(seq, time.UnixMilli(ms)) != id:
 		return fmt.Errorf("job id %q: the prefix %q is reserved for ids the controller assigns (%s<stream sequence>-<unix ms>)", id, autoPrefix, autoPrefix)
-	case seq >= md.Sequence.Stream || ms > md.Timestamp.UnixMilli():
+	case ms > md.Timestamp.UnixMilli() || (ms == md.Timestamp.UnixMilli() && seq >= md.Sequence.Stream):
+		// Later than this job by time, or in its millisecond and not
+		// before it: a job JOBS stores later. (Sequences alone do not
+		// tell: after JOBS is created again an earlier job may have a
+		// higher one.)
 		return fmt.Errorf("job id %q: names a job JOBS has not stored yet (this job is sequence %d, stored at %d ms); the prefix %q is reserved for ids the controller assigns", id, md.Sequence.Stream, md.Timestamp.UnixMilli(), autoPrefix)
 	}
 	return nil

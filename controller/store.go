@@ -467,6 +467,12 @@ const (
 	waitPollMax   = 500 * time.Millisecond
 )
 
+// waitCorruptGrace is how long WaitResult waits for the controller to
+// replace a corrupt record before it reports it: a job that runs soon gets
+// its result; a record that stays corrupt (a job long done) is an error,
+// not a wait without end.
+var waitCorruptGrace = 30 * time.Second
+
 // WaitResult returns the final record of job id, waiting for it until ctx
 // ends. It reads the key (a direct get) at intervals growing from 20 ms to
 // 500 ms rather than watching it: a watch is a consumer, and the producer
@@ -474,9 +480,10 @@ const (
 // checked against its creator's permissions). The retrying records it
 // reads are passed to progress, which may be nil, each once (two written
 // between reads show as the later one). Read errors (NATS
-// reconnecting, say) and corrupt records (ErrCorruptResult: the
-// controller replaces one when it stores the job's outcome) do not end
-// the wait; the last one is reported, and wrapped, when ctx ends first.
+// reconnecting, say) do not end the wait; the last one is reported, and
+// wrapped, when ctx ends first. Nor does a corrupt record
+// (ErrCorruptResult), which the controller replaces when it stores the
+// job's outcome, until it has stayed for waitCorruptGrace (30 s).
 func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)) (Result, error) {
 	if !ValidJobID(id) {
 		return Result{}, fmt.Errorf("controller: invalid job id %q", id)
@@ -486,6 +493,8 @@ func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)
 		lastErr error
 		wait    time.Duration
 		timer   = time.NewTimer(0)
+		corrupt    time.Time // since when the record read is corrupt
+		corruptErr error
 	)
 	defer timer.Stop()
 	for {
@@ -509,15 +518,22 @@ func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)
 			seen, lastErr = e.Revision(), nil
 			r, err := decodeResult(id, e.Value())
 			if err != nil {
-				lastErr = err
+				lastErr, corruptErr = err, err
+				if corrupt.IsZero() {
+					corrupt = time.Now()
+				}
 				break
 			}
+			corrupt = time.Time{}
 			if r.Status.Final() {
 				return r, nil
 			}
 			if progress != nil {
 				progress(r)
 			}
+		}
+		if !corrupt.IsZero() && time.Since(corrupt) >= waitCorruptGrace {
+			return Result{}, fmt.Errorf("controller: waiting for result %s: %w (for %s)", id, corruptErr, time.Since(corrupt).Round(time.Second))
 		}
 		wait = min(max(2*wait, waitPollFirst), waitPollMax)
 		timer.Reset(wait)
