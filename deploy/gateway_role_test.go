@@ -17,6 +17,9 @@ import (
 	"pnpworker/gateway"
 )
 
+// roleMaxUpload is the upload limit of the gateway under test.
+const roleMaxUpload = 1 << 20
+
 // startGatewayRole serves the gateway on a loopback port under the
 // gateway user of nats.conf and returns its URL.
 func startGatewayRole(t *testing.T, d *deployment) (string, *client) {
@@ -28,7 +31,7 @@ func startGatewayRole(t *testing.T, d *deployment) (string, *client) {
 		cancel()
 		t.Fatalf("gateway opens the store: %v", err)
 	}
-	gw, err := gateway.New(c.Conn, store, gateway.Config{Logger: zerolog.Nop()})
+	gw, err := gateway.New(c.Conn, store, gateway.Config{Logger: zerolog.Nop(), MaxUpload: roleMaxUpload})
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -132,6 +135,36 @@ func TestGatewayRoleAllowed(t *testing.T) {
 		t.Fatalf("upload: %d %s", code, b)
 	}
 	check("download an input", 200, "GET", "/v1/objects/"+strings.TrimPrefix(obj.Ref, "obj://"), "", nil, "some bytes")
+	// An upload over the limit is refused and leaves nothing behind: the
+	// chunks it wrote are purged (which the role must allow), at once.
+	inputs, err := c.js(t).Stream(context.Background(), "OBJ_inputs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := inputs.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest("POST", base+"/v1/objects", io.MultiReader(strings.NewReader(strings.Repeat("x", 3*roleMaxUpload))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 413 || time.Since(start) > 3*time.Second {
+		t.Fatalf("upload over the limit: %d after %s; want 413 at once", resp.StatusCode, time.Since(start))
+	}
+	after, err := inputs.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.State.Msgs != before.State.Msgs {
+		t.Errorf("OBJ_inputs holds %d messages after a refused upload, %d before: its chunks stayed", after.State.Msgs, before.State.Msgs)
+	}
 	check("a missing output", 404, "GET", "/v1/objects/outputs/none", "", nil, "no object")
 	check("output of a failed job", 409, "GET", "/v1/jobs/gw-bad/output", "", nil, "is failed")
 	c.expectClean(t)

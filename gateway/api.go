@@ -184,6 +184,12 @@ func (g *Gateway) run(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, noRunner(name))
 		return
 	}
+	// Headers first: a bad one refuses the request before any upload.
+	d, err := timeoutHeader(r)
+	if err != nil {
+		writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: err.Error()})
+		return
+	}
 	body, ok := g.readInput(w, r, name)
 	if !ok {
 		return
@@ -196,11 +202,6 @@ func (g *Gateway) run(w http.ResponseWriter, r *http.Request) {
 		budget = runner.DefaultTimeout
 	}
 	msg := &nats.Msg{Subject: runner.SubjectPrefix + name, Data: body}
-	d, err := timeoutHeader(r)
-	if err != nil {
-		writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: err.Error()})
-		return
-	}
 	if d > 0 {
 		msg.Header = nats.Header{runner.HeaderTimeout: []string{r.Header.Get(runner.HeaderTimeout)}}
 		budget = min(budget, d)

@@ -223,7 +223,7 @@ func (g *Gateway) cors(next http.Handler) http.Handler {
 			h := w.Header()
 			h.Set("Access-Control-Allow-Origin", g.cfg.CORSOrigin)
 			h.Add("Vary", "Origin")
-			h.Set("Access-Control-Expose-Headers", "Location, Pnp-Instance, Pnp-Algorithm, Pnp-Version, Pnp-Job-Id, Pnp-Not-Started")
+			h.Set("Access-Control-Expose-Headers", "Location, Pnp-Instance, Pnp-Algorithm, Pnp-Version, Pnp-Job-Id, Pnp-Not-Started, Pnp-Input-Ref")
 			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 				h.Set("Access-Control-Allow-Methods", "GET, POST")
 				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key, Pnp-Timeout, traceparent")

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,17 +44,27 @@ type objectJSON struct {
 	Size   int64  `json:"size"`
 }
 
-// countingReader counts what passes through it.
+// countingReader counts what passes through it, and calls failed once
+// when reading fails (not at the end).
 type countingReader struct {
-	r io.Reader
-	n int64
+	r      io.Reader
+	n      int64
+	failed func()
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if err != nil && err != io.EOF && c.failed != nil {
+		c.failed()
+		c.failed = nil
+	}
 	return n, err
 }
+
+// cleanupTimeout bounds the purge of a failed upload's chunks: without
+// the right to purge (an older nats.conf) the request gets no answer.
+const cleanupTimeout = 5 * time.Second
 
 // errUploadTooLarge ends an upload past Config.MaxUpload.
 var errUploadTooLarge = errors.New("upload too large")
@@ -91,8 +102,13 @@ func objectName(filename string) string {
 // putInput streams body into the inputs bucket as a new object named after
 // filename. On failure it has written the problem.
 func (g *Gateway) putInput(w http.ResponseWriter, r *http.Request, filename string, body io.Reader) (objref.Ref, int64, bool) {
-	cr := &countingReader{r: &capReader{r: body, left: g.cfg.MaxUpload}}
-	ref, err := g.store.PutInput(r.Context(), objectName(filename), cr)
+	// Not cancelled with the request: an upload that fails midway (the
+	// client gone, over the limit) purges the chunks it wrote, and that
+	// must still happen then, within cleanupTimeout.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), transferTimeout)
+	defer cancel()
+	cr := &countingReader{r: &capReader{r: body, left: g.cfg.MaxUpload}, failed: func() { time.AfterFunc(cleanupTimeout, cancel) }}
+	ref, err := g.store.PutInput(ctx, objectName(filename), cr)
 	var mbe *http.MaxBytesError
 	switch {
 	case err == nil:
@@ -172,6 +188,9 @@ func (g *Gateway) sendObject(w http.ResponseWriter, r *http.Request, ref objref.
 		h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(ref.Name)}))
 	}
 	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
 	if _, err := io.Copy(w, o); err != nil && r.Context().Err() == nil {
 		// The status is sent: a short body (Content-Length) tells the
 		// client; the log tells why.
@@ -245,6 +264,10 @@ func (g *Gateway) readInput(w http.ResponseWriter, r *http.Request, alg string) 
 	}
 	extendTransfer(w)
 	limit := g.cfg.MaxUpload + g.maxPayload() + 64<<10
+	if r.ContentLength > limit {
+		writeProblem(w, problem{Code: http.StatusRequestEntityTooLarge, Algorithm: alg, Message: fmt.Sprintf("upload over the limit of %d bytes", g.cfg.MaxUpload)})
+		return nil, false
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	mr, err := r.MultipartReader()
 	if err != nil {
@@ -258,6 +281,7 @@ func (g *Gateway) readInput(w http.ResponseWriter, r *http.Request, alg string) 
 	input := map[string]json.RawMessage{}
 	field := DefaultFileField
 	var ref objref.Ref
+	seen := map[string]bool{}
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
@@ -272,11 +296,13 @@ func (g *Gateway) readInput(w http.ResponseWriter, r *http.Request, alg string) 
 			writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: alg, Message: "malformed multipart/form-data body: " + err.Error()})
 			return nil, false
 		}
-		switch name := part.FormName(); name {
+		name := part.FormName()
+		if seen[name] {
+			return bad("/"+truncate(name, 64), fmt.Sprintf("form field %q given twice", truncate(name, 64)))
+		}
+		seen[name] = true
+		switch name {
 		case "file":
-			if ref.Bucket != "" {
-				return bad("/file", "more than one file: send one per request")
-			}
 			var ok bool
 			if ref, _, ok = g.putInput(w, r, part.FileName(), part); !ok {
 				return nil, false
@@ -285,6 +311,10 @@ func (g *Gateway) readInput(w http.ResponseWriter, r *http.Request, alg string) 
 			b, err := io.ReadAll(io.LimitReader(part, g.maxPayload()+1))
 			if err != nil {
 				return bad("/input", "cannot read the form field")
+			}
+			if int64(len(b)) > g.maxPayload() {
+				writeProblem(w, problem{Code: http.StatusRequestEntityTooLarge, Algorithm: alg, Message: fmt.Sprintf("form field input over the limit of %d bytes (the NATS server's max payload)", g.maxPayload())})
+				return nil, false
 			}
 			if err := json.Unmarshal(b, &input); err != nil || input == nil {
 				return bad("/input", "not a JSON object")

@@ -384,6 +384,18 @@ func TestGatewayFilesEndToEnd(t *testing.T) {
 	if resp, b = send("POST", "/v1/algorithms/meme_classifier/run", body, ctype); resp.StatusCode != 400 || !strings.Contains(string(b), `"pointer":"/file"`) {
 		t.Errorf("form without a file: %d %s, want 400 naming /file", resp.StatusCode, b)
 	}
+	var dup bytes.Buffer
+	mw := multipart.NewWriter(&dup)
+	_ = mw.WriteField("input", `{}`)
+	_ = mw.WriteField("input", `{"max_side":9}`)
+	_ = mw.Close()
+	if resp, b = send("POST", "/v1/algorithms/image_thumbnail/run", &dup, mw.FormDataContentType()); resp.StatusCode != 400 || !strings.Contains(string(b), "given twice") {
+		t.Errorf("form with input twice: %d %s, want 400", resp.StatusCode, b)
+	}
+	body, ctype = form(nil, data[:10])
+	if resp, b = send("POST", "/v1/algorithms/meme_classifier/run", body, ctype, "Pnp-Timeout", "soon"); resp.StatusCode != 400 || resp.Header.Get("Pnp-Input-Ref") != "" {
+		t.Errorf("bad Pnp-Timeout with a file: %d %s, want 400 before any upload", resp.StatusCode, b)
+	}
 	body, ctype = form(map[string]string{"input": `[1]`}, data[:10])
 	if resp, b = send("POST", "/v1/algorithms/meme_classifier/run", body, ctype); resp.StatusCode != 400 || !strings.Contains(string(b), `"pointer":"/input"`) {
 		t.Errorf("form with an input that is not an object: %d %s, want 400 naming /input", resp.StatusCode, b)
