@@ -3,8 +3,9 @@
 #
 #   bash deploy/e2e.sh          (as root on Debian 12, or with docker ready)
 #
-# 1. docker: installs docker.io from Debian when dockerd is missing, and
-#    starts dockerd when none is running (and stops that one on exit).
+# 1. docker: installs docker.io (and curl, python3-sklearn) from Debian
+#    when missing, and starts dockerd when none is running (and stops that
+#    one on exit).
 # 2. Compose v2: not packaged for Debian 12, so it is built from the Go
 #    module proxy (github.com/docker/compose/v2, as its own main module:
 #    `go install pkg@version` refuses it because of its exclude directives)
@@ -81,12 +82,18 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ----------------------------------------------------------------- docker
-step "docker"
-if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null; then
-	[ "$(id -u)" -eq 0 ] || fail "docker is not installed; as root: apt-get install docker.io"
+step "docker, curl, python3 with scikit-learn"
+# What this script needs from Debian: docker, curl for the HTTP API, and
+# the Python the worker image's base is made of.
+missing=()
+command -v dockerd >/dev/null && command -v docker >/dev/null || missing+=(docker.io)
+command -v curl >/dev/null || missing+=(curl)
+/usr/bin/python3 -c 'import sklearn' 2>/dev/null || missing+=(python3 python3-sklearn)
+if [ "${#missing[@]}" -gt 0 ]; then
+	[ "$(id -u)" -eq 0 ] || fail "missing ${missing[*]}; as root: apt-get install ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if ! docker info >/dev/null 2>&1; then
 	[ "$(id -u)" -eq 0 ] || fail "no docker daemon is running and this user cannot start one"
@@ -102,10 +109,6 @@ if ! docker info >/dev/null 2>&1; then
 	docker info >/dev/null 2>&1 || fail "dockerd did not come up in 60 s (see $log)"
 fi
 echo "docker daemon $(docker version --format '{{.Server.Version}}')"
-if ! command -v curl >/dev/null; then
-	[ "$(id -u)" -eq 0 ] || fail "curl is not installed; as root: apt-get install curl"
-	apt-get install -y -qq --no-install-recommends curl >/dev/null
-fi
 
 # ---------------------------------------------------------------- compose
 step "docker compose $COMPOSE_VERSION"
