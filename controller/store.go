@@ -489,10 +489,10 @@ func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)
 		return Result{}, fmt.Errorf("controller: invalid job id %q", id)
 	}
 	var (
-		seen    uint64
-		lastErr error
-		wait    time.Duration
-		timer   = time.NewTimer(0)
+		seen       uint64
+		lastErr    error
+		wait       time.Duration
+		timer      = time.NewTimer(0)
 		corrupt    time.Time // since when the record read is corrupt
 		corruptErr error
 	)
