@@ -345,9 +345,19 @@ func (g *Gateway) job(w http.ResponseWriter, r *http.Request) {
 	} else {
 		res, err = g.store.Result(r.Context(), id)
 	}
+	if g.resultError(w, r, id, err) {
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// resultError writes the problem for err, an error of reading job id's
+// result, and reports whether there was one (nothing is written when the
+// caller has left).
+func (g *Gateway) resultError(w http.ResponseWriter, r *http.Request, id string, err error) bool {
 	switch {
 	case err == nil:
-		writeJSON(w, http.StatusOK, res)
+		return false
 	case r.Context().Err() != nil:
 	case errors.Is(err, controller.ErrNoResult):
 		writeProblem(w, problem{Code: http.StatusNotFound, Message: fmt.Sprintf("no result for job %s: it is still waiting, was never submitted, or its result expired", id)})
@@ -358,6 +368,7 @@ func (g *Gateway) job(w http.ResponseWriter, r *http.Request) {
 		g.log.Warn().Err(err).Str("job_id", id).Msg("reading result failed")
 		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Message: "cannot read the result: JetStream unavailable"})
 	}
+	return true
 }
 
 // deadLetterJSON is a dead letter as GET /v1/dead lists it.

@@ -207,20 +207,7 @@ func (g *Gateway) jobOutput(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := g.store.Result(r.Context(), id)
-	switch {
-	case err == nil:
-	case r.Context().Err() != nil:
-		return
-	case errors.Is(err, controller.ErrNoResult):
-		writeProblem(w, problem{Code: http.StatusNotFound, Message: fmt.Sprintf("no result for job %s: it is still waiting, was never submitted, or its result expired", id)})
-		return
-	case errors.Is(err, controller.ErrCorruptResult):
-		g.log.Error().Err(err).Str("job_id", id).Msg("corrupt result record")
-		writeProblem(w, problem{Code: http.StatusInternalServerError, Message: fmt.Sprintf("the record stored for job %s is not its result", id)})
-		return
-	default:
-		g.log.Warn().Err(err).Str("job_id", id).Msg("reading result failed")
-		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Message: "cannot read the result: JetStream unavailable"})
+	if g.resultError(w, r, id, err) {
 		return
 	}
 	if res.Status != controller.StatusSucceeded {
