@@ -55,9 +55,29 @@ type hub struct {
 	g    *Gateway
 	mu   sync.Mutex
 	subs map[chan event]struct{}
+
+	// discoveryReady is closed once the discovery view's first snapshot is
+	// taken, resultsReady once the results watcher first runs (or gave
+	// up). Until both, a change could be missed, so streams wait for them.
+	discoveryReady, resultsReady chan struct{}
+	discoveryOnce, resultsOnce   sync.Once
 }
 
-func newHub(g *Gateway) *hub { return &hub{g: g, subs: map[chan event]struct{}{}} }
+func newHub(g *Gateway) *hub {
+	return &hub{g: g, subs: map[chan event]struct{}{}, discoveryReady: make(chan struct{}), resultsReady: make(chan struct{})}
+}
+
+// ready waits until every change from now on becomes an event.
+func (h *hub) ready(ctx context.Context) error {
+	for _, c := range []chan struct{}{h.discoveryReady, h.resultsReady} {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c:
+		}
+	}
+	return nil
+}
 
 func (h *hub) subscribe() (<-chan event, func()) {
 	ch := make(chan event, subscriberBuffer)
@@ -119,6 +139,7 @@ func (h *hub) watchDiscovery(ctx context.Context) {
 	for _, r := range h.g.cache.All() {
 		prev[r.Key()] = r
 	}
+	h.discoveryOnce.Do(func() { close(h.discoveryReady) })
 	for {
 		select {
 		case <-ctx.Done():
@@ -160,6 +181,7 @@ func (h *hub) watchResults(ctx context.Context) {
 		if failures >= resultWatchTries {
 			log.Error().Err(err).Int("tries", failures).Msg("results watch gave up: no more job events")
 			h.g.eventsDown.Store(true)
+			h.resultsOnce.Do(func() { close(h.resultsReady) })
 			return
 		}
 		log.Warn().Err(err).Dur("retry_in", backoff).Msg("results watch interrupted")
@@ -179,6 +201,7 @@ func (h *hub) watchResultsOnce(ctx context.Context, healthy func()) error {
 	}
 	defer func() { _ = w.Stop() }()
 	healthy()
+	h.resultsOnce.Do(func() { close(h.resultsReady) })
 	for {
 		select {
 		case <-ctx.Done():
@@ -200,6 +223,10 @@ func (h *hub) watchResultsOnce(ctx context.Context, healthy func()) error {
 	}
 }
 
+// eventsReadyWait bounds how long a new event stream waits for the
+// gateway's watchers to start.
+const eventsReadyWait = 10 * time.Second
+
 // sseKeepalive is how often an idle event stream gets a comment line, so
 // proxies and the write deadline see it alive.
 const sseKeepalive = 15 * time.Second
@@ -210,6 +237,17 @@ func (g *Gateway) eventStream(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	ch, unsubscribe := g.events.subscribe()
 	defer unsubscribe()
+	// The stream opens once the gateway sees every change: a client that
+	// acts after it connected gets the events of what it did.
+	ctx, cancel := context.WithTimeout(r.Context(), eventsReadyWait)
+	err := g.events.ready(ctx)
+	cancel()
+	if err != nil {
+		if r.Context().Err() == nil {
+			writeProblem(w, problem{Code: http.StatusServiceUnavailable, Message: "event stream not ready: discovery or the results watch has not started"})
+		}
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
