@@ -91,10 +91,12 @@ func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		nf natsFlags
 		lf logFlags
 		hf httpFlags
+		mf metricsFlag
 	)
 	nf.register(fs)
 	lf.register(fs)
 	hf.register(fs)
+	mf.register(fs)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -111,6 +113,15 @@ func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	cfg, err := hf.config(metrics, log)
 	if err != nil {
 		return err
+	}
+	if mf.addr != "" {
+		// The same registry, also without the API's token, on an address
+		// of its own: for Prometheus inside a private network.
+		stop, err := serveMetrics(ctx, mf.addr, metrics, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	nc, err := nf.connectAndWait(ctx, "pnp gateway", log)
 	if err != nil {

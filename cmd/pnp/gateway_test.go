@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"pnpworker/internal/metricstest"
+	"pnpworker/internal/natstest"
 )
 
 // TestMain keeps every `pnp up` of the tests off the default HTTP port:
@@ -71,6 +74,57 @@ func TestGatewayWaitsForStreams(t *testing.T) {
 			t.Fatalf("/v1/algorithms: %d %s", resp.StatusCode, b)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if code := gw.stop(t); code != 0 {
+		t.Fatalf("pnp gateway: exit %d after cancellation\n%s", code, gw.stderr.String())
+	}
+}
+
+// TestGatewayMetricsFlag runs `pnp gateway --metrics`: the API's /metrics
+// needs the token, the --metrics address serves the same registry without
+// it, for a Prometheus in a private network.
+func TestGatewayMetricsFlag(t *testing.T) {
+	isolateEnv(t)
+	url, _, _ := serveLanguageDetection(t)
+	if code, _, stderr := runPnp(t, "provision", "--server", url); code != 0 {
+		t.Fatalf("provision: exit %d: %s", code, stderr)
+	}
+	metricsAddr, _ := freeLoopbackAddr(t)
+	gw := startPnp(t, "gateway", "--server", url, "--http", "127.0.0.1:0", "--http-token", "s3cret", "--metrics", metricsAddr, "--log-level", "warn")
+	gw.waitOutput(t, "gateway on http://")
+	m := regexp.MustCompile(`gateway on (http://[0-9.:]+)/`).FindStringSubmatch(gw.stdout.String())
+	if m == nil {
+		t.Fatalf("no address in %q", gw.stdout.String())
+	}
+	get := func(u, token string) int {
+		req, err := http.NewRequest("GET", u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(m[1]+"/v1/algorithms", "s3cret"); code != 200 {
+		t.Fatalf("/v1/algorithms with the token: %d", code)
+	}
+	if code := get(m[1]+"/metrics", ""); code != 401 {
+		t.Fatalf("the API's /metrics without the token: %d, want 401", code)
+	}
+	var f metricstest.Families
+	natstest.Eventually(t, pnpTimeout, func() bool {
+		f = metricstest.Scrape(t, "http://"+metricsAddr+"/metrics")
+		return f.Value(t, "pnp_gateway_http_requests_total", "route=GET /v1/algorithms", "code=200") >= 1
+	}, "--metrics does not count GET /v1/algorithms")
+	if f.Value(t, "go_goroutines") <= 0 {
+		t.Errorf("the runtime collector is missing:\n%s", f.Names())
 	}
 	if code := gw.stop(t); code != 0 {
 		t.Fatalf("pnp gateway: exit %d after cancellation\n%s", code, gw.stderr.String())
