@@ -97,9 +97,16 @@ function refreshJobs() {
 
 function connect() {
   const live = document.getElementById("live");
+  if (state.es) state.es.close();
+  clearTimeout(state.retry);
   const es = new EventSource("/v1/events");
+  state.es = es;
   es.onopen = () => { live.textContent = "live"; live.className = "badge on"; logEvent("connected to /v1/events"); loadAll(); };
-  es.onerror = () => { live.textContent = "reconnecting"; live.className = "badge off"; };
+  es.onerror = () => {
+    live.textContent = "reconnecting"; live.className = "badge off";
+    // A refused stream (503, 401) closes for good; try again later.
+    if (es.readyState === EventSource.CLOSED && state.es === es) state.retry = setTimeout(connect, 3000);
+  };
   es.addEventListener("registered", (ev) => {
     const d = JSON.parse(ev.data);
     logEvent(d.algorithm + " " + d.version + " registered (" + d.instance + ")");
