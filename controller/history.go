@@ -24,6 +24,10 @@ func (c *Controller) recordHistory(alg, id string, body []byte, reply *nats.Msg,
 	}
 	rec := rollout.HistoryRecord{Algorithm: alg, JobID: id, Version: reply.Header.Get(runner.HeaderVersion),
 		Input: body, Output: reply.Data, MS: ms(took), At: time.Now().UTC()}
+	if ref := reply.Header.Get(runner.HeaderOutputRef); ref != "" {
+		// Stored by reference: replay reads the object back to compare.
+		rec.Output, rec.OutputRef = nil, ref
+	}
 	b, err := json.Marshal(rec)
 	if err != nil || int64(len(b)) > c.nc.MaxPayload()-1024 {
 		// Not JSON (the output check follows) or too large for a message.

@@ -313,3 +313,91 @@ func TestCanaryRejectingInputGoesToStable(t *testing.T) {
 		t.Errorf("canary rejections counted: %d, want %d", got, n)
 	}
 }
+
+// blobVersion is an algorithm at version whose output (about size bytes,
+// changed by alter when set) is larger than a message for large sizes.
+func blobVersion(t testing.TB, version string, alter func(in blobIn, s string) string) *runner.Algorithm {
+	t.Helper()
+	a, err := runner.NewAlgorithm(runner.Spec{
+		Name: "blob", Version: version,
+		InputSchema:  []byte(`{"type":"object","required":["size"],"properties":{"size":{"type":"integer"}}}`),
+		OutputSchema: []byte(`{"type":"object","required":["data"],"properties":{"data":{"type":"string"}}}`),
+		Timeout:      10 * time.Second, MaxConcurrency: 4,
+	}, func(_ context.Context, in blobIn) (blobOut, error) {
+		s := strings.Repeat("0123456789", in.Size/10)
+		if alter != nil {
+			s = alter(in, s)
+		}
+		return blobOut{Data: s}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// Outputs stored by reference are compared by what they hold, not by
+// where they were stored: in the shadow's comparisons and in a replay, a
+// candidate that answers the same large output agrees, and one that
+// answers a different one differs at /data.
+func TestShadowAndReplayCompareOutputsByReference(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	rec := record(t, e)
+	setRoute(t, e, rollout.Route{Algorithm: "blob", Stable: "1.0.0", Shadow: "2.0.0"})
+	startRunner(t, e.srv, blobVersion(t, "1.0.0", nil))
+	// Sizes ending in 10 get a different output from the candidate.
+	startRunner(t, e.srv, blobVersion(t, "2.0.0", func(in blobIn, s string) string {
+		if in.Size%100 == 10 {
+			return "X" + s[1:]
+		}
+		return s
+	}))
+	cfg := fastConfig(t)
+	cfg.History.Rate = 1
+	ctl := startController(t, e, cfg)
+
+	big := 3 * int(e.nc.MaxPayload()) / 100 * 100
+	sizes := map[string]int{"same-big": big, "other-big": big + 10, "same-small": 100, "other-small": 110}
+	for id, size := range sizes {
+		e.submit(t, "blob", id, blobIn{Size: size})
+	}
+	natstest.Eventually(t, 30*time.Second, func() bool { return rec.done() == len(sizes) }, "%d of %d results", rec.done(), len(sizes))
+	for id := range sizes {
+		r, _ := e.final(t, id)
+		if r.Status != controller.StatusSucceeded || r.Version != "1.0.0" || strings.HasSuffix(id, "big") != (r.OutputRef != "") {
+			t.Fatalf("job %s: %s by %s, output_ref %q", id, r.Status, r.Version, r.OutputRef)
+		}
+	}
+	check := func(source string, cs []rollout.Comparison) {
+		t.Helper()
+		if len(cs) != len(sizes) {
+			t.Fatalf("%s: %d comparisons, want %d: %+v", source, len(cs), len(sizes), cs)
+		}
+		for _, c := range cs {
+			differs := strings.HasPrefix(c.JobID, "other")
+			if c.StableError != "" || c.CandidateError != "" || c.Equal == differs {
+				t.Errorf("%s %s: equal %v, errors %q %q; want equal %v", source, c.JobID, c.Equal, c.StableError, c.CandidateError, !differs)
+			}
+			if differs && (len(c.Diffs) != 1 || c.Diffs[0].Pointer != "/data") {
+				t.Errorf("%s %s: diffs %+v, want /data", source, c.JobID, c.Diffs)
+			}
+		}
+	}
+	var cs []rollout.Comparison
+	natstest.Eventually(t, 20*time.Second, func() bool {
+		var err error
+		cs, err = rollout.ReadComparisons(context.Background(), e.js, "blob", time.Time{}, 0)
+		return err == nil && len(cs) == len(sizes)
+	}, "%d comparisons, want %d (%+v)", len(cs), len(sizes), ctl.c.ShadowStats())
+	check("shadow", cs)
+
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		h, err := rollout.ReadHistory(context.Background(), e.js, "blob", time.Time{}, 0)
+		return err == nil && len(h) == len(sizes)
+	}, "history does not hold the %d jobs: %+v", len(sizes), ctl.c.ShadowStats())
+	cs, err := rollout.Replay(context.Background(), e.nc, e.js, rollout.ReplayConfig{Algorithm: "blob", Version: "2.0.0", Last: len(sizes)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("replay", cs)
+}

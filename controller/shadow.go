@@ -166,19 +166,45 @@ func (c *Controller) shadow(alg, id string, body []byte, reply *nats.Msg, took t
 	if stableErr != nil {
 		cmp.StableError = fmt.Sprintf("%d: %s", stableErr.Code, stableErr.Message)
 	}
-	stableOut := reply.Data
+	stable := reply
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer func() { <-s.sem }()
-		s.run(cmp, body, stableOut, plan(regs))
+		s.run(cmp, body, stable, plan(regs))
 	}()
 }
 
-func (s *shadows) run(cmp rollout.Comparison, body, stableOut []byte, budget time.Duration) {
+// outputReadTimeout bounds reading one output stored by reference for a
+// comparison.
+const outputReadTimeout = 30 * time.Second
+
+// maxComparedOutput bounds an output by reference read back to be
+// compared: the controller's bound for checking one, or the default when
+// that check is off.
+func (c *Controller) maxComparedOutput() int64 {
+	if c.cfg.MaxReferencedOutputBytes > 0 {
+		return c.cfg.MaxReferencedOutputBytes
+	}
+	return DefaultMaxReferencedOutputBytes
+}
+
+func (s *shadows) run(cmp rollout.Comparison, body []byte, stable *nats.Msg, budget time.Duration) {
 	c := s.c
 	ctx, cancel := context.WithTimeout(s.ctx, budget+budget/10+100*time.Millisecond)
 	defer cancel()
+	// Outputs stored by reference are compared by content, read here, off
+	// the job's path.
+	var stableOut []byte
+	if cmp.StableError == "" {
+		rctx, cancel := context.WithTimeout(s.ctx, outputReadTimeout)
+		var err error
+		stableOut, err = rollout.ReplyOutput(rctx, c.js, stable, c.maxComparedOutput())
+		cancel()
+		if err != nil {
+			cmp.StableError = fmt.Sprintf("%d: %v", runner.CodeBadGateway, err)
+		}
+	}
 	msg := &nats.Msg{Subject: discovery.PinnedSubject(cmp.Algorithm, cmp.CandidateVersion), Data: body,
 		Header: nats.Header{runner.HeaderJobID: {cmp.JobID}, runner.HeaderTimeout: {budget.String()}}}
 	start := time.Now()
@@ -196,8 +222,14 @@ func (s *shadows) run(cmp rollout.Comparison, body, stableOut []byte, budget tim
 	default:
 		if e := runner.ReplyError(reply); e != nil {
 			cmp.CandidateError = fmt.Sprintf("%d: %s", e.Code, e.Message)
+		} else {
+			rctx, cancel := context.WithTimeout(s.ctx, outputReadTimeout)
+			out, err = rollout.ReplyOutput(rctx, c.js, reply, c.maxComparedOutput())
+			cancel()
+			if err != nil {
+				cmp.CandidateError = fmt.Sprintf("%d: %v", runner.CodeBadGateway, err)
+			}
 		}
-		out = reply.Data
 	}
 	cmp.Decide(stableOut, out, c.cfg.Shadow.Compare)
 	cmp.At = time.Now().UTC()

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // DefaultTolerance is how far apart two numbers may be and still compare
@@ -17,6 +18,13 @@ const DefaultTolerance = 1e-6
 
 // MaxDiffs bounds the differences one comparison records.
 const MaxDiffs = 50
+
+// MaxDiffValue bounds, in bytes, each value and pointer a Diff records,
+// so that a comparison of large outputs still fits a message: a longer
+// value is recorded as a JSON string of its first MaxDiffValue bytes of
+// JSON followed by "…", a longer pointer is cut the same way, and the
+// Diff is marked Truncated.
+const MaxDiffValue = 1024
 
 // CompareOptions tunes Compare. The zero value compares numbers with
 // DefaultTolerance and ignores nothing.
@@ -39,23 +47,59 @@ type Diff struct {
 	// Stable and Candidate are the two values (absent: missing).
 	Stable    json.RawMessage `json:"stable,omitempty"`
 	Candidate json.RawMessage `json:"candidate,omitempty"`
+	// Truncated is set when a value or the pointer was longer than
+	// MaxDiffValue and is recorded cut.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// bound cuts d's values and pointer to MaxDiffValue.
+func (d *Diff) bound() {
+	cutValue := func(v json.RawMessage) json.RawMessage {
+		if len(v) <= MaxDiffValue {
+			return v
+		}
+		d.Truncated = true
+		b, _ := json.Marshal(cutUTF8(string(v), MaxDiffValue) + "…")
+		return b
+	}
+	d.Stable, d.Candidate = cutValue(d.Stable), cutValue(d.Candidate)
+	if len(d.Pointer) > MaxDiffValue {
+		d.Truncated = true
+		d.Pointer = cutUTF8(d.Pointer, MaxDiffValue) + "…"
+	}
+}
+
+// cutUTF8 returns s cut to at most n bytes, on a rune boundary.
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // Compare compares two JSON documents and returns the differences, at most
-// MaxDiffs, sorted by pointer. Documents that are not JSON compare as
-// whole values (a difference at "").
+// MaxDiffs, sorted by pointer, each cut to MaxDiffValue. Documents that
+// are not JSON compare as whole values (a difference at "").
 func Compare(stable, candidate []byte, o CompareOptions) []Diff {
 	var a, b any
 	errA, errB := decode(stable, &a), decode(candidate, &b)
-	if errA != nil || errB != nil {
+	var out []Diff
+	switch {
+	case errA != nil || errB != nil:
 		if bytes.Equal(stable, candidate) {
 			return nil
 		}
-		return []Diff{{Pointer: "", Stable: raw(stable), Candidate: raw(candidate)}}
+		out = []Diff{{Pointer: "", Stable: raw(stable), Candidate: raw(candidate)}}
+	default:
+		compareValue("", a, b, o, &out)
+		sort.Slice(out, func(i, j int) bool { return out[i].Pointer < out[j].Pointer })
 	}
-	var out []Diff
-	compareValue("", a, b, o, &out)
-	sort.Slice(out, func(i, j int) bool { return out[i].Pointer < out[j].Pointer })
+	for i := range out {
+		out[i].bound()
+	}
 	return out
 }
 

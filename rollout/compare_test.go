@@ -58,9 +58,14 @@ func TestRecordsMatchSchemas(t *testing.T) {
 	if cmp2.Equal || len(cmp2.Diffs) != 2 {
 		t.Fatalf("decide: %+v", cmp2)
 	}
+	cmp3 := cmp2
+	big := strings.Repeat("é", 1<<20)
+	cmp3.Decide([]byte(`{"a":"`+big+`"}`), []byte(`{"a":"x`+big+`"}`), rollout.CompareOptions{})
 	h := rollout.HistoryRecord{Algorithm: "ocr", JobID: "j1", Version: "1.0.0", Input: json.RawMessage(`{"x":1}`),
 		Output: json.RawMessage(`{"y":2}`), MS: 3, At: time.Now().UTC()}
-	for file, v := range map[string]any{"comparison.json": cmp, "comparison.json ": cmp2, "history.json": h} {
+	h2 := h
+	h2.Output, h2.OutputRef = nil, "obj://outputs/ocr/abc"
+	for file, v := range map[string]any{"comparison.json": cmp, "comparison.json ": cmp2, "comparison.json  ": cmp3, "history.json": h, "history.json ": h2} {
 		s, err := schemas.Compile(strings.TrimSpace(file))
 		if err != nil {
 			t.Fatal(err)
@@ -73,5 +78,34 @@ func TestRecordsMatchSchemas(t *testing.T) {
 		if err := s.Validate(doc); err != nil {
 			t.Errorf("%s: %v\n%s", file, err, b)
 		}
+	}
+}
+
+// Values of any size are recorded cut to MaxDiffValue, on a character
+// boundary, so that a comparison of large outputs fits a message.
+func TestCompareBoundsLargeValues(t *testing.T) {
+	big := strings.Repeat("é", 1<<20) // 2 MiB of JSON
+	long := strings.Repeat("k", 5000)
+	ds := rollout.Compare([]byte(`{"a":"`+big+`","`+long+`":1}`), []byte(`{"a":"x`+big+`","`+long+`":2}`), rollout.CompareOptions{})
+	if len(ds) != 2 {
+		t.Fatalf("%d diffs, want 2", len(ds))
+	}
+	for _, d := range ds {
+		if !d.Truncated || len(d.Pointer) > rollout.MaxDiffValue+len("…") {
+			t.Errorf("diff at %.40q…: truncated %v, pointer of %d bytes", d.Pointer, d.Truncated, len(d.Pointer))
+		}
+		for _, v := range []json.RawMessage{d.Stable, d.Candidate} {
+			var s any
+			if len(v) > 2*rollout.MaxDiffValue || json.Unmarshal(v, &s) != nil {
+				t.Errorf("diff at %.40q…: value of %d bytes, valid JSON %v", d.Pointer, len(v), json.Valid(v))
+			}
+		}
+	}
+	if a := string(ds[0].Stable); ds[0].Pointer != "/a" || !strings.HasPrefix(a, `"\"éé`) || !strings.HasSuffix(a, `…"`) {
+		t.Errorf("diff %.10q: stable %.60s", ds[0].Pointer, a)
+	}
+	small := rollout.Compare([]byte(`{"a":"x"}`), []byte(`{"a":"y"}`), rollout.CompareOptions{})
+	if len(small) != 1 || small[0].Truncated || string(small[0].Stable) != `"x"` {
+		t.Errorf("small diff %+v", small)
 	}
 }

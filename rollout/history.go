@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"pnpworker/discovery"
+	"pnpworker/internal/objref"
 )
 
 // HistoryStream is the JetStream stream of sampled job inputs with the
@@ -31,8 +32,11 @@ type HistoryRecord struct {
 	Version   string          `json:"version"`
 	Input     json.RawMessage `json:"input"`
 	Output    json.RawMessage `json:"output"`
-	MS        float64         `json:"ms"`
-	At        time.Time       `json:"at"`
+	// OutputRef replaces Output when the output did not fit a message:
+	// the obj:// reference the runner stored it at (bucket outputs).
+	OutputRef string    `json:"output_ref,omitempty"`
+	MS        float64   `json:"ms"`
+	At        time.Time `json:"at"`
 }
 
 // HistoryConfig configures the sampling of job inputs. The zero value
@@ -132,14 +136,49 @@ type ReplayConfig struct {
 	Concurrency int
 	// Timeout bounds each request. Default 30 s.
 	Timeout time.Duration
+	// MaxOutputBytes bounds an output stored by reference (recorded or
+	// the candidate's) that is read back to be compared. Default
+	// DefaultMaxOutputBytes.
+	MaxOutputBytes int64
 }
+
+// DefaultMaxOutputBytes bounds an output by reference read for a
+// comparison.
+const DefaultMaxOutputBytes = 16 << 20
 
 // Header names of the protocol used by Replay (the runner package defines
 // them too; rollout sits below it).
 const (
-	headerJobID   = "Pnp-Job-Id"
-	headerTimeout = "Pnp-Timeout"
+	headerJobID     = "Pnp-Job-Id"
+	headerTimeout   = "Pnp-Timeout"
+	headerOutputRef = "Pnp-Output-Ref"
 )
+
+// ReplyOutput is the output a successful reply carries: its body, or,
+// when the runner stored the output by reference (header
+// Pnp-Output-Ref), the object it names in bucket outputs, read whole
+// within maxBytes (<= 0: DefaultMaxOutputBytes). Two answers are
+// compared by their outputs, never by where they were stored.
+func ReplyOutput(ctx context.Context, js jetstream.JetStream, reply *nats.Msg, maxBytes int64) ([]byte, error) {
+	return storedOutput(ctx, js, reply.Data, reply.Header.Get(headerOutputRef), maxBytes)
+}
+
+func storedOutput(ctx context.Context, js jetstream.JetStream, data []byte, ref string, maxBytes int64) ([]byte, error) {
+	if ref == "" {
+		return data, nil
+	}
+	r, err := objref.Parse(ref)
+	if err != nil {
+		return nil, fmt.Errorf("output reference: %w", err)
+	}
+	if r.Bucket != objref.OutputsBucket {
+		return nil, fmt.Errorf("output reference %s: not in bucket %s", r, objref.OutputsBucket)
+	}
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxOutputBytes
+	}
+	return objref.Read(ctx, js, r, maxBytes)
+}
 
 // Replay re-runs recorded job inputs on a candidate version and compares
 // each answer with the recorded output. A candidate that rejects an input
@@ -174,7 +213,7 @@ func Replay(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg Repl
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			out[i] = replayOne(ctx, nc, subject, cfg, r)
+			out[i] = replayOne(ctx, nc, js, subject, cfg, r)
 		}()
 	}
 	wg.Wait()
@@ -184,7 +223,7 @@ func Replay(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg Repl
 	return out, nil
 }
 
-func replayOne(ctx context.Context, nc *nats.Conn, subject string, cfg ReplayConfig, r HistoryRecord) Comparison {
+func replayOne(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, subject string, cfg ReplayConfig, r HistoryRecord) Comparison {
 	c := Comparison{Algorithm: cfg.Algorithm, JobID: r.JobID, Source: SourceReplay, StableVersion: r.Version,
 		CandidateVersion: cfg.Version, StableMS: r.MS}
 	rctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
@@ -203,9 +242,15 @@ func replayOne(ctx context.Context, nc *nats.Conn, subject string, cfg ReplayCon
 	case reply.Header.Get(micro.ErrorCodeHeader) != "":
 		c.CandidateError = reply.Header.Get(micro.ErrorCodeHeader) + ": " + reply.Header.Get(micro.ErrorHeader)
 	default:
-		got = reply.Data
+		if got, err = ReplyOutput(ctx, js, reply, cfg.MaxOutputBytes); err != nil {
+			c.CandidateError = "502: " + err.Error()
+		}
 	}
-	c.Decide(r.Output, got, cfg.Compare)
+	want, err := storedOutput(ctx, js, r.Output, r.OutputRef, cfg.MaxOutputBytes)
+	if err != nil {
+		c.StableError = "502: recorded " + err.Error()
+	}
+	c.Decide(want, got, cfg.Compare)
 	c.At = time.Now().UTC()
 	return c
 }
