@@ -226,14 +226,14 @@ func (o *Object) Read(p []byte) (int, error) {
 }
 
 // fetch reads the next chunk into o.buf, or returns io.EOF once the
-// object is read whole and matches its digest.
+// object is read whole. The last chunk is checked against the object's
+// size and digest before any of it is handed out, so a reader of a
+// corrupt object never gets all of its bytes: a copy to an HTTP response
+// with the object's Content-Length ends short.
 func (o *Object) fetch() error {
 	if o.chunks == o.info.Chunks {
-		if o.read != o.info.Size {
-			return fmt.Errorf("objref: %s: %d bytes read, metadata says %d", o.ref, o.read, o.info.Size)
-		}
-		if want, err := jetstream.DecodeObjectDigest(o.info.Digest); err == nil && o.info.Size > 0 && !bytes.Equal(o.digest.Sum(nil), want) {
-			return fmt.Errorf("objref: %s: content does not match its digest", o.ref)
+		if err := o.verify(); err != nil {
+			return err
 		}
 		return io.EOF
 	}
@@ -251,7 +251,24 @@ func (o *Object) fetch() error {
 		return fmt.Errorf("objref: %s: longer than the %d bytes its metadata says", o.ref, o.info.Size)
 	}
 	o.digest.Write(m.Data)
+	if o.chunks == o.info.Chunks {
+		if err := o.verify(); err != nil {
+			return err
+		}
+	}
 	o.buf = m.Data
+	return nil
+}
+
+// verify checks what was read, once every chunk was, against the
+// object's size and digest.
+func (o *Object) verify() error {
+	if o.read != o.info.Size {
+		return fmt.Errorf("objref: %s: %d bytes read, metadata says %d", o.ref, o.read, o.info.Size)
+	}
+	if want, err := jetstream.DecodeObjectDigest(o.info.Digest); err == nil && o.info.Size > 0 && !bytes.Equal(o.digest.Sum(nil), want) {
+		return fmt.Errorf("objref: %s: content does not match its digest", o.ref)
+	}
 	return nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,5 +87,53 @@ func TestReadLimits(t *testing.T) {
 	}
 	if _, err := objref.Read(ctx, js, objref.Ref{Bucket: "nobucket", Name: "x"}, 0); !errors.Is(err, objref.ErrNotFound) {
 		t.Fatalf("missing bucket: %v", err)
+	}
+}
+
+// A corrupt object (here: its first chunk replaced by one with a byte
+// changed) fails with a digest error before its last chunk is handed
+// out: a reader never gets every byte of it.
+func TestCorruptObjectWithholdsItsLastChunk(t *testing.T) {
+	srv := natstest.Start(t)
+	js, _ := jetstream.New(srv.Connect())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "inputs"}); err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("0123456789abcdef"), 3<<13) // 384 KiB: 3 chunks of 128 KiB
+	ref, err := objref.Put(ctx, js, "inputs", "blob", bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := objref.Read(ctx, js, ref, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("intact object: %d bytes, %v", len(got), err)
+	}
+	stream, err := js.Stream(ctx, "OBJ_inputs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.GetMsg(ctx, 1)
+	if err != nil || !strings.HasPrefix(first.Subject, "$O.inputs.C.") {
+		t.Fatalf("first chunk: %v %+v", err, first)
+	}
+	if err := stream.DeleteMsg(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	forged := bytes.Clone(first.Data)
+	forged[0] ^= 1
+	if _, err := js.Publish(ctx, first.Subject, forged); err != nil {
+		t.Fatal(err)
+	}
+	o, err := objref.Open(ctx, js, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(o)
+	if err == nil || !strings.Contains(err.Error(), "does not match its digest") {
+		t.Fatalf("corrupt object: %d bytes, %v; want a digest error", len(got), err)
+	}
+	if len(got) > len(data)-len(first.Data) {
+		t.Fatalf("corrupt object: %d of %d bytes handed out before the error; the last chunk must be withheld", len(got), len(data))
 	}
 }
