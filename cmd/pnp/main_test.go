@@ -119,18 +119,30 @@ func (b *background) stop(t *testing.T) int {
 // command exits.
 func (b *background) waitOutput(t *testing.T, want string) {
 	t.Helper()
+	b.wait(t, "stdout", &b.stdout, want)
+}
+
+// waitStderr polls until stderr (the log) contains want, failing early if
+// the command exits.
+func (b *background) waitStderr(t *testing.T, want string) {
+	t.Helper()
+	b.wait(t, "stderr", &b.stderr, want)
+}
+
+func (b *background) wait(t *testing.T, name string, buf *lockedBuffer, want string) {
+	t.Helper()
 	deadline := time.Now().Add(pnpTimeout)
-	for !strings.Contains(b.stdout.String(), want) {
+	for !strings.Contains(buf.String(), want) {
 		select {
 		case code := <-b.done:
 			b.done <- code
-			t.Fatalf("pnp %s exited %d before printing %q\nstdout:\n%s\nstderr:\n%s",
-				strings.Join(b.args, " "), code, want, b.stdout.String(), b.stderr.String())
+			t.Fatalf("pnp %s exited %d before printing %q on %s\nstdout:\n%s\nstderr:\n%s",
+				strings.Join(b.args, " "), code, want, name, b.stdout.String(), b.stderr.String())
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pnp %s: no %q on stdout after %s\nstdout:\n%s\nstderr:\n%s",
-				strings.Join(b.args, " "), want, pnpTimeout, b.stdout.String(), b.stderr.String())
+			t.Fatalf("pnp %s: no %q on %s after %s\nstdout:\n%s\nstderr:\n%s",
+				strings.Join(b.args, " "), want, name, pnpTimeout, b.stdout.String(), b.stderr.String())
 		}
 	}
 }

@@ -65,6 +65,8 @@ func TestWorkerFlagErrors(t *testing.T) {
 		"nothing to serve": {"runner", "--algorithms", "none", "--server", "nats://127.0.0.1:1"},
 		"unbalanced quote": {"runner", "--algorithms", "none", "--worker", `python3 'x`, "--server", "nats://127.0.0.1:1"},
 		"zero procs":       {"runner", "--worker", "x", "--worker-procs", "0", "--server", "nats://127.0.0.1:1"},
+		"zero handshake":   {"runner", "--worker", "x", "--worker-handshake-timeout", "0s", "--server", "nats://127.0.0.1:1"},
+		"negative grace":   {"runner", "--worker", "x", "--worker-cancel-grace", "-1s", "--server", "nats://127.0.0.1:1"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if code, _, stderr := runPnp(t, args...); code != 2 {
@@ -114,5 +116,18 @@ func TestWorkerStderrIsEscapedInTheLog(t *testing.T) {
 	}
 	if !strings.Contains(out, "evil") || !strings.Contains(out, "owned") {
 		t.Errorf("the worker's line is not shown:\n%s", out)
+	}
+}
+
+// --worker-handshake-timeout bounds the wait for a worker's hello: a
+// process that never says it is killed when the timeout passes, and
+// restarted.
+func TestWorkerHandshakeTimeoutFlag(t *testing.T) {
+	isolateEnv(t)
+	url, _, _ := serveLanguageDetection(t)
+	r := startPnp(t, "runner", "--server", url, "--algorithms", "none", "--worker", "sleep 60", "--worker-handshake-timeout", "300ms")
+	r.waitStderr(t, "no hello within 300ms")
+	if code := r.stop(t); code != 0 {
+		t.Errorf("exit %d after cancellation\nstderr:\n%s", code, r.stderr.String())
 	}
 }

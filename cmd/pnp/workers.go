@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/shlex"
 	"github.com/nats-io/nats.go"
@@ -15,10 +16,12 @@ import (
 	"pnpworker/worker"
 )
 
-// workerFlags are --worker (repeatable) and --worker-procs.
+// workerFlags are --worker (repeatable), --worker-procs and the bounds of
+// a worker process's life.
 type workerFlags struct {
-	commands stringList
-	procs    int
+	commands         stringList
+	procs            int
+	handshake, grace time.Duration
 }
 
 // stringList is a repeatable string flag.
@@ -30,6 +33,8 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 func (f *workerFlags) register(fs *flagSet) {
 	fs.Var(&f.commands, "worker", "command of a worker process serving algorithms over stdin/stdout (docs/WORKER.md), split like a shell would; repeatable. E.g. 'python3 sdk/python/pnpworker.py examples/python/runner_adapter.py'")
 	fs.IntVar(&f.procs, "worker-procs", 1, "processes to run of each --worker command, each its own instance")
+	fs.DurationVar(&f.handshake, "worker-handshake-timeout", worker.DefaultHandshakeTimeout, "how long a worker process may take to say hello, loading its models included, before it is killed and restarted")
+	fs.DurationVar(&f.grace, "worker-cancel-grace", worker.DefaultCancelGrace, "how long a worker process may take to answer a cancelled request (deadline passed) before it is killed and restarted")
 }
 
 // build splits the commands and makes one worker.Worker per command.
@@ -44,10 +49,12 @@ func (f *workerFlags) build(nc *nats.Conn, log zerolog.Logger, opts ...runner.Op
 			return nil, fmt.Errorf("%w: --worker %q: not a command (%v)", errUsage, c, err)
 		}
 		w, err := worker.New(nc, worker.Config{
-			Command:       argv,
-			Procs:         f.procs,
-			Logger:        log.With().Str("component", "worker").Logger(),
-			RunnerOptions: opts,
+			Command:          argv,
+			Procs:            f.procs,
+			HandshakeTimeout: f.handshake,
+			CancelGrace:      f.grace,
+			Logger:           log.With().Str("component", "worker").Logger(),
+			RunnerOptions:    opts,
 		})
 		if err != nil {
 			return nil, err
@@ -61,6 +68,12 @@ func (f *workerFlags) build(nc *nats.Conn, log zerolog.Logger, opts ...runner.Op
 func (f *workerFlags) check() error {
 	if f.procs < 1 {
 		return fmt.Errorf("%w: --worker-procs %d: want at least 1", errUsage, f.procs)
+	}
+	if f.handshake <= 0 {
+		return fmt.Errorf("%w: --worker-handshake-timeout %s: want more than 0", errUsage, f.handshake)
+	}
+	if f.grace <= 0 {
+		return fmt.Errorf("%w: --worker-cancel-grace %s: want more than 0", errUsage, f.grace)
 	}
 	for _, c := range f.commands {
 		if argv, err := shlex.Split(c); err != nil || len(argv) == 0 {
