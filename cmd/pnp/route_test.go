@@ -170,3 +170,53 @@ func TestRouteReportAndReplay(t *testing.T) {
 		t.Errorf("replay under --min-agreement: exit %d %q", code, stderr)
 	}
 }
+
+// pnp controller's --shadow-ignore and --shadow-field-tolerance decide the
+// stored verdicts: a shadow that adds /t and answers /n within 0.5 agrees
+// on every job.
+func TestControllerShadowCompareFlags(t *testing.T) {
+	isolateEnv(t)
+	s := natstest.Start(t)
+	srv := []string{"--server", s.URL()}
+	serveVersion(t, s, "1.0.0")
+	a, err := runner.NewAlgorithm(runner.Spec{
+		Name: "ver_echo", Version: "2.0.0",
+		InputSchema: []byte(`{"type":"object"}`), OutputSchema: []byte(`{"type":"object"}`),
+	}, func(ctx context.Context, in map[string]float64) (map[string]float64, error) {
+		return map[string]float64{"n": in["n"] + 0.25, "t": 7}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := runner.New(s.Connect(), []*runner.Algorithm{a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stopRunner := context.WithCancel(context.Background())
+	rdone := make(chan struct{})
+	go func() { defer close(rdone); _ = r.Run(rctx) }()
+	t.Cleanup(func() { stopRunner(); <-rdone })
+	<-r.Started()
+
+	if code, _, stderr := runPnp(t, append([]string{"route", "set", "ver_echo", "--stable", "1.0.0", "--shadow", "2.0.0"}, srv...)...); code != 0 {
+		t.Fatalf("route set: %s", stderr)
+	}
+	startPnp(t, append([]string{"controller", "--shadow-ignore", "/t", "--shadow-field-tolerance", "/n=0.5"}, srv...)...)
+	const n = 10
+	for i := range n {
+		if code, _, stderr := runPnp(t, "submit", "--server", s.URL(), "--id", fmt.Sprintf("job-%d", i), "--wait", "ver_echo", fmt.Sprintf(`{"n":%d}`, 100+i)); code != 0 {
+			t.Fatalf("submit %d: %s", i, stderr)
+		}
+	}
+	var out string
+	natstest.Eventually(t, 20*time.Second, func() bool {
+		_, out, _ = runPnp(t, append([]string{"route", "report", "ver_echo"}, srv...)...)
+		return strings.HasPrefix(out, fmt.Sprintf("shadow comparisons of ver_echo: %d compared", n))
+	}, "route report never showed %d comparisons:\n%s", n, out)
+	if !strings.HasPrefix(out, fmt.Sprintf("shadow comparisons of ver_echo: %d compared, %d agree", n, n)) {
+		t.Fatalf("the controller's ignore list and field tolerance were not applied:\n%s", out)
+	}
+	if code, _, stderr := runPnp(t, append([]string{"controller", "--shadow-field-tolerance", "n=1"}, srv...)...); code != 2 {
+		t.Errorf("a field tolerance without a pointer: exit %d %q, want 2", code, stderr)
+	}
+}
