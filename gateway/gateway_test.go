@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -551,6 +553,23 @@ func TestMetricsCountRequestsByRouteAndCode(t *testing.T) {
 	}
 	if samples != 4 {
 		t.Fatalf("duration histogram has %d samples for %s, want 4", samples, route)
+	}
+	// docs/METRICS.md names exactly the gateway's metrics.
+	doc, err := os.ReadFile("../docs/METRICS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := map[string]bool{}
+	for _, m := range regexp.MustCompile(`pnp_gateway_[a-z_]+[a-z]`).FindAllString(string(doc), -1) {
+		named[m] = true
+		if fams[m] == nil {
+			t.Errorf("docs/METRICS.md names %s, which the gateway does not export", m)
+		}
+	}
+	for m := range fams {
+		if strings.HasPrefix(m, "pnp_gateway_") && !named[m] {
+			t.Errorf("docs/METRICS.md does not document %s", m)
+		}
 	}
 	// The gateway registered in the registry it was given.
 	if _, err := gateway.New(s.nc, s.store, gateway.Config{Metrics: s.metrics}); err == nil {
