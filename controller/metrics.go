@@ -35,8 +35,12 @@ type metrics struct {
 	jobs     *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	attempts *prometheus.CounterVec
+	// comparisons counts stored shadow comparisons by verdict.
+	comparisons *prometheus.CounterVec
 
 	waiting, inFlight, dead, infoUp, held, maxInFlight *prometheus.Desc
+	// Rollout counters, read from ShadowStats and the fallback state.
+	shadowRuns, historyRecords, canaryRejected, routeFallback *prometheus.Desc
 
 	mu       sync.Mutex // one queue read at a time
 	cachedAt time.Time
@@ -61,6 +65,18 @@ func newMetrics(c *Controller) *metrics {
 			Name: "pnp_controller_attempts_total",
 			Help: "Requests sent to runners that counted as attempts, by algorithm and outcome code (200 for success). Refusals without starting and unanswered requests are not attempts.",
 		}, []string{"algorithm", "code"}),
+		comparisons: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pnp_controller_shadow_comparisons_total",
+			Help: "Shadow comparisons stored in COMPARE, by algorithm and verdict (equal: true or false).",
+		}, []string{"algorithm", "equal"}),
+		shadowRuns: prometheus.NewDesc("pnp_controller_shadow_runs_total",
+			"Jobs considered for a shadow run, by outcome: compared (stored), dropped (every slot busy), no_instance (no live shadow version), store_failed.", []string{"outcome"}, nil),
+		historyRecords: prometheus.NewDesc("pnp_controller_history_records_total",
+			"Succeeded jobs sampled for HISTORY, by outcome: recorded, failed (not stored), too_large (over a message).", []string{"outcome"}, nil),
+		canaryRejected: prometheus.NewDesc("pnp_controller_canary_rejected_total",
+			"Jobs picked for a canary whose input schema rejects them, sent to the stable version instead.", nil, nil),
+		routeFallback: prometheus.NewDesc("pnp_controller_route_fallback",
+			"1 while an algorithm's route names a stable version without a live instance (its jobs go to any live version), else 0.", alg, nil),
 		waiting:     prometheus.NewDesc("pnp_controller_queue_waiting", "Jobs stored in JOBS and not yet delivered to a controller.", alg, nil),
 		inFlight:    prometheus.NewDesc("pnp_controller_queue_in_flight", "Jobs delivered to a controller and not yet acknowledged: running, or waiting for their next attempt.", alg, nil),
 		dead:        prometheus.NewDesc("pnp_controller_queue_dead", "Dead letters stored in DEAD.", alg, nil),
@@ -75,7 +91,9 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.jobs.Describe(ch)
 	m.duration.Describe(ch)
 	m.attempts.Describe(ch)
-	for _, d := range []*prometheus.Desc{m.waiting, m.inFlight, m.dead, m.infoUp, m.held, m.maxInFlight} {
+	m.comparisons.Describe(ch)
+	for _, d := range []*prometheus.Desc{m.waiting, m.inFlight, m.dead, m.infoUp, m.held, m.maxInFlight,
+		m.shadowRuns, m.historyRecords, m.canaryRejected, m.routeFallback} {
 		ch <- d
 	}
 }
@@ -90,9 +108,53 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.c.heldMu.Unlock()
 	ch <- prometheus.MustNewConstMetric(m.held, prometheus.GaugeValue, float64(held))
 	ch <- prometheus.MustNewConstMetric(m.maxInFlight, prometheus.GaugeValue, float64(m.c.cfg.MaxInFlight))
+	m.comparisons.Collect(ch)
+	m.collectRollout(ch)
 	for _, s := range m.queue() {
 		ch <- s
 	}
+}
+
+// collectRollout sends the shadow, history, canary and fallback figures.
+func (m *metrics) collectRollout(ch chan<- prometheus.Metric) {
+	st := m.c.ShadowStats()
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(m.shadowRuns, st.Compared, "compared")
+	counter(m.shadowRuns, st.Dropped, "dropped")
+	counter(m.shadowRuns, st.NoInstance, "no_instance")
+	counter(m.shadowRuns, st.StoreFailed, "store_failed")
+	counter(m.historyRecords, st.Recorded, "recorded")
+	counter(m.historyRecords, st.RecordFailed, "failed")
+	counter(m.historyRecords, st.RecordTooLarge, "too_large")
+	counter(m.canaryRejected, st.CanaryRejected)
+	select {
+	case <-m.c.ready: // c.routes is set
+	default:
+		return
+	}
+	s := &m.c.rollout
+	s.mu.Lock()
+	for alg, fallback := range s.fallback {
+		if _, ok := m.c.routes.Lookup(alg); !ok {
+			continue // the route is gone
+		}
+		v := 0.0
+		if fallback {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(m.routeFallback, prometheus.GaugeValue, v, alg)
+	}
+	s.mu.Unlock()
+}
+
+// compared records a stored shadow comparison.
+func (m *metrics) compared(alg string, equal bool) {
+	if m == nil {
+		return
+	}
+	m.comparisons.WithLabelValues(alg, strconv.FormatBool(equal)).Inc()
 }
 
 // finished records a job's final outcome.

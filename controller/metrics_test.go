@@ -22,6 +22,7 @@ import (
 	"pnpworker/controller"
 	"pnpworker/internal/metricstest"
 	"pnpworker/internal/natstest"
+	"pnpworker/rollout"
 	"pnpworker/runner"
 )
 
@@ -54,10 +55,21 @@ func startRunnerWith(t *testing.T, srv *natstest.Server, algs []*runner.Algorith
 // TestMetricsAfterJobs runs jobs that succeed, are rejected, fail after
 // their attempts, run, and wait for a runner, with a runner and a
 // controller sharing one registry as in cmd/pnp; it scrapes /metrics and
-// checks each series against what happened.
+// checks each series against what happened. echo's route shadows it with
+// a 2.0.0 that answers job b differently.
 func TestMetricsAfterJobs(t *testing.T) {
 	e := newEnv(t, controller.StoreConfig{})
 	reg := prometheus.NewRegistry()
+	setRoute(t, e, rollout.Route{Algorithm: "echo", Stable: "1.0.0", Shadow: "2.0.0"})
+	startRunner(t, e.srv, candidate(t, "2.0.0", 5*time.Second, func(ctx context.Context, in echoIn) (echoOut, error) {
+		switch {
+		case in.N < 0:
+			return echoOut{}, runner.Reject("n must not be negative")
+		case in.N == 1:
+			return echoOut{N: 101}, nil
+		}
+		return echoOut{N: in.N}, nil
+	}))
 	broken := newAlgorithm(t, "broken", 5*time.Second, func(context.Context, echoIn) (echoOut, error) {
 		return echoOut{}, errors.New("always fails")
 	})
@@ -65,6 +77,7 @@ func TestMetricsAfterJobs(t *testing.T) {
 	cfg := fastConfig(t)
 	cfg.MaxAttempts = 2
 	cfg.Metrics = reg
+	cfg.History.Rate = 1
 	startController(t, e, cfg)
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	t.Cleanup(srv.Close)
@@ -153,6 +166,31 @@ func TestMetricsAfterJobs(t *testing.T) {
 	}
 	if got := f.Value(t, "pnp_runner_requests_total", "algorithm=broken", "code=500"); got != 2 {
 		t.Errorf("runner requests_total{broken,500} = %g, want 2", got)
+	}
+	// Shadow runs of the five echo jobs: b differs, the rejected job is
+	// rejected alike. They end after the jobs, so wait for them.
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		f = scrape()
+		return f.Value(t, "pnp_controller_shadow_runs_total", "outcome=compared") == 5 &&
+			f.Value(t, "pnp_controller_history_records_total", "outcome=recorded") == 4
+	}, "shadow runs never all compared, or history never recorded")
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"pnp_controller_shadow_comparisons_total", []string{"algorithm=echo", "equal=true"}, 4},
+		{"pnp_controller_shadow_comparisons_total", []string{"algorithm=echo", "equal=false"}, 1},
+		{"pnp_controller_shadow_runs_total", []string{"outcome=dropped"}, 0},
+		{"pnp_controller_shadow_runs_total", []string{"outcome=no_instance"}, 0},
+		{"pnp_controller_route_fallback", []string{"algorithm=echo"}, 0},
+		{"pnp_controller_canary_rejected_total", nil, 0},
+		{"pnp_controller_history_records_total", []string{"outcome=recorded"}, 4}, // slow, a, b, c
+		{"pnp_controller_history_records_total", []string{"outcome=too_large"}, 0},
+	} {
+		if got := f.Value(t, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %g, want %g", c.name, c.labels, got, c.want)
+		}
 	}
 	checkDocumented(t, f)
 }

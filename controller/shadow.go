@@ -240,6 +240,7 @@ func (s *shadows) run(cmp rollout.Comparison, body []byte, stable *nats.Msg, bud
 		return
 	}
 	s.compared.Add(1)
+	c.metrics.compared(cmp.Algorithm, cmp.Equal)
 }
 
 func publishComparison(ctx context.Context, c *Controller, cmp rollout.Comparison) error {
