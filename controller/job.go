@@ -170,6 +170,7 @@ func (c *Controller) process(w *worker, j *job) {
 		case errors.Is(err, nats.ErrNoResponders):
 			// Registered but gone (its registration has not expired yet):
 			// not an attempt; wait for a runner.
+			c.metrics.handBack(t.alg, backNoResponders)
 			t.nak(jitter(c.cfg.NoRunnerDelay))
 		case ctx.Err() != nil:
 			// Past the drain timeout of a stopping controller.
@@ -177,6 +178,7 @@ func (c *Controller) process(w *worker, j *job) {
 		case c.epoch.Load() != epoch || !c.nc.IsConnected():
 			// The connection dropped while waiting for the reply: not the
 			// runner's fault, so not an attempt.
+			c.metrics.handBack(t.alg, backDisconnected)
 			t.nak(jitter(c.cfg.RetryBackoff))
 		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
 			t.failure(ctx, &runner.Error{Code: runner.CodeDeadline, Algorithm: t.alg, Message: fmt.Sprintf("no reply from a runner within %s", wait)})
@@ -209,6 +211,7 @@ func (c *Controller) process(w *worker, j *job) {
 				t.fail(ctx, &e)
 				return
 			}
+			c.metrics.handBack(t.alg, backNotStarted)
 			t.nak(notStartedDelay(c.cfg, md.NumDelivered))
 			return
 		}

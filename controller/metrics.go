@@ -37,6 +37,8 @@ type metrics struct {
 	attempts *prometheus.CounterVec
 	// comparisons counts stored shadow comparisons by verdict.
 	comparisons *prometheus.CounterVec
+	// handedBack counts deliveries handed back without an attempt.
+	handedBack *prometheus.CounterVec
 
 	waiting, inFlight, dead, infoUp, held, maxInFlight *prometheus.Desc
 	// Rollout counters, read from ShadowStats and the fallback state.
@@ -65,6 +67,10 @@ func newMetrics(c *Controller) *metrics {
 			Name: "pnp_controller_attempts_total",
 			Help: "Requests sent to runners that counted as attempts, by algorithm and outcome code (200 for success). Refusals without starting and unanswered requests are not attempts.",
 		}, []string{"algorithm", "code"}),
+		handedBack: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pnp_controller_handed_back_total",
+			Help: "Deliveries of jobs of a registered algorithm handed back to JetStream without counting as an attempt, by reason: not_started (a runner refused without starting: overloaded, draining, budget too short), no_responders (registered, nobody answered), disconnected (the connection dropped while waiting).",
+		}, []string{"algorithm", "reason"}),
 		comparisons: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pnp_controller_shadow_comparisons_total",
 			Help: "Shadow comparisons stored in COMPARE, by algorithm and verdict (equal: true or false).",
@@ -92,6 +98,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.duration.Describe(ch)
 	m.attempts.Describe(ch)
 	m.comparisons.Describe(ch)
+	m.handedBack.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.waiting, m.inFlight, m.dead, m.infoUp, m.held, m.maxInFlight,
 		m.shadowRuns, m.historyRecords, m.canaryRejected, m.routeFallback} {
 		ch <- d
@@ -109,6 +116,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.held, prometheus.GaugeValue, float64(held))
 	ch <- prometheus.MustNewConstMetric(m.maxInFlight, prometheus.GaugeValue, float64(m.c.cfg.MaxInFlight))
 	m.comparisons.Collect(ch)
+	m.handedBack.Collect(ch)
 	m.collectRollout(ch)
 	for _, s := range m.queue() {
 		ch <- s
@@ -147,6 +155,21 @@ func (m *metrics) collectRollout(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.routeFallback, prometheus.GaugeValue, v, alg)
 	}
 	s.mu.Unlock()
+}
+
+// Reasons of handed back deliveries.
+const (
+	backNotStarted   = "not_started"
+	backNoResponders = "no_responders"
+	backDisconnected = "disconnected"
+)
+
+// handBack records a delivery handed back without an attempt.
+func (m *metrics) handBack(alg, reason string) {
+	if m == nil {
+		return
+	}
+	m.handedBack.WithLabelValues(alg, reason).Inc()
 }
 
 // compared records a stored shadow comparison.

@@ -53,7 +53,8 @@ func startRunnerWith(t *testing.T, srv *natstest.Server, algs []*runner.Algorith
 }
 
 // TestMetricsAfterJobs runs jobs that succeed, are rejected, fail after
-// their attempts, run, and wait for a runner, with a runner and a
+// their attempts, are refused without starting until they fail, run, and
+// wait for a runner, with a runner and a
 // controller sharing one registry as in cmd/pnp; it scrapes /metrics and
 // checks each series against what happened. echo's route shadows it with
 // a 2.0.0 that answers job b differently.
@@ -78,6 +79,7 @@ func TestMetricsAfterJobs(t *testing.T) {
 	cfg.MaxAttempts = 2
 	cfg.Metrics = reg
 	cfg.History.Rate = 1
+	cfg.MaxNotStarted = 2
 	startController(t, e, cfg)
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	t.Cleanup(srv.Close)
@@ -96,10 +98,13 @@ func TestMetricsAfterJobs(t *testing.T) {
 		e.submit(t, "echo", id, echoIn{N: i})
 	}
 	e.submit(t, "echo", "rejected", echoIn{N: -1})
+	// A budget no runner can meet: refused without starting, handed back
+	// MaxNotStarted times, then failed.
+	e.publish(t, "echo", "no-budget", []byte(`{"n":5}`), nats.Header{controller.HeaderTimeout: []string{"1ns"}})
 	e.submit(t, "broken", "broken", echoIn{N: 1})
 	e.submit(t, "nobody", "w1", echoIn{N: 1})
 	e.submit(t, "nobody", "w2", echoIn{N: 2})
-	for _, id := range []string{"slow", "a", "b", "c", "rejected", "broken"} {
+	for _, id := range []string{"slow", "a", "b", "c", "rejected", "broken", "no-budget"} {
 		e.waitResult(t, id)
 	}
 
@@ -110,14 +115,14 @@ func TestMetricsAfterJobs(t *testing.T) {
 		return f.Value(t, "pnp_controller_queue_in_flight", "algorithm=echo") == 0 &&
 			f.Value(t, "pnp_controller_queue_dead", "algorithm=broken") == 1 &&
 			f.Value(t, "pnp_controller_jobs_total", "algorithm=echo", "status=succeeded") == 4 &&
-			f.Value(t, "pnp_controller_jobs_total", "algorithm=echo", "status=failed") == 1 &&
+			f.Value(t, "pnp_controller_jobs_total", "algorithm=echo", "status=failed") == 2 &&
 			f.Value(t, "pnp_controller_jobs_total", "algorithm=broken", "status=failed") == 1
 	}, "queue figures never settled")
 
 	for _, c := range []struct {
 		alg, status string
 		want        float64
-	}{{"echo", "succeeded", 4}, {"echo", "failed", 1}, {"broken", "failed", 1}} {
+	}{{"echo", "succeeded", 4}, {"echo", "failed", 2}, {"broken", "failed", 1}} {
 		labels := []string{"algorithm=" + c.alg, "status=" + c.status}
 		if got := f.Value(t, "pnp_controller_jobs_total", labels...); got != c.want {
 			t.Errorf("jobs_total%v = %g, want %g", labels, got, c.want)
@@ -149,7 +154,7 @@ func TestMetricsAfterJobs(t *testing.T) {
 		{"pnp_controller_queue_waiting", "nobody", 2},
 		{"pnp_controller_queue_in_flight", "nobody", 0},
 		{"pnp_controller_queue_waiting", "echo", 0},
-		{"pnp_controller_queue_dead", "echo", 1},
+		{"pnp_controller_queue_dead", "echo", 2},
 		{"pnp_controller_queue_dead", "broken", 1},
 		{"pnp_controller_queue_dead", "nobody", 0},
 	} {
@@ -185,6 +190,7 @@ func TestMetricsAfterJobs(t *testing.T) {
 		{"pnp_controller_shadow_runs_total", []string{"outcome=no_instance"}, 0},
 		{"pnp_controller_route_fallback", []string{"algorithm=echo"}, 0},
 		{"pnp_controller_canary_rejected_total", nil, 0},
+		{"pnp_controller_handed_back_total", []string{"algorithm=echo", "reason=not_started"}, 2},
 		{"pnp_controller_history_records_total", []string{"outcome=recorded"}, 4}, // slow, a, b, c
 		{"pnp_controller_history_records_total", []string{"outcome=too_large"}, 0},
 	} {
