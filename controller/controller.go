@@ -410,7 +410,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer func() {
 		stopBG()
 		bg.Wait()
-		sh.wait()
+		sh.Wait()
 	}()
 	c.cache = store.Registry().NewCache(c.log)
 	c.routes = rollout.NewTable(c.js, c.cfg.Routes, c.log)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 
 	"pnpworker/discovery"
 	"pnpworker/internal/objref"
@@ -232,23 +231,23 @@ func replayOne(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, subje
 		Header: nats.Header{headerJobID: {r.JobID}, headerTimeout: {cfg.Timeout.String()}}}
 	start := time.Now()
 	reply, err := nc.RequestMsgWithContext(rctx, msg)
-	c.CandidateMS = float64(time.Since(start).Microseconds()) / 1000
+	c.CandidateMS = ms(time.Since(start))
 	var got []byte
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		c.CandidateError = fmt.Sprintf("503: no instance of %s %s", cfg.Algorithm, cfg.Version)
+		c.CandidateError = fmt.Sprintf("%d: no instance of %s %s", codeUnavailable, cfg.Algorithm, cfg.Version)
 	case err != nil:
-		c.CandidateError = "504: " + err.Error()
-	case reply.Header.Get(micro.ErrorCodeHeader) != "":
-		c.CandidateError = reply.Header.Get(micro.ErrorCodeHeader) + ": " + reply.Header.Get(micro.ErrorHeader)
+		c.CandidateError = fmt.Sprintf("%d: %v", codeDeadline, err)
 	default:
-		if got, err = ReplyOutput(ctx, js, reply, cfg.MaxOutputBytes); err != nil {
-			c.CandidateError = "502: " + err.Error()
+		if c.CandidateError, _ = answerError(reply); c.CandidateError == "" {
+			if got, err = ReplyOutput(ctx, js, reply, cfg.MaxOutputBytes); err != nil {
+				c.CandidateError = fmt.Sprintf("%d: %v", codeBadGateway, err)
+			}
 		}
 	}
 	want, err := storedOutput(ctx, js, r.Output, r.OutputRef, cfg.MaxOutputBytes)
 	if err != nil {
-		c.StableError = "502: recorded " + err.Error()
+		c.StableError = fmt.Sprintf("%d: recorded %v", codeBadGateway, err)
 	}
 	c.Decide(want, got, cfg.Compare)
 	c.At = time.Now().UTC()
