@@ -107,4 +107,24 @@ func TestRolloutUnderRoles(t *testing.T) {
 		c, err2 := rollout.ReadComparisons(ctx, js, "language_detection", time.Time{}, 0)
 		return err == nil && err2 == nil && len(h) > 0 && len(c) > 0
 	}, "the controller never recorded a job in HISTORY (rate 0.1) and a shadow comparison in COMPARE")
+
+	// The gateway, under its role, shadows the runs it serves: a
+	// comparison without a job id.
+	base, gc := startGatewayRole(t, d)
+	natstest.Eventually(t, 30*time.Second, func() bool {
+		if code, b := httpDo(t, "POST", base+"/v1/algorithms/language_detection/run", string(body), nil); code != 200 {
+			t.Fatalf("run through the gateway: %d %s", code, b)
+		}
+		cs, err := rollout.ReadComparisons(ctx, js, "language_detection", time.Time{}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if c.JobID == "" {
+				return true
+			}
+		}
+		return false
+	}, "the gateway never stored a shadow comparison of a run")
+	gc.expectClean(t)
 }

@@ -231,7 +231,9 @@ func (g *Gateway) run(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Algorithm: name, Message: "NATS unavailable"})
 		return
 	}
-	g.lat.add(name, time.Since(start))
+	took := time.Since(start)
+	g.lat.add(name, took)
+	g.shadow(name, body, reply, took)
 	for k, v := range reply.Header {
 		if strings.HasPrefix(k, "Pnp-") {
 			w.Header()[k] = v

@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"pnpworker/rollout"
 )
 
 // Defaults of Config.
@@ -59,6 +61,14 @@ type Config struct {
 	// and DefaultStatsTTL.
 	StatsTimeout time.Duration
 	StatsTTL     time.Duration
+	// Shadow configures shadow runs of requests: when an algorithm's
+	// route names a shadow version (docs/ROLLOUT.md), each run the stable
+	// version answered also runs on the shadow, in the background, and
+	// both answers are compared into COMPARE, as the controller does for
+	// jobs. Shadow.Concurrency < 0 turns it off (and the routes watch with
+	// it); 0 means rollout.DefaultShadowConcurrency. The gateway sets
+	// Logger.
+	Shadow rollout.ShadowOptions
 }
 
 func (c *Config) setDefaults() {

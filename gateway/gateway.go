@@ -22,12 +22,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	"pnpworker/controller"
 	"pnpworker/discovery"
+	"pnpworker/rollout"
 )
 
 // Gateway serves the HTTP API, the OpenAPI document and the dashboard. It
@@ -45,6 +47,12 @@ type Gateway struct {
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+
+	// routeTable and shadower run shadow requests (shadow.go); nil when
+	// Config.Shadow.Concurrency < 0. shadower is set by Serve.
+	js         jetstream.JetStream
+	routeTable *rollout.Table
+	shadower   atomic.Pointer[rollout.Shadower]
 
 	runOnce sync.Once
 	// eventsDown is set when the results watch gave up.
@@ -76,7 +84,17 @@ func New(nc *nats.Conn, store *controller.Store, cfg Config) (*Gateway, error) {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"route"}),
 	}
-	for _, c := range []prometheus.Collector{g.requests, g.duration} {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	g.js = js
+	collectors := []prometheus.Collector{g.requests, g.duration}
+	if cfg.Shadow.Concurrency >= 0 {
+		g.routeTable = rollout.NewTable(js, rollout.Config{}, cfg.Logger.With().Str("component", "gateway_routes").Logger())
+		collectors = append(collectors, g.shadowMetrics()...)
+	}
+	for _, c := range collectors {
 		if err := cfg.Metrics.Register(c); err != nil {
 			return nil, fmt.Errorf("gateway: register metrics: %w", err)
 		}
@@ -117,12 +135,26 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		return errors.New("gateway: Serve called twice")
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = g.cache.Run(ctx) }()
 	go func() { defer wg.Done(); g.events.run(ctx) }()
-	defer wg.Wait()
+	var sh *rollout.Shadower
+	if g.routeTable != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = g.routeTable.Run(ctx) }()
+		opts := g.cfg.Shadow
+		opts.Logger = g.log
+		sh = rollout.NewShadower(ctx, g.nc, g.js, opts)
+		g.shadower.Store(sh)
+	}
+	defer func() {
+		cancel()
+		wg.Wait()
+		if sh != nil {
+			sh.Wait()
+		}
+	}()
 
 	srv := &http.Server{
 		Handler:           g.handler,

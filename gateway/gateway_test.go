@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -20,6 +21,8 @@ import (
 
 	"pnpworker/discovery"
 	"pnpworker/gateway"
+	"pnpworker/internal/natstest"
+	"pnpworker/rollout"
 	"pnpworker/runner"
 )
 
@@ -623,5 +626,79 @@ func eventually(t *testing.T, cond func() bool, msg string) {
 			t.Fatalf("timed out: %s", msg)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// With a route naming a shadow, runs through the gateway also run on the
+// shadow version, in the background: callers get the stable version's
+// answer, and COMPARE gets a comparison per run, unequal exactly where
+// the shadow answers differently.
+func TestRunsAreShadowed(t *testing.T) {
+	s := newStack(t, stackOpts{})
+	candidate, err := runner.NewAlgorithm(runner.Spec{
+		Name: "probe", Version: "2.0.0",
+		InputSchema: []byte(probeInputSchema), OutputSchema: []byte(probeOutputSchema),
+		Timeout: 3 * time.Second, MaxConcurrency: 64,
+	}, func(ctx context.Context, in probeIn) (probeOut, error) {
+		return probeOut{OK: in.SleepMS != 7}, nil // differs when sleep_ms is 7
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.startRunner(t, candidate)
+	js, _ := jetstream.New(s.nc)
+	ctx := context.Background()
+	routes, err := rollout.Provision(ctx, js, rollout.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := routes.Set(ctx, rollout.Route{Algorithm: "probe", Stable: "1.2.0", Shadow: "2.0.0"}); err != nil {
+		t.Fatal(err)
+	}
+	run := func(body string) {
+		t.Helper()
+		r := s.do(t, "POST", "/v1/algorithms/probe/run", body, nil)
+		if r.StatusCode != 200 || string(r.body) != `{"ok":true}` {
+			t.Fatalf("run %s: %d %s; want the stable version's answer", body, r.StatusCode, r.body)
+		}
+	}
+	// The route is in force once 2.0.0 has left the plain queue group and
+	// the gateway shadows runs.
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		return s.srv.QueueSubscribers(runner.SubjectPrefix+"probe", runner.DefaultQueueGroup) == 1
+	}, "2.0.0 is still in the queue group of plain runs")
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		run(`{}`)
+		return s.gw.ShadowCounts().Compared > 0
+	}, "no run was shadowed: %+v", s.gw.ShadowCounts())
+	const n = 5
+	for range n {
+		r := s.do(t, "POST", "/v1/algorithms/probe/run", `{"sleep_ms":7}`, nil)
+		if r.StatusCode != 200 || string(r.body) != `{"ok":true}` || r.Header.Get("Pnp-Version") != "1.2.0" {
+			t.Fatalf("run: %d %s from %q; want the stable version's answer", r.StatusCode, r.body, r.Header.Get("Pnp-Version"))
+		}
+	}
+	var cs []rollout.Comparison
+	differ := 0
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		cs, err = rollout.ReadComparisons(ctx, js, "probe", time.Time{}, 0)
+		differ = 0
+		for _, c := range cs {
+			if !c.Equal {
+				differ++
+			}
+		}
+		return err == nil && differ == n
+	}, "%d comparisons differ, want %d (%v, %+v)", differ, n, err, s.gw.ShadowCounts())
+	for _, c := range cs {
+		if c.Source != rollout.SourceShadow || c.StableVersion != "1.2.0" || c.CandidateVersion != "2.0.0" || c.JobID != "" || c.StableError != "" || c.CandidateError != "" {
+			t.Errorf("comparison %+v", c)
+		}
+		if !c.Equal && (len(c.Diffs) != 1 || c.Diffs[0].Pointer != "/ok") {
+			t.Errorf("diffs %+v, want /ok", c.Diffs)
+		}
+	}
+	if got := s.gw.ShadowCounts(); got.Compared != int64(len(cs)) || got.Dropped != 0 || got.StoreFailed != 0 {
+		t.Errorf("counts %+v, want %d compared", got, len(cs))
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"pnpworker/controller"
 	"pnpworker/gateway"
 	"pnpworker/internal/imagefetch"
+	"pnpworker/rollout"
 )
 
 // httpFlags configure the gateway's HTTP side, for `pnp gateway` and
@@ -92,11 +93,13 @@ func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		lf logFlags
 		hf httpFlags
 		mf metricsFlag
+		sh rollout.ShadowOptions
 	)
 	nf.register(fs)
 	lf.register(fs)
 	hf.register(fs)
 	mf.register(fs)
+	registerShadowFlags(fs, &sh.Concurrency, &sh.Compare, "runs past it are not shadowed (counted); -1: no shadow runs of requests")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -114,6 +117,10 @@ func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	if sh.Concurrency < -1 {
+		return fmt.Errorf("%w: --shadow-concurrency %d: want -1 (off) or more", errUsage, sh.Concurrency)
+	}
+	cfg.Shadow = sh
 	if mf.addr != "" {
 		// The same registry, also without the API's token, on an address
 		// of its own: for Prometheus inside a private network.

@@ -52,12 +52,7 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.DurationVar(&cfg.Store.DeadMaxAge, "dead-max-age", 0, "how long dead letters are kept; 0 keeps them until replayed")
 	fs.IntVar(&cfg.Store.Replicas, "replicas", 1, "stream replicas in a cluster")
 	registerStoreLimits(fs, &cfg.Store, true)
-	fs.IntVar(&cfg.Shadow.Concurrency, "shadow-concurrency", controller.DefaultShadowConcurrency, "shadow requests in flight at most; jobs past it are not shadowed (counted)")
-	cfg.Shadow.Compare.Tolerance = rollout.DefaultTolerance
-	fs.Float64Var(&cfg.Shadow.Compare.Tolerance, "shadow-tolerance", rollout.DefaultTolerance, "numbers of a shadow's output this close to the stable version's (absolute or relative) compare equal; negative: exact")
-	cfg.Shadow.Compare.FieldTolerance = map[string]float64{}
-	fs.Var(fieldTolerance{cfg.Shadow.Compare.FieldTolerance}, "shadow-field-tolerance", "tolerance for the numbers at and below one JSON pointer of a shadow's output, as /pointer=T (repeatable; overrides --shadow-tolerance there)")
-	fs.Var(listFlag{&cfg.Shadow.Compare.Ignore}, "shadow-ignore", "JSON pointer of an output field the shadow comparison leaves out, e.g. /timing (repeatable)")
+	registerShadowFlags(fs, &cfg.Shadow.Concurrency, &cfg.Shadow.Compare, "jobs past it are not shadowed (counted)")
 	fs.Float64Var(&cfg.History.Rate, "history-rate", envFloat("PNP_HISTORY_RATE", rollout.DefaultHistoryRate), "share of succeeded jobs recorded in HISTORY for pnp replay, 0..1; negative: none (env PNP_HISTORY_RATE)")
 	fs.BoolVar(&cfg.Bind, "no-provision", false, "use existing streams instead of creating them (for credentials that may not create streams)")
 	if err := fs.parse(args); err != nil {

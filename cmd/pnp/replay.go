@@ -275,3 +275,15 @@ func wrap(ptr string, v []byte) []byte {
 	}
 	return []byte(out)
 }
+
+// registerShadowFlags registers the flags of shadow runs, shared by pnp
+// controller (jobs) and pnp gateway (runs): --shadow-concurrency into
+// concurrency, and how outputs are compared into compare.
+func registerShadowFlags(fs *flagSet, concurrency *int, compare *rollout.CompareOptions, past string) {
+	fs.IntVar(concurrency, "shadow-concurrency", rollout.DefaultShadowConcurrency, "shadow requests in flight at most when a route names a shadow version; "+past)
+	compare.Tolerance = rollout.DefaultTolerance
+	fs.Float64Var(&compare.Tolerance, "shadow-tolerance", rollout.DefaultTolerance, "numbers of a shadow's output this close to the stable version's (absolute or relative) compare equal; negative: exact")
+	compare.FieldTolerance = map[string]float64{}
+	fs.Var(fieldTolerance{compare.FieldTolerance}, "shadow-field-tolerance", "tolerance for the numbers at and below one JSON pointer of a shadow's output, as /pointer=T (repeatable; overrides --shadow-tolerance there)")
+	fs.Var(listFlag{&compare.Ignore}, "shadow-ignore", "JSON pointer of an output field the shadow comparison leaves out, e.g. /timing (repeatable)")
+}
