@@ -138,13 +138,14 @@ func (c *Controller) process(w *worker, j *job) {
 	}
 	subject, regs := c.chooseVersion(t.alg, regs, j.msg.Data())
 	budget := plan(regs)
+	var limit time.Duration // the job's own Pnp-Timeout, if any
 	if v := h.Get(HeaderTimeout); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
 			t.fail(ctx, &runner.Error{Code: runner.CodeInvalidInput, Message: fmt.Sprintf("header %s: %q is not a positive duration such as 500ms", HeaderTimeout, v)})
 			return
 		}
-		budget = min(budget, d)
+		budget, limit = min(budget, d), d
 	}
 	if verr := c.schemas.validate(regs, j.msg.Data()); verr != nil {
 		verr.Algorithm = t.alg
@@ -194,7 +195,7 @@ func (c *Controller) process(w *worker, j *job) {
 	// Headers of whoever answered: bounded before they reach a record.
 	t.rec.Instance = truncate(reply.Header.Get(runner.HeaderInstance), maxReplyField)
 	t.rec.Version = truncate(reply.Header.Get(runner.HeaderVersion), maxReplyField)
-	c.afterReply(t.alg, t.id, j.msg.Data(), reply, time.Since(sent))
+	c.afterReply(t.alg, t.id, j.msg.Data(), reply, time.Since(sent), limit)
 	if rerr := runner.ReplyError(reply); rerr != nil {
 		if notStarted(rerr) {
 			// Back-pressure, not a failure: the runner refused the job

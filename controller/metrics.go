@@ -76,9 +76,9 @@ func newMetrics(c *Controller) *metrics {
 			Help: "Shadow comparisons stored in COMPARE, by algorithm and verdict (equal: true or false).",
 		}, []string{"algorithm", "equal"}),
 		shadowRuns: prometheus.NewDesc("pnp_controller_shadow_runs_total",
-			"Jobs considered for a shadow run, by outcome: compared (stored), dropped (every slot busy), no_instance (no live shadow version), store_failed.", []string{"outcome"}, nil),
+			"Jobs considered for a shadow run, by outcome: compared (stored with a verdict), not_compared (stored without: an output by reference could not be read), dropped (every slot busy), no_instance (no live shadow version), store_failed.", []string{"outcome"}, nil),
 		historyRecords: prometheus.NewDesc("pnp_controller_history_records_total",
-			"Succeeded jobs sampled for HISTORY, by outcome: recorded, failed (not stored), too_large (over a message).", []string{"outcome"}, nil),
+			"Succeeded jobs sampled for HISTORY, by outcome: recorded (sent without waiting for the acknowledgement), failed (could not be sent), too_large (over a message).", []string{"outcome"}, nil),
 		canaryRejected: prometheus.NewDesc("pnp_controller_canary_rejected_total",
 			"Jobs picked for a canary whose input schema rejects them, sent to the stable version instead.", nil, nil),
 		routeFallback: prometheus.NewDesc("pnp_controller_route_fallback",
@@ -133,6 +133,7 @@ func (m *metrics) collectRollout(ch chan<- prometheus.Metric) {
 	counter(m.shadowRuns, st.Dropped, "dropped")
 	counter(m.shadowRuns, st.NoInstance, "no_instance")
 	counter(m.shadowRuns, st.StoreFailed, "store_failed")
+	counter(m.shadowRuns, st.NotCompared, "not_compared")
 	counter(m.historyRecords, st.Recorded, "recorded")
 	counter(m.historyRecords, st.RecordFailed, "failed")
 	counter(m.historyRecords, st.RecordTooLarge, "too_large")

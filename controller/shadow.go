@@ -61,6 +61,9 @@ type ShadowStats struct {
 	NoInstance int64 `json:"no_instance"`
 	// StoreFailed comparisons could not be stored in COMPARE.
 	StoreFailed int64 `json:"store_failed"`
+	// NotCompared comparisons were stored without a verdict: an output
+	// stored by reference could not be read.
+	NotCompared int64 `json:"not_compared"`
 	// Recorded jobs in HISTORY; RecordFailed could not be stored;
 	// RecordTooLarge did not fit one message.
 	Recorded       int64 `json:"recorded"`
@@ -108,22 +111,23 @@ func (c *Controller) ShadowStats() ShadowStats {
 	}
 	n := s.Counts()
 	return ShadowStats{Started: n.Started, Compared: n.Compared, Dropped: n.Dropped,
-		NoInstance: n.NoInstance, StoreFailed: n.StoreFailed,
+		NoInstance: n.NoInstance, StoreFailed: n.StoreFailed, NotCompared: n.NotCompared,
 		Recorded: s.recorded.Load(), RecordFailed: s.recordFailed.Load(), RecordTooLarge: s.recordTooLarge.Load(),
 		CanaryRejected: c.rollout.canaryRejected.Load()}
 }
 
 // afterReply is called when a runner answered a job: it records a sample
 // of succeeded jobs in HISTORY and runs the shadow. Neither blocks the job.
-func (c *Controller) afterReply(alg, id string, body []byte, reply *nats.Msg, took time.Duration) {
+// limit is the job's own time budget (Pnp-Timeout), 0 if it has none.
+func (c *Controller) afterReply(alg, id string, body []byte, reply *nats.Msg, took, limit time.Duration) {
 	c.recordHistory(alg, id, body, reply, took)
-	c.shadow(alg, id, body, reply, took)
+	c.shadow(alg, id, body, reply, took, limit)
 }
 
 // shadow runs a job's input on its route's shadow version, in the
 // background, when the stable version gave reply after took
-// (rollout.Shadower).
-func (c *Controller) shadow(alg, id string, body []byte, reply *nats.Msg, took time.Duration) {
+// (rollout.Shadower), with the same budget limit as the stable version.
+func (c *Controller) shadow(alg, id string, body []byte, reply *nats.Msg, took, limit time.Duration) {
 	s := c.shadows.Load()
 	if s == nil || c.routes == nil {
 		return
@@ -133,7 +137,11 @@ func (c *Controller) shadow(alg, id string, body []byte, reply *nats.Msg, took t
 		return
 	}
 	candidates := ofVersion(c.cache.Lookup(alg), r.Shadow)
-	s.Offer(rollout.ShadowInput{Route: r, Candidates: candidates, Budget: plan(candidates),
+	budget := plan(candidates)
+	if limit > 0 {
+		budget = min(budget, limit)
+	}
+	s.Offer(rollout.ShadowInput{Route: r, Candidates: candidates, Budget: budget,
 		JobID: id, Body: body, Stable: reply, StableTook: took})
 }
 

@@ -233,7 +233,7 @@ func (g *Gateway) run(w http.ResponseWriter, r *http.Request) {
 	}
 	took := time.Since(start)
 	g.lat.add(name, took)
-	g.shadow(name, body, reply, took)
+	g.shadow(name, body, reply, took, d)
 	for k, v := range reply.Header {
 		if strings.HasPrefix(k, "Pnp-") {
 			w.Header()[k] = v

@@ -13,8 +13,9 @@ import (
 
 // shadow runs a request's input on its route's shadow version, in the
 // background, when the stable version gave reply after took
-// (rollout.Shadower). It never blocks.
-func (g *Gateway) shadow(name string, body []byte, reply *nats.Msg, took time.Duration) {
+// (rollout.Shadower), with the caller's time budget limit (0: none) as
+// the stable version had. It never blocks.
+func (g *Gateway) shadow(name string, body []byte, reply *nats.Msg, took, limit time.Duration) {
 	sh := g.shadower.Load()
 	if sh == nil {
 		return
@@ -34,13 +35,16 @@ func (g *Gateway) shadow(name string, body []byte, reply *nats.Msg, took time.Du
 	if budget <= 0 {
 		budget = runner.DefaultTimeout
 	}
+	if limit > 0 {
+		budget = min(budget, limit)
+	}
 	sh.Offer(rollout.ShadowInput{Route: r, Candidates: candidates, Budget: budget, Body: body, Stable: reply, StableTook: took})
 }
 
 // shadowMetrics are pnp_gateway_shadow_runs_total{outcome}, read from the
 // shadower's counters at scrape time.
 func (g *Gateway) shadowMetrics() []prometheus.Collector {
-	const name, help = "pnp_gateway_shadow_runs_total", "Requests considered for a shadow run, by outcome: compared (stored in COMPARE), dropped (every slot busy), no_instance (no live shadow version), store_failed."
+	const name, help = "pnp_gateway_shadow_runs_total", "Requests considered for a shadow run, by outcome: compared (stored in COMPARE with a verdict), not_compared (stored without: an output by reference could not be read), dropped (every slot busy), no_instance (no live shadow version), store_failed."
 	counts := func() rollout.ShadowCounts {
 		if sh := g.shadower.Load(); sh != nil {
 			return sh.Counts()
@@ -53,6 +57,7 @@ func (g *Gateway) shadowMetrics() []prometheus.Collector {
 		"dropped":      func(n rollout.ShadowCounts) int64 { return n.Dropped },
 		"no_instance":  func(n rollout.ShadowCounts) int64 { return n.NoInstance },
 		"store_failed": func(n rollout.ShadowCounts) int64 { return n.StoreFailed },
+		"not_compared": func(n rollout.ShadowCounts) int64 { return n.NotCompared },
 	} {
 		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: prometheus.Labels{"outcome": outcome}},
 			func() float64 { return float64(f(counts())) }))

@@ -19,11 +19,11 @@ const DefaultTolerance = 1e-6
 // MaxDiffs bounds the differences one comparison records.
 const MaxDiffs = 50
 
-// MaxDiffValue bounds, in bytes, each value and pointer a Diff records,
-// so that a comparison of large outputs still fits a message: a longer
-// value is recorded as a JSON string of its first MaxDiffValue bytes of
-// JSON followed by "…", a longer pointer is cut the same way, and the
-// Diff is marked Truncated.
+// MaxDiffValue bounds, in bytes of encoded JSON, each value and pointer
+// a Diff records, so that a comparison of large outputs still fits a
+// message: a longer value is recorded as a JSON string holding the start
+// of its JSON text followed by "…", a longer pointer is cut the same way,
+// and the Diff is marked Truncated.
 const MaxDiffValue = 1024
 
 // CompareOptions tunes Compare. The zero value compares numbers with
@@ -52,20 +52,45 @@ type Diff struct {
 	Truncated bool `json:"truncated,omitempty"`
 }
 
-// bound cuts d's values and pointer to MaxDiffValue.
+// bound cuts d's values and pointer so that each takes at most about
+// MaxDiffValue bytes once the comparison is encoded (encoding/json
+// escapes quotes, backslashes and <, >, &).
 func (d *Diff) bound() {
 	cutValue := func(v json.RawMessage) json.RawMessage {
-		if len(v) <= MaxDiffValue {
+		if v == nil || encodedLen(v) <= MaxDiffValue {
 			return v
 		}
 		d.Truncated = true
-		b, _ := json.Marshal(cutUTF8(string(v), MaxDiffValue) + "…")
+		b, _ := json.Marshal(fitString(string(v), MaxDiffValue))
 		return b
 	}
 	d.Stable, d.Candidate = cutValue(d.Stable), cutValue(d.Candidate)
-	if len(d.Pointer) > MaxDiffValue {
+	if encodedLen(d.Pointer) > MaxDiffValue {
 		d.Truncated = true
-		d.Pointer = cutUTF8(d.Pointer, MaxDiffValue) + "…"
+		d.Pointer = fitString(d.Pointer, MaxDiffValue)
+	}
+}
+
+// encodedLen is the length of v encoded by json.Marshal.
+func encodedLen(v any) int {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return math.MaxInt
+	}
+	return len(b)
+}
+
+// fitString returns the longest prefix of s, cut on a rune boundary and
+// followed by "…", whose JSON encoding takes at most limit bytes.
+func fitString(s string, limit int) string {
+	n := min(len(s), limit)
+	for {
+		p := cutUTF8(s, n) + "…"
+		l := encodedLen(p)
+		if l <= limit || n == 0 {
+			return p
+		}
+		n = min(n-1, n*limit/l)
 	}
 }
 

@@ -65,7 +65,9 @@ func TestRecordsMatchSchemas(t *testing.T) {
 		Output: json.RawMessage(`{"y":2}`), MS: 3, At: time.Now().UTC()}
 	h2 := h
 	h2.Output, h2.OutputRef = nil, "obj://outputs/ocr/abc"
-	for file, v := range map[string]any{"comparison.json": cmp, "comparison.json ": cmp2, "comparison.json  ": cmp3, "history.json": h, "history.json ": h2} {
+	cmp4 := cmp
+	cmp4.CandidateError, cmp4.Diffs, cmp4.Equal, cmp4.NotCompared = "", nil, false, "recorded output: objref: obj://outputs/ocr/abc: not found"
+	for file, v := range map[string]any{"comparison.json": cmp, "comparison.json ": cmp2, "comparison.json  ": cmp3, "comparison.json   ": cmp4, "history.json": h, "history.json ": h2} {
 		s, err := schemas.Compile(strings.TrimSpace(file))
 		if err != nil {
 			t.Fatal(err)
@@ -81,9 +83,17 @@ func TestRecordsMatchSchemas(t *testing.T) {
 	}
 }
 
-// Values of any size are recorded cut to MaxDiffValue, on a character
-// boundary, so that a comparison of large outputs fits a message.
+// Values and pointers of any size are recorded cut to MaxDiffValue bytes
+// of encoded JSON, on a character boundary, so that a comparison of large
+// outputs fits a message, also when what it holds grows when escaped.
 func TestCompareBoundsLargeValues(t *testing.T) {
+	encoded := func(v any) int {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(b)
+	}
 	big := strings.Repeat("é", 1<<20) // 2 MiB of JSON
 	long := strings.Repeat("k", 5000)
 	ds := rollout.Compare([]byte(`{"a":"`+big+`","`+long+`":1}`), []byte(`{"a":"x`+big+`","`+long+`":2}`), rollout.CompareOptions{})
@@ -91,13 +101,13 @@ func TestCompareBoundsLargeValues(t *testing.T) {
 		t.Fatalf("%d diffs, want 2", len(ds))
 	}
 	for _, d := range ds {
-		if !d.Truncated || len(d.Pointer) > rollout.MaxDiffValue+len("…") {
-			t.Errorf("diff at %.40q…: truncated %v, pointer of %d bytes", d.Pointer, d.Truncated, len(d.Pointer))
+		if !d.Truncated || encoded(d.Pointer) > rollout.MaxDiffValue {
+			t.Errorf("diff at %.40q…: truncated %v, pointer of %d bytes encoded", d.Pointer, d.Truncated, encoded(d.Pointer))
 		}
 		for _, v := range []json.RawMessage{d.Stable, d.Candidate} {
 			var s any
-			if len(v) > 2*rollout.MaxDiffValue || json.Unmarshal(v, &s) != nil {
-				t.Errorf("diff at %.40q…: value of %d bytes, valid JSON %v", d.Pointer, len(v), json.Valid(v))
+			if encoded(v) > rollout.MaxDiffValue || json.Unmarshal(v, &s) != nil {
+				t.Errorf("diff at %.40q…: value of %d bytes encoded, valid JSON %v", d.Pointer, encoded(v), json.Valid(v))
 			}
 		}
 	}
@@ -107,5 +117,30 @@ func TestCompareBoundsLargeValues(t *testing.T) {
 	small := rollout.Compare([]byte(`{"a":"x"}`), []byte(`{"a":"y"}`), rollout.CompareOptions{})
 	if len(small) != 1 || small[0].Truncated || string(small[0].Stable) != `"x"` {
 		t.Errorf("small diff %+v", small)
+	}
+
+	// The worst case: MaxDiffs fields whose names and values are all
+	// characters that encoding/json escapes to six bytes.
+	var a, b strings.Builder
+	a.WriteString("{")
+	b.WriteString("{")
+	for i := range rollout.MaxDiffs + 10 {
+		if i > 0 {
+			a.WriteString(",")
+			b.WriteString(",")
+		}
+		key := strings.Repeat("<", 3000) + strings.Repeat("&", i)
+		a.WriteString(`"` + key + `":"` + strings.Repeat(">", 10000) + `"`)
+		b.WriteString(`"` + key + `":"` + strings.Repeat("<", 10000) + `"`)
+	}
+	a.WriteString("}")
+	b.WriteString("}")
+	c := rollout.Comparison{Algorithm: "x", Source: rollout.SourceShadow, StableVersion: "1", CandidateVersion: "2", At: time.Now()}
+	c.Decide([]byte(a.String()), []byte(b.String()), rollout.CompareOptions{})
+	if len(c.Diffs) != rollout.MaxDiffs {
+		t.Fatalf("%d diffs, want %d", len(c.Diffs), rollout.MaxDiffs)
+	}
+	if n := encoded(c); n > 4*rollout.MaxDiffs*rollout.MaxDiffValue {
+		t.Fatalf("the comparison takes %d bytes encoded; want at most %d", n, 4*rollout.MaxDiffs*rollout.MaxDiffValue)
 	}
 }

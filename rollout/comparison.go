@@ -43,9 +43,15 @@ type Comparison struct {
 	CandidateMS float64 `json:"candidate_ms"`
 	// StableError and CandidateError are "<code>: <message>" of an error
 	// answer (or of no answer at all).
-	StableError    string    `json:"stable_error,omitempty"`
-	CandidateError string    `json:"candidate_error,omitempty"`
-	At             time.Time `json:"at"`
+	StableError    string `json:"stable_error,omitempty"`
+	CandidateError string `json:"candidate_error,omitempty"`
+	// NotCompared, when set, says why there is no verdict: an output
+	// stored by reference could not be read by the comparer (gone after
+	// its TTL, over the size limit, the store unavailable), which is
+	// neither version's doing. Such a comparison is neither equal nor
+	// different: reports count it apart.
+	NotCompared string    `json:"not_compared,omitempty"`
+	At          time.Time `json:"at"`
 }
 
 // Decide fills Equal and Diffs from the two answers: outputs (when neither
@@ -215,12 +221,17 @@ type VersionReport struct {
 // stable version, which fields differ most (with example job ids), and
 // errors and latency per version.
 type Report struct {
-	Algorithm string          `json:"algorithm"`
-	Total     int             `json:"total"`
-	Agree     int             `json:"agree"`
-	Agreement float64         `json:"agreement"`
-	Fields    []FieldReport   `json:"fields"`
-	Versions  []VersionReport `json:"versions"`
+	Algorithm string `json:"algorithm"`
+	// Total counts the comparisons with a verdict; NotCompared those
+	// without one (Comparison.NotCompared), left out of everything else.
+	Total       int `json:"total"`
+	NotCompared int `json:"not_compared"`
+	// NotComparedReason is the reason of the first of them.
+	NotComparedReason string          `json:"not_compared_reason,omitempty"`
+	Agree             int             `json:"agree"`
+	Agreement         float64         `json:"agreement"`
+	Fields            []FieldReport   `json:"fields"`
+	Versions          []VersionReport `json:"versions"`
 }
 
 // MaxExamples bounds the example job ids per field in a report.
@@ -228,7 +239,7 @@ const MaxExamples = 5
 
 // Summarize builds the report of cs.
 func Summarize(algorithm string, cs []Comparison) Report {
-	r := Report{Algorithm: algorithm, Total: len(cs), Fields: []FieldReport{}, Versions: []VersionReport{}}
+	r := Report{Algorithm: algorithm, Fields: []FieldReport{}, Versions: []VersionReport{}}
 	fields := map[string]*FieldReport{}
 	type lat struct {
 		ms     []float64
@@ -249,6 +260,13 @@ func Summarize(algorithm string, cs []Comparison) Report {
 		}
 	}
 	for _, c := range cs {
+		if c.NotCompared != "" {
+			if r.NotCompared++; r.NotCompared == 1 {
+				r.NotComparedReason = c.NotCompared
+			}
+			continue
+		}
+		r.Total++
 		if c.Equal {
 			r.Agree++
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,6 +37,25 @@ type HistoryRecord struct {
 	OutputRef string    `json:"output_ref,omitempty"`
 	MS        float64   `json:"ms"`
 	At        time.Time `json:"at"`
+}
+
+// recordedRef is the reference of an output recorded by reference:
+// OutputRef, or, in records written before it existed, an Output that is
+// only the runner's {"output_ref": ...} reply body.
+func (r HistoryRecord) recordedRef() string {
+	if r.OutputRef != "" {
+		return r.OutputRef
+	}
+	var body map[string]json.RawMessage
+	if len(r.Output) > 0 && r.Output[0] == '{' && json.Unmarshal(r.Output, &body) == nil && len(body) == 1 {
+		var ref string
+		if json.Unmarshal(body["output_ref"], &ref) == nil && strings.HasPrefix(ref, "obj://"+objref.OutputsBucket+"/") {
+			if _, err := objref.Parse(ref); err == nil {
+				return ref
+			}
+		}
+	}
+	return ""
 }
 
 // HistoryConfig configures the sampling of job inputs. The zero value
@@ -241,15 +261,19 @@ func replayOne(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, subje
 	default:
 		if c.CandidateError, _ = answerError(reply); c.CandidateError == "" {
 			if got, err = ReplyOutput(ctx, js, reply, cfg.MaxOutputBytes); err != nil {
-				c.CandidateError = fmt.Sprintf("%d: %v", codeBadGateway, err)
+				c.NotCompared = "candidate output: " + err.Error()
 			}
 		}
 	}
-	want, err := storedOutput(ctx, js, r.Output, r.OutputRef, cfg.MaxOutputBytes)
+	// A recorded output by reference may be gone (the outputs bucket
+	// keeps objects for its TTL, HISTORY its records longer): no verdict.
+	want, err := storedOutput(ctx, js, r.Output, r.recordedRef(), cfg.MaxOutputBytes)
 	if err != nil {
-		c.StableError = fmt.Sprintf("%d: recorded %v", codeBadGateway, err)
+		c.NotCompared = "recorded output: " + err.Error()
 	}
-	c.Decide(want, got, cfg.Compare)
+	if c.NotCompared == "" {
+		c.Decide(want, got, cfg.Compare)
+	}
 	c.At = time.Now().UTC()
 	return c
 }

@@ -70,6 +70,9 @@ type ShadowCounts struct {
 	NoInstance int64
 	// StoreFailed comparisons could not be stored in COMPARE.
 	StoreFailed int64
+	// NotCompared comparisons were stored without a verdict: an output
+	// stored by reference could not be read (Comparison.NotCompared).
+	NotCompared int64
 }
 
 // ShadowInput is one input the stable version of a route answered.
@@ -101,9 +104,14 @@ type Shadower struct {
 	js  jetstream.JetStream
 	o   ShadowOptions
 	sem chan struct{}
-	wg  sync.WaitGroup
 
-	started, compared, dropped, noInstance, storeFailed atomic.Int64
+	// mu makes Offer's wg.Add and Wait safe to race: once Wait has begun,
+	// nothing more starts.
+	mu      sync.Mutex
+	waiting bool
+	wg      sync.WaitGroup
+
+	started, compared, dropped, noInstance, storeFailed, notCompared atomic.Int64
 }
 
 // NewShadower returns a Shadower whose requests and comparisons end with
@@ -121,18 +129,23 @@ func NewShadower(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, o S
 // Counts returns the counters. It is safe for concurrent use.
 func (s *Shadower) Counts() ShadowCounts {
 	return ShadowCounts{Started: s.started.Load(), Compared: s.compared.Load(), Dropped: s.dropped.Load(),
-		NoInstance: s.noInstance.Load(), StoreFailed: s.storeFailed.Load()}
+		NoInstance: s.noInstance.Load(), StoreFailed: s.storeFailed.Load(), NotCompared: s.notCompared.Load()}
 }
 
 // Wait waits for the shadow requests in flight (they end with the
-// Shadower's context).
-func (s *Shadower) Wait() { s.wg.Wait() }
+// Shadower's context); Offer starts nothing once Wait was called.
+func (s *Shadower) Wait() {
+	s.mu.Lock()
+	s.waiting = true
+	s.mu.Unlock()
+	s.wg.Wait()
+}
 
 // Offer runs in on the shadow version in the background. It never
 // blocks.
 func (s *Shadower) Offer(in ShadowInput) {
 	r := in.Route
-	if r.Shadow == "" || in.Stable.Header.Get(headerVersion) != r.Stable {
+	if r.Shadow == "" || in.Stable.Header.Get(headerVersion) != r.Stable || s.ctx.Err() != nil {
 		return
 	}
 	stableErr, notStarted := answerError(in.Stable)
@@ -151,10 +164,17 @@ func (s *Shadower) Offer(in ShadowInput) {
 		}
 		return
 	}
+	s.mu.Lock()
+	if s.waiting {
+		s.mu.Unlock()
+		<-s.sem
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
 	s.started.Add(1)
 	cmp := Comparison{Algorithm: r.Algorithm, JobID: in.JobID, Source: SourceShadow, StableVersion: r.Stable,
 		CandidateVersion: r.Shadow, StableMS: ms(in.StableTook), StableError: stableErr}
-	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer func() { <-s.sem }()
@@ -164,12 +184,13 @@ func (s *Shadower) Offer(in ShadowInput) {
 
 func (s *Shadower) run(cmp Comparison, in ShadowInput) {
 	// Outputs stored by reference are compared by content, read here, off
-	// the stable answer's path.
+	// the stable answer's path. One that cannot be read leaves the
+	// comparison without a verdict, never with a made-up one.
 	var stableOut []byte
 	if cmp.StableError == "" {
 		var err error
 		if stableOut, err = s.output(in.Stable); err != nil {
-			cmp.StableError = fmt.Sprintf("%d: %v", codeBadGateway, err)
+			cmp.NotCompared = "stable output: " + err.Error()
 		}
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, in.Budget+in.Budget/10+100*time.Millisecond)
@@ -193,15 +214,23 @@ func (s *Shadower) run(cmp Comparison, in ShadowInput) {
 	default:
 		if e, _ := answerError(reply); e != "" {
 			cmp.CandidateError = e
-		} else if out, err = s.output(reply); err != nil {
-			cmp.CandidateError = fmt.Sprintf("%d: %v", codeBadGateway, err)
+		} else if out, err = s.output(reply); err != nil && cmp.NotCompared == "" {
+			cmp.NotCompared = "candidate output: " + err.Error()
 		}
 	}
-	cmp.Decide(stableOut, out, s.o.Compare)
+	if cmp.NotCompared == "" {
+		cmp.Decide(stableOut, out, s.o.Compare)
+	}
 	cmp.At = time.Now().UTC()
 	if err := s.store(cmp); err != nil {
 		if s.storeFailed.Add(1) == 1 {
 			s.o.Logger.Warn().Err(err).Msg("cannot store a shadow comparison (counted)")
+		}
+		return
+	}
+	if cmp.NotCompared != "" {
+		if s.notCompared.Add(1) == 1 {
+			s.o.Logger.Warn().Str("algorithm", cmp.Algorithm).Str("reason", cmp.NotCompared).Msg("an output of a shadow run could not be read: stored without a verdict (counted)")
 		}
 		return
 	}
@@ -221,6 +250,14 @@ func (s *Shadower) store(cmp Comparison) error {
 	b, err := json.Marshal(cmp)
 	if err != nil {
 		return err
+	}
+	// Diffs are bounded (MaxDiffs of MaxDiffValue), which fits the
+	// default max payload; a server with a smaller one keeps fewer.
+	for limit := s.nc.MaxPayload() - 1024; int64(len(b)) > limit && len(cmp.Diffs) > 0; {
+		cmp.Diffs = cmp.Diffs[:len(cmp.Diffs)/2]
+		if b, err = json.Marshal(cmp); err != nil {
+			return err
+		}
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 	defer cancel()

@@ -118,6 +118,9 @@ func (r *reportFlags) printReport(stdout io.Writer, title string, rep rollout.Re
 		}
 	} else {
 		fmt.Fprintf(stdout, "%s: %d compared, %d agree: agreement %.2f%%\n", title, rep.Total, rep.Agree, 100*rep.Agreement)
+		if rep.NotCompared > 0 {
+			fmt.Fprintf(stdout, "%d not compared: an output stored by reference could not be read (the first: %s)\n", rep.NotCompared, safe(rep.NotComparedReason))
+		}
 		if len(rep.Fields) > 0 {
 			fmt.Fprintln(stdout, "\nfields that differ most:")
 			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -241,7 +244,7 @@ func cmdRouteReport(ctx context.Context, args []string, stdout, stderr io.Writer
 // comparisons keep the differing values only, so a looser tolerance or an
 // ignore list can only remove differences, never find new ones.
 func recompare(c rollout.Comparison, o rollout.CompareOptions) rollout.Comparison {
-	if c.StableError != "" || c.CandidateError != "" {
+	if c.StableError != "" || c.CandidateError != "" || c.NotCompared != "" {
 		return c
 	}
 	var kept []rollout.Diff
