@@ -235,10 +235,9 @@ const sseKeepalive = 15 * time.Second
 // leaves or the gateway stops.
 func (g *Gateway) eventStream(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
-	ch, unsubscribe := g.events.subscribe()
-	defer unsubscribe()
-	// The stream opens once the gateway sees every change: a client that
-	// acts after it connected gets the events of what it did.
+	// The stream opens once the gateway sees every change, and subscribes
+	// before it opens: a client that acts after it connected gets the
+	// events of what it did.
 	ctx, cancel := context.WithTimeout(r.Context(), eventsReadyWait)
 	err := g.events.ready(ctx)
 	cancel()
@@ -248,6 +247,8 @@ func (g *Gateway) eventStream(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	ch, unsubscribe := g.events.subscribe()
+	defer unsubscribe()
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
