@@ -140,6 +140,7 @@ func TestCompareBoundsLargeValues(t *testing.T) {
 	if len(c.Diffs) != rollout.MaxDiffs {
 		t.Fatalf("%d diffs, want %d", len(c.Diffs), rollout.MaxDiffs)
 	}
+	t.Logf("worst case: %d diffs take %d bytes encoded", len(c.Diffs), encoded(c))
 	if n := encoded(c); n > 4*rollout.MaxDiffs*rollout.MaxDiffValue {
 		t.Fatalf("the comparison takes %d bytes encoded; want at most %d", n, 4*rollout.MaxDiffs*rollout.MaxDiffValue)
 	}
