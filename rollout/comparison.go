@@ -156,7 +156,8 @@ func readRecords[T any](ctx context.Context, js jetstream.JetStream, stream, sub
 	if err != nil {
 		return nil, fmt.Errorf("rollout: stream %s: %w", stream, err)
 	}
-	if info.State.Subjects[subject] == 0 {
+	count := info.State.Subjects[subject]
+	if count == 0 {
 		return nil, nil
 	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}
@@ -165,14 +166,40 @@ func readRecords[T any](ctx context.Context, js jetstream.JetStream, stream, sub
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 	default:
 		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+		if limit > 0 && count > uint64(limit) {
+			// The last limit records only: start near the end of the
+			// stream, at this subject's share of its sequences with room
+			// to spare, rather than read every record of the subject.
+			first, last := info.State.FirstSeq, info.State.LastSeq
+			span := uint64(float64(limit)*float64(last-first+1)/float64(count)*1.5) + 100
+			if span < last-first+1 {
+				cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, last-span+1
+			}
+		}
 	}
-	cons, err := s.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("rollout: read %s: %w", subject, err)
+	open := func() (jetstream.Consumer, *jetstream.ConsumerInfo, error) {
+		cons, err := s.OrderedConsumer(ctx, cfg)
+		if err != nil {
+			return nil, nil, fmt.Errorf("rollout: read %s: %w", subject, err)
+		}
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("rollout: read %s: %w", subject, err)
+		}
+		return cons, ci, nil
 	}
-	ci, err := cons.Info(ctx)
+	cons, ci, err := open()
 	if err != nil {
-		return nil, fmt.Errorf("rollout: read %s: %w", subject, err)
+		return nil, err
+	}
+	if cfg.DeliverPolicy == jetstream.DeliverByStartSequencePolicy && ci.NumPending < uint64(limit) {
+		// The subject's records bunch up earlier in the stream: read
+		// them all. The probe's consumer goes (it would expire anyway).
+		_ = s.DeleteConsumer(ctx, ci.Name)
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverAllPolicy, 0
+		if cons, ci, err = open(); err != nil {
+			return nil, err
+		}
 	}
 	want := int(ci.NumPending)
 	var out []T

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -160,5 +161,61 @@ func TestReplayOfRecordedReferences(t *testing.T) {
 	rep := rollout.Summarize("blob", cs)
 	if rep.Total != 2 || rep.Agree != 1 || rep.NotCompared != 1 {
 		t.Errorf("report %+v; want 1 of 2 agreeing, 1 not compared", rep)
+	}
+}
+
+// The last N records of an algorithm are read from near the end of the
+// stream, whether its records are spread over the stream or bunched at
+// its start (then the whole subject is read): exactly the newest N, in
+// order, either way.
+func TestReadLastRecords(t *testing.T) {
+	srv := natstest.Start(t)
+	js, _ := jetstream.New(srv.Connect())
+	ctx := context.Background()
+	if _, err := rollout.ProvisionHistory(ctx, js, rollout.HistoryConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(alg string, i int) {
+		b, _ := json.Marshal(rollout.HistoryRecord{Algorithm: alg, JobID: fmt.Sprintf("%s-%d", alg, i), Version: "1", At: time.Now()})
+		if _, err := js.Publish(ctx, rollout.HistorySubjectPrefix+alg, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// "spread" is every third record, then every fourth; "bunched" all
+	// comes in between.
+	for i := range 600 {
+		if i%3 == 0 {
+			publish("spread", i/3)
+		} else {
+			publish("other", i)
+		}
+	}
+	for i := range 200 {
+		publish("bunched", i)
+	}
+	for i := range 1000 {
+		if i%4 == 0 {
+			publish("spread", 200+i/4)
+		} else {
+			publish("other", 1000+i)
+		}
+	}
+	for _, c := range []struct {
+		alg         string
+		total, last int
+	}{{"spread", 450, 50}, {"spread", 450, 300}, {"bunched", 200, 50}, {"spread", 450, 500}} {
+		h, err := rollout.ReadHistory(ctx, js, c.alg, time.Time{}, c.last)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := min(c.last, c.total)
+		if len(h) != want {
+			t.Fatalf("%s, last %d: %d records, want %d", c.alg, c.last, len(h), want)
+		}
+		for i, r := range h {
+			if id := fmt.Sprintf("%s-%d", c.alg, c.total-want+i); r.JobID != id {
+				t.Fatalf("%s, last %d: record %d is %s, want %s", c.alg, c.last, i, r.JobID, id)
+			}
+		}
 	}
 }
