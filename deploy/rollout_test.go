@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,5 +127,15 @@ func TestRolloutUnderRoles(t *testing.T) {
 		}
 		return false
 	}, "the gateway never stored a shadow comparison of a run")
+	if code, b := httpDo(t, "GET", base+"/v1/routes", "", nil); code != 200 || !strings.Contains(string(b), `"shadow":"2.0.0"`) {
+		t.Errorf("GET /v1/routes under the gateway role: %d %s", code, b)
+	}
+	for _, last := range []string{"1", "1000"} {
+		code, b := httpDo(t, "GET", base+"/v1/algorithms/language_detection/comparisons?last="+last, "", nil)
+		var rep rollout.Report
+		if code != 200 || json.Unmarshal(b, &rep) != nil || rep.Total == 0 {
+			t.Errorf("comparisons (last %s) under the gateway role: %d %s", last, code, b)
+		}
+	}
 	gc.expectClean(t)
 }

@@ -48,8 +48,9 @@ type Gateway struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 
-	// routeTable and shadower run shadow requests (shadow.go); nil when
-	// Config.Shadow.Concurrency < 0. shadower is set by Serve.
+	// routeTable follows the routes (GET /v1/routes, shadow runs);
+	// shadower runs shadow requests (shadow.go), set by Serve unless
+	// Config.Shadow.Concurrency < 0.
 	js         jetstream.JetStream
 	routeTable *rollout.Table
 	shadower   atomic.Pointer[rollout.Shadower]
@@ -90,8 +91,8 @@ func New(nc *nats.Conn, store *controller.Store, cfg Config) (*Gateway, error) {
 	}
 	g.js = js
 	collectors := []prometheus.Collector{g.requests, g.duration}
+	g.routeTable = rollout.NewTable(js, rollout.Config{}, cfg.Logger.With().Str("component", "gateway_routes").Logger())
 	if cfg.Shadow.Concurrency >= 0 {
-		g.routeTable = rollout.NewTable(js, rollout.Config{}, cfg.Logger.With().Str("component", "gateway_routes").Logger())
 		collectors = append(collectors, g.shadowMetrics()...)
 	}
 	for _, c := range collectors {
@@ -136,13 +137,12 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); _ = g.cache.Run(ctx) }()
 	go func() { defer wg.Done(); g.events.run(ctx) }()
+	go func() { defer wg.Done(); _ = g.routeTable.Run(ctx) }()
 	var sh *rollout.Shadower
-	if g.routeTable != nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = g.routeTable.Run(ctx) }()
+	if g.cfg.Shadow.Concurrency >= 0 {
 		opts := g.cfg.Shadow
 		opts.Logger = g.log
 		sh = rollout.NewShadower(ctx, g.nc, g.js, opts)
@@ -209,6 +209,8 @@ func (g *Gateway) routes() http.Handler {
 	handle("POST /v1/dead/{id}/replay", g.replay, api)
 	handle("GET /v1/queues", g.queues, api)
 	handle("GET /v1/events", g.eventStream, api)
+	handle("GET /v1/routes", g.listRoutes, api)
+	handle("GET /v1/algorithms/{name}/comparisons", g.comparisons, api)
 	handle("GET /openapi.json", g.openAPI, api)
 	handle("GET /metrics", promhttp.HandlerFor(g.cfg.Metrics, promhttp.HandlerOpts{}).ServeHTTP, api)
 	handle("GET /healthz", g.healthz, open)

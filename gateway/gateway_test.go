@@ -348,7 +348,7 @@ func TestOpenAPIFromLiveSchemas(t *testing.T) {
 		if doc.OpenAPI != "3.1.0" {
 			t.Fatalf("openapi %q", doc.OpenAPI)
 		}
-		for _, p := range []string{"/v1/algorithms", "/v1/jobs/{id}", "/v1/dead", "/v1/dead/{id}/replay", "/v1/queues", "/v1/events", "/healthz", "/readyz"} {
+		for _, p := range []string{"/v1/algorithms", "/v1/jobs/{id}", "/v1/dead", "/v1/dead/{id}/replay", "/v1/queues", "/v1/events", "/v1/routes", "/v1/algorithms/{name}/comparisons", "/healthz", "/readyz"} {
 			if doc.Paths[p] == nil {
 				t.Errorf("path %s missing", p)
 			}
@@ -712,5 +712,27 @@ func TestRunsAreShadowed(t *testing.T) {
 	cs, err = rollout.ReadComparisons(ctx, js, "probe", time.Time{}, 0)
 	if got := s.gw.ShadowCounts(); err != nil || got.Compared != int64(len(cs)) || got.Dropped != 0 || got.StoreFailed != 0 || got.NotCompared != 0 {
 		t.Errorf("counts %+v, want %d compared (%v)", got, len(cs), err)
+	}
+
+	// The routes and the report, over HTTP.
+	var routesList []rollout.Route
+	mustJSON(t, s.do(t, "GET", "/v1/routes", "", nil).body, &routesList)
+	if len(routesList) != 1 || routesList[0].Algorithm != "probe" || routesList[0].Stable != "1.2.0" || routesList[0].Shadow != "2.0.0" {
+		t.Errorf("GET /v1/routes: %+v", routesList)
+	}
+	var rep rollout.Report
+	r := s.do(t, "GET", "/v1/algorithms/probe/comparisons?last=100", "", nil)
+	mustJSON(t, r.body, &rep)
+	if r.StatusCode != 200 || rep.Total != len(cs) || rep.Agree != len(cs)-n || len(rep.Fields) != 1 || rep.Fields[0].Pointer != "/ok" || rep.Fields[0].Count != n {
+		t.Errorf("report: %d %+v; want %d compared, %d agreeing, /ok differing %d times", r.StatusCode, rep, len(cs), len(cs)-n, n)
+	}
+	mustJSON(t, s.do(t, "GET", "/v1/algorithms/probe/comparisons?last=1", "", nil).body, &rep)
+	if rep.Total != 1 {
+		t.Errorf("report of the last 1: %+v", rep)
+	}
+	expectProblem(t, s.do(t, "GET", "/v1/algorithms/probe/comparisons?last=0", "", nil), 400)
+	mustJSON(t, s.do(t, "GET", "/v1/algorithms/nothing/comparisons", "", nil).body, &rep)
+	if rep.Total != 0 || rep.Algorithm != "nothing" {
+		t.Errorf("report of an algorithm without comparisons: %+v", rep)
 	}
 }

@@ -100,6 +100,16 @@ func (g *Gateway) openAPIDoc() obj {
 			"operationId": "listQueues", "summary": "waiting, in flight and dead jobs per algorithm",
 			"responses": obj{"200": obj{"description": "the queues", "content": obj{"application/json": obj{"schema": obj{"type": "array", "items": ref("Queue")}}}}},
 		}},
+		"/v1/routes": obj{"get": obj{
+			"operationId": "listRoutes", "summary": "the routes: which version serves plain traffic, canary and shadow (docs/ROLLOUT.md)",
+			"responses": obj{"200": obj{"description": "every route, by algorithm", "content": obj{"application/json": obj{"schema": obj{"type": "array", "items": ref("Route")}}}}},
+		}},
+		"/v1/algorithms/{name}/comparisons": obj{"get": obj{
+			"operationId": "shadowReport", "summary": "the report of an algorithm's last shadow comparisons: agreement, fields that differ, errors and latency per version",
+			"parameters": []any{obj{"name": "name", "in": "path", "required": true, "schema": obj{"type": "string"}},
+				obj{"name": "last", "in": "query", "required": false, "description": "the newest N comparisons (default 500, at most 10000)", "schema": obj{"type": "integer", "minimum": 1, "maximum": 10000}}},
+			"responses": obj{"200": obj{"description": "the report", "content": obj{"application/json": obj{"schema": ref("Report")}}}, "400": problemResponse("last out of range")},
+		}},
 		"/v1/events": obj{"get": obj{
 			"operationId": "events", "summary": "Server-Sent Events: registered, departed, job",
 			"responses": obj{"200": obj{"description": "an event stream", "content": obj{"text/event-stream": obj{"schema": obj{"type": "string"}}}}},
@@ -161,7 +171,14 @@ func (g *Gateway) openAPIDoc() obj {
 			"Result":      obj{"type": "object", "description": "a result record (schemas/result.json)", "required": []any{"job_id", "algorithm", "status"}, "properties": obj{"job_id": str, "algorithm": str, "status": obj{"enum": []any{"succeeded", "failed", "retrying"}}, "output": obj{}, "error": obj{"type": "object"}, "attempts": integer}},
 			"DeadLetter":  obj{"type": "object", "properties": obj{"seq": integer, "job_id": str, "algorithm": str, "code": integer, "reason": str, "attempts": integer, "dead_at": str, "body": obj{}}},
 			"Queue":       obj{"type": "object", "properties": obj{"algorithm": str, "waiting": integer, "in_flight": integer, "dead": integer, "runners": integer}},
-			"Algorithm":   obj{"type": "object", "properties": obj{"name": str, "version": str, "versions": obj{"type": "array", "items": str}, "input_schema": obj{}, "output_schema": obj{}, "instances": obj{"type": "array", "items": obj{"type": "object"}}}},
+			"Route": obj{"type": "object", "description": "a route (schemas/route.json, docs/ROLLOUT.md)", "required": []any{"algorithm", "stable"},
+				"properties": obj{"algorithm": str, "stable": str, "canary": str, "percent": obj{"type": "number"}, "shadow": str, "updated_at": str, "updated_by": str}},
+			"Report": obj{"type": "object", "description": "agreement of a candidate with the stable version, as pnp route report prints it", "properties": obj{
+				"algorithm": str, "total": integer, "agree": integer, "agreement": obj{"type": "number"}, "not_compared": integer, "not_compared_reason": str,
+				"fields":   obj{"type": "array", "items": obj{"type": "object", "properties": obj{"pointer": str, "count": integer, "example_job_ids": obj{"type": "array", "items": str}}}},
+				"versions": obj{"type": "array", "items": obj{"type": "object", "properties": obj{"version": str, "runs": integer, "errors": integer, "error_rate": obj{"type": "number"}, "p50_ms": obj{"type": "number"}, "p99_ms": obj{"type": "number"}}}},
+			}},
+			"Algorithm": obj{"type": "object", "properties": obj{"name": str, "version": str, "versions": obj{"type": "array", "items": str}, "input_schema": obj{}, "output_schema": obj{}, "instances": obj{"type": "array", "items": obj{"type": "object"}}}},
 		}},
 	}
 	if g.cfg.Token != "" {

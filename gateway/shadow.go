@@ -1,9 +1,15 @@
 package gateway
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"pnpworker/discovery"
@@ -72,4 +78,46 @@ func (g *Gateway) ShadowCounts() rollout.ShadowCounts {
 		return sh.Counts()
 	}
 	return rollout.ShadowCounts{}
+}
+
+// listRoutes is GET /v1/routes: every route (docs/ROLLOUT.md), sorted by
+// algorithm.
+func (g *Gateway) listRoutes(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, g.routeTable.All())
+}
+
+// Bounds of GET /v1/algorithms/{name}/comparisons?last=N.
+const (
+	defaultComparisons = 500
+	maxComparisons     = 10000
+)
+
+// comparisons is GET /v1/algorithms/{name}/comparisons: the report of the
+// algorithm's last shadow comparisons (what pnp route report prints).
+func (g *Gateway) comparisons(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if !discovery.ValidAlgorithmName(name) {
+		writeProblem(w, problem{Code: http.StatusNotFound, Message: fmt.Sprintf("%q is not an algorithm name", name)})
+		return
+	}
+	last := defaultComparisons
+	if v := r.URL.Query().Get("last"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxComparisons {
+			writeProblem(w, problem{Code: http.StatusBadRequest, Message: fmt.Sprintf("last=%q: want a number from 1 to %d", v, maxComparisons)})
+			return
+		}
+		last = n
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	cs, err := rollout.ReadComparisons(ctx, g.js, name, time.Time{}, last)
+	switch {
+	case err == nil, errors.Is(err, jetstream.ErrStreamNotFound):
+		writeJSON(w, http.StatusOK, rollout.Summarize(name, cs))
+	case r.Context().Err() != nil:
+	default:
+		g.log.Warn().Err(err).Str("algorithm", name).Msg("reading comparisons failed")
+		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Algorithm: name, Message: "cannot read the comparisons: JetStream unavailable"})
+	}
 }

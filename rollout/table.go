@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +55,17 @@ func NewTable(js jetstream.JetStream, cfg Config, log zerolog.Logger) *Table {
 func (t *Table) Lookup(algorithm string) (Route, bool) {
 	r, ok := (*t.routes.Load())[algorithm]
 	return r, ok
+}
+
+// All returns every route, sorted by algorithm.
+func (t *Table) All() []Route {
+	m := *t.routes.Load()
+	out := make([]Route, 0, len(m))
+	for _, r := range m {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b Route) int { return strings.Compare(a.Algorithm, b.Algorithm) })
+	return out
 }
 
 // Ready is closed once the table holds the bucket's content, or once the

@@ -79,8 +79,9 @@ func until(expr string) chromedp.Action[chromedp.Void] {
 // TestDashboardInBrowser drives the dashboard of `pnp up` in headless
 // Chromium: it lists the built-in algorithms, the try-it form of
 // language_detection answers French and shows a wrong type's violation
-// next to the field, a dead letter's replay button produces a result, and
-// a runner that stops disappears without a reload. With PNP_SCREENSHOT
+// next to the field, a route set from the command line shows up, a dead
+// letter's replay button produces a result, and a runner that stops
+// disappears without a reload. With PNP_SCREENSHOT
 // set to a path, the dashboard is saved there (docs/img/dashboard.png).
 func TestDashboardInBrowser(t *testing.T) {
 	ctx := browser(t)
@@ -172,6 +173,16 @@ func TestDashboardInBrowser(t *testing.T) {
 	step(t, ctx, "the runner's stats and the gateway's latency show the request",
 		until(`document.querySelector('#algorithms tr[data-algorithm="language_detection"] [data-col="served"]').textContent === "1"`),
 		until(`/ms$/.test(document.querySelector('#algorithms tr[data-algorithm="language_detection"] [data-col="p50"]').textContent)`),
+	)
+	step(t, ctx, "without routes, the versions table says so",
+		until(`/no routes/.test(document.querySelector('#routes tbody').textContent)`),
+	)
+	if code, _, stderr := runPnp(t, "route", "set", "image_info", "--stable", "1.0.0", "--shadow", "2.0.0", "--server", natsURL); code != 0 {
+		t.Fatalf("route set: exit %d: %s", code, stderr)
+	}
+	step(t, ctx, "a route set with pnp route set shows up, with its shadow not compared yet",
+		until(`document.querySelector('#routes tr[data-algorithm="image_info"] [data-col="stable"]')?.textContent === "1.0.0"`),
+		until(`document.querySelector('#routes tr[data-algorithm="image_info"] [data-col="agreement"]').textContent === "no comparison yet"`),
 	)
 	step(t, ctx, "the dead letter is listed with its reason",
 		until(`/expired/.test((document.querySelector('#dead tr[data-job="late-job"] .reason') || {}).textContent)`),

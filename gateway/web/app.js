@@ -54,6 +54,32 @@ function renderForms(algs) {
     })))));
 }
 
+async function loadRoutes() {
+  const r = await api("/v1/routes");
+  if (!r.ok) return;
+  const routes = r.body || [];
+  const reports = await Promise.all(routes.map((rt) => rt.shadow
+    ? api("/v1/algorithms/" + encodeURIComponent(rt.algorithm) + "/comparisons?last=500").then((x) => (x.ok ? x.body : null))
+    : null));
+  fill("routes", routes.map((rt, i) => {
+    const rep = reports[i];
+    let agreement = "–", differs = "–";
+    if (rep && rep.total > 0) {
+      agreement = (100 * rep.agreement).toFixed(1) + " % of " + rep.total;
+      if (rep.fields.length) differs = rep.fields[0].pointer + " (" + rep.fields[0].count + ")";
+    } else if (rt.shadow) {
+      agreement = "no comparison yet";
+    }
+    return el("tr", { "data-algorithm": rt.algorithm },
+      el("td", {}, rt.algorithm),
+      el("td", { "data-col": "stable" }, rt.stable),
+      el("td", {}, rt.canary ? rt.canary + " (" + rt.percent + " %)" : "–"),
+      el("td", {}, rt.shadow || "–"),
+      el("td", { "data-col": "agreement" }, agreement),
+      el("td", {}, differs));
+  }), "no routes: every live version of an algorithm serves run.<algorithm>");
+}
+
 async function loadQueues() {
   const r = await api("/v1/queues");
   if (!r.ok) return;
@@ -125,10 +151,12 @@ function connect() {
   });
 }
 
-function loadAll() { loadAlgorithms(); loadQueues(); loadDead(); }
+function loadAll() { loadAlgorithms(); loadRoutes(); loadQueues(); loadDead(); }
 
 setupLogin(() => { loadAll(); connect(); });
 loadAll();
 connect();
 // Stats and heartbeat ages change without events.
 setInterval(loadAlgorithms, 2000);
+// Routes and comparisons change without events too.
+setInterval(loadRoutes, 5000);
