@@ -109,6 +109,16 @@ func TestRolloutUnderRoles(t *testing.T) {
 		return err == nil && err2 == nil && len(h) > 0 && len(c) > 0
 	}, "the controller never recorded a job in HISTORY (rate 0.1) and a shadow comparison in COMPARE")
 
+	// Comparisons of another algorithm, so that reading the last few of
+	// language_detection starts near the end of COMPARE.
+	for i := range 300 {
+		b, _ := json.Marshal(rollout.Comparison{Algorithm: "other_alg", JobID: fmt.Sprint(i), Source: rollout.SourceShadow,
+			StableVersion: "1", CandidateVersion: "2", Equal: true, At: time.Now().UTC()})
+		if _, err := js.Publish(ctx, rollout.CompareSubjectPrefix+"other_alg", b); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	// The gateway, under its role, shadows the runs it serves: a
 	// comparison without a job id.
 	base, gc := startGatewayRole(t, d)

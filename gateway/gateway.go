@@ -54,6 +54,7 @@ type Gateway struct {
 	js         jetstream.JetStream
 	routeTable *rollout.Table
 	shadower   atomic.Pointer[rollout.Shadower]
+	reports    reportCache
 
 	runOnce sync.Once
 	// eventsDown is set when the results watch gave up.

@@ -730,6 +730,12 @@ func TestRunsAreShadowed(t *testing.T) {
 	if rep.Total != 1 {
 		t.Errorf("report of the last 1: %+v", rep)
 	}
+	for candidate, want := range map[string]int{"2.0.0": len(cs), "9.9.9": 0} {
+		mustJSON(t, s.do(t, "GET", "/v1/algorithms/probe/comparisons?candidate="+candidate, "", nil).body, &rep)
+		if rep.Total != want {
+			t.Errorf("report of candidate %s: %+v; want %d compared", candidate, rep, want)
+		}
+	}
 	expectProblem(t, s.do(t, "GET", "/v1/algorithms/probe/comparisons?last=0", "", nil), 400)
 	mustJSON(t, s.do(t, "GET", "/v1/algorithms/nothing/comparisons", "", nil).body, &rep)
 	if rep.Total != 0 || rep.Algorithm != "nothing" {

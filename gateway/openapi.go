@@ -107,8 +107,10 @@ func (g *Gateway) openAPIDoc() obj {
 		"/v1/algorithms/{name}/comparisons": obj{"get": obj{
 			"operationId": "shadowReport", "summary": "the report of an algorithm's last shadow comparisons: agreement, fields that differ, errors and latency per version",
 			"parameters": []any{obj{"name": "name", "in": "path", "required": true, "schema": obj{"type": "string"}},
-				obj{"name": "last", "in": "query", "required": false, "description": "the newest N comparisons (default 500, at most 10000)", "schema": obj{"type": "integer", "minimum": 1, "maximum": 10000}}},
-			"responses": obj{"200": obj{"description": "the report", "content": obj{"application/json": obj{"schema": ref("Report")}}}, "400": problemResponse("last out of range")},
+				obj{"name": "last", "in": "query", "required": false, "description": "the newest N comparisons (default 500, at most 10000)", "schema": obj{"type": "integer", "minimum": 1, "maximum": 10000}},
+				obj{"name": "candidate", "in": "query", "required": false, "description": "only those of this candidate version, among the newest N", "schema": obj{"type": "string"}}},
+			"responses": obj{"200": obj{"description": "the report (reused for 2 s)", "content": obj{"application/json": obj{"schema": ref("Report")}}},
+				"400": problemResponse("last out of range"), "404": problemResponse("not an algorithm name"), "503": problemResponse("JetStream unavailable")},
 		}},
 		"/v1/events": obj{"get": obj{
 			"operationId": "events", "summary": "Server-Sent Events: registered, departed, job",

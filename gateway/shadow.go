@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -92,8 +94,46 @@ const (
 	maxComparisons     = 10000
 )
 
+// reportTTL is how long a comparisons report is reused: a dashboard
+// polls it, and a read creates a consumer.
+const reportTTL = 2 * time.Second
+
+// reportCache holds recent comparisons reports by query.
+type reportCache struct {
+	mu sync.Mutex
+	m  map[string]cachedReport
+}
+
+type cachedReport struct {
+	at  time.Time
+	rep rollout.Report
+}
+
+// maxCachedReports bounds the cache: queries come from any client.
+const maxCachedReports = 64
+
+func (c *reportCache) get(key string) (rollout.Report, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[key]
+	if !ok || time.Since(e.at) > reportTTL {
+		return rollout.Report{}, false
+	}
+	return e.rep, true
+}
+
+func (c *reportCache) put(key string, rep rollout.Report) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedReports {
+		c.m = map[string]cachedReport{}
+	}
+	c.m[key] = cachedReport{at: time.Now(), rep: rep}
+}
+
 // comparisons is GET /v1/algorithms/{name}/comparisons: the report of the
-// algorithm's last shadow comparisons (what pnp route report prints).
+// algorithm's last shadow comparisons (what pnp route report prints),
+// optionally of one candidate version only.
 func (g *Gateway) comparisons(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if !discovery.ValidAlgorithmName(name) {
@@ -109,12 +149,23 @@ func (g *Gateway) comparisons(w http.ResponseWriter, r *http.Request) {
 		}
 		last = n
 	}
+	candidate := r.URL.Query().Get("candidate")
+	key := name + "\x00" + strconv.Itoa(last) + "\x00" + candidate
+	if rep, ok := g.reports.get(key); ok {
+		writeJSON(w, http.StatusOK, rep)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	cs, err := rollout.ReadComparisons(ctx, g.js, name, time.Time{}, last)
 	switch {
 	case err == nil, errors.Is(err, jetstream.ErrStreamNotFound):
-		writeJSON(w, http.StatusOK, rollout.Summarize(name, cs))
+		if candidate != "" {
+			cs = slices.DeleteFunc(cs, func(c rollout.Comparison) bool { return c.CandidateVersion != candidate })
+		}
+		rep := rollout.Summarize(name, cs)
+		g.reports.put(key, rep)
+		writeJSON(w, http.StatusOK, rep)
 	case r.Context().Err() != nil:
 	default:
 		g.log.Warn().Err(err).Str("algorithm", name).Msg("reading comparisons failed")

@@ -45,11 +45,13 @@ type Comparison struct {
 	// answer (or of no answer at all).
 	StableError    string `json:"stable_error,omitempty"`
 	CandidateError string `json:"candidate_error,omitempty"`
-	// NotCompared, when set, says why there is no verdict: an output
-	// stored by reference could not be read by the comparer (gone after
-	// its TTL, over the size limit, the store unavailable), which is
-	// neither version's doing. Such a comparison is neither equal nor
-	// different: reports count it apart.
+	// NotCompared, when set, says why there is no verdict: both versions
+	// answered with an output, and one stored by reference could not be
+	// read by the comparer (gone after its TTL, over the size limit, the
+	// store unavailable), which is neither version's doing. Such a
+	// comparison is neither equal nor different: reports count it apart.
+	// When either version answered with an error, the verdict needs no
+	// output and there is always one.
 	NotCompared string    `json:"not_compared,omitempty"`
 	At          time.Time `json:"at"`
 }
@@ -160,7 +162,9 @@ func readRecords[T any](ctx context.Context, js jetstream.JetStream, stream, sub
 	if count == 0 {
 		return nil, nil
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}
+	// The consumer is deleted after the read; should that fail, the
+	// server drops it soon (the library's default keeps one 5 minutes).
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}, InactiveThreshold: 30 * time.Second}
 	switch {
 	case !since.IsZero():
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
@@ -201,9 +205,19 @@ func readRecords[T any](ctx context.Context, js jetstream.JetStream, stream, sub
 			return nil, err
 		}
 	}
+	defer func() {
+		if info := cons.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = s.DeleteConsumer(dctx, info.Name)
+			cancel()
+		}
+	}()
 	want := int(ci.NumPending)
 	var out []T
 	for got := 0; got < want; {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		batch, err := cons.Fetch(min(500, want-got), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			return nil, fmt.Errorf("rollout: read %s: %w", subject, err)
@@ -250,7 +264,8 @@ type VersionReport struct {
 type Report struct {
 	Algorithm string `json:"algorithm"`
 	// Total counts the comparisons with a verdict; NotCompared those
-	// without one (Comparison.NotCompared), left out of everything else.
+	// without one (Comparison.NotCompared), left out of the agreement and
+	// the fields (their runs still count in Versions).
 	Total       int `json:"total"`
 	NotCompared int `json:"not_compared"`
 	// NotComparedReason is the reason of the first of them.
@@ -287,6 +302,10 @@ func Summarize(algorithm string, cs []Comparison) Report {
 		}
 	}
 	for _, c := range cs {
+		// Every run counts in its version's latency and errors; only
+		// those with a verdict count in the agreement.
+		note(c.StableVersion, c.StableMS, c.StableError != "")
+		note(c.CandidateVersion, c.CandidateMS, c.CandidateError != "")
 		if c.NotCompared != "" {
 			if r.NotCompared++; r.NotCompared == 1 {
 				r.NotComparedReason = c.NotCompared
@@ -297,8 +316,6 @@ func Summarize(algorithm string, cs []Comparison) Report {
 		if c.Equal {
 			r.Agree++
 		}
-		note(c.StableVersion, c.StableMS, c.StableError != "")
-		note(c.CandidateVersion, c.CandidateMS, c.CandidateError != "")
 		for _, d := range c.Diffs {
 			f, ok := fields[d.Pointer]
 			if !ok {

@@ -271,6 +271,9 @@ func replayOne(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, subje
 	if err != nil {
 		c.NotCompared = "recorded output: " + err.Error()
 	}
+	if c.StableError != "" || c.CandidateError != "" {
+		c.NotCompared = "" // the error codes decide, outputs are not needed
+	}
 	if c.NotCompared == "" {
 		c.Decide(want, got, cfg.Compare)
 	}

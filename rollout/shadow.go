@@ -218,6 +218,9 @@ func (s *Shadower) run(cmp Comparison, in ShadowInput) {
 			cmp.NotCompared = "candidate output: " + err.Error()
 		}
 	}
+	if cmp.StableError != "" || cmp.CandidateError != "" {
+		cmp.NotCompared = "" // the error codes decide, outputs are not needed
+	}
 	if cmp.NotCompared == "" {
 		cmp.Decide(stableOut, out, s.o.Compare)
 	}

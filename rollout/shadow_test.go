@@ -26,7 +26,7 @@ type refEnv struct {
 	srv   *natstest.Server
 	nc    *nats.Conn
 	js    jetstream.JetStream
-	reply func() *nats.Msg
+	reply func(req *nats.Msg) *nats.Msg
 }
 
 func newRefEnv(t *testing.T) *refEnv {
@@ -45,7 +45,7 @@ func newRefEnv(t *testing.T) *refEnv {
 		t.Fatal(err)
 	}
 	sub, err := e.srv.Connect().Subscribe(discovery.PinnedSubject("blob", "2.0.0"), func(m *nats.Msg) {
-		r := e.reply()
+		r := e.reply(m)
 		r.Subject = m.Reply
 		_ = m.RespondMsg(r)
 	})
@@ -76,7 +76,7 @@ func TestShadowWithoutAReadableOutputHasNoVerdict(t *testing.T) {
 	e := newRefEnv(t)
 	big := []byte(`{"data":"` + strings.Repeat("a", 100) + `"}`)
 	other := []byte(`{"data":"` + strings.Repeat("b", 100) + `"}`)
-	e.reply = func() *nats.Msg { return e.put(t, "blob/candidate", other, "2.0.0") }
+	e.reply = func(*nats.Msg) *nats.Msg { return e.put(t, "blob/candidate", other, "2.0.0") }
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sh := rollout.NewShadower(ctx, e.nc, e.js, rollout.ShadowOptions{MaxOutputBytes: 50})
@@ -126,13 +126,18 @@ func TestShadowWithoutAReadableOutputHasNoVerdict(t *testing.T) {
 func TestReplayOfRecordedReferences(t *testing.T) {
 	e := newRefEnv(t)
 	content := []byte(`{"data":"same"}`)
-	e.reply = func() *nats.Msg {
+	e.reply = func(req *nats.Msg) *nats.Msg {
+		if string(req.Data) == `{"crash":true}` {
+			return &nats.Msg{Data: []byte(`{"code":500,"message":"crash"}`), Header: nats.Header{runner.HeaderVersion: {"2.0.0"},
+				runner.HeaderErrorCode: {"500"}, runner.HeaderError: {"crash"}}}
+		}
 		return &nats.Msg{Data: content, Header: nats.Header{runner.HeaderVersion: {"2.0.0"}}}
 	}
 	legacy := e.put(t, "blob/legacy", content, "1.0.0")
 	now := time.Now().UTC()
 	for _, h := range []rollout.HistoryRecord{
 		{Algorithm: "blob", JobID: "gone", Version: "1.0.0", Input: json.RawMessage(`{}`), OutputRef: "obj://outputs/blob/expired", MS: 1, At: now},
+		{Algorithm: "blob", JobID: "gone-crash", Version: "1.0.0", Input: json.RawMessage(`{"crash":true}`), OutputRef: "obj://outputs/blob/expired", MS: 1, At: now},
 		{Algorithm: "blob", JobID: "legacy", Version: "1.0.0", Input: json.RawMessage(`{}`), Output: legacy.Data, MS: 1, At: now},
 		{Algorithm: "blob", JobID: "inline", Version: "1.0.0", Input: json.RawMessage(`{}`), Output: json.RawMessage(`{"data":"other"}`), MS: 1, At: now},
 	} {
@@ -142,7 +147,7 @@ func TestReplayOfRecordedReferences(t *testing.T) {
 		}
 	}
 	cs, err := rollout.Replay(context.Background(), e.nc, e.js, rollout.ReplayConfig{Algorithm: "blob", Version: "2.0.0", Last: 10})
-	if err != nil || len(cs) != 3 {
+	if err != nil || len(cs) != 4 {
 		t.Fatalf("replay: %d comparisons, %v", len(cs), err)
 	}
 	byID := map[string]rollout.Comparison{}
@@ -152,6 +157,9 @@ func TestReplayOfRecordedReferences(t *testing.T) {
 	if c := byID["gone"]; c.NotCompared == "" || !strings.Contains(c.NotCompared, "recorded output") || c.Equal {
 		t.Errorf("gone: %+v; want no verdict", c)
 	}
+	if c := byID["gone-crash"]; c.NotCompared != "" || c.Equal || c.CandidateError != "500: crash" {
+		t.Errorf("gone-crash: %+v; want the candidate's crash as the verdict", c)
+	}
 	if c := byID["legacy"]; !c.Equal || c.NotCompared != "" {
 		t.Errorf("legacy: %+v; want equal by content", c)
 	}
@@ -159,8 +167,13 @@ func TestReplayOfRecordedReferences(t *testing.T) {
 		t.Errorf("inline: %+v; want /data to differ", c)
 	}
 	rep := rollout.Summarize("blob", cs)
-	if rep.Total != 2 || rep.Agree != 1 || rep.NotCompared != 1 {
-		t.Errorf("report %+v; want 1 of 2 agreeing, 1 not compared", rep)
+	if rep.Total != 3 || rep.Agree != 1 || rep.NotCompared != 1 {
+		t.Errorf("report %+v; want 1 of 3 agreeing, 1 not compared", rep)
+	}
+	for _, v := range rep.Versions {
+		if v.Runs != 4 || (v.Version == "2.0.0") != (v.Errors == 1) {
+			t.Errorf("version report %+v; want every run counted, the crash too", v)
+		}
 	}
 }
 
@@ -217,5 +230,15 @@ func TestReadLastRecords(t *testing.T) {
 				t.Fatalf("%s, last %d: record %d is %s, want %s", c.alg, c.last, i, r.JobID, id)
 			}
 		}
+	}
+	// No read leaves a consumer behind (a dashboard reads every few
+	// seconds).
+	st, err := js.Stream(ctx, rollout.HistoryStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil || info.State.Consumers != 0 {
+		t.Fatalf("%d consumers left on %s after the reads (%v)", info.State.Consumers, rollout.HistoryStream, err)
 	}
 }

@@ -54,12 +54,25 @@ function renderForms(algs) {
     })))));
 }
 
+// loadRoutes shows each route and its shadow's agreement; one load at a
+// time.
 async function loadRoutes() {
+  if (state.routesBusy) return;
+  state.routesBusy = true;
+  try {
+    await renderRoutes();
+  } finally {
+    state.routesBusy = false;
+  }
+}
+
+async function renderRoutes() {
   const r = await api("/v1/routes");
   if (!r.ok) return;
   const routes = r.body || [];
   const reports = await Promise.all(routes.map((rt) => rt.shadow
-    ? api("/v1/algorithms/" + encodeURIComponent(rt.algorithm) + "/comparisons?last=500").then((x) => (x.ok ? x.body : null))
+    ? api("/v1/algorithms/" + encodeURIComponent(rt.algorithm) + "/comparisons?last=500&candidate=" + encodeURIComponent(rt.shadow))
+      .then((x) => (x.ok ? x.body : null))
     : null));
   fill("routes", routes.map((rt, i) => {
     const rep = reports[i];
@@ -67,7 +80,9 @@ async function loadRoutes() {
     if (rep && rep.total > 0) {
       agreement = (100 * rep.agreement).toFixed(1) + " % of " + rep.total;
       if (rep.fields.length) differs = rep.fields[0].pointer + " (" + rep.fields[0].count + ")";
-    } else if (rt.shadow) {
+    } else if (rep && rep.not_compared > 0) {
+      agreement = rep.not_compared + " without a verdict";
+    } else if (rep) {
       agreement = "no comparison yet";
     }
     return el("tr", { "data-algorithm": rt.algorithm },
