@@ -3,11 +3,16 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"pnpworker/controller"
+	"pnpworker/internal/metricstest"
 	"pnpworker/internal/natstest"
 	"pnpworker/rollout"
 	"pnpworker/runner"
@@ -74,12 +79,21 @@ func TestCanaryShareOfJobs(t *testing.T) {
 }
 
 // A route whose versions have no live instance does not stop jobs: they
-// go to any live version.
+// go to any live version, and pnp_controller_route_fallback says so
+// until the stable version is live again.
 func TestRouteWithoutLiveVersionFallsBack(t *testing.T) {
 	e := newEnv(t, controller.StoreConfig{})
 	setRoute(t, e, rollout.Route{Algorithm: "echo", Stable: "9.0.0", Canary: "9.1.0", Percent: 50})
 	startRunner(t, e.srv, versioned(t, "1.0.0"))
-	startController(t, e, fastConfig(t))
+	reg := prometheus.NewRegistry()
+	cfg := fastConfig(t)
+	cfg.Metrics = reg
+	startController(t, e, cfg)
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	t.Cleanup(srv.Close)
+	fallback := func() float64 {
+		return metricstest.Scrape(t, srv.URL).Value(t, "pnp_controller_route_fallback", "algorithm=echo")
+	}
 	for i := range 20 {
 		e.submit(t, "echo", fmt.Sprintf("fb-%d", i), echoIn{N: i})
 	}
@@ -88,6 +102,18 @@ func TestRouteWithoutLiveVersionFallsBack(t *testing.T) {
 			t.Fatalf("job %d: %s by %q, want succeeded by 1.0.0", i, r.Status, r.Version)
 		}
 	}
+	if got := fallback(); got != 1 {
+		t.Fatalf("route_fallback{echo} = %g while the stable version has no instance, want 1", got)
+	}
+	startRunner(t, e.srv, versioned(t, "9.0.0"))
+	i := 20
+	natstest.Eventually(t, 20*time.Second, func() bool {
+		id := fmt.Sprintf("fb-%d", i)
+		i++
+		e.submit(t, "echo", id, echoIn{N: i})
+		r := e.waitResult(t, id)
+		return r.Version != "1.0.0" && fallback() == 0
+	}, "jobs never went to the routed versions again, or route_fallback{echo} stayed %g", fallback())
 }
 
 // candidate is the echo algorithm at version whose answer fn decides.
