@@ -24,6 +24,13 @@ func serveVersion(t *testing.T, s *natstest.Server, version string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveAlgorithm(t, s, a)
+}
+
+// serveAlgorithm runs a runner of a on s until the test ends and waits
+// until it serves.
+func serveAlgorithm(t *testing.T, s *natstest.Server, a *runner.Algorithm) {
+	t.Helper()
 	r, err := runner.New(s.Connect(), []*runner.Algorithm{a})
 	if err != nil {
 		t.Fatal(err)
@@ -125,15 +132,7 @@ func TestRouteReportAndReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := runner.New(s.Connect(), []*runner.Algorithm{a})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, stopRunner := context.WithCancel(context.Background())
-	rdone := make(chan struct{})
-	go func() { defer close(rdone); _ = r.Run(rctx) }()
-	t.Cleanup(func() { stopRunner(); <-rdone })
-	<-r.Started()
+	serveAlgorithm(t, s, a)
 
 	if code, _, stderr := runPnp(t, append([]string{"route", "set", "ver_echo", "--stable", "1.0.0", "--shadow", "2.0.0"}, srv...)...); code != 0 {
 		t.Fatalf("route set: %s", stderr)
@@ -188,15 +187,7 @@ func TestControllerShadowCompareFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := runner.New(s.Connect(), []*runner.Algorithm{a})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, stopRunner := context.WithCancel(context.Background())
-	rdone := make(chan struct{})
-	go func() { defer close(rdone); _ = r.Run(rctx) }()
-	t.Cleanup(func() { stopRunner(); <-rdone })
-	<-r.Started()
+	serveAlgorithm(t, s, a)
 
 	if code, _, stderr := runPnp(t, append([]string{"route", "set", "ver_echo", "--stable", "1.0.0", "--shadow", "2.0.0"}, srv...)...); code != 0 {
 		t.Fatalf("route set: %s", stderr)
