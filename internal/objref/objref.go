@@ -25,6 +25,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -55,6 +56,55 @@ const (
 // OutputsBucketFor is the bucket the runners of algorithm store outputs
 // too large for a message in: "outputs_<algorithm>".
 func OutputsBucketFor(algorithm string) string { return OutputsBucket + "_" + algorithm }
+
+// Default limits of an algorithm's outputs bucket (OutputsConfig).
+const (
+	// DefaultOutputsTTL is how long an output is kept: as long as the
+	// result records that refer to it by default.
+	DefaultOutputsTTL = 24 * time.Hour
+	// DefaultAlgorithmOutputsMaxBytes caps one algorithm's outputs bucket.
+	DefaultAlgorithmOutputsMaxBytes = 64 << 20
+)
+
+// OutputsConfig is the configuration of algorithm's outputs bucket, with
+// DefaultOutputsTTL for a ttl of 0, DefaultAlgorithmOutputsMaxBytes for a
+// maxBytes of 0 and 1 for replicas 0.
+func OutputsConfig(algorithm string, ttl time.Duration, maxBytes int64, replicas int) jetstream.ObjectStoreConfig {
+	if ttl == 0 {
+		ttl = DefaultOutputsTTL
+	}
+	if maxBytes == 0 {
+		maxBytes = DefaultAlgorithmOutputsMaxBytes
+	}
+	if replicas == 0 {
+		replicas = 1
+	}
+	return jetstream.ObjectStoreConfig{
+		Bucket:      OutputsBucketFor(algorithm),
+		Description: "pnpworker: outputs of " + algorithm + " too large for a message, written by its runners only",
+		TTL:         ttl,
+		MaxBytes:    maxBytes,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	}
+}
+
+// EnsureBucket creates the object store bucket cfg describes unless it
+// exists already; an existing bucket keeps its own settings (those of
+// pnp provision).
+func EnsureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.ObjectStoreConfig) error {
+	_, err := js.ObjectStore(ctx, cfg.Bucket)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("objref: bucket %s: %w", cfg.Bucket, err)
+	}
+	if _, err := js.CreateObjectStore(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("objref: create bucket %s: %w", cfg.Bucket, err)
+	}
+	return nil
+}
 
 // algorithmName is discovery's rule for an algorithm name
 // (discovery.ValidAlgorithmName), which this package sits below.
