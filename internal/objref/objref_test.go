@@ -167,3 +167,37 @@ func TestCorruptObjectWithholdsItsLastChunk(t *testing.T) {
 		t.Fatalf("corrupt object: %d of %d bytes handed out before the error; the last chunk must be withheld", len(got), len(data))
 	}
 }
+
+// EnsureBucket creates a missing outputs bucket with OutputsConfig's
+// defaults and leaves an existing one as it was provisioned.
+func TestEnsureBucket(t *testing.T) {
+	srv := natstest.Start(t)
+	js, _ := jetstream.New(srv.Connect())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: objref.OutputsBucketFor("kept"), MaxBytes: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, algorithm string
+		maxBytes        int64
+	}{
+		{"missing: created with the defaults", "made", objref.DefaultAlgorithmOutputsMaxBytes},
+		{"existing: kept as provisioned", "kept", 1 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 2 { // idempotent
+				if err := objref.EnsureBucket(ctx, js, objref.OutputsConfig(tc.algorithm, 0, 0, 0)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st, err := js.Stream(ctx, "OBJ_outputs_"+tc.algorithm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := st.CachedInfo().Config; c.MaxBytes != tc.maxBytes {
+				t.Fatalf("max bytes %d, want %d", c.MaxBytes, tc.maxBytes)
+			}
+		})
+	}
+}
