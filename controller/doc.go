@@ -82,14 +82,20 @@
 //
 // # Data by reference
 //
-// Provision also creates two object store buckets: InputsBucket, for data
-// bigger than a job (Store.PutInput uploads, Store.SubmitFile uploads a
-// file and submits a job whose input refers to it as obj://inputs/...),
-// and OutputsBucket, for outputs bigger than a message: a runner stores
-// one there and replies with runner.HeaderOutputRef, and the controller
-// stores there an output that fits the reply but not the result record.
-// Such a record carries Result.OutputRef instead of Result.Output;
-// Store.Output returns the output either way.
+// Provision also creates the object store buckets, each written by one
+// role only, so that a roll-up (which empties a whole bucket, and which
+// permissions cannot refuse) by one role empties nothing of another's:
+// InputsBucket, for data bigger than a job that producers upload
+// (Store.PutInput uploads, Store.SubmitFile uploads a file and submits a
+// job whose input refers to it as obj://inputs/...); UploadsBucket, the
+// same through the HTTP gateway (Store.PutUpload); OutputsBucket, where
+// the controller stores an output that fits the reply but not the result
+// record; and, for StoreConfig.OutputAlgorithms, the bucket
+// objref.OutputsBucketFor(algorithm) where that algorithm's runners store
+// an output bigger than a message, replying with runner.HeaderOutputRef
+// (a reference into any other bucket fails the attempt with 502). Such a
+// record carries Result.OutputRef instead of Result.Output; Store.Output
+// returns the output either way.
 //
 // # Stats
 //

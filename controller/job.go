@@ -226,10 +226,13 @@ func (c *Controller) process(w *worker, j *job) {
 		// checked like any other output, read back within
 		// MaxReferencedOutputBytes, so a reference is no way around the
 		// output schema.
+		// Only the algorithm's own outputs bucket: its runners' user may
+		// write no other, and a reference elsewhere would hand this job
+		// an output another algorithm (or the controller) stored.
 		r, err := objref.Parse(ref)
-		if err != nil || r.Bucket != OutputsBucket {
+		if err != nil || r.Bucket != objref.OutputsBucketFor(t.alg) {
 			t.failure(ctx, &runner.Error{Code: runner.CodeBadGateway, Algorithm: t.alg, Instance: t.rec.Instance,
-				Message: fmt.Sprintf("runner replied with %s %q, not a reference into bucket %s", runner.HeaderOutputRef, truncate(ref, 300), OutputsBucket)})
+				Message: fmt.Sprintf("runner replied with %s %q, not a reference into bucket %s", runner.HeaderOutputRef, truncate(ref, 300), objref.OutputsBucketFor(t.alg))})
 			return
 		}
 		if output, check, err = c.referencedOutput(ctx, r); err != nil {

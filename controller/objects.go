@@ -20,14 +20,25 @@ import (
 // see it): provision with this version (pnp provision).
 var ErrNoObjectStore = errors.New("object store bucket not provisioned")
 
-// PutInput uploads r to the inputs bucket as object name and returns its
-// obj:// reference, which runners read like a URL. name "" takes a new
-// unique name.
+// PutInput uploads r to the inputs bucket, the producers' own, as object
+// name and returns its obj:// reference, which runners read like a URL.
+// name "" takes a new unique name.
 func (s *Store) PutInput(ctx context.Context, name string, r io.Reader) (objref.Ref, error) {
+	return s.put(ctx, InputsBucket, name, r)
+}
+
+// PutUpload is PutInput into the uploads bucket, the HTTP gateway's own:
+// a producer, who may write inputs only, can then empty no upload it did
+// not make, nor the gateway any producer's.
+func (s *Store) PutUpload(ctx context.Context, name string, r io.Reader) (objref.Ref, error) {
+	return s.put(ctx, UploadsBucket, name, r)
+}
+
+func (s *Store) put(ctx context.Context, bucket, name string, r io.Reader) (objref.Ref, error) {
 	if name == "" {
 		name = nuid.Next()
 	}
-	ref, err := objref.Put(ctx, s.js, InputsBucket, name, r)
+	ref, err := objref.Put(ctx, s.js, bucket, name, r)
 	if errors.Is(err, objref.ErrNotFound) {
 		return objref.Ref{}, fmt.Errorf("controller: %w: %w", ErrNoObjectStore, err)
 	}
@@ -107,11 +118,12 @@ func (s *Store) Output(ctx context.Context, r Result, maxBytes int64) ([]byte, e
 	return data, nil
 }
 
-// OpenObject opens the object r names for reading, from the inputs or the
-// outputs bucket only (ErrNotReadable otherwise). The reader checks the
-// object's size and digest as it reaches the end.
+// OpenObject opens the object r names for reading, from the job
+// pipeline's buckets only — inputs, uploads, outputs and an algorithm's
+// outputs bucket (objref.IsOutputsBucket) — and ErrNotReadable otherwise.
+// The reader checks the object's size and digest as it reaches the end.
 func (s *Store) OpenObject(ctx context.Context, r objref.Ref) (*objref.Object, error) {
-	if r.Bucket != InputsBucket && r.Bucket != OutputsBucket {
+	if r.Bucket != InputsBucket && r.Bucket != UploadsBucket && !objref.IsOutputsBucket(r.Bucket) {
 		return nil, fmt.Errorf("controller: %s: %w", r, ErrNotReadable)
 	}
 	o, err := objref.Open(ctx, s.js, r)
@@ -122,8 +134,8 @@ func (s *Store) OpenObject(ctx context.Context, r objref.Ref) (*objref.Object, e
 }
 
 // ErrNotReadable is wrapped by OpenObject's error for a bucket other than
-// inputs and outputs.
-var ErrNotReadable = errors.New("not a bucket of the job pipeline (inputs, outputs)")
+// inputs, uploads, outputs and outputs_<algorithm>.
+var ErrNotReadable = errors.New("not a bucket of the job pipeline (inputs, uploads, outputs, outputs_<algorithm>)")
 
 // storeOutput moves a succeeded record's output to the outputs bucket and
 // puts its reference in the record.

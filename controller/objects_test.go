@@ -115,7 +115,7 @@ func TestRunnerOutputStoredByReference(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref := reply.Header.Get(runner.HeaderOutputRef)
-	if rerr := runner.ReplyError(reply); rerr != nil || !strings.HasPrefix(ref, "obj://outputs/blob/") || string(reply.Data) != `{"output_ref":"`+ref+`"}` {
+	if rerr := runner.ReplyError(reply); rerr != nil || !strings.HasPrefix(ref, "obj://outputs_blob/") || string(reply.Data) != `{"output_ref":"`+ref+`"}` {
 		t.Fatalf("reply: error %v, %s %q, body %s", rerr, runner.HeaderOutputRef, ref, reply.Data)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -182,12 +182,12 @@ func mustRef(t *testing.T, s string) objref.Ref {
 	return r
 }
 
-// refRunner answers every request on run.<alg> with a reference to the
-// object name in the outputs bucket, as a runner whose output did not fit
-// a message does, naming itself instance.
-func refRunner(t *testing.T, e *env, alg, instance, name string) {
+// refRunner answers every request on run.<alg> with the reference ref, as
+// a runner whose output did not fit a message does, naming itself
+// instance.
+func refRunner(t *testing.T, e *env, alg, instance string, r objref.Ref) {
 	t.Helper()
-	ref := objref.Ref{Bucket: controller.OutputsBucket, Name: name}.String()
+	ref := r.String()
 	nc := e.srv.Connect()
 	sub, err := nc.QueueSubscribe(discovery.RequestSubject(alg), "runners", func(m *nats.Msg) {
 		reply := &nats.Msg{Subject: m.Reply, Data: []byte(`{"output_ref":"` + ref + `"}`), Header: nats.Header{}}
@@ -208,36 +208,53 @@ func refRunner(t *testing.T, e *env, alg, instance, name string) {
 // schema like one in the reply: a reference is no way around the check. A
 // referenced output that does not match, is missing, or is larger than
 // MaxReferencedOutputBytes fails with 502 after the attempts; one that
-// matches succeeds with output_ref.
+// matches succeeds with output_ref. So does a reference outside the
+// algorithm's own outputs bucket — another algorithm's, or the
+// controller's — even to an output that would match: the runners of an
+// algorithm may write no other bucket, so such an output is not theirs.
 func TestReferencedOutputsAreCheckedReliability(t *testing.T) {
-	e := newEnv(t, controller.StoreConfig{})
+	algs := []string{"good", "stolen", "missing", "big", "elsewhere", "controllers"}
+	e := newEnv(t, controller.StoreConfig{OutputAlgorithms: algs})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	put := func(name, body string) {
-		if _, err := objref.Put(ctx, e.js, controller.OutputsBucket, name, strings.NewReader(body)); err != nil {
+	put := func(bucket, name, body string) objref.Ref {
+		ref, err := objref.Put(ctx, e.js, bucket, name, strings.NewReader(body))
+		if err != nil {
 			t.Fatal(err)
 		}
+		return ref
 	}
-	put("good/1", `{"n":1}`)
-	put("stolen/1", `{"stolen":true}`)
-	put("big/1", `{"n":1,"pad":"`+strings.Repeat("x", 4096)+`"}`)
-	for _, alg := range []string{"good", "stolen", "missing", "big"} {
+	refs := map[string]objref.Ref{
+		"good":        put(objref.OutputsBucketFor("good"), "1", `{"n":1}`),
+		"stolen":      put(objref.OutputsBucketFor("stolen"), "1", `{"stolen":true}`),
+		"missing":     {Bucket: objref.OutputsBucketFor("missing"), Name: "1"},
+		"big":         put(objref.OutputsBucketFor("big"), "1", `{"n":1,"pad":"`+strings.Repeat("x", 4096)+`"}`),
+		"elsewhere":   {Bucket: objref.OutputsBucketFor("good"), Name: "1"},
+		"controllers": put(controller.OutputsBucket, "controllers/1", `{"n":1}`),
+	}
+	for _, alg := range algs {
 		putRecord(t, e, alg, "fake-"+alg)
-		refRunner(t, e, alg, "fake-"+alg, alg+"/1")
+		refRunner(t, e, alg, "fake-"+alg, refs[alg])
 	}
 	cfg := fastConfig(t)
 	cfg.MaxAttempts = 2
 	cfg.MaxReferencedOutputBytes = 1024
 	startController(t, e, cfg)
-	for _, alg := range []string{"good", "stolen", "missing", "big"} {
+	for _, alg := range algs {
 		e.submit(t, alg, alg+"-job", echoIn{N: 1})
 	}
 
 	r := e.waitResult(t, "good-job")
-	if r.Status != controller.StatusSucceeded || r.OutputRef != "obj://outputs/good/1" {
+	if r.Status != controller.StatusSucceeded || r.OutputRef != "obj://outputs_good/1" {
 		t.Errorf("good-job: status %s error %v output_ref %q, want succeeded by reference", r.Status, r.Error, r.OutputRef)
 	}
-	for _, alg := range []string{"stolen", "missing", "big"} {
+	for _, alg := range []string{"elsewhere", "controllers"} {
+		r := e.waitResult(t, alg+"-job")
+		if r.Error == nil || !strings.Contains(r.Error.Message, "not a reference into bucket outputs_"+alg) {
+			t.Errorf("%s-job: error %+v, want the reference refused as outside bucket outputs_%s", alg, r.Error, alg)
+		}
+	}
+	for _, alg := range []string{"stolen", "missing", "big", "elsewhere", "controllers"} {
 		r := e.waitResult(t, alg+"-job")
 		if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != runner.CodeBadGateway || r.Attempts != cfg.MaxAttempts {
 			t.Errorf("%s-job: status %s error %v attempts %d output_ref %q, want failed with 502 after %d attempts",

@@ -113,7 +113,7 @@ func TestFullStreamsNeverStopHeartbeats(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			// 4 + 1 + 1 + 1 MiB of streams and 1 + 1 MiB of object
+			// 4 + 1 + 1 + 1 MiB of streams and 1 + 1 + ½ MiB of object
 			// stores in a 10 MiB account.
 			nc := startAccountServer(t, 10*mib, tc.maxBytesRequired)
 			js, err := jetstream.New(nc)
@@ -128,6 +128,7 @@ func TestFullStreamsNeverStopHeartbeats(t *testing.T) {
 				Discovery: discovery.Config{TTL: 3 * time.Second, MaxBytes: mib},
 				Inputs:    controller.ObjectsConfig{MaxBytes: mib},
 				Outputs:   controller.ObjectsConfig{MaxBytes: mib},
+				Uploads:   controller.ObjectsConfig{MaxBytes: mib / 2},
 			}
 			store, err := controller.Provision(ctx, js, cfg)
 			if err != nil {

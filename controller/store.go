@@ -33,12 +33,17 @@ const (
 	DeadInvalidAlgorithm = "_invalid"
 	// ResultsBucket is the KV bucket of result records, keyed by job id.
 	ResultsBucket = "results"
-	// InputsBucket is the object store bucket of data uploaded for jobs
-	// (pnp put, Store.SubmitFile), read by runners through obj://
+	// InputsBucket is the object store bucket of data producers upload
+	// for jobs (pnp put, Store.SubmitFile), read by runners through obj://
 	// references.
 	InputsBucket = objref.InputsBucket
+	// UploadsBucket is the object store bucket of data uploaded through
+	// the HTTP gateway (Store.PutUpload), read by runners like inputs.
+	UploadsBucket = objref.UploadsBucket
 	// OutputsBucket is the object store bucket of outputs too large for a
-	// message; a result record then carries output_ref.
+	// result record, which the controller stores; a result record then
+	// carries output_ref. Runners store theirs in their algorithm's own
+	// bucket, objref.OutputsBucketFor(algorithm).
 	OutputsBucket = objref.OutputsBucket
 )
 
@@ -47,8 +52,11 @@ const (
 	DefaultResultTTL       = 24 * time.Hour
 	DefaultDuplicateWindow = 2 * time.Minute
 	DefaultInputTTL        = 24 * time.Hour
-	// DefaultObjectsMaxBytes bounds each object store bucket.
+	// DefaultObjectsMaxBytes bounds each of the inputs and outputs
+	// object store buckets.
 	DefaultObjectsMaxBytes = 1 << 30
+	// DefaultUploadsMaxBytes bounds the uploads object store bucket.
+	DefaultUploadsMaxBytes = 256 << 20
 	// DefaultJobsMaxBytes and DefaultJobsMaxMsgs bound stream JOBS.
 	DefaultJobsMaxBytes = 1 << 30
 	DefaultJobsMaxMsgs  = 1_000_000
@@ -76,8 +84,9 @@ type ObjectsConfig struct {
 // every stream bounded — JOBS to 1 GiB and 1 000 000 jobs, DEAD to 256 MiB
 // and 100 000 letters, results to 1 GiB, discovery to
 // discovery.DefaultMaxBytes, the inputs and outputs object stores to 1 GiB
-// each — so that together (about 4.3 GiB, times the replicas; with
-// rollout's routes, COMPARE and HISTORY about 4.5 GiB) they fit an
+// each, uploads to 256 MiB (and each of OutputAlgorithms' to 64 MiB) —
+// so that together (about 4.55 GiB, times the replicas; with rollout's
+// routes, COMPARE and HISTORY about 4.75 GiB) they fit an
 // account's JetStream limit with room to spare, and
 // a flood of one never starves the others. For the size and count limits,
 // -1 means no limit, which an account with max_bytes_required refuses.
@@ -129,6 +138,18 @@ type StoreConfig struct {
 	// Outputs bounds the outputs object store bucket. Zero value: objects
 	// kept as long as results, 1 GiB in all.
 	Outputs ObjectsConfig
+	// Uploads bounds the uploads object store bucket (HTTP uploads).
+	// Zero value: objects kept as long as inputs, 256 MiB in all.
+	Uploads ObjectsConfig
+	// OutputAlgorithms lists the algorithms whose outputs bucket
+	// (objref.OutputsBucketFor) Provision creates or updates, for runners
+	// that may not create it (pnp runner --no-provision). Default: none;
+	// a runner that may create streams creates its own.
+	OutputAlgorithms []string
+	// AlgorithmOutputs bounds each of those buckets. Zero value: objects
+	// kept as long as results, objref.DefaultAlgorithmOutputsMaxBytes
+	// (64 MiB) each.
+	AlgorithmOutputs ObjectsConfig
 }
 
 // limit returns v, or def when v is zero.
@@ -157,6 +178,18 @@ func (c *StoreConfig) setDefaults() {
 	}
 	if c.Outputs.TTL == 0 {
 		c.Outputs.TTL = c.ResultTTL
+	}
+	if c.Uploads.TTL == 0 {
+		c.Uploads.TTL = c.Inputs.TTL
+	}
+	if c.Uploads.MaxBytes == 0 {
+		c.Uploads.MaxBytes = DefaultUploadsMaxBytes
+	}
+	if c.AlgorithmOutputs.TTL == 0 {
+		c.AlgorithmOutputs.TTL = c.ResultTTL
+	}
+	if c.AlgorithmOutputs.MaxBytes == 0 {
+		c.AlgorithmOutputs.MaxBytes = objref.DefaultAlgorithmOutputsMaxBytes
 	}
 	for _, o := range []*ObjectsConfig{&c.Inputs, &c.Outputs} {
 		if o.MaxBytes == 0 {
@@ -205,12 +238,17 @@ func (c StoreConfig) Validate() error {
 	if c.Replicas < 0 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("replicas %d out of range 1..5", c.Replicas))
 	}
-	for name, o := range map[string]ObjectsConfig{InputsBucket: c.Inputs, OutputsBucket: c.Outputs} {
+	for name, o := range map[string]ObjectsConfig{InputsBucket: c.Inputs, OutputsBucket: c.Outputs, UploadsBucket: c.Uploads, "algorithm outputs": c.AlgorithmOutputs} {
 		if o.TTL < 0 {
 			errs = append(errs, fmt.Errorf("%s ttl %s is negative", name, o.TTL))
 		}
 		if o.MaxBytes < 0 {
 			errs = append(errs, fmt.Errorf("%s max bytes %d is negative", name, o.MaxBytes))
+		}
+	}
+	for _, a := range c.OutputAlgorithms {
+		if !discovery.ValidAlgorithmName(a) {
+			errs = append(errs, fmt.Errorf("output algorithm %q is not an algorithm name", a))
 		}
 	}
 	return errors.Join(errs...)
@@ -238,7 +276,9 @@ type Store struct {
 }
 
 // Provision creates or updates every stream and bucket of the system —
-// discovery, JOBS, results, DEAD, the inputs and outputs object stores — to cfg and returns a Store over them. It
+// discovery, JOBS, results, DEAD, the inputs, outputs and uploads object
+// stores and the outputs buckets of cfg.OutputAlgorithms — to cfg and
+// returns a Store over them. It
 // is idempotent, so every controller (and `pnp up`) calls it at start-up;
 // replicas must use the same cfg, or the last one to start wins.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*Store, error) {
@@ -316,13 +356,14 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 	if err := discardOld(ctx, s.js, "KV_"+ResultsBucket); err != nil {
 		return nil, fmt.Errorf("controller: provision bucket %s: %w", ResultsBucket, err)
 	}
-	objects := make([]jetstream.ObjectStore, 2)
+	objects := make([]jetstream.ObjectStore, 3)
 	for i, b := range []struct {
 		name, what string
 		cfg        ObjectsConfig
 	}{
-		{InputsBucket, "data uploaded for jobs, read by runners through obj:// references", s.cfg.Inputs},
-		{OutputsBucket, "outputs too large for a message, referred to by output_ref", s.cfg.Outputs},
+		{InputsBucket, "data producers upload for jobs, read by runners through obj:// references", s.cfg.Inputs},
+		{OutputsBucket, "outputs too large for a result record, stored by the controller, referred to by output_ref", s.cfg.Outputs},
+		{UploadsBucket, "data uploaded through the HTTP gateway, read by runners through obj:// references", s.cfg.Uploads},
 	} {
 		objects[i], err = s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 			Bucket:      b.name,
@@ -334,6 +375,14 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		})
 		if err != nil {
 			return nil, fmt.Errorf("controller: provision object store %s: %w", b.name, err)
+		}
+	}
+	// Each algorithm's runners write only their own outputs bucket, so
+	// that one of them rolling a bucket up empties no other's.
+	for _, a := range s.cfg.OutputAlgorithms {
+		oc := objref.OutputsConfig(a, s.cfg.AlgorithmOutputs.TTL, s.cfg.AlgorithmOutputs.MaxBytes, s.cfg.Replicas)
+		if _, err := s.js.CreateOrUpdateObjectStore(ctx, oc); err != nil {
+			return nil, fmt.Errorf("controller: provision object store %s: %w", oc.Bucket, err)
 		}
 	}
 	s.registry, s.jobs, s.dead, s.results = reg, jobs, dead, results

@@ -86,7 +86,9 @@ func TestClusterReplicas(t *testing.T) {
 	defer cancel()
 
 	admin := connect(t, strings.Join(urls, ","), "admin")
-	cfg := controller.StoreConfig{Replicas: 3, Discovery: discovery.Config{Replicas: 3, Update: true}}
+	// With the outputs buckets compose.yaml provisions: the account's
+	// budget holds them too, at replicas 3.
+	cfg := controller.StoreConfig{Replicas: 3, Discovery: discovery.Config{Replicas: 3, Update: true}, OutputAlgorithms: outputAlgorithms}
 	// The cluster elects its JetStream meta leader after the routes are up.
 	var store *controller.Store
 	deadline := time.Now().Add(30 * time.Second)

@@ -127,17 +127,23 @@ func TestGatewayRoleAllowed(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no job event under the gateway role")
 	}
-	// Data by reference: upload to inputs, read it back; read outputs
-	// (a missing object is a 404, not a permission error).
+	// Data by reference: upload to uploads, the gateway's own bucket,
+	// read it back; read a producer's input and the outputs (a missing
+	// object is a 404, not a permission error).
 	code, b := httpDo(t, "POST", base+"/v1/objects?filename=a.txt", "some bytes", nil)
 	var obj struct{ Ref string }
-	if code != 201 || json.Unmarshal(b, &obj) != nil || !strings.HasPrefix(obj.Ref, "obj://inputs/") {
+	if code != 201 || json.Unmarshal(b, &obj) != nil || !strings.HasPrefix(obj.Ref, "obj://uploads/") {
 		t.Fatalf("upload: %d %s", code, b)
 	}
-	check("download an input", 200, "GET", "/v1/objects/"+strings.TrimPrefix(obj.Ref, "obj://"), "", nil, "some bytes")
+	check("download an upload", 200, "GET", "/v1/objects/"+strings.TrimPrefix(obj.Ref, "obj://"), "", nil, "some bytes")
+	in, err := d.store.PutInput(context.Background(), "gw/in.txt", strings.NewReader("a producer's bytes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("download a producer's input", 200, "GET", "/v1/objects/"+strings.TrimPrefix(in.String(), "obj://"), "", nil, "a producer's bytes")
 	// An upload over the limit is refused and leaves nothing behind: the
 	// chunks it wrote are purged (which the role must allow), at once.
-	inputs, err := c.js(t).Stream(context.Background(), "OBJ_inputs")
+	inputs, err := c.js(t).Stream(context.Background(), "OBJ_uploads")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,9 +169,10 @@ func TestGatewayRoleAllowed(t *testing.T) {
 		t.Fatal(err)
 	}
 	if after.State.Msgs != before.State.Msgs {
-		t.Errorf("OBJ_inputs holds %d messages after a refused upload, %d before: its chunks stayed", after.State.Msgs, before.State.Msgs)
+		t.Errorf("OBJ_uploads holds %d messages after a refused upload, %d before: its chunks stayed", after.State.Msgs, before.State.Msgs)
 	}
 	check("a missing output", 404, "GET", "/v1/objects/outputs/none", "", nil, "no object")
+	check("a missing output of an algorithm", 404, "GET", "/v1/objects/outputs_language_detection/none", "", nil, "no object")
 	check("output of a failed job", 409, "GET", "/v1/jobs/gw-bad/output", "", nil, "is failed")
 	c.expectClean(t)
 }
@@ -182,6 +189,9 @@ func TestGatewayRoleDenied(t *testing.T) {
 		"_INBOX_controller.forged",              // forge a reply
 		"$SRV.PING",                             // more of the control plane than stats
 	}
+	// Object stores other than its own bucket uploads: writing them
+	// would let a roll-up empty them.
+	publishes = append(publishes, "$O.inputs.C.forged", "$JS.API.STREAM.PURGE.OBJ_inputs", "$O.outputs.M.forged", "$O.outputs_language_detection.C.forged")
 	for _, subj := range publishes {
 		t.Run("publish "+subj, func(t *testing.T) {
 			c := connect(t, d.url, "gateway")

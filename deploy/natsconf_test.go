@@ -214,6 +214,9 @@ func startDeploymentWith(t *testing.T, cfg controller.StoreConfig) *deployment {
 	d := &deployment{url: startServer(t), metrics: prometheus.NewRegistry()}
 
 	d.admin = connect(t, d.url, "admin")
+	if cfg.OutputAlgorithms == nil {
+		cfg.OutputAlgorithms = outputAlgorithms // as compose.yaml provisions
+	}
 	if _, err := controller.Provision(ctx, d.admin.js(t), cfg); err != nil {
 		t.Fatalf("admin provisions: %v", err)
 	}
@@ -469,7 +472,7 @@ func TestRolesAllowed(t *testing.T) {
 		}
 	})
 
-	t.Run("data by reference: producer uploads, runner reads and writes outputs, controller writes outputs, producer reads them", func(t *testing.T) {
+	t.Run("data by reference: producer uploads, runner reads and writes its outputs, controller writes outputs, controller and producer read them", func(t *testing.T) {
 		data := bytes.Repeat([]byte("input "), 300_000) // 1.8 MB, over a message
 		ref, err := d.store.PutInput(ctx, "deploy/in.bin", bytes.NewReader(data))
 		if err != nil {
@@ -479,14 +482,21 @@ func TestRolesAllowed(t *testing.T) {
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("runner reads %s: %d bytes, %v", ref, len(got), err)
 		}
-		for _, c := range []*client{d.runnerC, d.controllerC} {
-			out, err := objref.Put(ctx, c.js(t), controller.OutputsBucket, "deploy/"+c.role, bytes.NewReader(data))
+		for _, w := range []struct {
+			c      *client
+			bucket string
+		}{{d.runnerC, objref.OutputsBucketFor("language_detection")}, {d.controllerC, controller.OutputsBucket}} {
+			c := w.c
+			out, err := objref.Put(ctx, c.js(t), w.bucket, "deploy/"+c.role, bytes.NewReader(data))
 			if err != nil {
 				t.Fatalf("%s writes an output: %v", c.role, err)
 			}
 			res := controller.Result{JobID: "x", OutputRef: out.String()}
 			if got, err := d.store.Output(ctx, res, 0); err != nil || !bytes.Equal(got, data) {
 				t.Fatalf("producer reads %s: %d bytes, %v", out, len(got), err)
+			}
+			if got, err := objref.Read(ctx, d.controllerC.js(t), out, 0); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("controller reads %s: %d bytes, %v", out, len(got), err)
 			}
 		}
 	})
@@ -606,6 +616,14 @@ func TestRolesDenied(t *testing.T) {
 		{"runner deletes outputs", "text_runner", publish("$JS.API.STREAM.PURGE.OBJ_outputs")},
 		{"runner creates a consumer on inputs", "meme_runner", publish("$JS.API.CONSUMER.CREATE.OBJ_inputs.x.$O.inputs.C.x")},
 		{"producer writes an output", "producer", publish("$O.outputs.M.forged")},
+		{"producer writes an algorithm's output", "producer", publish("$O.outputs_language_detection.M.forged")},
+		{"producer writes an upload", "producer", publish("$O.uploads.C.forged")},
+		{"runner writes the controller's outputs", "text_runner", publish("$O.outputs.M.forged")},
+		{"runner writes another algorithm's outputs", "text_runner", publish("$O.outputs_meme_classifier.C.forged")},
+		{"meme runner writes language_detection's outputs", "meme_runner", publish("$O.outputs_language_detection.M.forged")},
+		{"runner purges its own outputs", "meme_runner", publish("$JS.API.STREAM.PURGE.OBJ_outputs_meme_classifier")},
+		{"controller writes an algorithm's output", "controller", publish("$O.outputs_language_detection.C.forged")},
+		{"controller purges outputs", "controller", publish("$JS.API.STREAM.PURGE.OBJ_outputs")},
 		{"producer purges inputs", "producer", publish("$JS.API.STREAM.PURGE.OBJ_inputs")},
 		{"producer creates a consumer on outputs", "producer", publish("$JS.API.CONSUMER.CREATE.OBJ_outputs.x.$O.outputs.C.x")},
 		{"controller reads an input", "controller", publish("$JS.API.DIRECT.GET.OBJ_inputs.$O.inputs.M.x")},
@@ -751,10 +769,13 @@ func TestConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The defaults of pnp provision, replicated 3 times in a cluster,
+		// The defaults of pnp provision, with compose.yaml's
+		// outputs_<algorithm> buckets, replicated 3 times in a cluster,
 		// must be reservable with room left.
 		sum := int64(controller.DefaultJobsMaxBytes + controller.DefaultDeadMaxBytes + controller.DefaultResultsMaxBytes + discovery.DefaultMaxBytes +
 			2*controller.DefaultObjectsMaxBytes + // inputs and outputs
+			controller.DefaultUploadsMaxBytes +
+			int64(len(outputAlgorithms))*objref.DefaultAlgorithmOutputsMaxBytes + // as compose.yaml provisions
 			rollout.DefaultMaxBytes + rollout.DefaultCompareMaxBytes + rollout.DefaultHistoryMaxBytes)
 		if info.Limits.MaxStore < 3*sum || info.Limits.MaxStore > opts.JetStreamMaxStore {
 			t.Errorf("account max_file %d: want at least 3 × %d (the default stream limits at replicas 3) and at most the server's %d", info.Limits.MaxStore, sum, opts.JetStreamMaxStore)
@@ -918,7 +939,7 @@ func TestComposeMatchesNatsConf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type service struct{ user, password, inbox, algorithms, worker string }
+	type service struct{ user, password, inbox, algorithms, worker, outputs string }
 	services := map[string]*service{}
 	var cur *service
 	inServices := false
@@ -952,6 +973,8 @@ func TestComposeMatchesNatsConf(t *testing.T) {
 			cur.password = v
 		case "NATS_INBOX_PREFIX":
 			cur.inbox = v
+		case "PNP_OUTPUT_ALGORITHMS":
+			cur.outputs = v
 		case "command":
 			if i := strings.Index(v, `"--algorithms", "`); i >= 0 {
 				rest := v[i+len(`"--algorithms", "`):]
@@ -962,6 +985,13 @@ func TestComposeMatchesNatsConf(t *testing.T) {
 				cur.worker = rest[:strings.IndexByte(rest, '"')]
 			}
 		}
+	}
+	var provisioned []string
+	if p := services["provision"]; p != nil && p.outputs != "" {
+		provisioned = strings.Split(p.outputs, ",")
+	}
+	if !slices.Equal(provisioned, outputAlgorithms) {
+		t.Errorf("provision's PNP_OUTPUT_ALGORITHMS %v, want %v (the buckets the tests in deploy/ provision)", provisioned, outputAlgorithms)
 	}
 	runners := 0
 	for name, s := range services {
@@ -1001,6 +1031,7 @@ func TestComposeMatchesNatsConf(t *testing.T) {
 			if !slices.Contains(u.Permissions.Publish.Allow, "$KV.discovery."+alg+".*") {
 				t.Errorf("service %s serves %s, which user %s may not register", name, alg, s.user)
 			}
+			checkOutputsBucket(t, users, name, s.user, alg, provisioned)
 		}
 	}
 	if runners != 3 {

@@ -53,7 +53,7 @@ type Config struct {
 	// MaxWait caps ?wait= of GET /v1/jobs/{id}. Default DefaultMaxWait.
 	MaxWait time.Duration
 	// MaxUpload caps the bytes of one upload (POST /v1/objects, the file
-	// of a multipart run or job) streamed into the inputs bucket. Default
+	// of a multipart run or job) streamed into the uploads bucket. Default
 	// DefaultMaxUpload; the bucket's own limits still apply.
 	MaxUpload int64
 	// StatsTimeout bounds the collection of $SRV.STATS replies; StatsTTL

@@ -20,8 +20,10 @@ import (
 	"pnpworker/schemas"
 )
 
-// Data by reference over HTTP: uploads into the inputs bucket, downloads
-// from inputs and outputs, a job's output wherever it is stored, and
+// Data by reference over HTTP: uploads into the uploads bucket (the
+// gateway's own: producers write inputs, which the gateway may not),
+// downloads from the pipeline's buckets, a job's output wherever it is
+// stored, and
 // multipart requests whose file part becomes an obj:// reference in the
 // input (docs/HTTP.md).
 
@@ -99,7 +101,7 @@ func objectName(filename string) string {
 	return name + "/" + base
 }
 
-// putInput streams body into the inputs bucket as a new object named after
+// putInput streams body into the uploads bucket as a new object named after
 // filename. On failure it has written the problem.
 func (g *Gateway) putInput(w http.ResponseWriter, r *http.Request, filename string, body io.Reader) (objref.Ref, int64, bool) {
 	// Not cancelled with the request: an upload that fails midway (the
@@ -108,7 +110,7 @@ func (g *Gateway) putInput(w http.ResponseWriter, r *http.Request, filename stri
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), transferTimeout)
 	defer cancel()
 	cr := &countingReader{r: &capReader{r: body, left: g.cfg.MaxUpload}, failed: func() { time.AfterFunc(cleanupTimeout, cancel) }}
-	ref, err := g.store.PutInput(ctx, objectName(filename), cr)
+	ref, err := g.store.PutUpload(ctx, objectName(filename), cr)
 	var mbe *http.MaxBytesError
 	switch {
 	case err == nil:
@@ -116,17 +118,17 @@ func (g *Gateway) putInput(w http.ResponseWriter, r *http.Request, filename stri
 	case errors.Is(err, errUploadTooLarge), errors.As(err, &mbe):
 		writeProblem(w, problem{Code: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("upload over the limit of %d bytes", g.cfg.MaxUpload)})
 	case errors.Is(err, controller.ErrNoObjectStore):
-		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Message: fmt.Sprintf("bucket %s is not provisioned (run pnp provision)", controller.InputsBucket)})
+		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Message: fmt.Sprintf("bucket %s is not provisioned (run pnp provision)", controller.UploadsBucket)})
 	case r.Context().Err() != nil:
 	default:
 		g.log.Warn().Err(err).Msg("upload failed")
-		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Message: fmt.Sprintf("cannot store the upload in bucket %s", controller.InputsBucket)})
+		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Message: fmt.Sprintf("cannot store the upload in bucket %s", controller.UploadsBucket)})
 	}
 	return objref.Ref{}, 0, false
 }
 
 // upload is POST /v1/objects[?filename=F]: the body, any bytes up to
-// MaxUpload, becomes a new object of the inputs bucket, named by a unique
+// MaxUpload, becomes a new object of the uploads bucket, named by a unique
 // id (and F). The answer carries its obj:// reference.
 func (g *Gateway) upload(w http.ResponseWriter, r *http.Request) {
 	extendTransfer(w)
@@ -147,10 +149,10 @@ func objectPath(ref objref.Ref) string {
 	return "/v1/objects/" + strings.TrimPrefix(ref.String(), objref.Prefix)
 }
 
-// download is GET /v1/objects/{bucket}/{name...}: an object of the inputs
-// or the outputs bucket. Inputs are served as attachments of type
-// application/octet-stream (never rendered as a page of this origin),
-// outputs as the JSON they are.
+// download is GET /v1/objects/{bucket}/{name...}: an object of the inputs,
+// uploads, outputs or an algorithm's outputs bucket. Inputs and uploads
+// are served as attachments of type application/octet-stream (never
+// rendered as a page of this origin), outputs as the JSON they are.
 func (g *Gateway) download(w http.ResponseWriter, r *http.Request) {
 	ref := objref.Ref{Bucket: r.PathValue("bucket"), Name: r.PathValue("name")}
 	if err := ref.Validate(); err != nil {
@@ -158,7 +160,7 @@ func (g *Gateway) download(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctype := "application/octet-stream"
-	if ref.Bucket == controller.OutputsBucket {
+	if objref.IsOutputsBucket(ref.Bucket) {
 		ctype = "application/json"
 	}
 	g.sendObject(w, r, ref, ctype)
@@ -171,7 +173,7 @@ func (g *Gateway) sendObject(w http.ResponseWriter, r *http.Request, ref objref.
 	switch {
 	case err == nil:
 	case errors.Is(err, controller.ErrNotReadable), errors.Is(err, objref.ErrNotFound):
-		writeProblem(w, problem{Code: http.StatusNotFound, Message: fmt.Sprintf("no object %s (objects of buckets %s and %s can be read)", ref, controller.InputsBucket, controller.OutputsBucket)})
+		writeProblem(w, problem{Code: http.StatusNotFound, Message: fmt.Sprintf("no object %s (objects of buckets %s, %s, %s and %s can be read)", ref, controller.InputsBucket, controller.UploadsBucket, controller.OutputsBucket, objref.OutputsBucketFor("<algorithm>"))})
 		return
 	case r.Context().Err() != nil:
 		return
@@ -239,7 +241,7 @@ func isMultipart(r *http.Request) bool {
 }
 
 // readInput reads the input of run and jobs: the JSON body, or, for a
-// multipart/form-data request, the form's file uploaded to the inputs
+// multipart/form-data request, the form's file uploaded to the uploads
 // bucket and its reference put in the input (form fields: file, the
 // upload; input, the other fields as a JSON object; field, the input
 // field for the reference, default image_url). The reference is also

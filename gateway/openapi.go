@@ -72,15 +72,15 @@ func (g *Gateway) openAPIDoc() obj {
 				"404": problemResponse("no result"), "409": problemResponse("the job has not succeeded")},
 		}},
 		"/v1/objects": obj{"post": obj{
-			"operationId": "uploadObject", "summary": "upload the body to bucket inputs; reference it as obj://inputs/<name> in an input",
+			"operationId": "uploadObject", "summary": "upload the body to bucket uploads; reference it as obj://uploads/<name> in an input",
 			"parameters":  []any{obj{"name": "filename", "in": "query", "required": false, "description": "kept at the end of the object's unique name", "schema": obj{"type": "string"}}},
 			"requestBody": obj{"required": true, "content": obj{"application/octet-stream": obj{"schema": obj{"type": "string", "format": "binary"}}}},
 			"responses": obj{"201": obj{"description": "stored", "headers": obj{"Location": obj{"schema": obj{"type": "string"}}},
 				"content": obj{"application/json": obj{"schema": ref("Object")}}}, "413": problemResponse("over the upload limit")},
 		}},
 		"/v1/objects/{bucket}/{name}": obj{"get": obj{
-			"operationId": "downloadObject", "summary": "an object of bucket inputs or outputs",
-			"parameters": []any{obj{"name": "bucket", "in": "path", "required": true, "schema": obj{"enum": []any{"inputs", "outputs"}}},
+			"operationId": "downloadObject", "summary": "an object of bucket inputs, uploads, outputs or outputs_<algorithm>",
+			"parameters": []any{obj{"name": "bucket", "in": "path", "required": true, "schema": obj{"type": "string", "pattern": "^(inputs|uploads|outputs|outputs_[a-z][a-z0-9_]{0,63})$"}},
 				obj{"name": "name", "in": "path", "required": true, "description": "the object's name; may contain '/'", "schema": obj{"type": "string"}}},
 			"responses": obj{"200": obj{"description": "the object's bytes", "content": obj{"application/octet-stream": obj{"schema": obj{"type": "string", "format": "binary"}}}},
 				"404": problemResponse("no such object, or not a bucket of the pipeline")},
@@ -121,7 +121,7 @@ func (g *Gateway) openAPIDoc() obj {
 			"responses": obj{"200": obj{"description": "ready"}, "503": problemResponse("not ready")}}},
 	}
 	fileForm := obj{"schema": obj{"type": "object", "required": []any{"file"}, "properties": obj{
-		"file":  obj{"type": "string", "format": "binary", "description": "uploaded to bucket inputs; its obj:// reference becomes the input field named by field"},
+		"file":  obj{"type": "string", "format": "binary", "description": "uploaded to bucket uploads; its obj:// reference becomes the input field named by field"},
 		"field": obj{"type": "string", "default": DefaultFileField, "description": "the input field that takes the file's reference"},
 		"input": obj{"type": "string", "description": "the other input fields, a JSON object"},
 	}}}

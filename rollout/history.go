@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -49,8 +48,8 @@ func (r HistoryRecord) recordedRef() string {
 	var body map[string]json.RawMessage
 	if len(r.Output) > 0 && r.Output[0] == '{' && json.Unmarshal(r.Output, &body) == nil && len(body) == 1 {
 		var ref string
-		if json.Unmarshal(body["output_ref"], &ref) == nil && strings.HasPrefix(ref, "obj://"+objref.OutputsBucket+"/") {
-			if _, err := objref.Parse(ref); err == nil {
+		if json.Unmarshal(body["output_ref"], &ref) == nil {
+			if r, err := objref.Parse(ref); err == nil && objref.IsOutputsBucket(r.Bucket) {
 				return ref
 			}
 		}
@@ -190,8 +189,8 @@ func storedOutput(ctx context.Context, js jetstream.JetStream, data []byte, ref 
 	if err != nil {
 		return nil, fmt.Errorf("output reference: %w", err)
 	}
-	if r.Bucket != objref.OutputsBucket {
-		return nil, fmt.Errorf("output reference %s: not in bucket %s", r, objref.OutputsBucket)
+	if !objref.IsOutputsBucket(r.Bucket) {
+		return nil, fmt.Errorf("output reference %s: not in an outputs bucket (%s, %s)", r, objref.OutputsBucket, objref.OutputsBucketFor("<algorithm>"))
 	}
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxOutputBytes

@@ -401,7 +401,7 @@ func (w *worker) serve(j job) {
 		if err != nil {
 			log.Warn().Err(err).Int("bytes", len(data)).Msg("output too large for a message and not stored")
 			e.replyError(reply, hdr, j.received, &Error{Code: CodeInternal, Message: fmt.Sprintf(
-				"output of %d bytes exceeds the server's max payload of %d and could not be stored in bucket %s", len(data), e.nc.MaxPayload(), objref.OutputsBucket), Err: err})
+				"output of %d bytes exceeds the server's max payload of %d and could not be stored in bucket %s", len(data), e.nc.MaxPayload(), objref.OutputsBucketFor(e.alg.spec.Name)), Err: err})
 			return
 		}
 		ref = r.String()

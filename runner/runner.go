@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
+	"pnpworker/internal/objref"
 	"pnpworker/rollout"
 )
 
@@ -69,8 +70,11 @@ func WithDiscovery(cfg discovery.Config) Option {
 }
 
 // WithoutProvisioning makes the runner bind to an existing discovery
-// bucket instead of creating it, for credentials that may not create
-// streams. Default: the runner provisions the bucket idempotently.
+// bucket instead of creating it, and use its algorithms' outputs buckets
+// (objref.OutputsBucketFor) only as pnp provision made them, for
+// credentials that may not create streams. Default: the runner provisions
+// the discovery and routes buckets idempotently and creates its
+// algorithms' outputs buckets when they are missing.
 func WithoutProvisioning() Option {
 	return func(o *options) error { o.provision = false; return nil }
 }
@@ -225,6 +229,13 @@ func (r *Runner) Run(ctx context.Context) error {
 	if r.opts.provision {
 		if _, err := rollout.Provision(ctx, js, r.opts.routes); err != nil {
 			return fmt.Errorf("runner: %w", err)
+		}
+		// Each algorithm's own outputs bucket, unless pnp provision made
+		// it already (its settings are then kept).
+		for _, a := range r.algs {
+			if err := objref.EnsureBucket(ctx, js, objref.OutputsConfig(a.Name(), 0, 0, r.opts.discovery.Replicas)); err != nil {
+				return fmt.Errorf("runner: %w", err)
+			}
 		}
 	}
 	// Routes decide which versions are in the shared queue group on

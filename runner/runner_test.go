@@ -565,10 +565,25 @@ func TestOversizedErrorAndOutputStillGetAReply(t *testing.T) {
 		t.Fatal(err)
 	}
 	start(t, nc, []*runner.Algorithm{big})
-	// An output just under the limit whose headers push it over.
+	// An output just under the limit whose headers push it over: stored
+	// in the algorithm's own outputs bucket, which the runner created.
 	msg := request(t, nc, fmt.Sprintf(`{"n":%d}`, max-20), nil)
-	if msg.Header.Get(runner.HeaderErrorCode) != "500" || !strings.Contains(msg.Header.Get(runner.HeaderError), "max payload") {
-		t.Errorf("oversized output: %v", msg.Header)
+	if ref := msg.Header.Get(runner.HeaderOutputRef); msg.Header.Get(runner.HeaderErrorCode) != "" || !strings.HasPrefix(ref, "obj://outputs_word_count/") {
+		t.Errorf("oversized output: %v, want a reference into outputs_word_count", msg.Header)
+	}
+	// Without that bucket it cannot be stored: a 500 saying why.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := js.DeleteObjectStore(ctx, "outputs_word_count"); err != nil {
+		t.Fatal(err)
+	}
+	msg = request(t, nc, fmt.Sprintf(`{"n":%d}`, max-20), nil)
+	if msg.Header.Get(runner.HeaderErrorCode) != "500" || !strings.Contains(msg.Header.Get(runner.HeaderError), "max payload") || !strings.Contains(msg.Header.Get(runner.HeaderError), "outputs_word_count") {
+		t.Errorf("oversized output without its bucket: %v", msg.Header)
 	}
 	// 100k violations: the error reply is capped and still arrives.
 	items := "[" + strings.TrimSuffix(strings.Repeat("1,", 100000), ",") + "]"

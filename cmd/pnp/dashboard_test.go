@@ -165,7 +165,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	step(t, ctx, "try it: a file uploaded from the form is classified by reference",
 		chromedp.Click(chromedp.CSS(meme+"summary")),
 		chromedp.SetUploadFiles(chromedp.CSS(meme+`input[type="file"]`), []string{sample}),
-		until(`/^obj:\/\/inputs\/.+\/drake_pref_captioned\.jpg$/.test(document.querySelector('`+meme+`[name="image_url"]').value)`),
+		until(`/^obj:\/\/uploads\/.+\/drake_pref_captioned\.jpg$/.test(document.querySelector('`+meme+`[name="image_url"]').value)`),
 		chromedp.Click(chromedp.CSS(meme+`button[type="submit"]`)),
 		until(`document.querySelector('`+meme+`[data-role="status"]').textContent === "200"`),
 		until(`/"label": "drake_pref"/.test(document.querySelector('`+meme+`[data-role="reply"]').textContent)`),

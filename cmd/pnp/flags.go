@@ -198,7 +198,7 @@ type imageFlags struct{ gallery, allow, decodeBudget, buckets string }
 func (f *imageFlags) register(fs *flagSet) {
 	fs.StringVar(&f.gallery, "gallery", env("PNP_GALLERY", ""), "meme_classifier template folder (label = file name, or sub-folder name); empty: the built-in demo gallery (env PNP_GALLERY)")
 	fs.StringVar(&f.allow, "fetch-allow", env("PNP_FETCH_ALLOW", ""), "comma-separated CIDRs or host:port the image fetcher may reach although they are private or loopback (env PNP_FETCH_ALLOW)")
-	fs.StringVar(&f.buckets, "object-buckets", env("PNP_OBJECT_BUCKETS", objref.InputsBucket), "comma-separated object store buckets obj://<bucket>/<name> image URLs may name, read over this process's NATS connection (env PNP_OBJECT_BUCKETS)")
+	fs.StringVar(&f.buckets, "object-buckets", env("PNP_OBJECT_BUCKETS", objref.InputsBucket+","+objref.UploadsBucket), "comma-separated object store buckets obj://<bucket>/<name> image URLs may name, read over this process's NATS connection; names match whole (env PNP_OBJECT_BUCKETS)")
 	fs.StringVar(&f.decodeBudget, "decode-budget", env("PNP_DECODE_BUDGET", "256MiB"), "memory all image decodes of this process may hold at once, e.g. 256MiB; also the largest one image may take; a request finding it full is answered 503 not started (env PNP_DECODE_BUDGET)")
 }
 
@@ -223,22 +223,46 @@ func (f *imageFlags) budget() (*imagefetch.Budget, error) {
 	return imagefetch.NewBudget(n)
 }
 
-// objectFlags are the limits of the inputs and outputs object store
-// buckets, for the commands that provision them.
-type objectFlags struct{ maxBytes string }
+// objectFlags are the limits of the object store buckets (inputs,
+// outputs, uploads, and the outputs bucket of each algorithm named), for
+// the commands that provision them.
+type objectFlags struct{ maxBytes, uploadsMaxBytes, algorithmMaxBytes, algorithms string }
 
 func (f *objectFlags) register(fs *flagSet, cfg *controller.StoreConfig) {
-	fs.DurationVar(&cfg.Inputs.TTL, "input-ttl", controller.DefaultInputTTL, "how long objects uploaded to the inputs bucket (pnp put) are kept")
+	fs.DurationVar(&cfg.Inputs.TTL, "input-ttl", controller.DefaultInputTTL, "how long objects uploaded to the inputs and uploads buckets (pnp put, the HTTP API) are kept")
 	fs.StringVar(&f.maxBytes, "objects-max-bytes", "1GiB", "size cap of each of the inputs and outputs object store buckets, e.g. 1GiB")
+	fs.StringVar(&f.uploadsMaxBytes, "uploads-max-bytes", "256MiB", "size cap of the uploads object store bucket (HTTP uploads), e.g. 256MiB")
+	fs.StringVar(&f.algorithms, "output-algorithms", env("PNP_OUTPUT_ALGORITHMS", ""), "comma-separated algorithms whose own outputs bucket outputs_<algorithm> to create, for runners that may not (--no-provision) (env PNP_OUTPUT_ALGORITHMS)")
+	fs.StringVar(&f.algorithmMaxBytes, "algorithm-outputs-max-bytes", "64MiB", "size cap of each outputs_<algorithm> bucket, e.g. 64MiB")
 }
 
 // apply sets the parsed limits in cfg.
 func (f *objectFlags) apply(cfg *controller.StoreConfig) error {
-	n, err := imagefetch.ParseSize(f.maxBytes)
-	if err != nil || n <= 0 {
-		return fmt.Errorf("%w: --objects-max-bytes %q: want a positive size such as 1GiB", errUsage, f.maxBytes)
+	for _, l := range []struct {
+		flag, v string
+		to      []*int64
+	}{
+		{"--objects-max-bytes", f.maxBytes, []*int64{&cfg.Inputs.MaxBytes, &cfg.Outputs.MaxBytes}},
+		{"--uploads-max-bytes", f.uploadsMaxBytes, []*int64{&cfg.Uploads.MaxBytes}},
+		{"--algorithm-outputs-max-bytes", f.algorithmMaxBytes, []*int64{&cfg.AlgorithmOutputs.MaxBytes}},
+	} {
+		n, err := imagefetch.ParseSize(l.v)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("%w: %s %q: want a positive size such as 1GiB", errUsage, l.flag, l.v)
+		}
+		for _, p := range l.to {
+			*p = n
+		}
 	}
-	cfg.Inputs.MaxBytes, cfg.Outputs.MaxBytes = n, n
+	for _, a := range strings.Split(f.algorithms, ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		if !discovery.ValidAlgorithmName(a) {
+			return fmt.Errorf("%w: --output-algorithms: %q is not an algorithm name", errUsage, a)
+		}
+		cfg.OutputAlgorithms = append(cfg.OutputAlgorithms, a)
+	}
 	return nil
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"image"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/image/draw"
 
 	imagethumbnail "pnpworker/algo/image_thumbnail"
@@ -127,7 +129,7 @@ func TestObjectRefsEndToEnd(t *testing.T) {
 	// A large output, stored by reference.
 	code, out, errOut = runPnp(t, "submit", "--server", url, "--id", "thumb-1", "--wait", "image_thumbnail", fmt.Sprintf(`{"image_url":%q,"max_side":1400}`, ref))
 	res = decodeResult(t, out)
-	if code != 0 || res.Status != controller.StatusSucceeded || res.Output != nil || !strings.HasPrefix(res.OutputRef, "obj://outputs/image_thumbnail/") {
+	if code != 0 || res.Status != controller.StatusSucceeded || res.Output != nil || !strings.HasPrefix(res.OutputRef, "obj://outputs_image_thumbnail/") {
 		t.Fatalf("thumbnail job: exit %d\n%s%s", code, out, errOut)
 	}
 	outFile := filepath.Join(dir, "thumb.json")
@@ -315,8 +317,8 @@ func TestGatewayFilesEndToEnd(t *testing.T) {
 		t.Fatalf("multipart run: %d %s", resp.StatusCode, b)
 	}
 	ref := resp.Header.Get("Pnp-Input-Ref")
-	if !strings.HasPrefix(ref, "obj://inputs/") {
-		t.Fatalf("Pnp-Input-Ref %q, want an obj://inputs/ reference", ref)
+	if !strings.HasPrefix(ref, "obj://uploads/") {
+		t.Fatalf("Pnp-Input-Ref %q, want an obj://uploads/ reference (the gateway's own bucket)", ref)
 	}
 	// The upload reads back whole, as an attachment.
 	resp, b = send("GET", "/v1/objects/"+strings.TrimPrefix(ref, "obj://"), nil, "")
@@ -333,7 +335,7 @@ func TestGatewayFilesEndToEnd(t *testing.T) {
 	}
 	resp, b = send("GET", "/v1/jobs/http-thumb?wait=60s", nil, "")
 	var res controller.Result
-	if resp.StatusCode != 200 || json.Unmarshal(b, &res) != nil || res.Status != controller.StatusSucceeded || !strings.HasPrefix(res.OutputRef, "obj://outputs/") {
+	if resp.StatusCode != 200 || json.Unmarshal(b, &res) != nil || res.Status != controller.StatusSucceeded || !strings.HasPrefix(res.OutputRef, "obj://outputs_image_thumbnail/") {
 		t.Fatalf("thumbnail job: %d %s", resp.StatusCode, b)
 	}
 	thumb, err := imagethumbnail.Thumbnail(pic, 1400)
@@ -400,9 +402,48 @@ func TestGatewayFilesEndToEnd(t *testing.T) {
 	if resp, b = send("POST", "/v1/algorithms/meme_classifier/run", body, ctype); resp.StatusCode != 400 || !strings.Contains(string(b), `"pointer":"/input"`) {
 		t.Errorf("form with an input that is not an object: %d %s, want 400 naming /input", resp.StatusCode, b)
 	}
-	for _, p := range []string{"/v1/objects/results/x", "/v1/objects/inputs/no-such-object", "/v1/objects/KV_discovery/x"} {
+	for _, p := range []string{"/v1/objects/results/x", "/v1/objects/inputs/no-such-object", "/v1/objects/KV_discovery/x", "/v1/objects/uploads_x/x", "/v1/objects/outputs_/x"} {
 		if resp, b = send("GET", p, nil, ""); resp.StatusCode != 404 {
 			t.Errorf("GET %s: %d %s, want 404", p, resp.StatusCode, b)
+		}
+	}
+}
+
+// pnp provision creates the uploads bucket and an outputs bucket per
+// algorithm named in --output-algorithms, each with its own size limit,
+// and refuses a name that is not an algorithm's.
+func TestProvisionObjectBuckets(t *testing.T) {
+	isolateEnv(t)
+	s := natstest.Start(t)
+	code, stdout, stderr := runPnp(t, "provision", "--server", s.URL(),
+		"--output-algorithms", "image_info,text_stats", "--uploads-max-bytes", "16MiB", "--algorithm-outputs-max-bytes", "8MiB")
+	if code != 0 || !strings.Contains(stdout, "object stores inputs, uploads, outputs, outputs_image_info, outputs_text_stats") {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	js, err := jetstream.New(s.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for bucket, want := range map[string]int64{
+		"uploads": 16 << 20, "outputs_image_info": 8 << 20, "outputs_text_stats": 8 << 20, "inputs": controller.DefaultObjectsMaxBytes,
+	} {
+		st, err := js.Stream(ctx, "OBJ_"+bucket)
+		if err != nil {
+			t.Fatalf("bucket %s: %v", bucket, err)
+		}
+		if got := st.CachedInfo().Config.MaxBytes; got != want {
+			t.Errorf("bucket %s: max bytes %d, want %d", bucket, got, want)
+		}
+	}
+	if _, err := js.Stream(ctx, "OBJ_outputs_meme_classifier"); err == nil {
+		t.Error("a bucket for an algorithm not named was created")
+	}
+	for _, bad := range []string{"Image_Info", "a.b", "outputs_x,9x"} {
+		code, _, stderr := runPnp(t, "provision", "--server", s.URL(), "--output-algorithms", bad)
+		if code != 2 || !strings.Contains(stderr, "--output-algorithms") || !strings.Contains(stderr, "not an algorithm name") {
+			t.Errorf("--output-algorithms %s: exit %d, stderr %s", bad, code, stderr)
 		}
 	}
 }

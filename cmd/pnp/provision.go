@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"pnpworker/controller"
 	"pnpworker/discovery"
+	"pnpworker/internal/objref"
 	"pnpworker/rollout"
 )
 
@@ -17,7 +19,7 @@ import (
 // the one-shot step of a deployment whose runners and controllers run with
 // --no-provision under credentials that may not create streams.
 func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("provision", "pnp provision [--server URL] [--replicas N] [flags]", stdout)
+	fs := newFlagSet("provision", "pnp provision [--server URL] [--replicas N] [--output-algorithms a,b] [flags]", stdout)
 	var (
 		nf   natsFlags
 		lf   logFlags
@@ -89,8 +91,12 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		case <-time.After(backoff):
 		}
 	}
-	fmt.Fprintf(stdout, "provisioned %s, %s, %s, %s, %s, %s, %s and the object stores %s and %s (replicas %d)\n",
+	objects := []string{controller.InputsBucket, controller.UploadsBucket, controller.OutputsBucket}
+	for _, a := range cfg.OutputAlgorithms {
+		objects = append(objects, objref.OutputsBucketFor(a))
+	}
+	fmt.Fprintf(stdout, "provisioned %s, %s, %s, %s, %s, %s, %s and the object stores %s (replicas %d)\n",
 		discovery.Bucket, controller.JobsStream, controller.ResultsBucket, controller.DeadStream, rollout.Bucket,
-		rollout.CompareStream, rollout.HistoryStream, controller.InputsBucket, controller.OutputsBucket, cfg.Replicas)
+		rollout.CompareStream, rollout.HistoryStream, strings.Join(objects, ", "), cfg.Replicas)
 	return nc.Drain()
 }

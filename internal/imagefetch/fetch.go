@@ -146,13 +146,13 @@ type Config struct {
 	// connection. Default (nil): obj:// URLs are refused with a 400.
 	Objects jetstream.JetStream
 	// Buckets lists the object store buckets obj:// URLs may name. Default
-	// (nil) DefaultBuckets, the inputs bucket; an empty non-nil list
+	// (nil) DefaultBuckets, the inputs and uploads buckets; an empty non-nil list
 	// allows none.
 	Buckets []string
 }
 
 // DefaultBuckets are the buckets obj:// URLs may name by default.
-var DefaultBuckets = []string{objref.InputsBucket}
+var DefaultBuckets = []string{objref.InputsBucket, objref.UploadsBucket}
 
 func (c *Config) setDefaults() {
 	if c.Ports == nil {

@@ -133,3 +133,73 @@ func mustParse(t *testing.T, s string) *url.URL {
 	}
 	return u
 }
+
+// TestObjectBucketAllowListMatchesWholeNames pins that Config.Buckets
+// names buckets whole: with "inputs" allowed, a bucket whose name only
+// starts (or ends) like it, or differs in case, is refused as not allowed
+// (422) although it exists and holds the object, so a matching by prefix
+// cannot pass it. The default list is inputs and uploads, nothing more.
+func TestObjectBucketAllowListMatchesWholeNames(t *testing.T) {
+	js, _ := objectStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	img := pngBytes(t, 4, 4)
+	buckets := []string{objref.InputsBucket, objref.UploadsBucket, objref.OutputsBucket, "inputs_private", "inputs-x", "inputsx", "inpu", "INPUTS", "my_inputs", "uploads_private", objref.OutputsBucketFor("image_info")}
+	for _, b := range buckets {
+		if b != objref.InputsBucket {
+			if _, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: b}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := objref.Put(ctx, js, b, "x.png", bytes.NewReader(img)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	onlyInputs, err := New(Config{Objects: js, Buckets: []string{objref.InputsBucket}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaults, err := New(Config{Objects: js})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		f       *Fetcher
+		bucket  string
+		allowed bool
+	}{
+		{"inputs allowed", onlyInputs, "inputs", true},
+		{"a longer name starting with it", onlyInputs, "inputs_private", false},
+		{"a hyphenated name starting with it", onlyInputs, "inputs-x", false},
+		{"a name it is the prefix of", onlyInputs, "inputsx", false},
+		{"a prefix of it", onlyInputs, "inpu", false},
+		{"another case", onlyInputs, "INPUTS", false},
+		{"a name ending with it", onlyInputs, "my_inputs", false},
+		{"uploads not listed", onlyInputs, "uploads", false},
+		{"default: inputs", defaults, "inputs", true},
+		{"default: uploads", defaults, "uploads", true},
+		{"default: a name starting with uploads", defaults, "uploads_private", false},
+		{"default: the controller's outputs", defaults, "outputs", false},
+		{"default: an algorithm's outputs", defaults, objref.OutputsBucketFor("image_info"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := objref.Ref{Bucket: tc.bucket, Name: "x.png"}.String()
+			got, err := tc.f.Fetch(ctx, u)
+			if tc.allowed {
+				if err != nil {
+					t.Fatalf("Fetch(%s): %v", u, err)
+				}
+				got.Release()
+				return
+			}
+			var re *runner.Error
+			if err == nil {
+				got.Release()
+			}
+			if !errors.As(err, &re) || re.Code != runner.CodeUnprocessable || !errors.Is(err, ErrBlocked) || !strings.Contains(re.Message, `bucket "`+tc.bucket+`" may not be read`) {
+				t.Fatalf("Fetch(%s) = %v; want 422 ErrBlocked naming the bucket", u, err)
+			}
+		})
+	}
+}

@@ -5,7 +5,7 @@
 //	obj://<bucket>/<name>
 //
 // The bucket is the URL's host: a JetStream object store bucket name, only
-// letters, digits, '-' and '_', so it never contains '/'. Everything after
+// letters, digits, '-' and '_' (at most 72), so it never contains '/'. Everything after
 // the '/' that ends the bucket is the object's name, percent-decoded, and
 // may itself contain '/' ("obj://inputs/2026/11/cat.png" names the object
 // "2026/11/cat.png" in bucket "inputs"). A name with characters a URL path
@@ -25,6 +25,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -35,13 +36,90 @@ const Scheme = "obj"
 // Prefix starts every object reference.
 const Prefix = Scheme + "://"
 
-// The project's buckets.
+// The project's buckets. Each has one writer, so that a message with
+// "Nats-Rollup: all" — which empties a whole bucket, and which permissions
+// cannot refuse (they match subjects, not headers) — can only ever empty
+// what its writer wrote itself: producers write InputsBucket, the HTTP
+// gateway UploadsBucket, the controller OutputsBucket, and the runners of
+// an algorithm OutputsBucketFor(algorithm).
 const (
-	// InputsBucket holds data uploaded for jobs and requests (pnp put).
+	// InputsBucket holds data producers upload for jobs and requests
+	// (pnp put, nats object put inputs).
 	InputsBucket = "inputs"
-	// OutputsBucket holds outputs too large for a message.
+	// UploadsBucket holds data uploaded through the HTTP gateway.
+	UploadsBucket = "uploads"
+	// OutputsBucket holds outputs too large for a result record, stored by
+	// the controller.
 	OutputsBucket = "outputs"
 )
+
+// OutputsBucketFor is the bucket the runners of algorithm store outputs
+// too large for a message in: "outputs_<algorithm>".
+func OutputsBucketFor(algorithm string) string { return OutputsBucket + "_" + algorithm }
+
+// Default limits of an algorithm's outputs bucket (OutputsConfig).
+const (
+	// DefaultOutputsTTL is how long an output is kept: as long as the
+	// result records that refer to it by default.
+	DefaultOutputsTTL = 24 * time.Hour
+	// DefaultAlgorithmOutputsMaxBytes caps one algorithm's outputs bucket.
+	DefaultAlgorithmOutputsMaxBytes = 64 << 20
+)
+
+// OutputsConfig is the configuration of algorithm's outputs bucket, with
+// DefaultOutputsTTL for a ttl of 0, DefaultAlgorithmOutputsMaxBytes for a
+// maxBytes of 0 and 1 for replicas 0.
+func OutputsConfig(algorithm string, ttl time.Duration, maxBytes int64, replicas int) jetstream.ObjectStoreConfig {
+	if ttl == 0 {
+		ttl = DefaultOutputsTTL
+	}
+	if maxBytes == 0 {
+		maxBytes = DefaultAlgorithmOutputsMaxBytes
+	}
+	if replicas == 0 {
+		replicas = 1
+	}
+	return jetstream.ObjectStoreConfig{
+		Bucket:      OutputsBucketFor(algorithm),
+		Description: "pnpworker: outputs of " + algorithm + " too large for a message, written by its runners only",
+		TTL:         ttl,
+		MaxBytes:    maxBytes,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	}
+}
+
+// EnsureBucket creates the object store bucket cfg describes unless it
+// exists already; an existing bucket keeps its own settings (those of
+// pnp provision).
+func EnsureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.ObjectStoreConfig) error {
+	_, err := js.ObjectStore(ctx, cfg.Bucket)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("objref: bucket %s: %w", cfg.Bucket, err)
+	}
+	if _, err := js.CreateObjectStore(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("objref: create bucket %s: %w", cfg.Bucket, err)
+	}
+	return nil
+}
+
+// algorithmName is discovery's rule for an algorithm name
+// (discovery.ValidAlgorithmName), which this package sits below.
+var algorithmName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+
+// IsOutputsBucket reports whether b is OutputsBucket or the outputs
+// bucket of an algorithm (OutputsBucketFor), compared whole, never by
+// prefix alone.
+func IsOutputsBucket(b string) bool {
+	if b == OutputsBucket {
+		return true
+	}
+	alg, ok := strings.CutPrefix(b, OutputsBucket+"_")
+	return ok && algorithmName.MatchString(alg)
+}
 
 // MaxNameLen bounds an object name.
 const MaxNameLen = 1024
@@ -63,7 +141,11 @@ type Ref struct {
 	Name   string
 }
 
-var bucketRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+// MaxBucketLen bounds a bucket name: long enough for OutputsBucketFor of
+// the longest algorithm name (64 characters).
+const MaxBucketLen = 72
+
+var bucketRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,72}$`)
 
 // ValidBucket reports whether b is a valid object store bucket name.
 func ValidBucket(b string) bool { return bucketRE.MatchString(b) }
@@ -100,7 +182,7 @@ func Parse(s string) (Ref, error) {
 // Validate reports whether r names a possible object.
 func (r Ref) Validate() error {
 	if !ValidBucket(r.Bucket) {
-		return fmt.Errorf("%w: bucket %q: want 1 to 64 letters, digits, '-' or '_'", ErrInvalid, r.Bucket)
+		return fmt.Errorf("%w: bucket %q: want 1 to 72 letters, digits, '-' or '_'", ErrInvalid, r.Bucket)
 	}
 	if r.Name == "" {
 		return fmt.Errorf("%w: no object name after obj://%s/", ErrInvalid, r.Bucket)

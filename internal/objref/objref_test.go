@@ -47,11 +47,41 @@ func TestParseAndString(t *testing.T) {
 		{"query", "obj://inputs/x?y"},
 		{"fragment", "obj://inputs/x#y"},
 		{"control char", "obj://inputs/a%0Ab"},
+		{"bucket over 72 characters", "obj://" + strings.Repeat("b", 73) + "/x"},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
 			if r, err := objref.Parse(tc.in); !errors.Is(err, objref.ErrInvalid) {
 				t.Fatalf("Parse(%q) = %+v, %v; want ErrInvalid", tc.in, r, err)
+			}
+		})
+	}
+}
+
+// TestOutputsBuckets pins which buckets count as outputs buckets: the
+// controller's and one per algorithm, matched whole, never by prefix.
+func TestOutputsBuckets(t *testing.T) {
+	longest := strings.Repeat("a", 64)
+	if b := objref.OutputsBucketFor(longest); !objref.ValidBucket(b) || !objref.IsOutputsBucket(b) {
+		t.Fatalf("OutputsBucketFor(64-character algorithm) = %q: not a valid outputs bucket", b)
+	}
+	for _, tc := range []struct {
+		name, bucket string
+		want         bool
+	}{
+		{"the controller's", "outputs", true},
+		{"an algorithm's", objref.OutputsBucketFor("image_thumbnail"), true},
+		{"inputs", "inputs", false},
+		{"uploads", "uploads", false},
+		{"prefix without an algorithm", "outputs_", false},
+		{"not an algorithm name", "outputs_Image-X", false},
+		{"algorithm name too long", "outputs_" + strings.Repeat("a", 65), false},
+		{"outputs as a prefix", "outputsx", false},
+		{"outputs inside", "my_outputs_x", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := objref.IsOutputsBucket(tc.bucket); got != tc.want {
+				t.Fatalf("IsOutputsBucket(%q) = %v, want %v", tc.bucket, got, tc.want)
 			}
 		})
 	}
@@ -135,5 +165,39 @@ func TestCorruptObjectWithholdsItsLastChunk(t *testing.T) {
 	}
 	if len(got) > len(data)-len(first.Data) {
 		t.Fatalf("corrupt object: %d of %d bytes handed out before the error; the last chunk must be withheld", len(got), len(data))
+	}
+}
+
+// EnsureBucket creates a missing outputs bucket with OutputsConfig's
+// defaults and leaves an existing one as it was provisioned.
+func TestEnsureBucket(t *testing.T) {
+	srv := natstest.Start(t)
+	js, _ := jetstream.New(srv.Connect())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: objref.OutputsBucketFor("kept"), MaxBytes: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, algorithm string
+		maxBytes        int64
+	}{
+		{"missing: created with the defaults", "made", objref.DefaultAlgorithmOutputsMaxBytes},
+		{"existing: kept as provisioned", "kept", 1 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 2 { // idempotent
+				if err := objref.EnsureBucket(ctx, js, objref.OutputsConfig(tc.algorithm, 0, 0, 0)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st, err := js.Stream(ctx, "OBJ_outputs_"+tc.algorithm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := st.CachedInfo().Config; c.MaxBytes != tc.maxBytes {
+				t.Fatalf("max bytes %d, want %d", c.MaxBytes, tc.maxBytes)
+			}
+		})
 	}
 }
