@@ -12,6 +12,7 @@ import threading
 import time
 import types
 import unittest
+from unittest import mock
 from typing import Dict, List, Literal, Optional, TypedDict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -217,6 +218,13 @@ class ServeTest(unittest.TestCase):
         # Valid JSON that Python's parser cannot read (nested past its
         # recursion limit, an integer past 4300 digits) answers that
         # request 400 and the process serves on.
+        # Both ways the SDK reads lines: the C parser's own digit limit
+        # (Python >= 3.11), and the parse_int hook (older Pythons).
+        for options in ({}, {"parse_int": pnpworker._parse_int}):
+            with self.subTest(options=options), mock.patch.object(pnpworker, "_LOADS_OPTIONS", options):
+                self.check_unreadable_input()
+
+    def check_unreadable_input(self):
         deep = "[" * 2000 + "]" * 2000
         big = "1" + "0" * 5000
         sent = serve(adapter(), [
