@@ -24,9 +24,11 @@ import (
 
 // endpoint serves one algorithm. micro calls handle one message at a time
 // on the subscription's goroutine, so handle only admits the request and
-// queues it; MaxConcurrency long-lived workers run the queue. Long-lived
+// queues it; up to MaxConcurrency long-lived workers run the queue. Long-lived
 // workers matter: schema validation and JSON need deep stacks, and a fresh
-// goroutine per request would grow (copy) its stack every time.
+// goroutine per request would grow (copy) its stack every time. They are
+// started by use, when a request is admitted and no worker is free, so a
+// large MaxConcurrency costs nothing until the load reaches it.
 type endpoint struct {
 	alg         *Algorithm
 	nc          *nats.Conn
@@ -46,7 +48,8 @@ type endpoint struct {
 	jobs       chan job // capacity = limit, so an admitted job never blocks
 	limit      int
 	workers    sync.WaitGroup
-	workerList []*worker
+	maxWorkers int         // MaxConcurrency
+	workerList []*worker   // started so far, under mu; never more than maxWorkers
 	stopping   atomic.Bool // the drain timeout passed: cut everything short
 
 	mu       sync.Mutex
@@ -79,24 +82,24 @@ type job struct {
 	received time.Time
 }
 
-func (e *endpoint) startWorkers(n int) {
-	for range n {
-		w := &worker{e: e}
-		// One timer per worker, re-armed for each request: it answers 504
-		// the moment a request's deadline passes, even when the function
-		// ignores its context.
-		w.timer = time.AfterFunc(time.Hour, func() { w.interrupt(true) })
-		w.timer.Stop()
-		e.workerList = append(e.workerList, w)
-		e.workers.Add(1)
-		go func() {
-			defer e.workers.Done()
-			for j := range e.jobs {
-				w.serve(j)
-				e.done()
-			}
-		}()
-	}
+// startWorker starts one more worker; the caller holds e.mu and has checked
+// that the queue is open and fewer than maxWorkers run.
+func (e *endpoint) startWorker() {
+	w := &worker{e: e}
+	// One timer per worker, re-armed for each request: it answers 504
+	// the moment a request's deadline passes, even when the function
+	// ignores its context.
+	w.timer = time.AfterFunc(time.Hour, func() { w.interrupt(true) })
+	w.timer.Stop()
+	e.workerList = append(e.workerList, w)
+	e.workers.Add(1)
+	go func() {
+		defer e.workers.Done()
+		for j := range e.jobs {
+			w.serve(j)
+			e.done()
+		}
+	}()
 }
 
 // worker is one of the endpoint's long-lived goroutines and the state of
@@ -161,7 +164,10 @@ func (w *worker) interrupt(onlyIfDue bool) {
 // ones are answered 503 by the workers without running.
 func (e *endpoint) interruptAll() {
 	e.stopping.Store(true)
-	for _, w := range e.workerList {
+	e.mu.Lock()
+	workers := e.workerList[:len(e.workerList):len(e.workerList)]
+	e.mu.Unlock()
+	for _, w := range workers {
 		w.interrupt(false)
 	}
 }
@@ -322,6 +328,11 @@ func (e *endpoint) handle(m *nats.Msg) {
 		return
 	}
 	e.admitted++
+	// A busy worker holds one admitted request: with more admitted than
+	// workers, one more is needed for this request not to wait for a slot.
+	if e.admitted > len(e.workerList) && len(e.workerList) < e.maxWorkers {
+		e.startWorker()
+	}
 	// Sent under the lock so close cannot close the channel in between;
 	// never blocks, since admitted <= cap(jobs).
 	e.jobs <- job{body: m.Data, hdr: hdr, reply: reply, received: time.Now()}

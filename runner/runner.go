@@ -403,6 +403,7 @@ func (r *Runner) startEndpoint(base context.Context, a *Algorithm, mem *membersh
 		log:         log,
 		jobs:        make(chan job, limit),
 		limit:       limit,
+		maxWorkers:  spec.MaxConcurrency,
 		idle:        make(chan struct{}),
 		drained:     make(chan struct{}),
 		checkOutput: r.opts.checkOutput,
@@ -441,7 +442,6 @@ func (r *Runner) startEndpoint(base context.Context, a *Algorithm, mem *membersh
 		HeaderAlgorithm: []string{spec.Name},
 		HeaderVersion:   []string{spec.Version},
 	}
-	e.startWorkers(spec.MaxConcurrency)
 	member, _ := mem.want(e)
 	if err := e.subscribe(member); err != nil {
 		e.close()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -623,6 +624,34 @@ func TestMicroStatsCountErrors(t *testing.T) {
 	for _, subj := range []string{"$SRV.PING", "$SRV.INFO.word_count", "$SRV.PING.word_count"} {
 		if _, err := nc.Request(subj, nil, time.Second); err != nil {
 			t.Errorf("%s: %v", subj, err)
+		}
+	}
+}
+
+// Workers are started by use: an algorithm that may run 4096 requests at
+// once costs no goroutine per slot until the load needs it, and the load
+// still gets every slot it needs. Before, New started MaxConcurrency
+// goroutines up front (200000 cost 632 MB in a worker's runner).
+func TestWorkersStartedByUse(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	before := runtime.NumGoroutine()
+	start(t, nc, []*runner.Algorithm{wordCount(t, func(s *runner.Spec) { s.MaxConcurrency = 4096 })})
+	if grown := runtime.NumGoroutine() - before; grown > 1000 {
+		t.Fatalf("a runner serving nothing yet started %d goroutines for MaxConcurrency 4096", grown)
+	}
+	const n = 16
+	replies := make(chan *nats.Msg, n)
+	for range n {
+		go func() {
+			m, _ := nc.Request("run.word_count", []byte(`{"text":"slow","sleep_ms":1000}`), 15*time.Second)
+			replies <- m
+		}()
+	}
+	natstest.Eventually(t, 10*time.Second, func() bool { return endpointStats(t, nc).InFlight == n }, "%d requests do not run at once", n)
+	for range n {
+		if m := <-replies; m == nil || runner.ReplyError(m) != nil {
+			t.Fatalf("request failed: %v", m)
 		}
 	}
 }

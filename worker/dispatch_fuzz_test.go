@@ -30,7 +30,8 @@ func FuzzStdout(f *testing.F) {
 		s := &session{pending: map[string]*call{}, hello: make(chan inbound, 1)}
 		s.logp.Store(&log)
 		s.basep.Store(&log)
-		s.w = &Worker{cfg: Config{MaxLine: 256}}
+		s.w = &Worker{cfg: Config{MaxLine: 256, MaxLogLine: 64}}
+		s.logs = newLogBudget(100, 10, func(int) {})
 		calls := map[string]*call{
 			"1": {algorithm: "a", ch: make(chan result, 1)},
 			"2": {algorithm: "b", batch: 2, ch: make(chan result, 1)},
@@ -65,7 +66,7 @@ func TestReadLineLimits(t *testing.T) {
 		line    string
 		tooLong bool
 	}{{"short\n", false}, {string(long[:50]), true}, {"last", false}} {
-		line, tooLong, _ := readLine(br, 50)
+		line, tooLong, _ := readLine(br, 50, 4096)
 		if tooLong != want.tooLong || (!tooLong && string(line) != want.line) || (tooLong && len(line) > 4096) {
 			t.Fatalf("readLine = %q %v, want %q %v", line, tooLong, want.line, want.tooLong)
 		}

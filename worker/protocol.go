@@ -2,7 +2,6 @@ package worker
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -12,6 +11,18 @@ import (
 // ProtocolVersion is the version of the worker protocol (docs/WORKER.md)
 // this package speaks. A worker's hello must carry it.
 const ProtocolVersion = 1
+
+// Bounds of a hello. A hello beyond them is refused (logged, the process
+// killed and restarted with backoff): what a process declares decides what
+// the runner sets aside for it, so the declaration is bounded.
+const (
+	// MaxAlgorithms is the most algorithms one hello may describe.
+	MaxAlgorithms = 64
+	// MaxConcurrency is the largest max_concurrency of an algorithm.
+	MaxConcurrency = 4096
+	// MaxBatchSize is the largest batch max_size of an algorithm.
+	MaxBatchSize = 1024
+)
 
 // Message types of the protocol. A worker sends hello, result, error and
 // log; the runner sends request, batch and cancel.
@@ -65,15 +76,20 @@ func (d Descriptor) spec() (runner.Spec, error) {
 		Timeout:        time.Duration(d.TimeoutMS) * time.Millisecond,
 		MaxConcurrency: d.MaxConcurrency,
 	}
-	if d.TimeoutMS < 0 {
-		return s, fmt.Errorf("timeout_ms %d is negative", d.TimeoutMS)
+	if d.TimeoutMS < 0 || d.TimeoutMS > runner.MaxTimeout.Milliseconds() {
+		// Checked before it is multiplied: a huge value must not wrap
+		// round into a plausible one.
+		return s, fmt.Errorf("timeout_ms %d: want 0 to %d", d.TimeoutMS, runner.MaxTimeout.Milliseconds())
+	}
+	if d.MaxConcurrency < 0 || d.MaxConcurrency > MaxConcurrency {
+		return s, fmt.Errorf("max_concurrency %d: want 1 to %d (absent means the default)", d.MaxConcurrency, MaxConcurrency)
 	}
 	if s.MaxConcurrency == 0 && d.Batch == nil {
 		s.MaxConcurrency = 1
 	}
 	if d.Batch != nil {
-		if d.Batch.MaxSize < 1 || d.Batch.MaxWaitMS < 0 {
-			return s, errors.New("batch: want max_size >= 1 and max_wait_ms >= 0")
+		if d.Batch.MaxSize < 1 || d.Batch.MaxSize > MaxBatchSize || !(d.Batch.MaxWaitMS >= 0 && d.Batch.MaxWaitMS <= 60000) {
+			return s, fmt.Errorf("batch: max_size %d, max_wait_ms %g: want max_size 1 to %d and max_wait_ms 0 to 60000", d.Batch.MaxSize, d.Batch.MaxWaitMS, MaxBatchSize)
 		}
 		s.MaxBatch = d.Batch.MaxSize
 		s.MaxWait = time.Duration(d.Batch.MaxWaitMS * float64(time.Millisecond))
@@ -100,6 +116,8 @@ type inbound struct {
 	Level     string `json:"level"`
 	Algorithm string `json:"algorithm"`
 	JobID     string `json:"job_id"`
+
+	decodeErr error // a hello whose fields did not decode
 }
 
 type itemResult struct {

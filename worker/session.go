@@ -38,9 +38,13 @@ type session struct {
 
 	nextID   atomic.Uint64
 	hello    chan inbound  // the first hello, handed to lifetime
-	exited   chan struct{} // closed once stdout ended and the process was reaped
+	exited   chan struct{} // closed once the process was reaped and its output read
 	exitErr  error         // why it exited; read after exited is closed
 	killOnce sync.Once
+	logs     *logBudget // stderr lines and log messages
+
+	procMu sync.Mutex // held while the process is reaped or killed
+	reaped bool       // its pid may belong to another process now
 }
 
 // call is a request sent to the process and not yet answered.
@@ -62,6 +66,9 @@ type result struct {
 // stopped.
 func (w *Worker) lifetime(ctx context.Context, log zerolog.Logger) error {
 	s := &session{w: w, pending: map[string]*call{}, hello: make(chan inbound, 1), exited: make(chan struct{})}
+	s.logs = newLogBudget(w.cfg.LogRate, w.cfg.LogBurst, func(n int) {
+		s.lg().Warn().Int("suppressed", n).Msg("worker log lines suppressed: over the worker's log rate")
+	})
 	// The stored loggers are copies that are never written again: the
 	// stderr reader may still hold the first while the second is stored.
 	first := log
@@ -167,61 +174,109 @@ func (s *session) start() error {
 	)
 	cmd.Env = append(cmd.Env, cfg.Env...)
 	setProcAttr(cmd)
-	// Our end of stdin is an *os.File so writes can have deadlines: a
-	// process that stops reading cannot block requests forever.
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return fmt.Errorf("stdin pipe: %w", err)
+	// Our ends of the three pipes are *os.Files: writes and reads can have
+	// deadlines, and exec starts no goroutine to copy them, so Wait returns
+	// when the process exits even while a child it started still holds
+	// its stdout or stderr.
+	var ends [6]*os.File
+	closeAll := func() {
+		for _, f := range ends {
+			if f != nil {
+				f.Close()
+			}
+		}
 	}
-	cmd.Stdin = pr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		pr.Close()
-		pw.Close()
-		return fmt.Errorf("stdout pipe: %w", err)
+	for i := 0; i < len(ends); i += 2 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("pipe: %w", err)
+		}
+		ends[i], ends[i+1] = r, w
 	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		pr.Close()
-		pw.Close()
-		return fmt.Errorf("stderr pipe: %w", err)
-	}
+	inR, inW, outR, outW, errR, errW := ends[0], ends[1], ends[2], ends[3], ends[4], ends[5]
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
 	if err := cmd.Start(); err != nil {
-		pr.Close()
-		pw.Close()
+		closeAll()
 		return fmt.Errorf("start %s: %w", cfg.Command[0], err)
 	}
-	pr.Close()
-	s.cmd, s.stdin = cmd, pw
-	var stderrDone sync.WaitGroup
-	stderrDone.Add(1)
+	// The process has its own copies of its ends.
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	s.cmd, s.stdin = cmd, inW
+	stdoutDone := make(chan struct{})
+	stderrDone := make(chan struct{})
 	go func() {
-		defer stderrDone.Done()
-		s.logStderr(stderr)
+		defer close(stderrDone)
+		s.logStderr(errR)
 	}()
 	go func() {
-		s.readStdout(stdout)
+		defer close(stdoutDone)
+		s.readStdout(outR)
 		s.failAll(&runner.Error{Code: runner.CodeUnavailable, Message: "worker process exited while running the request"})
-		// Output ended: the process is gone or no longer speaks; make
-		// sure it is gone.
-		reaped := make(chan struct{})
-		go func() {
-			select {
-			case <-reaped:
-			case <-time.After(s.w.cfg.StopTimeout):
-				s.kill("stdout closed but the process did not exit")
-			}
-		}()
-		stderrDone.Wait()
-		s.exitErr = cmd.Wait()
-		close(reaped)
-		if s.exitErr == nil {
-			s.exitErr = errors.New("exit status 0")
+	}()
+	go func() {
+		// Output ended while the process lives: it no longer speaks;
+		// make sure it is gone.
+		select {
+		case <-stdoutDone:
+		case <-s.exited:
+			return
 		}
-		pw.Close()
+		t := time.NewTimer(cfg.StopTimeout)
+		defer t.Stop()
+		select {
+		case <-s.exited:
+		case <-t.C:
+			s.kill("stdout closed but the process did not exit")
+		}
+	}()
+	go func() {
+		// The process's exit ends the session, not the end of its
+		// output: a child it started may hold stdout for ever.
+		err := s.reap()
+		if err == nil {
+			err = errors.New("exit status 0")
+		}
+		s.exitErr = err
+		// What the process wrote before it exited is still read; a
+		// descendant that left its process group cannot hold the
+		// readers past exitDrain.
+		drain := time.Now().Add(exitDrain)
+		_ = outR.SetReadDeadline(drain)
+		_ = errR.SetReadDeadline(drain)
+		<-stdoutDone
+		<-stderrDone
+		outR.Close()
+		errR.Close()
+		inW.Close()
+		s.logs.flush()
 		close(s.exited)
 	}()
 	return nil
+}
+
+// exitDrain bounds the reading of a process's stdout and stderr after it
+// exited.
+const exitDrain = time.Second
+
+// reap waits for the process to exit, kills what is left of its process
+// group (children holding its pipes, helpers it forked), and reaps it.
+func (s *session) reap() error {
+	if !awaitExit(s.cmd) {
+		err := s.cmd.Wait()
+		s.procMu.Lock()
+		s.reaped = true
+		s.procMu.Unlock()
+		return err
+	}
+	s.procMu.Lock()
+	defer s.procMu.Unlock()
+	killProcess(s.cmd)
+	err := s.cmd.Wait()
+	s.reaped = true
+	return err
 }
 
 // stop ends the process after shutdown: close its stdin (the protocol's
@@ -244,7 +299,11 @@ func (s *session) kill(why string) {
 	s.killOnce.Do(func() {
 		s.lg().Warn().Str("reason", why).Msg("killing worker process")
 		s.markDead()
-		killProcess(s.cmd)
+		s.procMu.Lock()
+		defer s.procMu.Unlock()
+		if !s.reaped {
+			killProcess(s.cmd)
+		}
 	})
 }
 
@@ -260,11 +319,17 @@ func (s *session) markDead() {
 
 // algorithms turns a hello into runner algorithms.
 func (s *session) algorithms(h inbound) ([]*runner.Algorithm, error) {
+	if h.decodeErr != nil {
+		return nil, fmt.Errorf("hello: %w", h.decodeErr)
+	}
 	if h.Protocol != ProtocolVersion {
 		return nil, fmt.Errorf("hello: protocol %d, want %d", h.Protocol, ProtocolVersion)
 	}
 	if len(h.Algorithms) == 0 {
 		return nil, errors.New("hello: no algorithms")
+	}
+	if len(h.Algorithms) > MaxAlgorithms {
+		return nil, fmt.Errorf("hello: %d algorithms, at most %d", len(h.Algorithms), MaxAlgorithms)
 	}
 	var algs []*runner.Algorithm
 	var errs []error
@@ -282,6 +347,9 @@ func (s *session) algorithms(h inbound) ([]*runner.Algorithm, error) {
 			})
 		} else {
 			a, err = runner.NewRawAlgorithm(spec, func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+				if e := checkInput(in, s.w.cfg.MaxInputDepth, s.w.cfg.MaxInputNumber); e != nil {
+					return nil, e
+				}
 				r := s.call(ctx, request{Type: TypeRequest, Algorithm: name, Input: in}, 0)
 				return r.output, r.err
 			})
@@ -295,17 +363,37 @@ func (s *session) algorithms(h inbound) ([]*runner.Algorithm, error) {
 	return algs, errors.Join(errs...)
 }
 
-func (s *session) callBatch(ctx context.Context, name string, ins []json.RawMessage) ([]json.RawMessage, error) {
+func (s *session) callBatch(ctx context.Context, name string, all []json.RawMessage) ([]json.RawMessage, error) {
+	// Items beyond the input bounds are refused one by one; the others
+	// go to the process.
+	outs := make([]json.RawMessage, len(all))
+	errs := make(runner.BatchErrors, len(all))
+	ins, at := all[:0:0], make([]int, 0, len(all)) // at[k]: the place in all of ins[k]
+	for i, in := range all {
+		if e := checkInput(in, s.w.cfg.MaxInputDepth, s.w.cfg.MaxInputNumber); e != nil {
+			errs[i] = e
+			continue
+		}
+		ins, at = append(ins, in), append(at, i)
+	}
+	if len(ins) == 0 {
+		return outs, errs
+	}
 	r := s.call(ctx, request{Type: TypeBatch, Algorithm: name, Inputs: ins}, len(ins))
 	if r.err != nil {
-		return nil, r.err
+		if len(ins) == len(all) {
+			return nil, r.err
+		}
+		for _, i := range at {
+			errs[i] = r.err
+		}
+		return outs, errs
 	}
-	outs := make([]json.RawMessage, len(ins))
-	errs := make(runner.BatchErrors, len(ins))
-	for i, it := range r.outputs {
+	for k, it := range r.outputs {
+		i := at[k]
 		if it.Error != nil {
 			if it.Error.Detail != "" {
-				s.base().Error().Str("algorithm", name).Int("item", i).Str("detail", it.Error.Detail).Msg("worker error")
+				s.base().Error().Str("algorithm", name).Int("item", i).Str("detail", cut(it.Error.Detail, maxDetail)).Msg("worker error")
 			}
 			errs[i] = workerError(it.Error.Code, it.Error.Message)
 			continue
@@ -426,7 +514,7 @@ func (s *session) failAll(err *runner.Error) {
 func (s *session) readStdout(r io.Reader) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
-		line, tooLong, err := readLine(br, s.w.cfg.MaxLine)
+		line, tooLong, err := readLine(br, s.w.cfg.MaxLine, 4096)
 		if tooLong {
 			s.malformed(line, fmt.Sprintf("line longer than %d bytes", s.w.cfg.MaxLine))
 		} else if len(bytes.TrimSpace(line)) > 0 {
@@ -441,13 +529,13 @@ func (s *session) readStdout(r io.Reader) {
 	}
 }
 
-// readLine reads one line of at most max bytes. A longer line is consumed
-// whole; its first 4 KiB are returned with tooLong set.
-func readLine(r *bufio.Reader, limit int) (line []byte, tooLong bool, err error) {
+// readLine reads one line of at most limit bytes. A longer line is
+// consumed whole; its first keep bytes are returned with tooLong set.
+func readLine(r *bufio.Reader, limit, keep int) (line []byte, tooLong bool, err error) {
 	for {
 		chunk, err := r.ReadSlice('\n')
 		if len(line)+len(chunk) > limit {
-			line = append(line, chunk[:min(len(chunk), max(0, 4096-len(line)))]...)
+			line = append(line, chunk[:min(len(chunk), max(0, keep-len(line)))]...)
 			for errors.Is(err, bufio.ErrBufferFull) {
 				_, err = r.ReadSlice('\n')
 			}
@@ -464,8 +552,15 @@ func readLine(r *bufio.Reader, limit int) (line []byte, tooLong bool, err error)
 func (s *session) dispatch(line []byte) {
 	var m inbound
 	if err := json.Unmarshal(line, &m); err != nil {
-		s.malformed(line, "not a JSON object: "+err.Error())
-		return
+		var typeErr *json.UnmarshalTypeError
+		if !errors.As(err, &typeErr) || m.Type != TypeHello {
+			s.malformed(line, "not a JSON object: "+err.Error())
+			return
+		}
+		// A hello with a field of the wrong type (a max_concurrency
+		// of 1e20) is refused as such, not ignored until the handshake
+		// times out.
+		m.decodeErr = err
 	}
 	switch m.Type {
 	case TypeHello:
@@ -504,7 +599,7 @@ func (s *session) dispatch(line []byte) {
 		if c.job != "" {
 			ev = ev.Str("job_id", c.job)
 		}
-		ev.Str("algorithm", c.algorithm).Str("id", m.ID).Int("code", m.Code).Str("error", m.Message).Str("detail", m.Detail).Msg("worker error")
+		ev.Str("algorithm", c.algorithm).Str("id", m.ID).Int("code", m.Code).Str("error", cut(m.Message, maxDetail)).Str("detail", cut(m.Detail, maxDetail)).Msg("worker error")
 		c.ch <- result{err: workerError(m.Code, m.Message)}
 	default:
 		s.malformed(line, fmt.Sprintf("unknown message type %q", m.Type))
@@ -526,16 +621,26 @@ func (s *session) malformed(line []byte, why string) {
 	if len(shown) > 200 {
 		shown = shown[:200]
 	}
-	ev := s.base().Warn().Str("problem", why).Str("line", strings.TrimSpace(string(shown)))
 	if c := s.take(id); c != nil {
-		ev.Str("algorithm", c.algorithm).Str("id", id).Msg("worker broke the protocol; failing that request")
+		s.base().Warn().Str("problem", why).Str("line", strings.TrimSpace(string(shown))).
+			Str("algorithm", c.algorithm).Str("id", id).Msg("worker broke the protocol; failing that request")
 		c.ch <- result{err: &runner.Error{Code: runner.CodeInternal, Message: "worker sent a malformed reply"}}
 		return
 	}
-	ev.Msg("worker broke the protocol; line ignored")
+	// A line that answers nothing costs the process nothing to repeat:
+	// it is logged within the log budget.
+	if s.logs.allow() {
+		s.base().Warn().Str("problem", why).Str("line", strings.TrimSpace(string(shown))).Msg("worker broke the protocol; line ignored")
+	}
 }
 
 func (s *session) logMessage(m inbound) {
+	if !s.logs.allow() {
+		return
+	}
+	if len(m.Message) > s.w.cfg.MaxLogLine {
+		m.Message = m.Message[:s.w.cfg.MaxLogLine]
+	}
 	var ev *zerolog.Event
 	log := s.lg()
 	if m.Algorithm != "" {
@@ -563,16 +668,88 @@ func (s *session) logMessage(m inbound) {
 	ev.Str("source", "worker").Msg(m.Message)
 }
 
-// logStderr logs each line the process writes to stderr.
+// logStderr logs each line the process writes to stderr, within the log
+// budget; a line longer than MaxLogLine is cut there. Reading never waits
+// for the budget: lines over it are dropped and counted, so a flood costs
+// the process nothing it would notice and the log a bounded amount.
 func (s *session) logStderr(r io.Reader) {
 	br := bufio.NewReaderSize(r, 16<<10)
 	for {
-		line, _, err := readLine(br, 64<<10)
-		if t := strings.TrimRight(string(line), "\r\n"); t != "" {
-			s.lg().Info().Str("source", "stderr").Msg(t)
+		line, tooLong, err := readLine(br, s.w.cfg.MaxLogLine, s.w.cfg.MaxLogLine)
+		if t := strings.TrimRight(string(line), "\r\n"); t != "" && s.logs.allow() {
+			ev := s.lg().Info().Str("source", "stderr")
+			if tooLong {
+				ev = ev.Bool("truncated", true)
+			}
+			ev.Msg(t)
 		}
 		if err != nil {
 			return
 		}
+	}
+}
+
+// maxDetail bounds the message and detail (a traceback) of a worker error
+// in the log: one entry per failed request, each of bounded size.
+const maxDetail = 16 << 10
+
+// cut returns s cut to at most n bytes.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// logBudget bounds the log entries a process causes with its stderr lines,
+// log messages and ignored lines: a token bucket of burst entries refilled
+// at rate per second. Entries over the budget are dropped and counted, and
+// their number is reported at most once a second (and when the process
+// ends). It never blocks.
+type logBudget struct {
+	rate, burst float64
+	report      func(suppressed int)
+
+	mu         sync.Mutex
+	tokens     float64
+	last       time.Time
+	suppressed int
+	timer      *time.Timer // armed while suppressed lines wait to be reported
+}
+
+func newLogBudget(rate, burst int, report func(int)) *logBudget {
+	return &logBudget{rate: float64(rate), burst: float64(burst), tokens: float64(burst), last: time.Now(), report: report}
+}
+
+// allow takes one entry from the budget, or counts it as suppressed.
+func (b *logBudget) allow() bool {
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	b.last = now
+	if b.tokens >= 1 {
+		b.tokens--
+		return true
+	}
+	b.suppressed++
+	if b.timer == nil {
+		b.timer = time.AfterFunc(time.Second, b.flush)
+	}
+	return false
+}
+
+// flush reports the entries suppressed since the last report.
+func (b *logBudget) flush() {
+	b.mu.Lock()
+	n := b.suppressed
+	b.suppressed = 0
+	if b.timer != nil {
+		b.timer.Stop()
+		b.timer = nil
+	}
+	b.mu.Unlock()
+	if n > 0 {
+		b.report(n)
 	}
 }

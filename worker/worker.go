@@ -10,7 +10,9 @@
 // Each process lifetime gets its own runner: when the process dies, the
 // requests it held are answered with a retryable 503, its algorithms leave
 // discovery, and the process is started again with backoff; once it has said
-// hello again, its algorithms come back.
+// hello again, its algorithms come back. A worker that keeps failing is
+// restarted for as long as Run runs, at most MaxBackoff apart: it takes
+// down nothing but its own algorithms.
 package worker
 
 import (
@@ -34,8 +36,12 @@ const (
 	DefaultStopTimeout      = 10 * time.Second
 	DefaultMinBackoff       = 100 * time.Millisecond
 	DefaultMaxBackoff       = 10 * time.Second
-	DefaultMaxRestarts      = 20
 	DefaultStableAfter      = time.Minute
+	DefaultMaxInputDepth    = 512
+	DefaultMaxInputNumber   = 1000
+	DefaultLogRate          = 100
+	DefaultLogBurst         = 1000
+	DefaultMaxLogLine       = 4096
 )
 
 // Config configures a Worker. Only Command is required; every zero value
@@ -71,16 +77,31 @@ type Config struct {
 	// is closed on shutdown before it is killed. Default DefaultStopTimeout.
 	StopTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait before a restart; it doubles
-	// with each consecutive failure. Defaults DefaultMinBackoff and
-	// DefaultMaxBackoff.
+	// with each consecutive failure (a process that stopped within
+	// StableAfter of its start) up to MaxBackoff, and restarts go on at
+	// that pace for as long as Run runs: a worker that keeps failing never
+	// stops Run. Defaults DefaultMinBackoff and DefaultMaxBackoff.
 	MinBackoff, MaxBackoff time.Duration
-	// MaxRestarts is how many consecutive failed lifetimes (a process that
-	// stopped within StableAfter of its start) are restarted before Run
-	// gives up and returns an error. Default DefaultMaxRestarts.
-	MaxRestarts int
 	// StableAfter is how long a process must run for its exit not to count
 	// as a consecutive failure. Default DefaultStableAfter.
 	StableAfter time.Duration
+	// MaxInputDepth and MaxInputNumber bound what is forwarded to the
+	// process: an input nesting deeper than MaxInputDepth arrays and
+	// objects, or holding a number longer than MaxInputNumber characters,
+	// is answered 400 with the JSON pointer of the place, and the process
+	// never sees it (valid JSON that a worker's parser may not survive).
+	// Defaults DefaultMaxInputDepth and DefaultMaxInputNumber.
+	MaxInputDepth, MaxInputNumber int
+	// LogRate and LogBurst bound the log entries a process causes with
+	// its stderr lines, log messages and ignored stdout lines: LogBurst at
+	// once, then LogRate per second. Entries over the budget are dropped,
+	// and "worker log lines suppressed" reports how many, at most once a
+	// second. Defaults DefaultLogRate and DefaultLogBurst.
+	LogRate, LogBurst int
+	// MaxLogLine is the longest stderr line or log message logged; a
+	// longer one is cut there (and marked "truncated"). Default
+	// DefaultMaxLogLine.
+	MaxLogLine int
 	// MaxLine is the longest line accepted from the process. Default: the
 	// server's max payload plus 64 KiB (a reply carries its output and a
 	// little framing).
@@ -106,11 +127,23 @@ func (c *Config) setDefaults(nc *nats.Conn) {
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = DefaultMaxBackoff
 	}
-	if c.MaxRestarts == 0 {
-		c.MaxRestarts = DefaultMaxRestarts
-	}
 	if c.StableAfter == 0 {
 		c.StableAfter = DefaultStableAfter
+	}
+	if c.MaxInputDepth == 0 {
+		c.MaxInputDepth = DefaultMaxInputDepth
+	}
+	if c.MaxInputNumber == 0 {
+		c.MaxInputNumber = DefaultMaxInputNumber
+	}
+	if c.LogRate == 0 {
+		c.LogRate = DefaultLogRate
+	}
+	if c.LogBurst == 0 {
+		c.LogBurst = DefaultLogBurst
+	}
+	if c.MaxLogLine == 0 {
+		c.MaxLogLine = DefaultMaxLogLine
 	}
 	if c.MaxLine == 0 {
 		c.MaxLine = max(int(nc.MaxPayload()), 1<<20) + 64<<10
@@ -134,8 +167,8 @@ func (c Config) Validate() error {
 	if c.MinBackoff > 0 && c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff {
 		errs = append(errs, fmt.Errorf("min backoff %s exceeds max backoff %s", c.MinBackoff, c.MaxBackoff))
 	}
-	if c.Procs < 0 || c.MaxRestarts < 0 || c.MaxLine < 0 {
-		errs = append(errs, errors.New("procs, max restarts and max line must not be negative"))
+	if c.Procs < 0 || c.MaxLine < 0 || c.LogRate < 0 || c.LogBurst < 0 || c.MaxLogLine < 0 || c.MaxInputDepth < 0 || c.MaxInputNumber < 0 {
+		errs = append(errs, errors.New("procs, max input depth, max input number, log rate, log burst, max log line and max line must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -165,62 +198,53 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 
 // Run starts Procs processes and keeps them serving until ctx is cancelled;
 // then each runner deregisters and drains, each process's stdin is closed
-// so that it exits, and Run returns nil. It returns an error when a
-// process keeps failing (MaxRestarts consecutive failed lifetimes), after
-// stopping the others.
+// so that it exits, and Run returns nil. A process that fails, however
+// often, is restarted with backoff: Run never returns because of a worker,
+// so whatever runs beside it (NATS, a controller, other runners) keeps
+// running.
 func (w *Worker) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, w.cfg.Procs)
 	var wg sync.WaitGroup
 	for slot := range w.cfg.Procs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := w.supervise(ctx, slot)
-			if err != nil {
-				cancel()
-			}
-			errc <- err
+			w.supervise(ctx, slot)
 		}()
 	}
 	wg.Wait()
-	close(errc)
-	var errs []error
-	for err := range errc {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	return nil
 }
 
-// supervise runs one process slot: start, serve, and restart with backoff.
-func (w *Worker) supervise(ctx context.Context, slot int) error {
+// supervise runs one process slot until ctx ends: start, serve, and
+// restart with capped exponential backoff, logging each restart.
+func (w *Worker) supervise(ctx context.Context, slot int) {
 	log := w.log.With().Int("proc", slot).Logger()
 	failures := 0
 	for {
 		started := time.Now()
 		err := w.lifetime(ctx, log)
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
 		if time.Since(started) >= w.cfg.StableAfter {
 			failures = 0
 		}
 		failures++
-		if failures > w.cfg.MaxRestarts {
-			log.Error().Err(err).Int("failures", failures).Msg("worker process keeps failing; giving up")
-			return fmt.Errorf("worker: %s: gave up after %d consecutive failures: %w", w.cfg.Command[0], failures, err)
-		}
 		backoff := w.cfg.MinBackoff << min(failures-1, 30)
 		if backoff > w.cfg.MaxBackoff || backoff <= 0 {
 			backoff = w.cfg.MaxBackoff
 		}
-		log.Warn().Err(err).Int("failures", failures).Dur("backoff", backoff).Msg("worker process stopped; restarting")
+		ev := log.Warn()
+		if backoff == w.cfg.MaxBackoff {
+			// Failing at the capped pace: loud, but it goes on.
+			ev = log.Error()
+		}
+		ev.Err(err).Int("failures", failures).Dur("backoff", backoff).Msg("worker process stopped; restarting")
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil
+			return
 		case <-t.C:
 		}
 	}

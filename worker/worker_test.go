@@ -328,7 +328,7 @@ while IFS= read -r line; do
 	echo "{\"type\":\"result\",\"id\":\"${BASH_REMATCH[1]}\",\"output\":{}}"
 done
 `)
-	startWorker(t, nc, worker.Config{Command: []string{script}, MaxBackoff: 200 * time.Millisecond, MaxRestarts: 1000})
+	startWorker(t, nc, worker.Config{Command: []string{script}, MaxBackoff: 200 * time.Millisecond})
 	waitServing(t, nc, "gated", `{}`, 10*time.Second)
 	natstest.Eventually(t, 5*time.Second, func() bool { return len(lookup(t, nc, "gated")) == 1 }, "gated is not registered while up")
 	writeFile(t, gate, 0o644, "")
@@ -495,27 +495,54 @@ func TestPythonBatch(t *testing.T) {
 	}
 }
 
-// A command that cannot start, or exits before its hello, is retried a
-// bounded number of times; then Run gives up with an error.
-func TestGivesUpOnABrokenCommand(t *testing.T) {
+// A command that cannot start, exits before its hello or says a hello
+// that is refused is restarted with capped backoff for as long as Run
+// runs, with a log entry per restart: Run never gives up (before, it
+// returned "gave up after 21 consecutive failures", and pnp up stopped
+// with everything it hosted). Cancelling ends Run with nil.
+func TestBrokenWorkerIsRestartedUntilShutdown(t *testing.T) {
 	s := natstest.Start(t)
 	nc := s.Connect()
-	for name, cmd := range map[string][]string{
-		"no such file":   {"/nonexistent/worker"},
-		"exits at once":  {"/bin/sh", "-c", "exit 7"},
-		"bad hello":      {"/bin/sh", "-c", `echo '{"type":"hello","protocol":1,"algorithms":[{"name":"Bad Name","version":"1"}]}'; sleep 10`},
-		"wrong protocol": {"/bin/sh", "-c", `echo '{"type":"hello","protocol":99,"algorithms":[]}'; sleep 10`},
-	} {
-		t.Run(name, func(t *testing.T) {
-			w, err := worker.New(nc, worker.Config{Command: cmd, MaxRestarts: 2, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond})
+	cases := []struct {
+		name string
+		cmd  []string
+	}{
+		{"no such file", []string{"/nonexistent/worker"}},
+		{"exits at once", []string{"/bin/sh", "-c", "exit 7"}},
+		{"bad hello", []string{"/bin/sh", "-c", `echo '{"type":"hello","protocol":1,"algorithms":[{"name":"Bad Name","version":"1"}]}'; sleep 10`}},
+		{"wrong protocol", []string{"/bin/sh", "-c", `echo '{"type":"hello","protocol":99,"algorithms":[]}'; sleep 10`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &logBuffer{}
+			w, err := worker.New(nc, worker.Config{Command: tc.cmd, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Logger: zerolog.New(logs)})
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			err = w.Run(ctx)
-			if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "gave up after 3 consecutive failures") {
-				t.Fatalf("Run = %v, want it to give up", err)
+			done := make(chan error, 1)
+			go func() { done <- w.Run(ctx) }()
+			const restarts = 30 // more than the 20 after which Run used to give up
+			deadline := time.Now().Add(60 * time.Second)
+			for len(logs.lines(map[string]string{"message": "worker process stopped; restarting"})) < restarts {
+				select {
+				case err := <-done:
+					t.Fatalf("Run returned %v while the worker was failing; want it to keep restarting\n%s", err, logs)
+				case <-time.After(10 * time.Millisecond):
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("fewer than %d restarts logged within 60s\n%s", restarts, logs)
+				}
+			}
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Run after cancel = %v, want nil", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("Run did not return within 30s of cancel")
 			}
 		})
 	}
@@ -552,7 +579,7 @@ func TestWorkerThatStopsReadingIsReplaced(t *testing.T) {
 echo '{"type":"hello","protocol":1,"algorithms":[{"name":"deaf","version":"1.0.0","input_schema":{"type":"object"},"output_schema":{"type":"object"}}]}'
 exec sleep 1000
 `)
-	logs := startWorker(t, nc, worker.Config{Command: []string{script}, MaxRestarts: 1000, StopTimeout: 500 * time.Millisecond})
+	logs := startWorker(t, nc, worker.Config{Command: []string{script}, StopTimeout: 500 * time.Millisecond})
 	natstest.Eventually(t, 10*time.Second, func() bool {
 		return len(logs.lines(map[string]string{"message": "worker serving"})) == 1
 	}, "deaf is not served")

@@ -67,6 +67,8 @@ func TestWorkerFlagErrors(t *testing.T) {
 		"zero procs":       {"runner", "--worker", "x", "--worker-procs", "0", "--server", "nats://127.0.0.1:1"},
 		"zero handshake":   {"runner", "--worker", "x", "--worker-handshake-timeout", "0s", "--server", "nats://127.0.0.1:1"},
 		"negative grace":   {"runner", "--worker", "x", "--worker-cancel-grace", "-1s", "--server", "nats://127.0.0.1:1"},
+		"zero max backoff": {"runner", "--worker", "sh", "--worker-max-backoff", "0s", "--server", "nats://127.0.0.1:1"},
+		"no such command":  {"runner", "--algorithms", "none", "--worker", "/nonexistent/worker --flag", "--server", "nats://127.0.0.1:1"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if code, _, stderr := runPnp(t, args...); code != 2 {
@@ -129,5 +131,46 @@ func TestWorkerHandshakeTimeoutFlag(t *testing.T) {
 	r.waitStderr(t, "no hello within 300ms")
 	if code := r.stop(t); code != 0 {
 		t.Errorf("exit %d after cancellation\nstderr:\n%s", code, r.stderr.String())
+	}
+}
+
+// pnp up with a worker that crashes at every start keeps everything else
+// it hosts: the worker is restarted at the --worker-max-backoff pace for
+// as long as pnp up runs and its algorithm is never registered, while the
+// NATS server, the built-in runner and the controller go on serving (a
+// request and a job both succeed), and pnp up stops cleanly. Before, the
+// runner gave up after 21 consecutive failures (about 140 s at the default
+// backoff) and pnp up stopped, its NATS server included.
+func TestUpSurvivesAWorkerThatKeepsCrashing(t *testing.T) {
+	isolateEnv(t)
+	addr, _ := freeLoopbackAddr(t)
+	url := "nats://" + addr
+	up := startPnp(t, "up", "--listen", addr, "--data", t.TempDir(), "--algorithms", "language_detection",
+		"--worker", `/bin/sh -c 'echo crashing >&2; exit 3'`, "--worker-max-backoff", "5ms")
+	up.waitOutput(t, "Ctrl-C stops it.")
+	// More restarts than the 21 failures after which it used to give up.
+	const restarts = 30
+	natstest.Eventually(t, pnpTimeout, func() bool {
+		select {
+		case code := <-up.done:
+			up.done <- code
+			t.Fatalf("pnp up exited %d while a worker was failing\nstderr:\n%s", code, up.stderr.String())
+		default:
+		}
+		return strings.Count(up.stderr.String(), "worker process stopped; restarting") >= restarts
+	}, "fewer than %d restarts logged\nstderr:\n%s", restarts, &up.stderr)
+	if lang := requestLanguage(t, url, "Le renard brun saute par-dessus le chien paresseux"); lang != "fra" {
+		t.Errorf("language = %q, want fra", lang)
+	}
+	if code, out, stderr := runPnp(t, "submit", "--server", url, "--wait", "language_detection", `{"text":"Die Mannschaften schreiben Algorithmen"}`); code != 0 || !strings.Contains(out, "deu") {
+		t.Errorf("a job beside the failing worker: exit %d\n%s\n%s", code, out, stderr)
+	}
+	for _, k := range listKeys(t, url) {
+		if !strings.HasPrefix(k, "language_detection.") {
+			t.Errorf("key %s registered: want only language_detection", k)
+		}
+	}
+	if code := up.stop(t); code != 0 {
+		t.Errorf("pnp up: exit %d after cancellation, want 0\nstderr:\n%s", code, up.stderr.String())
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ type workerFlags struct {
 	commands         stringList
 	procs            int
 	handshake, grace time.Duration
+	maxBackoff       time.Duration
 }
 
 // stringList is a repeatable string flag.
@@ -35,6 +37,7 @@ func (f *workerFlags) register(fs *flagSet) {
 	fs.IntVar(&f.procs, "worker-procs", 1, "processes to run of each --worker command, each its own instance")
 	fs.DurationVar(&f.handshake, "worker-handshake-timeout", worker.DefaultHandshakeTimeout, "how long a worker process may take to say hello, loading its models included, before it is killed and restarted")
 	fs.DurationVar(&f.grace, "worker-cancel-grace", worker.DefaultCancelGrace, "how long a worker process may take to answer a cancelled request (deadline passed) before it is killed and restarted")
+	fs.DurationVar(&f.maxBackoff, "worker-max-backoff", worker.DefaultMaxBackoff, "the longest wait before restarting a worker process that keeps failing; it is restarted at that pace until pnp stops, never given up on")
 }
 
 // build splits the commands and makes one worker.Worker per command.
@@ -53,6 +56,8 @@ func (f *workerFlags) build(nc *nats.Conn, log zerolog.Logger, opts ...runner.Op
 			Procs:            f.procs,
 			HandshakeTimeout: f.handshake,
 			CancelGrace:      f.grace,
+			MaxBackoff:       f.maxBackoff,
+			MinBackoff:       min(worker.DefaultMinBackoff, f.maxBackoff),
 			Logger:           log.With().Str("component", "worker").Logger(),
 			RunnerOptions:    opts,
 		})
@@ -75,9 +80,18 @@ func (f *workerFlags) check() error {
 	if f.grace <= 0 {
 		return fmt.Errorf("%w: --worker-cancel-grace %s: want more than 0", errUsage, f.grace)
 	}
+	if f.maxBackoff <= 0 {
+		return fmt.Errorf("%w: --worker-max-backoff %s: want more than 0", errUsage, f.maxBackoff)
+	}
 	for _, c := range f.commands {
-		if argv, err := shlex.Split(c); err != nil || len(argv) == 0 {
+		argv, err := shlex.Split(c)
+		if err != nil || len(argv) == 0 {
 			return fmt.Errorf("%w: --worker %q: not a command", errUsage, c)
+		}
+		// A failing worker is restarted for as long as pnp runs: a
+		// command that cannot be found is a mistake to report now.
+		if _, err := exec.LookPath(argv[0]); err != nil {
+			return fmt.Errorf("%w: --worker %q: %v", errUsage, c, err)
 		}
 	}
 	return nil

@@ -64,6 +64,30 @@ __all__ = [
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DEFAULT_CONCURRENCY = 4
+# The most digits of an integer read from a request: Python 3.11's own
+# limit for int() (sys.get_int_max_str_digits), applied on every version,
+# since longer conversions cost quadratic time where there is no limit.
+MAX_INT_DIGITS = 4300
+# The id of a request line that cannot be parsed: the runner writes "type"
+# and "id" before the input.
+_LINE_ID = re.compile(rb'^\s*\{\s*"type"\s*:\s*"(?:request|batch)"\s*,\s*"id"\s*:\s*"([^"\\]{1,64})"')
+
+
+class _InputTooLarge(ValueError):
+    """A request's input is valid JSON that this process will not read."""
+
+
+def _parse_int(text):
+    digits = len(text) - (text[0] == "-")
+    if digits > MAX_INT_DIGITS:
+        raise _InputTooLarge(f"input holds an integer of {digits} digits; this worker reads at most {MAX_INT_DIGITS}")
+    return int(text)
+
+
+# Python 3.11 and newer refuse long integers in C, at no cost per number:
+# the hook (a Python call per integer, twice the parse time of an input of
+# numbers) is used there only to name the problem once a line failed.
+_LOADS_OPTIONS = {} if hasattr(sys, "get_int_max_str_digits") else {"parse_int": _parse_int}
 
 
 class Reject(Exception):
@@ -485,7 +509,7 @@ class _Server:
     def send(self, msg):
         try:
             line = json.dumps(msg, separators=(",", ":"), default=_jsonable, allow_nan=False)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, RecursionError) as e:
             if "id" not in msg or msg.get("type") == "error":
                 raise
             line = json.dumps({"type": "error", "id": msg["id"], "code": 500,
@@ -555,21 +579,55 @@ class _Server:
         if ev is not None:
             ev.set()
 
+    def refuse(self, raw, why):
+        """Answer the request on a line that cannot be read with a 400, or
+        note the line on stderr when it names no request."""
+        m = _LINE_ID.match(raw.encode("utf-8", "replace") if isinstance(raw, str) else raw)
+        if m is None:
+            print(f"pnpworker: ignoring a line that cannot be read ({why}): {raw[:200]!r}", file=sys.stderr)
+            return
+        self.send({"type": "error", "id": m.group(1).decode("utf-8", "replace"), "code": 400, "message": why})
+
+    def read(self, raw):
+        """Parse one line from the runner and act on it. Whatever the line
+        holds, the process keeps serving: input it cannot read is a 400."""
+        try:
+            msg = json.loads(raw, **_LOADS_OPTIONS)
+        except RecursionError:
+            self.refuse(raw, "input nests deeper than this worker's JSON parser allows "
+                             f"(Python's recursion limit, {sys.getrecursionlimit()})")
+            return
+        except _InputTooLarge as e:
+            self.refuse(raw, str(e))
+            return
+        except ValueError as e:
+            why = f"input is not JSON this worker can read: {e}"
+            try:
+                json.loads(raw, parse_int=_parse_int)
+            except _InputTooLarge as too_large:
+                why = str(too_large)
+            except (ValueError, RecursionError):
+                pass
+            self.refuse(raw, why)
+            return
+        if not isinstance(msg, dict):
+            print(f"pnpworker: ignoring a line that is not a JSON object: {raw[:200]!r}", file=sys.stderr)
+            return
+        kind = msg.get("type")
+        if kind in ("request", "batch"):
+            self.pool.submit(self.handle, msg)
+        elif kind == "cancel":
+            self.cancel(msg.get("id"))
+
     def run(self, inp):
         for raw in inp:
             raw = raw.strip()
             if not raw:
                 continue
             try:
-                msg = json.loads(raw)
-            except ValueError:
-                print(f"pnpworker: ignoring a line that is not JSON: {raw[:200]!r}", file=sys.stderr)
-                continue
-            kind = msg.get("type")
-            if kind in ("request", "batch"):
-                self.pool.submit(self.handle, msg)
-            elif kind == "cancel":
-                self.cancel(msg.get("id"))
+                self.read(raw)
+            except Exception:  # noqa: BLE001 - one line must not end the process
+                print("pnpworker: failed to handle a line:\n" + traceback.format_exc(), file=sys.stderr)
         # stdin closed: no more requests; finish those in flight.
         self.pool.shutdown(wait=True)
 

@@ -12,6 +12,7 @@ import threading
 import time
 import types
 import unittest
+from unittest import mock
 from typing import Dict, List, Literal, Optional, TypedDict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -166,7 +167,8 @@ def serve(m, messages, wait=None):
                 if callable(msg):
                     msg()
                     continue
-                f.write((json.dumps(msg) + "\n").encode())
+                line = msg if isinstance(msg, str) else json.dumps(msg)
+                f.write((line + "\n").encode())
                 f.flush()
             if wait:
                 wait()
@@ -211,6 +213,45 @@ class ServeTest(unittest.TestCase):
             {"type": "cancel", "id": "1"},
         ])
         self.assertEqual(sent[1], {"type": "result", "id": "1", "output": {"cancelled": True}})
+
+    def test_unreadable_input_is_a_400(self):
+        # Valid JSON that Python's parser cannot read (nested past its
+        # recursion limit, an integer past 4300 digits) answers that
+        # request 400 and the process serves on.
+        # Both ways the SDK reads lines: the C parser's own digit limit
+        # (Python >= 3.11), and the parse_int hook (older Pythons).
+        for options in ({}, {"parse_int": pnpworker._parse_int}):
+            with self.subTest(options=options), mock.patch.object(pnpworker, "_LOADS_OPTIONS", options):
+                self.check_unreadable_input()
+
+    def check_unreadable_input(self):
+        deep = "[" * 2000 + "]" * 2000
+        big = "1" + "0" * 5000
+        sent = serve(adapter(), [
+            '{"type":"request","id":"deep","algorithm":"picky","input":{"word":' + deep + '}}',
+            '{"type": "batch", "id": "deepbatch", "algorithm": "double", "inputs": [' + deep + ']}',
+            '{"type":"request","id":"big","algorithm":"greet","input":{"name":"a","times":' + big + '}}',
+            '{"type":"request","id":"negative","algorithm":"greet","input":{"name":"a","times":-' + big + '}}',
+            '[1, 2]',
+            '{"type":"request","id":"broken","algorithm":"greet","input":{',
+            {"type": "request", "id": "after", "algorithm": "greet", "input": {"name": "ok"}},
+        ])
+        by_id = {s["id"]: s for s in sent[1:]}
+        for rid, want in (("deep", "nests deeper"), ("deepbatch", "nests deeper"),
+                          ("big", "integer of 5001 digits"), ("negative", "integer of 5001 digits"),
+                          ("broken", "not JSON")):
+            with self.subTest(rid):
+                self.assertEqual(by_id[rid]["type"], "error")
+                self.assertEqual(by_id[rid]["code"], 400)
+                self.assertIn(want, by_id[rid]["message"])
+        self.assertEqual(by_id["after"]["output"], {"text": "ok ok"})
+
+    def test_output_too_deep(self):
+        # An output json.dumps cannot write is a 500 for that request, not
+        # a request left unanswered.
+        m = module("def run_deep() -> list:\n    v = []\n    for _ in range(5000):\n        v = [v]\n    return v\n")
+        sent = serve(m, [{"type": "request", "id": "1", "algorithm": "deep", "input": {}}])
+        self.assertEqual(sent[1]["code"], 500)
 
     def test_output_not_json(self):
         m = module("def run_nan() -> float:\n    return float('nan')\n")

@@ -4,7 +4,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import pnpworker
 
@@ -66,3 +66,8 @@ def run_double(items: list[Item]) -> list[dict]:
     """Doubles n, in batches; rejects negative numbers per item."""
     time.sleep(0.01)
     return [pnpworker.Reject("negative") if it.n < 0 else {"doubled": 2 * it.n, "batch": len(items)} for it in items]
+
+
+def run_kind(value: Any = None) -> dict:
+    """The Python type of any JSON value."""
+    return {"kind": type(value).__name__, "pid": os.getpid()}
