@@ -113,6 +113,8 @@ func (g *Gateway) putInput(w http.ResponseWriter, r *http.Request, filename stri
 	switch {
 	case err == nil:
 		return ref, cr.n, true
+	case errors.Is(err, errUploadStalled):
+		writeProblem(w, g.stalledProblem(""))
 	case errors.Is(err, errUploadTooLarge), errors.As(err, &mbe):
 		writeProblem(w, problem{Code: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("upload over the limit of %d bytes", g.cfg.MaxUpload)})
 	case errors.Is(err, controller.ErrNoObjectStore):
@@ -134,6 +136,12 @@ func (g *Gateway) upload(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problem{Code: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("upload of %d bytes over the limit of %d bytes", r.ContentLength, g.cfg.MaxUpload)})
 		return
 	}
+	release, ok := g.admitUpload(w, "")
+	if !ok {
+		return
+	}
+	defer release()
+	g.guardUpload(w, r)
 	ref, n, ok := g.putInput(w, r, r.URL.Query().Get("filename"), r.Body)
 	if !ok {
 		return
@@ -255,6 +263,12 @@ func (g *Gateway) readInput(w http.ResponseWriter, r *http.Request, alg string) 
 		writeProblem(w, problem{Code: http.StatusRequestEntityTooLarge, Algorithm: alg, Message: fmt.Sprintf("upload over the limit of %d bytes", g.cfg.MaxUpload)})
 		return nil, false
 	}
+	release, ok := g.admitUpload(w, alg)
+	if !ok {
+		return nil, false
+	}
+	defer release()
+	uploaded := g.guardUpload(w, r)
 	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	mr, err := r.MultipartReader()
 	if err != nil {
@@ -277,6 +291,10 @@ func (g *Gateway) readInput(w http.ResponseWriter, r *http.Request, alg string) 
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			writeProblem(w, problem{Code: http.StatusRequestEntityTooLarge, Algorithm: alg, Message: fmt.Sprintf("upload over the limit of %d bytes", g.cfg.MaxUpload)})
+			return nil, false
+		}
+		if errors.Is(err, errUploadStalled) {
+			writeProblem(w, g.stalledProblem(alg))
 			return nil, false
 		}
 		if err != nil {
@@ -325,6 +343,7 @@ func (g *Gateway) readInput(w http.ResponseWriter, r *http.Request, alg string) 
 		return bad("/input", err.Error())
 	}
 	w.Header().Set("Pnp-Input-Ref", ref.String())
+	uploaded()
 	return body, true
 }
 
