@@ -216,7 +216,11 @@ func (s *stallGuard) Read(p []byte) (int, error) {
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		return n, fmt.Errorf("%w: under %d bytes/s after %s (%d bytes arrived)", errUploadStalled, s.minRate, uploadGrace, s.n)
 	}
-	if n > 0 {
+	if err == io.EOF {
+		// All arrived: what the handler does next (store the last
+		// chunk, wait for a run) is not the client's pace.
+		_ = s.rc.SetReadDeadline(s.start.Add(transferTimeout))
+	} else if n > 0 {
 		s.extend()
 	}
 	return n, err
