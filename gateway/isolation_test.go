@@ -16,9 +16,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"pnpworker/controller"
 	"pnpworker/discovery"
+	"pnpworker/internal/objref"
 	"pnpworker/runner"
 )
 
@@ -306,6 +308,32 @@ func TestRunnerRepliesAreCheckedReliability(t *testing.T) {
 		for _, k := range []string{"Pnp-Evil", "Pnp-Deadline", "Pnp-Input-Ref", "Pnp-Job-Id", "Set-Cookie"} {
 			if v := r.Header.Get(k); v != "" {
 				t.Errorf("reply header %s: %q passed on", k, v)
+			}
+		}
+	})
+	t.Run("an output by reference is read back and checked", func(t *testing.T) {
+		js, err := jetstream.New(s.nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			output string
+			status int
+		}{{`{"ok":true}`, 200}, {`{"ok":"yes"}`, 502}, {`<html></html>`, 502}} {
+			ref, err := objref.Put(context.Background(), js, controller.OutputsBucket, "hostile/"+nuid.Next(), strings.NewReader(c.output))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := fmt.Sprintf(`{"output_ref":%q}`, ref.String())
+			in := hostileIn{Body: body, Header: map[string]string{"Pnp-Instance": "hostile1", "Pnp-Output-Ref": ref.String()}}
+			b, _ := json.Marshal(in)
+			r := s.do(t, "POST", "/v1/algorithms/hostile/run", string(b), nil)
+			if c.status != 200 {
+				expectProblem(t, r, c.status)
+				continue
+			}
+			if r.StatusCode != 200 || r.Header.Get("Pnp-Output-Ref") != ref.String() || string(bytes.TrimSpace(r.body)) != body {
+				t.Fatalf("valid output by reference: %d %v %s", r.StatusCode, r.Header, r.body)
 			}
 		}
 	})
