@@ -208,10 +208,20 @@ func (s *Store) DeadLetters(ctx context.Context, algorithm string) ([]DeadLetter
 	if total == 0 {
 		return nil, nil
 	}
-	cons, err := s.js.OrderedConsumer(ctx, DeadStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	// One consumer per listing, deleted when it ends; should the delete
+	// fail, the server drops it after 30 s idle (the library's default
+	// keeps one 5 minutes, and a dashboard lists on every job event).
+	cons, err := s.js.OrderedConsumer(ctx, DeadStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, InactiveThreshold: 30 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("controller: dead letters: %w", err)
 	}
+	defer func() {
+		if info := cons.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = s.dead.DeleteConsumer(dctx, info.Name)
+			cancel()
+		}
+	}()
 	var out []DeadLetter
 	for {
 		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(2*time.Second))

@@ -59,6 +59,9 @@ func httpDo(t *testing.T, method, url, body string, hdr map[string]string) (int,
 	if err != nil {
 		t.Fatal(err)
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
@@ -155,6 +158,7 @@ func TestGatewayRoleAllowed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header.Set("Content-Type", "application/octet-stream")
 	start := time.Now()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

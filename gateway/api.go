@@ -17,6 +17,7 @@ import (
 
 	"pnpworker/controller"
 	"pnpworker/discovery"
+	"pnpworker/internal/objref"
 	"pnpworker/runner"
 	"pnpworker/schemas"
 )
@@ -234,21 +235,59 @@ func (g *Gateway) run(w http.ResponseWriter, r *http.Request) {
 	took := time.Since(start)
 	g.lat.add(name, took)
 	g.shadow(name, body, reply, took, d)
-	for k, v := range reply.Header {
-		if strings.HasPrefix(k, "Pnp-") {
-			w.Header()[k] = v
-		}
-	}
+	g.answerReply(w, r, name, regs, reply)
+}
+
+// answerReply answers a runner's reply as the controller would take it:
+// only the documented headers pass, an error code outside the protocol's
+// set becomes 400 or 500, and a success must satisfy the output schema of
+// the instance that answered (Pnp-Instance) or it is a 502.
+func (g *Gateway) answerReply(w http.ResponseWriter, r *http.Request, name string, regs []discovery.Registration, reply *nats.Msg) {
+	passReplyHeaders(w, reply)
+	instance := w.Header().Get(runner.HeaderInstance)
 	if e := runner.ReplyError(reply); e != nil {
+		e = controller.ProtocolCode(e)
 		if e.Algorithm == "" {
 			e.Algorithm = name
 		}
+		e.Instance = instance
 		writeProblem(w, fromRunnerError(e))
 		return
 	}
+	output := reply.Data
+	if ref := reply.Header.Get(runner.HeaderOutputRef); ref != "" {
+		// The output did not fit a message: it is checked where the
+		// runner stored it, as the controller checks it.
+		var err error
+		if output, err = g.referencedOutput(r, name, ref); err != nil {
+			w.Header().Del(runner.HeaderOutputRef)
+			g.log.Warn().Str("algorithm", name).Str("instance", instance).Str("output_ref", truncate(ref, 300)).Err(err).Msg("runner output by reference not checked")
+			writeProblem(w, problem{Code: runner.CodeBadGateway, Algorithm: name, Instance: instance,
+				Message: fmt.Sprintf("runner output %s could not be checked: %v", truncate(ref, 300), err)})
+			return
+		}
+	}
+	if verr := g.checker.CheckOutput(regs, instance, output); verr != nil {
+		g.log.Warn().Str("algorithm", name).Str("instance", instance).Str("error", truncate(verr.Error(), 1000)).Msg("runner output does not match its schema")
+		verr.Algorithm, verr.Instance = name, instance
+		writeProblem(w, fromRunnerError(verr))
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(reply.Data)
+}
+
+// referencedOutput reads back an output stored by reference, within the
+// controller's bound, after checking that the reference is one into the
+// algorithm's own outputs bucket, the only one its runners may write.
+func (g *Gateway) referencedOutput(r *http.Request, algorithm, ref string) ([]byte, error) {
+	o, err := objref.Parse(ref)
+	if want := objref.OutputsBucketFor(algorithm); err != nil || o.Bucket != want {
+		return nil, fmt.Errorf("%s is not a reference into bucket %s", runner.HeaderOutputRef, want)
+	}
+	return objref.Read(r.Context(), g.js, o, controller.DefaultMaxReferencedOutputBytes)
 }
 
 // jobAccepted is the answer to a job submission or replay.

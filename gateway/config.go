@@ -22,6 +22,15 @@ const (
 	DefaultMaxWait           = 2 * time.Minute
 	DefaultStatsTimeout      = 300 * time.Millisecond
 	DefaultStatsTTL          = time.Second
+	// DefaultMaxEventStreams bounds the open GET /v1/events streams
+	// (each holds a buffer of 256 events, about 30 KB with its
+	// connection).
+	DefaultMaxEventStreams = 256
+	// DefaultMaxUploads bounds the uploads in progress at once.
+	DefaultMaxUploads = 32
+	// DefaultUploadMinRate is the slowest an upload may arrive after its
+	// first 10 seconds, in bytes per second.
+	DefaultUploadMinRate = 16 << 10
 )
 
 // Config configures a Gateway. The zero value serves on DefaultAddr, without
@@ -56,6 +65,18 @@ type Config struct {
 	// of a multipart run or job) streamed into the uploads bucket. Default
 	// DefaultMaxUpload; the bucket's own limits still apply.
 	MaxUpload int64
+	// MaxEventStreams bounds the GET /v1/events streams open at once;
+	// past it a new one is refused with 503. Default
+	// DefaultMaxEventStreams.
+	MaxEventStreams int
+	// MaxUploads bounds the uploads (POST /v1/objects, multipart runs and
+	// jobs) in progress at once; past it a new one is refused with 503.
+	// Default DefaultMaxUploads.
+	MaxUploads int
+	// UploadMinRate is the slowest, in bytes per second, an upload may
+	// arrive on average after its first 10 seconds; a slower one is cut
+	// off with 408. Default DefaultUploadMinRate.
+	UploadMinRate int64
 	// StatsTimeout bounds the collection of $SRV.STATS replies; StatsTTL
 	// is how long collected stats are reused. Defaults DefaultStatsTimeout
 	// and DefaultStatsTTL.
@@ -90,6 +111,15 @@ func (c *Config) setDefaults() {
 	if c.MaxUpload == 0 {
 		c.MaxUpload = DefaultMaxUpload
 	}
+	if c.MaxEventStreams == 0 {
+		c.MaxEventStreams = DefaultMaxEventStreams
+	}
+	if c.MaxUploads == 0 {
+		c.MaxUploads = DefaultMaxUploads
+	}
+	if c.UploadMinRate == 0 {
+		c.UploadMinRate = DefaultUploadMinRate
+	}
 	if c.Metrics == nil {
 		c.Metrics = prometheus.NewRegistry()
 	}
@@ -123,6 +153,15 @@ func (c Config) Validate() error {
 	}
 	if c.MaxUpload < 0 {
 		errs = append(errs, fmt.Errorf("max upload %d is negative", c.MaxUpload))
+	}
+	if c.MaxEventStreams < 0 {
+		errs = append(errs, fmt.Errorf("max event streams %d is negative", c.MaxEventStreams))
+	}
+	if c.MaxUploads < 0 {
+		errs = append(errs, fmt.Errorf("max uploads %d is negative", c.MaxUploads))
+	}
+	if c.UploadMinRate < 0 {
+		errs = append(errs, fmt.Errorf("upload min rate %d is negative", c.UploadMinRate))
 	}
 	return errors.Join(errs...)
 }

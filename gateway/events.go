@@ -247,6 +247,11 @@ func (g *Gateway) eventStream(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	release, ok := g.admitEvents(w)
+	if !ok {
+		return
+	}
+	defer release()
 	ch, unsubscribe := g.events.subscribe()
 	defer unsubscribe()
 	h := w.Header()

@@ -56,6 +56,13 @@ type Gateway struct {
 	shadower   atomic.Pointer[rollout.Shadower]
 	reports    reportCache
 
+	// checker checks runners' success replies against the answering
+	// instance's output schema, as the controller does.
+	checker *controller.ReplyChecker
+	// uploads and streams bound the uploads in progress and the open
+	// event streams (Config.MaxUploads, Config.MaxEventStreams).
+	uploads, streams slots
+
 	runOnce sync.Once
 	// eventsDown is set when the results watch gave up.
 	eventsDown atomic.Bool
@@ -86,6 +93,8 @@ func New(nc *nats.Conn, store *controller.Store, cfg Config) (*Gateway, error) {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"route"}),
 	}
+	g.checker = controller.NewReplyChecker(cfg.Logger.With().Str("component", "gateway_replies").Logger(), 0, 0)
+	g.uploads, g.streams = make(slots, cfg.MaxUploads), make(slots, cfg.MaxEventStreams)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -224,7 +233,7 @@ func (g *Gateway) routes() http.Handler {
 	if g.cfg.CORSOrigin != "" {
 		h = g.cors(h)
 	}
-	return h
+	return g.guard(h)
 }
 
 // authorize refuses a request without the configured bearer token, in the

@@ -96,6 +96,12 @@ type stackOpts struct {
 	writeTimeout time.Duration
 	// discoveryTTL is the discovery bucket's max age (default 15 s).
 	discoveryTTL time.Duration
+	// maxUpload, maxUploads, maxEventStreams and uploadMinRate are the
+	// gateway's (default: gateway.Config's defaults).
+	maxUpload       int64
+	maxUploads      int
+	maxEventStreams int
+	uploadMinRate   int64
 }
 
 // newStack starts NATS, a controller, a runner serving language_detection
@@ -134,7 +140,8 @@ func newStack(t testing.TB, o stackOpts) *stack {
 	s.startRunner(t, algs...)
 
 	s.gwNC = s.srv.Connect()
-	s.gw, err = gateway.New(s.gwNC, s.store, gateway.Config{Token: o.token, Metrics: s.metrics, Logger: zerolog.Nop(), WriteTimeout: o.writeTimeout})
+	s.gw, err = gateway.New(s.gwNC, s.store, gateway.Config{Token: o.token, Metrics: s.metrics, Logger: zerolog.Nop(), WriteTimeout: o.writeTimeout,
+		MaxUpload: o.maxUpload, MaxUploads: o.maxUploads, MaxEventStreams: o.maxEventStreams, UploadMinRate: o.uploadMinRate})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -115,6 +115,8 @@ func (g *Gateway) putInput(w http.ResponseWriter, r *http.Request, filename stri
 	switch {
 	case err == nil:
 		return ref, cr.n, true
+	case errors.Is(err, errUploadStalled):
+		writeProblem(w, g.stalledProblem(""))
 	case errors.Is(err, errUploadTooLarge), errors.As(err, &mbe):
 		writeProblem(w, problem{Code: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("upload over the limit of %d bytes", g.cfg.MaxUpload)})
 	case errors.Is(err, controller.ErrNoObjectStore):
@@ -136,6 +138,12 @@ func (g *Gateway) upload(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problem{Code: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("upload of %d bytes over the limit of %d bytes", r.ContentLength, g.cfg.MaxUpload)})
 		return
 	}
+	release, ok := g.admitUpload(w, "")
+	if !ok {
+		return
+	}
+	defer release()
+	g.guardUpload(w, r)
 	ref, n, ok := g.putInput(w, r, r.URL.Query().Get("filename"), r.Body)
 	if !ok {
 		return
@@ -257,6 +265,12 @@ func (g *Gateway) readInput(w http.ResponseWriter, r *http.Request, alg string) 
 		writeProblem(w, problem{Code: http.StatusRequestEntityTooLarge, Algorithm: alg, Message: fmt.Sprintf("upload over the limit of %d bytes", g.cfg.MaxUpload)})
 		return nil, false
 	}
+	release, ok := g.admitUpload(w, alg)
+	if !ok {
+		return nil, false
+	}
+	defer release()
+	uploaded := g.guardUpload(w, r)
 	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	mr, err := r.MultipartReader()
 	if err != nil {
@@ -279,6 +293,10 @@ func (g *Gateway) readInput(w http.ResponseWriter, r *http.Request, alg string) 
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			writeProblem(w, problem{Code: http.StatusRequestEntityTooLarge, Algorithm: alg, Message: fmt.Sprintf("upload over the limit of %d bytes", g.cfg.MaxUpload)})
+			return nil, false
+		}
+		if errors.Is(err, errUploadStalled) {
+			writeProblem(w, g.stalledProblem(alg))
 			return nil, false
 		}
 		if err != nil {
@@ -327,6 +345,7 @@ func (g *Gateway) readInput(w http.ResponseWriter, r *http.Request, alg string) 
 		return bad("/input", err.Error())
 	}
 	w.Header().Set("Pnp-Input-Ref", ref.String())
+	uploaded()
 	return body, true
 }
 

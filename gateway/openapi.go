@@ -25,8 +25,10 @@ func errorResponses() obj {
 		"400": problemResponse("invalid input: the violations name each field"),
 		"404": problemResponse("no runner serves the algorithm"),
 		"413": problemResponse("body over the NATS server's max payload"),
+		"415": problemResponse("a body type a web form could send (send application/json)"),
 		"422": problemResponse("input rejected by the algorithm"),
 		"500": problemResponse("internal error of the algorithm"),
+		"502": problemResponse("the runner's output is not JSON or does not satisfy its output schema"),
 		"503": problemResponse("runner overloaded or draining"),
 		"504": problemResponse("deadline exceeded"),
 	}

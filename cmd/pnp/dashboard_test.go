@@ -102,6 +102,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	post := func(path, body string, hdr map[string]string) (int, []byte) {
 		t.Helper()
 		req, _ := http.NewRequest("POST", base+path, strings.NewReader(body))
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		for k, v := range hdr {
 			req.Header.Set(k, v)
 		}

@@ -26,12 +26,20 @@ type httpFlags struct {
 	token     string
 	cors      string
 	maxUpload string
+	// maxStreams, maxUploads and uploadMinRate bound the event streams
+	// and uploads (gateway.Config).
+	maxStreams    int
+	maxUploads    int
+	uploadMinRate string
 }
 
 func (h *httpFlags) register(fs *flagSet) {
 	fs.StringVar(&h.addr, "http", env("PNP_HTTP", gateway.DefaultAddr), "address of the HTTP API and dashboard; '' turns them off; any address but loopback needs --http-token (env PNP_HTTP)")
 	fs.StringVar(&h.token, "http-token", env("PNP_HTTP_TOKEN", ""), "bearer token every API request must carry (env PNP_HTTP_TOKEN)")
 	fs.StringVar(&h.cors, "http-cors", env("PNP_HTTP_CORS", ""), "the one origin browsers may call the API from, e.g. https://app.example (env PNP_HTTP_CORS; default: no CORS)")
+	fs.IntVar(&h.maxStreams, "http-max-event-streams", envInt("PNP_HTTP_MAX_EVENT_STREAMS", gateway.DefaultMaxEventStreams), "most GET /v1/events streams open at once; past it a new one gets 503 (env PNP_HTTP_MAX_EVENT_STREAMS)")
+	fs.IntVar(&h.maxUploads, "http-max-uploads", envInt("PNP_HTTP_MAX_UPLOADS", gateway.DefaultMaxUploads), "most uploads (POST /v1/objects, multipart runs and jobs) in progress at once; past it a new one gets 503 (env PNP_HTTP_MAX_UPLOADS)")
+	fs.StringVar(&h.uploadMinRate, "http-upload-min-rate", env("PNP_HTTP_UPLOAD_MIN_RATE", "16KiB"), "slowest an upload may arrive, per second, after its first 10 s; a slower one is cut off with 408 (env PNP_HTTP_UPLOAD_MIN_RATE)")
 	fs.StringVar(&h.maxUpload, "http-max-upload", env("PNP_HTTP_MAX_UPLOAD", "64MiB"), "largest upload (POST /v1/objects, the file of a multipart run or job) streamed into bucket inputs, e.g. 64MiB (env PNP_HTTP_MAX_UPLOAD)")
 }
 
@@ -47,6 +55,18 @@ func (h *httpFlags) config(metrics *prometheus.Registry, log zerolog.Logger) (ga
 		return cfg, fmt.Errorf("%w: --http-max-upload (PNP_HTTP_MAX_UPLOAD) %q: %v", errUsage, h.maxUpload, err)
 	}
 	cfg.MaxUpload = n
+	rate, err := imagefetch.ParseSize(h.uploadMinRate)
+	if err == nil && rate <= 0 {
+		err = errors.New("want at least 1 byte")
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("%w: --http-upload-min-rate (PNP_HTTP_UPLOAD_MIN_RATE) %q: %v", errUsage, h.uploadMinRate, err)
+	}
+	cfg.UploadMinRate = rate
+	if h.maxStreams <= 0 || h.maxUploads <= 0 {
+		return cfg, fmt.Errorf("%w: --http-max-event-streams %d, --http-max-uploads %d: want 1 or more", errUsage, h.maxStreams, h.maxUploads)
+	}
+	cfg.MaxEventStreams, cfg.MaxUploads = h.maxStreams, h.maxUploads
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("%w: --http %s: %v", errUsage, h.addr, err)
 	}

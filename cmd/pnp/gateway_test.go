@@ -38,6 +38,28 @@ func TestGatewayRefusesNonLoopbackWithoutToken(t *testing.T) {
 	}
 }
 
+func TestGatewayCapFlagsAreChecked(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no uploads", []string{"--http-max-uploads", "0"}, "--http-max-uploads 0"},
+		{"no event streams", []string{"--http-max-event-streams", "-1"}, "--http-max-event-streams -1"},
+		{"rate not a size", []string{"--http-upload-min-rate", "fast"}, `--http-upload-min-rate (PNP_HTTP_UPLOAD_MIN_RATE) "fast"`},
+		{"zero rate", []string{"--http-upload-min-rate", "0"}, "want at least 1 byte"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), append([]string{"gateway"}, tc.args...), &stdout, &stderr)
+			if code != 2 || !strings.Contains(stderr.String(), tc.want) {
+				t.Fatalf("exit %d, stderr %q; want 2 and %q", code, stderr.String(), tc.want)
+			}
+		})
+	}
+}
+
 // TestGatewayWaitsForStreams starts `pnp gateway` before the job streams
 // exist: it waits for them (no start order), then serves the live
 // algorithms.

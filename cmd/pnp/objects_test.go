@@ -350,7 +350,7 @@ func TestGatewayFilesEndToEnd(t *testing.T) {
 
 	// A plain upload, then a job on it by reference; a failed job has no
 	// output.
-	resp, b = send("POST", "/v1/objects?filename=notes.txt", strings.NewReader("not an image"), "text/plain")
+	resp, b = send("POST", "/v1/objects?filename=notes.txt", strings.NewReader("not an image"), "application/octet-stream")
 	var obj struct {
 		Ref  string
 		Size int64

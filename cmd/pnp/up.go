@@ -364,7 +364,7 @@ jobs (durable; results in KV bucket results):
 	}
 	if b.http != "" {
 		fmt.Fprintf(w, "\nHTTP: dashboard %s/  reference %s/docs\n", b.http, b.http)
-		fmt.Fprintf(w, "  curl -s %s/v1/algorithms/language_detection/run -d '{\"text\":\"Le renard brun saute par-dessus le chien paresseux\"}'\n", b.http)
+		fmt.Fprintf(w, "  curl -s %s/v1/algorithms/language_detection/run -H 'Content-Type: application/json' -d '{\"text\":\"Le renard brun saute par-dessus le chien paresseux\"}'\n", b.http)
 	}
 	fmt.Fprint(w, "\nCtrl-C stops it.\n")
 }
