@@ -104,6 +104,9 @@ type routeView struct {
 	algs  []string
 	log   zerolog.Logger
 	codec *rollout.Codec
+	// invalid is the revision of each algorithm's route last found
+	// invalid, so that it is logged once (used by run's goroutine only).
+	invalid map[string]uint64
 }
 
 func newRouteView(js jetstream.JetStream, cfg rollout.Config, algs []string, log zerolog.Logger) (*routeView, error) {
@@ -111,29 +114,39 @@ func newRouteView(js jetstream.JetStream, cfg rollout.Config, algs []string, log
 	if err != nil {
 		return nil, err
 	}
-	return &routeView{view: newView[rollout.Route](), js: js, cfg: cfg, algs: algs, log: log, codec: c}, nil
+	return &routeView{view: newView[rollout.Route](), js: js, cfg: cfg, algs: algs, log: log, codec: c, invalid: map[string]uint64{}}, nil
 }
 
 // Lookup returns the route of algorithm, and whether there is one.
 func (v *routeView) Lookup(alg string) (rollout.Route, bool) { return v.get(alg) }
 
+// missingRoutesPoll is how often the runner looks for a routes bucket that
+// does not exist.
+const missingRoutesPoll = 5 * time.Second
+
 // run reads the routes every routePoll until ctx ends. The bucket does not
-// have to exist: without it there is no route.
+// have to exist: without it there is no route, and it is looked for every
+// missingRoutesPoll.
 func (v *routeView) run(ctx context.Context) {
 	var kv jetstream.KeyValue
 	failing, missing := false, false
+	var lookedFor time.Time
 	tick := time.NewTicker(routePoll)
 	defer tick.Stop()
 	for {
 		err := func() error {
 			if kv == nil {
+				if missing && time.Since(lookedFor) < missingRoutesPoll {
+					return nil
+				}
+				lookedFor = time.Now()
 				st, err := rollout.Open(ctx, v.js, v.cfg)
 				if errors.Is(err, jetstream.ErrBucketNotFound) {
 					if !missing {
-						v.log.Info().Str("bucket", v.cfg.Bucket).Msg("no routes bucket yet: every version serves run.<algorithm>")
+						v.log.Info().Str("bucket", v.cfg.Bucket).Msg("no routes bucket yet: every version serves run.<algorithm>; looking for it every 5s")
 					}
 					missing = true
-					v.update(func(m map[string]rollout.Route) bool { clear(m); return true })
+					v.update(func(m map[string]rollout.Route) bool { had := len(m) > 0; clear(m); return had })
 					return nil
 				}
 				if err != nil {
@@ -176,7 +189,8 @@ func (v *routeView) read(ctx context.Context, kv jetstream.KeyValue, alg string)
 		return err
 	default:
 		if r, err = v.codec.Decode(alg, e.Value()); err != nil {
-			if old, had := v.get(alg); !had || old.UpdatedAt != r.UpdatedAt {
+			if v.invalid[alg] != e.Revision() {
+				v.invalid[alg] = e.Revision()
 				v.log.Warn().Err(err).Str("key", alg).Msg("ignoring invalid route")
 			}
 		} else {
@@ -314,15 +328,17 @@ func (v *liveView) readAll(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		v.goneMu.Lock()
-		for k, at := range v.gone {
-			if time.Since(at) > ttl {
-				delete(v.gone, k)
-			}
-		}
-		regs = slices.DeleteFunc(regs, func(r discovery.Registration) bool { _, g := v.gone[r.Key()]; return g })
-		v.goneMu.Unlock()
+		// Filtered under the view's lock: a delete seen meanwhile is
+		// either filtered here or applied after this update.
 		v.update(func(m map[string][]discovery.Registration) bool {
+			v.goneMu.Lock()
+			for k, at := range v.gone {
+				if time.Since(at) > ttl {
+					delete(v.gone, k)
+				}
+			}
+			regs = slices.DeleteFunc(regs, func(r discovery.Registration) bool { _, g := v.gone[r.Key()]; return g })
+			v.goneMu.Unlock()
 			if sameInstances(m[alg], regs) {
 				return false
 			}
