@@ -546,8 +546,10 @@ func TestWatchBucketsBoundConsumers(t *testing.T) {
 		if got := maxConsumers(t, js, "KV_discovery"); got != discovery.DefaultMaxConsumers {
 			t.Errorf("discovery max_consumers %d, want %d", got, discovery.DefaultMaxConsumers)
 		}
-		if got := maxConsumers(t, js, "KV_routes"); got != rollout.DefaultMaxConsumers {
-			t.Errorf("routes max_consumers %d, want %d", got, rollout.DefaultMaxConsumers)
+		for _, s := range []string{"KV_routes", rollout.CompareStream, rollout.HistoryStream} {
+			if got := maxConsumers(t, js, s); got != rollout.DefaultMaxConsumers {
+				t.Errorf("%s max_consumers %d, want %d", s, got, rollout.DefaultMaxConsumers)
+			}
 		}
 		// An operator's value survives processes that provision with
 		// defaults (a runner or controller that may create streams).

@@ -24,7 +24,9 @@ const DefaultMaxBytes = 1 << 20
 // gateway keeps one watcher (Table), admin tools one while they run —
 // runners read their routes with direct gets and create none. The figure
 // and the way to raise it (pnp provision --routes-max-consumers) are those
-// of discovery.DefaultMaxConsumers.
+// of discovery.DefaultMaxConsumers. COMPARE and HISTORY get the same bound:
+// their readers (the gateway, pnp route report, pnp replay) hold a
+// consumer for one read each.
 const DefaultMaxConsumers = 256
 
 // Config configures the routes bucket. The zero value is the default:
