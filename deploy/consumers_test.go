@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -636,4 +637,52 @@ func TestWatchBucketsBoundConsumers(t *testing.T) {
 			t.Fatalf("a runner started after the flood does not serve: %v %v", err, reply)
 		}
 	})
+}
+
+// TestRunnerUsersFollowTheirOwnKeys checks every runner user of nats.conf,
+// also one added later by copying a block: for each algorithm it serves it
+// may read that algorithm's route and discovery keys by direct get and
+// subscribe to its discovery keys — what the runner library needs to
+// follow routes without a consumer — and no publish permission of any
+// runner user reaches a consumer API subject.
+func TestRunnerUsersFollowTheirOwnKeys(t *testing.T) {
+	setPasswords(t)
+	opts := loadConf(t, "nats.conf")
+	runners := 0
+	for _, u := range opts.Users {
+		if !strings.HasSuffix(u.Username, "_runner") {
+			continue
+		}
+		runners++
+		for _, sub := range u.Permissions.Subscribe.Allow {
+			alg, ok := strings.CutSuffix(sub, " "+runner.DefaultQueueGroup)
+			if !ok || strings.Count(alg, ".") != 1 {
+				continue // only the plain run.<algorithm> lines
+			}
+			alg = strings.TrimPrefix(alg, "run.")
+			for _, want := range []string{
+				"$JS.API.DIRECT.GET.KV_routes.$KV.routes." + alg,
+				"$JS.API.DIRECT.GET.KV_discovery.$KV.discovery." + alg + ".*",
+				"$JS.API.STREAM.INFO.KV_routes",
+				"$JS.API.STREAM.INFO.KV_discovery",
+			} {
+				if !slices.Contains(u.Permissions.Publish.Allow, want) {
+					t.Errorf("%s serves %s but may not publish %s", u.Username, alg, want)
+				}
+			}
+			if !slices.Contains(u.Permissions.Subscribe.Allow, "$KV.discovery."+alg+".*") {
+				t.Errorf("%s serves %s but may not subscribe to $KV.discovery.%s.*", u.Username, alg, alg)
+			}
+		}
+		for _, p := range u.Permissions.Publish.Allow {
+			for _, api := range []string{"$JS.API.CONSUMER.CREATE.X", "$JS.API.CONSUMER.CREATE.X.y", "$JS.API.CONSUMER.DURABLE.CREATE.X.y", "$JS.FC.X.y"} {
+				if server.SubjectsCollide(p, api) {
+					t.Errorf("%s may publish %s, which reaches %s", u.Username, p, api)
+				}
+			}
+		}
+	}
+	if runners != 3 {
+		t.Errorf("found %d runner users, want 3", runners)
+	}
 }
