@@ -675,7 +675,7 @@ func TestRunnerUsersFollowTheirOwnKeys(t *testing.T) {
 			}
 		}
 		for _, p := range u.Permissions.Publish.Allow {
-			for _, api := range []string{"$JS.API.CONSUMER.CREATE.X", "$JS.API.CONSUMER.CREATE.X.y", "$JS.API.CONSUMER.DURABLE.CREATE.X.y", "$JS.FC.X.y"} {
+			for _, api := range []string{"$JS.API.CONSUMER.CREATE.*", "$JS.API.CONSUMER.CREATE.*.>", "$JS.API.CONSUMER.DURABLE.CREATE.*.*", "$JS.FC.>"} {
 				if server.SubjectsCollide(p, api) {
 					t.Errorf("%s may publish %s, which reaches %s", u.Username, p, api)
 				}
