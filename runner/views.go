@@ -34,9 +34,9 @@ const routePoll = 500 * time.Millisecond
 // its algorithms: every discovery TTL / livePollDivisor (3 s at the
 // default 15 s), so an instance that died without deregistering is seen
 // gone within TTL plus that. Registrations and deregistrations are seen at
-// once through a core subscription on the algorithms' keys, which only
-// prompts a read: the direct gets are the truth (an expiry is not
-// published on the key's subject).
+// once through a core subscription on the algorithms' keys: a delete
+// takes its key out, a put of an unknown key prompts a read. The direct
+// gets are the truth (an expiry is not published on the key's subject).
 const livePollDivisor = 5
 
 // kvOperationHeader marks a delete or purge on a key's subject.
