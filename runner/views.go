@@ -35,16 +35,13 @@ const routePoll = 500 * time.Millisecond
 // default 15 s), so an instance that died without deregistering is seen
 // gone within TTL plus that. Registrations and deregistrations are seen at
 // once through a core subscription on the algorithms' keys: a delete
-// takes its key out, a put of an unknown key prompts a read. The direct
-// gets are the truth (an expiry is not published on the key's subject).
+// takes its key out, the put of an unknown key puts its record in. The
+// direct gets are the truth (an expiry is not published on the key's
+// subject).
 const livePollDivisor = 5
 
 // kvOperationHeader marks a delete or purge on a key's subject.
 const kvOperationHeader = "KV-Operation"
-
-// minLivePoll bounds how often a burst of registrations makes the runner
-// read the live instances again.
-const minLivePoll = 100 * time.Millisecond
 
 // view is a lock-free per-algorithm snapshot with a change signal, like
 // discovery.Cache and rollout.Table.
@@ -220,18 +217,23 @@ type liveView struct {
 	reg  *discovery.Registry
 	algs []string
 	log  zerolog.Logger
-	hint chan struct{}
 
-	goneMu sync.Mutex
-	// gone holds keys whose delete was seen on the key's subject: a read
-	// that raced with the delete must not bring them back. A key put again
-	// (the same instance registering anew) leaves it.
-	gone map[string]time.Time
+	keysMu sync.Mutex
+	// gone holds keys whose delete was seen on the key's subject, fresh
+	// keys whose first put was: a read that raced with either (it listed
+	// the bucket before the stream stored the message) must not undo it.
+	// A put again of a key that was gone (the same instance registering
+	// anew) takes it out of gone.
+	gone, fresh map[string]time.Time
 }
+
+// freshMargin is how long before a read started a put seen on a key's
+// subject may have been, for the read to be trusted to include it.
+const freshMargin = time.Second
 
 func newLiveView(nc *nats.Conn, reg *discovery.Registry, algs []string, log zerolog.Logger) *liveView {
 	return &liveView{view: newView[[]discovery.Registration](), nc: nc, reg: reg, algs: algs, log: log,
-		hint: make(chan struct{}, 1), gone: map[string]time.Time{}}
+		gone: map[string]time.Time{}, fresh: map[string]time.Time{}}
 }
 
 // Lookup returns the live instances of algorithm, sorted by key. The slice
@@ -241,9 +243,9 @@ func (v *liveView) Lookup(alg string) []discovery.Registration {
 	return regs
 }
 
-// run reads the live instances until ctx ends: every TTL/livePollDivisor,
-// and soon after a registration or a deregistration of one of the
-// algorithms was seen on its key's subject.
+// run reads the live instances every TTL/livePollDivisor until ctx ends,
+// and applies the registrations and deregistrations of the algorithms seen
+// on their keys' subjects in between.
 func (v *liveView) run(ctx context.Context) {
 	prefix := "$KV." + v.reg.KeyValue().Bucket() + "."
 	for _, alg := range v.algs {
@@ -254,8 +256,7 @@ func (v *liveView) run(ctx context.Context) {
 		}
 		defer func() { _ = sub.Unsubscribe() }()
 	}
-	every := max(v.reg.TTL()/livePollDivisor, minLivePoll)
-	tick := time.NewTicker(every)
+	tick := time.NewTicker(max(v.reg.TTL()/livePollDivisor, 100*time.Millisecond))
 	defer tick.Stop()
 	failing := false
 	for {
@@ -273,26 +274,22 @@ func (v *liveView) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-		case <-v.hint:
-			// A burst of registrations costs one read per minLivePoll.
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(minLivePoll):
-			}
 		}
 	}
 }
 
-// seen handles a message on a key's subject: a delete takes the key out
-// at once; a put of a key not known live asks for a read.
+// seen applies a message on a key's subject: a delete takes the key out,
+// the put of a key not known live puts its record in. A heartbeat of a
+// known key changes nothing and costs no decoding.
 func (v *liveView) seen(key string, m *nats.Msg) {
 	alg, _, _ := strings.Cut(key, ".")
+	now := time.Now()
 	switch m.Header.Get(kvOperationHeader) {
 	case "DEL", "PURGE":
-		v.goneMu.Lock()
-		v.gone[key] = time.Now()
-		v.goneMu.Unlock()
+		v.keysMu.Lock()
+		v.gone[key] = now
+		delete(v.fresh, key)
+		v.keysMu.Unlock()
 		v.update(func(mp map[string][]discovery.Registration) bool {
 			regs := mp[alg]
 			i := slices.IndexFunc(regs, func(r discovery.Registration) bool { return r.Key() == key })
@@ -304,23 +301,34 @@ func (v *liveView) seen(key string, m *nats.Msg) {
 		})
 		return
 	}
-	v.goneMu.Lock()
-	_, wasGone := v.gone[key]
+	if slices.ContainsFunc(v.Lookup(alg), func(r discovery.Registration) bool { return r.Key() == key }) {
+		return // a heartbeat (a record changed under its key shows at the next read)
+	}
+	rec, err := v.reg.Codec().Decode(key, m.Data)
+	if err != nil {
+		return // the reads skip it too
+	}
+	v.keysMu.Lock()
 	delete(v.gone, key)
-	v.goneMu.Unlock()
-	if !wasGone && slices.ContainsFunc(v.Lookup(alg), func(r discovery.Registration) bool { return r.Key() == key }) {
-		return // a heartbeat
-	}
-	select {
-	case v.hint <- struct{}{}:
-	default:
-	}
+	v.fresh[key] = now
+	v.keysMu.Unlock()
+	v.update(func(mp map[string][]discovery.Registration) bool {
+		regs := slices.DeleteFunc(slices.Clone(mp[alg]), func(r discovery.Registration) bool { return r.Key() == key })
+		mp[alg] = sortedByKey(append(regs, rec))
+		return true
+	})
+}
+
+func sortedByKey(regs []discovery.Registration) []discovery.Registration {
+	slices.SortFunc(regs, func(a, b discovery.Registration) int { return strings.Compare(a.Key(), b.Key()) })
+	return regs
 }
 
 func (v *liveView) readAll(ctx context.Context) error {
 	ttl := v.reg.TTL()
 	var errs []error
 	for _, alg := range v.algs {
+		started := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, ttl)
 		regs, err := v.reg.LookupDirect(rctx, alg, nil)
 		cancel()
@@ -328,17 +336,27 @@ func (v *liveView) readAll(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		// Filtered under the view's lock: a delete seen meanwhile is
-		// either filtered here or applied after this update.
+		// Merged under the view's lock: a message seen on a key's subject
+		// meanwhile is either taken into account here or applied after
+		// this update.
 		v.update(func(m map[string][]discovery.Registration) bool {
-			v.goneMu.Lock()
-			for k, at := range v.gone {
-				if time.Since(at) > ttl {
-					delete(v.gone, k)
+			v.keysMu.Lock()
+			defer v.keysMu.Unlock()
+			for _, seen := range []map[string]time.Time{v.gone, v.fresh} {
+				for k, at := range seen {
+					if time.Since(at) > ttl {
+						delete(seen, k)
+					}
 				}
 			}
 			regs = slices.DeleteFunc(regs, func(r discovery.Registration) bool { _, g := v.gone[r.Key()]; return g })
-			v.goneMu.Unlock()
+			for _, r := range m[alg] {
+				if at, ok := v.fresh[r.Key()]; ok && at.After(started.Add(-freshMargin)) &&
+					!slices.ContainsFunc(regs, func(x discovery.Registration) bool { return x.Key() == r.Key() }) {
+					regs = append(regs, r)
+				}
+			}
+			regs = sortedByKey(regs)
 			if sameInstances(m[alg], regs) {
 				return false
 			}
