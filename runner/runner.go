@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sync"
 	"time"
 
@@ -235,9 +234,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	// (views.go).
 	names := make([]string, 0, len(r.algs))
 	for _, a := range r.algs {
-		if !slices.Contains(names, a.Name()) {
-			names = append(names, a.Name())
-		}
+		names = append(names, a.Name()) // New refused duplicates
 	}
 	watchCtx, stopWatching := context.WithCancel(context.WithoutCancel(ctx))
 	table, err := newRouteView(js, r.opts.routes, names, log)
