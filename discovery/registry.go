@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +25,17 @@ const DefaultTTL = 15 * time.Second
 // bytes, so no other stream filling up can make heartbeats fail.
 const DefaultMaxBytes = 64 << 20
 
+// DefaultMaxConsumers bounds the consumers of the discovery bucket's
+// stream. Only the system's own processes create them — each controller
+// and each gateway keeps one watcher (discovery.Cache), and admin tools
+// (pnp algorithms, pnp jobs, nats kv watch) hold one while they run —
+// runners read the bucket with direct gets and create none. 256 is about
+// ten times what a deployment of ten controllers and ten gateways needs
+// with admin tools running, and far below the server's own limit, so
+// nobody can take the last consumer slot the controllers need by creating
+// thousands. Raise it with pnp provision --discovery-max-consumers.
+const DefaultMaxConsumers = 256
+
 // Config configures the discovery bucket. The zero value is the default
 // bucket: "discovery", 15 s max age, at most DefaultMaxBytes, one replica,
 // file storage.
@@ -41,6 +53,10 @@ type Config struct {
 	// account with max_bytes_required). Default DefaultMaxBytes. Only used
 	// when provisioning.
 	MaxBytes int64
+	// MaxConsumers bounds the consumers of the bucket's stream. Default
+	// DefaultMaxConsumers; -1 means the server's limit. Only used when
+	// provisioning: a new bucket gets it, an existing one with Update.
+	MaxConsumers int
 	// Update makes Provision bring an existing bucket to this
 	// configuration. Without it an existing bucket is used as it is, so
 	// runners starting with defaults never undo what an operator set.
@@ -60,6 +76,9 @@ func (c *Config) setDefaults() {
 	if c.MaxBytes == 0 {
 		c.MaxBytes = DefaultMaxBytes
 	}
+	if c.MaxConsumers == 0 {
+		c.MaxConsumers = DefaultMaxConsumers
+	}
 }
 
 // Validate reports every problem with c.
@@ -73,6 +92,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBytes < -1 {
 		errs = append(errs, fmt.Errorf("discovery: max bytes %d is negative (-1 means no limit)", c.MaxBytes))
+	}
+	if c.MaxConsumers < -1 {
+		errs = append(errs, fmt.Errorf("discovery: max consumers %d is negative (-1 means the server's limit)", c.MaxConsumers))
 	}
 	return errors.Join(errs...)
 }
@@ -90,6 +112,9 @@ type Registry struct {
 	// created again on the next heartbeat.
 	canProvision bool
 	reprovision  sync.Mutex
+	// stream is the bucket's stream, bound on first use by LookupDirect
+	// (guarded by mu).
+	stream jetstream.Stream
 }
 
 // Provision creates the discovery bucket if it does not exist (or, with
@@ -153,18 +178,46 @@ func (r *Registry) provision(ctx context.Context) error {
 	}
 	var kv jetstream.KeyValue
 	var err error
+	created := true
 	if r.cfg.Update {
 		kv, err = r.js.CreateOrUpdateKeyValue(ctx, want)
 	} else {
 		kv, err = r.js.CreateKeyValue(ctx, want)
 		if errors.Is(err, jetstream.ErrBucketExists) {
+			created = false
 			kv, err = r.js.KeyValue(ctx, r.cfg.Bucket)
 		}
+	}
+	if err == nil && (created || r.cfg.Update) {
+		// A bucket's configuration has no consumer limit: it is the
+		// stream's, set after the bucket (an update of the bucket resets
+		// it, so it is set again every time).
+		err = SetMaxConsumers(ctx, r.js, "KV_"+r.cfg.Bucket, r.cfg.MaxConsumers)
 	}
 	if err != nil {
 		return fmt.Errorf("discovery: provision bucket %s: %w", r.cfg.Bucket, err)
 	}
 	return r.bind(ctx, kv)
+}
+
+// SetMaxConsumers sets the max_consumers of stream to n (-1: the server's
+// limit) unless it has that value already. Consumers that exist stay;
+// creating one more fails with "maximum consumers limit reached" while
+// there are n or more.
+func SetMaxConsumers(ctx context.Context, js jetstream.JetStream, stream string, n int) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", stream, err)
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.MaxConsumers == n {
+		return nil
+	}
+	cfg.MaxConsumers = n
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("stream %s: max consumers %d: %w", stream, n, err)
+	}
+	return nil
 }
 
 // bind makes kv the registry's bucket and adopts its max age.
@@ -176,6 +229,7 @@ func (r *Registry) bind(ctx context.Context, kv jetstream.KeyValue) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.kv = kv
+	r.stream = nil
 	if st.TTL() > 0 {
 		r.cfg.TTL = st.TTL()
 	}
@@ -320,4 +374,67 @@ func (r *Registry) Lookup(ctx context.Context, algorithm string) ([]Registration
 		return nil, fmt.Errorf("discovery: lookup: invalid algorithm name %q", algorithm)
 	}
 	return r.list(ctx, algorithm+".*", nil)
+}
+
+// LookupDirect returns the valid records of one algorithm, sorted by key,
+// like Lookup, but creates no consumer: it lists the algorithm's keys
+// with a stream info request filtered on $KV.<bucket>.<algorithm>.*, then
+// reads each key's last message with a direct get. So a client needs only
+// $JS.API.STREAM.INFO.KV_<bucket> and
+// $JS.API.DIRECT.GET.KV_<bucket>.$KV.<bucket>.<algorithm>.* — grants
+// nats.conf can confine to the algorithms of a runner user, where a grant
+// to create consumers cannot be confined at all (a consumer's deliver
+// subject is not checked against its creator's permissions). The bucket
+// must allow direct gets, as every bucket made by Provision or nats kv add
+// does. Deleted and expired keys are left out; invalid records are passed
+// to skip, which may be nil.
+func (r *Registry) LookupDirect(ctx context.Context, algorithm string, skip func(key string, err error)) ([]Registration, error) {
+	if !ValidAlgorithmName(algorithm) {
+		return nil, fmt.Errorf("discovery: lookup: invalid algorithm name %q", algorithm)
+	}
+	r.mu.Lock()
+	kv, st, bucket := r.kv, r.stream, r.cfg.Bucket
+	r.mu.Unlock()
+	if st == nil {
+		var err error
+		if st, err = r.js.Stream(ctx, "KV_"+bucket); err != nil {
+			return nil, fmt.Errorf("discovery: lookup %s: %w", algorithm, err)
+		}
+		r.mu.Lock()
+		if r.kv == kv {
+			r.stream = st
+		}
+		r.mu.Unlock()
+	}
+	prefix := "$KV." + bucket + "."
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(prefix+algorithm+".*"))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			r.mu.Lock()
+			r.stream = nil
+			r.mu.Unlock()
+		}
+		return nil, fmt.Errorf("discovery: lookup %s: %w", algorithm, err)
+	}
+	var out []Registration
+	for subject := range info.State.Subjects {
+		key := strings.TrimPrefix(subject, prefix)
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("discovery: lookup %s: get %s: %w", algorithm, key, err)
+		}
+		rec, err := r.codec.Decode(key, e.Value())
+		if err != nil {
+			if skip != nil {
+				skip(key, err)
+			}
+			continue
+		}
+		out = append(out, rec)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out, nil
 }

@@ -134,6 +134,9 @@ func ProvisionCompare(ctx context.Context, js jetstream.JetStream, cfg CompareCo
 		MaxBytes:    cfg.MaxBytes,
 		MaxAge:      cfg.MaxAge,
 		Discard:     jetstream.DiscardOld,
+		// Only the gateway and admin tools read it, with a consumer
+		// deleted after each read (runners create none).
+		MaxConsumers: DefaultMaxConsumers,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rollout: provision stream %s: %w", CompareStream, err)

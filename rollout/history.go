@@ -126,6 +126,9 @@ func ProvisionHistory(ctx context.Context, js jetstream.JetStream, cfg HistoryCo
 		MaxBytes:    cfg.MaxBytes,
 		MaxAge:      cfg.MaxAge,
 		Discard:     jetstream.DiscardOld,
+		// Only the gateway and admin tools read it, with a consumer
+		// deleted after each read (runners create none).
+		MaxConsumers: DefaultMaxConsumers,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rollout: provision stream %s: %w", HistoryStream, err)

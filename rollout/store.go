@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"pnpworker/discovery"
 )
 
 // Bucket is the name of the KV bucket that holds routes.
@@ -16,6 +18,16 @@ const Bucket = "routes"
 // DefaultMaxBytes bounds the routes bucket: one small record per
 // algorithm, with a short history.
 const DefaultMaxBytes = 1 << 20
+
+// DefaultMaxConsumers bounds the consumers of the routes bucket's stream.
+// Only the system's own processes create them — each controller and each
+// gateway keeps one watcher (Table), admin tools one while they run —
+// runners read their routes with direct gets and create none. The figure
+// and the way to raise it (pnp provision --routes-max-consumers) are those
+// of discovery.DefaultMaxConsumers. COMPARE and HISTORY get the same bound:
+// their readers (the gateway, pnp route report, pnp replay) hold a
+// consumer for one read each.
+const DefaultMaxConsumers = 256
 
 // Config configures the routes bucket. The zero value is the default:
 // bucket "routes", at most DefaultMaxBytes, one replica, file storage (so
@@ -28,6 +40,15 @@ type Config struct {
 	// MaxBytes caps the bucket's size. Default DefaultMaxBytes. Only used
 	// when provisioning.
 	MaxBytes int64
+	// MaxConsumers bounds the consumers of the bucket's stream. Default
+	// DefaultMaxConsumers; -1 means the server's limit. Only used when
+	// provisioning: a new bucket gets it, an existing one with Update.
+	MaxConsumers int
+	// Update makes Provision bring an existing bucket to this
+	// configuration (pnp provision). Without it an existing bucket is used
+	// as it is, so runners starting with defaults never undo what an
+	// operator set.
+	Update bool
 }
 
 func (c *Config) setDefaults() {
@@ -40,6 +61,9 @@ func (c *Config) setDefaults() {
 	if c.MaxBytes == 0 {
 		c.MaxBytes = DefaultMaxBytes
 	}
+	if c.MaxConsumers == 0 {
+		c.MaxConsumers = DefaultMaxConsumers
+	}
 }
 
 // Validate reports every problem with c.
@@ -51,6 +75,9 @@ func (c Config) Validate() error {
 	if c.MaxBytes < 0 {
 		errs = append(errs, fmt.Errorf("rollout: max bytes %d is negative", c.MaxBytes))
 	}
+	if c.MaxConsumers < -1 {
+		errs = append(errs, fmt.Errorf("rollout: max consumers %d is negative (-1 means the server's limit)", c.MaxConsumers))
+	}
 	return errors.Join(errs...)
 }
 
@@ -60,14 +87,15 @@ type Store struct {
 	codec *Codec
 }
 
-// Provision creates the routes bucket if it does not exist and returns a
-// store over it. It is idempotent.
+// Provision creates the routes bucket if it does not exist (or, with
+// cfg.Update, brings it to cfg) and returns a store over it. It is
+// idempotent.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg.setDefaults()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+	want := jetstream.KeyValueConfig{
 		Bucket:       cfg.Bucket,
 		Description:  "pnpworker: routes between versions, one key <algorithm>",
 		History:      5,
@@ -75,9 +103,23 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store,
 		Replicas:     cfg.Replicas,
 		MaxBytes:     cfg.MaxBytes,
 		MaxValueSize: MaxRecordSize,
-	})
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		kv, err = js.KeyValue(ctx, cfg.Bucket)
+	}
+	var kv jetstream.KeyValue
+	var err error
+	created := true
+	if cfg.Update {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, want)
+	} else {
+		kv, err = js.CreateKeyValue(ctx, want)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			created = false
+			kv, err = js.KeyValue(ctx, cfg.Bucket)
+		}
+	}
+	if err == nil && (created || cfg.Update) {
+		// The consumer limit is the stream's; an update of the bucket
+		// resets it, so it is set after every one.
+		err = discovery.SetMaxConsumers(ctx, js, "KV_"+cfg.Bucket, cfg.MaxConsumers)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("rollout: provision bucket %s: %w", cfg.Bucket, err)

@@ -34,7 +34,7 @@ type endpoint struct {
 	nc          *nats.Conn
 	js          jetstream.JetStream // the outputs bucket, for outputs too large for a message
 	subs        subs
-	cache       *discovery.Cache // live instances, for HeaderVersionWanted
+	cache       *liveView // live instances, for HeaderVersionWanted
 	monitorSubs []*nats.Subscription
 	started     time.Time
 	metadata    map[string]string

@@ -174,8 +174,8 @@ func (e *endpoint) unsubscribeAll() {
 // line with the routes and the live versions, until ctx ends.
 type membership struct {
 	eps   []*endpoint
-	table *rollout.Table
-	cache *discovery.Cache
+	table *routeView
+	cache *liveView
 }
 
 // want reports whether e belongs to the shared queue group now, and
@@ -234,7 +234,7 @@ func (m *membership) run(ctx context.Context) {
 // forward sends a request that asks for another version (HeaderVersionWanted)
 // to that version's pinned subject, keeping the caller's reply subject, and
 // reports whether it took care of the request.
-func (e *endpoint) forward(m *nats.Msg, cache *discovery.Cache) bool {
+func (e *endpoint) forward(m *nats.Msg, cache *liveView) bool {
 	want := m.Header.Get(HeaderVersionWanted)
 	spec := e.alg.spec
 	if want == "" || want == spec.Version || m.Subject != e.alg.Subject() {

@@ -240,15 +240,24 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	// Routes decide which versions are in the shared queue group on
 	// run.<algorithm>, and the live instances decide whether a route's
-	// stable version can serve it; both are watched for as long as the
-	// runner runs.
+	// stable version can serve it; both are followed for as long as the
+	// runner runs, for its own algorithms only and without a consumer
+	// (views.go).
+	names := make([]string, 0, len(r.algs))
+	for _, a := range r.algs {
+		names = append(names, a.Name()) // New refused duplicates
+	}
 	watchCtx, stopWatching := context.WithCancel(context.WithoutCancel(ctx))
-	table := rollout.NewTable(js, r.opts.routes, log)
-	cache := reg.NewCache(log)
+	table, err := newRouteView(js, r.opts.routes, names, log)
+	if err != nil {
+		stopWatching()
+		return fmt.Errorf("runner: %w", err)
+	}
+	cache := newLiveView(r.nc, reg, names, log)
 	var watchWG sync.WaitGroup
 	watchWG.Add(2)
-	go func() { defer watchWG.Done(); _ = table.Run(watchCtx) }()
-	go func() { defer watchWG.Done(); _ = cache.Run(watchCtx) }()
+	go func() { defer watchWG.Done(); table.run(watchCtx) }()
+	go func() { defer watchWG.Done(); cache.run(watchCtx) }()
 	defer watchWG.Wait()
 	defer stopWatching()
 	// Start as a member only where the routes allow it: wait (briefly) for
@@ -385,7 +394,7 @@ const stuckGrace = 2 * time.Second
 // discovery view.
 const routesWait = 2 * time.Second
 
-func (r *Runner) startEndpoint(base context.Context, a *Algorithm, mem *membership, cache *discovery.Cache) (*endpoint, error) {
+func (r *Runner) startEndpoint(base context.Context, a *Algorithm, mem *membership, cache *liveView) (*endpoint, error) {
 	spec := a.Spec()
 	limit := spec.MaxConcurrency + spec.MaxPending
 	instance := nuid.Next()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -30,6 +31,9 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	lf.register(fs)
 	fs.IntVar(&cfg.Replicas, "replicas", envInt("PNP_REPLICAS", 1), "replicas of every stream and bucket, discovery included (3 in a 3-node cluster) (env PNP_REPLICAS)")
 	fs.DurationVar(&cfg.Discovery.TTL, "discovery-ttl", discovery.DefaultTTL, "max age of a registration without heartbeat")
+	fs.IntVar(&cfg.Discovery.MaxConsumers, "discovery-max-consumers", discovery.DefaultMaxConsumers, "consumers the discovery bucket's stream may have (watchers of controllers, gateways and admin tools; runners create none); -1: the server's limit")
+	routesCfg := rollout.Config{Update: true}
+	fs.IntVar(&routesCfg.MaxConsumers, "routes-max-consumers", rollout.DefaultMaxConsumers, "consumers the routes bucket's stream may have (as --discovery-max-consumers); -1: the server's limit")
 	fs.DurationVar(&cfg.ResultTTL, "result-ttl", controller.DefaultResultTTL, "how long results are kept")
 	fs.IntVar(&cfg.ResultHistory, "result-history", 1, "records kept per job id in the results bucket (1..64)")
 	fs.DurationVar(&cfg.DuplicateWindow, "duplicate-window", controller.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
@@ -44,10 +48,11 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	cfg.Discovery.Replicas = cfg.Replicas
+	routesCfg.Replicas = cfg.Replicas
 	// An explicit provision brings an existing discovery bucket to these
 	// settings; the job streams are always created or updated.
 	cfg.Discovery.Update = true
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(cfg.Validate(), routesCfg.Validate()); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	log, err := lf.logger(stderr)
@@ -72,7 +77,7 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		_, err = controller.Provision(pctx, js, cfg)
 		if err == nil {
-			_, err = rollout.Provision(pctx, js, rollout.Config{Replicas: cfg.Replicas})
+			_, err = rollout.Provision(pctx, js, routesCfg)
 		}
 		if err == nil {
 			_, err = rollout.ProvisionCompare(pctx, js, rollout.CompareConfig{Replicas: cfg.Replicas})

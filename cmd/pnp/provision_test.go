@@ -12,6 +12,7 @@ import (
 	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
+	"pnpworker/rollout"
 )
 
 // TestProvision checks the one-shot provisioning step of a deployment:
@@ -124,5 +125,68 @@ func TestProvisionUsage(t *testing.T) {
 	code, _, stderr := runPnp(t, "provision", "--replicas", "9", "--server", "nats://127.0.0.1:1")
 	if code != 2 || !strings.Contains(stderr, "replicas 9 out of range") {
 		t.Fatalf("exit %d, stderr %s", code, stderr)
+	}
+}
+
+// TestProvisionBoundsWatchConsumers checks that pnp provision bounds the
+// consumers of the discovery and routes buckets — on a new deployment, on
+// an existing one without a bound when it runs again, and to the values
+// given — and refuses a negative bound other than -1.
+func TestProvisionBoundsWatchConsumers(t *testing.T) {
+	isolateEnv(t)
+	s := natstest.Start(t)
+	js, err := jetstream.New(s.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	check := func(t *testing.T, discoveryWant, routesWant int) {
+		t.Helper()
+		for name, want := range map[string]int{"KV_" + discovery.Bucket: discoveryWant, "KV_" + rollout.Bucket: routesWant} {
+			st, err := js.Stream(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := st.CachedInfo().Config.MaxConsumers; got != want {
+				t.Errorf("%s: max_consumers %d, want %d", name, got, want)
+			}
+		}
+	}
+	provision := func(t *testing.T, args ...string) {
+		t.Helper()
+		code, stdout, stderr := runPnp(t, append([]string{"provision", "--server", s.URL()}, args...)...)
+		if code != 0 {
+			t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+	}
+	for _, tc := range []struct {
+		name                      string
+		before                    int // set on both buckets before provisioning; 0: leave
+		args                      []string
+		discoveryWant, routesWant int
+	}{
+		{"new deployment", 0, nil, discovery.DefaultMaxConsumers, rollout.DefaultMaxConsumers},
+		{"existing buckets without a bound", -1, nil, discovery.DefaultMaxConsumers, rollout.DefaultMaxConsumers},
+		{"values given", 0, []string{"--discovery-max-consumers", "512", "--routes-max-consumers", "40"}, 512, 40},
+		{"the server's limit", 0, []string{"--discovery-max-consumers", "-1", "--routes-max-consumers", "-1"}, -1, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.before != 0 {
+				for _, name := range []string{"KV_" + discovery.Bucket, "KV_" + rollout.Bucket} {
+					if err := discovery.SetMaxConsumers(ctx, js, name, tc.before); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			provision(t, tc.args...)
+			check(t, tc.discoveryWant, tc.routesWant)
+		})
+	}
+	for _, flag := range []string{"--discovery-max-consumers", "--routes-max-consumers"} {
+		code, _, stderr := runPnp(t, "provision", "--server", s.URL(), flag, "-5")
+		if code != 2 || !strings.Contains(stderr, "max consumers -5") {
+			t.Errorf("%s -5: exit %d, stderr %s", flag, code, stderr)
+		}
 	}
 }

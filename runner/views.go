@@ -1,0 +1,372 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"pnpworker/discovery"
+	"pnpworker/rollout"
+)
+
+// A runner runs foreign code, so it creates no JetStream consumer: the
+// server does not check a consumer's deliver subject against its creator's
+// permissions, so whoever may create one can make the server deliver
+// stream data into any subject (run.<other algorithm>, notify.<x>), again
+// and again, after it has gone. The runner reads the routes and the live
+// instances of its own algorithms with direct gets instead, polled, which
+// nats.conf can confine to those algorithms' keys.
+
+// routePoll is how often the runner reads the routes of its algorithms: a
+// route change takes effect within it (plus LeaveGrace for a version that
+// leaves).
+const routePoll = 500 * time.Millisecond
+
+// livePollDivisor sets how often the runner reads the live instances of
+// its algorithms: every discovery TTL / livePollDivisor (3 s at the
+// default 15 s), so an instance that died without deregistering is seen
+// gone within TTL plus that. Registrations and deregistrations are seen at
+// once through a core subscription on the algorithms' keys: a delete
+// takes its key out, the put of an unknown key puts its record in. The
+// direct gets are the truth (an expiry is not published on the key's
+// subject).
+const livePollDivisor = 5
+
+// kvOperationHeader marks a delete or purge on a key's subject.
+const kvOperationHeader = "KV-Operation"
+
+// view is a lock-free per-algorithm snapshot with a change signal, like
+// discovery.Cache and rollout.Table.
+type view[V any] struct {
+	cur       atomic.Pointer[map[string]V]
+	readyOnce sync.Once
+	ready     chan struct{}
+	mu        sync.Mutex
+	changed   chan struct{}
+}
+
+func newView[V any]() *view[V] {
+	v := &view[V]{ready: make(chan struct{}), changed: make(chan struct{})}
+	v.cur.Store(&map[string]V{})
+	return v
+}
+
+func (v *view[V]) get(alg string) (V, bool) {
+	x, ok := (*v.cur.Load())[alg]
+	return x, ok
+}
+
+// Ready is closed after the first read, successful or not.
+func (v *view[V]) Ready() <-chan struct{} { return v.ready }
+
+func (v *view[V]) markReady() { v.readyOnce.Do(func() { close(v.ready) }) }
+
+// Changed returns a channel closed at the next change.
+func (v *view[V]) Changed() <-chan struct{} {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.changed
+}
+
+// update applies f to a copy of the snapshot and publishes it when f
+// reports a change.
+func (v *view[V]) update(f func(m map[string]V) bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	m := make(map[string]V, len(*v.cur.Load()))
+	for k, x := range *v.cur.Load() {
+		m[k] = x
+	}
+	if !f(m) {
+		return
+	}
+	v.cur.Store(&m)
+	close(v.changed)
+	v.changed = make(chan struct{})
+}
+
+// routeView follows the routes of the runner's algorithms.
+type routeView struct {
+	*view[rollout.Route]
+	js    jetstream.JetStream
+	cfg   rollout.Config
+	algs  []string
+	log   zerolog.Logger
+	codec *rollout.Codec
+	// invalid is the revision of each algorithm's route last found
+	// invalid, so that it is logged once (used by run's goroutine only).
+	invalid map[string]uint64
+}
+
+func newRouteView(js jetstream.JetStream, cfg rollout.Config, algs []string, log zerolog.Logger) (*routeView, error) {
+	c, err := rollout.NewCodec()
+	if err != nil {
+		return nil, err
+	}
+	return &routeView{view: newView[rollout.Route](), js: js, cfg: cfg, algs: algs, log: log, codec: c, invalid: map[string]uint64{}}, nil
+}
+
+// Lookup returns the route of algorithm, and whether there is one.
+func (v *routeView) Lookup(alg string) (rollout.Route, bool) { return v.get(alg) }
+
+// missingRoutesPoll is how often the runner looks for a routes bucket that
+// does not exist.
+const missingRoutesPoll = 5 * time.Second
+
+// run reads the routes every routePoll until ctx ends. The bucket does not
+// have to exist: without it there is no route, and it is looked for every
+// missingRoutesPoll.
+func (v *routeView) run(ctx context.Context) {
+	var kv jetstream.KeyValue
+	failing, missing := false, false
+	var lookedFor time.Time
+	tick := time.NewTicker(routePoll)
+	defer tick.Stop()
+	for {
+		err := func() error {
+			if kv == nil {
+				if missing && time.Since(lookedFor) < missingRoutesPoll {
+					return nil
+				}
+				lookedFor = time.Now()
+				st, err := rollout.Open(ctx, v.js, v.cfg)
+				if errors.Is(err, jetstream.ErrBucketNotFound) {
+					if !missing {
+						v.log.Info().Str("bucket", v.cfg.Bucket).Msg("no routes bucket yet: every version serves run.<algorithm>; looking for it every 5s")
+					}
+					missing = true
+					v.update(func(m map[string]rollout.Route) bool { had := len(m) > 0; clear(m); return had })
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				kv, missing = st.KeyValue(), false
+			}
+			for _, alg := range v.algs {
+				if err := v.read(ctx, kv, alg); err != nil {
+					kv = nil // bind again: the bucket may have been re-created
+					return err
+				}
+			}
+			return nil
+		}()
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			v.log.Warn().Err(err).Msg("reading routes failed; keeping the last routes seen, retrying")
+			failing = true
+		case err == nil && failing:
+			v.log.Info().Msg("reading routes works again")
+			failing = false
+		}
+		v.markReady()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (v *routeView) read(ctx context.Context, kv jetstream.KeyValue, alg string) error {
+	var r rollout.Route
+	ok := false
+	e, err := kv.Get(ctx, alg)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+	case err != nil:
+		return err
+	default:
+		if r, err = v.codec.Decode(alg, e.Value()); err != nil {
+			if v.invalid[alg] != e.Revision() {
+				v.invalid[alg] = e.Revision()
+				v.log.Warn().Err(err).Str("key", alg).Msg("ignoring invalid route")
+			}
+		} else {
+			ok = true
+		}
+	}
+	v.update(func(m map[string]rollout.Route) bool {
+		old, had := m[alg]
+		if !ok {
+			delete(m, alg)
+			return had
+		}
+		m[alg] = r
+		return !had || !sameRoute(old, r)
+	})
+	return nil
+}
+
+func sameRoute(a, b rollout.Route) bool {
+	return a.Stable == b.Stable && a.Canary == b.Canary && a.Percent == b.Percent && a.Shadow == b.Shadow && a.UpdatedAt.Equal(b.UpdatedAt)
+}
+
+// liveView follows the live instances of the runner's algorithms.
+type liveView struct {
+	*view[[]discovery.Registration]
+	nc   *nats.Conn
+	reg  *discovery.Registry
+	algs []string
+	log  zerolog.Logger
+
+	keysMu sync.Mutex
+	// gone holds keys whose delete was seen on the key's subject, fresh
+	// keys whose first put was: a read that raced with either (it listed
+	// the bucket before the stream stored the message) must not undo it.
+	// A put again of a key that was gone (the same instance registering
+	// anew) takes it out of gone.
+	gone, fresh map[string]time.Time
+}
+
+// freshMargin is how long before a read started a put seen on a key's
+// subject may have been, for the read to be trusted to include it.
+const freshMargin = time.Second
+
+func newLiveView(nc *nats.Conn, reg *discovery.Registry, algs []string, log zerolog.Logger) *liveView {
+	return &liveView{view: newView[[]discovery.Registration](), nc: nc, reg: reg, algs: algs, log: log,
+		gone: map[string]time.Time{}, fresh: map[string]time.Time{}}
+}
+
+// Lookup returns the live instances of algorithm, sorted by key. The slice
+// is shared: do not modify it.
+func (v *liveView) Lookup(alg string) []discovery.Registration {
+	regs, _ := v.get(alg)
+	return regs
+}
+
+// run reads the live instances every TTL/livePollDivisor until ctx ends,
+// and applies the registrations and deregistrations of the algorithms seen
+// on their keys' subjects in between.
+func (v *liveView) run(ctx context.Context) {
+	prefix := "$KV." + v.reg.KeyValue().Bucket() + "."
+	for _, alg := range v.algs {
+		sub, err := v.nc.Subscribe(prefix+alg+".*", func(m *nats.Msg) { v.seen(strings.TrimPrefix(m.Subject, prefix), m) })
+		if err != nil {
+			v.log.Warn().Err(err).Str("algorithm", alg).Msg("cannot follow registrations as they happen; reading them every poll only")
+			continue
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+	}
+	tick := time.NewTicker(max(v.reg.TTL()/livePollDivisor, 100*time.Millisecond))
+	defer tick.Stop()
+	failing := false
+	for {
+		err := v.readAll(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			v.log.Warn().Err(err).Msg("reading the live instances failed; keeping the last seen, retrying")
+			failing = true
+		case err == nil && failing:
+			v.log.Info().Msg("reading the live instances works again")
+			failing = false
+		}
+		v.markReady()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// seen applies a message on a key's subject: a delete takes the key out,
+// the put of a key not known live puts its record in. A heartbeat of a
+// known key changes nothing and costs no decoding.
+func (v *liveView) seen(key string, m *nats.Msg) {
+	alg, _, _ := strings.Cut(key, ".")
+	now := time.Now()
+	switch m.Header.Get(kvOperationHeader) {
+	case "DEL", "PURGE":
+		v.keysMu.Lock()
+		v.gone[key] = now
+		delete(v.fresh, key)
+		v.keysMu.Unlock()
+		v.update(func(mp map[string][]discovery.Registration) bool {
+			regs := mp[alg]
+			i := slices.IndexFunc(regs, func(r discovery.Registration) bool { return r.Key() == key })
+			if i < 0 {
+				return false
+			}
+			mp[alg] = slices.Delete(slices.Clone(regs), i, i+1)
+			return true
+		})
+		return
+	}
+	if slices.ContainsFunc(v.Lookup(alg), func(r discovery.Registration) bool { return r.Key() == key }) {
+		return // a heartbeat (a record changed under its key shows at the next read)
+	}
+	rec, err := v.reg.Codec().Decode(key, m.Data)
+	if err != nil {
+		return // the reads skip it too
+	}
+	v.keysMu.Lock()
+	delete(v.gone, key)
+	v.fresh[key] = now
+	v.keysMu.Unlock()
+	v.update(func(mp map[string][]discovery.Registration) bool {
+		regs := slices.DeleteFunc(slices.Clone(mp[alg]), func(r discovery.Registration) bool { return r.Key() == key })
+		mp[alg] = sortedByKey(append(regs, rec))
+		return true
+	})
+}
+
+func sortedByKey(regs []discovery.Registration) []discovery.Registration {
+	slices.SortFunc(regs, func(a, b discovery.Registration) int { return strings.Compare(a.Key(), b.Key()) })
+	return regs
+}
+
+func (v *liveView) readAll(ctx context.Context) error {
+	ttl := v.reg.TTL()
+	var errs []error
+	for _, alg := range v.algs {
+		started := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, ttl)
+		regs, err := v.reg.LookupDirect(rctx, alg, nil)
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// Merged under the view's lock: a message seen on a key's subject
+		// meanwhile is either taken into account here or applied after
+		// this update.
+		v.update(func(m map[string][]discovery.Registration) bool {
+			v.keysMu.Lock()
+			defer v.keysMu.Unlock()
+			for _, seen := range []map[string]time.Time{v.gone, v.fresh} {
+				for k, at := range seen {
+					if time.Since(at) > ttl {
+						delete(seen, k)
+					}
+				}
+			}
+			regs = slices.DeleteFunc(regs, func(r discovery.Registration) bool { _, g := v.gone[r.Key()]; return g })
+			for _, r := range m[alg] {
+				if at, ok := v.fresh[r.Key()]; ok && at.After(started.Add(-freshMargin)) &&
+					!slices.ContainsFunc(regs, func(x discovery.Registration) bool { return x.Key() == r.Key() }) {
+					regs = append(regs, r)
+				}
+			}
+			regs = sortedByKey(regs)
+			if sameInstances(m[alg], regs) {
+				return false
+			}
+			m[alg] = regs
+			return true
+		})
+	}
+	return errors.Join(errs...)
+}
+
+func sameInstances(a, b []discovery.Registration) bool {
+	return slices.EqualFunc(a, b, func(x, y discovery.Registration) bool { return x.Key() == y.Key() && x.Version == y.Version })
+}
