@@ -20,7 +20,6 @@ import (
 	memeclassifier "pnpworker/algo/meme_classifier"
 	"pnpworker/controller"
 	"pnpworker/gateway"
-	"pnpworker/internal/dirlock"
 	"pnpworker/internal/embedded"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/internal/objref"
@@ -105,21 +104,6 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(chosen) == 0 && len(wf.commands) == 0 {
 		return fmt.Errorf("%w: --algorithms none and no --worker: nothing to serve", errUsage)
 	}
-	// One process per data directory: lock it before anything else opens
-	// it, so a second pnp up fails at once instead of opening the live
-	// JetStream store.
-	if err := os.MkdirAll(*data, 0o755); err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
-	lock, err := dirlock.Acquire(*data)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := lock.Release(); err != nil {
-			log.Warn().Err(err).Msg("releasing the data directory")
-		}
-	}()
 	allow := imagefetch.ParseAllow(imf.allow)
 	var imagesURL string
 	if *images != "" {
@@ -135,6 +119,10 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, err := newAlgoConfig(imf.gallery, allow, imf.objectBuckets(), nil, budget, log); err != nil {
 		return err
 	}
+	// One process per data directory, and no data directory inside or
+	// above another's: embedded.Start locks the directory before the
+	// server opens it, so a second pnp up fails at once instead of opening
+	// (or moving) the live JetStream store.
 	srvLog := log.With().Str("component", "nats").Logger()
 	srv, err := embedded.Start(embedded.Config{Host: host, Port: port, StoreDir: *data, Logger: &srvLog})
 	if err != nil {
