@@ -129,6 +129,7 @@ func TestFullStreamsNeverStopHeartbeats(t *testing.T) {
 				Inputs:    controller.ObjectsConfig{MaxBytes: mib},
 				Outputs:   controller.ObjectsConfig{MaxBytes: mib},
 			}
+			cfg.JobsMaxPerAlgorithm = -1 // one algorithm floods: let it fill JOBS
 			store, err := controller.Provision(ctx, js, cfg)
 			if err != nil {
 				t.Fatalf("provision: %v", err)

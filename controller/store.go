@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
 	"pnpworker/internal/objref"
@@ -40,6 +41,11 @@ const (
 	// OutputsBucket is the object store bucket of outputs too large for a
 	// message; a result record then carries output_ref.
 	OutputsBucket = objref.OutputsBucket
+	// ServedBucket is the KV bucket in which controllers mark, under the
+	// algorithm's name, each algorithm a runner has registered for: jobs
+	// of an algorithm without a mark expire after
+	// Config.MaxUnservedJobAge rather than Config.MaxJobAge.
+	ServedBucket = "served"
 )
 
 // Defaults of StoreConfig.
@@ -52,6 +58,13 @@ const (
 	// DefaultJobsMaxBytes and DefaultJobsMaxMsgs bound stream JOBS.
 	DefaultJobsMaxBytes = 1 << 30
 	DefaultJobsMaxMsgs  = 1_000_000
+	// DefaultJobsMaxPerAlgorithm is the most jobs one algorithm may have
+	// waiting in JOBS by default; fewer when half of JobsMaxBytes holds
+	// fewer of the largest jobs the server takes (StoreConfig).
+	DefaultJobsMaxPerAlgorithm = 10_000
+	// ServedMaxBytes bounds the served bucket: a mark takes about 150
+	// bytes, so it holds thousands; past it the oldest marks go.
+	ServedMaxBytes = 512 << 10
 	// DefaultDeadMaxBytes and DefaultDeadMaxMsgs bound stream DEAD.
 	DefaultDeadMaxBytes = 256 << 20
 	DefaultDeadMaxMsgs  = 100_000
@@ -108,6 +121,18 @@ type StoreConfig struct {
 	// JobsMaxMsgs caps the number of jobs JOBS holds, refusing more the
 	// same way. Default DefaultJobsMaxMsgs.
 	JobsMaxMsgs int64
+	// JobsMaxPerAlgorithm caps the jobs one algorithm (one subject
+	// jobs.<algorithm>) may have in JOBS. A full algorithm refuses only its
+	// own new jobs (discard new per subject), so a flood of one algorithm
+	// leaves room for the others: Submit fails with an error wrapping
+	// ErrAlgorithmFull and ErrJobsFull that names the limit. Default: as
+	// many of the largest jobs the server takes (its max payload) as fit
+	// in half of JobsMaxBytes, at most DefaultJobsMaxPerAlgorithm — so no
+	// one algorithm, however large its jobs, fills more than half of
+	// JOBS. -1 means no limit. Provision never lowers it below what an
+	// algorithm already has waiting (JetStream would drop the oldest jobs
+	// to meet it); it logs that it kept the higher value instead.
+	JobsMaxPerAlgorithm int64
 	// DeadMaxBytes caps the bytes stream DEAD holds. When it is reached
 	// the oldest dead letters are dropped (discard old), so dead-lettering
 	// never stalls the pipeline; a job's failed result still records its
@@ -129,6 +154,8 @@ type StoreConfig struct {
 	// Outputs bounds the outputs object store bucket. Zero value: objects
 	// kept as long as results, 1 GiB in all.
 	Outputs ObjectsConfig
+	// Logger receives Provision's warnings. The zero value discards them.
+	Logger zerolog.Logger
 }
 
 // limit returns v, or def when v is zero.
@@ -195,6 +222,7 @@ func (c StoreConfig) Validate() error {
 		v    int64
 	}{
 		{"jobs max bytes", c.JobsMaxBytes}, {"jobs max messages", c.JobsMaxMsgs},
+		{"jobs max per algorithm", c.JobsMaxPerAlgorithm},
 		{"dead letter max bytes", c.DeadMaxBytes}, {"dead letter max messages", c.DeadMaxMsgs},
 		{"results max bytes", c.ResultsMaxBytes},
 	} {
@@ -235,6 +263,10 @@ type Store struct {
 	// deployment provisioned before they existed, or a role that may not
 	// see them).
 	inputs, outputs jetstream.ObjectStore
+	// served is nil in a store OpenStore made, until bindServed, and
+	// when there is no such bucket: every algorithm then counts as
+	// served once.
+	served jetstream.KeyValue
 }
 
 // Provision creates or updates every stream and bucket of the system —
@@ -256,6 +288,10 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 	if err != nil {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
+	perAlg, err := s.jobsPerAlgorithm(ctx)
+	if err != nil {
+		return nil, err
+	}
 	jobs, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        JobsStream,
 		Description: "pnpworker: pending jobs, one subject per algorithm; a job leaves when its result is stored",
@@ -264,10 +300,13 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		Storage:     jetstream.FileStorage,
 		Duplicates:  s.cfg.DuplicateWindow,
 		Replicas:    s.cfg.Replicas,
-		// A full queue refuses the producer, never drops a stored job.
-		MaxBytes: s.cfg.JobsMaxBytes,
-		MaxMsgs:  s.cfg.JobsMaxMsgs,
-		Discard:  jetstream.DiscardNew,
+		// A full queue refuses the producer, never drops a stored job;
+		// a full algorithm refuses only its own producers.
+		MaxBytes:             s.cfg.JobsMaxBytes,
+		MaxMsgs:              s.cfg.JobsMaxMsgs,
+		MaxMsgsPerSubject:    perAlg,
+		Discard:              jetstream.DiscardNew,
+		DiscardNewPerSubject: perAlg > 0,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("controller: provision stream %s: %w", JobsStream, err)
@@ -336,7 +375,22 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 			return nil, fmt.Errorf("controller: provision object store %s: %w", b.name, err)
 		}
 	}
-	s.registry, s.jobs, s.dead, s.results = reg, jobs, dead, results
+	served, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      ServedBucket,
+		Description: "pnpworker: algorithms a runner has registered for, key = algorithm; jobs of the others expire sooner",
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.cfg.Replicas,
+		MaxBytes:    ServedMaxBytes,
+	})
+	if err == nil {
+		// Full, it forgets the algorithms marked longest ago rather than
+		// refusing a new mark.
+		err = discardOld(ctx, s.js, "KV_"+ServedBucket)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("controller: provision bucket %s: %w", ServedBucket, err)
+	}
+	s.registry, s.jobs, s.dead, s.results, s.served = reg, jobs, dead, results, served
 	s.inputs, s.outputs = objects[0], objects[1]
 	if err := checkNotifyFree(ctx, s.js); err != nil {
 		return nil, err
@@ -412,6 +466,72 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*S
 	s.inputs, _ = js.ObjectStore(ctx, InputsBucket)
 	s.outputs, _ = js.ObjectStore(ctx, OutputsBucket)
 	return s, nil
+}
+
+// bindServed binds the served bucket, for a controller on a store it
+// opened: producers and the gateway have no use for it (and no
+// permission). Without it (provisioned by an older version), jobs of
+// algorithms nobody serves expire after MaxJobAge, as before.
+func (s *Store) bindServed(ctx context.Context) {
+	s.served, _ = s.js.KeyValue(ctx, ServedBucket)
+}
+
+// jobsPerAlgorithm is the MaxMsgsPerSubject JOBS gets: the configured
+// value (or its default, from the server's max payload), raised to what
+// an algorithm already has waiting, since JetStream meets a lowered limit
+// by dropping the oldest jobs. -1 (no limit) stays.
+func (s *Store) jobsPerAlgorithm(ctx context.Context) (int64, error) {
+	want := s.cfg.JobsMaxPerAlgorithm
+	if want == 0 {
+		want = DefaultJobsMaxPerAlgorithm
+		if s.cfg.JobsMaxBytes > 0 {
+			largest := s.js.Conn().MaxPayload()
+			if largest <= 0 {
+				largest = 1 << 20 // not connected yet: the server default
+			}
+			want = max(1, min(want, s.cfg.JobsMaxBytes/2/largest))
+		}
+	}
+	if want < 0 {
+		return -1, nil
+	}
+	st, err := s.js.Stream(ctx, JobsStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return want, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("controller: provision stream %s: %w", JobsStream, err)
+	}
+	old := st.CachedInfo()
+	if old.State.Msgs == 0 || (old.Config.MaxMsgsPerSubject > 0 && old.Config.MaxMsgsPerSubject <= want) {
+		return want, nil
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
+	if err != nil {
+		return 0, fmt.Errorf("controller: provision stream %s: %w", JobsStream, err)
+	}
+	var most uint64
+	for _, n := range info.State.Subjects {
+		most = max(most, n)
+	}
+	if int64(most) > want {
+		s.cfg.Logger.Warn().Int64("jobs_max_per_algorithm", want).Uint64("waiting", most).
+			Msg("an algorithm has more jobs waiting in JOBS than the per-algorithm limit: keeping the limit at that, as a lower one would drop them; provision again once they are fewer")
+		return int64(most), nil
+	}
+	return want, nil
+}
+
+// jobsConfig is the configuration of JOBS as the server has it now (an
+// admin may have changed the limits since this store bound the stream),
+// for error messages; the one read at start-up when it cannot be read.
+func (s *Store) jobsConfig(ctx context.Context) jetstream.StreamConfig {
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if info, err := s.jobs.Info(ictx); err == nil {
+		return info.Config
+	}
+	return s.jobs.CachedInfo().Config
 }
 
 func notProvisioned(err error) error {

@@ -54,6 +54,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		wf     workerFlags
 		store  controller.StoreConfig
 	)
+	maxUnserved := fs.Duration("max-unserved-job-age", controller.DefaultMaxUnservedJobAge, "a job of an algorithm no runner has ever registered for fails as expired after this (at most --max-job-age)")
 	wf.register(fs)
 	lf.register(fs)
 	imf.register(fs)
@@ -169,7 +170,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: *maxAge, Logger: log.With().Str("component", "controller").Logger(), Metrics: reg})
+	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: *maxAge, MaxUnservedJobAge: *maxUnserved, Logger: log.With().Str("component", "controller").Logger(), Metrics: reg})
 	if err != nil {
 		return err
 	}

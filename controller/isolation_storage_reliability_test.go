@@ -1,0 +1,167 @@
+package controller_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"pnpworker/controller"
+	"pnpworker/internal/natstest"
+)
+
+// Attack: a producer floods the jobs of one algorithm — one nobody serves,
+// so nothing drains them — until JOBS is full, and every other algorithm's
+// submission is refused for as long as the flood waits (up to the maximum
+// job age). Rule: an algorithm may hold at most JobsMaxPerAlgorithm jobs
+// (by default as many of the largest jobs the server takes as fit in half
+// of JobsMaxBytes); past it only that algorithm's jobs are refused, with an
+// error naming the subject and the limit, and the other algorithms' jobs
+// are stored.
+func TestFloodOfOneAlgorithmLeavesRoomForOthersReliability(t *testing.T) {
+	const mib = 1 << 20
+	cases := []struct {
+		name string
+		cfg  controller.StoreConfig
+		body int   // bytes of padding per job
+		cap  int64 // jobs the flooded algorithm holds
+	}{
+		// 8 MiB of JOBS, jobs of ~1 MiB (the server's max payload): by
+		// default 4 jobs per algorithm, half of JOBS.
+		{"by bytes, the default limit", controller.StoreConfig{JobsMaxBytes: 8 * mib}, mib - 16<<10, 4},
+		// 100 small jobs in all, 10 per algorithm.
+		{"by count, an explicit limit", controller.StoreConfig{JobsMaxBytes: 8 * mib, JobsMaxMsgs: 100, JobsMaxPerAlgorithm: 10}, 100, 10},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			body := []byte(`{"pad":"` + strings.Repeat("x", tc.body) + `"}`)
+			var refused error
+			flooded := 0
+			for i := 0; i < 1000 && refused == nil; i++ {
+				if _, refused = e.store.Submit(ctx, "flood", body, controller.SubmitOptions{}); refused == nil {
+					flooded++
+				}
+			}
+			t.Logf("the flood stored %d jobs, then: %v", flooded, refused)
+			if !errors.Is(refused, controller.ErrAlgorithmFull) || !errors.Is(refused, controller.ErrJobsFull) {
+				t.Fatalf("the flood was not refused as a full algorithm after %d jobs: %v", flooded, refused)
+			}
+			if want := fmt.Sprintf("jobs.flood: per-algorithm queue full (%d jobs waiting in stream JOBS", tc.cap); !strings.Contains(refused.Error(), want) || int64(flooded) != tc.cap {
+				t.Fatalf("flood of %d jobs refused with %q, want %d jobs and %q", flooded, refused, tc.cap, want)
+			}
+			// Another algorithm still gets its jobs stored, as many as its
+			// own limit.
+			for i := range tc.cap {
+				if _, err := e.store.Submit(ctx, "other", body, controller.SubmitOptions{}); err != nil {
+					t.Fatalf("job %d of another algorithm refused while one is flooded: %v", i+1, err)
+				}
+			}
+			info, err := e.store.Jobs().Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := uint64(2 * tc.cap); info.State.Msgs != want || info.State.FirstSeq != 1 {
+				t.Fatalf("JOBS holds %d jobs from seq %d, want %d from 1 (none dropped)", info.State.Msgs, info.State.FirstSeq, want)
+			}
+		})
+	}
+}
+
+// An existing JOBS without a per-algorithm limit, holding more jobs of one
+// algorithm than the new limit: provisioning does not drop them (JetStream
+// meets a lowered per-subject limit by deleting the oldest messages), it
+// keeps the limit at what waits; provisioned again once they are gone, the
+// configured limit applies.
+func TestProvisionKeepsWaitingJobsAboveTheLimitReliability(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{JobsMaxPerAlgorithm: -1})
+	for i := range 6 {
+		e.submit(t, "busy", fmt.Sprintf("busy-%d", i), echoIn{N: i})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	limit := func() int64 {
+		t.Helper()
+		info, err := e.store.Jobs().Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Config.MaxMsgsPerSubject
+	}
+	if _, err := controller.Provision(ctx, e.js, controller.StoreConfig{JobsMaxPerAlgorithm: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if left := e.jobsLeft(t); left != 6 {
+		t.Fatalf("provisioning with a per-algorithm limit of 4 left %d of 6 waiting jobs", left)
+	}
+	if got := limit(); got != 6 {
+		t.Fatalf("per-algorithm limit %d, want 6 (what waits) until the jobs are fewer", got)
+	}
+	if err := e.store.Jobs().Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := controller.Provision(ctx, e.js, controller.StoreConfig{JobsMaxPerAlgorithm: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if got := limit(); got != 4 {
+		t.Fatalf("per-algorithm limit %d once JOBS is empty, want 4", got)
+	}
+}
+
+// Attack: the jobs of an algorithm nobody serves wait for the maximum job
+// age (7 days by default) — a flood of them holds JOBS' room all that
+// time. Rule: a job of an algorithm no runner has ever registered for
+// expires after MaxUnservedJobAge (1 h by default), as a 504 "expired" with
+// a dead letter; one whose algorithm a runner has served before (marked in
+// the served bucket) still waits up to MaxJobAge for its runner to return.
+func TestJobsOfNeverServedAlgorithmsExpireSoonerReliability(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	cfg := fastConfig(t)
+	cfg.MaxJobAge = time.Hour
+	cfg.MaxUnservedJobAge = 2 * time.Second
+	startController(t, e, cfg)
+	neverServed := func(id string) {
+		t.Helper()
+		res := e.waitFinal(t, id, 30*time.Second)
+		if res.Status != controller.StatusFailed || res.Error == nil || res.Error.Code != 504 ||
+			!strings.Contains(res.Error.Message, "no runner has ever registered for") {
+			t.Fatalf("%s: %s %+v, want failed 504 as expired for an algorithm never served", id, res.Status, res.Error)
+		}
+	}
+	e.submit(t, "never_served", "ns-1", echoIn{N: 1})
+	neverServed("ns-1")
+	if dead := e.deadOf(t, "never_served"); len(dead["ns-1"]) != 1 {
+		t.Errorf("dead letters: %v, want one for ns-1", dead)
+	}
+
+	// A runner served "returning" once and left.
+	var calls atomic.Int64
+	r := startRunner(t, e.srv, echo(t, "returning", &calls))
+	natstest.Eventually(t, 20*time.Second, func() bool {
+		served, err := e.js.KeyValue(context.Background(), controller.ServedBucket)
+		if err != nil {
+			return false
+		}
+		_, err = served.Get(context.Background(), "returning")
+		return err == nil
+	}, "the controller never marked the algorithm it served in bucket %s", controller.ServedBucket)
+	r.stop()
+	e.submit(t, "returning", "ret-1", echoIn{N: 1})
+	e.submit(t, "never_served", "ns-2", echoIn{N: 2})
+	// The sweep that expires ns-2 finds ret-1, stored before it, past the
+	// short age too: it leaves it to wait for its runner.
+	neverServed("ns-2")
+	natstest.Eventually(t, 10*time.Second, func() bool { return e.jobsLeft(t) == 1 }, "ns-2 still in JOBS")
+	if _, err := e.store.Result(context.Background(), "ret-1"); !errors.Is(err, controller.ErrNoResult) {
+		t.Fatalf("ret-1, of an algorithm served before, has an outcome already: %v", err)
+	}
+	startRunner(t, e.srv, echo(t, "returning", &calls))
+	if res := e.waitFinal(t, "ret-1", 30*time.Second); res.Status != controller.StatusSucceeded {
+		t.Fatalf("ret-1: %s %+v once its runner is back, want succeeded", res.Status, res.Error)
+	}
+}
