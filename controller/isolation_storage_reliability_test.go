@@ -9,8 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"pnpworker/controller"
 	"pnpworker/internal/natstest"
+	"pnpworker/internal/objref"
 )
 
 // Attack: a producer floods the jobs of one algorithm — one nobody serves,
@@ -163,5 +166,88 @@ func TestJobsOfNeverServedAlgorithmsExpireSoonerReliability(t *testing.T) {
 	startRunner(t, e.srv, echo(t, "returning", &calls))
 	if res := e.waitFinal(t, "ret-1", 30*time.Second); res.Status != controller.StatusSucceeded {
 		t.Fatalf("ret-1: %s %+v once its runner is back, want succeeded", res.Status, res.Error)
+	}
+}
+
+// Attack: uploads fill the inputs bucket (1 GiB: 15 uploads of 64 MiB
+// through the HTTP API) and every upload fails until they expire, 24 h
+// later. Rule: one object is at most InputsMaxObjectBytes, enforced by the
+// server for any client (chunks of at most 128 KiB, so many per object);
+// a full bucket refuses with an error naming the bucket, its size and its
+// TTL, and takes uploads again once the flood's objects expire — after the
+// inputs TTL, 1 h by default. Nothing is kept of a refused upload.
+func TestUploadFloodIsBoundedReliability(t *testing.T) {
+	const mib = 1 << 20
+	e := newEnv(t, controller.StoreConfig{
+		Inputs:               controller.ObjectsConfig{MaxBytes: 4 * mib, TTL: 3 * time.Second},
+		InputsMaxObjectBytes: mib,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	data := func(n int) *strings.Reader { return strings.NewReader(strings.Repeat("x", n)) }
+
+	// Over the per-object limit: refused by the server, also to a plain
+	// nats.go object store client, and nothing of it stays.
+	if _, err := e.store.PutInput(ctx, "big", data(mib+1)); !errors.Is(err, objref.ErrBucketLimit) ||
+		!strings.Contains(err.Error(), "larger than one object of bucket inputs may be (8 chunks;") {
+		t.Fatalf("an object over the limit: %v, want it refused naming the limit", err)
+	}
+	obs, err := e.js.ObjectStore(ctx, controller.InputsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: "raw-big"}, data(2*mib)); err == nil {
+		t.Fatal("a plain object store client stored an object over the limit")
+	}
+	if _, err := obs.GetInfo(ctx, "big"); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Errorf("refused object big: %v, want not found", err)
+	}
+	// A plain client leaves the metadata behind (nats.go publishes it
+	// before it learns of the refusal), but the object cannot be read.
+	if _, err := objref.Read(ctx, e.js, objref.Ref{Bucket: controller.InputsBucket, Name: "raw-big"}, 4*mib); err == nil {
+		t.Errorf("refused object raw-big can be read")
+	}
+	st, err := e.js.Stream(ctx, "OBJ_"+controller.InputsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := st.Info(ctx, jetstream.WithSubjectFilter("$O.inputs.C.>")); err != nil || len(info.State.Subjects) != 0 {
+		t.Fatalf("chunks of refused uploads stay: %v (%v)", info.State.Subjects, err)
+	}
+
+	// A flood of objects at the limit fills the bucket; the refusal says
+	// which bucket is full and when its objects go.
+	var full error
+	stored := 0
+	for i := 0; i < 100 && full == nil; i++ {
+		if _, full = e.store.PutInput(ctx, fmt.Sprintf("flood-%d", i), data(mib-1024)); full == nil {
+			stored++
+		}
+	}
+	if !errors.Is(full, objref.ErrBucketLimit) || !strings.Contains(full.Error(), "bucket inputs is full (4194304 bytes; objects are removed 3s after they are put)") {
+		t.Fatalf("after %d uploads: %v, want a refusal naming the full bucket", stored, full)
+	}
+	// The flood's objects expire with the bucket's TTL, and uploads work
+	// again.
+	natstest.Eventually(t, 30*time.Second, func() bool {
+		_, err := e.store.PutInput(ctx, "after-the-flood", data(1000))
+		return err == nil
+	}, "uploads still refused after the flood's objects expired")
+}
+
+// The inputs bucket keeps uploads DefaultInputTTL (1 h), not a day, by
+// default: the longest a flood can keep it full.
+func TestInputsDefaultTTLReliability(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	obs, err := e.js.ObjectStore(context.Background(), controller.InputsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := obs.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TTL() != time.Hour {
+		t.Fatalf("inputs TTL %s, want 1h", st.TTL())
 	}
 }

@@ -52,9 +52,16 @@ const (
 const (
 	DefaultResultTTL       = 24 * time.Hour
 	DefaultDuplicateWindow = 2 * time.Minute
-	DefaultInputTTL        = 24 * time.Hour
+	DefaultInputTTL        = time.Hour // also how long a flood of uploads can keep inputs full
 	// DefaultObjectsMaxBytes bounds each object store bucket.
 	DefaultObjectsMaxBytes = 1 << 30
+	// DefaultInputsMaxObjectBytes bounds one object of the inputs bucket,
+	// as the HTTP API's upload limit does.
+	DefaultInputsMaxObjectBytes = 64 << 20
+	// InputsChunkBytes is the largest chunk the inputs bucket takes: the
+	// chunk size of nats.go, the nats CLI and the other NATS clients'
+	// object stores, 128 KiB.
+	InputsChunkBytes = 128 << 10
 	// DefaultJobsMaxBytes and DefaultJobsMaxMsgs bound stream JOBS.
 	DefaultJobsMaxBytes = 1 << 30
 	DefaultJobsMaxMsgs  = 1_000_000
@@ -154,6 +161,14 @@ type StoreConfig struct {
 	// Outputs bounds the outputs object store bucket. Zero value: objects
 	// kept as long as results, 1 GiB in all.
 	Outputs ObjectsConfig
+	// InputsMaxObjectBytes bounds one object of the inputs bucket, on the
+	// server: the bucket takes chunks of at most InputsChunkBytes (plus
+	// room for the object's metadata), and at most InputsMaxObjectBytes /
+	// InputsChunkBytes of them per object, refusing the upload past it.
+	// So one upload takes at most this much of Inputs.MaxBytes, whatever
+	// client made it. Default DefaultInputsMaxObjectBytes; -1 means no
+	// limit.
+	InputsMaxObjectBytes int64
 	// Logger receives Provision's warnings. The zero value discards them.
 	Logger zerolog.Logger
 }
@@ -195,6 +210,7 @@ func (c *StoreConfig) setDefaults() {
 	c.DeadMaxBytes = limit(c.DeadMaxBytes, DefaultDeadMaxBytes)
 	c.DeadMaxMsgs = limit(c.DeadMaxMsgs, DefaultDeadMaxMsgs)
 	c.ResultsMaxBytes = limit(c.ResultsMaxBytes, DefaultResultsMaxBytes)
+	c.InputsMaxObjectBytes = limit(c.InputsMaxObjectBytes, DefaultInputsMaxObjectBytes)
 }
 
 // Validate reports every problem with c.
@@ -224,7 +240,7 @@ func (c StoreConfig) Validate() error {
 		{"jobs max bytes", c.JobsMaxBytes}, {"jobs max messages", c.JobsMaxMsgs},
 		{"jobs max per algorithm", c.JobsMaxPerAlgorithm},
 		{"dead letter max bytes", c.DeadMaxBytes}, {"dead letter max messages", c.DeadMaxMsgs},
-		{"results max bytes", c.ResultsMaxBytes},
+		{"results max bytes", c.ResultsMaxBytes}, {"inputs max object bytes", c.InputsMaxObjectBytes},
 	} {
 		if l.v < -1 {
 			errs = append(errs, fmt.Errorf("%s %d is negative (-1 means no limit)", l.name, l.v))
@@ -374,6 +390,9 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		if err != nil {
 			return nil, fmt.Errorf("controller: provision object store %s: %w", b.name, err)
 		}
+	}
+	if err := limitObjects(ctx, s.js, InputsBucket, s.cfg.InputsMaxObjectBytes, s.cfg.Logger); err != nil {
+		return nil, fmt.Errorf("controller: provision object store %s: %w", InputsBucket, err)
 	}
 	served, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      ServedBucket,
@@ -672,4 +691,50 @@ func decodeResult(id string, data []byte) (Result, error) {
 		return Result{}, fmt.Errorf("controller: result %s: %w: the record is for job %q", id, ErrCorruptResult, truncate(r.JobID, 300))
 	}
 	return r, nil
+}
+
+// limitObjects bounds each object of an object store bucket to maxObject
+// bytes on the server: chunks of at most InputsChunkBytes (and 8 KiB more
+// for a metadata message with its headers), at most
+// maxObject/InputsChunkBytes of them on one object's chunk subject, with
+// discard new per subject, so the chunk past the limit is refused and the
+// client's put fails (nats.go then purges the chunks it wrote). The
+// object's metadata is written with a roll-up, which the per-subject limit
+// lets through. -1 removes the limits. It never lowers the per-subject
+// limit below the chunks an object already has: JetStream would drop
+// those chunks to meet it.
+func limitObjects(ctx context.Context, js jetstream.JetStream, bucket string, maxObject int64, log zerolog.Logger) error {
+	st, err := js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		return err
+	}
+	cfg := st.CachedInfo().Config
+	perObject, msgSize := int64(-1), int32(-1)
+	if maxObject > 0 {
+		perObject = (maxObject + InputsChunkBytes - 1) / InputsChunkBytes
+		msgSize = InputsChunkBytes + 8<<10
+	}
+	if perObject > 0 && st.CachedInfo().State.Msgs > 0 && (cfg.MaxMsgsPerSubject <= 0 || cfg.MaxMsgsPerSubject > perObject) {
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter("$O."+bucket+".C.>"))
+		if err != nil {
+			return err
+		}
+		var most uint64
+		for _, n := range info.State.Subjects {
+			most = max(most, n)
+		}
+		if int64(most) > perObject {
+			log.Warn().Str("bucket", bucket).Int64("max_chunks", perObject).Uint64("chunks", most).
+				Msg("an object has more chunks than the per-object limit: keeping the limit at that, as a lower one would drop them; provision again once it has expired")
+			perObject = int64(most)
+		}
+	}
+	if cfg.MaxMsgsPerSubject == perObject && cfg.MaxMsgSize == msgSize && cfg.DiscardNewPerSubject == (perObject > 0) {
+		return nil
+	}
+	cfg.MaxMsgsPerSubject, cfg.MaxMsgSize, cfg.DiscardNewPerSubject = perObject, msgSize, perObject > 0
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("per-object limit: %w", err)
+	}
+	return nil
 }

@@ -230,6 +230,8 @@ type objectFlags struct{ maxBytes string }
 func (f *objectFlags) register(fs *flagSet, cfg *controller.StoreConfig) {
 	fs.DurationVar(&cfg.Inputs.TTL, "input-ttl", controller.DefaultInputTTL, "how long objects uploaded to the inputs bucket (pnp put) are kept")
 	fs.StringVar(&f.maxBytes, "objects-max-bytes", "1GiB", "size cap of each of the inputs and outputs object store buckets, e.g. 1GiB")
+	cfg.InputsMaxObjectBytes = controller.DefaultInputsMaxObjectBytes
+	fs.Var(byteSize{&cfg.InputsMaxObjectBytes}, "input-max-object", "largest object the inputs bucket takes, enforced by the server whatever the client (chunks of at most 128 KiB); -1: none")
 }
 
 // apply sets the parsed limits in cfg.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -71,6 +72,9 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := store.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	// One person's pnp up keeps uploads (and the demo images the banner
+	// names) a day, not the hour a shared deployment does.
+	store.Inputs.TTL = 24 * time.Hour
 	// The process's one metrics registry: the gateway's /metrics and
 	// --metrics serve it, and every part of the process registers its
 	// collectors in it (a worker's runner, made anew at each restart of
