@@ -19,11 +19,12 @@ import (
 // Attack: a producer floods the jobs of one algorithm — one nobody serves,
 // so nothing drains them — until JOBS is full, and every other algorithm's
 // submission is refused for as long as the flood waits (up to the maximum
-// job age). Rule: an algorithm may hold at most JobsMaxPerAlgorithm jobs
-// (by default as many of the largest jobs the server takes as fit in half
-// of JobsMaxBytes); past it only that algorithm's jobs are refused, with an
-// error naming the subject and the limit, and the other algorithms' jobs
-// are stored.
+// job age). Rule: an algorithm may hold at most JobsMaxPerAlgorithm jobs;
+// past it only that algorithm's jobs are refused, with an error naming the
+// subject and the limit, and the other algorithms' jobs are stored. By
+// count the default confines a flood (10 000 of JobsMaxMsgs' 1 000 000);
+// by bytes a limit sized for the largest jobs does (here 4 jobs of the
+// 1 MiB max payload, half of an 8 MiB JOBS).
 func TestFloodOfOneAlgorithmLeavesRoomForOthersReliability(t *testing.T) {
 	const mib = 1 << 20
 	cases := []struct {
@@ -32,11 +33,11 @@ func TestFloodOfOneAlgorithmLeavesRoomForOthersReliability(t *testing.T) {
 		body int   // bytes of padding per job
 		cap  int64 // jobs the flooded algorithm holds
 	}{
-		// 8 MiB of JOBS, jobs of ~1 MiB (the server's max payload): by
-		// default 4 jobs per algorithm, half of JOBS.
-		{"by bytes, the default limit", controller.StoreConfig{JobsMaxBytes: 8 * mib}, mib - 16<<10, 4},
-		// 100 small jobs in all, 10 per algorithm.
-		{"by count, an explicit limit", controller.StoreConfig{JobsMaxBytes: 8 * mib, JobsMaxMsgs: 100, JobsMaxPerAlgorithm: 10}, 100, 10},
+		// 8 MiB of JOBS, jobs of ~1 MiB (the server's max payload), 4
+		// per algorithm: half of JOBS.
+		{"by bytes", controller.StoreConfig{JobsMaxBytes: 8 * mib, JobsMaxPerAlgorithm: 4}, mib - 16<<10, 4},
+		// 100 small jobs in all: by default 50 per algorithm.
+		{"by count, the default limit", controller.StoreConfig{JobsMaxBytes: 8 * mib, JobsMaxMsgs: 100}, 100, 50},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -66,8 +66,7 @@ const (
 	DefaultJobsMaxBytes = 1 << 30
 	DefaultJobsMaxMsgs  = 1_000_000
 	// DefaultJobsMaxPerAlgorithm is the most jobs one algorithm may have
-	// waiting in JOBS by default; fewer when half of JobsMaxBytes holds
-	// fewer of the largest jobs the server takes (StoreConfig).
+	// waiting in JOBS by default (at most half of JobsMaxMsgs).
 	DefaultJobsMaxPerAlgorithm = 10_000
 	// ServedMaxBytes bounds the served bucket: a mark takes about 150
 	// bytes, so it holds thousands; past it the oldest marks go.
@@ -132,13 +131,15 @@ type StoreConfig struct {
 	// jobs.<algorithm>) may have in JOBS. A full algorithm refuses only its
 	// own new jobs (discard new per subject), so a flood of one algorithm
 	// leaves room for the others: Submit fails with an error wrapping
-	// ErrAlgorithmFull and ErrJobsFull that names the limit. Default: as
-	// many of the largest jobs the server takes (its max payload) as fit
-	// in half of JobsMaxBytes, at most DefaultJobsMaxPerAlgorithm — so no
-	// one algorithm, however large its jobs, fills more than half of
-	// JOBS. -1 means no limit. Provision never lowers it below what an
-	// algorithm already has waiting (JetStream would drop the oldest jobs
-	// to meet it); it logs that it kept the higher value instead.
+	// ErrAlgorithmFull and ErrJobsFull that names the limit. JetStream
+	// counts a subject's jobs, not its bytes: one algorithm holds at most
+	// JobsMaxPerAlgorithm times the largest job the server takes, and a
+	// flood of large jobs is confined only when that is well below
+	// JobsMaxBytes (docs/DEPLOY.md). Default DefaultJobsMaxPerAlgorithm,
+	// at most half of JobsMaxMsgs; -1 means no limit. Provision never
+	// lowers it below what an algorithm already has waiting (JetStream
+	// would drop the oldest jobs to meet it); it logs that it kept the
+	// higher value instead.
 	JobsMaxPerAlgorithm int64
 	// DeadMaxBytes caps the bytes stream DEAD holds. When it is reached
 	// the oldest dead letters are dropped (discard old), so dead-lettering
@@ -496,19 +497,15 @@ func (s *Store) bindServed(ctx context.Context) {
 }
 
 // jobsPerAlgorithm is the MaxMsgsPerSubject JOBS gets: the configured
-// value (or its default, from the server's max payload), raised to what
-// an algorithm already has waiting, since JetStream meets a lowered limit
-// by dropping the oldest jobs. -1 (no limit) stays.
+// value (or its default), raised to what an algorithm already has
+// waiting, since JetStream meets a lowered limit by dropping the oldest
+// jobs. -1 (no limit) stays.
 func (s *Store) jobsPerAlgorithm(ctx context.Context) (int64, error) {
 	want := s.cfg.JobsMaxPerAlgorithm
 	if want == 0 {
 		want = DefaultJobsMaxPerAlgorithm
-		if s.cfg.JobsMaxBytes > 0 {
-			largest := s.js.Conn().MaxPayload()
-			if largest <= 0 {
-				largest = 1 << 20 // not connected yet: the server default
-			}
-			want = max(1, min(want, s.cfg.JobsMaxBytes/2/largest))
+		if s.cfg.JobsMaxMsgs > 0 {
+			want = max(1, min(want, s.cfg.JobsMaxMsgs/2))
 		}
 	}
 	if want < 0 {
