@@ -395,13 +395,21 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 	if err := limitObjects(ctx, s.js, InputsBucket, s.cfg.InputsMaxObjectBytes, s.cfg.Logger); err != nil {
 		return nil, fmt.Errorf("controller: provision object store %s: %w", InputsBucket, err)
 	}
-	served, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	servedCfg := jetstream.KeyValueConfig{
 		Bucket:      ServedBucket,
 		Description: "pnpworker: algorithms a runner has registered for, key = algorithm; jobs of the others expire sooner",
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.cfg.Replicas,
 		MaxBytes:    ServedMaxBytes,
-	})
+	}
+	var served jetstream.KeyValue
+	// Switched to discard old like results, so the same race (see above).
+	for try := 0; ; try++ {
+		served, err = s.js.CreateOrUpdateKeyValue(ctx, servedCfg)
+		if err == nil || try == 2 || !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			break
+		}
+	}
 	if err == nil {
 		// Full, it forgets the algorithms marked longest ago rather than
 		// refusing a new mark.
