@@ -90,7 +90,7 @@ func TestProvisionLimits(t *testing.T) {
 	}
 
 	// A full JOBS: pnp submit says so, in one line, and exits 1.
-	if code, _, stderr := runPnp(t, "provision", "--server", s.URL(), "--jobs-max-msgs", "1"); code != 0 {
+	if code, _, stderr := runPnp(t, "provision", "--server", s.URL(), "--jobs-max-msgs", "1", "--jobs-max-per-algorithm", "-1"); code != 0 {
 		t.Fatalf("provision --jobs-max-msgs 1: exit %d: %s", code, stderr)
 	}
 	if code, _, stderr := runPnp(t, "submit", "--server", s.URL(), "nobody", "{}"); code != 0 {
