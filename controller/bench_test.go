@@ -78,7 +78,8 @@ func benchPipeline(b *testing.B, n int, run func(b *testing.B, srv *natstest.Ser
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	store, err := controller.Provision(ctx, js, controller.StoreConfig{})
+	// All n jobs of one algorithm wait before the clock starts.
+	store, err := controller.Provision(ctx, js, controller.StoreConfig{JobsMaxPerAlgorithm: -1})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -113,7 +113,7 @@ func (s *Store) Submit(ctx context.Context, algorithm string, input []byte, opts
 	}
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(opts.ID))
 	if err != nil {
-		return Submission{}, fmt.Errorf("controller: submit %s: %w", opts.ID, fullError(err))
+		return Submission{}, fmt.Errorf("controller: submit %s: %w", opts.ID, s.fullError(ctx, err, msg.Subject))
 	}
 	return Submission{ID: opts.ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
 }
@@ -144,6 +144,12 @@ func (s *Store) RegisteredRunners(ctx context.Context, algorithm string) (int, e
 // it accepts them again as controllers take jobs.
 var ErrJobsFull = errors.New("job queue full")
 
+// ErrAlgorithmFull is wrapped, together with ErrJobsFull, by the error of
+// Submit and Replay when the job's algorithm has as many jobs waiting in
+// JOBS as StoreConfig.JobsMaxPerAlgorithm allows: only that algorithm's
+// new jobs are refused.
+var ErrAlgorithmFull = errors.New("per-algorithm queue full")
+
 // JetStream error codes of a refused write (nats-server's
 // JSStreamStoreFailedF, JSAccountResourcesExceededErr,
 // JSInsufficientResourcesErr, JSStorageResourcesExceededErr).
@@ -154,16 +160,19 @@ const (
 	jsErrStorageResourcesExceeded jetstream.ErrorCode = 10047
 )
 
-// fullError turns the server's refusal of a job for lack of room into an
-// error wrapping ErrJobsFull that says so; other errors pass unchanged.
-func fullError(err error) error {
+// fullError turns the server's refusal of a job on subject for lack of
+// room into an error wrapping ErrJobsFull (and ErrAlgorithmFull when the
+// algorithm's own limit refused it) that names the limit; other errors
+// pass unchanged.
+func (s *Store) fullError(ctx context.Context, err error, subject string) error {
 	var apiErr *jetstream.APIError
 	if !errors.As(err, &apiErr) {
 		return err
 	}
 	switch apiErr.ErrorCode {
 	case jsErrStoreFailed:
-		// "maximum bytes exceeded", "maximum messages exceeded".
+		// "maximum bytes exceeded", "maximum messages exceeded",
+		// "maximum messages per subject exceeded".
 		if !strings.HasPrefix(apiErr.Description, "maximum ") {
 			return err
 		}
@@ -171,7 +180,49 @@ func fullError(err error) error {
 	default:
 		return err
 	}
-	return fmt.Errorf("%w: stream %s refused the job (%s), nothing was stored; jobs are accepted again as controllers take them ('pnp jobs' shows what waits; 'pnp provision --jobs-max-bytes/--jobs-max-msgs' raise the limits)", ErrJobsFull, JobsStream, apiErr.Description)
+	const again = "nothing was stored; jobs are accepted again as controllers take them ('pnp jobs' shows what waits)"
+	if strings.Contains(apiErr.Description, "per subject") {
+		limit := "its limit of jobs"
+		if n := s.jobsConfig(ctx).MaxMsgsPerSubject; n > 0 {
+			limit = jobCount(n)
+		}
+		return fmt.Errorf("%w: %s: %w (%s waiting in stream %s: %s); other algorithms' jobs are still accepted; %s; 'pnp provision --jobs-max-per-algorithm' raises the limit",
+			ErrJobsFull, subject, ErrAlgorithmFull, limit, JobsStream, apiErr.Description, again)
+	}
+	limits := ""
+	if s.jobs != nil {
+		cfg := s.jobsConfig(ctx)
+		jobs := "any number of jobs"
+		if cfg.MaxMsgs > 0 {
+			jobs = jobCount(cfg.MaxMsgs)
+		}
+		limits = fmt.Sprintf(" at its limits of %s and %s,", byteCount(cfg.MaxBytes), jobs)
+	}
+	return fmt.Errorf("%w: stream %s refused the job (%s),%s %s; 'pnp provision --jobs-max-bytes/--jobs-max-msgs' raise the limits", ErrJobsFull, JobsStream, apiErr.Description, limits, again)
+}
+
+// jobCount spells n jobs.
+func jobCount(n int64) string {
+	if n == 1 {
+		return "1 job"
+	}
+	return fmt.Sprintf("%d jobs", n)
+}
+
+// byteCount spells n bytes for a person: 1 GiB, 64 MiB, 512 KiB, 1000 B;
+// "no limit" for -1.
+func byteCount(n int64) string {
+	switch {
+	case n < 0:
+		return "no limit"
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
 }
 
 // DeadLetter is one message of stream DEAD.
@@ -334,7 +385,7 @@ func (s *Store) Replay(ctx context.Context, d DeadLetter) (Submission, error) {
 	msg.Header.Set(HeaderJobID, d.JobID)
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprintf("%s@replay-%d", d.JobID, d.Seq)))
 	if err != nil {
-		return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, fullError(err))
+		return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, s.fullError(ctx, err, msg.Subject))
 	}
 	if err := s.deleteDead(ctx, d.Seq); err != nil {
 		return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, err)

@@ -32,6 +32,10 @@ const (
 	DefaultMaxJobAge       = 7 * 24 * time.Hour
 	DefaultMaxNotStarted   = 100
 
+	// DefaultMaxUnservedJobAge is how long the jobs of an algorithm no
+	// runner has ever registered for may wait.
+	DefaultMaxUnservedJobAge = time.Hour
+
 	// DefaultSchemaCacheBytes bounds the estimated heap of the compiled
 	// schemas a controller keeps: four records at discovery's
 	// MaxSchemaMemory.
@@ -119,6 +123,11 @@ type Config struct {
 	// is dead-lettered, also when no runner serves its algorithm. Default
 	// DefaultMaxJobAge.
 	MaxJobAge time.Duration
+	// MaxUnservedJobAge bounds how long a job may wait when no runner has
+	// ever registered for its algorithm (no mark in bucket ServedBucket):
+	// a flood of jobs nobody will run is gone after it, not after
+	// MaxJobAge. Default DefaultMaxUnservedJobAge, at most MaxJobAge.
+	MaxUnservedJobAge time.Duration
 	// MaxNotStarted bounds how often a job may be handed to runners that
 	// refuse it without starting it (Pnp-Not-Started: overloaded,
 	// draining, or its budget spent before it started) or that do not
@@ -199,6 +208,10 @@ func (c *Config) setDefaults() {
 	if c.MaxJobAge == 0 {
 		c.MaxJobAge = DefaultMaxJobAge
 	}
+	if c.MaxUnservedJobAge == 0 {
+		c.MaxUnservedJobAge = DefaultMaxUnservedJobAge
+	}
+	c.MaxUnservedJobAge = min(c.MaxUnservedJobAge, c.MaxJobAge)
 	if c.MaxNotStarted == 0 {
 		c.MaxNotStarted = DefaultMaxNotStarted
 	}
@@ -244,6 +257,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxJobAge < 0 || (c.MaxJobAge != 0 && c.MaxJobAge < time.Second) {
 		errs = append(errs, fmt.Errorf("max job age %s is below 1s", c.MaxJobAge))
+	}
+	if c.MaxUnservedJobAge < 0 || (c.MaxUnservedJobAge != 0 && c.MaxUnservedJobAge < time.Second) {
+		errs = append(errs, fmt.Errorf("max unserved job age %s is below 1s", c.MaxUnservedJobAge))
 	}
 	if c.MaxNotStarted < 0 {
 		errs = append(errs, fmt.Errorf("max not started %d is negative", c.MaxNotStarted))
@@ -321,6 +337,11 @@ type Controller struct {
 	// and walking says the sweep walks; both are the sweep goroutine's.
 	walkNext uint64
 	walking  bool
+	// marked holds the live algorithms supervise has marked in
+	// ServedBucket; an algorithm leaves it when its last runner does, so
+	// it is marked again when one comes back.
+	markedMu sync.Mutex
+	marked   map[string]bool
 
 	workers sync.WaitGroup
 	heldMu  sync.Mutex
@@ -519,9 +540,13 @@ func (c *Controller) open(ctx context.Context, closed <-chan nats.Status) (*Stor
 			err error
 		)
 		if c.cfg.Bind {
-			s, err = OpenStore(ctx, c.js, c.cfg.Store)
+			if s, err = OpenStore(ctx, c.js, c.cfg.Store); err == nil {
+				s.bindServed(ctx)
+			}
 		} else {
-			s, err = Provision(ctx, c.js, c.cfg.Store)
+			cfg := c.cfg.Store
+			cfg.Logger = c.log
+			s, err = Provision(ctx, c.js, cfg)
 		}
 		if err == nil {
 			return s, nil
@@ -573,6 +598,7 @@ func (c *Controller) supervise(ctx context.Context, closed <-chan nats.Status) e
 				waiting = append(waiting, alg)
 			}
 		}
+		c.markServed(ctx, live)
 		slices.Sort(waiting)
 		if n := len(pullers) + len(waiting) - c.cfg.MaxAlgorithms; n > 0 {
 			if n != unserved {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"pnpworker/discovery"
+	"pnpworker/runner"
 )
 
 // Jobs of an algorithm no runner serves, or past MaxAlgorithms, are not
@@ -37,10 +38,81 @@ var sweepMaxSubjects uint64 = 10_000
 // goes on from there.
 const sweepWalkBatch = 10_000
 
-// sweepPeriod is how often the sweep runs: a quarter of MaxJobAge, between
-// 500 ms and one minute.
+// sweepPeriod is how often the sweep runs: a quarter of the shorter
+// maximum age (MaxUnservedJobAge), between 500 ms and one minute.
 func (c *Controller) sweepPeriod() time.Duration {
-	return min(max(c.cfg.MaxJobAge/4, 500*time.Millisecond), time.Minute)
+	return min(max(min(c.cfg.MaxJobAge, c.cfg.MaxUnservedJobAge)/4, 500*time.Millisecond), time.Minute)
+}
+
+// markServed marks every algorithm of live in ServedBucket once per
+// appearance, in the background: a mark that fails is tried again at the
+// next change of the registrations.
+func (c *Controller) markServed(ctx context.Context, live map[string]bool) {
+	if c.store == nil || c.store.served == nil {
+		return
+	}
+	c.markedMu.Lock()
+	defer c.markedMu.Unlock()
+	if c.marked == nil {
+		c.marked = map[string]bool{}
+	}
+	for alg := range c.marked {
+		if !live[alg] {
+			delete(c.marked, alg)
+		}
+	}
+	for alg := range live {
+		if c.marked[alg] || !discovery.ValidAlgorithmName(alg) {
+			continue
+		}
+		c.marked[alg] = true
+		go func() {
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			at, _ := time.Now().UTC().MarshalText()
+			if _, err := c.store.served.Put(pctx, alg, at); err != nil {
+				if ctx.Err() == nil {
+					c.log.Warn().Err(err).Str("algorithm", alg).Msg("cannot mark the algorithm as served; its waiting jobs may expire after --max-unserved-job-age")
+				}
+				c.markedMu.Lock()
+				delete(c.marked, alg)
+				c.markedMu.Unlock()
+			}
+		}()
+	}
+}
+
+// everServed reports whether a runner has ever registered for alg: a mark
+// in ServedBucket. Without the bucket, or when it cannot be read, it says
+// yes, so that a job never expires sooner by mistake.
+func (c *Controller) everServed(ctx context.Context, alg string) bool {
+	if c.store.served == nil {
+		return true
+	}
+	_, err := c.store.served.Get(ctx, alg)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false
+	}
+	if err != nil {
+		c.log.Debug().Err(err).Str("algorithm", alg).Msg("cannot read the served mark; counting the algorithm as served")
+	}
+	return true
+}
+
+// tooOld returns the error of a job stored at stored that has waited too
+// long: past MaxJobAge, or, when the sweep found no runner ever
+// registered for its algorithm, past MaxUnservedJobAge. Nil otherwise.
+func (c *Controller) tooOld(j *job, alg string, stored time.Time) *runner.Error {
+	age := time.Since(stored)
+	if age > c.cfg.MaxJobAge {
+		return c.expired(alg, age)
+	}
+	if sj, ok := j.msg.(*storedJob); ok && sj.unserved && age > c.cfg.MaxUnservedJobAge {
+		return &runner.Error{Code: runner.CodeDeadline, Algorithm: alg, Message: fmt.Sprintf(
+			"expired: the job waited %s without an outcome, longer than the maximum age of %s for jobs of an algorithm no runner has ever registered for (max unserved job age)",
+			age.Round(time.Second), c.cfg.MaxUnservedJobAge)}
+	}
+	return nil
 }
 
 // sweep expires the old jobs of algorithms this controller does not pull
@@ -68,6 +140,7 @@ func (c *Controller) sweepOnce(ctx context.Context, w *worker) error {
 		served = *p
 	}
 	cutoff := time.Now().Add(-c.cfg.MaxJobAge)
+	unservedCutoff := time.Now().Add(-c.cfg.MaxUnservedJobAge)
 	info, err := c.store.jobs.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("controller: sweep: %w", err)
@@ -77,7 +150,7 @@ func (c *Controller) sweepOnce(ctx context.Context, w *worker) error {
 			c.log.Warn().Uint64("subjects", n).Uint64("max_listed", sweepMaxSubjects).Msg("JOBS holds too many subjects to list; the expiry sweep walks the jobs in order")
 			c.walking = true
 		}
-		return c.walkSweep(ctx, w, served, cutoff)
+		return c.walkSweep(ctx, w, served, cutoff, unservedCutoff)
 	}
 	c.walking = false
 	info, err = c.store.jobs.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
@@ -90,13 +163,16 @@ func (c *Controller) sweepOnce(ctx context.Context, w *worker) error {
 		if served[alg] {
 			continue // its puller expires them
 		}
-		due := cutoff
-		if !discovery.ValidAlgorithmName(alg) {
+		due, unserved := cutoff, false
+		switch {
+		case !discovery.ValidAlgorithmName(alg):
 			// No runner can ever serve it: fail its jobs now (process
 			// refuses the name), whatever their age.
 			due = time.Now().Add(time.Hour)
+		case !c.everServed(ctx, alg):
+			due, unserved = unservedCutoff, true
 		}
-		if err := c.expireOldest(ctx, w, subj, due); err != nil {
+		if err := c.expireOldest(ctx, w, subj, due, unserved); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -104,8 +180,9 @@ func (c *Controller) sweepOnce(ctx context.Context, w *worker) error {
 }
 
 // expireOldest fails the jobs on subj stored before cutoff, oldest first,
-// at most sweepBatch of them.
-func (c *Controller) expireOldest(ctx context.Context, w *worker, subj string, cutoff time.Time) error {
+// at most sweepBatch of them; unserved says no runner ever registered for
+// their algorithm.
+func (c *Controller) expireOldest(ctx context.Context, w *worker, subj string, cutoff time.Time, unserved bool) error {
 	seq := uint64(1)
 	for range sweepBatch {
 		raw, err := c.store.jobs.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
@@ -118,7 +195,7 @@ func (c *Controller) expireOldest(ctx context.Context, w *worker, subj string, c
 		if !raw.Time.Before(cutoff) {
 			return nil
 		}
-		sj := &storedJob{raw: raw, stream: c.store.jobs, ctx: ctx}
+		sj := &storedJob{raw: raw, stream: c.store.jobs, ctx: ctx, unserved: unserved}
 		c.process(w, &job{msg: sj})
 		if sj.ackErr != nil {
 			// The job stays in JOBS and the next round finds it again:
@@ -139,8 +216,9 @@ func (c *Controller) expireOldest(ctx context.Context, w *worker, subj string, c
 // starts again from the first. Its cost per round is bounded whatever
 // the number of subjects; a job waits at most a walk over the stream
 // longer for its expiry.
-func (c *Controller) walkSweep(ctx context.Context, w *worker, served map[string]bool, cutoff time.Time) error {
+func (c *Controller) walkSweep(ctx context.Context, w *worker, served map[string]bool, cutoff, unservedCutoff time.Time) error {
 	seq := max(c.walkNext, 1)
+	ever := map[string]bool{} // everServed, read once per algorithm per walk
 	for range sweepWalkBatch {
 		raw, err := c.store.jobs.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(JobsSubjectPrefix+"*"))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -153,10 +231,26 @@ func (c *Controller) walkSweep(ctx context.Context, w *worker, served map[string
 		seq = raw.Sequence + 1
 		c.walkNext = seq
 		alg := strings.TrimPrefix(raw.Subject, JobsSubjectPrefix)
-		if discovery.ValidAlgorithmName(alg) && (served[alg] || !raw.Time.Before(cutoff)) {
-			continue
+		unserved := false
+		if discovery.ValidAlgorithmName(alg) {
+			if served[alg] {
+				continue
+			}
+			e, ok := ever[alg]
+			if !ok {
+				e = c.everServed(ctx, alg)
+				ever[alg] = e
+			}
+			unserved = !e
+			due := cutoff
+			if unserved {
+				due = unservedCutoff
+			}
+			if !raw.Time.Before(due) {
+				continue
+			}
 		}
-		sj := &storedJob{raw: raw, stream: c.store.jobs, ctx: ctx}
+		sj := &storedJob{raw: raw, stream: c.store.jobs, ctx: ctx, unserved: unserved}
 		c.process(w, &job{msg: sj})
 		if sj.ackErr != nil {
 			return fmt.Errorf("controller: sweep %s: job %d has its outcome but stays in JOBS: %w", raw.Subject, raw.Sequence, sj.ackErr)
@@ -172,6 +266,9 @@ type storedJob struct {
 	raw    *jetstream.RawStreamMsg
 	stream jetstream.Stream
 	ctx    context.Context
+	// unserved says no runner has ever registered for the job's
+	// algorithm: it expires after MaxUnservedJobAge.
+	unserved bool
 	// ackErr is the error of the last Ack, for the sweep to report.
 	ackErr error
 }

@@ -127,8 +127,8 @@ func (c *Controller) process(w *worker, j *job) {
 			"header %s: %q is not a subject under %s> (without wildcards): the controller publishes notifications there only", HeaderNotify, oneLine(truncate(v, 300)), NotifySubjectPrefix)})
 		return
 	}
-	if age := time.Since(md.Timestamp); age > c.cfg.MaxJobAge {
-		t.fail(ctx, c.expired(t.alg, age))
+	if err := c.tooOld(j, t.alg, md.Timestamp); err != nil {
+		t.fail(ctx, err)
 		return
 	}
 	regs := c.cache.Lookup(t.alg)

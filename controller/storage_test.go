@@ -130,6 +130,7 @@ func TestFullStreamsNeverStopHeartbeats(t *testing.T) {
 				Outputs:   controller.ObjectsConfig{MaxBytes: mib},
 				Uploads:   controller.ObjectsConfig{MaxBytes: mib / 2},
 			}
+			cfg.JobsMaxPerAlgorithm = -1 // one algorithm floods: let it fill JOBS
 			store, err := controller.Provision(ctx, js, cfg)
 			if err != nil {
 				t.Fatalf("provision: %v", err)

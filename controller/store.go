@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
 	"pnpworker/internal/objref"
@@ -45,21 +46,39 @@ const (
 	// carries output_ref. Runners store theirs in their algorithm's own
 	// bucket, objref.OutputsBucketFor(algorithm).
 	OutputsBucket = objref.OutputsBucket
+	// ServedBucket is the KV bucket in which controllers mark, under the
+	// algorithm's name, each algorithm a runner has registered for: jobs
+	// of an algorithm without a mark expire after
+	// Config.MaxUnservedJobAge rather than Config.MaxJobAge.
+	ServedBucket = "served"
 )
 
 // Defaults of StoreConfig.
 const (
 	DefaultResultTTL       = 24 * time.Hour
 	DefaultDuplicateWindow = 2 * time.Minute
-	DefaultInputTTL        = 24 * time.Hour
+	DefaultInputTTL        = time.Hour // also how long a flood of uploads can keep inputs full
 	// DefaultObjectsMaxBytes bounds each of the inputs and outputs
 	// object store buckets.
 	DefaultObjectsMaxBytes = 1 << 30
 	// DefaultUploadsMaxBytes bounds the uploads object store bucket.
 	DefaultUploadsMaxBytes = 256 << 20
+	// DefaultInputsMaxObjectBytes bounds one object of the inputs bucket,
+	// as the HTTP API's upload limit does.
+	DefaultInputsMaxObjectBytes = 64 << 20
+	// InputsChunkBytes is the largest chunk the inputs bucket takes: the
+	// chunk size of nats.go, the nats CLI and the other NATS clients'
+	// object stores, 128 KiB.
+	InputsChunkBytes = 128 << 10
 	// DefaultJobsMaxBytes and DefaultJobsMaxMsgs bound stream JOBS.
 	DefaultJobsMaxBytes = 1 << 30
 	DefaultJobsMaxMsgs  = 1_000_000
+	// DefaultJobsMaxPerAlgorithm is the most jobs one algorithm may have
+	// waiting in JOBS by default (at most half of JobsMaxMsgs).
+	DefaultJobsMaxPerAlgorithm = 10_000
+	// ServedMaxBytes bounds the served bucket: a mark takes about 150
+	// bytes, so it holds thousands; past it the oldest marks go.
+	ServedMaxBytes = 512 << 10
 	// DefaultDeadMaxBytes and DefaultDeadMaxMsgs bound stream DEAD.
 	DefaultDeadMaxBytes = 256 << 20
 	DefaultDeadMaxMsgs  = 100_000
@@ -117,6 +136,20 @@ type StoreConfig struct {
 	// JobsMaxMsgs caps the number of jobs JOBS holds, refusing more the
 	// same way. Default DefaultJobsMaxMsgs.
 	JobsMaxMsgs int64
+	// JobsMaxPerAlgorithm caps the jobs one algorithm (one subject
+	// jobs.<algorithm>) may have in JOBS. A full algorithm refuses only its
+	// own new jobs (discard new per subject), so a flood of one algorithm
+	// leaves room for the others: Submit fails with an error wrapping
+	// ErrAlgorithmFull and ErrJobsFull that names the limit. JetStream
+	// counts a subject's jobs, not its bytes: one algorithm holds at most
+	// JobsMaxPerAlgorithm times the largest job the server takes, and a
+	// flood of large jobs is confined only when that is well below
+	// JobsMaxBytes (docs/DEPLOY.md). Default DefaultJobsMaxPerAlgorithm,
+	// at most half of JobsMaxMsgs; -1 means no limit. Provision never
+	// lowers it below what an algorithm already has waiting (JetStream
+	// would drop the oldest jobs to meet it); it logs that it kept the
+	// higher value instead.
+	JobsMaxPerAlgorithm int64
 	// DeadMaxBytes caps the bytes stream DEAD holds. When it is reached
 	// the oldest dead letters are dropped (discard old), so dead-lettering
 	// never stalls the pipeline; a job's failed result still records its
@@ -150,6 +183,16 @@ type StoreConfig struct {
 	// kept as long as results, objref.DefaultAlgorithmOutputsMaxBytes
 	// (64 MiB) each.
 	AlgorithmOutputs ObjectsConfig
+	// InputsMaxObjectBytes bounds one object of the inputs bucket, on the
+	// server: the bucket takes chunks of at most InputsChunkBytes (plus
+	// room for the object's metadata), and at most InputsMaxObjectBytes /
+	// InputsChunkBytes of them per object, refusing the upload past it.
+	// So one upload takes at most this much of Inputs.MaxBytes, whatever
+	// client made it. Default DefaultInputsMaxObjectBytes; -1 means no
+	// limit.
+	InputsMaxObjectBytes int64
+	// Logger receives Provision's warnings. The zero value discards them.
+	Logger zerolog.Logger
 }
 
 // limit returns v, or def when v is zero.
@@ -201,6 +244,7 @@ func (c *StoreConfig) setDefaults() {
 	c.DeadMaxBytes = limit(c.DeadMaxBytes, DefaultDeadMaxBytes)
 	c.DeadMaxMsgs = limit(c.DeadMaxMsgs, DefaultDeadMaxMsgs)
 	c.ResultsMaxBytes = limit(c.ResultsMaxBytes, DefaultResultsMaxBytes)
+	c.InputsMaxObjectBytes = limit(c.InputsMaxObjectBytes, DefaultInputsMaxObjectBytes)
 }
 
 // Validate reports every problem with c.
@@ -228,8 +272,9 @@ func (c StoreConfig) Validate() error {
 		v    int64
 	}{
 		{"jobs max bytes", c.JobsMaxBytes}, {"jobs max messages", c.JobsMaxMsgs},
+		{"jobs max per algorithm", c.JobsMaxPerAlgorithm},
 		{"dead letter max bytes", c.DeadMaxBytes}, {"dead letter max messages", c.DeadMaxMsgs},
-		{"results max bytes", c.ResultsMaxBytes},
+		{"results max bytes", c.ResultsMaxBytes}, {"inputs max object bytes", c.InputsMaxObjectBytes},
 	} {
 		if l.v < -1 {
 			errs = append(errs, fmt.Errorf("%s %d is negative (-1 means no limit)", l.name, l.v))
@@ -273,6 +318,10 @@ type Store struct {
 	// deployment provisioned before they existed, or a role that may not
 	// see them).
 	inputs, outputs jetstream.ObjectStore
+	// served is nil in a store OpenStore made, until bindServed, and
+	// when there is no such bucket: every algorithm then counts as
+	// served once.
+	served jetstream.KeyValue
 }
 
 // Provision creates or updates every stream and bucket of the system —
@@ -296,6 +345,10 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 	if err != nil {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
+	perAlg, err := s.jobsPerAlgorithm(ctx)
+	if err != nil {
+		return nil, err
+	}
 	jobs, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        JobsStream,
 		Description: "pnpworker: pending jobs, one subject per algorithm; a job leaves when its result is stored",
@@ -304,10 +357,13 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		Storage:     jetstream.FileStorage,
 		Duplicates:  s.cfg.DuplicateWindow,
 		Replicas:    s.cfg.Replicas,
-		// A full queue refuses the producer, never drops a stored job.
-		MaxBytes: s.cfg.JobsMaxBytes,
-		MaxMsgs:  s.cfg.JobsMaxMsgs,
-		Discard:  jetstream.DiscardNew,
+		// A full queue refuses the producer, never drops a stored job;
+		// a full algorithm refuses only its own producers.
+		MaxBytes:             s.cfg.JobsMaxBytes,
+		MaxMsgs:              s.cfg.JobsMaxMsgs,
+		MaxMsgsPerSubject:    perAlg,
+		Discard:              jetstream.DiscardNew,
+		DiscardNewPerSubject: perAlg > 0,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("controller: provision stream %s: %w", JobsStream, err)
@@ -385,7 +441,33 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 			return nil, fmt.Errorf("controller: provision object store %s: %w", oc.Bucket, err)
 		}
 	}
-	s.registry, s.jobs, s.dead, s.results = reg, jobs, dead, results
+	if err := limitObjects(ctx, s.js, InputsBucket, s.cfg.InputsMaxObjectBytes, s.cfg.Logger); err != nil {
+		return nil, fmt.Errorf("controller: provision object store %s: %w", InputsBucket, err)
+	}
+	servedCfg := jetstream.KeyValueConfig{
+		Bucket:      ServedBucket,
+		Description: "pnpworker: algorithms a runner has registered for, key = algorithm; jobs of the others expire sooner",
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.cfg.Replicas,
+		MaxBytes:    ServedMaxBytes,
+	}
+	var served jetstream.KeyValue
+	// Switched to discard old like results, so the same race (see above).
+	for try := 0; ; try++ {
+		served, err = s.js.CreateOrUpdateKeyValue(ctx, servedCfg)
+		if err == nil || try == 2 || !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			break
+		}
+	}
+	if err == nil {
+		// Full, it forgets the algorithms marked longest ago rather than
+		// refusing a new mark.
+		err = discardOld(ctx, s.js, "KV_"+ServedBucket)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("controller: provision bucket %s: %w", ServedBucket, err)
+	}
+	s.registry, s.jobs, s.dead, s.results, s.served = reg, jobs, dead, results, served
 	s.inputs, s.outputs = objects[0], objects[1]
 	if err := checkNotifyFree(ctx, s.js); err != nil {
 		return nil, err
@@ -461,6 +543,68 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*S
 	s.inputs, _ = js.ObjectStore(ctx, InputsBucket)
 	s.outputs, _ = js.ObjectStore(ctx, OutputsBucket)
 	return s, nil
+}
+
+// bindServed binds the served bucket, for a controller on a store it
+// opened: producers and the gateway have no use for it (and no
+// permission). Without it (provisioned by an older version), jobs of
+// algorithms nobody serves expire after MaxJobAge, as before.
+func (s *Store) bindServed(ctx context.Context) {
+	s.served, _ = s.js.KeyValue(ctx, ServedBucket)
+}
+
+// jobsPerAlgorithm is the MaxMsgsPerSubject JOBS gets: the configured
+// value (or its default), raised to what an algorithm already has
+// waiting, since JetStream meets a lowered limit by dropping the oldest
+// jobs. -1 (no limit) stays.
+func (s *Store) jobsPerAlgorithm(ctx context.Context) (int64, error) {
+	want := s.cfg.JobsMaxPerAlgorithm
+	if want == 0 {
+		want = DefaultJobsMaxPerAlgorithm
+		if s.cfg.JobsMaxMsgs > 0 {
+			want = max(1, min(want, s.cfg.JobsMaxMsgs/2))
+		}
+	}
+	if want < 0 {
+		return -1, nil
+	}
+	st, err := s.js.Stream(ctx, JobsStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return want, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("controller: provision stream %s: %w", JobsStream, err)
+	}
+	old := st.CachedInfo()
+	if old.State.Msgs == 0 || (old.Config.MaxMsgsPerSubject > 0 && old.Config.MaxMsgsPerSubject <= want) {
+		return want, nil
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
+	if err != nil {
+		return 0, fmt.Errorf("controller: provision stream %s: %w", JobsStream, err)
+	}
+	var most uint64
+	for _, n := range info.State.Subjects {
+		most = max(most, n)
+	}
+	if int64(most) > want {
+		s.cfg.Logger.Warn().Int64("jobs_max_per_algorithm", want).Uint64("waiting", most).
+			Msg("an algorithm has more jobs waiting in JOBS than the per-algorithm limit: keeping the limit at that, as a lower one would drop them; provision again once they are fewer")
+		return int64(most), nil
+	}
+	return want, nil
+}
+
+// jobsConfig is the configuration of JOBS as the server has it now (an
+// admin may have changed the limits since this store bound the stream),
+// for error messages; the one read at start-up when it cannot be read.
+func (s *Store) jobsConfig(ctx context.Context) jetstream.StreamConfig {
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if info, err := s.jobs.Info(ictx); err == nil {
+		return info.Config
+	}
+	return s.jobs.CachedInfo().Config
 }
 
 func notProvisioned(err error) error {
@@ -601,4 +745,50 @@ func decodeResult(id string, data []byte) (Result, error) {
 		return Result{}, fmt.Errorf("controller: result %s: %w: the record is for job %q", id, ErrCorruptResult, truncate(r.JobID, 300))
 	}
 	return r, nil
+}
+
+// limitObjects bounds each object of an object store bucket to maxObject
+// bytes on the server: chunks of at most InputsChunkBytes (and 8 KiB more
+// for a metadata message with its headers), at most
+// maxObject/InputsChunkBytes of them on one object's chunk subject, with
+// discard new per subject, so the chunk past the limit is refused and the
+// client's put fails (nats.go then purges the chunks it wrote). The
+// object's metadata is written with a roll-up, which the per-subject limit
+// lets through. -1 removes the limits. It never lowers the per-subject
+// limit below the chunks an object already has: JetStream would drop
+// those chunks to meet it.
+func limitObjects(ctx context.Context, js jetstream.JetStream, bucket string, maxObject int64, log zerolog.Logger) error {
+	st, err := js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		return err
+	}
+	cfg := st.CachedInfo().Config
+	perObject, msgSize := int64(-1), int32(-1)
+	if maxObject > 0 {
+		perObject = (maxObject + InputsChunkBytes - 1) / InputsChunkBytes
+		msgSize = InputsChunkBytes + 8<<10
+	}
+	if perObject > 0 && st.CachedInfo().State.Msgs > 0 && (cfg.MaxMsgsPerSubject <= 0 || cfg.MaxMsgsPerSubject > perObject) {
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter("$O."+bucket+".C.>"))
+		if err != nil {
+			return err
+		}
+		var most uint64
+		for _, n := range info.State.Subjects {
+			most = max(most, n)
+		}
+		if int64(most) > perObject {
+			log.Warn().Str("bucket", bucket).Int64("max_chunks", perObject).Uint64("chunks", most).
+				Msg("an object has more chunks than the per-object limit: keeping the limit at that, as a lower one would drop them; provision again once it has expired")
+			perObject = int64(most)
+		}
+	}
+	if cfg.MaxMsgsPerSubject == perObject && cfg.MaxMsgSize == msgSize && cfg.DiscardNewPerSubject == (perObject > 0) {
+		return nil
+	}
+	cfg.MaxMsgsPerSubject, cfg.MaxMsgSize, cfg.DiscardNewPerSubject = perObject, msgSize, perObject > 0
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("per-object limit: %w", err)
+	}
+	return nil
 }

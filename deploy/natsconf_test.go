@@ -1078,3 +1078,21 @@ func workerAlgorithms(t *testing.T, command string) []string {
 	}
 	return names
 }
+
+// TestControllerMarksServedUnderNatsConf: the controller, bound under its
+// own user, marks the algorithms its runners serve in bucket served (the
+// expiry sweep reads the marks), with no permission violation.
+func TestControllerMarksServedUnderNatsConf(t *testing.T) {
+	d := startDeployment(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := d.admin.js(t).KeyValue(ctx, controller.ServedBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 20*time.Second, func() bool {
+		_, err := kv.Get(ctx, "language_detection")
+		return err == nil
+	}, "no served mark for language_detection")
+	d.controllerC.expectClean(t)
+}

@@ -344,6 +344,9 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, controller.ErrTooLarge):
 		writeProblem(w, problem{Code: http.StatusRequestEntityTooLarge, Algorithm: name, Message: strings.TrimPrefix(err.Error(), "controller: ")})
+	case errors.Is(err, controller.ErrJobsFull):
+		// The queue's own limit (the algorithm's, or JOBS'), named.
+		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Algorithm: name, Message: strings.TrimPrefix(err.Error(), "controller: ")})
 	case err != nil:
 		g.log.Warn().Err(err).Str("algorithm", name).Msg("submit failed")
 		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Algorithm: name, Message: "cannot store the job: JetStream unavailable"})

@@ -234,6 +234,8 @@ func (f *objectFlags) register(fs *flagSet, cfg *controller.StoreConfig) {
 	fs.StringVar(&f.uploadsMaxBytes, "uploads-max-bytes", "256MiB", "size cap of the uploads object store bucket (HTTP uploads), e.g. 256MiB")
 	fs.StringVar(&f.algorithms, "output-algorithms", env("PNP_OUTPUT_ALGORITHMS", ""), "comma-separated algorithms whose own outputs bucket outputs_<algorithm> to create, for runners that may not (--no-provision) (env PNP_OUTPUT_ALGORITHMS)")
 	fs.StringVar(&f.algorithmMaxBytes, "algorithm-outputs-max-bytes", "64MiB", "size cap of each outputs_<algorithm> bucket, e.g. 64MiB")
+	cfg.InputsMaxObjectBytes = controller.DefaultInputsMaxObjectBytes
+	fs.Var(byteSize{&cfg.InputsMaxObjectBytes}, "input-max-object", "largest object the inputs bucket takes, enforced by the server whatever the client (chunks of at most 128 KiB); -1: none")
 }
 
 // apply sets the parsed limits in cfg.
@@ -327,6 +329,7 @@ func registerStoreLimits(fs *flagSet, cfg *controller.StoreConfig, discoveryToo 
 	cfg.ResultsMaxBytes = controller.DefaultResultsMaxBytes
 	fs.Var(byteSize{&cfg.JobsMaxBytes}, "jobs-max-bytes", "size limit of stream JOBS; a full JOBS refuses new jobs (-1: none)")
 	fs.Int64Var(&cfg.JobsMaxMsgs, "jobs-max-msgs", cfg.JobsMaxMsgs, "jobs stream JOBS holds at most; more are refused (-1: no limit)")
+	fs.Int64Var(&cfg.JobsMaxPerAlgorithm, "jobs-max-per-algorithm", 0, "jobs one algorithm may have waiting in JOBS; more of its jobs are refused, other algorithms' are not (0: 10000, at most half of --jobs-max-msgs; -1: no limit); times the largest job, it is what one algorithm may take of --jobs-max-bytes")
 	fs.Var(byteSize{&cfg.DeadMaxBytes}, "dead-max-bytes", "size limit of stream DEAD; the oldest dead letters make room (-1: none)")
 	fs.Int64Var(&cfg.DeadMaxMsgs, "dead-max-msgs", cfg.DeadMaxMsgs, "dead letters kept at most; the oldest make room (-1: no limit)")
 	fs.Var(byteSize{&cfg.ResultsMaxBytes}, "results-max-bytes", "size limit of the results bucket; the oldest results make room, as if expired (-1: none)")

@@ -36,6 +36,7 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.DurationVar(&cfg.NoRunnerDelay, "no-runner-delay", controller.DefaultNoRunnerDelay, "wait before offering again a job no runner answered (not an attempt)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", controller.DefaultDrainTimeout, "how long to wait for jobs in flight on shutdown")
 	fs.DurationVar(&cfg.MaxJobAge, "max-job-age", controller.DefaultMaxJobAge, "a job waiting longer than this for an outcome fails as expired and is dead-lettered, also when nobody serves its algorithm")
+	fs.DurationVar(&cfg.MaxUnservedJobAge, "max-unserved-job-age", controller.DefaultMaxUnservedJobAge, "a job of an algorithm no runner has ever registered for fails as expired after this (at most --max-job-age)")
 	fs.IntVar(&cfg.MaxNotStarted, "max-not-started", controller.DefaultMaxNotStarted, "deliveries after which a job runners keep refusing without starting it (overloaded, its budget too short) fails")
 
 	fs.IntVar(&cfg.MaxAlgorithms, "max-algorithms", controller.DefaultMaxAlgorithms, "algorithms this controller serves at most; past it, newly registered ones wait (logged)")

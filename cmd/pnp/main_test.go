@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	languagedetection "pnpworker/algo/language_detection"
+	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/embedded"
 	"pnpworker/internal/natstest"
@@ -619,5 +621,73 @@ func TestUpLocksDataDirectory(t *testing.T) {
 	again.waitOutput(t, "Ctrl-C stops it.")
 	if code := again.stop(t); code != 0 {
 		t.Fatalf("pnp up on the released directory: exit %d\nstderr:\n%s", code, again.stderr.String())
+	}
+}
+
+// TestUpRefusesNestedDataDirectories starts pnp up on a data directory and
+// then a second one inside its store (--data D/jetstream, where NATS would
+// move the running store into its own), through a symlink to that, and
+// above another's (--data of the parent of a running one): each is refused
+// with one line naming both directories and the pid; the first keeps
+// serving, and after a restart its results are still there.
+func TestUpRefusesNestedDataDirectories(t *testing.T) {
+	isolateEnv(t)
+	addr, _ := freeLoopbackAddr(t)
+	root, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(root, "first")
+	up := startPnp(t, "up", "--listen", addr, "--data", data, "--algorithms", "language_detection")
+	up.waitOutput(t, "Ctrl-C stops it.")
+	url := "nats://" + addr
+	submit := func(id string) {
+		t.Helper()
+		code, stdout, stderr := runPnp(t, "submit", "--server", url, "--id", id, "--wait", "language_detection",
+			`{"text":"Le renard brun saute par-dessus le chien paresseux"}`)
+		if code != 0 || decodeResult(t, stdout).Status != controller.StatusSucceeded {
+			t.Fatalf("submit %s: exit %d\n%s%s", id, code, stdout, stderr)
+		}
+	}
+	submit("before-nested")
+
+	link := filepath.Join(root, "link")
+	if err := os.Symlink(filepath.Join(data, "jetstream"), link); err != nil {
+		t.Fatal(err)
+	}
+	inside := fmt.Sprintf("is inside data directory %s, in use by pid %d: one JetStream store may not hold another", data, os.Getpid())
+	for _, tc := range []struct {
+		name, dir, want string
+	}{
+		{"its store", filepath.Join(data, "jetstream"), "pnp up: data directory " + filepath.Join(data, "jetstream") + " " + inside},
+		{"a symlink to its store", link, "pnp up: data directory " + filepath.Join(data, "jetstream") + " " + inside},
+		{"inside its store", filepath.Join(data, "jetstream", "x"), "pnp up: data directory " + filepath.Join(data, "jetstream", "x") + " " + inside},
+		{"above it", root, fmt.Sprintf("pnp up: data directory %s contains data directory %s, in use by pid %d: one JetStream store may not hold another", root, data, os.Getpid())},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr2, _ := freeLoopbackAddr(t)
+			code, _, stderr := runPnp(t, "up", "--listen", addr2, "--data", tc.dir, "--algorithms", "language_detection")
+			if code != 1 || strings.TrimSpace(stderr) != tc.want {
+				t.Fatalf("second pnp up: exit %d, said %q; want exit 1 and %q", code, stderr, tc.want)
+			}
+		})
+	}
+	submit("after-nested")
+	if code := up.stop(t); code != 0 {
+		t.Fatalf("pnp up: exit %d, want 0\nstderr:\n%s", code, up.stderr.String())
+	}
+	// Restarted, the first pnp up still has both results: its store was
+	// never moved.
+	addr3, _ := freeLoopbackAddr(t)
+	again := startPnp(t, "up", "--listen", addr3, "--data", data, "--algorithms", "language_detection")
+	again.waitOutput(t, "Ctrl-C stops it.")
+	for _, id := range []string{"before-nested", "after-nested"} {
+		code, stdout, stderr := runPnp(t, "result", "--server", "nats://"+addr3, id)
+		if code != 0 || decodeResult(t, stdout).JobID != id {
+			t.Errorf("result %s after the restart: exit %d\n%s%s", id, code, stdout, stderr)
+		}
+	}
+	if code := again.stop(t); code != 0 {
+		t.Fatalf("pnp up restarted: exit %d\nstderr:\n%s", code, again.stderr.String())
 	}
 }

@@ -91,7 +91,7 @@ func TestProvisionLimits(t *testing.T) {
 	}
 
 	// A full JOBS: pnp submit says so, in one line, and exits 1.
-	if code, _, stderr := runPnp(t, "provision", "--server", s.URL(), "--jobs-max-msgs", "1"); code != 0 {
+	if code, _, stderr := runPnp(t, "provision", "--server", s.URL(), "--jobs-max-msgs", "1", "--jobs-max-per-algorithm", "-1"); code != 0 {
 		t.Fatalf("provision --jobs-max-msgs 1: exit %d: %s", code, stderr)
 	}
 	if code, _, stderr := runPnp(t, "submit", "--server", s.URL(), "nobody", "{}"); code != 0 {
@@ -110,7 +110,27 @@ func TestProvisionLimits(t *testing.T) {
 		}
 	}
 	stderr = strings.Join(kept, "")
-	checkOneLineError(t, stderr, regexp.MustCompile(`^pnp submit: controller: submit \S+: job queue full: stream JOBS refused the job \(maximum messages exceeded\)`))
+	checkOneLineError(t, stderr, regexp.MustCompile(`^pnp submit: controller: submit \S+: job queue full: stream JOBS refused the job \(maximum messages exceeded\), at its limits of 1 GiB and 1 job,`))
+
+	// A full algorithm: only its own jobs are refused, and the line
+	// names the subject and the limit.
+	if code, _, stderr := runPnp(t, "provision", "--server", s.URL(), "--jobs-max-msgs", "100", "--jobs-max-per-algorithm", "1"); code != 0 {
+		t.Fatalf("provision --jobs-max-per-algorithm 1: exit %d: %s", code, stderr)
+	}
+	code, _, stderr = runPnp(t, "submit", "--server", s.URL(), "nobody", "{}")
+	if code != 1 {
+		t.Fatalf("submit to a full algorithm: exit %d, want 1: %s", code, stderr)
+	}
+	kept = nil
+	for _, l := range strings.SplitAfter(stderr, "\n") {
+		if !strings.HasPrefix(l, "warning: no runner is registered") {
+			kept = append(kept, l)
+		}
+	}
+	checkOneLineError(t, strings.Join(kept, ""), regexp.MustCompile(`^pnp submit: controller: submit \S+: job queue full: jobs\.nobody: per-algorithm queue full \(1 job waiting in stream JOBS: maximum messages per subject exceeded\); other algorithms' jobs are still accepted`))
+	if code, _, stderr := runPnp(t, "submit", "--server", s.URL(), "somebody_else", "{}"); code != 0 {
+		t.Fatalf("another algorithm's job while one is full: exit %d: %s", code, stderr)
+	}
 
 	for _, bad := range []string{"lots", "1.5G", "-2", "12X"} {
 		code, _, stderr := runPnp(t, "provision", "--server", s.URL(), "--jobs-max-bytes", bad)

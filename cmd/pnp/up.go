@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,7 +21,6 @@ import (
 	memeclassifier "pnpworker/algo/meme_classifier"
 	"pnpworker/controller"
 	"pnpworker/gateway"
-	"pnpworker/internal/dirlock"
 	"pnpworker/internal/embedded"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/internal/objref"
@@ -55,6 +55,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		wf     workerFlags
 		store  controller.StoreConfig
 	)
+	maxUnserved := fs.Duration("max-unserved-job-age", controller.DefaultMaxUnservedJobAge, "a job of an algorithm no runner has ever registered for fails as expired after this (at most --max-job-age)")
 	wf.register(fs)
 	lf.register(fs)
 	imf.register(fs)
@@ -71,6 +72,9 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := store.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	// One person's pnp up keeps uploads (and the demo images the banner
+	// names) a day, not the hour a shared deployment does.
+	store.Inputs.TTL = 24 * time.Hour
 	// The process's one metrics registry: the gateway's /metrics and
 	// --metrics serve it, and every part of the process registers its
 	// collectors in it (a worker's runner, made anew at each restart of
@@ -105,21 +109,6 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(chosen) == 0 && len(wf.commands) == 0 {
 		return fmt.Errorf("%w: --algorithms none and no --worker: nothing to serve", errUsage)
 	}
-	// One process per data directory: lock it before anything else opens
-	// it, so a second pnp up fails at once instead of opening the live
-	// JetStream store.
-	if err := os.MkdirAll(*data, 0o755); err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
-	lock, err := dirlock.Acquire(*data)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := lock.Release(); err != nil {
-			log.Warn().Err(err).Msg("releasing the data directory")
-		}
-	}()
 	allow := imagefetch.ParseAllow(imf.allow)
 	var imagesURL string
 	if *images != "" {
@@ -135,6 +124,10 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, err := newAlgoConfig(imf.gallery, allow, imf.objectBuckets(), nil, budget, log); err != nil {
 		return err
 	}
+	// One process per data directory, and no data directory inside or
+	// above another's: embedded.Start locks the directory before the
+	// server opens it, so a second pnp up fails at once instead of opening
+	// (or moving) the live JetStream store.
 	srvLog := log.With().Str("component", "nats").Logger()
 	srv, err := embedded.Start(embedded.Config{Host: host, Port: port, StoreDir: *data, Logger: &srvLog})
 	if err != nil {
@@ -181,7 +174,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: *maxAge, Logger: log.With().Str("component", "controller").Logger(), Metrics: reg})
+	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: *maxAge, MaxUnservedJobAge: *maxUnserved, Logger: log.With().Str("component", "controller").Logger(), Metrics: reg})
 	if err != nil {
 		return err
 	}

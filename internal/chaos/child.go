@@ -113,6 +113,12 @@ func RunNATS(ctx context.Context, c NATSChild) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	// Like every server on a store: one at a time, none inside another's.
+	lock, err := embedded.LockStore(c.StoreDir)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = lock.Release() }()
 	opts := cfg.Options()
 	if c.ClusterPort != 0 {
 		opts.Cluster = server.ClusterOpts{Name: "chaos", Host: "127.0.0.1", Port: c.ClusterPort}

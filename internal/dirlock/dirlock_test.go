@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -110,5 +111,81 @@ func TestOtherProcess(t *testing.T) {
 			t.Fatalf("lock not free after the holder was killed: %v", err)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestNestedDirectories holds a lock on one directory and tries others
+// around it: inside it, inside its store, through a symlink, above it.
+// Each is refused naming the held directory; a sibling and a directory
+// next to a released lock are not.
+func TestNestedDirectories(t *testing.T) {
+	root, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := filepath.Join(root, "a", "data")
+	mkdir := func(p string) string {
+		t.Helper()
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	mkdir(filepath.Join(held, storeDirName))
+	l, err := Acquire(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	if err := os.Symlink(filepath.Join(held, storeDirName), filepath.Join(root, "link")); err != nil {
+		t.Fatal(err)
+	}
+	// A data directory elsewhere whose store is a symlink into the held one.
+	other := mkdir(filepath.Join(root, "other"))
+	if err := os.Symlink(filepath.Join(held, storeDirName), filepath.Join(other, storeDirName)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, dir string
+		above     bool // the held directory is above, or else below
+		free      bool
+	}{
+		{name: "its store", dir: filepath.Join(held, storeDirName), above: true},
+		{name: "deep inside", dir: mkdir(filepath.Join(held, storeDirName, "x", "y")), above: true},
+		{name: "symlink to its store", dir: filepath.Join(root, "link"), above: true},
+		{name: "store symlinked into it", dir: other, above: true},
+		{name: "its parent", dir: filepath.Join(root, "a"), above: false},
+		{name: "the root above", dir: root, above: false},
+		{name: "a sibling", dir: mkdir(filepath.Join(root, "a", "sibling")), free: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l2, err := Acquire(tc.dir)
+			if tc.free {
+				if err != nil {
+					t.Fatalf("Acquire: %v", err)
+				}
+				_ = l2.Release()
+				return
+			}
+			var inUse *InUseError
+			if !errors.As(err, &inUse) || !errors.Is(err, ErrInUse) {
+				t.Fatalf("Acquire: want an InUseError, got %v", err)
+			}
+			if inUse.Held != held || inUse.Above != tc.above || inUse.PID != os.Getpid() {
+				t.Fatalf("error %+v, want held %s above=%v by pid %d", inUse, held, tc.above, os.Getpid())
+			}
+		})
+	}
+	// Refused, none of them kept a lock: the held directory is released
+	// and every one of them can be taken in turn.
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{root, filepath.Join(held, storeDirName)} {
+		l2, err := Acquire(d)
+		if err != nil {
+			t.Fatalf("Acquire %s after release: %v", d, err)
+		}
+		_ = l2.Release()
 	}
 }

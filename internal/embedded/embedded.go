@@ -6,10 +6,13 @@ package embedded
 import (
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
+
+	"pnpworker/internal/dirlock"
 )
 
 // Config configures an embedded server. The zero value is not valid: StoreDir
@@ -81,13 +84,61 @@ func (c Config) Options() *server.Options {
 	}
 }
 
-// Start starts a server and waits until it accepts client connections. The
+// LockStore creates the store directory dir and locks it for this process
+// (dirlock.Acquire): it fails with an error wrapping dirlock.ErrInUse when
+// another server uses it, or a directory above or below it. Every server
+// on a store takes it first, since two servers on one store corrupt it and
+// a server whose store directory is inside another's moves the other's
+// data. Start does it; a caller building its own server from Options must.
+func LockStore(dir string) (*dirlock.Lock, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	return dirlock.Acquire(dir)
+}
+
+// Server is a running embedded server holding the lock on its store.
+// Shutdown stops the server, then releases the lock.
+type Server struct {
+	*server.Server
+	lock *dirlock.Lock
+}
+
+// Shutdown stops the server (the server's own Shutdown returns once its
+// store is closed) and releases the store. Safe to call more than once.
+func (s *Server) Shutdown() {
+	s.Server.Shutdown()
+	_ = s.lock.Release()
+}
+
+// WaitForShutdown waits until the server has stopped, then releases the
+// store.
+func (s *Server) WaitForShutdown() {
+	s.Server.WaitForShutdown()
+	_ = s.lock.Release()
+}
+
+// Start locks the store (LockStore; the error is LockStore's as it is),
+// starts a server and waits until it accepts client connections. The
 // caller owns the server: call Shutdown and WaitForShutdown to stop it.
-func Start(cfg Config) (*server.Server, error) {
+func Start(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg.setDefaults()
+	lock, err := LockStore(cfg.StoreDir)
+	if err != nil {
+		return nil, err
+	}
+	s, err := start(cfg)
+	if err != nil {
+		_ = lock.Release()
+		return nil, err
+	}
+	return &Server{Server: s, lock: lock}, nil
+}
+
+func start(cfg Config) (*server.Server, error) {
 	s, err := server.NewServer(cfg.Options())
 	if err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)

@@ -18,7 +18,7 @@ import (
 type Server struct {
 	t    testing.TB
 	cfg  embedded.Config
-	srv  *server.Server
+	srv  *embedded.Server
 	url  string
 	port int
 }
@@ -62,7 +62,7 @@ func (s *Server) start() {
 func (s *Server) URL() string { return s.url }
 
 // Server returns the running server.
-func (s *Server) Server() *server.Server { return s.srv }
+func (s *Server) Server() *server.Server { return s.srv.Server }
 
 // QueueSubscribers reports how many subscriptions in queue group queue the
 // server holds on exactly subject: a request to subject goes to one of

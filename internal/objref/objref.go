@@ -387,8 +387,58 @@ func Put(ctx context.Context, js jetstream.JetStream, bucket, name string, data 
 		}
 		return Ref{}, fmt.Errorf("objref: bucket %s: %w", bucket, err)
 	}
-	if _, err := store.Put(ctx, jetstream.ObjectMeta{Name: name}, data); err != nil {
+	// The object store makes one chunk of each Read: a reader that
+	// returns a few KiB at a time (an HTTP body) would make many small
+	// chunks, and a bucket's per-object limit counts chunks.
+	if _, err := store.Put(ctx, jetstream.ObjectMeta{Name: name}, fullReader{data}); err != nil {
+		err = limitError(ctx, js, bucket, err)
+		if errors.Is(err, ErrBucketLimit) {
+			// The object store publishes the object's metadata before it
+			// learns that a chunk was refused, and leaves it behind,
+			// naming chunks it has purged: delete it, so the name reads
+			// as absent rather than as a broken object.
+			_ = store.Delete(ctx, name)
+		}
 		return Ref{}, fmt.Errorf("objref: put %s: %w", r, err)
 	}
 	return r, nil
+}
+
+// ErrBucketLimit is wrapped by Put's error when the bucket's limits refused
+// the object: larger than one object may be, or the bucket full.
+var ErrBucketLimit = errors.New("over the bucket's limit")
+
+// limitError names the limit of bucket that refused a put (nothing of the
+// object is kept: the object store removes the chunks it wrote); other
+// errors pass unchanged.
+func limitError(ctx context.Context, js jetstream.JetStream, bucket string, err error) error {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || !strings.HasPrefix(apiErr.Description, "maximum ") && !strings.Contains(apiErr.Description, "message size exceeds") {
+		return err
+	}
+	var cfg jetstream.StreamConfig
+	if st, serr := js.Stream(ctx, "OBJ_"+bucket); serr == nil {
+		cfg = st.CachedInfo().Config
+	}
+	switch {
+	case strings.Contains(apiErr.Description, "per subject"):
+		return fmt.Errorf("%w: the object is larger than one object of bucket %s may be (%d chunks; %d bytes with the object store's default chunks of 128 KiB); nothing was kept: %w",
+			ErrBucketLimit, bucket, cfg.MaxMsgsPerSubject, cfg.MaxMsgsPerSubject<<17, err)
+	case strings.Contains(apiErr.Description, "message size"):
+		return fmt.Errorf("%w: bucket %s takes chunks of at most %d bytes (the object store default is 128 KiB); nothing was kept: %w", ErrBucketLimit, bucket, cfg.MaxMsgSize, err)
+	default:
+		return fmt.Errorf("%w: bucket %s is full (%d bytes; objects are removed %s after they are put); nothing was kept: %w", ErrBucketLimit, bucket, cfg.MaxBytes, cfg.MaxAge, err)
+	}
+}
+
+// fullReader fills each buffer it is given unless the data ends first
+// (io.ReadFull), so that every chunk but the last is whole.
+type fullReader struct{ r io.Reader }
+
+func (f fullReader) Read(p []byte) (int, error) {
+	n, err := io.ReadFull(f.r, p)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = io.EOF
+	}
+	return n, err
 }
