@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -93,8 +94,8 @@ func TestJetStreamAnswersRunNothingUnderNatsConf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"a", "b", "c"} {
-		if _, err := obj.PutBytes(ctx, name, []byte(`{"text":"input chosen by the attacker"}`)); err != nil {
+	for i := range 100 {
+		if _, err := obj.PutBytes(ctx, fmt.Sprintf("o%d", i), []byte(`{"text":"input chosen by the attacker"}`)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -145,6 +146,8 @@ func TestJetStreamAnswersRunNothingUnderNatsConf(t *testing.T) {
 			natstest.Eventually(t, 60*time.Second, func() bool {
 				return taken(t, admin, "language_detection") >= before+a.messages
 			}, "run.language_detection did not receive the %d messages", a.messages)
+			t.Logf("%d messages delivered on run.language_detection within %s, %d runs", a.messages,
+				time.Since(start).Round(time.Millisecond), runs.Load()-ran)
 			if n := runs.Load() - ran; n != 0 {
 				t.Errorf("language_detection ran %d times (of %d messages delivered in %s) on what JetStream delivered",
 					n, a.messages, time.Since(start).Round(time.Millisecond))
