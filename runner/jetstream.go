@@ -49,9 +49,16 @@ func JetStreamDelivered(m *nats.Msg) (string, bool) {
 	if len(m.Header) == 0 {
 		return "", false
 	}
-	for _, k := range jetStreamHeaders {
-		if _, ok := m.Header[k]; ok {
-			return "header " + k, true
+	// A request carries a few headers of its own: look at those rather
+	// than look up every marker.
+	for k := range m.Header {
+		if k != "Status" && !strings.HasPrefix(k, "Nats-") {
+			continue
+		}
+		for _, j := range jetStreamHeaders {
+			if k == j {
+				return "header " + k, true
+			}
 		}
 	}
 	return "", false

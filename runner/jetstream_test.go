@@ -240,3 +240,25 @@ func TestJetStreamDelivered(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkJetStreamDelivered is the check's cost on a request as the
+// controller sends it (job id, time budget, trace context) and on one
+// without headers, as the gateway sends most.
+func BenchmarkJetStreamDelivered(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		msg  *nats.Msg
+	}{
+		{"controller request", &nats.Msg{Subject: "run.x", Reply: "_INBOX_controller.abc.1", Header: nats.Header{
+			runner.HeaderJobID: {"order-17"}, runner.HeaderTimeout: {"5s"}, runner.HeaderTraceParent: {"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}}},
+		{"no headers", &nats.Msg{Subject: "run.x", Reply: "_INBOX_gateway.abc.1"}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, ok := runner.JetStreamDelivered(bc.msg); ok {
+					b.Fatal("refused")
+				}
+			}
+		})
+	}
+}
