@@ -596,6 +596,7 @@ func (t *task) finalize(ctx context.Context) {
 		t.ack()
 		t.finished()
 		if subj := t.msg.Headers().Get(HeaderNotify); subj != "" && ValidNotifySubject(subj) {
+			// The bare record: DecodeNotification refuses anything else.
 			if err := t.c.nc.Publish(subj, data); err != nil {
 				t.log().Debug().Err(err).Str("notify", subj).Msg("notification not sent")
 			}

@@ -70,6 +70,8 @@ type endpoint struct {
 	served     atomic.Int64
 	overloaded atomic.Int64
 	noReply    atomic.Int64
+	fromJS     atomic.Int64 // refused: JetStream delivered them (jetstream.go)
+	jsLog      zerolog.Logger
 	errMu      sync.Mutex
 	errCodes   map[int]int64
 	busyNanos  atomic.Int64
@@ -254,6 +256,7 @@ type endpointStats struct {
 	Served         int64            `json:"served"`
 	Rejected503    int64            `json:"rejected_overloaded"`
 	NoReplySubject int64            `json:"dropped_no_reply_subject"`
+	FromJetStream  int64            `json:"refused_jetstream"`
 	Errors         map[string]int64 `json:"errors_by_code,omitempty"`
 	AvgRunMS       float64          `json:"avg_run_ms"`
 	Batches        *BatchStats      `json:"batches,omitempty"`
@@ -284,6 +287,7 @@ func (e *endpoint) counters() endpointStats {
 		Served:         e.served.Load(),
 		Rejected503:    e.overloaded.Load(),
 		NoReplySubject: e.noReply.Load(),
+		FromJetStream:  e.fromJS.Load(),
 	}
 	if e.alg.batch != nil {
 		s.Batches = e.alg.batch.stats()
@@ -304,6 +308,12 @@ func (e *endpoint) counters() endpointStats {
 
 // handle runs on the subscription's goroutine and must not block.
 func (e *endpoint) handle(m *nats.Msg) {
+	// What JetStream delivered is never a request, whoever pointed it
+	// here: refused before anything else looks at it.
+	if marker, ok := JetStreamDelivered(m); ok {
+		e.refuseJetStream(m, marker)
+		return
+	}
 	reply := m.Reply
 	if reply == "" {
 		// Published without a reply subject: nobody would see the answer.

@@ -49,6 +49,7 @@ type Metrics struct {
 	duration *prometheus.HistogramVec
 
 	requests, busy, overloaded, noReply *prometheus.Desc
+	fromJS                              *prometheus.Desc
 	inFlight, waiting, maxConcurrency   *prometheus.Desc
 
 	mu      sync.Mutex
@@ -60,6 +61,7 @@ type Metrics struct {
 type algFigures struct {
 	requests                      map[string]float64 // by reply code; 200 for success
 	busy, overloaded, noReply     float64
+	fromJS                        float64
 	inFlight, waiting, concurrent float64
 }
 
@@ -77,6 +79,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		busy:           prometheus.NewDesc("pnp_runner_busy_seconds_total", "Time spent in the algorithm's function, summed over requests.", alg, nil),
 		overloaded:     prometheus.NewDesc("pnp_runner_overload_refusals_total", "Requests refused with 503 (not started) because MaxConcurrency requests ran and MaxPending waited.", alg, nil),
 		noReply:        prometheus.NewDesc("pnp_runner_dropped_no_reply_total", "Messages dropped because they had no reply subject.", alg, nil),
+		fromJS:         prometheus.NewDesc("pnp_runner_jetstream_refusals_total", "Messages refused unrun because JetStream delivered them (a direct get or consumer pointed at the algorithm's subject).", alg, nil),
 		inFlight:       prometheus.NewDesc("pnp_runner_in_flight", "Requests running in the algorithm's function now.", alg, nil),
 		waiting:        prometheus.NewDesc("pnp_runner_waiting", "Requests admitted and waiting for a free worker.", alg, nil),
 		maxConcurrency: prometheus.NewDesc("pnp_runner_max_concurrency", "Requests the algorithm may run at once in this process (0 while no runner of the process serves it).", alg, nil),
@@ -132,12 +135,13 @@ func (f *algFigures) addCounts(e *endpoint) {
 	f.busy += time.Duration(e.busyNanos.Load()).Seconds()
 	f.overloaded += float64(s.Rejected503)
 	f.noReply += float64(s.NoReplySubject)
+	f.fromJS += float64(s.FromJetStream)
 }
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.duration.Describe(ch)
-	for _, d := range []*prometheus.Desc{m.requests, m.busy, m.overloaded, m.noReply, m.inFlight, m.waiting, m.maxConcurrency} {
+	for _, d := range []*prometheus.Desc{m.requests, m.busy, m.overloaded, m.noReply, m.fromJS, m.inFlight, m.waiting, m.maxConcurrency} {
 		ch <- d
 	}
 }
@@ -149,7 +153,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	for name, r := range m.retired {
 		f := figuresOf(by, name)
-		f.busy, f.overloaded, f.noReply = r.busy, r.overloaded, r.noReply
+		f.busy, f.overloaded, f.noReply, f.fromJS = r.busy, r.overloaded, r.noReply, r.fromJS
 		for code, n := range r.requests {
 			f.requests[code] = n
 		}
@@ -184,6 +188,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(m.busy, f.busy)
 		counter(m.overloaded, f.overloaded)
 		counter(m.noReply, f.noReply)
+		counter(m.fromJS, f.fromJS)
 		gauge(m.inFlight, f.inFlight)
 		gauge(m.waiting, f.waiting)
 		gauge(m.maxConcurrency, f.concurrent)

@@ -410,6 +410,7 @@ func (r *Runner) startEndpoint(base context.Context, a *Algorithm, mem *membersh
 		base:        log.WithContext(base), // zerolog.Ctx(ctx) in every request
 		instance:    instance,
 		log:         log,
+		jsLog:       newJSLog(log),
 		jobs:        make(chan job, limit),
 		limit:       limit,
 		maxWorkers:  spec.MaxConcurrency,

@@ -316,7 +316,13 @@ func (e *env) connect(ctx context.Context, replicas int) error {
 	}
 	e.kv = store.Results()
 	e.reg = store.Registry()
-	_, err = nc.Subscribe(notifySubject, func(m *nats.Msg) { e.completed() })
+	_, err = nc.Subscribe(notifySubject, func(m *nats.Msg) {
+		// Only the controller's notifications: not what JetStream or a
+		// runner was made to deliver here.
+		if _, err := controller.DecodeNotification(m); err == nil {
+			e.completed()
+		}
+	})
 	return err
 }
 
