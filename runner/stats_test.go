@@ -12,7 +12,7 @@ import (
 )
 
 // The endpoint's $SRV.STATS data carries the runner process's own
-// goroutines and heap, which the soak (internal/chaos) asserts on.
+// goroutines and heap, which the soak (harness/chaos) asserts on.
 func TestStatsReportProcess(t *testing.T) {
 	s := natstest.Start(t)
 	nc := s.Connect()

@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/internal/chaos"
+	"pnpworker/harness/chaos"
 )
 
 // TestLongScenariosReliability runs every scenario for PNP_CHAOS_DURATION
-// (default 2m) each: go test -tags chaos -run Long -timeout 0 ./internal/chaos
+// (default 2m) each: go test -tags chaos -run Long -timeout 0 ./harness/chaos
 func TestLongScenariosReliability(t *testing.T) {
 	d := 2 * time.Minute
 	if v := os.Getenv("PNP_CHAOS_DURATION"); v != "" {

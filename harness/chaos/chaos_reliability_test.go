@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/internal/chaos"
+	"pnpworker/harness/chaos"
 )
 
 // pnpBin is the pnp binary the scenarios start as child processes, built

@@ -38,7 +38,7 @@ import (
 // b.N is the number of measured requests per round for the word counts
 // (a tenth of it, at least 200, for the model); run it with a fixed count:
 //
-//	go test -run '^$' -bench BenchmarkWorkers -benchtime 5000x ./internal/bench/
+//	go test -run '^$' -bench BenchmarkWorkers -benchtime 5000x ./harness/bench/
 //
 // It needs /usr/bin/python3 (or python3) with sklearn, fastapi and uvicorn.
 func BenchmarkWorkers(b *testing.B) {

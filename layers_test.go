@@ -1,0 +1,240 @@
+package pnpworker_test
+
+// The house is layered (docs/ARCHITECTURE.md, "Layout"): internal/ is the
+// ground floor and imports none of the system's parts; harness/ drives the
+// whole system from above and nothing but cmd/pnp imports it. These tests
+// hold both rules over every Go file of the module, test files and files
+// behind build tags (the chaos soak, platform files) included, so a rule
+// cannot be broken in a file that one build does not see.
+
+import (
+	"fmt"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// module is the module path of go.mod.
+const module = "pnpworker"
+
+// edge is one import between two packages of the module, both named by
+// their directory relative to the module root ("internal/imagefetch",
+// "runner").
+type edge struct {
+	from, to string
+}
+
+// layerExceptions are the imports that break a rule today, each with what
+// removes it. An exception that is no longer used fails TestLayers, so the
+// list only shrinks.
+var layerExceptions = map[edge]string{
+	// The image fetcher answers with the runner's error type and codes
+	// (runner.Error, runner.CodeUnprocessable, ...): it takes the wire
+	// protocol's vocabulary from the runner library because the protocol
+	// has no package of its own yet. Moving subjects, headers, codes and the
+	// error type into the protocol package removes this import.
+	{"internal/imagefetch", "runner"}: "the wire protocol's codes and error type, until the protocol has its own package",
+}
+
+// groundFloor reports whether a package under internal/ may import the
+// package in dir: another ground-floor package, or schemas, the JSON Schema
+// files, which import nothing of the module (TestLayers holds that too).
+func groundFloor(dir string) bool {
+	return under(dir, "internal") || dir == "schemas"
+}
+
+// under reports whether dir is top or a directory below it.
+func under(dir, top string) bool {
+	return dir == top || strings.HasPrefix(dir, top+"/")
+}
+
+// layerRule returns why the import e breaks the layering, or "".
+func layerRule(e edge) string {
+	switch {
+	case under(e.from, "internal") && !groundFloor(e.to):
+		return "internal/ is the ground floor: it imports none of the system's parts"
+	case e.from == "schemas" && e.to != "schemas":
+		return "schemas is imported by internal/ and imports nothing of the module"
+	case under(e.to, "harness") && !under(e.from, "harness") && e.from != "cmd/pnp":
+		return "harness/ drives the whole system from above: nothing but cmd/pnp imports it"
+	}
+	return ""
+}
+
+// layerViolations reads the imports of every Go file under root (a module
+// whose path is module) and returns the imports that break a rule and are
+// not in exceptions, one line each, and the exceptions no file needs any
+// more. Directories the go tool ignores (testdata, names starting with '.'
+// or '_') are skipped; build constraints are not applied.
+func layerViolations(root string, exceptions map[edge]string) (violations []string, unused []edge, err error) {
+	used := make(map[edge]bool)
+	fset := token.NewFileSet()
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if d.IsDir() {
+			if p != root && (name == "testdata" || strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_")) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(name, ".go") {
+			return nil
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		f, err := parser.ParseFile(fset, p, nil, parser.ImportsOnly)
+		if err != nil {
+			return fmt.Errorf("parse %s: %w", rel, err)
+		}
+		for _, spec := range f.Imports {
+			imp, err := strconv.Unquote(spec.Path.Value)
+			if err != nil {
+				return fmt.Errorf("%s: import %s: %w", rel, spec.Path.Value, err)
+			}
+			if imp != module && !strings.HasPrefix(imp, module+"/") {
+				continue
+			}
+			e := edge{from: path.Dir(rel), to: strings.TrimPrefix(strings.TrimPrefix(imp, module), "/")}
+			why := layerRule(e)
+			if why == "" {
+				continue
+			}
+			if _, ok := exceptions[e]; ok {
+				used[e] = true
+				continue
+			}
+			violations = append(violations, fmt.Sprintf("%s imports %s: %s", rel, imp, why))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	for e := range exceptions {
+		if !used[e] {
+			unused = append(unused, e)
+		}
+	}
+	slices.SortFunc(unused, func(a, b edge) int { return strings.Compare(a.from+" "+a.to, b.from+" "+b.to) })
+	return violations, unused, nil
+}
+
+func TestLayers(t *testing.T) {
+	violations, unused, err := layerViolations(".", layerExceptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range violations {
+		t.Error(v)
+	}
+	for _, e := range unused {
+		t.Errorf("the exception %s -> %s is no longer needed: remove it from layerExceptions", e.from, e.to)
+	}
+}
+
+// The check must catch what it is for: an import that climbs out of
+// internal/, a product package that imports a harness, an exception left
+// behind; and it must not be blinded by a build tag or a test file.
+func TestLayersCatchViolations(t *testing.T) {
+	type file struct{ path, src string }
+	exceptions := map[edge]string{{"internal/fetch", "runner"}: "for the test"}
+	cases := []struct {
+		name       string
+		files      []file
+		violations int
+		unused     int
+	}{
+		{
+			name: "ground floor imports ground floor and schemas",
+			files: []file{
+				{"internal/a/a.go", `package a; import (_ "pnpworker/internal/b"; _ "pnpworker/schemas"; _ "fmt")`},
+				{"internal/fetch/f.go", `package fetch; import _ "pnpworker/runner"`},
+			},
+		},
+		{
+			name:       "ground floor imports runner",
+			files:      []file{{"internal/a/a.go", `package a; import _ "pnpworker/runner"`}},
+			violations: 1, unused: 1,
+		},
+		{
+			name:       "ground floor imports an algorithm from a test file",
+			files:      []file{{"internal/a/a_test.go", `package a_test; import _ "pnpworker/algo/image_info"`}},
+			violations: 1, unused: 1,
+		},
+		{
+			name:       "ground floor imports a harness behind a build tag",
+			files:      []file{{"internal/a/soak.go", "//go:build soak\n\npackage a\n\nimport _ \"pnpworker/harness/chaos\"\n"}},
+			violations: 1, unused: 1,
+		},
+		{
+			name:       "exception used outside its package",
+			files:      []file{{"internal/fetch/sub/s.go", `package sub; import _ "pnpworker/runner"`}},
+			violations: 1, unused: 1,
+		},
+		{
+			name:       "schemas imports the runner",
+			files:      []file{{"schemas/s.go", `package schemas; import _ "pnpworker/runner"`}},
+			violations: 1, unused: 1,
+		},
+		{
+			name:       "product package imports a harness",
+			files:      []file{{"controller/c.go", `package controller; import _ "pnpworker/harness/bench"`}},
+			violations: 1, unused: 1,
+		},
+		{
+			name: "cmd/pnp and harnesses import harnesses",
+			files: []file{
+				{"cmd/pnp/chaos.go", `package main; import _ "pnpworker/harness/chaos"`},
+				{"harness/chaos/chaos_test.go", `package chaos_test; import _ "pnpworker/harness/chaos"`},
+				{"harness/chaos/h.go", `package chaos; import (_ "pnpworker/controller"; _ "pnpworker/internal/embedded")`},
+			},
+			unused: 1,
+		},
+		{
+			name: "directories the go tool ignores",
+			files: []file{
+				{"internal/a/testdata/x.go", `package x; import _ "pnpworker/runner"`},
+				{"internal/a/_old/x.go", `package x; import _ "pnpworker/runner"`},
+			},
+			unused: 1,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			for _, f := range tc.files {
+				p := filepath.Join(root, filepath.FromSlash(f.path))
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(f.src), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			violations, unused, err := layerViolations(root, exceptions)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(violations) != tc.violations || len(unused) != tc.unused {
+				t.Fatalf("got %d violations %q and %d unused exceptions %v, want %d and %d",
+					len(violations), violations, len(unused), unused, tc.violations, tc.unused)
+			}
+			for _, v := range violations {
+				t.Log(v)
+			}
+		})
+	}
+}
