@@ -136,6 +136,7 @@ func (c *Controller) process(w *worker, j *job) {
 		t.nak(jitter(c.cfg.NoRunnerDelay))
 		return
 	}
+	all := regs
 	subject, regs := c.chooseVersion(t.alg, regs, j.msg.Data())
 	budget := plan(regs)
 	var limit time.Duration // the job's own Pnp-Timeout, if any
@@ -259,7 +260,7 @@ func (c *Controller) process(w *worker, j *job) {
 		}
 	}
 	if check {
-		if verr := c.schemas.validateOutput(regs, t.rec.Instance, output); verr != nil {
+		if verr := c.schemas.validateOutput(all, regs, t.rec.Instance, output); verr != nil {
 			// Not the output the algorithm promises (a broken or hostile
 			// instance in the queue group): an attempt that failed, retried,
 			// so that another instance may answer.
