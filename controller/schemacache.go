@@ -141,6 +141,9 @@ func (c *schemaCache) get(name string, doc []byte) (*schemas.Limited, error) {
 		}()
 		s, err := schemas.CompileLimited(name, doc)
 		e.schema, e.err = s, err
+		if err == nil && s.CompiledTwice() {
+			c.charge(e, cost)
+		}
 		close(e.done)
 	}()
 	return c.waitTimer(e, t)
@@ -182,6 +185,26 @@ func (c *schemaCache) insert(e *schemaEntry) bool {
 		c.removeLocked(old)
 	}
 	return true
+}
+
+// charge adds extra bytes to e's cost, while it is in the cache, and
+// drops least recently used entries to stay within the budget.
+func (c *schemaCache) charge(e *schemaEntry, extra int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.m[e.key]
+	if !ok || el.Value.(*schemaEntry) != e {
+		return
+	}
+	e.cost += extra
+	c.used += extra
+	for c.used > c.budget && c.lru.Len() > 1 {
+		old := c.lru.Back().Value.(*schemaEntry)
+		if old == e {
+			break
+		}
+		c.removeLocked(old)
+	}
 }
 
 func (c *schemaCache) remove(e *schemaEntry) {

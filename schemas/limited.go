@@ -39,8 +39,12 @@ type Limited struct {
 }
 
 // plainExpansion is the most schemas per value of a schema checked
-// without counting.
-const plainExpansion = 256
+// without counting, and plainMemory the most its compiled form may take
+// (Cost.Memory), as it is compiled twice.
+const (
+	plainExpansion = 256
+	plainMemory    = 256 << 10
+)
 
 // evalCount is shared by every schema of one compile; the extension
 // counting evaluations increments it.
@@ -68,9 +72,10 @@ const MaxNesting = 256
 type budgetExceeded struct{}
 
 // CompileLimited compiles a schema document like CompileBytes, for
-// bounded validation. A schema that does not recurse and evaluates at most
-// 256 schemas on any value is compiled a second time without counting
-// (such a schema is small), for checks that need no count.
+// bounded validation. A small schema (at most 256 KiB estimated compiled)
+// that does not recurse and evaluates at most 256 schemas on any value is
+// compiled a second time without counting, for checks that need no count
+// (CompiledTwice).
 func CompileLimited(name string, schema []byte) (*Limited, error) {
 	count := &evalCount{}
 	s, err := compile(name, schema, func(c *jsonschema.Compiler) {
@@ -80,7 +85,7 @@ func CompileLimited(name string, schema []byte) (*Limited, error) {
 		return nil, err
 	}
 	l := &Limited{schema: s, count: count}
-	if doc, err := DecodeJSON(schema); err == nil {
+	if doc, err := DecodeJSON(schema); err == nil && EstimateCost(doc, len(schema)).Memory() <= plainMemory {
 		if n := treeExpansion(doc); n <= plainExpansion {
 			if l.plain, err = CompileBytes(name, schema); err != nil {
 				return nil, err
@@ -90,6 +95,10 @@ func CompileLimited(name string, schema []byte) (*Limited, error) {
 	}
 	return l, nil
 }
+
+// CompiledTwice reports whether the schema is held twice, with and
+// without counting, so that its memory is twice its estimate.
+func (l *Limited) CompiledTwice() bool { return l.plain != nil }
 
 // Validate checks v (as DecodeJSON returns it) spending at most limit
 // units: one per schema evaluated and per subschema it applies directly,
