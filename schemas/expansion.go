@@ -320,6 +320,9 @@ func (e *expander) dynamicCount(keyword, ref, base string, depth int) int64 {
 	if n, ok := e.dynamicMemo[name]; ok {
 		return n
 	}
+	// Reached again while its candidates are being counted: one of them
+	// may apply itself to the same value through it, a cycle.
+	e.dynamicMemo[name] = MaxExpansion
 	var c int64
 	for _, t := range candidates {
 		c = max(c, e.count(t.v, t.base, depth))
