@@ -73,11 +73,11 @@ func TestOneInstancesSchemaCostsNoOtherJobsReliability(t *testing.T) {
 		`{"$defs":{"a":{"anyOf":[{"type":"object"},{"items":{"$ref":"#/$defs/a"}},{"items":{"$ref":"#/$defs/a"}}]}},"$ref":"#/$defs/a"}`))
 	startController(t, e, fastConfig(t))
 
-	before := allocated()
+	start0 := allocated()
 	start := time.Now()
 	e.submit(t, "iso", "iso-first", echoIn{N: 0})
 	first := e.waitFinal(t, "iso-first", 60*time.Second)
-	t.Logf("first job: %s after %s, %d MB allocated", first.Status, time.Since(start).Round(time.Millisecond), (allocated()-before)>>20)
+	t.Logf("first job: %s after %s, %d MB allocated", first.Status, time.Since(start).Round(time.Millisecond), (allocated()-start0)>>20)
 	const n = 5
 	for i := 1; i <= n; i++ {
 		e.submit(t, "iso", fmt.Sprintf("iso-%d", i), echoIn{N: i})
@@ -94,10 +94,20 @@ func TestOneInstancesSchemaCostsNoOtherJobsReliability(t *testing.T) {
 	if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != runner.CodeInvalidInput {
 		t.Errorf("iso-deep: %s %+v, want failed with 400", r.Status, r.Error)
 	}
-	grew := allocated() - before
-	t.Logf("%d jobs: %d MB allocated by the process (controller, runner, server)", n+2, grew>>20)
+	// Deeper than any check can afford: refused whatever the schemas,
+	// without a runner call.
+	before, callsBefore := allocated(), calls.Load()
+	e.publish(t, "iso", "iso-too-deep", []byte(strings.Repeat("[", 3000)+strings.Repeat("]", 3000)), nil)
+	r = e.waitFinal(t, "iso-too-deep", 60*time.Second)
+	if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != runner.CodeInvalidInput ||
+		!strings.Contains(r.Error.Message, "nested more than 256 levels") || calls.Load() != callsBefore {
+		t.Errorf("iso-too-deep: %s %+v, runner calls %d; want failed with 400 for its depth, no runner call", r.Status, r.Error, calls.Load()-callsBefore)
+	}
+	t.Logf("a 3000-level array: %d MB allocated", (allocated()-before)>>20)
+	grew := allocated() - start0
+	t.Logf("%d jobs: %d MB allocated by the process (controller, runner, server)", n+3, grew>>20)
 	if grew > 512<<20 {
-		t.Fatalf("the process allocated %d MB for %d small jobs, want under 512 MB", grew>>20, n+2)
+		t.Fatalf("the process allocated %d MB for %d small jobs, want under 512 MB", grew>>20, n+3)
 	}
 }
 

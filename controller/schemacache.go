@@ -265,7 +265,8 @@ func validationBudget(body []byte) int64 { return 16_384 + 4*int64(len(body)) }
 // more than that, however many or costly they are. When no schema
 // accepts the input, it fails only if every schema was checked: a schema
 // that cannot be had (see get) or the budget running out lets the input
-// go on unchecked, as the runner checks it. It returns nil or a 400
+// go on unchecked, as the runner checks it. An input nested deeper than
+// schemas.MaxNesting fails whatever the schemas. It returns nil or a 400
 // *runner.Error with the violations of the first schema tried.
 func (c *schemaCache) validate(regs []discovery.Registration, body []byte) *runner.Error {
 	v, err := decodeJSON(body)
@@ -290,6 +291,12 @@ func (c *schemaCache) validate(regs []discovery.Registration, body []byte) *runn
 				first = &runner.Error{Code: runner.CodeInvalidInput, Message: "input does not match the schema", Violations: vs}
 			}
 			continue
+		}
+		if errors.Is(verr, schemas.ErrTooDeep) {
+			// Whatever the schema: no check (the runner's neither) can
+			// afford it, and no JSON input needs that depth.
+			return &runner.Error{Code: runner.CodeInvalidInput, Message: fmt.Sprintf(
+				"input nested more than %d levels deep: too deep to check against the schema", schemas.MaxNesting)}
 		}
 		// Too costly within what is left of the budget, or a schema
 		// the validator cannot finish: not a verdict.

@@ -12,6 +12,10 @@ import (
 // instance would take more schema evaluations than it was allowed.
 var ErrTooCostly = errors.New("too costly to check")
 
+// ErrTooDeep is wrapped, with ErrTooCostly, by Limited.Validate's error
+// when the instance is nested deeper than MaxNesting.
+var ErrTooDeep = errors.New("nested too deep to check")
+
 // Limited is a compiled schema whose validations are bounded: each counts
 // the schemas it evaluates and stops past the limit it was given, so the
 // time and memory one check takes are bounded whatever the schema and the
@@ -110,7 +114,7 @@ func (l *Limited) CompiledTwice() bool { return l.plain != nil }
 func (l *Limited) Validate(v any, limit int64) (used int64, err error) {
 	depth, values := nesting(v, 0)
 	if depth > MaxNesting {
-		return 0, fmt.Errorf("schemas: %w: nested %d levels deep, more than %d", ErrTooCostly, depth, MaxNesting)
+		return 0, fmt.Errorf("schemas: %w: %w: %d levels, more than %d", ErrTooCostly, ErrTooDeep, depth, MaxNesting)
 	}
 	weight := 1 + int64(depth)/depthPerWeight
 	if l.plain != nil {
