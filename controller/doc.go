@@ -41,7 +41,9 @@
 // For each job the controller reads the algorithm's registrations from its
 // discovery cache (a KV watcher, no read per job), validates the body
 // against the registered input schema (compiled once per schema content,
-// in a cache bounded by Config.SchemaCacheBytes), and sends it to
+// in a cache bounded by Config.SchemaCacheBytes; all the distinct schemas
+// of the live instances checked within one bounded budget per job, see
+// schemas.Limited), and sends it to
 // run.<algorithm> — the only subject a registration may name — with the
 // job id and time budget in headers. A success reply is stored only when
 // its output satisfies the output schema the answering instance
@@ -61,6 +63,12 @@
 //     A timeout whose request spanned a NATS reconnect is not counted.
 //   - 4xx (invalid input found by the controller or the runner, 404, 413,
 //     422), an invalid job id or Pnp-Timeout header: final at once.
+//   - A Pnp-Timeout under MinJobTimeout: final at once with 504, no runner
+//     called. A runner refusing the job unstarted because the job's own
+//     Pnp-Timeout (shorter than the algorithm's) ran out in its queue: an
+//     attempt, like a 504; other refusals unstarted (Pnp-Not-Started) are
+//     back-pressure, handed back without an attempt up to MaxNotStarted
+//     deliveries.
 //
 // A final failure stores a dead letter on dead.<algorithm> (original body
 // and headers, plus Pnp-Job-Id, Pnp-Dead-Reason, Pnp-Dead-Code,

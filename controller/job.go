@@ -136,6 +136,7 @@ func (c *Controller) process(w *worker, j *job) {
 		t.nak(jitter(c.cfg.NoRunnerDelay))
 		return
 	}
+	all := regs
 	subject, regs := c.chooseVersion(t.alg, regs, j.msg.Data())
 	budget := plan(regs)
 	var limit time.Duration // the job's own Pnp-Timeout, if any
@@ -143,6 +144,14 @@ func (c *Controller) process(w *worker, j *job) {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
 			t.fail(ctx, &runner.Error{Code: runner.CodeInvalidInput, Message: fmt.Sprintf("header %s: %q is not a positive duration such as 500ms", HeaderTimeout, v)})
+			return
+		}
+		if d < MinJobTimeout {
+			// No runner can start it within that: sending it would only
+			// collect refusals.
+			t.fail(ctx, &runner.Error{Code: runner.CodeDeadline, Algorithm: t.alg, Message: fmt.Sprintf(
+				"the job's own time budget (header %s: %s) ran out before it could start: it is shorter than the %s it takes to hand a job to a runner",
+				HeaderTimeout, d, MinJobTimeout)})
 			return
 		}
 		budget, limit = min(budget, d), d
@@ -197,6 +206,17 @@ func (c *Controller) process(w *worker, j *job) {
 	t.rec.Version = truncate(reply.Header.Get(runner.HeaderVersion), maxReplyField)
 	c.afterReply(t.alg, t.id, j.msg.Data(), reply, time.Since(sent), limit)
 	if rerr := runner.ReplyError(reply); rerr != nil {
+		if notStarted(rerr) && rerr.Code == runner.CodeDeadline && limit > 0 && limit <= budget {
+			// The runner could not start it within the job's own budget,
+			// shorter than the algorithm's: the job's doing, not
+			// back-pressure, so an attempt like any other 504 (retried
+			// until MaxAttempts), never a refusal handed back for free.
+			e := *rerr
+			e.Algorithm = t.alg
+			e.Message = fmt.Sprintf("%s (the job's own time budget, header %s: %s, ran out before a runner started it)", rerr.Message, HeaderTimeout, limit)
+			t.failure(ctx, &e)
+			return
+		}
 		if notStarted(rerr) {
 			// Back-pressure, not a failure: the runner refused the job
 			// before running it. Like no responders, not an attempt;
@@ -243,7 +263,7 @@ func (c *Controller) process(w *worker, j *job) {
 		}
 	}
 	if check {
-		if verr := c.schemas.validateOutput(regs, t.rec.Instance, output); verr != nil {
+		if verr := c.schemas.validateOutput(all, regs, t.rec.Instance, output); verr != nil {
 			// Not the output the algorithm promises (a broken or hostile
 			// instance in the queue group): an attempt that failed, retried,
 			// so that another instance may answer.
@@ -343,6 +363,12 @@ func cut(s string) string {
 	}
 	return truncate(s, maxErrorMessage) + "…"
 }
+
+// MinJobTimeout is the shortest time budget a job may give itself
+// (Pnp-Timeout): handing a job to a runner takes a round trip and a place
+// in the runner's queue, and a job with less fails at once with 504
+// instead of being refused by every runner.
+const MinJobTimeout = time.Millisecond
 
 // giveUpDeliveries bounds the deliveries of a job whose outcome cannot be
 // stored (results or DEAD failing): past it, the job ends with what can be

@@ -98,13 +98,16 @@ func TestMetricsAfterJobs(t *testing.T) {
 		e.submit(t, "echo", id, echoIn{N: i})
 	}
 	e.submit(t, "echo", "rejected", echoIn{N: -1})
-	// A budget no runner can meet: refused without starting, handed back
-	// MaxNotStarted times, then failed.
+	// A budget no runner can meet: failed at once.
 	e.publish(t, "echo", "no-budget", []byte(`{"n":5}`), nats.Header{controller.HeaderTimeout: []string{"1ns"}})
+	// A runner that refuses every delivery without starting it: handed
+	// back MaxNotStarted times, then failed.
+	refuser(t, e, "refusing", 503)
+	e.submit(t, "refusing", "refused", echoIn{N: 1})
 	e.submit(t, "broken", "broken", echoIn{N: 1})
 	e.submit(t, "nobody", "w1", echoIn{N: 1})
 	e.submit(t, "nobody", "w2", echoIn{N: 2})
-	for _, id := range []string{"slow", "a", "b", "c", "rejected", "broken", "no-budget"} {
+	for _, id := range []string{"slow", "a", "b", "c", "rejected", "broken", "no-budget", "refused"} {
 		e.waitResult(t, id)
 	}
 
@@ -122,7 +125,7 @@ func TestMetricsAfterJobs(t *testing.T) {
 	for _, c := range []struct {
 		alg, status string
 		want        float64
-	}{{"echo", "succeeded", 4}, {"echo", "failed", 2}, {"broken", "failed", 1}} {
+	}{{"echo", "succeeded", 4}, {"echo", "failed", 2}, {"broken", "failed", 1}, {"refusing", "failed", 1}} {
 		labels := []string{"algorithm=" + c.alg, "status=" + c.status}
 		if got := f.Value(t, "pnp_controller_jobs_total", labels...); got != c.want {
 			t.Errorf("jobs_total%v = %g, want %g", labels, got, c.want)
@@ -136,8 +139,8 @@ func TestMetricsAfterJobs(t *testing.T) {
 	if h := f.Histogram(t, "pnp_controller_job_duration_seconds", "algorithm=echo", "status=succeeded"); h.GetSampleSum() < 3 {
 		t.Errorf("sum of succeeded job durations = %g s, want at least the slow job's 3 s", h.GetSampleSum())
 	}
-	if n := len(f["pnp_controller_jobs_total"].GetMetric()); n != 3 {
-		t.Errorf("jobs_total has %d series, want 3 (no retrying, no duplicate)", n)
+	if n := len(f["pnp_controller_jobs_total"].GetMetric()); n != 4 {
+		t.Errorf("jobs_total has %d series, want 4 (no retrying, no duplicate)", n)
 	}
 	for _, c := range []struct {
 		alg, code string
@@ -190,7 +193,7 @@ func TestMetricsAfterJobs(t *testing.T) {
 		{"pnp_controller_shadow_runs_total", []string{"outcome=no_instance"}, 0},
 		{"pnp_controller_route_fallback", []string{"algorithm=echo"}, 0},
 		{"pnp_controller_canary_rejected_total", nil, 0},
-		{"pnp_controller_handed_back_total", []string{"algorithm=echo", "reason=not_started"}, 2},
+		{"pnp_controller_handed_back_total", []string{"algorithm=refusing", "reason=not_started"}, 2},
 		{"pnp_controller_history_records_total", []string{"outcome=recorded"}, 4}, // slow, a, b, c
 		{"pnp_controller_history_records_total", []string{"outcome=too_large"}, 0},
 	} {

@@ -16,6 +16,7 @@ import (
 
 	"pnpworker/controller"
 	"pnpworker/internal/natstest"
+	"pnpworker/runner"
 )
 
 // newEnvWith is newEnv on a server started with opts.
@@ -261,24 +262,30 @@ func TestOversizeJobsEndReliability(t *testing.T) {
 	}
 }
 
-// Defect class: refusals that are never counted. A job whose own budget
-// cannot suffice is refused by the runner before it starts, at every
-// delivery; past MaxNotStarted deliveries it fails with the refusal.
+// Defect class: refusals that are never counted. A runner that refuses
+// every delivery before starting it (503 with Pnp-Not-Started, as when
+// always overloaded) is back-pressure, not an attempt; past MaxNotStarted
+// deliveries the job fails with the refusal. (A job whose own budget
+// cannot suffice no longer gets that far: see
+// TestOwnBudgetTooShortEndsPromptlyReliability.)
 func TestNotStartedRefusalsEndReliability(t *testing.T) {
 	e := newEnv(t, controller.StoreConfig{})
-	var calls atomic.Int64
-	startRunner(t, e.srv, echo(t, "ns", &calls))
+	refusals := refuser(t, e, "ns", runner.CodeUnavailable)
+	startRunner(t, e.srv, echo(t, "ns_ok", nil))
 	cfg := fastConfig(t)
 	cfg.MaxNotStarted = 5
 	startController(t, e, cfg)
-	e.publish(t, "ns", "ns-1ns", []byte(`{"n":1}`), nats.Header{controller.HeaderTimeout: []string{"1ns"}})
-	e.submit(t, "ns", "ns-ok", echoIn{N: 1})
-	r := e.waitFinal(t, "ns-1ns", 20*time.Second)
-	if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != 504 {
-		t.Fatalf("ns-1ns: %s %+v, want failed with the runner's 504", r.Status, r.Error)
+	e.submit(t, "ns", "ns-refused", echoIn{N: 1})
+	e.submit(t, "ns_ok", "ns-ok", echoIn{N: 1})
+	r := e.waitFinal(t, "ns-refused", 20*time.Second)
+	if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != 503 || r.Attempts != 0 {
+		t.Fatalf("ns-refused: %s %+v after %d attempts, want failed with the refusal's 503 and no attempt", r.Status, r.Error, r.Attempts)
 	}
-	if d := e.deadOf(t, "ns")["ns-1ns"]; len(d) != 1 {
-		t.Errorf("ns-1ns: %d dead letters, want 1", len(d))
+	if got := refusals.Load(); got != int64(cfg.MaxNotStarted)+1 {
+		t.Errorf("refused %d times, want %d (MaxNotStarted, then the final refusal)", got, cfg.MaxNotStarted+1)
+	}
+	if d := e.deadOf(t, "ns")["ns-refused"]; len(d) != 1 {
+		t.Errorf("ns-refused: %d dead letters, want 1", len(d))
 	}
 	if r := e.waitFinal(t, "ns-ok", 20*time.Second); r.Status != controller.StatusSucceeded {
 		t.Errorf("ns-ok: %s %v", r.Status, r.Error)
@@ -310,9 +317,8 @@ func TestJobsExpireReliability(t *testing.T) {
 
 	// A served job that keeps being refused without starting expires
 	// too, in the puller's path.
-	var calls atomic.Int64
-	startRunner(t, e.srv, echo(t, "served", &calls))
-	e.publish(t, "served", "exp-served", []byte(`{"n":1}`), nats.Header{controller.HeaderTimeout: []string{"1ns"}})
+	refuser(t, e, "served", runner.CodeUnavailable)
+	e.submit(t, "served", "exp-served", echoIn{N: 1})
 	r := e.waitFinal(t, "exp-served", 20*time.Second)
 	if r.Status != controller.StatusFailed || r.Error == nil || !strings.Contains(r.Error.Message, "expired") {
 		t.Errorf("exp-served: %s %+v, want failed as expired", r.Status, r.Error)

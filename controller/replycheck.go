@@ -38,7 +38,7 @@ func NewReplyChecker(log zerolog.Logger, cacheBytes int64, compileTimeout time.D
 // with the violations, as the controller fails such an attempt. A schema
 // that cannot be had (too costly, still compiling) accepts any JSON.
 func (c *ReplyChecker) CheckOutput(regs []discovery.Registration, instance string, body []byte) *runner.Error {
-	return c.schemas.validateOutput(regs, instance, body)
+	return c.schemas.validateOutput(regs, regs, instance, body)
 }
 
 // ProtocolCode returns e, or a copy of it whose code is mapped into the

@@ -5,12 +5,12 @@ import (
 	"container/list"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/santhosh-tekuri/jsonschema/v5"
 
 	"pnpworker/discovery"
 	"pnpworker/runner"
@@ -67,7 +67,7 @@ type schemaEntry struct {
 	done chan struct{} // closed when schema and err are set
 	// warned makes a failure logged once per entry, not once per job.
 	warned atomic.Bool
-	schema *jsonschema.Schema
+	schema *schemas.Limited
 	err    error
 }
 
@@ -92,7 +92,7 @@ func (c *schemaCache) size() (int64, int) {
 // get returns the compiled form of doc, compiling it if needed, or an
 // error saying why it cannot be had now (does not compile, too costly,
 // compile still running or too many running).
-func (c *schemaCache) get(name string, doc []byte) (*jsonschema.Schema, error) {
+func (c *schemaCache) get(name string, doc []byte) (*schemas.Limited, error) {
 	c.mu.Lock()
 	if el, ok := c.m[string(doc)]; ok {
 		c.lru.MoveToFront(el)
@@ -139,15 +139,18 @@ func (c *schemaCache) get(name string, doc []byte) (*jsonschema.Schema, error) {
 			<-c.sem
 			c.compiling.Add(-1)
 		}()
-		s, err := schemas.CompileBytes(name, doc)
+		s, err := schemas.CompileLimited(name, doc)
 		e.schema, e.err = s, err
+		if err == nil && s.CompiledTwice() {
+			c.charge(e, cost)
+		}
 		close(e.done)
 	}()
 	return c.waitTimer(e, t)
 }
 
 // wait waits up to the compile timeout for e's compile.
-func (c *schemaCache) wait(e *schemaEntry) (*jsonschema.Schema, error) {
+func (c *schemaCache) wait(e *schemaEntry) (*schemas.Limited, error) {
 	select {
 	case <-e.done:
 		return e.schema, e.err
@@ -158,7 +161,7 @@ func (c *schemaCache) wait(e *schemaEntry) (*jsonschema.Schema, error) {
 	return c.waitTimer(e, t)
 }
 
-func (c *schemaCache) waitTimer(e *schemaEntry, t *time.Timer) (*jsonschema.Schema, error) {
+func (c *schemaCache) waitTimer(e *schemaEntry, t *time.Timer) (*schemas.Limited, error) {
 	select {
 	case <-e.done:
 		return e.schema, e.err
@@ -182,6 +185,26 @@ func (c *schemaCache) insert(e *schemaEntry) bool {
 		c.removeLocked(old)
 	}
 	return true
+}
+
+// charge adds extra bytes to e's cost, while it is in the cache, and
+// drops least recently used entries to stay within the budget.
+func (c *schemaCache) charge(e *schemaEntry, extra int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.m[e.key]
+	if !ok || el.Value.(*schemaEntry) != e {
+		return
+	}
+	e.cost += extra
+	c.used += extra
+	for c.used > c.budget && c.lru.Len() > 1 {
+		old := c.lru.Back().Value.(*schemaEntry)
+		if old == e {
+			break
+		}
+		c.removeLocked(old)
+	}
 }
 
 func (c *schemaCache) remove(e *schemaEntry) {
@@ -226,77 +249,108 @@ func (c *schemaCache) warn(rec discovery.Registration, kind string, doc []byte, 
 		Msgf("registered %s schema cannot be used; %ss are not checked against it", kind, kind)
 }
 
+// validationBudget is what checking one body may cost (the units of
+// schemas.Limited.Validate: about one per schema evaluated): a base for
+// small bodies, plus some per byte, since a legitimate check grows with
+// the body. 16384 units of the costliest kind (deeply nested failing
+// branches) take about 40 ms and 45 MB; a 1 MiB body may take up to 4M.
+func validationBudget(body []byte) int64 { return 16_384 + 4*int64(len(body)) }
+
 // validate checks body against the input schemas of the live instances
 // regs. Input is valid when any live version accepts it, so a rolling
 // upgrade that changes the schema rejects nothing that some instance can
-// still serve; the violations reported are those of the most recently
-// started instance. A schema that cannot be had (see get) makes the input
-// pass: the runner checks it. It returns nil or a 400 *runner.Error.
+// still serve. Each distinct schema is checked once, those of the most
+// instances first, and all of them together within one budget
+// (validationBudget), so the schemas of some instances never cost a job
+// more than that, however many or costly they are. When no schema
+// accepts the input, it fails only if every schema was checked: a schema
+// that cannot be had (see get) or the budget running out lets the input
+// go on unchecked, as the runner checks it. An input nested deeper than
+// schemas.MaxNesting fails whatever the schemas. It returns nil or a 400
+// *runner.Error with the violations of the first schema tried.
 func (c *schemaCache) validate(regs []discovery.Registration, body []byte) *runner.Error {
 	v, err := decodeJSON(body)
 	if err != nil {
 		return &runner.Error{Code: runner.CodeInvalidInput, Message: "malformed JSON: " + err.Error()}
 	}
-	var (
-		worst   *runner.Error
-		worstAt time.Time
-	)
-	for i, rec := range regs {
-		if seenSchema(regs[:i], rec.InputSchema, inputSchema) {
-			continue
-		}
+	var first *runner.Error
+	budget := validationBudget(body)
+	for _, rec := range bySchema(regs, inputSchema) {
 		s, err := c.get(rec.Algorithm+".input.json", rec.InputSchema)
 		if err != nil {
 			c.warn(rec, "input", rec.InputSchema, err)
 			return nil
 		}
-		verr := s.Validate(v)
+		used, verr := s.Validate(v, budget)
+		budget -= used
 		if verr == nil {
 			return nil
 		}
-		if worst == nil || rec.StartedAt.After(worstAt) {
-			worst = &runner.Error{Code: runner.CodeInvalidInput, Message: "input does not match the schema", Violations: schemas.Violations(verr)}
-			worstAt = rec.StartedAt
+		if vs := schemas.Violations(verr); vs != nil {
+			if first == nil {
+				first = &runner.Error{Code: runner.CodeInvalidInput, Message: "input does not match the schema", Violations: vs}
+			}
+			continue
 		}
+		if errors.Is(verr, schemas.ErrTooDeep) {
+			// Whatever the schema: no check (the runner's neither) can
+			// afford it, and no JSON input needs that depth.
+			return &runner.Error{Code: runner.CodeInvalidInput, Message: fmt.Sprintf(
+				"input nested more than %d levels deep: too deep to check against the schema", schemas.MaxNesting)}
+		}
+		// Too costly within what is left of the budget, or a schema
+		// the validator cannot finish: not a verdict.
+		c.log.Debug().Err(verr).Str("algorithm", rec.Algorithm).Str("instance", rec.Instance).
+			Msg("input not checked against a registered schema")
+		return nil
 	}
-	return worst
+	return first
 }
 
 // validateOutput checks a successful reply's body against the output
-// schema registered by the instance that answered, or, when that instance
-// is not among regs (it deregistered while finishing the request, or the
-// reply names no instance), against those of every instance in regs,
-// accepting the output when any accepts it. It returns nil or a 502
-// *runner.Error with the violations. An output schema that cannot be had
-// (see get) accepts any JSON.
-func (c *schemaCache) validateOutput(regs []discovery.Registration, instance string, body []byte) *runner.Error {
+// schema registered by the instance that answered, among all live
+// instances all (not only those of the version the job was sent to), or,
+// when no live instance has that name (it deregistered while finishing
+// the request, or the reply names none), against those of every instance
+// in regs, accepting the output when any accepts it. It returns nil or a
+// 502 *runner.Error with the violations. An output schema that cannot be
+// had (see get) accepts any JSON; an output too costly to check within
+// validationBudget fails like one that does not match, since nothing else
+// checks it.
+func (c *schemaCache) validateOutput(all, regs []discovery.Registration, instance string, body []byte) *runner.Error {
 	v, err := decodeJSON(body)
 	if err != nil {
 		return &runner.Error{Code: runner.CodeBadGateway, Message: "runner replied with a body that is not JSON: " + err.Error()}
 	}
 	check := regs
-	for i := range regs {
-		if regs[i].Instance == instance {
-			check = regs[i : i+1]
+	for i := range all {
+		if all[i].Instance == instance {
+			check = all[i : i+1]
 			break
 		}
 	}
 	var first *runner.Error
-	for i, rec := range check {
-		if seenSchema(check[:i], rec.OutputSchema, outputSchema) {
-			continue
-		}
+	budget := validationBudget(body)
+	for _, rec := range bySchema(check, outputSchema) {
 		s, err := c.get(rec.Algorithm+".output.json", rec.OutputSchema)
 		if err != nil {
 			c.warn(rec, "output", rec.OutputSchema, err)
 			return nil
 		}
-		verr := s.Validate(v)
+		used, verr := s.Validate(v, budget)
+		budget -= used
 		if verr == nil {
 			return nil
 		}
 		if first == nil {
-			first = &runner.Error{Code: runner.CodeBadGateway, Message: "runner output does not match the registered output schema", Violations: schemas.Violations(verr)}
+			vs := schemas.Violations(verr)
+			if vs == nil {
+				vs = []schemas.Violation{{Message: verr.Error()}}
+			}
+			first = &runner.Error{Code: runner.CodeBadGateway, Message: "runner output does not match the registered output schema", Violations: vs}
+		}
+		if budget <= 0 {
+			break
 		}
 	}
 	return first
@@ -305,11 +359,34 @@ func (c *schemaCache) validateOutput(regs []discovery.Registration, instance str
 func inputSchema(r discovery.Registration) []byte  { return r.InputSchema }
 func outputSchema(r discovery.Registration) []byte { return r.OutputSchema }
 
-func seenSchema(regs []discovery.Registration, schema []byte, of func(discovery.Registration) []byte) bool {
-	for _, r := range regs {
-		if bytes.Equal(of(r), schema) {
-			return true
-		}
+// bySchema returns one registration per distinct schema of regs (as of
+// gives it), those shared by the most instances first, then by key: the
+// order does not depend on anything an instance says about itself.
+func bySchema(regs []discovery.Registration, of func(discovery.Registration) []byte) []discovery.Registration {
+	if len(regs) == 1 {
+		return regs
 	}
-	return false
+	type group struct {
+		rec discovery.Registration
+		n   int
+	}
+	var groups []group
+next:
+	for _, r := range regs {
+		for i := range groups {
+			if bytes.Equal(of(groups[i].rec), of(r)) {
+				groups[i].n++
+				continue next
+			}
+		}
+		groups = append(groups, group{r, 1})
+	}
+	// Lookup sorts by key, so a stable sort by count keeps the key order
+	// between groups of equal size.
+	sort.SliceStable(groups, func(i, j int) bool { return groups[i].n > groups[j].n })
+	out := make([]discovery.Registration, len(groups))
+	for i, g := range groups {
+		out[i] = g.rec
+	}
+	return out
 }

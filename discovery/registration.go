@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -109,6 +110,13 @@ const (
 	// MaxSchemaMemory bounds the estimated heap of the compiled input and
 	// output schemas together (schemas.Cost.Memory).
 	MaxSchemaMemory = 16 << 20
+	// MaxSchemaExpansion bounds what checking one value against either
+	// schema may take: the schemas evaluated on it, every branch of
+	// allOf, anyOf and oneOf (and not, if, then, else) counted and
+	// multiplied through $ref (schemas.Expansion). A 1 KB schema of 17
+	// nested anyOf pairs is 2^19 evaluations, 3 s and 2.5 GB on every
+	// value; 4096 leaves room for unions of hundreds of variants.
+	MaxSchemaExpansion = 4096
 )
 
 // ErrInvalidRecord is wrapped by every error about a record that does not
@@ -183,5 +191,21 @@ func (c *Codec) decode(data []byte) (Registration, error) {
 	if n := in.Memory() + out.Memory(); n > MaxSchemaMemory {
 		return Registration{}, fmt.Errorf("%w: schemas would take about %d bytes compiled, more than the limit of %d", ErrInvalidRecord, n, MaxSchemaMemory)
 	}
+	for _, s := range []struct {
+		field string
+		cost  schemas.Cost
+	}{{"input_schema", in}, {"output_schema", out}} {
+		if n := s.cost.Expansion; n > MaxSchemaExpansion {
+			return Registration{}, fmt.Errorf("%w: %s: checking one value may evaluate %s schemas (allOf, anyOf, oneOf branches multiplied through $ref), more than the limit of %d",
+				ErrInvalidRecord, s.field, expansionText(n), MaxSchemaExpansion)
+		}
+	}
 	return r, nil
+}
+
+func expansionText(n int64) string {
+	if n >= schemas.MaxExpansion {
+		return "unboundedly many"
+	}
+	return strconv.FormatInt(n, 10)
 }

@@ -120,6 +120,15 @@ func TestRecordSizeAndSchemaCostAreBounded(t *testing.T) {
 			b.WriteString(`}}`)
 			r.InputSchema = json.RawMessage(b.String())
 		},
+		"17 nested anyOf pairs, 1 KB": func(r *discovery.Registration) {
+			r.InputSchema = anyOfChain(17)
+		},
+		"an output schema of 12 nested anyOf pairs": func(r *discovery.Registration) {
+			r.OutputSchema = anyOfChain(12)
+		},
+		"a reference cycle on the same value": func(r *discovery.Registration) {
+			r.InputSchema = json.RawMessage(`{"$defs":{"a":{"anyOf":[{"type":"string"},{"$ref":"#/$defs/a"}]}},"$ref":"#/$defs/a"}`)
+		},
 	}
 	kv := reg.KeyValue()
 	i := 0
@@ -144,6 +153,7 @@ func TestRecordSizeAndSchemaCostAreBounded(t *testing.T) {
 	// At the limits is fine.
 	ok := record("ocr", "ok")
 	ok.InputSchema = props(discovery.MaxSchemaPatterns, `^[a-z]+$`)
+	ok.OutputSchema = anyOfChain(9) // 2046 evaluations per value
 	if err := reg.Register(ctx, ok); err != nil {
 		t.Fatalf("a record within the limits: %v", err)
 	}
@@ -151,6 +161,18 @@ func TestRecordSizeAndSchemaCostAreBounded(t *testing.T) {
 	if got := keysOf(c.Lookup("ocr")); len(got) != 1 || got[0] != "ocr.ok" {
 		t.Fatalf("cache lists %v, want only ocr.ok", got)
 	}
+}
+
+// anyOfChain is a schema of depth levels, each an anyOf of two $refs to
+// the next: 2^(depth+2)-2 schemas evaluated on every value.
+func anyOfChain(depth int) json.RawMessage {
+	var b strings.Builder
+	b.WriteString(`{"$ref":"#/$defs/d0","$defs":{`)
+	for i := range depth {
+		fmt.Fprintf(&b, `"d%d":{"anyOf":[{"$ref":"#/$defs/d%d"},{"$ref":"#/$defs/d%d"}]},`, i, i+1, i+1)
+	}
+	fmt.Fprintf(&b, `"d%d":{"type":"string"}}}`, depth)
+	return json.RawMessage(b.String())
 }
 
 // The pinned subject of a record's own version is allowed, and is one

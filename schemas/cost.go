@@ -20,6 +20,10 @@ type Cost struct {
 	// RegexpBytes estimates the heap the compiled regular expressions
 	// hold.
 	RegexpBytes int64
+	// Expansion is the most schemas validation may evaluate on one value
+	// of an instance (see Expansion): what validating costs, where the
+	// other fields are what compiling costs.
+	Expansion int64
 }
 
 // bytesFactor is the heap a compiled schema holds per byte of its text
@@ -66,6 +70,7 @@ func EstimateCost(doc any, size int) Cost {
 		}
 	}
 	walk(doc, 0)
+	c.Expansion = Expansion(doc)
 	return c
 }
 

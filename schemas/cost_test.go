@@ -77,13 +77,15 @@ func FuzzEstimateCost(f *testing.F) {
 	f.Add([]byte(`{"type":"string","pattern":"^[a-z]+$"}`))
 	f.Add([]byte(`{"patternProperties":{"^x(":{},"\\pL{1000}":{}}}`))
 	f.Add([]byte(`[{"pattern":1},{"pattern":"(?i)[\\x{0}-\\x{10FFFF}]*"}]`))
+	f.Add([]byte(`{"$id":"http://x/a#","anyOf":[{"$ref":"b#/$defs/c"},{"$dynamicRef":"#n"}],"$defs":{"b":{"$id":"b","$dynamicAnchor":"n","$defs":{"c":{"$ref":"#"}}}}}`))
+	f.Add([]byte(`{"$recursiveAnchor":true,"items":{"$recursiveRef":"#"},"allOf":[{"$ref":"#/allOf/0"}]}`))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		v, err := schemas.DecodeJSON(doc)
 		if err != nil {
 			return
 		}
 		c := schemas.EstimateCost(v, len(doc))
-		if c.Memory() < int64(len(doc)) || c.Patterns < 0 || c.RegexpBytes < 0 {
+		if c.Memory() < int64(len(doc)) || c.Patterns < 0 || c.RegexpBytes < 0 || c.Expansion < 0 || c.Expansion > schemas.MaxExpansion {
 			t.Fatalf("estimate %+v for %d bytes", c, len(doc))
 		}
 	})

@@ -48,7 +48,15 @@ func Compile(name string) (*jsonschema.Schema, error) {
 // Schemas without "$schema" are treated as draft 2020-12. Remote references
 // are not loaded: a schema must be self-contained.
 func CompileBytes(name string, schema []byte) (*jsonschema.Schema, error) {
+	return compile(name, schema, nil)
+}
+
+// compile is CompileBytes with a hook to adjust the compiler.
+func compile(name string, schema []byte, adjust func(*jsonschema.Compiler)) (*jsonschema.Schema, error) {
 	c := jsonschema.NewCompiler()
+	if adjust != nil {
+		adjust(c)
+	}
 	c.Draft = jsonschema.Draft2020
 	c.AssertFormat = true
 	c.LoadURL = func(s string) (_ io.ReadCloser, err error) {
