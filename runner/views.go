@@ -126,54 +126,36 @@ const missingRoutesPoll = 5 * time.Second
 // missingRoutesPoll.
 func (v *routeView) run(ctx context.Context) {
 	var kv jetstream.KeyValue
-	failing, missing := false, false
+	missing := false
 	var lookedFor time.Time
-	tick := time.NewTicker(routePoll)
-	defer tick.Stop()
-	for {
-		err := func() error {
-			if kv == nil {
-				if missing && time.Since(lookedFor) < missingRoutesPoll {
-					return nil
-				}
-				lookedFor = time.Now()
-				st, err := rollout.Open(ctx, v.js, v.cfg)
-				if errors.Is(err, jetstream.ErrBucketNotFound) {
-					if !missing {
-						v.log.Info().Str("bucket", v.cfg.Bucket).Msg("no routes bucket yet: every version serves run.<algorithm>; looking for it every 5s")
-					}
-					missing = true
-					v.update(func(m map[string]rollout.Route) bool { had := len(m) > 0; clear(m); return had })
-					return nil
-				}
-				if err != nil {
-					return err
-				}
-				kv, missing = st.KeyValue(), false
+	poll(ctx, v.log, routePoll, "routes", v.markReady, func() error {
+		if kv == nil {
+			if missing && time.Since(lookedFor) < missingRoutesPoll {
+				return nil
 			}
-			for _, alg := range v.algs {
-				if err := v.read(ctx, kv, alg); err != nil {
-					kv = nil // bind again: the bucket may have been re-created
-					return err
+			lookedFor = time.Now()
+			st, err := rollout.Open(ctx, v.js, v.cfg)
+			if errors.Is(err, jetstream.ErrBucketNotFound) {
+				if !missing {
+					v.log.Info().Str("bucket", v.cfg.Bucket).Msg("no routes bucket yet: every version serves run.<algorithm>; looking for it every 5s")
 				}
+				missing = true
+				v.update(func(m map[string]rollout.Route) bool { had := len(m) > 0; clear(m); return had })
+				return nil
 			}
-			return nil
-		}()
-		switch {
-		case err != nil && ctx.Err() == nil && !failing:
-			v.log.Warn().Err(err).Msg("reading routes failed; keeping the last routes seen, retrying")
-			failing = true
-		case err == nil && failing:
-			v.log.Info().Msg("reading routes works again")
-			failing = false
+			if err != nil {
+				return err
+			}
+			kv, missing = st.KeyValue(), false
 		}
-		v.markReady()
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
+		for _, alg := range v.algs {
+			if err := v.read(ctx, kv, alg); err != nil {
+				kv = nil // bind again: the bucket may have been re-created
+				return err
+			}
 		}
-	}
+		return nil
+	})
 }
 
 func (v *routeView) read(ctx context.Context, kv jetstream.KeyValue, alg string) error {
@@ -256,26 +238,7 @@ func (v *liveView) run(ctx context.Context) {
 		}
 		defer func() { _ = sub.Unsubscribe() }()
 	}
-	tick := time.NewTicker(max(v.reg.TTL()/livePollDivisor, 100*time.Millisecond))
-	defer tick.Stop()
-	failing := false
-	for {
-		err := v.readAll(ctx)
-		switch {
-		case err != nil && ctx.Err() == nil && !failing:
-			v.log.Warn().Err(err).Msg("reading the live instances failed; keeping the last seen, retrying")
-			failing = true
-		case err == nil && failing:
-			v.log.Info().Msg("reading the live instances works again")
-			failing = false
-		}
-		v.markReady()
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
+	poll(ctx, v.log, max(v.reg.TTL()/livePollDivisor, 100*time.Millisecond), "the live instances", v.markReady, func() error { return v.readAll(ctx) })
 }
 
 // seen applies a message on a key's subject: a delete takes the key out,
@@ -369,4 +332,30 @@ func (v *liveView) readAll(ctx context.Context) error {
 
 func sameInstances(a, b []discovery.Registration) bool {
 	return slices.EqualFunc(a, b, func(x, y discovery.Registration) bool { return x.Key() == y.Key() && x.Version == y.Version })
+}
+
+// poll calls read at once and then every interval until ctx ends, and
+// ready after each round. It logs once when reading starts failing (what
+// was read last is kept) and once when it works again.
+func poll(ctx context.Context, log zerolog.Logger, every time.Duration, what string, ready func(), read func() error) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	failing := false
+	for {
+		err := read()
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			log.Warn().Err(err).Msgf("reading %s failed; keeping the last seen, retrying", what)
+			failing = true
+		case err == nil && failing:
+			log.Info().Msgf("reading %s works again", what)
+			failing = false
+		}
+		ready()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
