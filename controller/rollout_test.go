@@ -3,15 +3,19 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"pnpworker/controller"
+	"pnpworker/discovery"
 	"pnpworker/internal/metricstest"
 	"pnpworker/internal/natstest"
 	"pnpworker/rollout"
@@ -256,7 +260,9 @@ func TestReplayReportsTheKnownSubset(t *testing.T) {
 		return err == nil && len(h) == n
 	}, "history does not hold the %d jobs: %+v", n, ctl.c.ShadowStats())
 
+	var candidateCalls atomic.Int64
 	startRunner(t, e.srv, candidate(t, "2.0.0", 5*time.Second, func(ctx context.Context, in echoIn) (echoOut, error) {
+		candidateCalls.Add(1)
 		switch {
 		case in.N%11 == 0:
 			return echoOut{}, runner.Reject("no")
@@ -265,9 +271,42 @@ func TestReplayReportsTheKnownSubset(t *testing.T) {
 		}
 		return echoOut{N: in.N}, nil
 	}))
+	// Replay touches no job: nothing is published to JOBS or to
+	// run.echo (where the stable version would take it), and no job
+	// stream or record changes.
+	published := make(chan *nats.Msg, 4*n)
+	for _, subject := range []string{controller.JobsSubjectPrefix + ">", discovery.RequestSubject("echo")} {
+		sub, err := e.nc.ChanSubscribe(subject, published)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	before := jobStreams(t, e)
 	cs, err := rollout.Replay(context.Background(), e.nc, e.js, rollout.ReplayConfig{Algorithm: "echo", Version: "2.0.0", Last: n, Concurrency: 8})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if len(published) != 0 {
+		m := <-published
+		t.Fatalf("replay published %d messages on job or plain subjects, the first on %s", len(published)+1, m.Subject)
+	}
+	if after := jobStreams(t, e); !maps.Equal(after, before) {
+		t.Fatalf("job streams changed during replay: before %v, after %v", before, after)
+	}
+	if c := candidateCalls.Load(); c != n {
+		t.Fatalf("the candidate was called %d times, want once per recorded job (%d)", c, n)
+	}
+	for i := range n {
+		if res, _ := e.final(t, id(i)); res.Status != controller.StatusSucceeded || res.Version != "1.0.0" || string(res.Output) != fmt.Sprintf(`{"n":%d}`, i) {
+			t.Fatalf("job %d after replay: %s by %s: %s; want the stable version's result", i, res.Status, res.Version, res.Output)
+		}
 	}
 	wantDiff, wantErr := map[string]bool{}, map[string]bool{}
 	for i := range n {
@@ -308,6 +347,25 @@ func TestReplayReportsTheKnownSubset(t *testing.T) {
 		}
 	}
 	t.Logf("agreement %.3f (%d of %d), /n differs in %d, candidate errors %d", rep.Agreement, rep.Agree, rep.Total, rep.Fields[0].Count, len(wantErr))
+}
+
+// jobStreams is the last sequence of the streams that hold jobs, their
+// records and dead letters.
+func jobStreams(t *testing.T, e *env) map[string]uint64 {
+	t.Helper()
+	out := map[string]uint64{}
+	for _, name := range []string{controller.JobsStream, controller.DeadStream, "KV_" + controller.ResultsBucket} {
+		st, err := e.js.Stream(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name] = info.State.LastSeq
+	}
+	return out
 }
 
 // A canary whose input schema rejects what the stable version accepts
