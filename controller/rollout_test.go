@@ -3,15 +3,19 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"pnpworker/controller"
+	"pnpworker/discovery"
 	"pnpworker/internal/metricstest"
 	"pnpworker/internal/natstest"
 	"pnpworker/rollout"
@@ -131,8 +135,9 @@ func candidate(t testing.TB, version string, timeout time.Duration, fn func(ctx 
 }
 
 // A shadow route: every result comes from the stable version; the shadow
-// runs the same inputs and the comparisons in COMPARE say exactly which
-// jobs differ (n%10 == 0: /n differs) or fail on the shadow (n%10 == 5).
+// runs the same inputs, and at low load every job has exactly one
+// comparison in COMPARE, which says exactly whether it differs (n%10 == 0:
+// /n differs) or fails on the shadow (n%10 == 5).
 func TestShadowComparesWithoutTouchingResults(t *testing.T) {
 	e := newEnv(t, controller.StoreConfig{})
 	rec := record(t, e)
@@ -149,16 +154,26 @@ func TestShadowComparesWithoutTouchingResults(t *testing.T) {
 	}))
 	cfg := fastConfig(t)
 	cfg.MaxInFlight = 4
+	// Low load: waves of 10 jobs, each submitted once the last wave's
+	// results and comparisons are stored. A shadow's slot is freed just
+	// after its comparison is counted, so at most two waves hold slots:
+	// with 20, every job finds one, none is dropped and every job has its
+	// comparison.
+	const wave = 10
+	cfg.Shadow.Concurrency = 2 * wave
 	ctl := startController(t, e, cfg)
 
-	// Low load: waves of 10 jobs, each submitted once the last is done.
 	const n = 200
 	id := jobID("shadow")
-	for w := 0; w < n; w += 10 {
-		for i := w; i < w+10; i++ {
+	for w := 0; w < n; w += wave {
+		for i := w; i < w+wave; i++ {
 			e.submit(t, "echo", id(i), echoIn{N: i})
 		}
-		natstest.Eventually(t, 30*time.Second, func() bool { return rec.done() == w+10 }, "%d of %d results", rec.done(), w+10)
+		natstest.Eventually(t, 30*time.Second, func() bool { return rec.done() == w+wave }, "%d of %d results", rec.done(), w+wave)
+		natstest.Eventually(t, 30*time.Second, func() bool {
+			st := ctl.c.ShadowStats()
+			return st.Compared+st.Dropped+st.NoInstance+st.StoreFailed+st.NotCompared >= int64(w+wave)
+		}, "shadow runs of %d jobs not all ended: %+v", w+wave, ctl.c.ShadowStats())
 	}
 	for i := range n {
 		res, _ := e.final(t, id(i))
@@ -166,13 +181,23 @@ func TestShadowComparesWithoutTouchingResults(t *testing.T) {
 			t.Fatalf("job %d: %s by %s: %s; want the stable version's output", i, res.Status, res.Version, res.Output)
 		}
 	}
+	if st := ctl.c.ShadowStats(); st.Started != n || st.Compared != n || st.Dropped != 0 || st.NoInstance != 0 || st.StoreFailed != 0 || st.NotCompared != 0 {
+		t.Fatalf("shadow stats %+v: want all %d jobs started and compared, none dropped or failed", st, n)
+	}
 	var cs []rollout.Comparison
 	natstest.Eventually(t, 20*time.Second, func() bool {
 		var err error
 		cs, err = rollout.ReadComparisons(context.Background(), e.js, "echo", time.Time{}, 0)
-		return err == nil && len(cs) >= n*95/100
-	}, "comparisons for fewer than 95%% of %d jobs: %d (%+v)", n, len(cs), ctl.c.ShadowStats())
+		return err == nil && len(cs) >= n
+	}, "comparisons for %d of %d jobs (%+v)", len(cs), n, ctl.c.ShadowStats())
 	t.Logf("comparisons: %d of %d jobs; %+v", len(cs), n, ctl.c.ShadowStats())
+	compared := map[string]bool{}
+	for _, c := range cs {
+		compared[c.JobID] = true
+	}
+	if len(cs) != n || len(compared) != n {
+		t.Fatalf("%d comparisons of %d distinct jobs, want one for each of the %d jobs", len(cs), len(compared), n)
+	}
 	for _, c := range cs {
 		var k int
 		if _, err := fmt.Sscanf(c.JobID, "shadow-%d", &k); err != nil {
@@ -256,7 +281,9 @@ func TestReplayReportsTheKnownSubset(t *testing.T) {
 		return err == nil && len(h) == n
 	}, "history does not hold the %d jobs: %+v", n, ctl.c.ShadowStats())
 
+	var candidateCalls atomic.Int64
 	startRunner(t, e.srv, candidate(t, "2.0.0", 5*time.Second, func(ctx context.Context, in echoIn) (echoOut, error) {
+		candidateCalls.Add(1)
 		switch {
 		case in.N%11 == 0:
 			return echoOut{}, runner.Reject("no")
@@ -265,9 +292,42 @@ func TestReplayReportsTheKnownSubset(t *testing.T) {
 		}
 		return echoOut{N: in.N}, nil
 	}))
+	// Replay touches no job: nothing is published to JOBS or to
+	// run.echo (where the stable version would take it), and no job
+	// stream or record changes.
+	published := make(chan *nats.Msg, 4*n)
+	for _, subject := range []string{controller.JobsSubjectPrefix + ">", discovery.RequestSubject("echo")} {
+		sub, err := e.nc.ChanSubscribe(subject, published)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	before := jobStreams(t, e)
 	cs, err := rollout.Replay(context.Background(), e.nc, e.js, rollout.ReplayConfig{Algorithm: "echo", Version: "2.0.0", Last: n, Concurrency: 8})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if len(published) != 0 {
+		m := <-published
+		t.Fatalf("replay published %d messages on job or plain subjects, the first on %s", len(published)+1, m.Subject)
+	}
+	if after := jobStreams(t, e); !maps.Equal(after, before) {
+		t.Fatalf("job streams changed during replay: before %v, after %v", before, after)
+	}
+	if c := candidateCalls.Load(); c != n {
+		t.Fatalf("the candidate was called %d times, want once per recorded job (%d)", c, n)
+	}
+	for i := range n {
+		if res, _ := e.final(t, id(i)); res.Status != controller.StatusSucceeded || res.Version != "1.0.0" || string(res.Output) != fmt.Sprintf(`{"n":%d}`, i) {
+			t.Fatalf("job %d after replay: %s by %s: %s; want the stable version's result", i, res.Status, res.Version, res.Output)
+		}
 	}
 	wantDiff, wantErr := map[string]bool{}, map[string]bool{}
 	for i := range n {
@@ -308,6 +368,25 @@ func TestReplayReportsTheKnownSubset(t *testing.T) {
 		}
 	}
 	t.Logf("agreement %.3f (%d of %d), /n differs in %d, candidate errors %d", rep.Agreement, rep.Agree, rep.Total, rep.Fields[0].Count, len(wantErr))
+}
+
+// jobStreams is the last sequence of the streams that hold jobs, their
+// records and dead letters.
+func jobStreams(t *testing.T, e *env) map[string]uint64 {
+	t.Helper()
+	out := map[string]uint64{}
+	for _, name := range []string{controller.JobsStream, controller.DeadStream, "KV_" + controller.ResultsBucket} {
+		st, err := e.js.Stream(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name] = info.State.LastSeq
+	}
+	return out
 }
 
 // A canary whose input schema rejects what the stable version accepts

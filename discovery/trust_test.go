@@ -18,15 +18,15 @@ import (
 // jobs namespace made the controller feed its own stream, one under
 // $KV.results let a runner credential write any job's result, and one of
 // another algorithm steals its requests. Writers refuse such records and
-// every reader (List, Lookup, Cache) ignores them when they are put into
-// the bucket directly.
+// every reader (List, Lookup, LookupDirect, Cache) ignores them when they
+// are put into the bucket directly; List reports each as invalid.
 func TestSubjectMustBeRunAlgorithm(t *testing.T) {
 	s := natstest.Start(t)
 	reg := provision(t, s.Connect())
 	c := runCache(t, reg)
 	ctx := context.Background()
 	kv := reg.KeyValue()
-	for i, subject := range []string{
+	forged := []string{
 		"jobs.ocr",
 		"$KV.results.victim",
 		"dead.ocr",
@@ -42,7 +42,8 @@ func TestSubjectMustBeRunAlgorithm(t *testing.T) {
 		"run",
 		"notify.x",
 		"RUN.ocr",
-	} {
+	}
+	for i, subject := range forged {
 		t.Run(subject, func(t *testing.T) {
 			r := record("ocr", fmt.Sprintf("forged%d", i))
 			r.Subject = subject
@@ -72,6 +73,30 @@ func TestSubjectMustBeRunAlgorithm(t *testing.T) {
 	}
 	if got := keysOf(l); len(got) != 1 || got[0] != "ocr.good" {
 		t.Fatalf("lookup lists %v, want only ocr.good", got)
+	}
+	if l, err = reg.LookupDirect(ctx, "ocr", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := keysOf(l); len(got) != 1 || got[0] != "ocr.good" {
+		t.Fatalf("direct lookup lists %v, want only ocr.good", got)
+	}
+	// List skips every forged record and reports it as invalid.
+	skipped := map[string]error{}
+	l, err = reg.List(ctx, func(key string, err error) { skipped[key] = err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := keysOf(l); len(got) != 1 || got[0] != "ocr.good" {
+		t.Fatalf("list lists %v, want only ocr.good", got)
+	}
+	if len(skipped) != len(forged) {
+		t.Errorf("list reported %d skipped records, want the %d forged ones: %v", len(skipped), len(forged), skipped)
+	}
+	for i := range forged {
+		key := record("ocr", fmt.Sprintf("forged%d", i)).Key()
+		if err, ok := skipped[key]; !ok || !errors.Is(err, discovery.ErrInvalidRecord) {
+			t.Errorf("list skipped %s (subject %q) with %v, want ErrInvalidRecord", key, forged[i], err)
+		}
 	}
 }
 

@@ -398,8 +398,29 @@ func TestOpenAPIFromLiveSchemas(t *testing.T) {
 					t.Errorf("%s: no %s response", name, code)
 				}
 			}
-			if doc.Paths["/v1/algorithms/"+name+"/jobs"]["post"] == nil {
-				t.Errorf("no jobs path for %s", name)
+			// The jobs path takes the same input as the run path: its
+			// request body is the input schema, never the output's
+			// (every algorithm here has two different schemas, so a swap
+			// shows).
+			raw = doc.Paths["/v1/algorithms/"+name+"/jobs"]["post"]
+			if raw == nil {
+				t.Fatalf("no jobs path for %s", name)
+			}
+			var jobs struct {
+				RequestBody struct {
+					Required bool                                        `json:"required"`
+					Content  map[string]struct{ Schema json.RawMessage } `json:"content"`
+				} `json:"requestBody"`
+				Responses map[string]struct {
+					Content map[string]struct{ Schema json.RawMessage } `json:"content"`
+				} `json:"responses"`
+			}
+			mustJSON(t, raw, &jobs)
+			if in := jobs.RequestBody.Content["application/json"].Schema; !jobs.RequestBody.Required || in == nil || !sameJSON(t, in, rec.InputSchema) {
+				t.Fatalf("%s: jobs request body %s (required %v), want the input schema %s", name, in, jobs.RequestBody.Required, rec.InputSchema)
+			}
+			if acc := jobs.Responses["202"].Content["application/json"].Schema; acc == nil || !sameJSON(t, acc, []byte(`{"$ref":"#/components/schemas/JobAccepted"}`)) {
+				t.Fatalf("%s: jobs 202 answer %s, want JobAccepted", name, acc)
 			}
 		}
 		var all map[string]any

@@ -145,3 +145,40 @@ func TestCompareBoundsLargeValues(t *testing.T) {
 		t.Fatalf("the comparison takes %d bytes encoded; want at most %d", n, 4*rollout.MaxDiffs*rollout.MaxDiffValue)
 	}
 }
+
+// Numbers compare equal within the tolerance absolutely or relative to the
+// larger magnitude of the two, whichever is looser: large values differ
+// by more than the tolerance in absolute terms and still agree, small ones
+// near zero agree by the absolute part alone.
+func TestCompareRelativeTolerance(t *testing.T) {
+	tol := func(t float64) rollout.CompareOptions { return rollout.CompareOptions{Tolerance: t} }
+	for _, tc := range []struct {
+		name  string
+		a, b  string
+		opts  rollout.CompareOptions
+		equal bool
+	}{
+		{"1e9 and 500 more: within 1e-6 of 1e9", `1e9`, `1000000500`, rollout.CompareOptions{}, true},
+		{"1e9 and 1000 more: at 1e-6 of 1e9", `1e9`, `1000001000`, rollout.CompareOptions{}, true},
+		{"1e9 and 2000 more: beyond 1e-6 of 1e9", `1e9`, `1000002000`, rollout.CompareOptions{}, false},
+		{"negative: relative to the magnitude", `-1e9`, `-1000000500`, rollout.CompareOptions{}, true},
+		{"negative, beyond", `-1e9`, `-1000002000`, rollout.CompareOptions{}, false},
+		{"near zero: the absolute part", `0`, `0.0000005`, rollout.CompareOptions{}, true},
+		{"near zero, beyond", `0`, `0.000002`, rollout.CompareOptions{}, false},
+		{"relative to the larger of the two", `10`, `11.05`, tol(0.1), true},
+		{"relative to the larger, either order", `11.05`, `10`, tol(0.1), true},
+		{"beyond the larger's share", `10`, `11.2`, tol(0.1), false},
+		{"opposite signs", `-1`, `1`, tol(0.5), false},
+		{"Tolerance scales the relative part", `1000`, `1009`, tol(0.01), true},
+		{"Tolerance scales the relative part, beyond", `1000`, `1011`, tol(0.01), false},
+		{"field tolerance is relative too", `1000`, `1009`, rollout.CompareOptions{FieldTolerance: map[string]float64{"": 0.01}}, true},
+		{"exact has no relative part", `1e9`, `1000000001`, tol(-1), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ds := rollout.Compare([]byte(tc.a), []byte(tc.b), tc.opts)
+			if got := len(ds) == 0; got != tc.equal {
+				t.Fatalf("%s vs %s: equal %v (diffs %+v), want %v", tc.a, tc.b, got, ds, tc.equal)
+			}
+		})
+	}
+}

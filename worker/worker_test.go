@@ -594,3 +594,43 @@ exec sleep 1000
 			len(logs.lines(map[string]string{"message": "worker serving"})) == 2
 	}, "the process that stopped reading was not replaced")
 }
+
+// The backoff grows with consecutive failures only: a process that ran
+// StableAfter before it stopped starts the count again, so a worker that
+// served for a while and then crashed comes back after MinBackoff, not at
+// the pace its earlier crashes had reached. Starts 1 to 3 exit at once,
+// start 4 says hello and serves past StableAfter, the rest exit at once:
+// the restarts log failures 1, 2, 3, then 1, 2 again, each with its
+// doubled backoff.
+func TestStableRunResetsTheBackoff(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	dir := t.TempDir()
+	count := filepath.Join(dir, "starts")
+	script := filepath.Join(dir, "crashy.sh")
+	writeFile(t, script, 0o755, `#!/bin/sh
+n=$(( $(cat "`+count+`" 2>/dev/null || echo 0) + 1 ))
+echo $n > "`+count+`"
+if [ $n -eq 4 ]; then
+	echo '{"type":"hello","protocol":1,"algorithms":[{"name":"crashy","version":"1.0.0","input_schema":{"type":"object"},"output_schema":{"type":"object"}}]}'
+	sleep 3
+fi
+exit 7
+`)
+	const minBackoff = 10 * time.Millisecond
+	logs := startWorker(t, nc, worker.Config{Command: []string{script}, MinBackoff: minBackoff, MaxBackoff: time.Second, StableAfter: 2 * time.Second})
+	restarts := func() []map[string]any {
+		return logs.lines(map[string]string{"message": "worker process stopped; restarting"})
+	}
+	natstest.Eventually(t, 60*time.Second, func() bool { return len(restarts()) >= 5 }, "fewer than 5 restarts logged")
+	want := []struct {
+		failures int
+		backoff  time.Duration
+	}{{1, minBackoff}, {2, 2 * minBackoff}, {3, 4 * minBackoff}, {1, minBackoff}, {2, 2 * minBackoff}}
+	for i, l := range restarts()[:5] {
+		// zerolog writes durations in milliseconds.
+		if f, b := l["failures"], l["backoff"]; f != float64(want[i].failures) || b != float64(want[i].backoff.Milliseconds()) {
+			t.Errorf("restart %d (after start %d): failures %v, backoff %v ms; want %d, %d ms", i+1, i+1, f, b, want[i].failures, want[i].backoff.Milliseconds())
+		}
+	}
+}
