@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // Status is the state a result record reports.
@@ -37,8 +37,8 @@ type Result struct {
 	// OutputRef replaces Output when the output was too large for a
 	// message: an obj:// reference to it in the outputs bucket (see
 	// Store.Output).
-	OutputRef string        `json:"output_ref,omitempty"`
-	Error     *runner.Error `json:"error,omitempty"`
+	OutputRef string          `json:"output_ref,omitempty"`
+	Error     *protocol.Error `json:"error,omitempty"`
 	// Attempts counts dispatches to a runner. Waiting for a runner to
 	// appear and controller restarts do not count.
 	Attempts    int        `json:"attempts"`
@@ -73,10 +73,10 @@ const (
 	// HeaderJobID names the job when present, taking precedence over
 	// HeaderMsgID. Replays set it so a job keeps its id while its message
 	// gets a fresh de-duplication id. It is also sent to the runner.
-	HeaderJobID = runner.HeaderJobID
+	HeaderJobID = protocol.HeaderJobID
 	// HeaderTimeout is a per-job time budget, a Go duration such as "2s".
 	// It can only shorten the algorithm's own timeout.
-	HeaderTimeout = runner.HeaderTimeout
+	HeaderTimeout = protocol.HeaderTimeout
 	// HeaderNotify names a subject the final result record is published to
 	// (core NATS, best effort) once it is stored. It must satisfy
 	// ValidNotifySubject: a job naming any other subject fails with 400.

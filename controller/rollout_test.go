@@ -14,6 +14,7 @@ import (
 	"pnpworker/controller"
 	"pnpworker/internal/metricstest"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/rollout"
 	"pnpworker/runner"
 )
@@ -143,7 +144,7 @@ func TestShadowComparesWithoutTouchingResults(t *testing.T) {
 		case 0:
 			return echoOut{N: in.N + 1}, nil
 		case 5:
-			return echoOut{}, runner.Reject("not this one")
+			return echoOut{}, protocol.Reject("not this one")
 		}
 		return echoOut{N: in.N}, nil
 	}))
@@ -259,7 +260,7 @@ func TestReplayReportsTheKnownSubset(t *testing.T) {
 	startRunner(t, e.srv, candidate(t, "2.0.0", 5*time.Second, func(ctx context.Context, in echoIn) (echoOut, error) {
 		switch {
 		case in.N%11 == 0:
-			return echoOut{}, runner.Reject("no")
+			return echoOut{}, protocol.Reject("no")
 		case in.N%7 == 0:
 			return echoOut{N: -in.N}, nil
 		}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -45,7 +46,7 @@ func benchGatewayVsDirect(b *testing.B, s *stack, inFlight int) {
 	direct := func() error {
 		m, err := nc.Request(runner.SubjectPrefix+"language_detection", body, 10*time.Second)
 		if err == nil {
-			if e := runner.ReplyError(m); e != nil {
+			if e := protocol.ReplyError(m); e != nil {
 				return e
 			}
 		}
@@ -59,7 +60,7 @@ func benchGatewayVsDirect(b *testing.B, s *stack, inFlight int) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != 200 {
-			return &runner.Error{Code: resp.StatusCode, Message: "gateway status"}
+			return &protocol.Error{Code: resp.StatusCode, Message: "gateway status"}
 		}
 		return nil
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v5"
 
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 	"pnpworker/schemas"
 )
@@ -106,7 +107,7 @@ func TestRespondersAgree(t *testing.T) {
 				if err != nil {
 					t.Fatalf("payload %d: %v", i, err)
 				}
-				if rerr := runner.ReplyError(msg); rerr != nil {
+				if rerr := protocol.ReplyError(msg); rerr != nil {
 					t.Fatalf("payload %d: error reply %v", i, rerr)
 				}
 				var in Input
@@ -127,8 +128,8 @@ func TestRespondersAgree(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					rerr := runner.ReplyError(msg)
-					if !errors.Is(rerr, runner.ErrInvalidInput) {
+					rerr := protocol.ReplyError(msg)
+					if !errors.Is(rerr, protocol.ErrInvalidInput) {
 						t.Errorf("reply error = %v, want a 400", rerr)
 					}
 				})
