@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"time"
 
@@ -47,18 +46,14 @@ func (r Registration) Key() string { return r.Algorithm + "." + r.Instance }
 // Timeout is the algorithm's default per-request time budget.
 func (r Registration) Timeout() time.Duration { return time.Duration(r.TimeoutMS) * time.Millisecond }
 
-var (
-	algorithmName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
-	instanceID    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-)
+// ValidAlgorithmName reports whether name can be an algorithm name
+// (protocol.ValidAlgorithmName): lower case letters, digits and
+// underscores, starting with a letter, at most 64 characters.
+func ValidAlgorithmName(name string) bool { return protocol.ValidAlgorithmName(name) }
 
-// ValidAlgorithmName reports whether name can be an algorithm name: lower
-// case letters, digits and underscores, starting with a letter, at most 64
-// characters. Such a name is a single subject token and a valid KV key token.
-func ValidAlgorithmName(name string) bool { return algorithmName.MatchString(name) }
-
-// ValidInstanceID reports whether id can be an instance id.
-func ValidInstanceID(id string) bool { return instanceID.MatchString(id) }
+// ValidInstanceID reports whether id can be an instance id
+// (protocol.ValidInstanceID).
+func ValidInstanceID(id string) bool { return protocol.ValidInstanceID(id) }
 
 // SubjectPrefix starts every request subject (protocol.SubjectPrefix).
 const SubjectPrefix = protocol.SubjectPrefix

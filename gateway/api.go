@@ -313,11 +313,11 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request) {
 	}
 	var opts controller.SubmitOptions
 	if key := r.Header.Get(headerIdempotencyKey); key != "" {
-		if !controller.ValidJobID(key) {
+		if !protocol.ValidJobID(key) {
 			writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: fmt.Sprintf("header %s: %q cannot name a job: want letters, digits, '_', '=', '-' and single inner dots, at most 255 characters", headerIdempotencyKey, key)})
 			return
 		}
-		if controller.ReservedJobID(key) {
+		if protocol.ReservedJobID(key) {
 			writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: fmt.Sprintf("header %s: %q cannot name a job: the prefix auto- is reserved for ids the controller assigns", headerIdempotencyKey, key)})
 			return
 		}
@@ -359,7 +359,7 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request) {
 // the final one.
 func (g *Gateway) job(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !controller.ValidJobID(id) {
+	if !protocol.ValidJobID(id) {
 		writeProblem(w, problem{Code: http.StatusBadRequest, Message: fmt.Sprintf("%q cannot name a job", id)})
 		return
 	}
@@ -454,7 +454,7 @@ func (g *Gateway) dead(w http.ResponseWriter, r *http.Request) {
 // submitted again under its id.
 func (g *Gateway) replay(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !controller.ValidJobID(id) {
+	if !protocol.ValidJobID(id) {
 		writeProblem(w, problem{Code: http.StatusBadRequest, Message: fmt.Sprintf("%q cannot name a job", id)})
 		return
 	}
