@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"pnpworker/protocol"
-	"pnpworker/runner"
 )
 
 // benchInFlight is how many requests the benchmark keeps in flight; one
@@ -44,7 +43,7 @@ func benchGatewayVsDirect(b *testing.B, s *stack, inFlight int) {
 	url := s.url + "/v1/algorithms/language_detection/run"
 
 	direct := func() error {
-		m, err := nc.Request(runner.SubjectPrefix+"language_detection", body, 10*time.Second)
+		m, err := nc.Request(protocol.SubjectPrefix+"language_detection", body, 10*time.Second)
 		if err == nil {
 			if e := protocol.ReplyError(m); e != nil {
 				return e

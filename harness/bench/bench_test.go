@@ -16,7 +16,6 @@ import (
 
 	"pnpworker/internal/natstest"
 	"pnpworker/protocol"
-	"pnpworker/runner"
 	"pnpworker/schemas"
 )
 
@@ -57,7 +56,7 @@ func startResponder(t testing.TB, r responder, nc *nats.Conn) {
 func BenchmarkResponders(b *testing.B) {
 	srv := natstest.Start(b)
 	serveNC, loadNC := srv.Connect(), srv.Connect()
-	subject := runner.SubjectPrefix + AlgorithmName
+	subject := protocol.SubjectPrefix + AlgorithmName
 	payloads := Payloads()
 	for _, r := range testResponders(b, true) {
 		b.Run(r.name, func(b *testing.B) {
@@ -88,7 +87,7 @@ func BenchmarkResponders(b *testing.B) {
 func TestRespondersAgree(t *testing.T) {
 	srv := natstest.Start(t)
 	loadNC := srv.Connect()
-	subject := runner.SubjectPrefix + AlgorithmName
+	subject := protocol.SubjectPrefix + AlgorithmName
 	bad := []struct {
 		name string
 		body string

@@ -21,7 +21,7 @@ import (
 )
 
 // AlgorithmName is the algorithm both responders serve, on
-// runner.SubjectPrefix + AlgorithmName.
+// protocol.SubjectPrefix + AlgorithmName.
 const AlgorithmName = "bench_word_count"
 
 // InputSchema and OutputSchema are the JSON Schemas both responders check
@@ -145,7 +145,7 @@ func newHandwritten(workers int, checkOutput bool) (*handwritten, error) {
 		checkOutput: checkOutput,
 		workers:     workers,
 		queue:       runner.DefaultQueueGroup,
-		subject:     runner.SubjectPrefix + AlgorithmName,
+		subject:     protocol.SubjectPrefix + AlgorithmName,
 	}, nil
 }
 
