@@ -1,11 +1,16 @@
 package pnpworker_test
 
 // The house is layered (docs/ARCHITECTURE.md, "Layout"): internal/ is the
-// ground floor and imports none of the system's parts; harness/ drives the
-// whole system from above and nothing but cmd/pnp imports it. These tests
-// hold both rules over every Go file of the module, test files and files
-// behind build tags (the chaos soak, platform files) included, so a rule
-// cannot be broken in a file that one build does not see.
+// ground floor and imports none of the system's parts; protocol, the wire
+// protocol's vocabulary, imports nothing of the module but schemas, so
+// every part can speak it; runner is the server library, imported by what
+// serves algorithms (cmd/, worker/, algo/, harness/) and by no client;
+// harness/ drives the whole system from above and nothing but cmd/pnp
+// imports it. These tests hold the rules over every Go file of the module,
+// test files and files behind build tags (the chaos soak, platform files)
+// included, so a rule cannot be broken in a file that one build does not
+// see. Only the runner rule spares test files: a client's test may start
+// real runners to talk to.
 
 import (
 	"fmt"
@@ -34,20 +39,21 @@ type edge struct {
 // layerExceptions are the imports that break a rule today, each with what
 // removes it. An exception that is no longer used fails TestLayers, so the
 // list only shrinks.
-var layerExceptions = map[edge]string{
-	// The image fetcher answers with the runner's error type and codes
-	// (runner.Error, runner.CodeUnprocessable, ...): it takes the wire
-	// protocol's vocabulary from the runner library because the protocol
-	// has no package of its own yet. Moving subjects, headers, codes and the
-	// error type into the protocol package removes this import.
-	{"internal/imagefetch", "runner"}: "the wire protocol's codes and error type, until the protocol has its own package",
-}
+var layerExceptions = map[edge]string{}
 
 // groundFloor reports whether a package under internal/ may import the
-// package in dir: another ground-floor package, or schemas, the JSON Schema
-// files, which import nothing of the module (TestLayers holds that too).
+// package in dir: another ground-floor package; schemas, the JSON Schema
+// files, which import nothing of the module; or protocol, which imports
+// nothing but schemas (TestLayers holds both).
 func groundFloor(dir string) bool {
-	return under(dir, "internal") || dir == "schemas"
+	return under(dir, "internal") || dir == "schemas" || dir == "protocol"
+}
+
+// servesAlgorithms reports whether the package in dir serves algorithms
+// and so may import runner, the server library, in its non-test files:
+// the commands, the worker host, the algorithms, the harnesses.
+func servesAlgorithms(dir string) bool {
+	return under(dir, "cmd") || under(dir, "worker") || under(dir, "algo") || under(dir, "harness") || dir == "runner"
 }
 
 // under reports whether dir is top or a directory below it.
@@ -55,13 +61,18 @@ func under(dir, top string) bool {
 	return dir == top || strings.HasPrefix(dir, top+"/")
 }
 
-// layerRule returns why the import e breaks the layering, or "".
-func layerRule(e edge) string {
+// layerRule returns why the import e, made by a test file when test is
+// true, breaks the layering, or "".
+func layerRule(e edge, test bool) string {
 	switch {
 	case under(e.from, "internal") && !groundFloor(e.to):
 		return "internal/ is the ground floor: it imports none of the system's parts"
 	case e.from == "schemas" && e.to != "schemas":
 		return "schemas is imported by internal/ and imports nothing of the module"
+	case e.from == "protocol" && e.to != "protocol" && e.to != "schemas":
+		return "protocol is the vocabulary every part speaks: it imports nothing of the module but schemas"
+	case e.to == "runner" && !test && !servesAlgorithms(e.from):
+		return "runner is the server library: clients speak the protocol package, only cmd/, worker/, algo/ and harness/ serve algorithms"
 	case under(e.to, "harness") && !under(e.from, "harness") && e.from != "cmd/pnp":
 		return "harness/ drives the whole system from above: nothing but cmd/pnp imports it"
 	}
@@ -108,7 +119,7 @@ func layerViolations(root string, exceptions map[edge]string) (violations []stri
 				continue
 			}
 			e := edge{from: path.Dir(rel), to: strings.TrimPrefix(strings.TrimPrefix(imp, module), "/")}
-			why := layerRule(e)
+			why := layerRule(e, strings.HasSuffix(name, "_test.go"))
 			if why == "" {
 				continue
 			}
@@ -192,6 +203,46 @@ func TestLayersCatchViolations(t *testing.T) {
 		{
 			name:       "product package imports a harness",
 			files:      []file{{"controller/c.go", `package controller; import _ "pnpworker/harness/bench"`}},
+			violations: 1, unused: 1,
+		},
+		{
+			name:       "client imports the runner",
+			files:      []file{{"gateway/api.go", `package gateway; import _ "pnpworker/runner"`}},
+			violations: 1, unused: 1,
+		},
+		{
+			name:       "client imports the runner behind a build tag",
+			files:      []file{{"controller/soak.go", "//go:build soak\n\npackage controller\n\nimport _ \"pnpworker/runner\"\n"}},
+			violations: 1, unused: 1,
+		},
+		{
+			name: "client tests start runners, servers import the runner",
+			files: []file{
+				{"controller/c_test.go", `package controller_test; import _ "pnpworker/runner"`},
+				{"cmd/pnp/runner.go", `package main; import _ "pnpworker/runner"`},
+				{"worker/w.go", `package worker; import _ "pnpworker/runner"`},
+				{"algo/a/a.go", `package a; import _ "pnpworker/runner"`},
+				{"harness/bench/b.go", `package bench; import _ "pnpworker/runner"`},
+			},
+			unused: 1,
+		},
+		{
+			name: "everyone speaks the protocol, which imports schemas",
+			files: []file{
+				{"internal/a/a.go", `package a; import _ "pnpworker/protocol"`},
+				{"controller/c.go", `package controller; import _ "pnpworker/protocol"`},
+				{"protocol/p.go", `package protocol; import (_ "pnpworker/schemas"; _ "github.com/nats-io/nats.go")`},
+			},
+			unused: 1,
+		},
+		{
+			name:       "protocol imports discovery",
+			files:      []file{{"protocol/p.go", `package protocol; import _ "pnpworker/discovery"`}},
+			violations: 1, unused: 1,
+		},
+		{
+			name:       "protocol test imports the runner",
+			files:      []file{{"protocol/p_test.go", `package protocol_test; import _ "pnpworker/runner"`}},
 			violations: 1, unused: 1,
 		},
 		{

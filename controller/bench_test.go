@@ -17,6 +17,7 @@ import (
 
 	"pnpworker/controller"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -295,7 +296,7 @@ func runHandwritten(b *testing.B, srv *natstest.Server, store *controller.Store)
 			go func() {
 				defer func() { <-sem }()
 				reply, err := nc.Request("run.bench", msg.Data(), 5*time.Second)
-				if err == nil && reply.Header.Get(runner.HeaderErrorCode) != "" {
+				if err == nil && reply.Header.Get(protocol.HeaderErrorCode) != "" {
 					// An error reply is final here: no result, and the job
 					// leaves JOBS, so the run ends and the count fails it.
 					failures.Add(1)

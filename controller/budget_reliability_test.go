@@ -12,7 +12,7 @@ import (
 
 	"pnpworker/controller"
 	"pnpworker/discovery"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // refuser answers every request on run.<alg> in the runners' queue group
@@ -28,9 +28,9 @@ func refuser(t *testing.T, e *env, alg string, code int) *atomic.Int64 {
 	_, err := nc.QueueSubscribe(discovery.RequestSubject(alg), "runners", func(m *nats.Msg) {
 		calls.Add(1)
 		reply := &nats.Msg{Subject: m.Reply, Data: []byte(`{}`), Header: nats.Header{}}
-		reply.Header.Set(runner.HeaderErrorCode, strconv.Itoa(code))
-		reply.Header.Set(runner.HeaderError, fmt.Sprintf("refused before starting (%d)", code))
-		reply.Header.Set(runner.HeaderNotStarted, "true")
+		reply.Header.Set(protocol.HeaderErrorCode, strconv.Itoa(code))
+		reply.Header.Set(protocol.HeaderError, fmt.Sprintf("refused before starting (%d)", code))
+		reply.Header.Set(protocol.HeaderNotStarted, "true")
 		_ = nc.PublishMsg(reply)
 	})
 	if err != nil {
@@ -54,7 +54,7 @@ func TestOwnBudgetTooShortEndsPromptlyReliability(t *testing.T) {
 	e := newEnv(t, controller.StoreConfig{})
 	var calls atomic.Int64
 	startRunner(t, e.srv, echo(t, "budget", &calls))
-	refusals := refuser(t, e, "refused", runner.CodeDeadline)
+	refusals := refuser(t, e, "refused", protocol.CodeDeadline)
 	cfg := fastConfig(t)
 	cfg.MaxAttempts = 3
 	cfg.MaxNotStarted = 1000
@@ -79,7 +79,7 @@ func TestOwnBudgetTooShortEndsPromptlyReliability(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != runner.CodeDeadline ||
+			if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != protocol.CodeDeadline ||
 				!strings.Contains(r.Error.Message, tc.reason) || !strings.Contains(r.Error.Message, d.String()) {
 				t.Fatalf("%s: %s %+v, want failed with 504 saying the job's own budget (%s) %s", id, r.Status, r.Error, tc.timeout, tc.reason)
 			}

@@ -17,7 +17,7 @@ import (
 
 	"pnpworker/controller"
 	"pnpworker/internal/natstest"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // 1,000 jobs over two runner replicas and two controller replicas: every
@@ -314,7 +314,7 @@ func TestRetriesThenDeadThenReplay(t *testing.T) {
 		calls = append(calls, time.Now())
 		mu.Unlock()
 		if broken.Load() {
-			return echoOut{}, runner.Errorf(runner.CodeInternal, "storage backend unreachable")
+			return echoOut{}, protocol.Errorf(protocol.CodeInternal, "storage backend unreachable")
 		}
 		return echoOut{N: in.N}, nil
 	}))

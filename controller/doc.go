@@ -100,7 +100,7 @@
 // the controller stores an output that fits the reply but not the result
 // record; and, for StoreConfig.OutputAlgorithms, the bucket
 // objref.OutputsBucketFor(algorithm) where that algorithm's runners store
-// an output bigger than a message, replying with runner.HeaderOutputRef
+// an output bigger than a message, replying with protocol.HeaderOutputRef
 // (a reference into any other bucket fails the attempt with 502). Such a
 // record carries Result.OutputRef instead of Result.Output; Store.Output
 // returns the output either way.

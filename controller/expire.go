@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"pnpworker/discovery"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // Jobs of an algorithm no runner serves, or past MaxAlgorithms, are not
@@ -102,13 +102,13 @@ func (c *Controller) everServed(ctx context.Context, alg string) bool {
 // tooOld returns the error of a job stored at stored that has waited too
 // long: past MaxJobAge, or, when the sweep found no runner ever
 // registered for its algorithm, past MaxUnservedJobAge. Nil otherwise.
-func (c *Controller) tooOld(j *job, alg string, stored time.Time) *runner.Error {
+func (c *Controller) tooOld(j *job, alg string, stored time.Time) *protocol.Error {
 	age := time.Since(stored)
 	if age > c.cfg.MaxJobAge {
 		return c.expired(alg, age)
 	}
 	if sj, ok := j.msg.(*storedJob); ok && sj.unserved && age > c.cfg.MaxUnservedJobAge {
-		return &runner.Error{Code: runner.CodeDeadline, Algorithm: alg, Message: fmt.Sprintf(
+		return &protocol.Error{Code: protocol.CodeDeadline, Algorithm: alg, Message: fmt.Sprintf(
 			"expired: the job waited %s without an outcome, longer than the maximum age of %s for jobs of an algorithm no runner has ever registered for (max unserved job age)",
 			age.Round(time.Second), c.cfg.MaxUnservedJobAge)}
 	}

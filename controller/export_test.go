@@ -1,6 +1,9 @@
 package controller
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // SetStallCheck shortens the consumer loop's stall check for a test and
 // returns a function that restores it.
@@ -26,3 +29,6 @@ func SetWaitCorruptGrace(d time.Duration) (restore func()) {
 	waitCorruptGrace = d
 	return func() { waitCorruptGrace = old }
 }
+
+// DurationBuckets are the job latency histogram's bucket bounds.
+func DurationBuckets() []float64 { return slices.Clone(durationBuckets) }

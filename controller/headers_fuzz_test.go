@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // kvKey is the key syntax of the NATS KV client (nats.go jetstream/kv.go):
@@ -84,7 +84,7 @@ func FuzzJobHeaders(f *testing.F) {
 		// holds, the budget it yields is positive or the job fails 400.
 		if timeout != "" {
 			if d, err := time.ParseDuration(timeout); err == nil && d > 0 {
-				if min(runner.DefaultTimeout, d) <= 0 {
+				if min(protocol.DefaultTimeout, d) <= 0 {
 					t.Fatalf("timeout %q gave a budget %s", timeout, d)
 				}
 			}
@@ -126,7 +126,7 @@ func FuzzResultRecord(f *testing.F) {
 		}
 		if msg != "" || code != 0 {
 			r.Status, r.Output = StatusFailed, nil
-			r.Error = &runner.Error{Code: code, Message: msg, Algorithm: alg, Instance: instance}
+			r.Error = &protocol.Error{Code: code, Message: msg, Algorithm: alg, Instance: instance}
 		}
 		r.finish(at.Add(time.Millisecond))
 		got, err := r.appendJSON(nil)

@@ -18,6 +18,7 @@ import (
 
 	"pnpworker/controller"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 	"pnpworker/schemas"
 )
@@ -116,7 +117,7 @@ func echo(t testing.TB, name string, calls *atomic.Int64) *runner.Algorithm {
 			calls.Add(1)
 		}
 		if in.N < 0 {
-			return echoOut{}, runner.Reject("n must not be negative")
+			return echoOut{}, protocol.Reject("n must not be negative")
 		}
 		if in.SleepMS > 0 {
 			select {

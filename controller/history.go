@@ -7,8 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"pnpworker/protocol"
 	"pnpworker/rollout"
-	"pnpworker/runner"
 )
 
 // maxHistoryPending bounds the HISTORY records awaiting their ack.
@@ -19,12 +19,12 @@ const maxHistoryPending = 1024
 func (c *Controller) recordHistory(alg, id string, body []byte, reply *nats.Msg, took time.Duration) {
 	s := c.shadows.Load()
 	rate := c.cfg.History.Rate
-	if s == nil || rate <= 0 || (rate < 1 && rand.Float64() >= rate) || runner.ReplyError(reply) != nil {
+	if s == nil || rate <= 0 || (rate < 1 && rand.Float64() >= rate) || protocol.ReplyError(reply) != nil {
 		return
 	}
-	rec := rollout.HistoryRecord{Algorithm: alg, JobID: id, Version: reply.Header.Get(runner.HeaderVersion),
+	rec := rollout.HistoryRecord{Algorithm: alg, JobID: id, Version: reply.Header.Get(protocol.HeaderVersion),
 		Input: body, Output: reply.Data, MS: ms(took), At: time.Now().UTC()}
-	if ref := reply.Header.Get(runner.HeaderOutputRef); ref != "" {
+	if ref := reply.Header.Get(protocol.HeaderOutputRef); ref != "" {
 		// Stored by reference: replay reads the object back to compare.
 		rec.Output, rec.OutputRef = nil, ref
 	}

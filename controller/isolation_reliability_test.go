@@ -15,6 +15,7 @@ import (
 
 	"pnpworker/controller"
 	"pnpworker/discovery"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -91,7 +92,7 @@ func TestOneInstancesSchemaCostsNoOtherJobsReliability(t *testing.T) {
 		}
 	}
 	r := e.waitFinal(t, "iso-deep", 60*time.Second)
-	if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != runner.CodeInvalidInput {
+	if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != protocol.CodeInvalidInput {
 		t.Errorf("iso-deep: %s %+v, want failed with 400", r.Status, r.Error)
 	}
 	// Deeper than any check can afford: refused whatever the schemas,
@@ -99,7 +100,7 @@ func TestOneInstancesSchemaCostsNoOtherJobsReliability(t *testing.T) {
 	before, callsBefore := allocated(), calls.Load()
 	e.publish(t, "iso", "iso-too-deep", []byte(strings.Repeat("[", 3000)+strings.Repeat("]", 3000)), nil)
 	r = e.waitFinal(t, "iso-too-deep", 60*time.Second)
-	if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != runner.CodeInvalidInput ||
+	if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != protocol.CodeInvalidInput ||
 		!strings.Contains(r.Error.Message, "nested more than 256 levels") || calls.Load() != callsBefore {
 		t.Errorf("iso-too-deep: %s %+v, runner calls %d; want failed with 400 for its depth, no runner call", r.Status, r.Error, calls.Load()-callsBefore)
 	}

@@ -17,7 +17,7 @@ import (
 
 	"pnpworker/discovery"
 	"pnpworker/internal/objref"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 	"pnpworker/schemas"
 )
 
@@ -39,7 +39,7 @@ type task struct {
 
 func (t *task) log() *zerolog.Logger {
 	lc := t.c.log.With().Str("algorithm", t.alg).Str("job_id", t.id).Uint64("seq", t.md.Sequence.Stream)
-	if id := runner.TraceID(t.msg.Headers()); id != "" {
+	if id := protocol.TraceID(t.msg.Headers()); id != "" {
 		lc = lc.Str("trace_id", id)
 	}
 	l := lc.Logger()
@@ -82,7 +82,7 @@ func (c *Controller) process(w *worker, j *job) {
 		StartedAt:   time.Now().UTC(),
 	}
 	if !ValidJobID(t.id) {
-		t.fail(ctx, &runner.Error{Code: runner.CodeInvalidInput, Message: fmt.Sprintf(
+		t.fail(ctx, &protocol.Error{Code: protocol.CodeInvalidInput, Message: fmt.Sprintf(
 			"invalid job id %q: want letters, digits, '_', '=', '-' and single inner dots, at most %d characters", t.id, maxJobIDLen)})
 		return
 	}
@@ -91,14 +91,14 @@ func (c *Controller) process(w *worker, j *job) {
 			// A record under the id would be the outcome of the job that
 			// later gets it: this job leaves only its dead letter.
 			t.noRecord = true
-			t.fail(ctx, &runner.Error{Code: runner.CodeInvalidInput, Message: err.Error()})
+			t.fail(ctx, &protocol.Error{Code: protocol.CodeInvalidInput, Message: err.Error()})
 			return
 		}
 	}
 	if !discovery.ValidAlgorithmName(t.alg) {
 		// No runner can register such a name, so no puller takes these
 		// jobs; the sweep hands them here at once, whatever their age.
-		t.fail(ctx, &runner.Error{Code: runner.CodeInvalidInput, Message: fmt.Sprintf(
+		t.fail(ctx, &protocol.Error{Code: protocol.CodeInvalidInput, Message: fmt.Sprintf(
 			"subject %s%q: not a valid algorithm name (lower case letters, digits and '_', starting with a letter, at most 64 characters)",
 			JobsSubjectPrefix, truncate(t.alg, 64))})
 		return
@@ -123,7 +123,7 @@ func (c *Controller) process(w *worker, j *job) {
 		}
 	}
 	if v := h.Get(HeaderNotify); v != "" && !ValidNotifySubject(v) {
-		t.fail(ctx, &runner.Error{Code: runner.CodeInvalidInput, Algorithm: t.alg, Message: fmt.Sprintf(
+		t.fail(ctx, &protocol.Error{Code: protocol.CodeInvalidInput, Algorithm: t.alg, Message: fmt.Sprintf(
 			"header %s: %q is not a subject under %s> (without wildcards): the controller publishes notifications there only", HeaderNotify, oneLine(truncate(v, 300)), NotifySubjectPrefix)})
 		return
 	}
@@ -143,13 +143,13 @@ func (c *Controller) process(w *worker, j *job) {
 	if v := h.Get(HeaderTimeout); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
-			t.fail(ctx, &runner.Error{Code: runner.CodeInvalidInput, Message: fmt.Sprintf("header %s: %q is not a positive duration such as 500ms", HeaderTimeout, v)})
+			t.fail(ctx, &protocol.Error{Code: protocol.CodeInvalidInput, Message: fmt.Sprintf("header %s: %q is not a positive duration such as 500ms", HeaderTimeout, v)})
 			return
 		}
 		if d < MinJobTimeout {
 			// No runner can start it within that: sending it would only
 			// collect refusals.
-			t.fail(ctx, &runner.Error{Code: runner.CodeDeadline, Algorithm: t.alg, Message: fmt.Sprintf(
+			t.fail(ctx, &protocol.Error{Code: protocol.CodeDeadline, Algorithm: t.alg, Message: fmt.Sprintf(
 				"the job's own time budget (header %s: %s) ran out before it could start: it is shorter than the %s it takes to hand a job to a runner",
 				HeaderTimeout, d, MinJobTimeout)})
 			return
@@ -172,10 +172,10 @@ func (c *Controller) process(w *worker, j *job) {
 		case errors.Is(err, nats.ErrMaxPayload):
 			// The body fitted JOBS but not next to the request's headers:
 			// no delivery can ever send it.
-			t.fail(ctx, &runner.Error{Code: runner.CodeTooLarge, Algorithm: t.alg, Message: fmt.Sprintf(
+			t.fail(ctx, &protocol.Error{Code: protocol.CodeTooLarge, Algorithm: t.alg, Message: fmt.Sprintf(
 				"job of %d bytes does not fit, with the request headers, the server's max payload of %d bytes", len(j.msg.Data()), c.nc.MaxPayload())})
 		case errors.Is(err, nats.ErrNoResponders) && md.NumDelivered > uint64(c.cfg.MaxNotStarted):
-			t.fail(ctx, &runner.Error{Code: runner.CodeUnavailable, Algorithm: t.alg, Message: fmt.Sprintf(
+			t.fail(ctx, &protocol.Error{Code: protocol.CodeUnavailable, Algorithm: t.alg, Message: fmt.Sprintf(
 				"no runner answered on %s; given up after %d deliveries", subject, md.NumDelivered)})
 		case errors.Is(err, nats.ErrNoResponders):
 			// Registered but gone (its registration has not expired yet):
@@ -191,22 +191,22 @@ func (c *Controller) process(w *worker, j *job) {
 			c.metrics.handBack(t.alg, backDisconnected)
 			t.nak(jitter(c.cfg.RetryBackoff))
 		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
-			t.failure(ctx, &runner.Error{Code: runner.CodeDeadline, Algorithm: t.alg, Message: fmt.Sprintf("no reply from a runner within %s", wait)})
+			t.failure(ctx, &protocol.Error{Code: protocol.CodeDeadline, Algorithm: t.alg, Message: fmt.Sprintf("no reply from a runner within %s", wait)})
 		default:
 			// Neither the runner's answer nor a wait: count it as an
 			// attempt, so that a failure that never goes away (a subject
 			// the controller may not publish to, say) ends the job.
 			t.log().Warn().Err(err).Msg("request failed")
-			t.failure(ctx, &runner.Error{Code: runner.CodeInternal, Algorithm: t.alg, Message: "request to the runner failed: " + err.Error()})
+			t.failure(ctx, &protocol.Error{Code: protocol.CodeInternal, Algorithm: t.alg, Message: "request to the runner failed: " + err.Error()})
 		}
 		return
 	}
 	// Headers of whoever answered: bounded before they reach a record.
-	t.rec.Instance = truncate(reply.Header.Get(runner.HeaderInstance), maxReplyField)
-	t.rec.Version = truncate(reply.Header.Get(runner.HeaderVersion), maxReplyField)
+	t.rec.Instance = truncate(reply.Header.Get(protocol.HeaderInstance), maxReplyField)
+	t.rec.Version = truncate(reply.Header.Get(protocol.HeaderVersion), maxReplyField)
 	c.afterReply(t.alg, t.id, j.msg.Data(), reply, time.Since(sent), limit)
-	if rerr := runner.ReplyError(reply); rerr != nil {
-		if notStarted(rerr) && rerr.Code == runner.CodeDeadline && limit > 0 && limit <= budget {
+	if rerr := protocol.ReplyError(reply); rerr != nil {
+		if notStarted(rerr) && rerr.Code == protocol.CodeDeadline && limit > 0 && limit <= budget {
 			// The runner could not start it within the job's own budget,
 			// shorter than the algorithm's: the job's doing, not
 			// back-pressure, so an attempt like any other 504 (retried
@@ -240,7 +240,7 @@ func (c *Controller) process(w *worker, j *job) {
 		return
 	}
 	output, check := reply.Data, true
-	ref := reply.Header.Get(runner.HeaderOutputRef)
+	ref := reply.Header.Get(protocol.HeaderOutputRef)
 	if ref != "" {
 		// The output did not fit a message: the runner stored it. It is
 		// checked like any other output, read back within
@@ -251,13 +251,13 @@ func (c *Controller) process(w *worker, j *job) {
 		// an output another algorithm (or the controller) stored.
 		r, err := objref.Parse(ref)
 		if err != nil || r.Bucket != objref.OutputsBucketFor(t.alg) {
-			t.failure(ctx, &runner.Error{Code: runner.CodeBadGateway, Algorithm: t.alg, Instance: t.rec.Instance,
-				Message: fmt.Sprintf("runner replied with %s %q, not a reference into bucket %s", runner.HeaderOutputRef, truncate(ref, 300), objref.OutputsBucketFor(t.alg))})
+			t.failure(ctx, &protocol.Error{Code: protocol.CodeBadGateway, Algorithm: t.alg, Instance: t.rec.Instance,
+				Message: fmt.Sprintf("runner replied with %s %q, not a reference into bucket %s", protocol.HeaderOutputRef, truncate(ref, 300), objref.OutputsBucketFor(t.alg))})
 			return
 		}
 		if output, check, err = c.referencedOutput(ctx, r); err != nil {
 			t.log().Warn().Str("instance", t.rec.Instance).Str("output_ref", ref).Err(err).Msg("runner output by reference not checked")
-			t.failure(ctx, &runner.Error{Code: runner.CodeBadGateway, Algorithm: t.alg, Instance: t.rec.Instance,
+			t.failure(ctx, &protocol.Error{Code: protocol.CodeBadGateway, Algorithm: t.alg, Instance: t.rec.Instance,
 				Message: fmt.Sprintf("runner output %s could not be checked: %v", truncate(ref, 300), err)})
 			return
 		}
@@ -320,9 +320,9 @@ const (
 // violations", as the runner library writes it) and an empty message
 // replaced, so that a record holding it always fits a message and
 // satisfies result.json.
-func boundError(e *runner.Error, maxPayload int64) *runner.Error {
+func boundError(e *protocol.Error, maxPayload int64) *protocol.Error {
 	limit := min(maxErrorJSON, int(maxPayload/4))
-	fits := func(e *runner.Error) bool {
+	fits := func(e *protocol.Error) bool {
 		b, err := json.Marshal(e)
 		return err == nil && len(b) <= limit
 	}
@@ -376,8 +376,8 @@ const MinJobTimeout = time.Millisecond
 const giveUpDeliveries = 10
 
 // expired is the error of a job older than MaxJobAge.
-func (c *Controller) expired(alg string, age time.Duration) *runner.Error {
-	return &runner.Error{Code: runner.CodeDeadline, Algorithm: alg, Message: fmt.Sprintf(
+func (c *Controller) expired(alg string, age time.Duration) *protocol.Error {
+	return &protocol.Error{Code: protocol.CodeDeadline, Algorithm: alg, Message: fmt.Sprintf(
 		"expired: the job waited %s without an outcome, longer than the maximum job age of %s", age.Round(time.Second), c.cfg.MaxJobAge)}
 }
 
@@ -391,26 +391,26 @@ func notStartedDelay(cfg Config, delivered uint64) time.Duration {
 // notStarted reports whether a runner refused the job without running it
 // (the Pnp-Not-Started header: overloaded at admission, draining, or its
 // time budget spent while it waited in the runner's queue).
-func notStarted(e *runner.Error) bool {
-	return e.NotStarted && (e.Code == runner.CodeUnavailable || e.Code == runner.CodeDeadline)
+func notStarted(e *protocol.Error) bool {
+	return e.NotStarted && (e.Code == protocol.CodeUnavailable || e.Code == protocol.CodeDeadline)
 }
 
 // protocolCode maps an error code outside the protocol's set (a micro
 // service that is not a pnp runner may send any) to 400 or 500, keeping the
 // original in the message, so records always satisfy result.json and the
 // retry decision stays "4xx final, 5xx retried".
-func protocolCode(e *runner.Error) *runner.Error {
+func protocolCode(e *protocol.Error) *protocol.Error {
 	switch e.Code {
-	case runner.CodeInvalidInput, runner.CodeNotFound, runner.CodeTooLarge, runner.CodeUnprocessable,
-		runner.CodeInternal, runner.CodeBadGateway, runner.CodeUnavailable, runner.CodeDeadline:
+	case protocol.CodeInvalidInput, protocol.CodeNotFound, protocol.CodeTooLarge, protocol.CodeUnprocessable,
+		protocol.CodeInternal, protocol.CodeBadGateway, protocol.CodeUnavailable, protocol.CodeDeadline:
 		return e
 	}
 	c := *e
 	c.Message = fmt.Sprintf("%s (code %d)", e.Message, e.Code)
 	if e.Code >= 400 && e.Code < 500 {
-		c.Code = runner.CodeInvalidInput
+		c.Code = protocol.CodeInvalidInput
 	} else {
-		c.Code = runner.CodeInternal
+		c.Code = protocol.CodeInternal
 	}
 	return &c
 }
@@ -424,7 +424,7 @@ func plan(regs []discovery.Registration) time.Duration {
 		budget = max(budget, r.Timeout())
 	}
 	if budget <= 0 {
-		budget = runner.DefaultTimeout
+		budget = protocol.DefaultTimeout
 	}
 	return budget
 }
@@ -448,7 +448,7 @@ type worker struct {
 func newWorker(jobCtx context.Context) *worker {
 	w := &worker{id: []string{""}, timeout: []string{""}}
 	w.ctx, w.cancel = context.WithCancel(jobCtx)
-	w.msg.Header = nats.Header{runner.HeaderJobID: w.id, runner.HeaderTimeout: w.timeout}
+	w.msg.Header = nats.Header{protocol.HeaderJobID: w.id, protocol.HeaderTimeout: w.timeout}
 	return w
 }
 
@@ -495,7 +495,7 @@ func (t *task) loadPrevious(ctx context.Context) (final bool, err error) {
 
 // failure handles a failed attempt: retry later while attempts remain and
 // the error is retryable, otherwise fail the job.
-func (t *task) failure(ctx context.Context, e *runner.Error) {
+func (t *task) failure(ctx context.Context, e *protocol.Error) {
 	e = boundError(e, t.c.nc.MaxPayload())
 	t.c.metrics.attempt(t.alg, e.Code)
 	if !e.Retryable() || t.rec.Attempts >= t.c.cfg.MaxAttempts {
@@ -538,7 +538,7 @@ func (t *task) failure(ctx context.Context, e *runner.Error) {
 // A dead letter that cannot be stored hands the job back while deliveries
 // remain (giveUpDeliveries); after that, or when it can never be stored,
 // the job fails without one.
-func (t *task) fail(ctx context.Context, e *runner.Error) {
+func (t *task) fail(ctx context.Context, e *protocol.Error) {
 	e = boundError(e, t.c.nc.MaxPayload())
 	t.rec.Status, t.rec.Error, t.rec.Output = StatusFailed, e, nil
 	t.rec.finish(time.Now())
@@ -590,7 +590,7 @@ func (t *task) finalize(ctx context.Context) {
 		size := len(t.rec.Output)
 		err := retry(ctx, t.c.cfg, t.log(), "store the output in bucket "+OutputsBucket, func() error { return t.c.store.storeOutput(ctx, &t.rec) })
 		if err != nil {
-			t.fail(ctx, &runner.Error{Code: runner.CodeTooLarge, Algorithm: t.alg, Instance: t.rec.Instance,
+			t.fail(ctx, &protocol.Error{Code: protocol.CodeTooLarge, Algorithm: t.alg, Instance: t.rec.Instance,
 				Message: fmt.Sprintf("result of %d bytes does not fit the server's max payload of %d, and its output could not be stored in bucket %s", len(data), t.c.nc.MaxPayload(), OutputsBucket)})
 			return
 		}
@@ -612,7 +612,7 @@ func (t *task) finalize(ctx context.Context) {
 		t.log().Warn().Err(err).Uint64("deliveries", t.md.NumDelivered).Msg("cannot store the result; handing the job back")
 		t.nak(retryDelay(t.c.cfg, int(t.md.NumDelivered)))
 	case err != nil && t.rec.Status == StatusSucceeded:
-		t.fail(ctx, &runner.Error{Code: runner.CodeInternal, Algorithm: t.alg, Instance: t.rec.Instance,
+		t.fail(ctx, &protocol.Error{Code: protocol.CodeInternal, Algorithm: t.alg, Instance: t.rec.Instance,
 			Message: "the result could not be stored: " + err.Error()})
 	case err != nil:
 		t.log().Error().Err(err).Uint64("dead_letter_seq", t.rec.DeadLetterSeq).Msg("cannot store the failed result; the dead letter is the job's outcome")
@@ -683,7 +683,7 @@ const maxReasonLen = 1024
 // the job's own headers are left out when only that makes the body fit,
 // and the body when it does not fit (markers HeaderDeadHeadersOmitted and
 // HeaderDeadBodyOmitted say so; HeaderJobSeq still names the job).
-func (t *task) deadLetter(ctx context.Context, e *runner.Error) (uint64, error) {
+func (t *task) deadLetter(ctx context.Context, e *protocol.Error) (uint64, error) {
 	own := nats.Header{}
 	for k, v := range t.msg.Headers() {
 		if reservedHeader(k) {

@@ -15,8 +15,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"pnpworker/discovery"
-	"pnpworker/runner"
 )
+
+// durationBuckets are the upper bounds, in seconds, of the job latency
+// histogram: the runner's request buckets (runner.DurationBuckets, which
+// a test holds them equal to), so a job's time and its requests' times
+// can be read against the same bounds without importing the runner.
+var durationBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
 // Queue figures are read from JetStream when /metrics is scraped, at most
 // once per queueCacheTTL (several scrapers, or a fast one, cost one read)
@@ -61,7 +66,7 @@ func newMetrics(c *Controller) *metrics {
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "pnp_controller_job_duration_seconds",
 			Help:    "Time from a job's submission (stored in JOBS) to its final outcome, by algorithm and status.",
-			Buckets: runner.DurationBuckets,
+			Buckets: durationBuckets,
 		}, []string{"algorithm", "status"}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pnp_controller_attempts_total",

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"pnpworker/controller"
 	"pnpworker/internal/metricstest"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/rollout"
 	"pnpworker/runner"
 )
@@ -65,7 +67,7 @@ func TestMetricsAfterJobs(t *testing.T) {
 	startRunner(t, e.srv, candidate(t, "2.0.0", 5*time.Second, func(ctx context.Context, in echoIn) (echoOut, error) {
 		switch {
 		case in.N < 0:
-			return echoOut{}, runner.Reject("n must not be negative")
+			return echoOut{}, protocol.Reject("n must not be negative")
 		case in.N == 1:
 			return echoOut{N: 101}, nil
 		}
@@ -297,7 +299,7 @@ func TestTraceParentReachesRunnerLogs(t *testing.T) {
 	alg := newAlgorithm(t, "traced", 5*time.Second, func(ctx context.Context, in echoIn) (echoOut, error) {
 		zerolog.Ctx(ctx).Info().Int("n", in.N).Msg("working")
 		if in.N < 0 {
-			return echoOut{}, runner.Reject("negative")
+			return echoOut{}, protocol.Reject("negative")
 		}
 		return echoOut{N: in.N}, nil
 	})
@@ -339,5 +341,13 @@ func TestTraceParentReachesRunnerLogs(t *testing.T) {
 	// The rejected job's runner lines: the algorithm's and "request failed".
 	if about["rejected-with-trace"] < 2 {
 		t.Errorf("want the algorithm's line and the failure line about the rejected job, got %d", about["rejected-with-trace"])
+	}
+}
+
+// TestDurationBucketsAreTheRunners holds the job latency histogram to the
+// runner's request buckets, so both read against the same bounds.
+func TestDurationBucketsAreTheRunners(t *testing.T) {
+	if got := controller.DurationBuckets(); !slices.Equal(got, runner.DurationBuckets) {
+		t.Fatalf("job duration buckets %v, want the runner's %v", got, runner.DurationBuckets)
 	}
 }

@@ -7,7 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // ErrNotNotification reports a message on a Pnp-Notify subject that the
@@ -20,7 +20,7 @@ var ErrNotNotification = errors.New("not a notification from the controller")
 // and no reply subject, so anything else on notify.> was sent by someone
 // else and fails with ErrNotNotification:
 //
-//   - what JetStream delivered (runner.JetStreamDelivered): the JetStream
+//   - what JetStream delivered (protocol.JetStreamDelivered): the JetStream
 //     API answers into whatever reply subject its requester names, so any
 //     role that may send a direct get — a runner reading obj:// inputs —
 //     can have a record it wrote itself (its own discovery key, its own
@@ -37,7 +37,7 @@ func DecodeNotification(m *nats.Msg) (Result, error) {
 	refuse := func(format string, args ...any) (Result, error) {
 		return Result{}, fmt.Errorf("controller: notification on %s: %w: %s", m.Subject, ErrNotNotification, fmt.Sprintf(format, args...))
 	}
-	if marker, ok := runner.JetStreamDelivered(m); ok {
+	if marker, ok := protocol.JetStreamDelivered(m); ok {
 		return refuse("JetStream delivered it (%s)", marker)
 	}
 	if m.Reply != "" {

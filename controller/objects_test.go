@@ -15,6 +15,7 @@ import (
 	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/objref"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -114,9 +115,9 @@ func TestRunnerOutputStoredByReference(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref := reply.Header.Get(runner.HeaderOutputRef)
-	if rerr := runner.ReplyError(reply); rerr != nil || !strings.HasPrefix(ref, "obj://outputs_blob/") || string(reply.Data) != `{"output_ref":"`+ref+`"}` {
-		t.Fatalf("reply: error %v, %s %q, body %s", rerr, runner.HeaderOutputRef, ref, reply.Data)
+	ref := reply.Header.Get(protocol.HeaderOutputRef)
+	if rerr := protocol.ReplyError(reply); rerr != nil || !strings.HasPrefix(ref, "obj://outputs_blob/") || string(reply.Data) != `{"output_ref":"`+ref+`"}` {
+		t.Fatalf("reply: error %v, %s %q, body %s", rerr, protocol.HeaderOutputRef, ref, reply.Data)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -191,8 +192,8 @@ func refRunner(t *testing.T, e *env, alg, instance string, r objref.Ref) {
 	nc := e.srv.Connect()
 	sub, err := nc.QueueSubscribe(discovery.RequestSubject(alg), "runners", func(m *nats.Msg) {
 		reply := &nats.Msg{Subject: m.Reply, Data: []byte(`{"output_ref":"` + ref + `"}`), Header: nats.Header{}}
-		reply.Header.Set(runner.HeaderInstance, instance)
-		reply.Header.Set(runner.HeaderOutputRef, ref)
+		reply.Header.Set(protocol.HeaderInstance, instance)
+		reply.Header.Set(protocol.HeaderOutputRef, ref)
 		_ = nc.PublishMsg(reply)
 	})
 	if err != nil {
@@ -256,7 +257,7 @@ func TestReferencedOutputsAreCheckedReliability(t *testing.T) {
 	}
 	for _, alg := range []string{"stolen", "missing", "big", "elsewhere", "controllers"} {
 		r := e.waitResult(t, alg+"-job")
-		if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != runner.CodeBadGateway || r.Attempts != cfg.MaxAttempts {
+		if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != protocol.CodeBadGateway || r.Attempts != cfg.MaxAttempts {
 			t.Errorf("%s-job: status %s error %v attempts %d output_ref %q, want failed with 502 after %d attempts",
 				alg, r.Status, r.Error, r.Attempts, r.OutputRef, cfg.MaxAttempts)
 		}

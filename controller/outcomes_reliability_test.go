@@ -16,7 +16,7 @@ import (
 
 	"pnpworker/controller"
 	"pnpworker/internal/natstest"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // newEnvWith is newEnv on a server started with opts.
@@ -270,7 +270,7 @@ func TestOversizeJobsEndReliability(t *testing.T) {
 // TestOwnBudgetTooShortEndsPromptlyReliability.)
 func TestNotStartedRefusalsEndReliability(t *testing.T) {
 	e := newEnv(t, controller.StoreConfig{})
-	refusals := refuser(t, e, "ns", runner.CodeUnavailable)
+	refusals := refuser(t, e, "ns", protocol.CodeUnavailable)
 	startRunner(t, e.srv, echo(t, "ns_ok", nil))
 	cfg := fastConfig(t)
 	cfg.MaxNotStarted = 5
@@ -317,7 +317,7 @@ func TestJobsExpireReliability(t *testing.T) {
 
 	// A served job that keeps being refused without starting expires
 	// too, in the puller's path.
-	refuser(t, e, "served", runner.CodeUnavailable)
+	refuser(t, e, "served", protocol.CodeUnavailable)
 	e.submit(t, "served", "exp-served", echoIn{N: 1})
 	r := e.waitFinal(t, "exp-served", 20*time.Second)
 	if r.Status != controller.StatusFailed || r.Error == nil || !strings.Contains(r.Error.Message, "expired") {

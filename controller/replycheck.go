@@ -6,7 +6,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // ReplyChecker checks runners' success replies as the controller checks
@@ -34,10 +34,10 @@ func NewReplyChecker(log zerolog.Logger, cacheBytes int64, compileTimeout time.D
 // CheckOutput checks a success reply's body against the output schema
 // registered by instance (the reply's Pnp-Instance) among regs, or, when
 // no record of regs is that instance's, against every output schema of
-// regs, accepting it when any does. It returns nil or a 502 *runner.Error
+// regs, accepting it when any does. It returns nil or a 502 *protocol.Error
 // with the violations, as the controller fails such an attempt. A schema
 // that cannot be had (too costly, still compiling) accepts any JSON.
-func (c *ReplyChecker) CheckOutput(regs []discovery.Registration, instance string, body []byte) *runner.Error {
+func (c *ReplyChecker) CheckOutput(regs []discovery.Registration, instance string, body []byte) *protocol.Error {
 	return c.schemas.validateOutput(regs, regs, instance, body)
 }
 
@@ -45,4 +45,4 @@ func (c *ReplyChecker) CheckOutput(regs []discovery.Registration, instance strin
 // protocol's set (400, 404, 413, 422, 500, 502, 503, 504): another 4xx
 // becomes 400 and anything else 500, the original code kept in the
 // message, as the controller records a reply's error.
-func ProtocolCode(e *runner.Error) *runner.Error { return protocolCode(e) }
+func ProtocolCode(e *protocol.Error) *protocol.Error { return protocolCode(e) }

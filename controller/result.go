@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // Status is the state a result record reports.
@@ -37,8 +37,8 @@ type Result struct {
 	// OutputRef replaces Output when the output was too large for a
 	// message: an obj:// reference to it in the outputs bucket (see
 	// Store.Output).
-	OutputRef string        `json:"output_ref,omitempty"`
-	Error     *runner.Error `json:"error,omitempty"`
+	OutputRef string          `json:"output_ref,omitempty"`
+	Error     *protocol.Error `json:"error,omitempty"`
 	// Attempts counts dispatches to a runner. Waiting for a runner to
 	// appear and controller restarts do not count.
 	Attempts    int        `json:"attempts"`
@@ -73,44 +73,27 @@ const (
 	// HeaderJobID names the job when present, taking precedence over
 	// HeaderMsgID. Replays set it so a job keeps its id while its message
 	// gets a fresh de-duplication id. It is also sent to the runner.
-	HeaderJobID = runner.HeaderJobID
+	HeaderJobID = protocol.HeaderJobID
 	// HeaderTimeout is a per-job time budget, a Go duration such as "2s".
 	// It can only shorten the algorithm's own timeout.
-	HeaderTimeout = runner.HeaderTimeout
+	HeaderTimeout = protocol.HeaderTimeout
 	// HeaderNotify names a subject the final result record is published to
 	// (core NATS, best effort) once it is stored. It must satisfy
 	// ValidNotifySubject: a job naming any other subject fails with 400.
 	HeaderNotify = "Pnp-Notify"
 )
 
-// NotifySubjectPrefix starts every subject HeaderNotify may name. No
-// stream of the system captures it (Provision refuses to run when one
-// does), so a notification can never write a result, a dead letter or a
-// job.
-const NotifySubjectPrefix = "notify."
-
-// maxNotifyLen bounds a notification subject.
-const maxNotifyLen = 255
+// NotifySubjectPrefix starts every subject HeaderNotify may name
+// (protocol.NotifySubjectPrefix). No stream of the system captures it
+// (Provision refuses to run when one does), so a notification can never
+// write a result, a dead letter or a job.
+const NotifySubjectPrefix = protocol.NotifySubjectPrefix
 
 // ValidNotifySubject reports whether subj may receive a job's result
-// record: "notify." followed by one or more non-empty tokens, without
-// wildcards, whitespace or control characters, at most 255 bytes.
-func ValidNotifySubject(subj string) bool {
-	if len(subj) > maxNotifyLen || !strings.HasPrefix(subj, NotifySubjectPrefix) {
-		return false
-	}
-	for _, tok := range strings.Split(subj[len(NotifySubjectPrefix):], ".") {
-		if tok == "" || tok == "*" || tok == ">" {
-			return false
-		}
-		for i := 0; i < len(tok); i++ {
-			if c := tok[i]; c <= ' ' || c == 0x7f {
-				return false
-			}
-		}
-	}
-	return true
-}
+// record (protocol.ValidNotifySubject): "notify." followed by one or more
+// non-empty tokens, without wildcards, whitespace or control characters,
+// at most 255 bytes.
+func ValidNotifySubject(subj string) bool { return protocol.ValidNotifySubject(subj) }
 
 // Dead letter headers. A dead letter is a message on dead.<algorithm> in
 // stream DEAD whose body is the job's original body; it keeps the job's
@@ -135,34 +118,22 @@ const (
 	HeaderDeadHeadersOmitted = "Pnp-Dead-Headers-Omitted"
 )
 
-// maxJobIDLen keeps a job id well inside subject and key limits.
-const maxJobIDLen = 255
+// maxJobIDLen is the longest job id (protocol.MaxJobIDLen).
+const maxJobIDLen = protocol.MaxJobIDLen
 
-// ValidJobID reports whether id can name a job: at most 255 letters,
-// digits, '_', '=', '-', and single dots between them. Such an id is a
-// valid key in the results bucket.
-func ValidJobID(id string) bool {
-	if len(id) == 0 || len(id) > maxJobIDLen || id[0] == '.' || id[len(id)-1] == '.' {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		switch c := id[i]; {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '=', c == '-':
-		case c == '.' && id[i-1] != '.':
-		default:
-			return false
-		}
-	}
-	return true
-}
+// ValidJobID reports whether id can name a job (protocol.ValidJobID): at
+// most 255 letters, digits, '_', '=', '-', and single dots between them.
+// Such an id is a valid key in the results bucket.
+func ValidJobID(id string) bool { return protocol.ValidJobID(id) }
 
 // autoPrefix begins the ids the controller gives jobs that came without
 // one. A producer may not name a job so: see checkAutoID.
-const autoPrefix = "auto-"
+const autoPrefix = protocol.AutoJobIDPrefix
 
 // ReservedJobID reports whether id has the form of an id the controller
-// assigns (the auto- prefix), which a producer may not choose.
-func ReservedJobID(id string) bool { return strings.HasPrefix(id, autoPrefix) }
+// assigns (the auto- prefix), which a producer may not choose
+// (protocol.ReservedJobID).
+func ReservedJobID(id string) bool { return protocol.ReservedJobID(id) }
 
 // checkAutoID accepts an auto- id that came in a header only when it names
 // a job JOBS stored before this message: a replay of a job that had no id

@@ -18,6 +18,7 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/internal/metricstest"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/rollout"
 	"pnpworker/runner"
 )
@@ -148,7 +149,7 @@ func TestShadowComparesWithoutTouchingResults(t *testing.T) {
 		case 0:
 			return echoOut{N: in.N + 1}, nil
 		case 5:
-			return echoOut{}, runner.Reject("not this one")
+			return echoOut{}, protocol.Reject("not this one")
 		}
 		return echoOut{N: in.N}, nil
 	}))
@@ -286,7 +287,7 @@ func TestReplayReportsTheKnownSubset(t *testing.T) {
 		candidateCalls.Add(1)
 		switch {
 		case in.N%11 == 0:
-			return echoOut{}, runner.Reject("no")
+			return echoOut{}, protocol.Reject("no")
 		case in.N%7 == 0:
 			return echoOut{N: -in.N}, nil
 		}

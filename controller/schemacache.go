@@ -13,7 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 	"pnpworker/schemas"
 )
 
@@ -267,13 +267,13 @@ func validationBudget(body []byte) int64 { return 16_384 + 4*int64(len(body)) }
 // that cannot be had (see get) or the budget running out lets the input
 // go on unchecked, as the runner checks it. An input nested deeper than
 // schemas.MaxNesting fails whatever the schemas. It returns nil or a 400
-// *runner.Error with the violations of the first schema tried.
-func (c *schemaCache) validate(regs []discovery.Registration, body []byte) *runner.Error {
+// *protocol.Error with the violations of the first schema tried.
+func (c *schemaCache) validate(regs []discovery.Registration, body []byte) *protocol.Error {
 	v, err := decodeJSON(body)
 	if err != nil {
-		return &runner.Error{Code: runner.CodeInvalidInput, Message: "malformed JSON: " + err.Error()}
+		return &protocol.Error{Code: protocol.CodeInvalidInput, Message: "malformed JSON: " + err.Error()}
 	}
-	var first *runner.Error
+	var first *protocol.Error
 	budget := validationBudget(body)
 	for _, rec := range bySchema(regs, inputSchema) {
 		s, err := c.get(rec.Algorithm+".input.json", rec.InputSchema)
@@ -288,14 +288,14 @@ func (c *schemaCache) validate(regs []discovery.Registration, body []byte) *runn
 		}
 		if vs := schemas.Violations(verr); vs != nil {
 			if first == nil {
-				first = &runner.Error{Code: runner.CodeInvalidInput, Message: "input does not match the schema", Violations: vs}
+				first = &protocol.Error{Code: protocol.CodeInvalidInput, Message: "input does not match the schema", Violations: vs}
 			}
 			continue
 		}
 		if errors.Is(verr, schemas.ErrTooDeep) {
 			// Whatever the schema: no check (the runner's neither) can
 			// afford it, and no JSON input needs that depth.
-			return &runner.Error{Code: runner.CodeInvalidInput, Message: fmt.Sprintf(
+			return &protocol.Error{Code: protocol.CodeInvalidInput, Message: fmt.Sprintf(
 				"input nested more than %d levels deep: too deep to check against the schema", schemas.MaxNesting)}
 		}
 		// Too costly within what is left of the budget, or a schema
@@ -313,14 +313,14 @@ func (c *schemaCache) validate(regs []discovery.Registration, body []byte) *runn
 // when no live instance has that name (it deregistered while finishing
 // the request, or the reply names none), against those of every instance
 // in regs, accepting the output when any accepts it. It returns nil or a
-// 502 *runner.Error with the violations. An output schema that cannot be
+// 502 *protocol.Error with the violations. An output schema that cannot be
 // had (see get) accepts any JSON; an output too costly to check within
 // validationBudget fails like one that does not match, since nothing else
 // checks it.
-func (c *schemaCache) validateOutput(all, regs []discovery.Registration, instance string, body []byte) *runner.Error {
+func (c *schemaCache) validateOutput(all, regs []discovery.Registration, instance string, body []byte) *protocol.Error {
 	v, err := decodeJSON(body)
 	if err != nil {
-		return &runner.Error{Code: runner.CodeBadGateway, Message: "runner replied with a body that is not JSON: " + err.Error()}
+		return &protocol.Error{Code: protocol.CodeBadGateway, Message: "runner replied with a body that is not JSON: " + err.Error()}
 	}
 	check := regs
 	for i := range all {
@@ -329,7 +329,7 @@ func (c *schemaCache) validateOutput(all, regs []discovery.Registration, instanc
 			break
 		}
 	}
-	var first *runner.Error
+	var first *protocol.Error
 	budget := validationBudget(body)
 	for _, rec := range bySchema(check, outputSchema) {
 		s, err := c.get(rec.Algorithm+".output.json", rec.OutputSchema)
@@ -347,7 +347,7 @@ func (c *schemaCache) validateOutput(all, regs []discovery.Registration, instanc
 			if vs == nil {
 				vs = []schemas.Violation{{Message: verr.Error()}}
 			}
-			first = &runner.Error{Code: runner.CodeBadGateway, Message: "runner output does not match the registered output schema", Violations: vs}
+			first = &protocol.Error{Code: protocol.CodeBadGateway, Message: "runner output does not match the registered output schema", Violations: vs}
 		}
 		if budget <= 0 {
 			break

@@ -16,7 +16,7 @@ import (
 	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // Defect class: a job whose subject names no possible algorithm. A
@@ -112,8 +112,8 @@ func errorRunner(t *testing.T, e *env, alg string, body []byte) *atomic.Int64 {
 	_, err := nc.QueueSubscribe(discovery.RequestSubject(alg), "runners", func(m *nats.Msg) {
 		calls.Add(1)
 		reply := &nats.Msg{Subject: m.Reply, Data: body, Header: nats.Header{}}
-		reply.Header.Set(runner.HeaderErrorCode, "500")
-		reply.Header.Set(runner.HeaderError, "internal")
+		reply.Header.Set(protocol.HeaderErrorCode, "500")
+		reply.Header.Set(protocol.HeaderError, "internal")
 		_ = nc.PublishMsg(reply)
 	})
 	if err != nil {

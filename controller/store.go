@@ -13,6 +13,7 @@ import (
 
 	"pnpworker/discovery"
 	"pnpworker/internal/objref"
+	"pnpworker/protocol"
 )
 
 // Names of the streams, subjects and bucket the job pipeline uses.
@@ -20,11 +21,11 @@ const (
 	// JobsStream holds jobs on JobsSubjectPrefix+<algorithm>, with
 	// work-queue retention: a job leaves the stream when it is acked.
 	JobsStream        = "JOBS"
-	JobsSubjectPrefix = "jobs."
+	JobsSubjectPrefix = protocol.JobsSubjectPrefix
 	// DeadStream holds jobs that cannot succeed, on
 	// DeadSubjectPrefix+<algorithm>, until they are replayed or expire.
 	DeadStream        = "DEAD"
-	DeadSubjectPrefix = "dead."
+	DeadSubjectPrefix = protocol.DeadSubjectPrefix
 	// DeadInvalidAlgorithm takes the place of the algorithm in the dead
 	// letter subject of a job published to jobs.<name> where name is not
 	// a valid algorithm name (discovery.ValidAlgorithmName): such a name

@@ -5,7 +5,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // setTrace carries the job's W3C trace context (a valid traceparent, and
@@ -13,24 +13,24 @@ import (
 // clears what the previous job left. None is invented for a job without
 // one.
 func (w *worker) setTrace(job nats.Header) {
-	tp := runner.TraceParent(job)
+	tp := protocol.TraceParent(job)
 	if tp == "" {
-		delete(w.msg.Header, runner.HeaderTraceParent)
-		delete(w.msg.Header, runner.HeaderTraceState)
+		delete(w.msg.Header, protocol.HeaderTraceParent)
+		delete(w.msg.Header, protocol.HeaderTraceState)
 		return
 	}
-	w.msg.Header[runner.HeaderTraceParent] = []string{tp}
+	w.msg.Header[protocol.HeaderTraceParent] = []string{tp}
 	state := ""
 	for k, v := range job {
-		if len(v) > 0 && strings.EqualFold(k, runner.HeaderTraceState) {
+		if len(v) > 0 && strings.EqualFold(k, protocol.HeaderTraceState) {
 			state = v[0]
 			break
 		}
 	}
 	if state != "" {
-		w.msg.Header[runner.HeaderTraceState] = []string{state}
+		w.msg.Header[protocol.HeaderTraceState] = []string{state}
 	} else {
-		delete(w.msg.Header, runner.HeaderTraceState)
+		delete(w.msg.Header, protocol.HeaderTraceState)
 	}
 }
 

@@ -20,7 +20,7 @@ import (
 	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // putRecord stores a current, valid record for alg/instance with the echo
@@ -54,7 +54,7 @@ func fakeRunner(t *testing.T, e *env, alg, instance, body string, limit int) *at
 		calls.Add(1)
 		reply := &nats.Msg{Subject: m.Reply, Data: []byte(body), Header: nats.Header{}}
 		if instance != "" {
-			reply.Header.Set(runner.HeaderInstance, instance)
+			reply.Header.Set(protocol.HeaderInstance, instance)
 		}
 		_ = nc.PublishMsg(reply)
 	})
@@ -109,7 +109,7 @@ func TestOutputsAreCheckedAgainstTheSchemaReliability(t *testing.T) {
 		t.Errorf("no attempt of %d jobs reached a fake runner (two of three queue members)", n)
 	}
 	r := e.waitResult(t, "fake-1")
-	if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != runner.CodeBadGateway || r.Attempts != cfg.MaxAttempts {
+	if r.Status != controller.StatusFailed || r.Error == nil || r.Error.Code != protocol.CodeBadGateway || r.Attempts != cfg.MaxAttempts {
 		t.Fatalf("fake-1: status %s error %v attempts %d, want failed with 502 after %d attempts", r.Status, r.Error, r.Attempts, cfg.MaxAttempts)
 	}
 	if r.Error.Instance != "fake" || len(r.Error.Violations) == 0 {
@@ -415,7 +415,7 @@ func TestAutoIDsAreReservedReliability(t *testing.T) {
 	var plainDead controller.DeadLetter
 	for _, d := range dead {
 		if d.JobID == "auto-01-1" || d.JobID == "auto-12-x" || d.JobID == future {
-			if d.Code != runner.CodeInvalidInput || !strings.Contains(d.Reason, "reserved for ids the controller assigns") {
+			if d.Code != protocol.CodeInvalidInput || !strings.Contains(d.Reason, "reserved for ids the controller assigns") {
 				t.Errorf("dead letter of %s: %d %q, want 400 naming the reserved prefix", d.JobID, d.Code, d.Reason)
 			}
 			if _, err := e.store.Results().Get(ctx, d.JobID); !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -425,7 +425,7 @@ func TestAutoIDsAreReservedReliability(t *testing.T) {
 		}
 		plainDead = d
 	}
-	if !strings.HasPrefix(plainDead.JobID, fmt.Sprintf("auto-%d-", plain.Sequence)) || plainDead.Code != runner.CodeInvalidInput {
+	if !strings.HasPrefix(plainDead.JobID, fmt.Sprintf("auto-%d-", plain.Sequence)) || plainDead.Code != protocol.CodeInvalidInput {
 		t.Fatalf("dead letter of the job without an id: %+v", plainDead)
 	}
 	first := e.waitResult(t, plainDead.JobID)

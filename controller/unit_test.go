@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"pnpworker/discovery"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 	"pnpworker/schemas"
 )
 
@@ -150,9 +150,9 @@ func TestResultAppendJSON(t *testing.T) {
 		{"succeeded", Result{JobID: "a.b-c", Algorithm: "echo", Status: StatusSucceeded, Output: json.RawMessage(`{"n":1,"s":"x"}`),
 			Attempts: 2, Instance: "i1", Version: "1.0.0", Controller: "c1", SubmittedAt: at, StartedAt: at, FinishedAt: &later, DurationMS: &d}},
 		{"failed", Result{JobID: "x", Algorithm: "echo", Status: StatusFailed, Attempts: 0, SubmittedAt: at, StartedAt: at, FinishedAt: &later, DurationMS: new(float64),
-			Error: &runner.Error{Code: 400, Message: "bad <input> & \"quotes\"", Violations: []schemas.Violation{{Pointer: "/n", Message: "expected integer"}}}, DeadLetterSeq: 7}},
+			Error: &protocol.Error{Code: 400, Message: "bad <input> & \"quotes\"", Violations: []schemas.Violation{{Pointer: "/n", Message: "expected integer"}}}, DeadLetterSeq: 7}},
 		{"retrying", Result{JobID: "r", Algorithm: "echo", Status: StatusRetrying, Attempts: 1, Controller: "ctl\u00e9\n", SubmittedAt: at, StartedAt: at,
-			FinishedAt: &at, NextAttemptAt: &later, Error: &runner.Error{Code: 504, Message: "no reply"}}},
+			FinishedAt: &at, NextAttemptAt: &later, Error: &protocol.Error{Code: 504, Message: "no reply"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -181,7 +181,7 @@ func TestProtocolCode(t *testing.T) {
 		{409, 400, false}, {418, 400, false}, {501, 500, true}, {0, 500, true}, {302, 500, true},
 	}
 	for _, tt := range tests {
-		got := protocolCode(&runner.Error{Code: tt.code, Message: "m"})
+		got := protocolCode(&protocol.Error{Code: tt.code, Message: "m"})
 		if got.Code != tt.want || got.Retryable() != tt.retryable {
 			t.Errorf("protocolCode(%d) = %d (retryable %v), want %d (%v)", tt.code, got.Code, got.Retryable(), tt.want, tt.retryable)
 		}

@@ -20,6 +20,7 @@ import (
 	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/rollout"
 	"pnpworker/runner"
 )
@@ -462,16 +463,16 @@ func TestRunnersFollowRoutesWithoutConsumers(t *testing.T) {
 	call := func(subject, version string) string {
 		m := &nats.Msg{Subject: subject, Data: []byte(`{"text":"Guten Morgen, wie geht es dir heute?"}`), Header: nats.Header{}}
 		if version != "" {
-			m.Header.Set(runner.HeaderVersionWanted, version)
+			m.Header.Set(protocol.HeaderVersionWanted, version)
 		}
 		reply, err := admin.RequestMsg(m, 10*time.Second)
 		if err != nil {
 			return "error: " + err.Error()
 		}
-		if e := runner.ReplyError(reply); e != nil {
+		if e := protocol.ReplyError(reply); e != nil {
 			return fmt.Sprintf("error %d", e.Code)
 		}
-		return reply.Header.Get(runner.HeaderVersion)
+		return reply.Header.Get(protocol.HeaderVersion)
 	}
 	all := func(subject, version, want string, n int) bool {
 		for range n {
@@ -488,7 +489,7 @@ func TestRunnersFollowRoutesWithoutConsumers(t *testing.T) {
 			t.Fatalf("%s: %s", subject, got)
 		}
 	}
-	if reply, err := admin.Request("run.image_info", []byte(`{"image_url":"data:,"}`), 10*time.Second); err != nil || reply.Header.Get(runner.HeaderInstance) == "" {
+	if reply, err := admin.Request("run.image_info", []byte(`{"image_url":"data:,"}`), 10*time.Second); err != nil || reply.Header.Get(protocol.HeaderInstance) == "" {
 		t.Fatalf("run.image_info: %v %v", err, reply)
 	}
 	natstest.Eventually(t, 20*time.Second, func() bool { return queueMembers(t, srv, plain) == 2 },
@@ -633,7 +634,7 @@ func TestWatchBucketsBoundConsumers(t *testing.T) {
 		}
 		runUnder(t, d.url, "meme_runner", ii)
 		reply, err := d.controllerC.Request("run.image_info", []byte(`{"image_url":"data:,"}`), 10*time.Second)
-		if err != nil || reply.Header.Get(runner.HeaderInstance) == "" {
+		if err != nil || reply.Header.Get(protocol.HeaderInstance) == "" {
 			t.Fatalf("a runner started after the flood does not serve: %v %v", err, reply)
 		}
 	})

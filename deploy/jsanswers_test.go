@@ -16,6 +16,7 @@ import (
 	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -188,7 +189,7 @@ func TestJetStreamAnswersRunNothingUnderNatsConf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e := runner.ReplyError(m); e != nil {
+	if e := protocol.ReplyError(m); e != nil {
 		t.Fatalf("a plain request: %v", e)
 	}
 	if n := runs.Load(); n != 1 {

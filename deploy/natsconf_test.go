@@ -26,6 +26,7 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
 	"pnpworker/internal/objref"
+	"pnpworker/protocol"
 	"pnpworker/rollout"
 	"pnpworker/runner"
 	"pnpworker/worker"
@@ -371,8 +372,8 @@ func TestRolesAllowed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if msg.Header.Get(runner.HeaderInstance) == "" {
-			t.Fatalf("reply without %s header: %v %s", runner.HeaderInstance, msg.Header, msg.Data)
+		if msg.Header.Get(protocol.HeaderInstance) == "" {
+			t.Fatalf("reply without %s header: %v %s", protocol.HeaderInstance, msg.Header, msg.Data)
 		}
 	})
 
@@ -439,8 +440,8 @@ func TestRolesAllowed(t *testing.T) {
 		if err != nil {
 			t.Fatalf("controller calls run.image_info: %v", err)
 		}
-		if msg.Header.Get(runner.HeaderInstance) == "" {
-			t.Fatalf("reply without %s header: %v %s", runner.HeaderInstance, msg.Header, msg.Data)
+		if msg.Header.Get(protocol.HeaderInstance) == "" {
+			t.Fatalf("reply without %s header: %v %s", protocol.HeaderInstance, msg.Header, msg.Data)
 		}
 		if _, err := d.admin.Request("$SRV.INFO.image_info", nil, 5*time.Second); err != nil {
 			t.Fatalf("meme runner does not answer its control plane: %v", err)
@@ -740,7 +741,7 @@ func TestConfig(t *testing.T) {
 	}
 	// The runner's reply window must outlast every built-in algorithm's
 	// time budget: a reply after it expires is denied.
-	longest := runner.DefaultTimeout
+	longest := protocol.DefaultTimeout
 	for _, a := range builtins(t) {
 		longest = max(longest, a.Spec().Timeout)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"pnpworker/controller"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/rollout"
 	"pnpworker/runner"
 )
@@ -40,10 +41,10 @@ func TestRolloutUnderRoles(t *testing.T) {
 	// Pinned subject, and Pnp-Version on the shared one.
 	for _, m := range []*nats.Msg{
 		{Subject: "run.language_detection.v1_0_0", Data: body},
-		{Subject: "run.language_detection", Data: body, Header: nats.Header{runner.HeaderVersion: {"1.0.0"}}},
+		{Subject: "run.language_detection", Data: body, Header: nats.Header{protocol.HeaderVersion: {"1.0.0"}}},
 	} {
 		reply, err := d.admin.RequestMsg(m, 10*time.Second)
-		if err != nil || runner.ReplyError(reply) != nil || reply.Header.Get(runner.HeaderVersion) != "1.0.0" {
+		if err != nil || protocol.ReplyError(reply) != nil || reply.Header.Get(protocol.HeaderVersion) != "1.0.0" {
 			t.Fatalf("request on %s: %v %v", m.Subject, err, reply)
 		}
 	}
@@ -75,7 +76,7 @@ func TestRolloutUnderRoles(t *testing.T) {
 	natstest.Eventually(t, 30*time.Second, func() bool {
 		for range 10 {
 			reply, err := d.admin.Request("run.language_detection", body, 10*time.Second)
-			if err != nil || reply.Header.Get(runner.HeaderVersion) != "2.0.0" {
+			if err != nil || reply.Header.Get(protocol.HeaderVersion) != "2.0.0" {
 				return false
 			}
 		}
@@ -84,8 +85,8 @@ func TestRolloutUnderRoles(t *testing.T) {
 	// Pnp-Version: 1.0.0 on the shared subject: 2.0.0 forwards it to
 	// 1.0.0's pinned subject, which answers the caller directly.
 	reply, err := d.admin.RequestMsg(&nats.Msg{Subject: "run.language_detection", Data: body,
-		Header: nats.Header{runner.HeaderVersion: {"1.0.0"}}}, 10*time.Second)
-	if err != nil || runner.ReplyError(reply) != nil || reply.Header.Get(runner.HeaderVersion) != "1.0.0" {
+		Header: nats.Header{protocol.HeaderVersion: {"1.0.0"}}}, 10*time.Second)
+	if err != nil || protocol.ReplyError(reply) != nil || reply.Header.Get(protocol.HeaderVersion) != "1.0.0" {
 		t.Fatalf("forwarded request: %v %v", err, reply)
 	}
 

@@ -11,13 +11,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v5"
 
+	"pnpworker/protocol"
 	"pnpworker/schemas"
 )
 
@@ -47,46 +46,31 @@ func (r Registration) Key() string { return r.Algorithm + "." + r.Instance }
 // Timeout is the algorithm's default per-request time budget.
 func (r Registration) Timeout() time.Duration { return time.Duration(r.TimeoutMS) * time.Millisecond }
 
-var (
-	algorithmName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
-	instanceID    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-)
+// ValidAlgorithmName reports whether name can be an algorithm name
+// (protocol.ValidAlgorithmName): lower case letters, digits and
+// underscores, starting with a letter, at most 64 characters.
+func ValidAlgorithmName(name string) bool { return protocol.ValidAlgorithmName(name) }
 
-// ValidAlgorithmName reports whether name can be an algorithm name: lower
-// case letters, digits and underscores, starting with a letter, at most 64
-// characters. Such a name is a single subject token and a valid KV key token.
-func ValidAlgorithmName(name string) bool { return algorithmName.MatchString(name) }
+// ValidInstanceID reports whether id can be an instance id
+// (protocol.ValidInstanceID).
+func ValidInstanceID(id string) bool { return protocol.ValidInstanceID(id) }
 
-// ValidInstanceID reports whether id can be an instance id.
-func ValidInstanceID(id string) bool { return instanceID.MatchString(id) }
-
-// SubjectPrefix starts every request subject: an instance of algorithm a
-// serves on SubjectPrefix+a, and on nothing else.
-const SubjectPrefix = "run."
+// SubjectPrefix starts every request subject (protocol.SubjectPrefix).
+const SubjectPrefix = protocol.SubjectPrefix
 
 // RequestSubject is the shared request subject of algorithm,
-// "run.<algorithm>": every live instance of every version may serve it,
-// in one queue group (unless a route in the rollout package narrows it to
-// the stable version). Together with PinnedSubject it is the only subject
-// a record may carry, so no record can direct readers into the jobs,
-// results or dead-letter namespaces, or to another algorithm's runners.
-func RequestSubject(algorithm string) string { return SubjectPrefix + algorithm }
+// "run.<algorithm>" (protocol.RequestSubject).
+func RequestSubject(algorithm string) string { return protocol.RequestSubject(algorithm) }
 
 // PinnedSubject is the subject only instances of one version of algorithm
-// serve: "run.<algorithm>.v<version>" with the version encoded as one
-// subject token by EncodeVersion, e.g. run.ocr.v1_2_0 for 1.2.0. Every
-// instance subscribes it (in its queue group) next to RequestSubject.
+// serve, "run.<algorithm>.v<version>" (protocol.PinnedSubject).
 func PinnedSubject(algorithm, version string) string {
-	return SubjectPrefix + algorithm + ".v" + EncodeVersion(version)
+	return protocol.PinnedSubject(algorithm, version)
 }
 
-// EncodeVersion turns a semantic version into one subject token: '.'
-// becomes '_' and '+' becomes "__". Semantic versions hold neither '_' nor
-// empty identifiers, so the mapping is one to one: 1.2.0 is "1_2_0",
-// 2.0.0-rc.1+build.5 is "2_0_0-rc_1__build_5".
-func EncodeVersion(version string) string {
-	return strings.NewReplacer(".", "_", "+", "__").Replace(version)
-}
+// EncodeVersion turns a semantic version into one subject token
+// (protocol.EncodeVersion).
+func EncodeVersion(version string) string { return protocol.EncodeVersion(version) }
 
 // validSubject reports whether r's subject is one its algorithm may be
 // served on: run.<algorithm>, or the pinned subject of the record's own

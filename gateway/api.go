@@ -18,7 +18,7 @@ import (
 	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/objref"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 	"pnpworker/schemas"
 )
 
@@ -143,13 +143,13 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 
 // timeoutHeader parses the optional Pnp-Timeout request header.
 func timeoutHeader(r *http.Request) (time.Duration, error) {
-	v := r.Header.Get(runner.HeaderTimeout)
+	v := r.Header.Get(protocol.HeaderTimeout)
 	if v == "" {
 		return 0, nil
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("header %s: %q is not a positive duration such as 500ms", runner.HeaderTimeout, v)
+		return 0, fmt.Errorf("header %s: %q is not a positive duration such as 500ms", protocol.HeaderTimeout, v)
 	}
 	return d, nil
 }
@@ -200,11 +200,11 @@ func (g *Gateway) run(w http.ResponseWriter, r *http.Request) {
 		budget = max(budget, reg.Timeout())
 	}
 	if budget == 0 {
-		budget = runner.DefaultTimeout
+		budget = protocol.DefaultTimeout
 	}
-	msg := &nats.Msg{Subject: runner.SubjectPrefix + name, Data: body}
+	msg := &nats.Msg{Subject: protocol.RequestSubject(name), Data: body}
 	if d > 0 {
-		msg.Header = nats.Header{runner.HeaderTimeout: []string{r.Header.Get(runner.HeaderTimeout)}}
+		msg.Header = nats.Header{protocol.HeaderTimeout: []string{r.Header.Get(protocol.HeaderTimeout)}}
 		budget = min(budget, d)
 	}
 	traceHeaders(r, &msg.Header)
@@ -244,8 +244,8 @@ func (g *Gateway) run(w http.ResponseWriter, r *http.Request) {
 // the instance that answered (Pnp-Instance) or it is a 502.
 func (g *Gateway) answerReply(w http.ResponseWriter, r *http.Request, name string, regs []discovery.Registration, reply *nats.Msg) {
 	passReplyHeaders(w, reply)
-	instance := w.Header().Get(runner.HeaderInstance)
-	if e := runner.ReplyError(reply); e != nil {
+	instance := w.Header().Get(protocol.HeaderInstance)
+	if e := protocol.ReplyError(reply); e != nil {
 		e = controller.ProtocolCode(e)
 		if e.Algorithm == "" {
 			e.Algorithm = name
@@ -255,14 +255,14 @@ func (g *Gateway) answerReply(w http.ResponseWriter, r *http.Request, name strin
 		return
 	}
 	output := reply.Data
-	if ref := reply.Header.Get(runner.HeaderOutputRef); ref != "" {
+	if ref := reply.Header.Get(protocol.HeaderOutputRef); ref != "" {
 		// The output did not fit a message: it is checked where the
 		// runner stored it, as the controller checks it.
 		var err error
 		if output, err = g.referencedOutput(r, name, ref); err != nil {
-			w.Header().Del(runner.HeaderOutputRef)
+			w.Header().Del(protocol.HeaderOutputRef)
 			g.log.Warn().Str("algorithm", name).Str("instance", instance).Str("output_ref", truncate(ref, 300)).Err(err).Msg("runner output by reference not checked")
-			writeProblem(w, problem{Code: runner.CodeBadGateway, Algorithm: name, Instance: instance,
+			writeProblem(w, problem{Code: protocol.CodeBadGateway, Algorithm: name, Instance: instance,
 				Message: fmt.Sprintf("runner output %s could not be checked: %v", truncate(ref, 300), err)})
 			return
 		}
@@ -285,7 +285,7 @@ func (g *Gateway) answerReply(w http.ResponseWriter, r *http.Request, name strin
 func (g *Gateway) referencedOutput(r *http.Request, algorithm, ref string) ([]byte, error) {
 	o, err := objref.Parse(ref)
 	if want := objref.OutputsBucketFor(algorithm); err != nil || o.Bucket != want {
-		return nil, fmt.Errorf("%s is not a reference into bucket %s", runner.HeaderOutputRef, want)
+		return nil, fmt.Errorf("%s is not a reference into bucket %s", protocol.HeaderOutputRef, want)
 	}
 	return objref.Read(r.Context(), g.js, o, controller.DefaultMaxReferencedOutputBytes)
 }
@@ -313,11 +313,11 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request) {
 	}
 	var opts controller.SubmitOptions
 	if key := r.Header.Get(headerIdempotencyKey); key != "" {
-		if !controller.ValidJobID(key) {
+		if !protocol.ValidJobID(key) {
 			writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: fmt.Sprintf("header %s: %q cannot name a job: want letters, digits, '_', '=', '-' and single inner dots, at most 255 characters", headerIdempotencyKey, key)})
 			return
 		}
-		if controller.ReservedJobID(key) {
+		if protocol.ReservedJobID(key) {
 			writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: fmt.Sprintf("header %s: %q cannot name a job: the prefix auto- is reserved for ids the controller assigns", headerIdempotencyKey, key)})
 			return
 		}
@@ -359,7 +359,7 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request) {
 // the final one.
 func (g *Gateway) job(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !controller.ValidJobID(id) {
+	if !protocol.ValidJobID(id) {
 		writeProblem(w, problem{Code: http.StatusBadRequest, Message: fmt.Sprintf("%q cannot name a job", id)})
 		return
 	}
@@ -454,7 +454,7 @@ func (g *Gateway) dead(w http.ResponseWriter, r *http.Request) {
 // submitted again under its id.
 func (g *Gateway) replay(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !controller.ValidJobID(id) {
+	if !protocol.ValidJobID(id) {
 		writeProblem(w, problem{Code: http.StatusBadRequest, Message: fmt.Sprintf("%q cannot name a job", id)})
 		return
 	}

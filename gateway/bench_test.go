@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // benchInFlight is how many requests the benchmark keeps in flight; one
@@ -43,9 +43,9 @@ func benchGatewayVsDirect(b *testing.B, s *stack, inFlight int) {
 	url := s.url + "/v1/algorithms/language_detection/run"
 
 	direct := func() error {
-		m, err := nc.Request(runner.SubjectPrefix+"language_detection", body, 10*time.Second)
+		m, err := nc.Request(protocol.SubjectPrefix+"language_detection", body, 10*time.Second)
 		if err == nil {
-			if e := runner.ReplyError(m); e != nil {
+			if e := protocol.ReplyError(m); e != nil {
 				return e
 			}
 		}
@@ -59,7 +59,7 @@ func benchGatewayVsDirect(b *testing.B, s *stack, inFlight int) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != 200 {
-			return &runner.Error{Code: resp.StatusCode, Message: "gateway status"}
+			return &protocol.Error{Code: resp.StatusCode, Message: "gateway status"}
 		}
 		return nil
 	}

@@ -12,7 +12,7 @@ import (
 
 	"pnpworker/controller"
 	"pnpworker/discovery"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // Event names of GET /v1/events.
@@ -37,12 +37,12 @@ type instanceEvent struct {
 
 // jobEvent is the data of a job event.
 type jobEvent struct {
-	JobID      string        `json:"job_id"`
-	Algorithm  string        `json:"algorithm"`
-	Status     string        `json:"status"`
-	Attempts   int           `json:"attempts"`
-	Error      *runner.Error `json:"error,omitempty"`
-	DurationMS *float64      `json:"duration_ms,omitempty"`
+	JobID      string          `json:"job_id"`
+	Algorithm  string          `json:"algorithm"`
+	Status     string          `json:"status"`
+	Attempts   int             `json:"attempts"`
+	Error      *protocol.Error `json:"error,omitempty"`
+	DurationMS *float64        `json:"duration_ms,omitempty"`
 }
 
 // subscriberBuffer is how many events a slow client may lag behind before

@@ -22,6 +22,7 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/gateway"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/rollout"
 	"pnpworker/runner"
 )
@@ -125,7 +126,7 @@ func TestRunMapsRunnerCodesToStatus(t *testing.T) {
 func TestRunWithoutResponderIs404(t *testing.T) {
 	s := newStack(t, stackOpts{})
 	rec := discovery.Registration{
-		Algorithm: "ghost", Version: "1.0.0", Instance: "gone1", Subject: runner.SubjectPrefix + "ghost", QueueGroup: "runners",
+		Algorithm: "ghost", Version: "1.0.0", Instance: "gone1", Subject: protocol.SubjectPrefix + "ghost", QueueGroup: "runners",
 		InputSchema: json.RawMessage(`{}`), OutputSchema: json.RawMessage(`{}`), TimeoutMS: 20000, MaxConcurrency: 1,
 		StartedAt: time.Now().UTC(), HeartbeatAt: time.Now().UTC(),
 	}
@@ -322,7 +323,7 @@ func TestEventsDepartureOnExpiry(t *testing.T) {
 	s := newStack(t, stackOpts{discoveryTTL: 3 * time.Second, noProbe: true})
 	ev := s.openEvents(t)
 	rec := discovery.Registration{
-		Algorithm: "crashed", Version: "1.0.0", Instance: "dead1", Subject: runner.SubjectPrefix + "crashed", QueueGroup: "runners",
+		Algorithm: "crashed", Version: "1.0.0", Instance: "dead1", Subject: protocol.SubjectPrefix + "crashed", QueueGroup: "runners",
 		InputSchema: json.RawMessage(`{}`), OutputSchema: json.RawMessage(`{}`), TimeoutMS: 1000, MaxConcurrency: 1,
 		StartedAt: time.Now().UTC(), HeartbeatAt: time.Now().UTC(),
 	}
@@ -686,7 +687,7 @@ func TestRunsAreShadowed(t *testing.T) {
 	// The route is in force once 2.0.0 has left the plain queue group and
 	// the gateway shadows runs.
 	natstest.Eventually(t, 10*time.Second, func() bool {
-		return s.srv.QueueSubscribers(runner.SubjectPrefix+"probe", runner.DefaultQueueGroup) == 1
+		return s.srv.QueueSubscribers(protocol.SubjectPrefix+"probe", runner.DefaultQueueGroup) == 1
 	}, "2.0.0 is still in the queue group of plain runs")
 	// One run at a time, each given a second to be shadowed, so that the
 	// shadow slots never fill up.

@@ -15,7 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // Defences of the gateway against the web pages its users visit and
@@ -133,7 +133,7 @@ func (g *Gateway) checkContentType(w http.ResponseWriter, r *http.Request) bool 
 // replyHeaders are the reply headers of run.<algorithm> passed on to the
 // HTTP caller (docs/PROTOCOL.md, "Reply"); the gateway sets Pnp-Input-Ref
 // itself.
-var replyHeaders = []string{runner.HeaderInstance, runner.HeaderAlgorithm, runner.HeaderVersion, runner.HeaderNotStarted, runner.HeaderOutputRef}
+var replyHeaders = []string{protocol.HeaderInstance, protocol.HeaderAlgorithm, protocol.HeaderVersion, protocol.HeaderNotStarted, protocol.HeaderOutputRef}
 
 // maxReplyHeader bounds a reply header value passed on.
 const maxReplyHeader = 256

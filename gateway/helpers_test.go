@@ -25,6 +25,7 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/gateway"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -54,7 +55,7 @@ func probe(t testing.TB, failing *atomic.Bool) *runner.Algorithm {
 		Timeout: 3 * time.Second, MaxConcurrency: 64,
 	}, func(ctx context.Context, in probeIn) (probeOut, error) {
 		if failing != nil && failing.Load() {
-			return probeOut{}, runner.Reject("failing on purpose")
+			return probeOut{}, protocol.Reject("failing on purpose")
 		}
 		if in.SleepMS > 0 {
 			select {
@@ -64,7 +65,7 @@ func probe(t testing.TB, failing *atomic.Bool) *runner.Algorithm {
 			}
 		}
 		if in.Code != 0 {
-			return probeOut{}, runner.Errorf(in.Code, "asked for %d", in.Code)
+			return probeOut{}, protocol.Errorf(in.Code, "asked for %d", in.Code)
 		}
 		return probeOut{OK: true}, nil
 	})

@@ -21,7 +21,7 @@ import (
 	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/objref"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // send is a request with full control over the headers a browser sets
@@ -213,7 +213,7 @@ func startHostile(t *testing.T, s *stack, timeout time.Duration) {
 	var algs []json.RawMessage
 	mustJSON(t, s.do(t, "GET", "/v1/algorithms", "", nil).body, &algs)
 	rec := discovery.Registration{
-		Algorithm: "hostile", Version: "1.0.0", Instance: "hostile1", Subject: runner.SubjectPrefix + "hostile", QueueGroup: "runners",
+		Algorithm: "hostile", Version: "1.0.0", Instance: "hostile1", Subject: protocol.SubjectPrefix + "hostile", QueueGroup: "runners",
 		InputSchema: json.RawMessage(`{}`), OutputSchema: json.RawMessage(probeOutputSchema), TimeoutMS: timeout.Milliseconds(), MaxConcurrency: 8,
 		StartedAt: time.Now().UTC(), HeartbeatAt: time.Now().UTC(),
 	}

@@ -17,6 +17,7 @@ import (
 
 	"pnpworker/controller"
 	"pnpworker/internal/objref"
+	"pnpworker/protocol"
 	"pnpworker/schemas"
 )
 
@@ -212,7 +213,7 @@ func (g *Gateway) sendObject(w http.ResponseWriter, r *http.Request, ref objref.
 // from its record or from the object its output_ref names.
 func (g *Gateway) jobOutput(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !controller.ValidJobID(id) {
+	if !protocol.ValidJobID(id) {
 		writeProblem(w, problem{Code: http.StatusBadRequest, Message: fmt.Sprintf("%q cannot name a job", id)})
 		return
 	}

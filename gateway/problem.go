@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 
-	"pnpworker/runner"
+	"pnpworker/protocol"
 	"pnpworker/schemas"
 )
 
@@ -25,7 +25,7 @@ type problem struct {
 
 // fromRunnerError is the problem for a runner's error reply: its code
 // becomes the HTTP status.
-func fromRunnerError(e *runner.Error) problem {
+func fromRunnerError(e *protocol.Error) problem {
 	return problem{Code: e.Code, Message: e.Message, Algorithm: e.Algorithm, Instance: e.Instance, Violations: e.Violations}
 }
 

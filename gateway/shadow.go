@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"pnpworker/discovery"
+	"pnpworker/protocol"
 	"pnpworker/rollout"
-	"pnpworker/runner"
 )
 
 // shadow runs a request's input on its route's shadow version, in the
@@ -41,7 +41,7 @@ func (g *Gateway) shadow(name string, body []byte, reply *nats.Msg, took, limit 
 		}
 	}
 	if budget <= 0 {
-		budget = runner.DefaultTimeout
+		budget = protocol.DefaultTimeout
 	}
 	if limit > 0 {
 		budget = min(budget, limit)

@@ -13,6 +13,7 @@ import (
 
 	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/rollout"
 	"pnpworker/runner"
 )
@@ -86,11 +87,11 @@ func versions(t *testing.T, nc *nats.Conn, subject string, n int, hdr nats.Heade
 			got["error: "+err.Error()]++
 			continue
 		}
-		if e := runner.ReplyError(reply); e != nil {
+		if e := protocol.ReplyError(reply); e != nil {
 			got[fmt.Sprintf("error %d", e.Code)]++
 			continue
 		}
-		got[reply.Header.Get(runner.HeaderVersion)]++
+		got[reply.Header.Get(protocol.HeaderVersion)]++
 	}
 	return got
 }
@@ -133,10 +134,10 @@ func TestRoutesSteerPlainTraffic(t *testing.T) {
 	if got := versions(t, nc, discovery.PinnedSubject(alg, "2.0.0"), 20, nil); !only(got, "2.0.0", 20) {
 		t.Fatalf("pinned to 2.0.0: %v", got)
 	}
-	if got := versions(t, nc, plain, 20, nats.Header{runner.HeaderVersionWanted: {"2.0.0"}}); !only(got, "2.0.0", 20) {
-		t.Fatalf("plain with %s: 2.0.0: %v", runner.HeaderVersionWanted, got)
+	if got := versions(t, nc, plain, 20, nats.Header{protocol.HeaderVersionWanted: {"2.0.0"}}); !only(got, "2.0.0", 20) {
+		t.Fatalf("plain with %s: 2.0.0: %v", protocol.HeaderVersionWanted, got)
 	}
-	if got := versions(t, nc, plain, 3, nats.Header{runner.HeaderVersionWanted: {"9.9.9"}}); !only(got, "error 404", 3) {
+	if got := versions(t, nc, plain, 3, nats.Header{protocol.HeaderVersionWanted: {"9.9.9"}}); !only(got, "error 404", 3) {
 		t.Fatalf("plain asking for a version nobody serves: %v", got)
 	}
 

@@ -15,8 +15,8 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
 	"pnpworker/internal/objref"
+	"pnpworker/protocol"
 	"pnpworker/rollout"
-	"pnpworker/runner"
 )
 
 // refEnv is a server with the outputs bucket, COMPARE and HISTORY, and a
@@ -65,7 +65,7 @@ func (e *refEnv) put(t *testing.T, name string, data []byte, version string) *na
 		t.Fatal(err)
 	}
 	return &nats.Msg{Data: []byte(`{"output_ref":"` + ref.String() + `"}`),
-		Header: nats.Header{runner.HeaderOutputRef: {ref.String()}, runner.HeaderVersion: {version}}}
+		Header: nats.Header{protocol.HeaderOutputRef: {ref.String()}, protocol.HeaderVersion: {version}}}
 }
 
 // An output stored by reference that the comparer cannot read (here: over
@@ -128,10 +128,10 @@ func TestReplayOfRecordedReferences(t *testing.T) {
 	content := []byte(`{"data":"same"}`)
 	e.reply = func(req *nats.Msg) *nats.Msg {
 		if string(req.Data) == `{"crash":true}` {
-			return &nats.Msg{Data: []byte(`{"code":500,"message":"crash"}`), Header: nats.Header{runner.HeaderVersion: {"2.0.0"},
-				runner.HeaderErrorCode: {"500"}, runner.HeaderError: {"crash"}}}
+			return &nats.Msg{Data: []byte(`{"code":500,"message":"crash"}`), Header: nats.Header{protocol.HeaderVersion: {"2.0.0"},
+				protocol.HeaderErrorCode: {"500"}, protocol.HeaderError: {"crash"}}}
 		}
-		return &nats.Msg{Data: content, Header: nats.Header{runner.HeaderVersion: {"2.0.0"}}}
+		return &nats.Msg{Data: content, Header: nats.Header{protocol.HeaderVersion: {"2.0.0"}}}
 	}
 	legacy := e.put(t, "blob/legacy", content, "1.0.0")
 	now := time.Now().UTC()

@@ -15,6 +15,12 @@
 //	})
 //
 // and a runner's main serves a list of them: runner.New(nc, algorithms).Run(ctx).
+//
+// The runner is the server side of the wire protocol, whose subjects,
+// headers, codes and error type are package protocol's: a caller of
+// algorithms imports that package, not this one. The names an author
+// returns (Error, Reject, InvalidInput, Errorf, the codes and sentinels)
+// are the protocol's, under the same names here.
 package runner
 
 import (
@@ -29,6 +35,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v5"
 
 	"pnpworker/discovery"
+	"pnpworker/protocol"
 	"pnpworker/schemas"
 )
 
@@ -65,8 +72,9 @@ type Spec struct {
 	MaxWait time.Duration
 }
 
-// DefaultTimeout is the request time budget when Spec.Timeout is zero.
-const DefaultTimeout = 30 * time.Second
+// DefaultTimeout is the request time budget when Spec.Timeout is zero, the
+// protocol's (protocol.DefaultTimeout).
+const DefaultTimeout = protocol.DefaultTimeout
 
 // MaxTimeout is the longest Spec.Timeout: registration records cap
 // timeout_ms at one day, so a record cannot make callers wait forever.
@@ -236,9 +244,9 @@ func (a *Algorithm) Name() string { return a.spec.Name }
 // Subject returns the subject the algorithm is served on.
 func (a *Algorithm) Subject() string { return discovery.RequestSubject(a.spec.Name) }
 
-// SubjectPrefix starts every algorithm's request subject. Registrations
-// must carry exactly SubjectPrefix+<algorithm> (discovery.RequestSubject).
-const SubjectPrefix = discovery.SubjectPrefix
+// SubjectPrefix starts every algorithm's request subject, the protocol's
+// (protocol.SubjectPrefix): Subject is SubjectPrefix+Name.
+const SubjectPrefix = protocol.SubjectPrefix
 
 // ValidateInput checks body against the input schema and returns nil or a
 // 400 *Error listing the violations. Controllers can use the same check

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -116,7 +117,7 @@ func TestBatchServesConcurrentCallersInBatches(t *testing.T) {
 				errs <- err
 				return
 			}
-			if e := runner.ReplyError(msg); e != nil {
+			if e := protocol.ReplyError(msg); e != nil {
 				errs <- e
 				return
 			}
@@ -165,7 +166,7 @@ func TestBatchErrorsArePerItem(t *testing.T) {
 			t.Fatalf("item %d: no reply", i)
 		}
 		got := string(m.Data)
-		if e := runner.ReplyError(m); e != nil {
+		if e := protocol.ReplyError(m); e != nil {
 			got = fmt.Sprint(e.Code)
 		}
 		if got != want {
@@ -180,7 +181,7 @@ func TestBatchErrorsArePerItem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e := runner.ReplyError(m); e == nil || e.Code != runner.CodeInternal {
+	if e := protocol.ReplyError(m); e == nil || e.Code != runner.CodeInternal {
 		t.Fatalf("panic: got %s", m.Data)
 	}
 	m, err = nc.Request("run.doubler", []byte(`{"n":4}`), 10*time.Second)
@@ -199,7 +200,7 @@ func TestBatchCallerKeepsItsOwnDeadline(t *testing.T) {
 	short := make(chan *nats.Msg, 1)
 	go func() {
 		m, _ := nc.RequestMsg(&nats.Msg{Subject: "run.doubler", Data: []byte(`{"n":1,"mode":"sleep"}`),
-			Header: nats.Header{runner.HeaderTimeout: []string{"300ms"}}}, 10*time.Second)
+			Header: nats.Header{protocol.HeaderTimeout: []string{"300ms"}}}, 10*time.Second)
 		short <- m
 	}()
 	m, err := nc.Request("run.doubler", []byte(`{"n":2,"mode":"sleep"}`), 10*time.Second)
@@ -207,12 +208,12 @@ func TestBatchCallerKeepsItsOwnDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	sm := <-short
-	if e := runner.ReplyError(sm); e == nil || e.Code != runner.CodeDeadline {
+	if e := protocol.ReplyError(sm); e == nil || e.Code != runner.CodeDeadline {
 		t.Fatalf("short caller: got %v", sm)
 	}
 	// The long caller's batch ran to its end (1s sleep) although the
 	// short caller had gone: its batch lives until its own deadline.
-	if e := runner.ReplyError(m); e != nil || string(m.Data) != `{"doubled":4}` {
+	if e := protocol.ReplyError(m); e != nil || string(m.Data) != `{"doubled":4}` {
 		t.Fatalf("long caller: %v %s", e, m.Data)
 	}
 }
@@ -243,7 +244,7 @@ func TestRawAlgorithm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e := runner.ReplyError(m); e == nil || e.Code != runner.CodeInternal {
+	if e := protocol.ReplyError(m); e == nil || e.Code != runner.CodeInternal {
 		t.Fatalf("garbage output: %s", m.Data)
 	}
 }
@@ -263,7 +264,7 @@ func TestJobIDInContext(t *testing.T) {
 	}
 	start(t, nc, []*runner.Algorithm{a})
 	for hdr, want := range map[string]string{"j-1": `{"job_id":"j-1"}`, "": `{"job_id":""}`} {
-		m, err := nc.RequestMsg(&nats.Msg{Subject: "run.job", Data: []byte(`{}`), Header: nats.Header{runner.HeaderJobID: []string{hdr}}}, 5*time.Second)
+		m, err := nc.RequestMsg(&nats.Msg{Subject: "run.job", Data: []byte(`{}`), Header: nats.Header{protocol.HeaderJobID: []string{hdr}}}, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -19,6 +19,7 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/internal/objref"
 	"pnpworker/internal/procstats"
+	"pnpworker/protocol"
 	"pnpworker/schemas"
 )
 
@@ -34,7 +35,7 @@ type endpoint struct {
 	nc          *nats.Conn
 	js          jetstream.JetStream // the outputs bucket, for outputs too large for a message
 	subs        subs
-	cache       *liveView // live instances, for HeaderVersionWanted
+	cache       *liveView // live instances, for protocol.HeaderVersionWanted
 	monitorSubs []*nats.Subscription
 	started     time.Time
 	metadata    map[string]string
@@ -310,7 +311,7 @@ func (e *endpoint) counters() endpointStats {
 func (e *endpoint) handle(m *nats.Msg) {
 	// What JetStream delivered is never a request, whoever pointed it
 	// here: refused before anything else looks at it.
-	if marker, ok := JetStreamDelivered(m); ok {
+	if marker, ok := protocol.JetStreamDelivered(m); ok {
 		e.refuseJetStream(m, marker)
 		return
 	}
@@ -377,7 +378,7 @@ func (w *worker) serve(j job) {
 	// e.base already carries the endpoint's logger; a job id or a trace
 	// id needs its own.
 	log := e.log
-	if id := hdr.Get(HeaderJobID); id != "" {
+	if id := hdr.Get(protocol.HeaderJobID); id != "" {
 		ctx = context.WithValue(ctx, jobIDKey{}, id)
 	}
 	if l, ok := e.requestLogger(hdr); ok {
@@ -415,7 +416,7 @@ func (w *worker) serve(j job) {
 		}
 	}
 	msg := &nats.Msg{Subject: reply, Data: data, Header: e.okHeader}
-	id := hdr.Get(HeaderJobID)
+	id := hdr.Get(protocol.HeaderJobID)
 	var ref string
 	if int64(len(data)) > e.nc.MaxPayload()-outputHeadroom {
 		r, err := e.storeOutput(data)
@@ -434,10 +435,10 @@ func (w *worker) serve(j job) {
 			msg.Header[k] = v
 		}
 		if id != "" {
-			msg.Header.Set(HeaderJobID, id)
+			msg.Header.Set(protocol.HeaderJobID, id)
 		}
 		if ref != "" {
-			msg.Header.Set(HeaderOutputRef, ref)
+			msg.Header.Set(protocol.HeaderOutputRef, ref)
 		}
 	}
 	if err := e.nc.PublishMsg(msg); err != nil {
@@ -510,7 +511,7 @@ const (
 func (e *endpoint) replyError(reply string, req nats.Header, received time.Time, er *Error) {
 	er.Algorithm = e.alg.spec.Name
 	er.Instance = e.instance
-	if !validCode(er.Code) {
+	if !protocol.ValidCode(er.Code) {
 		er.Err = fmt.Errorf("invalid error code %d: %w (%s)", er.Code, er.Err, er.Message)
 		er.Code, er.Message = CodeInternal, ErrInternal.Message
 	}
@@ -546,22 +547,22 @@ func (e *endpoint) replyError(reply string, req nats.Header, received time.Time,
 		body = []byte(`{"code":500,"message":"internal error"}`)
 	}
 	h := nats.Header{
-		HeaderErrorCode: []string{strconv.Itoa(er.Code)},
-		HeaderError:     []string{er.Message},
-		HeaderInstance:  []string{e.instance},
-		HeaderAlgorithm: []string{e.alg.spec.Name},
-		HeaderVersion:   []string{e.alg.spec.Version},
+		protocol.HeaderErrorCode: []string{strconv.Itoa(er.Code)},
+		protocol.HeaderError:     []string{er.Message},
+		protocol.HeaderInstance:  []string{e.instance},
+		protocol.HeaderAlgorithm: []string{e.alg.spec.Name},
+		protocol.HeaderVersion:   []string{e.alg.spec.Version},
 	}
-	if id := req.Get(HeaderJobID); id != "" {
-		h.Set(HeaderJobID, id)
+	if id := req.Get(protocol.HeaderJobID); id != "" {
+		h.Set(protocol.HeaderJobID, id)
 	}
 	if er.NotStarted {
-		h.Set(HeaderNotStarted, "true")
+		h.Set(protocol.HeaderNotStarted, "true")
 	}
 	err = e.nc.PublishMsg(&nats.Msg{Subject: reply, Data: body, Header: h})
 	if errors.Is(err, nats.ErrMaxPayload) {
 		// Still too large (a tiny max_payload): the headers alone say it.
-		h.Set(HeaderError, "error reply too large; see the runner's log")
+		h.Set(protocol.HeaderError, "error reply too large; see the runner's log")
 		err = e.nc.PublishMsg(&nats.Msg{Subject: reply, Header: h})
 	}
 	if err != nil {
@@ -573,17 +574,17 @@ func (e *endpoint) replyError(reply string, req nats.Header, received time.Time,
 func callerDeadline(h nats.Header, now time.Time) (time.Time, bool, error) {
 	var d time.Time
 	found := false
-	if v := h.Get(HeaderDeadline); v != "" {
+	if v := h.Get(protocol.HeaderDeadline); v != "" {
 		t, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil {
-			return time.Time{}, false, fmt.Errorf("header %s: %q is not an RFC 3339 time", HeaderDeadline, v)
+			return time.Time{}, false, fmt.Errorf("header %s: %q is not an RFC 3339 time", protocol.HeaderDeadline, v)
 		}
 		d, found = t, true
 	}
-	if v := h.Get(HeaderTimeout); v != "" {
+	if v := h.Get(protocol.HeaderTimeout); v != "" {
 		t, err := time.ParseDuration(v)
 		if err != nil || t <= 0 {
-			return time.Time{}, false, fmt.Errorf("header %s: %q is not a positive duration such as 500ms", HeaderTimeout, v)
+			return time.Time{}, false, fmt.Errorf("header %s: %q is not a positive duration such as 500ms", protocol.HeaderTimeout, v)
 		}
 		if td := now.Add(t); !found || td.Before(d) {
 			d, found = td, true

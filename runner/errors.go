@@ -1,180 +1,62 @@
 package runner
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
-	"strconv"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
-
-	"pnpworker/schemas"
+	"pnpworker/protocol"
 )
 
-// Error is an error reply: a code from the protocol (the HTTP-like codes of
-// the NATS micro convention), a message that is safe to show the caller, and
-// the schema violations when the input did not satisfy the input schema.
+// Error is an error reply of the protocol (protocol.Error): a code, a
+// message that is safe to show the caller, and the schema violations.
 //
 // Algorithms return an *Error (or wrap one) to choose the code; any other
 // error becomes a 500 whose message is not sent, only logged.
-type Error struct {
-	// Code is one of 400, 404, 413, 422, 500, 502, 503, 504.
-	Code int `json:"code"`
-	// Message is shown to the caller.
-	Message string `json:"message"`
-	// Algorithm and Instance say who answered; set by the runner.
-	Algorithm string `json:"algorithm,omitempty"`
-	Instance  string `json:"instance,omitempty"`
-	// Violations lists each schema violation (JSON pointer + message).
-	Violations []schemas.Violation `json:"violations,omitempty"`
-	// NotStarted says the runner refused the request before running it
-	// (overloaded, draining, or its deadline passed while it waited), so a
-	// retry costs the algorithm nothing. Sent as the Pnp-Not-Started header.
-	NotStarted bool `json:"-"`
-	// Err is the underlying cause. It is logged, never sent.
-	Err error `json:"-"`
-}
+type Error = protocol.Error
 
-// Error codes of the protocol.
+// Error codes an algorithm may return, those of the protocol
+// (protocol.CodeInvalidInput, ...).
 const (
-	CodeInvalidInput  = 400
-	CodeNotFound      = 404
-	CodeTooLarge      = 413
-	CodeUnprocessable = 422
-	CodeInternal      = 500
-	// CodeBadGateway is a reply that does not keep the algorithm's
-	// promise: a success whose output does not satisfy the registered
-	// output schema, or is not JSON. The controller sets it; an algorithm
-	// that relies on another service may return it too. Retryable:
-	// another attempt may reach a healthy instance.
-	CodeBadGateway  = 502
-	CodeUnavailable = 503
-	CodeDeadline    = 504
+	CodeInvalidInput  = protocol.CodeInvalidInput
+	CodeNotFound      = protocol.CodeNotFound
+	CodeTooLarge      = protocol.CodeTooLarge
+	CodeUnprocessable = protocol.CodeUnprocessable
+	CodeInternal      = protocol.CodeInternal
+	CodeBadGateway    = protocol.CodeBadGateway
+	CodeUnavailable   = protocol.CodeUnavailable
+	CodeDeadline      = protocol.CodeDeadline
 )
 
-// Sentinels for errors.Is: errors.Is(err, ErrInvalidInput) is true for any
-// *Error with code 400, wherever it came from (an algorithm or a reply).
+// Sentinels for errors.Is, those of the protocol: errors.Is(err,
+// ErrInvalidInput) is true for any *Error with code 400, wherever it came
+// from (an algorithm or a reply).
 var (
-	ErrInvalidInput  = &Error{Code: CodeInvalidInput, Message: "invalid input"}
-	ErrNotFound      = &Error{Code: CodeNotFound, Message: "not found"}
-	ErrTooLarge      = &Error{Code: CodeTooLarge, Message: "too large"}
-	ErrUnprocessable = &Error{Code: CodeUnprocessable, Message: "input rejected by the algorithm"}
-	ErrInternal      = &Error{Code: CodeInternal, Message: "internal error"}
-	ErrBadGateway    = &Error{Code: CodeBadGateway, Message: "invalid reply from a runner"}
-	ErrUnavailable   = &Error{Code: CodeUnavailable, Message: "unavailable"}
-	ErrDeadline      = &Error{Code: CodeDeadline, Message: "deadline exceeded"}
+	ErrInvalidInput  = protocol.ErrInvalidInput
+	ErrNotFound      = protocol.ErrNotFound
+	ErrTooLarge      = protocol.ErrTooLarge
+	ErrUnprocessable = protocol.ErrUnprocessable
+	ErrInternal      = protocol.ErrInternal
+	ErrBadGateway    = protocol.ErrBadGateway
+	ErrUnavailable   = protocol.ErrUnavailable
+	ErrDeadline      = protocol.ErrDeadline
 )
 
-func (e *Error) Error() string {
-	s := strconv.Itoa(e.Code) + " " + e.Message
-	if len(e.Violations) > 0 {
-		s += ": "
-		for i, v := range e.Violations {
-			if i > 0 {
-				s += "; "
-			}
-			s += v.String()
-		}
-	}
-	if e.Err != nil && len(e.Violations) == 0 {
-		s += ": " + e.Err.Error()
-	}
-	return s
-}
-
-// Unwrap returns the cause.
-func (e *Error) Unwrap() error { return e.Err }
-
-// Is reports whether target is an *Error with the same code, so that the
-// sentinels match any error of their class.
-func (e *Error) Is(target error) bool {
-	t, ok := target.(*Error)
-	return ok && t.Code == e.Code
-}
-
-// Retryable reports whether a caller may try the same input again and hope
-// for another outcome: no runner yet (404), overload, draining, deadlines and
-// internal errors are; invalid, too large or rejected input is not.
-func (e *Error) Retryable() bool {
-	return e.Code >= 500 || e.Code == CodeNotFound
-}
-
-func validCode(c int) bool {
-	switch c {
-	case CodeInvalidInput, CodeNotFound, CodeTooLarge, CodeUnprocessable, CodeInternal, CodeBadGateway, CodeUnavailable, CodeDeadline:
-		return true
-	}
-	return false
-}
-
-// Errorf returns an *Error with code and a formatted message.
+// Errorf returns an *Error with code and a formatted message
+// (protocol.Errorf).
 func Errorf(code int, format string, args ...any) error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+	return protocol.Errorf(code, format, args...)
 }
 
 // Reject returns a 422 error: the input satisfied the schema but the
 // algorithm cannot use it (text too short to classify, image unreadable).
-// The message is shown to the caller.
+// The message is shown to the caller (protocol.Reject).
 func Reject(format string, args ...any) error {
-	return &Error{Code: CodeUnprocessable, Message: fmt.Sprintf(format, args...)}
+	return protocol.Reject(format, args...)
 }
 
 // InvalidInput returns a 400 error about one location of the input, for
-// checks a JSON Schema cannot express.
+// checks a JSON Schema cannot express (protocol.InvalidInput).
 func InvalidInput(pointer, format string, args ...any) error {
-	msg := fmt.Sprintf(format, args...)
-	return &Error{Code: CodeInvalidInput, Message: "invalid input", Violations: []schemas.Violation{{Pointer: pointer, Message: msg}}}
-}
-
-// Protocol headers. The error headers are those of the NATS micro
-// convention, so every micro-aware client understands them.
-const (
-	HeaderErrorCode = micro.ErrorCodeHeader // "Nats-Service-Error-Code"
-	HeaderError     = micro.ErrorHeader     // "Nats-Service-Error"
-	// HeaderJobID carries the caller's job id; it is logged and echoed.
-	HeaderJobID = "Pnp-Job-Id"
-	// HeaderDeadline is an absolute RFC 3339 deadline for the request.
-	HeaderDeadline = "Pnp-Deadline"
-	// HeaderTimeout is a relative time budget, a Go duration such as "500ms".
-	HeaderTimeout = "Pnp-Timeout"
-	// HeaderInstance names the instance that answered.
-	HeaderInstance = "Pnp-Instance"
-	// HeaderNotStarted is "true" on an error reply for a request the
-	// algorithm never ran.
-	HeaderNotStarted = "Pnp-Not-Started"
-	// HeaderAlgorithm and HeaderVersion name what answered.
-	HeaderAlgorithm = "Pnp-Algorithm"
-	HeaderVersion   = "Pnp-Version"
-	// HeaderOutputRef on a success reply says that the output did not fit
-	// a message: it is stored in the object store's outputs bucket under
-	// this obj:// reference, and the body is {"output_ref": <reference>}.
-	HeaderOutputRef = "Pnp-Output-Ref"
-)
-
-// ReplyError returns the *Error carried by a reply message, or nil when the
-// reply is a success. Callers of run.<algorithm> use it to tell outputs from
-// errors without knowing the wire format.
-func ReplyError(msg *nats.Msg) *Error {
-	code := msg.Header.Get(HeaderErrorCode)
-	if code == "" {
-		return nil
-	}
-	e := &Error{}
-	if err := json.Unmarshal(msg.Data, e); err != nil || e.Code == 0 {
-		// A micro service that is not a pnp runner: headers only.
-		e = &Error{Message: msg.Header.Get(HeaderError)}
-		e.Code, _ = strconv.Atoi(code)
-		if e.Code == 0 {
-			e.Code = CodeInternal
-		}
-	}
-	if e.Message == "" {
-		e.Message = msg.Header.Get(HeaderError)
-	}
-	e.Instance = msg.Header.Get(HeaderInstance)
-	e.NotStarted = msg.Header.Get(HeaderNotStarted) == "true"
-	return e
+	return protocol.InvalidInput(pointer, format, args...)
 }
 
 // asError classifies err into the *Error sent to the caller.

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"pnpworker/internal/embedded"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -63,7 +64,7 @@ func ExampleNew() {
 		if err != nil {
 			panic(err)
 		}
-		if e := runner.ReplyError(reply); e != nil {
+		if e := protocol.ReplyError(reply); e != nil {
 			fmt.Println(e.Code, e.Message, e.Violations)
 			continue
 		}
@@ -136,7 +137,7 @@ func ExampleNewBatchAlgorithm() {
 	}
 	for _, ch := range replies {
 		m := <-ch
-		if e := runner.ReplyError(m); e != nil {
+		if e := protocol.ReplyError(m); e != nil {
 			fmt.Println(e.Code, e.Message)
 			continue
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -160,7 +161,7 @@ func TestJetStreamDeliveriesAreNotRequests(t *testing.T) {
 				if err != nil {
 					t.Fatalf("no reply: %v", err)
 				}
-				if e := runner.ReplyError(m); e == nil || e.Code != runner.CodeInvalidInput || !e.NotStarted {
+				if e := protocol.ReplyError(m); e == nil || e.Code != runner.CodeInvalidInput || !e.NotStarted {
 					t.Fatalf("want a 400 not started, got %+v %s", e, m.Data)
 				}
 			}
@@ -184,7 +185,7 @@ func TestJetStreamDeliveriesAreNotRequests(t *testing.T) {
 
 	// Our own requests are untouched.
 	m := requestCounted(t, nc, `{"text":"x"}`)
-	if e := runner.ReplyError(m); e != nil || runs.Load() != 1 {
+	if e := protocol.ReplyError(m); e != nil || runs.Load() != 1 {
 		t.Fatalf("a plain request: %v, %d runs", e, runs.Load())
 	}
 }
@@ -206,59 +207,4 @@ func requestCounted(t *testing.T, nc *nats.Conn, body string) *nats.Msg {
 		t.Fatal(err)
 	}
 	return m
-}
-
-// TestJetStreamDelivered checks the markers one by one.
-func TestJetStreamDelivered(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		msg   *nats.Msg
-		found bool
-	}{
-		{"plain request", &nats.Msg{Reply: "_INBOX.x"}, false},
-		{"our request headers", &nats.Msg{Reply: "_INBOX_controller.x", Header: nats.Header{runner.HeaderJobID: {"j"}, runner.HeaderTimeout: {"1s"}, runner.HeaderTraceParent: {"00-1-2-01"}}}, false},
-		{"no reply at all", &nats.Msg{}, false},
-		{"Nats-Stream", &nats.Msg{Header: nats.Header{"Nats-Stream": {"S"}}}, true},
-		{"Nats-Subject", &nats.Msg{Header: nats.Header{"Nats-Subject": {"s"}}}, true},
-		{"Nats-Sequence", &nats.Msg{Header: nats.Header{"Nats-Sequence": {"1"}}}, true},
-		{"Nats-Time-Stamp", &nats.Msg{Header: nats.Header{"Nats-Time-Stamp": {"t"}}}, true},
-		{"Nats-Num-Pending", &nats.Msg{Header: nats.Header{"Nats-Num-Pending": {"0"}}}, true},
-		{"Nats-Last-Sequence", &nats.Msg{Header: nats.Header{"Nats-Last-Sequence": {"0"}}}, true},
-		{"Nats-UpTo-Sequence", &nats.Msg{Header: nats.Header{"Nats-UpTo-Sequence": {"0"}}}, true},
-		{"status", &nats.Msg{Header: nats.Header{"Status": {"404"}}}, true},
-		{"ack reply", &nats.Msg{Reply: "$JS.ACK.S.c.1.1.1.1.0"}, true},
-		{"flow control reply", &nats.Msg{Reply: "$JS.FC.S.x.y"}, true},
-		{"bucket reply", &nats.Msg{Reply: "$KV.results.j"}, true},
-		{"object reply", &nats.Msg{Reply: "$O.outputs.C.x"}, true},
-		{"other Nats- header", &nats.Msg{Reply: "_INBOX.x", Header: nats.Header{"Nats-Msg-Id": {"x"}}}, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			marker, found := runner.JetStreamDelivered(tc.msg)
-			if found != tc.found || found == (marker == "") {
-				t.Fatalf("JetStreamDelivered = %q, %v; want found=%v", marker, found, tc.found)
-			}
-		})
-	}
-}
-
-// BenchmarkJetStreamDelivered is the check's cost on a request as the
-// controller sends it (job id, time budget, trace context) and on one
-// without headers, as the gateway sends most.
-func BenchmarkJetStreamDelivered(b *testing.B) {
-	for _, bc := range []struct {
-		name string
-		msg  *nats.Msg
-	}{
-		{"controller request", &nats.Msg{Subject: "run.x", Reply: "_INBOX_controller.abc.1", Header: nats.Header{
-			runner.HeaderJobID: {"order-17"}, runner.HeaderTimeout: {"5s"}, runner.HeaderTraceParent: {"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}}},
-		{"no headers", &nats.Msg{Subject: "run.x", Reply: "_INBOX_gateway.abc.1"}},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			for b.Loop() {
-				if _, ok := runner.JetStreamDelivered(bc.msg); ok {
-					b.Fatal("refused")
-				}
-			}
-		})
-	}
 }

@@ -9,15 +9,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"pnpworker/discovery"
+	"pnpworker/protocol"
 	"pnpworker/rollout"
 )
-
-// HeaderVersionWanted, set on a request to run.<algorithm>, asks for one
-// version: an instance of another version that receives it forwards it,
-// unchanged and with the caller's reply subject, to the pinned subject of
-// the version asked for, or answers 404 when that version has no live
-// instance. It is the same header the reply carries (HeaderVersion).
-const HeaderVersionWanted = HeaderVersion
 
 // LeaveGrace is how long an instance stays in the shared queue group on
 // run.<algorithm> after a route change says it should leave. The version
@@ -235,7 +229,7 @@ func (m *membership) run(ctx context.Context) {
 // to that version's pinned subject, keeping the caller's reply subject, and
 // reports whether it took care of the request.
 func (e *endpoint) forward(m *nats.Msg, cache *liveView) bool {
-	want := m.Header.Get(HeaderVersionWanted)
+	want := m.Header.Get(protocol.HeaderVersionWanted)
 	spec := e.alg.spec
 	if want == "" || want == spec.Version || m.Subject != e.alg.Subject() {
 		return false

@@ -18,6 +18,7 @@ import (
 
 	"pnpworker/internal/metricstest"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -62,11 +63,11 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	natstest.Eventually(t, 5*time.Second, func() bool {
 		return metricstest.Scrape(t, url).Value(t, "pnp_runner_waiting", "algorithm=word_count") == 1
 	}, "waiting never reached 1")
-	if m := request(t, nc, `{"text":"refused"}`, nil); m.Header.Get(runner.HeaderErrorCode) != "503" {
+	if m := request(t, nc, `{"text":"refused"}`, nil); m.Header.Get(protocol.HeaderErrorCode) != "503" {
 		t.Fatalf("want a 503 refusal, got %v", m.Header)
 	}
 	for range 2 {
-		if m := <-slow; m == nil || runner.ReplyError(m) != nil {
+		if m := <-slow; m == nil || protocol.ReplyError(m) != nil {
 			t.Fatalf("slow request: %v", m)
 		}
 	}
@@ -130,36 +131,6 @@ func TestMetricsRegisteredOncePerRegistry(t *testing.T) {
 	}
 }
 
-func TestTraceParentParsing(t *testing.T) {
-	const id = "4bf92f3577b34da6a3ce929d0e0e4736"
-	cases := []struct {
-		name, header, value, want string
-	}{
-		{"valid", "traceparent", "00-" + id + "-00f067aa0ba902b7-01", id},
-		{"canonicalised name", "Traceparent", "00-" + id + "-00f067aa0ba902b7-01", id},
-		{"future version with more fields", "traceparent", "01-" + id + "-00f067aa0ba902b7-01-extra", id},
-		{"version 00 with more fields", "traceparent", "00-" + id + "-00f067aa0ba902b7-01-extra", ""},
-		{"version ff", "traceparent", "ff-" + id + "-00f067aa0ba902b7-01", ""},
-		{"zero trace id", "traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", ""},
-		{"zero parent id", "traceparent", "00-" + id + "-0000000000000000-01", ""},
-		{"upper case hex", "traceparent", "00-" + strings.ToUpper(id) + "-00f067aa0ba902b7-01", ""},
-		{"short", "traceparent", "00-" + id[:31] + "-00f067aa0ba902b7-01", ""},
-		{"garbage", "traceparent", "hello", ""},
-		{"none", "other", "x", ""},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			h := nats.Header{c.header: []string{c.value}}
-			if got := runner.TraceID(h); got != c.want {
-				t.Errorf("TraceID = %q, want %q", got, c.want)
-			}
-			if got := runner.TraceParent(h); (got != "") != (c.want != "") {
-				t.Errorf("TraceParent = %q", got)
-			}
-		})
-	}
-}
-
 // syncBuffer is a log sink safe for the runner's concurrent writers.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -219,10 +190,10 @@ func TestTraceIDOnEveryRequestLogLine(t *testing.T) {
 
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	tp := "00-" + traceID + "-00f067aa0ba902b7-01"
-	request(t, nc, `{"text":"traced-ok"}`, nats.Header{runner.HeaderTraceParent: {tp}, runner.HeaderJobID: {"job-1"}})
-	request(t, nc, `{"text":"traced-reject","mode":"reject"}`, nats.Header{runner.HeaderTraceParent: {tp}})
-	request(t, nc, `{"text":"untraced"}`, nats.Header{runner.HeaderJobID: {"job-2"}})
-	request(t, nc, `{"text":"badly-traced"}`, nats.Header{runner.HeaderTraceParent: {"00-zz"}})
+	request(t, nc, `{"text":"traced-ok"}`, nats.Header{protocol.HeaderTraceParent: {tp}, protocol.HeaderJobID: {"job-1"}})
+	request(t, nc, `{"text":"traced-reject","mode":"reject"}`, nats.Header{protocol.HeaderTraceParent: {tp}})
+	request(t, nc, `{"text":"untraced"}`, nats.Header{protocol.HeaderJobID: {"job-2"}})
+	request(t, nc, `{"text":"badly-traced"}`, nats.Header{protocol.HeaderTraceParent: {"00-zz"}})
 
 	lines := buf.lines(t)
 	seen := map[string]int{}

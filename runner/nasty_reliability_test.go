@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -75,15 +76,15 @@ func TestNastyInputsReliability(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			msg := request(t, nc, tc.body, nil)
-			code := msg.Header.Get(runner.HeaderErrorCode)
+			code := msg.Header.Get(protocol.HeaderErrorCode)
 			if tc.want == 0 {
 				if code != "" {
-					t.Fatalf("code %s (%s), want a success", code, msg.Header.Get(runner.HeaderError))
+					t.Fatalf("code %s (%s), want a success", code, msg.Header.Get(protocol.HeaderError))
 				}
 				return
 			}
 			if code != fmt.Sprint(tc.want) {
-				t.Fatalf("code %q (%s), want %d", code, msg.Header.Get(runner.HeaderError), tc.want)
+				t.Fatalf("code %q (%s), want %d", code, msg.Header.Get(protocol.HeaderError), tc.want)
 			}
 			var e runner.Error
 			if err := json.Unmarshal(msg.Data, &e); err != nil || e.Code != tc.want || e.Message == "" {
@@ -130,8 +131,8 @@ func TestViolationCapReliability(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code := msg.Header.Get(runner.HeaderErrorCode); code != "400" {
-		t.Fatalf("code %q (%s), want 400", code, msg.Header.Get(runner.HeaderError))
+	if code := msg.Header.Get(protocol.HeaderErrorCode); code != "400" {
+		t.Fatalf("code %q (%s), want 400", code, msg.Header.Get(protocol.HeaderError))
 	}
 	var e runner.Error
 	if err := json.Unmarshal(msg.Data, &e); err != nil {
@@ -166,8 +167,8 @@ func TestInvalidUTF8InStringReliability(t *testing.T) {
 	nc := s.Connect()
 	start(t, nc, []*runner.Algorithm{wordCount(t, nil)})
 	msg := request(t, nc, "{\"text\":\"a \xff\xfe b\"}", nil)
-	if code := msg.Header.Get(runner.HeaderErrorCode); code != "400" || !strings.Contains(msg.Header.Get(runner.HeaderError), "invalid UTF-8") {
-		t.Fatalf("code %q: %s, want a 400 naming invalid UTF-8", code, msg.Header.Get(runner.HeaderError))
+	if code := msg.Header.Get(protocol.HeaderErrorCode); code != "400" || !strings.Contains(msg.Header.Get(protocol.HeaderError), "invalid UTF-8") {
+		t.Fatalf("code %q: %s, want a 400 naming invalid UTF-8", code, msg.Header.Get(protocol.HeaderError))
 	}
 	if msg := request(t, nc, `{"text":"still here"}`, nil); string(msg.Data) != `{"words":2}` {
 		t.Fatalf("after invalid UTF-8: %s", msg.Data)

@@ -9,6 +9,7 @@ import (
 
 	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -19,14 +20,14 @@ func answers(t *testing.T, nc *nats.Conn, subject, want string, n int) map[strin
 	got := map[string]int{}
 	for range n {
 		reply, err := nc.RequestMsg(&nats.Msg{Subject: subject, Data: []byte(`{"text":"a b"}`),
-			Header: nats.Header{runner.HeaderVersionWanted: {want}}}, 10*time.Second)
+			Header: nats.Header{protocol.HeaderVersionWanted: {want}}}, 10*time.Second)
 		switch {
 		case err != nil:
 			got["error: "+err.Error()]++
-		case runner.ReplyError(reply) != nil:
-			got[fmt.Sprintf("error %d", runner.ReplyError(reply).Code)]++
+		case protocol.ReplyError(reply) != nil:
+			got[fmt.Sprintf("error %d", protocol.ReplyError(reply).Code)]++
 		default:
-			got[reply.Header.Get(runner.HeaderVersion)]++
+			got[reply.Header.Get(protocol.HeaderVersion)]++
 		}
 	}
 	return got
@@ -64,7 +65,7 @@ func TestPinnedSubjectIgnoresPnpVersion(t *testing.T) {
 			subject := discovery.PinnedSubject("word_count", tc.pinned)
 			if got := answers(t, nc, subject, tc.asks, 20); len(got) != 1 || got[tc.want] != 20 {
 				t.Fatalf("20 requests on %s with %s: %s: want all answered by %s, got %v",
-					subject, runner.HeaderVersionWanted, tc.asks, tc.want, got)
+					subject, protocol.HeaderVersionWanted, tc.asks, tc.want, got)
 			}
 		})
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"pnpworker/protocol"
 	"pnpworker/schemas"
 )
 
@@ -152,10 +153,10 @@ func FuzzCallerDeadline(f *testing.F) {
 	f.Fuzz(func(t *testing.T, deadline, timeout string) {
 		h := nats.Header{}
 		if deadline != "" {
-			h.Set(HeaderDeadline, deadline)
+			h.Set(protocol.HeaderDeadline, deadline)
 		}
 		if timeout != "" {
-			h.Set(HeaderTimeout, timeout)
+			h.Set(protocol.HeaderTimeout, timeout)
 		}
 		d, ok, err := callerDeadline(h, now)
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"pnpworker/discovery"
 	"pnpworker/internal/objref"
+	"pnpworker/protocol"
 	"pnpworker/rollout"
 )
 
@@ -448,9 +449,9 @@ func (r *Runner) startEndpoint(base context.Context, a *Algorithm, mem *membersh
 		e.rec.Metadata = nil
 	}
 	e.okHeader = nats.Header{
-		HeaderInstance:  []string{instance},
-		HeaderAlgorithm: []string{spec.Name},
-		HeaderVersion:   []string{spec.Version},
+		protocol.HeaderInstance:  []string{instance},
+		protocol.HeaderAlgorithm: []string{spec.Name},
+		protocol.HeaderVersion:   []string{spec.Version},
 	}
 	member, _ := mem.want(e)
 	if err := e.subscribe(member); err != nil {

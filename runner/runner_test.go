@@ -17,6 +17,7 @@ import (
 
 	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -178,19 +179,19 @@ func TestErrorReplies(t *testing.T) {
 		{"panic", `{"text":"a","mode":"panic"}`, nil, 500, "algorithm panicked", nil},
 		{"internal error hides details", `{"text":"a","mode":"plain_error"}`, nil, 500, "internal error", nil},
 		{"output breaks schema", `{"text":"a","mode":"bad_output"}`, nil, 500, "output that does not match", []string{"/words: expected integer"}},
-		{"deadline from header", `{"text":"a","sleep_ms":2000}`, nats.Header{runner.HeaderTimeout: {"50ms"}}, 504, "deadline exceeded", nil},
-		{"deadline ignored by algorithm", `{"text":"a","sleep_ms":300,"mode":"ignore_ctx"}`, nats.Header{runner.HeaderTimeout: {"50ms"}}, 504, "deadline exceeded", nil},
-		{"deadline already passed", `{"text":"a"}`, nats.Header{runner.HeaderDeadline: {time.Now().Add(-time.Second).Format(time.RFC3339Nano)}}, 504, "deadline exceeded", nil},
-		{"bad timeout header", `{"text":"a"}`, nats.Header{runner.HeaderTimeout: {"soon"}}, 400, "Pnp-Timeout", nil},
-		{"bad deadline header", `{"text":"a"}`, nats.Header{runner.HeaderDeadline: {"tomorrow"}}, 400, "Pnp-Deadline", nil},
+		{"deadline from header", `{"text":"a","sleep_ms":2000}`, nats.Header{protocol.HeaderTimeout: {"50ms"}}, 504, "deadline exceeded", nil},
+		{"deadline ignored by algorithm", `{"text":"a","sleep_ms":300,"mode":"ignore_ctx"}`, nats.Header{protocol.HeaderTimeout: {"50ms"}}, 504, "deadline exceeded", nil},
+		{"deadline already passed", `{"text":"a"}`, nats.Header{protocol.HeaderDeadline: {time.Now().Add(-time.Second).Format(time.RFC3339Nano)}}, 504, "deadline exceeded", nil},
+		{"bad timeout header", `{"text":"a"}`, nats.Header{protocol.HeaderTimeout: {"soon"}}, 400, "Pnp-Timeout", nil},
+		{"bad deadline header", `{"text":"a"}`, nats.Header{protocol.HeaderDeadline: {"tomorrow"}}, 400, "Pnp-Deadline", nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			msg := request(t, nc, tc.body, tc.hdr)
-			if got := msg.Header.Get(runner.HeaderErrorCode); got != fmt.Sprint(tc.code) {
+			if got := msg.Header.Get(protocol.HeaderErrorCode); got != fmt.Sprint(tc.code) {
 				t.Fatalf("code header = %q, want %d (body %s)", got, tc.code, msg.Data)
 			}
-			if got := msg.Header.Get(runner.HeaderError); !strings.Contains(got, tc.msg) {
+			if got := msg.Header.Get(protocol.HeaderError); !strings.Contains(got, tc.msg) {
 				t.Errorf("error header = %q, want it to contain %q", got, tc.msg)
 			}
 			var body runner.Error
@@ -211,7 +212,7 @@ func TestErrorReplies(t *testing.T) {
 					t.Errorf("violation %d = %q, want prefix %q", i, body.Violations[i], v)
 				}
 			}
-			re := runner.ReplyError(msg)
+			re := protocol.ReplyError(msg)
 			if re == nil || re.Code != tc.code {
 				t.Errorf("ReplyError = %v", re)
 			}
@@ -219,7 +220,7 @@ func TestErrorReplies(t *testing.T) {
 	}
 	// The process survived all of it.
 	msg := request(t, nc, `{"text":"still alive"}`, nil)
-	if runner.ReplyError(msg) != nil || string(msg.Data) != `{"words":2}` {
+	if protocol.ReplyError(msg) != nil || string(msg.Data) != `{"words":2}` {
 		t.Fatalf("after errors: %s %v", msg.Data, msg.Header)
 	}
 }
@@ -228,17 +229,17 @@ func TestSuccessHeadersAndSentinels(t *testing.T) {
 	s := natstest.Start(t)
 	nc := s.Connect()
 	r, _ := start(t, nc, []*runner.Algorithm{wordCount(t, nil)})
-	msg := request(t, nc, `{"text":"one two three"}`, nats.Header{runner.HeaderJobID: {"job-1"}})
+	msg := request(t, nc, `{"text":"one two three"}`, nats.Header{protocol.HeaderJobID: {"job-1"}})
 	if string(msg.Data) != `{"words":3}` {
 		t.Fatalf("body = %s", msg.Data)
 	}
 	inst := strings.TrimPrefix(r.Instances()[0], "word_count.")
-	for k, want := range map[string]string{runner.HeaderInstance: inst, runner.HeaderVersion: "1.0.0", runner.HeaderAlgorithm: "word_count", runner.HeaderJobID: "job-1"} {
+	for k, want := range map[string]string{protocol.HeaderInstance: inst, protocol.HeaderVersion: "1.0.0", protocol.HeaderAlgorithm: "word_count", protocol.HeaderJobID: "job-1"} {
 		if got := msg.Header.Get(k); got != want {
 			t.Errorf("header %s = %q, want %q", k, got, want)
 		}
 	}
-	err := runner.ReplyError(request(t, nc, `{"text":1}`, nil))
+	err := protocol.ReplyError(request(t, nc, `{"text":1}`, nil))
 	if !errors.Is(err, runner.ErrInvalidInput) || errors.Is(err, runner.ErrInternal) || err.Retryable() {
 		t.Errorf("sentinels: %v", err)
 	}
@@ -284,7 +285,7 @@ func TestReplicasShareLoad(t *testing.T) {
 				return
 			}
 			mu.Lock()
-			perInstance[msg.Header.Get(runner.HeaderInstance)]++
+			perInstance[msg.Header.Get(protocol.HeaderInstance)]++
 			mu.Unlock()
 		}()
 	}
@@ -377,14 +378,14 @@ func TestOverloadAnswers503(t *testing.T) {
 	send()
 	natstest.Eventually(t, 5*time.Second, func() bool { st := endpointStats(t, nc); return st.Waiting == 1 }, "second request never queued")
 	msg := request(t, nc, `{"text":"third"}`, nil)
-	if msg.Header.Get(runner.HeaderErrorCode) != "503" || !strings.Contains(msg.Header.Get(runner.HeaderError), "overloaded") {
+	if msg.Header.Get(protocol.HeaderErrorCode) != "503" || !strings.Contains(msg.Header.Get(protocol.HeaderError), "overloaded") {
 		t.Fatalf("third request: %v %s, want 503 overloaded", msg.Header, msg.Data)
 	}
-	if e := runner.ReplyError(msg); !e.NotStarted || msg.Header.Get(runner.HeaderNotStarted) != "true" {
+	if e := protocol.ReplyError(msg); !e.NotStarted || msg.Header.Get(protocol.HeaderNotStarted) != "true" {
 		t.Errorf("a refused request must say it never started: %v", msg.Header)
 	}
 	for range 2 {
-		if m := <-replies; m == nil || runner.ReplyError(m) != nil {
+		if m := <-replies; m == nil || protocol.ReplyError(m) != nil {
 			t.Errorf("admitted request failed: %v", m)
 		}
 	}
@@ -437,7 +438,7 @@ func TestDrainTimeoutAnswers503(t *testing.T) {
 	natstest.Eventually(t, 5*time.Second, func() bool { return inFlight(t, client) == 1 }, "request never started")
 	stop()
 	m := <-reply
-	if m == nil || m.Header.Get(runner.HeaderErrorCode) != "503" || !strings.Contains(m.Header.Get(runner.HeaderError), "draining") {
+	if m == nil || m.Header.Get(protocol.HeaderErrorCode) != "503" || !strings.Contains(m.Header.Get(protocol.HeaderError), "draining") {
 		t.Fatalf("reply after drain timeout: %+v", m)
 	}
 }
@@ -493,7 +494,7 @@ func TestDrainServesEverythingAlreadyDelivered(t *testing.T) {
 	for range n {
 		select {
 		case m := <-replies:
-			codes[m.Header.Get(runner.HeaderErrorCode)]++
+			codes[m.Header.Get(protocol.HeaderErrorCode)]++
 		case <-time.After(20 * time.Second):
 			t.Fatalf("only %v replies of %d", codes, n)
 		}
@@ -544,7 +545,7 @@ func TestDrainTimeoutWithAStuckAlgorithm(t *testing.T) {
 	}
 	for range 2 {
 		m := <-replies
-		if m == nil || m.Header.Get(runner.HeaderErrorCode) != "503" {
+		if m == nil || m.Header.Get(protocol.HeaderErrorCode) != "503" {
 			t.Errorf("reply = %v, want 503 draining", m)
 		}
 	}
@@ -569,7 +570,7 @@ func TestOversizedErrorAndOutputStillGetAReply(t *testing.T) {
 	// An output just under the limit whose headers push it over: stored
 	// in the algorithm's own outputs bucket, which the runner created.
 	msg := request(t, nc, fmt.Sprintf(`{"n":%d}`, max-20), nil)
-	if ref := msg.Header.Get(runner.HeaderOutputRef); msg.Header.Get(runner.HeaderErrorCode) != "" || !strings.HasPrefix(ref, "obj://outputs_word_count/") {
+	if ref := msg.Header.Get(protocol.HeaderOutputRef); msg.Header.Get(protocol.HeaderErrorCode) != "" || !strings.HasPrefix(ref, "obj://outputs_word_count/") {
 		t.Errorf("oversized output: %v, want a reference into outputs_word_count", msg.Header)
 	}
 	// Without that bucket it cannot be stored: a 500 saying why.
@@ -583,13 +584,13 @@ func TestOversizedErrorAndOutputStillGetAReply(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg = request(t, nc, fmt.Sprintf(`{"n":%d}`, max-20), nil)
-	if msg.Header.Get(runner.HeaderErrorCode) != "500" || !strings.Contains(msg.Header.Get(runner.HeaderError), "max payload") || !strings.Contains(msg.Header.Get(runner.HeaderError), "outputs_word_count") {
+	if msg.Header.Get(protocol.HeaderErrorCode) != "500" || !strings.Contains(msg.Header.Get(protocol.HeaderError), "max payload") || !strings.Contains(msg.Header.Get(protocol.HeaderError), "outputs_word_count") {
 		t.Errorf("oversized output without its bucket: %v", msg.Header)
 	}
 	// 100k violations: the error reply is capped and still arrives.
 	items := "[" + strings.TrimSuffix(strings.Repeat("1,", 100000), ",") + "]"
 	msg = request(t, nc, `{"items":`+items+`}`, nil)
-	e := runner.ReplyError(msg)
+	e := protocol.ReplyError(msg)
 	if e == nil || e.Code != 400 || len(e.Violations) != 101 || !strings.Contains(e.Violations[100].Message, "more violations") {
 		t.Fatalf("violation flood: %v (%d violations)", msg.Header, len(e.Violations))
 	}
@@ -650,7 +651,7 @@ func TestWorkersStartedByUse(t *testing.T) {
 	}
 	natstest.Eventually(t, 10*time.Second, func() bool { return endpointStats(t, nc).InFlight == n }, "%d requests do not run at once", n)
 	for range n {
-		if m := <-replies; m == nil || runner.ReplyError(m) != nil {
+		if m := <-replies; m == nil || protocol.ReplyError(m) != nil {
 			t.Fatalf("request failed: %v", m)
 		}
 	}

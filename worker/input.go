@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"pnpworker/runner"
+	"pnpworker/protocol"
 	"pnpworker/schemas"
 )
 
@@ -18,7 +18,7 @@ import (
 // is valid JSON already (it satisfied the input schema). One pass over the
 // bytes decides; only an input that is refused is walked again to find
 // the JSON pointer.
-func checkInput(in []byte, maxDepth, maxNumber int) *runner.Error {
+func checkInput(in []byte, maxDepth, maxNumber int) *protocol.Error {
 	depth, number := 0, 0
 	inString, escaped := false, false
 	for _, c := range in {
@@ -56,7 +56,7 @@ func checkInput(in []byte, maxDepth, maxNumber int) *runner.Error {
 
 // locateInputProblem walks in token by token (the decoder keeps its own
 // stack: no recursion) to the first value past the bounds.
-func locateInputProblem(in []byte, maxDepth, maxNumber int) *runner.Error {
+func locateInputProblem(in []byte, maxDepth, maxNumber int) *protocol.Error {
 	type frame struct {
 		array   bool
 		index   int
@@ -76,8 +76,8 @@ func locateInputProblem(in []byte, maxDepth, maxNumber int) *runner.Error {
 		}
 		return b.String()
 	}
-	refuse := func(msg string) *runner.Error {
-		return &runner.Error{Code: runner.CodeInvalidInput, Message: "input is beyond what this worker accepts",
+	refuse := func(msg string) *protocol.Error {
+		return &protocol.Error{Code: protocol.CodeInvalidInput, Message: "input is beyond what this worker accepts",
 			Violations: []schemas.Violation{{Pointer: pointer(), Message: msg}}}
 	}
 	dec := json.NewDecoder(bytes.NewReader(in))

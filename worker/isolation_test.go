@@ -17,7 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"pnpworker/internal/natstest"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 	"pnpworker/worker"
 )
 
@@ -150,7 +150,7 @@ done
 			}
 			natstest.Eventually(t, 10*time.Second, func() bool { return len(lookup(t, nc, "forker")) == 1 }, "forker is not registered")
 			before := lookup(t, nc, "forker")[0].Instance
-			if e := runner.ReplyError(call(t, nc, "forker", `{"die":true}`, nil)); e != nil {
+			if e := protocol.ReplyError(call(t, nc, "forker", `{"die":true}`, nil)); e != nil {
 				t.Fatalf("the last request before the exit: %v", e)
 			}
 			// The exit is noticed: a new process serves, under a new
@@ -158,7 +158,7 @@ done
 			natstest.Eventually(t, 20*time.Second, func() bool {
 				m, err := nc.Request("run.forker", []byte(`{}`), time.Second)
 				var now struct{ PID int }
-				return err == nil && runner.ReplyError(m) == nil && json.Unmarshal(m.Data, &now) == nil && now.PID != first.PID
+				return err == nil && protocol.ReplyError(m) == nil && json.Unmarshal(m.Data, &now) == nil && now.PID != first.PID
 			}, "the worker that exited is not replaced while its child holds its stdout\n%s", logs)
 			natstest.Eventually(t, 10*time.Second, func() bool {
 				recs := lookup(t, nc, "forker")
@@ -220,9 +220,9 @@ func TestInputAWorkerCannotParse(t *testing.T) {
 			nc := s.Connect()
 			logs := startWorker(t, nc, worker.Config{Command: sdkCommand(t, "testdata/adapter.py"), MaxInputDepth: tc.depth, MaxInputNumber: tc.number})
 			before := pid(t, nc)
-			m := call(t, nc, "kind", tc.body, nats.Header{runner.HeaderTimeout: []string{"10s"}})
-			e := runner.ReplyError(m)
-			if e == nil || e.Code != runner.CodeInvalidInput {
+			m := call(t, nc, "kind", tc.body, nats.Header{protocol.HeaderTimeout: []string{"10s"}})
+			e := protocol.ReplyError(m)
+			if e == nil || e.Code != protocol.CodeInvalidInput {
 				t.Fatalf("got %v, want 400\n%s", e, logs)
 			}
 			if tc.pointer != "" {
@@ -235,8 +235,8 @@ func TestInputAWorkerCannotParse(t *testing.T) {
 			if after := pid(t, nc); after != before {
 				t.Fatalf("the worker was replaced (pid %d -> %d)\n%s", before, after, logs)
 			}
-			if m := call(t, nc, "kind", `{"value":[[1]]}`, nil); string(m.Data) == "" || runner.ReplyError(m) != nil {
-				t.Fatalf("a plain request after: %v %s", runner.ReplyError(m), m.Data)
+			if m := call(t, nc, "kind", `{"value":[[1]]}`, nil); string(m.Data) == "" || protocol.ReplyError(m) != nil {
+				t.Fatalf("a plain request after: %v %s", protocol.ReplyError(m), m.Data)
 			}
 		})
 	}
@@ -282,7 +282,7 @@ done
 	waitServing(t, nc, "flood", `{}`, 20*time.Second)
 	// Requests are answered while the flood goes on.
 	for range 20 {
-		if e := runner.ReplyError(call(t, nc, "flood", `{}`, nil)); e != nil {
+		if e := protocol.ReplyError(call(t, nc, "flood", `{}`, nil)); e != nil {
 			t.Fatalf("request during the flood: %v", e)
 		}
 	}

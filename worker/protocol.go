@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -47,7 +48,7 @@ type Descriptor struct {
 	InputSchema  json.RawMessage `json:"input_schema"`
 	OutputSchema json.RawMessage `json:"output_schema"`
 	// TimeoutMS is the default time budget of one request; 0 means
-	// runner.DefaultTimeout.
+	// protocol.DefaultTimeout.
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 	// MaxConcurrency is how many requests of this algorithm the worker
 	// process takes at once; 0 means 1 (the safe choice for a process that
@@ -150,13 +151,13 @@ type cancel struct {
 // workerError turns an error reported by a worker into the reply's error:
 // codes outside the protocol's become 500, and a 500's message is the
 // generic one (the worker's text may hold internals; it is logged).
-func workerError(code int, message string) *runner.Error {
+func workerError(code int, message string) *protocol.Error {
 	switch code {
-	case runner.CodeInvalidInput, runner.CodeNotFound, runner.CodeTooLarge, runner.CodeUnprocessable, runner.CodeUnavailable, runner.CodeDeadline:
+	case protocol.CodeInvalidInput, protocol.CodeNotFound, protocol.CodeTooLarge, protocol.CodeUnprocessable, protocol.CodeUnavailable, protocol.CodeDeadline:
 		if message == "" {
 			message = fmt.Sprintf("error %d", code)
 		}
-		return &runner.Error{Code: code, Message: message}
+		return &protocol.Error{Code: code, Message: message}
 	}
-	return &runner.Error{Code: runner.CodeInternal, Message: runner.ErrInternal.Message, Err: fmt.Errorf("worker error %d: %s", code, message)}
+	return &protocol.Error{Code: protocol.CodeInternal, Message: protocol.ErrInternal.Message, Err: fmt.Errorf("worker error %d: %s", code, message)}
 }

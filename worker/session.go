@@ -19,6 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -214,7 +215,7 @@ func (s *session) start() error {
 	go func() {
 		defer close(stdoutDone)
 		s.readStdout(outR)
-		s.failAll(&runner.Error{Code: runner.CodeUnavailable, Message: "worker process exited while running the request"})
+		s.failAll(&protocol.Error{Code: protocol.CodeUnavailable, Message: "worker process exited while running the request"})
 	}()
 	go func() {
 		// Output ended while the process lives: it no longer speaks;
@@ -400,7 +401,7 @@ func (s *session) callBatch(ctx context.Context, name string, all []json.RawMess
 		}
 		if len(it.Output) == 0 {
 			s.base().Warn().Str("algorithm", name).Int("item", i).Msg("worker sent a batch item without output or error")
-			errs[i] = &runner.Error{Code: runner.CodeInternal, Message: "worker sent a malformed reply"}
+			errs[i] = &protocol.Error{Code: protocol.CodeInternal, Message: "worker sent a malformed reply"}
 			continue
 		}
 		outs[i] = it.Output
@@ -418,7 +419,7 @@ func (s *session) call(ctx context.Context, req request, batch int) result {
 	s.mu.Lock()
 	if s.dead {
 		s.mu.Unlock()
-		return result{err: &runner.Error{Code: runner.CodeUnavailable, Message: "worker process is restarting", NotStarted: true}}
+		return result{err: &protocol.Error{Code: protocol.CodeUnavailable, Message: "worker process is restarting", NotStarted: true}}
 	}
 	s.pending[id] = c
 	s.mu.Unlock()
@@ -443,7 +444,7 @@ func (s *session) call(ctx context.Context, req request, batch int) result {
 			<-ctx.Done()
 			return result{err: ctx.Err()}
 		}
-		return result{err: &runner.Error{Code: runner.CodeUnavailable, Message: "worker process is not taking requests", NotStarted: true, Err: err}}
+		return result{err: &protocol.Error{Code: protocol.CodeUnavailable, Message: "worker process is not taking requests", NotStarted: true, Err: err}}
 	}
 	select {
 	case r := <-c.ch:
@@ -498,7 +499,7 @@ func (s *session) take(id string) *call {
 	return c
 }
 
-func (s *session) failAll(err *runner.Error) {
+func (s *session) failAll(err *protocol.Error) {
 	s.mu.Lock()
 	s.dead = true
 	pending := s.pending
@@ -584,7 +585,7 @@ func (s *session) dispatch(line []byte) {
 			c.ch <- result{output: m.Output}
 		default:
 			s.base().Warn().Str("algorithm", c.algorithm).Str("id", m.ID).Msg("worker sent a result without output (or with the wrong number of batch results)")
-			c.ch <- result{err: &runner.Error{Code: runner.CodeInternal, Message: "worker sent a malformed reply"}}
+			c.ch <- result{err: &protocol.Error{Code: protocol.CodeInternal, Message: "worker sent a malformed reply"}}
 		}
 	case TypeError:
 		c := s.take(m.ID)
@@ -624,7 +625,7 @@ func (s *session) malformed(line []byte, why string) {
 	if c := s.take(id); c != nil {
 		s.base().Warn().Str("problem", why).Str("line", strings.TrimSpace(string(shown))).
 			Str("algorithm", c.algorithm).Str("id", id).Msg("worker broke the protocol; failing that request")
-		c.ch <- result{err: &runner.Error{Code: runner.CodeInternal, Message: "worker sent a malformed reply"}}
+		c.ch <- result{err: &protocol.Error{Code: protocol.CodeInternal, Message: "worker sent a malformed reply"}}
 		return
 	}
 	// A line that answers nothing costs the process nothing to repeat:

@@ -20,6 +20,7 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
 	"pnpworker/internal/python"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 	"pnpworker/worker"
 )
@@ -118,7 +119,7 @@ func waitServing(t *testing.T, nc *nats.Conn, alg, body string, within time.Dura
 	var last *nats.Msg
 	natstest.Eventually(t, within, func() bool {
 		m, err := nc.Request("run."+alg, []byte(body), time.Second)
-		if err != nil || runner.ReplyError(m) != nil {
+		if err != nil || protocol.ReplyError(m) != nil {
 			return false
 		}
 		last = m
@@ -168,7 +169,7 @@ func TestPythonModuleServed(t *testing.T) {
 	if got := string(m.Data); got != `{"text":"hello Ada hello Ada"}` {
 		t.Fatalf("greet = %s", got)
 	}
-	if v := m.Header.Get(runner.HeaderVersion); v != "2.1.0" {
+	if v := m.Header.Get(protocol.HeaderVersion); v != "2.1.0" {
 		t.Errorf("version header %q, want the module's VERSION 2.1.0", v)
 	}
 	var recs []discovery.Registration
@@ -193,7 +194,7 @@ func TestPythonModuleServed(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			e := runner.ReplyError(call(t, nc, tc.alg, tc.body, nil))
+			e := protocol.ReplyError(call(t, nc, tc.alg, tc.body, nil))
 			if e == nil || e.Code != tc.code {
 				t.Fatalf("got %v, want code %d", e, tc.code)
 			}
@@ -220,7 +221,7 @@ func TestPythonModuleServed(t *testing.T) {
 		return len(logs.lines(map[string]string{"source": "stderr", "message": "a stray print to stdout must not break the protocol"})) > 0 &&
 			len(logs.lines(map[string]string{"source": "stderr", "message": "greeting Ada"})) > 0
 	}, "stdout and stderr prints are not in the log")
-	call(t, nc, "log", `{"message":"from python"}`, nats.Header{runner.HeaderJobID: []string{"job-42"}})
+	call(t, nc, "log", `{"message":"from python"}`, nats.Header{protocol.HeaderJobID: []string{"job-42"}})
 	natstest.Eventually(t, 5*time.Second, func() bool {
 		return len(logs.lines(map[string]string{"source": "worker", "message": "from python", "level": "warn", "algorithm": "log", "job_id": "job-42"})) == 1
 	}, "pnpworker.log did not reach the log with the algorithm and job id")
@@ -238,10 +239,10 @@ func TestBigMessages(t *testing.T) {
 	text := strings.Repeat("x", int(nc.MaxPayload())-200)
 	in, _ := json.Marshal(map[string]string{"text": text[:len(text)-100]})
 	m := call(t, nc, "echo", string(in), nil)
-	if e := runner.ReplyError(m); e != nil {
+	if e := protocol.ReplyError(m); e != nil {
 		// The output is the input plus a little: it may exceed the
 		// payload, which must then be a clean 500.
-		if e.Code != runner.CodeInternal {
+		if e.Code != protocol.CodeInternal {
 			t.Fatalf("big echo: %v", e)
 		}
 	}
@@ -288,7 +289,7 @@ func TestKilledWorkerComesBack(t *testing.T) {
 		if m == nil {
 			t.Fatal("an in-flight request got no reply")
 		}
-		e := runner.ReplyError(m)
+		e := protocol.ReplyError(m)
 		if e == nil || !e.Retryable() {
 			t.Fatalf("in-flight request: got %v, want a retryable error", e)
 		}
@@ -297,7 +298,7 @@ func TestKilledWorkerComesBack(t *testing.T) {
 	var now int
 	natstest.Eventually(t, 5*time.Second, func() bool {
 		m, err := nc.Request("run.pid", []byte(`{}`), time.Second)
-		if err != nil || runner.ReplyError(m) != nil {
+		if err != nil || protocol.ReplyError(m) != nil {
 			return false
 		}
 		return json.Unmarshal(m.Data, &now) == nil && now != old
@@ -333,7 +334,7 @@ done
 	natstest.Eventually(t, 5*time.Second, func() bool { return len(lookup(t, nc, "gated")) == 1 }, "gated is not registered while up")
 	writeFile(t, gate, 0o644, "")
 	m := call(t, nc, "gated", `{}`, nil)
-	if e := runner.ReplyError(m); e == nil || !e.Retryable() {
+	if e := protocol.ReplyError(m); e == nil || !e.Retryable() {
 		t.Fatalf("request to a dying worker: %v, want retryable", e)
 	}
 	natstest.Eventually(t, 5*time.Second, func() bool { return len(lookup(t, nc, "gated")) == 0 }, "registration stays while the worker is down")
@@ -352,9 +353,9 @@ func TestCancellation(t *testing.T) {
 	nc := s.Connect()
 	logs := startWorker(t, nc, worker.Config{Command: sdkCommand(t, "testdata/adapter.py"), CancelGrace: 500 * time.Millisecond})
 	first := pid(t, nc)
-	short := nats.Header{runner.HeaderTimeout: []string{"200ms"}}
+	short := nats.Header{protocol.HeaderTimeout: []string{"200ms"}}
 
-	if e := runner.ReplyError(call(t, nc, "sleep", `{"ms":5000}`, short)); e == nil || e.Code != runner.CodeDeadline {
+	if e := protocol.ReplyError(call(t, nc, "sleep", `{"ms":5000}`, short)); e == nil || e.Code != protocol.CodeDeadline {
 		t.Fatalf("cooperative sleep past its deadline: %v, want 504", e)
 	}
 	// The cooperative worker answers the cancel and stays the same
@@ -369,13 +370,13 @@ func TestCancellation(t *testing.T) {
 		t.Fatalf("a worker that honoured the cancel was restarted (pid %d -> %d)", first, p)
 	}
 
-	if e := runner.ReplyError(call(t, nc, "sleep", `{"ms":60000,"ignore_cancel":true}`, short)); e == nil || e.Code != runner.CodeDeadline {
+	if e := protocol.ReplyError(call(t, nc, "sleep", `{"ms":60000,"ignore_cancel":true}`, short)); e == nil || e.Code != protocol.CodeDeadline {
 		t.Fatalf("stubborn sleep past its deadline: %v, want 504", e)
 	}
 	natstest.Eventually(t, 10*time.Second, func() bool {
 		m, err := nc.Request("run.pid", []byte(`{}`), time.Second)
 		var p int
-		return err == nil && runner.ReplyError(m) == nil && json.Unmarshal(m.Data, &p) == nil && p != first
+		return err == nil && protocol.ReplyError(m) == nil && json.Unmarshal(m.Data, &p) == nil && p != first
 	}, "a worker that ignored the cancel was not replaced")
 	if len(logs.lines(map[string]string{"message": "worker ignored a cancel past the grace", "algorithm": "sleep"})) != 1 {
 		t.Errorf("no log entry for the ignored cancel")
@@ -414,9 +415,9 @@ func TestGarbageOnStdoutFailsOnlyThatRequest(t *testing.T) {
 		if m == nil {
 			t.Fatalf("request %d: no reply", i)
 		}
-		e := runner.ReplyError(m)
+		e := protocol.ReplyError(m)
 		if i == 2 {
-			if e == nil || e.Code != runner.CodeInternal {
+			if e == nil || e.Code != protocol.CodeInternal {
 				t.Errorf("garbage reply: %v, want 500", e)
 			}
 			continue
@@ -464,9 +465,9 @@ func TestPythonBatch(t *testing.T) {
 		if m == nil {
 			t.Fatalf("caller %d: no reply", i)
 		}
-		e := runner.ReplyError(m)
+		e := protocol.ReplyError(m)
 		if i == 7 {
-			if e == nil || e.Code != runner.CodeUnprocessable {
+			if e == nil || e.Code != protocol.CodeUnprocessable {
 				t.Errorf("negative item: %v, want 422", e)
 			}
 			continue
@@ -585,8 +586,8 @@ exec sleep 1000
 	}, "deaf is not served")
 	// More than a pipe buffer holds, so the write blocks.
 	big, _ := json.Marshal(map[string]string{"pad": strings.Repeat("x", 256<<10)})
-	m := call(t, nc, "deaf", string(big), nats.Header{runner.HeaderTimeout: []string{"300ms"}})
-	if e := runner.ReplyError(m); e == nil || e.Code != runner.CodeDeadline || e.Message != "deadline exceeded" {
+	m := call(t, nc, "deaf", string(big), nats.Header{protocol.HeaderTimeout: []string{"300ms"}})
+	if e := protocol.ReplyError(m); e == nil || e.Code != protocol.CodeDeadline || e.Message != "deadline exceeded" {
 		t.Fatalf("got %v, want 504 deadline exceeded", e)
 	}
 	natstest.Eventually(t, 10*time.Second, func() bool {

@@ -17,6 +17,7 @@ import (
 	"pnpworker/internal/imagefetch"
 	"pnpworker/internal/imagefetch/imagetest"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -74,8 +75,8 @@ func TestDecodeBudgetAdmission(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rerr := runner.ReplyError(msg)
-	if rerr == nil || rerr.Code != runner.CodeUnavailable || !rerr.NotStarted || msg.Header.Get(runner.HeaderNotStarted) != "true" || !strings.Contains(rerr.Message, "busy") {
+	rerr := protocol.ReplyError(msg)
+	if rerr == nil || rerr.Code != runner.CodeUnavailable || !rerr.NotStarted || msg.Header.Get(protocol.HeaderNotStarted) != "true" || !strings.Contains(rerr.Message, "busy") {
 		t.Fatalf("with the budget full: reply %v (headers %v), want 503 busy with Pnp-Not-Started", rerr, msg.Header)
 	}
 

@@ -18,6 +18,7 @@ import (
 	memeclassifier "pnpworker/algo/meme_classifier"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -145,7 +146,7 @@ func TestEndToEnd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			re := runner.ReplyError(msg)
+			re := protocol.ReplyError(msg)
 			if re == nil || re.Code != tc.code || !strings.Contains(re.Message, tc.msg) {
 				t.Errorf("%s: got %v, want %d %q", tc.url, re, tc.code, tc.msg)
 			}
@@ -159,7 +160,7 @@ func TestEndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if re = runner.ReplyError(msg); re == nil || !errors.Is(re, runner.ErrInvalidInput) {
+		if re = protocol.ReplyError(msg); re == nil || !errors.Is(re, runner.ErrInvalidInput) {
 			t.Fatalf("schema violation: got %v", re)
 		}
 	})

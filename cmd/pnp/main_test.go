@@ -22,6 +22,7 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/internal/embedded"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -211,7 +212,7 @@ func requestLanguage(t *testing.T, url, text string) string {
 	if err != nil {
 		t.Fatalf("request run.language_detection: %v", err)
 	}
-	if e := runner.ReplyError(msg); e != nil {
+	if e := protocol.ReplyError(msg); e != nil {
 		t.Fatalf("request run.language_detection: error reply %v", e)
 	}
 	var out languagedetection.Output

@@ -27,7 +27,7 @@ import (
 	memeclassifier "pnpworker/algo/meme_classifier"
 	"pnpworker/controller"
 	"pnpworker/internal/natstest"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // bigMeme writes a PNG of over minBytes to dir: the drake_pref demo sample
@@ -102,7 +102,7 @@ func TestObjectRefsEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	var cls struct{ Label string }
-	if rerr := runner.ReplyError(reply); rerr != nil || json.Unmarshal(reply.Data, &cls) != nil || cls.Label != "drake_pref" {
+	if rerr := protocol.ReplyError(reply); rerr != nil || json.Unmarshal(reply.Data, &cls) != nil || cls.Label != "drake_pref" {
 		t.Fatalf("run.meme_classifier on %s: error %v, reply %s; want label drake_pref", ref, rerr, reply.Data)
 	}
 
@@ -233,10 +233,10 @@ func TestUpDemoImagesReachEveryRunner(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rerr := runner.ReplyError(reply); rerr != nil {
-				t.Fatalf("%s %s: %v (instance %s)", subject, body, rerr, reply.Header.Get(runner.HeaderInstance))
+			if rerr := protocol.ReplyError(reply); rerr != nil {
+				t.Fatalf("%s %s: %v (instance %s)", subject, body, rerr, reply.Header.Get(protocol.HeaderInstance))
 			}
-			seen[reply.Header.Get(runner.HeaderInstance)] = true
+			seen[reply.Header.Get(protocol.HeaderInstance)] = true
 		}
 	}
 }

@@ -9,7 +9,7 @@ import (
 
 	"pnpworker/internal/metricstest"
 	"pnpworker/internal/natstest"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // pnp runner --algorithms none --worker CMD serves the worker's algorithms
@@ -26,7 +26,7 @@ func TestRunnerServesWorkers(t *testing.T) {
 	nc := s.Connect()
 	natstest.Eventually(t, pnpTimeout, func() bool {
 		m, err := nc.Request("run.shout", []byte(`{"text":"x"}`), time.Second)
-		return err == nil && runner.ReplyError(m) == nil
+		return err == nil && protocol.ReplyError(m) == nil
 	}, "run.shout does not answer\nstderr:\n%s", &r.stderr)
 	var keys []string
 	natstest.Eventually(t, pnpTimeout, func() bool {
@@ -39,7 +39,7 @@ func TestRunnerServesWorkers(t *testing.T) {
 		}
 	}
 	m, err := nc.Request("run.shout", []byte(`{"text":"plug and play"}`), 10*time.Second)
-	if err != nil || runner.ReplyError(m) != nil || string(m.Data) != `{"text":"PLUG AND PLAY"}` {
+	if err != nil || protocol.ReplyError(m) != nil || string(m.Data) != `{"text":"PLUG AND PLAY"}` {
 		t.Fatalf("run.shout: %v %v %s", err, replyErr(m), dataOf(m))
 	}
 	// A reply is counted just after it is sent.
@@ -82,7 +82,7 @@ func replyErr(m *nats.Msg) error {
 	if m == nil {
 		return nil
 	}
-	if e := runner.ReplyError(m); e != nil {
+	if e := protocol.ReplyError(m); e != nil {
 		return e
 	}
 	return nil

@@ -15,7 +15,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v5"
 
 	"pnpworker/internal/natstest"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 	"pnpworker/schemas"
 )
 
@@ -56,7 +56,7 @@ func startResponder(t testing.TB, r responder, nc *nats.Conn) {
 func BenchmarkResponders(b *testing.B) {
 	srv := natstest.Start(b)
 	serveNC, loadNC := srv.Connect(), srv.Connect()
-	subject := runner.SubjectPrefix + AlgorithmName
+	subject := protocol.SubjectPrefix + AlgorithmName
 	payloads := Payloads()
 	for _, r := range testResponders(b, true) {
 		b.Run(r.name, func(b *testing.B) {
@@ -87,7 +87,7 @@ func BenchmarkResponders(b *testing.B) {
 func TestRespondersAgree(t *testing.T) {
 	srv := natstest.Start(t)
 	loadNC := srv.Connect()
-	subject := runner.SubjectPrefix + AlgorithmName
+	subject := protocol.SubjectPrefix + AlgorithmName
 	bad := []struct {
 		name string
 		body string
@@ -106,7 +106,7 @@ func TestRespondersAgree(t *testing.T) {
 				if err != nil {
 					t.Fatalf("payload %d: %v", i, err)
 				}
-				if rerr := runner.ReplyError(msg); rerr != nil {
+				if rerr := protocol.ReplyError(msg); rerr != nil {
 					t.Fatalf("payload %d: error reply %v", i, rerr)
 				}
 				var in Input
@@ -127,8 +127,8 @@ func TestRespondersAgree(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					rerr := runner.ReplyError(msg)
-					if !errors.Is(rerr, runner.ErrInvalidInput) {
+					rerr := protocol.ReplyError(msg)
+					if !errors.Is(rerr, protocol.ErrInvalidInput) {
 						t.Errorf("reply error = %v, want a 400", rerr)
 					}
 				})

@@ -14,7 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // LoadConfig configures Generate. The zero value sends DefaultRequests
@@ -95,7 +95,7 @@ type Result struct {
 // Generate sends cfg.Requests requests to subject over nc, cfg.InFlight at
 // a time, request i carrying payloads[i%len(payloads)], and measures
 // throughput and latency. A reply counts as an error when it carries the
-// micro error headers (runner.ReplyError). Generate returns an error only
+// micro error headers (protocol.ReplyError). Generate returns an error only
 // when its arguments are unusable or ctx ends before every request was sent;
 // failed requests are counted in the Result.
 //
@@ -115,7 +115,7 @@ func Generate(ctx context.Context, nc *nats.Conn, subject string, payloads [][]b
 	return generate(ctx, subject, payloads, cfg, func(_ context.Context, data []byte) error {
 		reply, err := nc.RequestMsg(&nats.Msg{Subject: subject, Data: data}, cfg.Timeout)
 		if err == nil {
-			if rerr := runner.ReplyError(reply); rerr != nil {
+			if rerr := protocol.ReplyError(reply); rerr != nil {
 				err = rerr
 			}
 		}

@@ -15,12 +15,13 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/santhosh-tekuri/jsonschema/v5"
 
+	"pnpworker/protocol"
 	"pnpworker/runner"
 	"pnpworker/schemas"
 )
 
 // AlgorithmName is the algorithm both responders serve, on
-// runner.SubjectPrefix + AlgorithmName.
+// protocol.SubjectPrefix + AlgorithmName.
 const AlgorithmName = "bench_word_count"
 
 // InputSchema and OutputSchema are the JSON Schemas both responders check
@@ -144,7 +145,7 @@ func newHandwritten(workers int, checkOutput bool) (*handwritten, error) {
 		checkOutput: checkOutput,
 		workers:     workers,
 		queue:       runner.DefaultQueueGroup,
-		subject:     runner.SubjectPrefix + AlgorithmName,
+		subject:     protocol.SubjectPrefix + AlgorithmName,
 	}, nil
 }
 
@@ -181,26 +182,26 @@ func (h *handwritten) start(_ context.Context, nc *nats.Conn) (func() error, err
 func (h *handwritten) handle(m *nats.Msg) {
 	v, err := schemas.DecodeJSON(m.Data)
 	if err != nil {
-		respondError(m, runner.CodeInvalidInput, "malformed JSON: "+err.Error())
+		respondError(m, protocol.CodeInvalidInput, "malformed JSON: "+err.Error())
 		return
 	}
 	if err := h.input.Validate(v); err != nil {
-		respondError(m, runner.CodeInvalidInput, "input does not match the schema")
+		respondError(m, protocol.CodeInvalidInput, "input does not match the schema")
 		return
 	}
 	var in Input
 	if err := json.Unmarshal(m.Data, &in); err != nil {
-		respondError(m, runner.CodeInvalidInput, "input does not fit the algorithm's type")
+		respondError(m, protocol.CodeInvalidInput, "input does not fit the algorithm's type")
 		return
 	}
 	out, err := WordCount(context.Background(), in)
 	if err != nil {
-		respondError(m, runner.CodeInternal, "internal error")
+		respondError(m, protocol.CodeInternal, "internal error")
 		return
 	}
 	data, err := json.Marshal(out)
 	if err != nil {
-		respondError(m, runner.CodeInternal, "internal error")
+		respondError(m, protocol.CodeInternal, "internal error")
 		return
 	}
 	if h.checkOutput {
@@ -209,7 +210,7 @@ func (h *handwritten) handle(m *nats.Msg) {
 			err = h.output.Validate(v)
 		}
 		if err != nil {
-			respondError(m, runner.CodeInternal, "output does not match the schema")
+			respondError(m, protocol.CodeInternal, "output does not match the schema")
 			return
 		}
 	}
@@ -217,11 +218,11 @@ func (h *handwritten) handle(m *nats.Msg) {
 }
 
 func respondError(m *nats.Msg, code int, message string) {
-	body, _ := json.Marshal(runner.Error{Code: code, Message: message, Algorithm: AlgorithmName})
+	body, _ := json.Marshal(protocol.Error{Code: code, Message: message, Algorithm: AlgorithmName})
 	_ = m.RespondMsg(&nats.Msg{
 		Header: nats.Header{
-			runner.HeaderErrorCode: []string{strconv.Itoa(code)},
-			runner.HeaderError:     []string{message},
+			protocol.HeaderErrorCode: []string{strconv.Itoa(code)},
+			protocol.HeaderError:     []string{message},
 		},
 		Data: body,
 	})

@@ -20,6 +20,7 @@ import (
 
 	"pnpworker/internal/natstest"
 	"pnpworker/internal/python"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 	"pnpworker/worker"
 )
@@ -103,7 +104,7 @@ func BenchmarkWorkers(b *testing.B) {
 		}
 		natstest.Eventually(b, 60*time.Second, func() bool {
 			m, err := loadNC.Request(subj, payload, 2*time.Second)
-			return err == nil && runner.ReplyError(m) == nil
+			return err == nil && protocol.ReplyError(m) == nil
 		}, "%s is not served", subj)
 	}
 	natstest.Eventually(b, 60*time.Second, func() bool {

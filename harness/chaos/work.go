@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"pnpworker/protocol"
 	"pnpworker/runner"
 )
 
@@ -149,10 +150,10 @@ func NewAlgorithm(log *ExecLog, timeout time.Duration, maxConcurrency, maxPendin
 			}
 		}
 		if in.Reject {
-			return Output{}, runner.Reject("rejected on request")
+			return Output{}, protocol.Reject("rejected on request")
 		}
 		if in.Fail {
-			return Output{}, runner.Errorf(runner.CodeInternal, "failed on request")
+			return Output{}, protocol.Errorf(protocol.CodeInternal, "failed on request")
 		}
 		log.Record(in.ID)
 		return Output{ID: in.ID, PID: pid}, nil

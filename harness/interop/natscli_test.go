@@ -18,6 +18,7 @@ import (
 
 	languagedetection "pnpworker/algo/language_detection"
 	"pnpworker/internal/natstest"
+	"pnpworker/protocol"
 	"pnpworker/runner"
 	"pnpworker/schemas"
 )
@@ -207,7 +208,7 @@ func TestNatsCLI(t *testing.T) {
 
 	t.Run("req returns the output", func(t *testing.T) {
 		stdout, stderr := c.run(t, "req", "run.language_detection", `{"text":"Le renard brun saute par-dessus le chien paresseux"}`)
-		if strings.Contains(stderr, runner.HeaderErrorCode) {
+		if strings.Contains(stderr, protocol.HeaderErrorCode) {
 			t.Fatalf("success reply carries an error header:\n%s", stderr)
 		}
 		var out languagedetection.Output
@@ -231,13 +232,13 @@ func TestNatsCLI(t *testing.T) {
 			// natscli prints reply headers on stderr and the body on
 			// stdout; it exits 0 for an error reply, since it did get one.
 			stdout, stderr := c.run(t, "req", "run.language_detection", tc.body)
-			if !strings.Contains(stderr, runner.HeaderErrorCode+": 400") {
-				t.Errorf("stderr lacks the header %q:\n%s", runner.HeaderErrorCode+": 400", stderr)
+			if !strings.Contains(stderr, protocol.HeaderErrorCode+": 400") {
+				t.Errorf("stderr lacks the header %q:\n%s", protocol.HeaderErrorCode+": 400", stderr)
 			}
-			if !strings.Contains(stderr, runner.HeaderError+": "+tc.wantMessage) {
-				t.Errorf("stderr lacks the header %q:\n%s", runner.HeaderError+": "+tc.wantMessage, stderr)
+			if !strings.Contains(stderr, protocol.HeaderError+": "+tc.wantMessage) {
+				t.Errorf("stderr lacks the header %q:\n%s", protocol.HeaderError+": "+tc.wantMessage, stderr)
 			}
-			var body runner.Error
+			var body protocol.Error
 			decodeValid(t, stdout, "error.json", &body)
 			if body.Code != 400 || !strings.HasPrefix(body.Message, tc.wantMessage) {
 				t.Errorf("body code %d message %q, want 400 %q...", body.Code, body.Message, tc.wantMessage)

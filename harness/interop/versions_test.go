@@ -15,6 +15,7 @@ import (
 
 	"pnpworker/internal/natstest"
 	"pnpworker/internal/python"
+	"pnpworker/protocol"
 	"pnpworker/rollout"
 	"pnpworker/runner"
 	"pnpworker/worker"
@@ -183,10 +184,10 @@ def run_ver_echo(x: In) -> Out:
 	})
 	ask := func(subject string) string {
 		m, err := nc.Request(subject, []byte(`{"n":3}`), 5*time.Second)
-		if err != nil || runner.ReplyError(m) != nil {
+		if err != nil || protocol.ReplyError(m) != nil {
 			return fmt.Sprintf("error %v %v", err, m)
 		}
-		return m.Header.Get(runner.HeaderVersion)
+		return m.Header.Get(protocol.HeaderVersion)
 	}
 	natstest.Eventually(t, 60*time.Second, func() bool { return ask("run.ver_echo.v2_0_0") == "2.0.0" }, "the Python worker's pinned subject never answered")
 

@@ -11,7 +11,7 @@ import (
 
 	"pnpworker/internal/natstest"
 	"pnpworker/internal/python"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 	"pnpworker/worker"
 )
 
@@ -43,7 +43,7 @@ func TestNatsCLIWithPythonWorker(t *testing.T) {
 	const setosa = `{"sepal_length":5.1,"sepal_width":3.5,"petal_length":1.4,"petal_width":0.2}`
 	natstest.Eventually(t, 60*time.Second, func() bool {
 		m, err := nc.Request("run.iris_species", []byte(setosa), 2*time.Second)
-		return err == nil && runner.ReplyError(m) == nil
+		return err == nil && protocol.ReplyError(m) == nil
 	}, "iris_species is not served")
 
 	t.Run("kv ls discovery lists its keys", func(t *testing.T) {
@@ -61,7 +61,7 @@ func TestNatsCLIWithPythonWorker(t *testing.T) {
 
 	t.Run("req returns the model's output", func(t *testing.T) {
 		stdout, stderr := c.run(t, "req", "run.iris_species", `{"sepal_length":6.7,"sepal_width":3.0,"petal_length":5.2,"petal_width":2.3}`)
-		if strings.Contains(stderr, runner.HeaderErrorCode) {
+		if strings.Contains(stderr, protocol.HeaderErrorCode) {
 			t.Fatalf("error reply:\n%s\n%s", stderr, stdout)
 		}
 		var out struct {
@@ -76,10 +76,10 @@ func TestNatsCLIWithPythonWorker(t *testing.T) {
 
 	t.Run("req with a wrong type gets a 400 with the pointer", func(t *testing.T) {
 		stdout, stderr := c.run(t, "req", "run.iris_species", `{"sepal_length":"long","sepal_width":3.5,"petal_length":1.4,"petal_width":0.2}`)
-		if !strings.Contains(stderr, runner.HeaderErrorCode+": 400") {
+		if !strings.Contains(stderr, protocol.HeaderErrorCode+": 400") {
 			t.Fatalf("stderr lacks a 400 header:\n%s", stderr)
 		}
-		var body runner.Error
+		var body protocol.Error
 		decodeValid(t, stdout, "error.json", &body)
 		if len(body.Violations) != 1 || body.Violations[0].Pointer != "/sepal_length" {
 			t.Fatalf("violations %v, want one at /sepal_length", body.Violations)

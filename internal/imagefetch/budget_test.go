@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"pnpworker/internal/imagefetch/imagetest"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // A picture under the pixel cap whose decoding would take more memory than
@@ -28,9 +28,9 @@ func TestDecodeRefusesByBytesBeforeDecoding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var re *runner.Error
+	var re *protocol.Error
 	_, err = f.Fetch(context.Background(), small)
-	if !errors.As(err, &re) || re.Code != runner.CodeTooLarge || !strings.Contains(re.Message, "image_url: decoding the 1024×1024 png image takes up to") || !strings.Contains(re.Message, "over the limit of 4194304") {
+	if !errors.As(err, &re) || re.Code != protocol.CodeTooLarge || !strings.Contains(re.Message, "image_url: decoding the 1024×1024 png image takes up to") || !strings.Contains(re.Message, "over the limit of 4194304") {
 		t.Fatalf("Fetch under a 4 MiB limit = %v, want a 413 naming the limit", err)
 	}
 
@@ -42,7 +42,7 @@ func TestDecodeRefusesByBytesBeforeDecoding(t *testing.T) {
 	}
 	bomb := imagetest.PNG(imagetest.PNGSpec{W: 4096, H: 4096, ColorType: imagetest.RGBA, Depth: 16, Interlaced: true})
 	got := allocated(func() { _, err = Decode(bomb, 0) })
-	if !errors.As(err, &re) || re.Code != runner.CodeTooLarge || !errors.Is(err, ErrTooLarge) {
+	if !errors.As(err, &re) || re.Code != protocol.CodeTooLarge || !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("Decode = %v, want a 413 ErrTooLarge", err)
 	}
 	if !strings.Contains(re.Message, "over the limit of 268435456") {

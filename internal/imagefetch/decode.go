@@ -19,7 +19,7 @@ import (
 	"golang.org/x/image/tiff"
 	"golang.org/x/image/webp"
 
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // Decoded is an image decoded from bytes.
@@ -87,7 +87,7 @@ func Formats() []string {
 // header and refuses images over maxPixels (width×height), or whose
 // decoding would allocate more than DefaultMaxDecodeBytes, before decoding
 // anything, then decodes the first frame. maxPixels ≤ 0 means
-// DefaultMaxPixels. Errors are *runner.Error: 422 ErrNotImage or 413
+// DefaultMaxPixels. Errors are *protocol.Error: 422 ErrNotImage or 413
 // ErrTooLarge, with messages that do not say where the bytes came from.
 //
 // What decoding allocates is computed from the header: width × height ×
@@ -121,19 +121,19 @@ func decode(ctx context.Context, data []byte, maxPixels, maxCost int64, budget *
 		if len(data) == 0 {
 			what = "empty"
 		}
-		return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf(
+		return nil, fail(protocol.CodeUnprocessable, ErrNotImage, fmt.Sprintf(
 			"not an image in a supported format (%s); the content looks like %s",
 			strings.Join(Formats(), ", "), what), nil)
 	}
 	cfg, err := c.config(bytes.NewReader(data))
 	if err != nil {
-		return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf("unreadable %s header", c.name), err)
+		return nil, fail(protocol.CodeUnprocessable, ErrNotImage, fmt.Sprintf("unreadable %s header", c.name), err)
 	}
 	if cfg.Width <= 0 || cfg.Height <= 0 {
-		return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf("%s image has no pixels (%d×%d)", c.name, cfg.Width, cfg.Height), nil)
+		return nil, fail(protocol.CodeUnprocessable, ErrNotImage, fmt.Sprintf("%s image has no pixels (%d×%d)", c.name, cfg.Width, cfg.Height), nil)
 	}
 	if px := int64(cfg.Width) * int64(cfg.Height); px > maxPixels {
-		return nil, fail(runner.CodeTooLarge, ErrTooLarge, fmt.Sprintf(
+		return nil, fail(protocol.CodeTooLarge, ErrTooLarge, fmt.Sprintf(
 			"the image is %d×%d pixels (%d), over the limit of %d", cfg.Width, cfg.Height, px, maxPixels), nil)
 	}
 	cost := decodeCost(c.name, data, cfg)
@@ -141,7 +141,7 @@ func decode(ctx context.Context, data []byte, maxPixels, maxCost int64, budget *
 		maxCost = min(maxCost, budget.Size())
 	}
 	if cost > maxCost {
-		return nil, fail(runner.CodeTooLarge, ErrTooLarge, fmt.Sprintf(
+		return nil, fail(protocol.CodeTooLarge, ErrTooLarge, fmt.Sprintf(
 			"decoding the %d×%d %s image takes up to %d bytes of memory, over the limit of %d", cfg.Width, cfg.Height, c.name, cost, maxCost), nil)
 	}
 	var res *reservation
@@ -149,11 +149,11 @@ func decode(ctx context.Context, data []byte, maxPixels, maxCost int64, budget *
 		var err error
 		if res, err = budget.acquire(ctx, cost, wait); err != nil {
 			if ctx.Err() != nil {
-				e := fail(runner.CodeDeadline, ErrTimeout, "timed out waiting for memory to decode the image", err)
+				e := fail(protocol.CodeDeadline, ErrTimeout, "timed out waiting for memory to decode the image", err)
 				e.NotStarted = true
 				return nil, e
 			}
-			e := fail(runner.CodeUnavailable, ErrBusy, fmt.Sprintf(
+			e := fail(protocol.CodeUnavailable, ErrBusy, fmt.Sprintf(
 				"busy: decoding the %d×%d %s image takes up to %d bytes and other images hold the decode budget of %d; try again later",
 				cfg.Width, cfg.Height, c.name, cost, budget.Size()), err)
 			e.NotStarted = true
@@ -169,9 +169,9 @@ func decode(ctx context.Context, data []byte, maxPixels, maxCost int64, budget *
 			res.abandon()
 		}
 		if err == errNoPixels {
-			return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf("%s image has no pixels", c.name), nil)
+			return nil, fail(protocol.CodeUnprocessable, ErrNotImage, fmt.Sprintf("%s image has no pixels", c.name), nil)
 		}
-		return nil, fail(runner.CodeUnprocessable, ErrNotImage, fmt.Sprintf("corrupt %s image", c.name), err)
+		return nil, fail(protocol.CodeUnprocessable, ErrNotImage, fmt.Sprintf("corrupt %s image", c.name), err)
 	}
 	if res != nil {
 		if p := pixels(img); p != nil {
@@ -227,15 +227,15 @@ func pixels(img image.Image) *byte {
 func parseDataURL(s string, maxBytes int64) ([]byte, error) {
 	comma := strings.IndexByte(s, ',')
 	if comma < 0 {
-		return nil, fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: data: URL without a comma", nil)
+		return nil, fail(protocol.CodeInvalidInput, ErrInvalidURL, "image_url: data: URL without a comma", nil)
 	}
 	meta := strings.ToLower(s[len("data:"):comma])
 	if !strings.HasSuffix(meta, ";base64") {
-		return nil, fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: data: URLs must be base64 (data:image/png;base64,...)", nil)
+		return nil, fail(protocol.CodeInvalidInput, ErrInvalidURL, "image_url: data: URLs must be base64 (data:image/png;base64,...)", nil)
 	}
 	payload := s[comma+1:]
 	if int64(base64.StdEncoding.DecodedLen(len(payload))) > maxBytes+3 {
-		return nil, fail(runner.CodeTooLarge, ErrTooLarge, fmt.Sprintf("image_url: the data: URL holds more than %d bytes", maxBytes), nil)
+		return nil, fail(protocol.CodeTooLarge, ErrTooLarge, fmt.Sprintf("image_url: the data: URL holds more than %d bytes", maxBytes), nil)
 	}
 	// Tolerate what clients commonly send: missing padding, URL-safe
 	// alphabet, line breaks.
@@ -247,10 +247,10 @@ func parseDataURL(s string, maxBytes int64) ([]byte, error) {
 	}
 	data, err := enc.DecodeString(payload)
 	if err != nil {
-		return nil, fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: the data: URL is not valid base64", err)
+		return nil, fail(protocol.CodeInvalidInput, ErrInvalidURL, "image_url: the data: URL is not valid base64", err)
 	}
 	if int64(len(data)) > maxBytes {
-		return nil, fail(runner.CodeTooLarge, ErrTooLarge, fmt.Sprintf("image_url: the data: URL holds more than %d bytes", maxBytes), nil)
+		return nil, fail(protocol.CodeTooLarge, ErrTooLarge, fmt.Sprintf("image_url: the data: URL holds more than %d bytes", maxBytes), nil)
 	}
 	return data, nil
 }

@@ -11,7 +11,7 @@ import (
 	"image/png"
 	"testing"
 
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 func fuzzImages(f *testing.F) [][]byte {
@@ -43,7 +43,7 @@ const fuzzMaxPixels = 1 << 14
 
 // FuzzDecode feeds arbitrary bytes, as fetched from any URL or data: URL,
 // to Decode. It must never panic, must fail only with a 422 or 413
-// *runner.Error wrapping ErrNotImage or ErrTooLarge, and must never return
+// *protocol.Error wrapping ErrNotImage or ErrTooLarge, and must never return
 // an image over the pixel budget or one whose size disagrees with its
 // header.
 func FuzzDecode(f *testing.F) {
@@ -53,13 +53,13 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, err := Decode(data, fuzzMaxPixels)
 		if err != nil {
-			var re *runner.Error
+			var re *protocol.Error
 			if !errors.As(err, &re) {
-				t.Fatalf("error %T is not a *runner.Error: %v", err, err)
+				t.Fatalf("error %T is not a *protocol.Error: %v", err, err)
 			}
 			switch {
-			case re.Code == runner.CodeUnprocessable && errors.Is(err, ErrNotImage):
-			case re.Code == runner.CodeTooLarge && errors.Is(err, ErrTooLarge):
+			case re.Code == protocol.CodeUnprocessable && errors.Is(err, ErrNotImage):
+			case re.Code == protocol.CodeTooLarge && errors.Is(err, ErrTooLarge):
 			default:
 				t.Fatalf("unexpected error code %d: %v", re.Code, err)
 			}
@@ -96,8 +96,8 @@ func FuzzDataURL(f *testing.F) {
 		}
 		data, err := parseDataURL(s, maxBytes)
 		if err != nil {
-			var re *runner.Error
-			if !errors.As(err, &re) || (re.Code != runner.CodeInvalidInput && re.Code != runner.CodeTooLarge) {
+			var re *protocol.Error
+			if !errors.As(err, &re) || (re.Code != protocol.CodeInvalidInput && re.Code != protocol.CodeTooLarge) {
 				t.Fatalf("unexpected error: %v", err)
 			}
 			return

@@ -6,7 +6,7 @@ import (
 	"fmt"
 
 	"pnpworker/internal/imagefetch"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // A Fetcher refuses addresses a server should not reach on a caller's
@@ -26,7 +26,7 @@ func ExampleFetcher_Fetch() {
 		"file:///etc/passwd",
 	} {
 		_, err := f.Fetch(ctx, url)
-		var re *runner.Error
+		var re *protocol.Error
 		errors.As(err, &re)
 		fmt.Println(re.Code, re.Message)
 	}

@@ -29,7 +29,7 @@
 // 503 marked not started, so a job controller retries it later without
 // counting an attempt.
 //
-// Every failure is a *runner.Error whose message is safe to show the caller
+// Every failure is a *protocol.Error whose message is safe to show the caller
 // and whose cause matches one of the Err* sentinels with errors.Is:
 //
 //	400 ErrInvalidURL   malformed URL, unsupported scheme (file:, ftp:, ...), credentials in the URL, bad data: or obj:// URL, obj:// without Config.Objects
@@ -62,10 +62,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"pnpworker/internal/objref"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
-// Sentinels for errors.Is on the errors a Fetcher returns. Each *runner.Error
+// Sentinels for errors.Is on the errors a Fetcher returns. Each *protocol.Error
 // from this package wraps exactly one of them.
 var (
 	ErrInvalidURL  = errors.New("invalid image url")
@@ -295,8 +295,8 @@ func (f *Fetcher) checkRedirect(req *http.Request, via []*http.Request) error {
 	if _, err := f.checkURL(req.URL); err != nil {
 		// The caller's URL was fine; the image host sent us somewhere we
 		// will not go.
-		re := *err.(*runner.Error)
-		re.Code = runner.CodeUnprocessable
+		re := *err.(*protocol.Error)
+		re.Code = protocol.CodeUnprocessable
 		re.Message = strings.Replace(re.Message, "image_url: ", "image_url: redirected to a forbidden location: ", 1)
 		return &re
 	}
@@ -326,7 +326,7 @@ func (f *Fetcher) Fetch(ctx context.Context, rawURL string) (*Image, error) {
 	}
 	d, err := decode(ctx, data, f.cfg.MaxPixels, f.cfg.MaxDecodeBytes, f.cfg.Budget, wait)
 	if err != nil {
-		var re *runner.Error
+		var re *protocol.Error
 		if errors.As(err, &re) {
 			c := *re
 			c.Message = "image_url: " + c.Message
@@ -342,7 +342,7 @@ func (f *Fetcher) Fetch(ctx context.Context, rawURL string) (*Image, error) {
 func (f *Fetcher) Get(ctx context.Context, rawURL string) (data []byte, finalURL string, err error) {
 	if len(rawURL) >= 5 && strings.EqualFold(rawURL[:5], "data:") {
 		if f.cfg.NoDataURLs {
-			return nil, "", fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: data: URLs are not accepted by this runner", nil)
+			return nil, "", fail(protocol.CodeInvalidInput, ErrInvalidURL, "image_url: data: URLs are not accepted by this runner", nil)
 		}
 		data, err := parseDataURL(rawURL, f.cfg.MaxBytes)
 		return data, "data:", err
@@ -352,7 +352,7 @@ func (f *Fetcher) Get(ctx context.Context, rawURL string) (data []byte, finalURL
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, "", fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: not a valid URL", err)
+		return nil, "", fail(protocol.CodeInvalidInput, ErrInvalidURL, "image_url: not a valid URL", err)
 	}
 	if _, err := f.checkURL(u); err != nil {
 		return nil, "", err
@@ -362,7 +362,7 @@ func (f *Fetcher) Get(ctx context.Context, rawURL string) (data []byte, finalURL
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return nil, "", fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: not a valid URL", err)
+		return nil, "", fail(protocol.CodeInvalidInput, ErrInvalidURL, "image_url: not a valid URL", err)
 	}
 	req.Header.Set("User-Agent", f.cfg.UserAgent)
 	req.Header.Set("Accept", "image/*")
@@ -374,11 +374,11 @@ func (f *Fetcher) Get(ctx context.Context, rawURL string) (data []byte, finalURL
 	defer resp.Body.Close()
 	final := resp.Request.URL.Redacted()
 	if resp.StatusCode != http.StatusOK {
-		return nil, "", fail(runner.CodeUnprocessable, ErrHTTPStatus,
+		return nil, "", fail(protocol.CodeUnprocessable, ErrHTTPStatus,
 			fmt.Sprintf("image_url: the image host answered %s", statusText(resp.StatusCode)), nil)
 	}
 	if resp.ContentLength > f.cfg.MaxBytes {
-		return nil, "", fail(runner.CodeTooLarge, ErrTooLarge,
+		return nil, "", fail(protocol.CodeTooLarge, ErrTooLarge,
 			fmt.Sprintf("image_url: the image is %d bytes, over the limit of %d", resp.ContentLength, f.cfg.MaxBytes), nil)
 	}
 	data, err = io.ReadAll(io.LimitReader(resp.Body, f.cfg.MaxBytes+1))
@@ -386,7 +386,7 @@ func (f *Fetcher) Get(ctx context.Context, rawURL string) (data []byte, finalURL
 		return nil, "", f.classify(ctx, err, start)
 	}
 	if int64(len(data)) > f.cfg.MaxBytes {
-		return nil, "", fail(runner.CodeTooLarge, ErrTooLarge,
+		return nil, "", fail(protocol.CodeTooLarge, ErrTooLarge,
 			fmt.Sprintf("image_url: the image is over the limit of %d bytes", f.cfg.MaxBytes), nil)
 	}
 	zerolog.Ctx(ctx).Debug().Str("url", final).Int("bytes", len(data)).
@@ -397,18 +397,18 @@ func (f *Fetcher) Get(ctx context.Context, rawURL string) (data []byte, finalURL
 // getObject reads an obj:// reference through Config.Objects.
 func (f *Fetcher) getObject(ctx context.Context, rawURL string) ([]byte, string, error) {
 	if f.cfg.Objects == nil {
-		return nil, "", fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: this runner does not read obj:// references", nil)
+		return nil, "", fail(protocol.CodeInvalidInput, ErrInvalidURL, "image_url: this runner does not read obj:// references", nil)
 	}
 	ref, err := objref.Parse(rawURL)
 	if err != nil {
-		return nil, "", fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: "+strings.TrimPrefix(err.Error(), "invalid object reference: ")+" (want obj://<bucket>/<name>)", err)
+		return nil, "", fail(protocol.CodeInvalidInput, ErrInvalidURL, "image_url: "+strings.TrimPrefix(err.Error(), "invalid object reference: ")+" (want obj://<bucket>/<name>)", err)
 	}
 	allowed := false
 	for _, b := range f.cfg.Buckets {
 		allowed = allowed || b == ref.Bucket
 	}
 	if !allowed {
-		return nil, "", fail(runner.CodeUnprocessable, ErrBlocked, fmt.Sprintf("image_url: bucket %q may not be read by this runner", ref.Bucket), nil)
+		return nil, "", fail(protocol.CodeUnprocessable, ErrBlocked, fmt.Sprintf("image_url: bucket %q may not be read by this runner", ref.Bucket), nil)
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
 	defer cancel()
@@ -418,15 +418,15 @@ func (f *Fetcher) getObject(ctx context.Context, rawURL string) ([]byte, string,
 	switch {
 	case err == nil:
 	case errors.As(err, &se) && se.Size >= 0:
-		return nil, "", fail(runner.CodeTooLarge, ErrTooLarge, fmt.Sprintf("image_url: the object is %d bytes, over the limit of %d", se.Size, f.cfg.MaxBytes), err)
+		return nil, "", fail(protocol.CodeTooLarge, ErrTooLarge, fmt.Sprintf("image_url: the object is %d bytes, over the limit of %d", se.Size, f.cfg.MaxBytes), err)
 	case errors.Is(err, objref.ErrTooLarge):
-		return nil, "", fail(runner.CodeTooLarge, ErrTooLarge, fmt.Sprintf("image_url: the object is over the limit of %d bytes", f.cfg.MaxBytes), err)
+		return nil, "", fail(protocol.CodeTooLarge, ErrTooLarge, fmt.Sprintf("image_url: the object is over the limit of %d bytes", f.cfg.MaxBytes), err)
 	case errors.Is(err, objref.ErrNotFound):
-		return nil, "", fail(runner.CodeUnprocessable, ErrUnreachable, fmt.Sprintf("image_url: no object %q in bucket %q", ref.Name, ref.Bucket), err)
+		return nil, "", fail(protocol.CodeUnprocessable, ErrUnreachable, fmt.Sprintf("image_url: no object %q in bucket %q", ref.Name, ref.Bucket), err)
 	case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
-		return nil, "", fail(runner.CodeDeadline, ErrTimeout, fmt.Sprintf("image_url: timed out after %s reading the object", time.Since(start).Round(time.Millisecond)), err)
+		return nil, "", fail(protocol.CodeDeadline, ErrTimeout, fmt.Sprintf("image_url: timed out after %s reading the object", time.Since(start).Round(time.Millisecond)), err)
 	default:
-		return nil, "", fail(runner.CodeUnprocessable, ErrUnreachable, "image_url: the object could not be read", err)
+		return nil, "", fail(protocol.CodeUnprocessable, ErrUnreachable, "image_url: the object could not be read", err)
 	}
 	zerolog.Ctx(ctx).Debug().Str("url", rawURL).Int("bytes", len(data)).
 		Dur("fetch_time", time.Since(start)).Msg("object read")
@@ -439,17 +439,17 @@ func (f *Fetcher) checkURL(u *url.URL) (string, error) {
 	switch strings.ToLower(u.Scheme) {
 	case "http", "https":
 	case "":
-		return "", fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: not an absolute URL; use http, https, data: or obj://", nil)
+		return "", fail(protocol.CodeInvalidInput, ErrInvalidURL, "image_url: not an absolute URL; use http, https, data: or obj://", nil)
 	default:
-		return "", fail(runner.CodeInvalidInput, ErrInvalidURL,
+		return "", fail(protocol.CodeInvalidInput, ErrInvalidURL,
 			fmt.Sprintf("image_url: scheme %q is not supported; use http, https, data: or obj://", u.Scheme), nil)
 	}
 	if u.User != nil {
-		return "", fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: URLs with credentials are not accepted", nil)
+		return "", fail(protocol.CodeInvalidInput, ErrInvalidURL, "image_url: URLs with credentials are not accepted", nil)
 	}
 	host := u.Hostname()
 	if host == "" {
-		return "", fail(runner.CodeInvalidInput, ErrInvalidURL, "image_url: the URL has no host", nil)
+		return "", fail(protocol.CodeInvalidInput, ErrInvalidURL, "image_url: the URL has no host", nil)
 	}
 	port := u.Port()
 	if port == "" {
@@ -459,45 +459,45 @@ func (f *Fetcher) checkURL(u *url.URL) (string, error) {
 		}
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return "", fail(runner.CodeInvalidInput, ErrInvalidURL, fmt.Sprintf("image_url: bad port %q", port), nil)
+		return "", fail(protocol.CodeInvalidInput, ErrInvalidURL, fmt.Sprintf("image_url: bad port %q", port), nil)
 	}
 	if err := f.policy.checkLiteral(host, port); err != nil {
-		return "", fail(runner.CodeUnprocessable, ErrBlocked, "image_url: blocked address: "+err.Error(), err)
+		return "", fail(protocol.CodeUnprocessable, ErrBlocked, "image_url: blocked address: "+err.Error(), err)
 	}
 	return net.JoinHostPort(host, port), nil
 }
 
-// classify turns a transport error into the caller's *runner.Error.
+// classify turns a transport error into the caller's *protocol.Error.
 func (f *Fetcher) classify(ctx context.Context, err error, start time.Time) error {
-	var re *runner.Error
+	var re *protocol.Error
 	if errors.As(err, &re) {
 		return re // from checkRedirect: already classified
 	}
 	var be *blockedError
 	if errors.As(err, &be) {
-		return fail(runner.CodeUnprocessable, ErrBlocked, "image_url: blocked address: "+be.reason, err)
+		return fail(protocol.CodeUnprocessable, ErrBlocked, "image_url: blocked address: "+be.reason, err)
 	}
 	if errors.Is(err, errTooManyRedirects) {
-		return fail(runner.CodeUnprocessable, ErrUnreachable,
+		return fail(protocol.CodeUnprocessable, ErrUnreachable,
 			fmt.Sprintf("image_url: more than %d redirects", max(0, f.cfg.MaxRedirects)), err)
 	}
 	var ne net.Error
 	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		return fail(runner.CodeDeadline, ErrTimeout,
+		return fail(protocol.CodeDeadline, ErrTimeout,
 			fmt.Sprintf("image_url: timed out after %s", time.Since(start).Round(time.Millisecond)), err)
 	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {
-		return fail(runner.CodeUnprocessable, ErrUnreachable, "image_url: cannot resolve the host name", err)
+		return fail(protocol.CodeUnprocessable, ErrUnreachable, "image_url: cannot resolve the host name", err)
 	}
 	var opErr *net.OpError
 	if errors.As(err, &opErr) && opErr.Op == "dial" {
-		return fail(runner.CodeUnprocessable, ErrUnreachable, "image_url: cannot connect to the image host", err)
+		return fail(protocol.CodeUnprocessable, ErrUnreachable, "image_url: cannot connect to the image host", err)
 	}
 	if strings.Contains(err.Error(), "tls:") || strings.Contains(err.Error(), "x509:") {
-		return fail(runner.CodeUnprocessable, ErrUnreachable, "image_url: TLS handshake with the image host failed", err)
+		return fail(protocol.CodeUnprocessable, ErrUnreachable, "image_url: TLS handshake with the image host failed", err)
 	}
-	return fail(runner.CodeUnprocessable, ErrUnreachable, "image_url: the image host did not deliver the image", err)
+	return fail(protocol.CodeUnprocessable, ErrUnreachable, "image_url: the image host did not deliver the image", err)
 }
 
 func statusText(code int) string {
@@ -507,12 +507,12 @@ func statusText(code int) string {
 	return strconv.Itoa(code)
 }
 
-// fail builds the *runner.Error every failure of this package is: code and
+// fail builds the *protocol.Error every failure of this package is: code and
 // message for the caller, kind and cause for errors.Is and the log.
-func fail(code int, kind error, msg string, cause error) *runner.Error {
+func fail(code int, kind error, msg string, cause error) *protocol.Error {
 	err := kind
 	if cause != nil {
 		err = fmt.Errorf("%w: %w", kind, cause)
 	}
-	return &runner.Error{Code: code, Message: msg, Err: err}
+	return &protocol.Error{Code: code, Message: msg, Err: err}
 }

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // pngBytes is a small valid PNG.
@@ -206,9 +206,9 @@ func TestFetchSafety(t *testing.T) {
 				}
 				return
 			}
-			var re *runner.Error
+			var re *protocol.Error
 			if !errors.As(err, &re) {
-				t.Fatalf("error %v (%T) is not a *runner.Error", err, err)
+				t.Fatalf("error %v (%T) is not a *protocol.Error", err, err)
 			}
 			if re.Code != tc.code || !errors.Is(err, tc.kind) || !strings.Contains(re.Message, tc.msg) {
 				t.Fatalf("got %d %q (cause %v), want %d %v containing %q", re.Code, re.Message, re.Err, tc.code, tc.kind, tc.msg)
@@ -238,7 +238,7 @@ func TestFetchCallerDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	_, err = f.Fetch(ctx, "http://"+hp+"/slow")
-	if !errors.Is(err, ErrTimeout) || !errors.Is(err, runner.ErrDeadline) {
+	if !errors.Is(err, ErrTimeout) || !errors.Is(err, protocol.ErrDeadline) {
 		t.Fatalf("got %v, want a 504 timeout", err)
 	}
 }
@@ -372,7 +372,7 @@ func TestDecodeFormats(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d, err := Decode(tc.data, tc.max)
 			if tc.code != 0 {
-				var re *runner.Error
+				var re *protocol.Error
 				if !errors.As(err, &re) || re.Code != tc.code {
 					t.Fatalf("got %v, want code %d", err, tc.code)
 				}

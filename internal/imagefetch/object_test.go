@@ -16,7 +16,7 @@ import (
 
 	"pnpworker/internal/natstest"
 	"pnpworker/internal/objref"
-	"pnpworker/runner"
+	"pnpworker/protocol"
 )
 
 // noisePNG is a w×h PNG of random pixels: it does not compress, so its
@@ -102,18 +102,18 @@ func TestFetchObjectRefusals(t *testing.T) {
 		kind    error
 		message string
 	}{
-		{"no connection", noJS, "obj://inputs/big.bin", runner.CodeInvalidInput, ErrInvalidURL, "does not read obj://"},
-		{"bucket not allowed", withJS, "obj://other/x.png", runner.CodeUnprocessable, ErrBlocked, `bucket "other" may not be read`},
-		{"missing object", withJS, "obj://inputs/nope.png", runner.CodeUnprocessable, ErrUnreachable, "no object"},
-		{"malformed", withJS, "obj://inputs/", runner.CodeInvalidInput, ErrInvalidURL, "no object name"},
+		{"no connection", noJS, "obj://inputs/big.bin", protocol.CodeInvalidInput, ErrInvalidURL, "does not read obj://"},
+		{"bucket not allowed", withJS, "obj://other/x.png", protocol.CodeUnprocessable, ErrBlocked, `bucket "other" may not be read`},
+		{"missing object", withJS, "obj://inputs/nope.png", protocol.CodeUnprocessable, ErrUnreachable, "no object"},
+		{"malformed", withJS, "obj://inputs/", protocol.CodeInvalidInput, ErrInvalidURL, "no object name"},
 		// Refused from the object's metadata: the message states its size,
 		// which only the metadata knows when nothing past the limit is read.
-		{"over the size limit", withJS, "obj://inputs/big.bin", runner.CodeTooLarge, ErrTooLarge, "is 8388608 bytes, over the limit of 65536"},
+		{"over the size limit", withJS, "obj://inputs/big.bin", protocol.CodeTooLarge, ErrTooLarge, "is 8388608 bytes, over the limit of 65536"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := tc.f.Fetch(ctx, tc.url)
-			var re *runner.Error
+			var re *protocol.Error
 			if !errors.As(err, &re) || re.Code != tc.code || !errors.Is(err, tc.kind) || !strings.Contains(re.Message, tc.message) {
 				t.Fatalf("Fetch(%s) = %v; want %d %v containing %q", tc.url, err, tc.code, tc.kind, tc.message)
 			}
@@ -193,11 +193,11 @@ func TestObjectBucketAllowListMatchesWholeNames(t *testing.T) {
 				got.Release()
 				return
 			}
-			var re *runner.Error
+			var re *protocol.Error
 			if err == nil {
 				got.Release()
 			}
-			if !errors.As(err, &re) || re.Code != runner.CodeUnprocessable || !errors.Is(err, ErrBlocked) || !strings.Contains(re.Message, `bucket "`+tc.bucket+`" may not be read`) {
+			if !errors.As(err, &re) || re.Code != protocol.CodeUnprocessable || !errors.Is(err, ErrBlocked) || !strings.Contains(re.Message, `bucket "`+tc.bucket+`" may not be read`) {
 				t.Fatalf("Fetch(%s) = %v; want 422 ErrBlocked naming the bucket", u, err)
 			}
 		})
