@@ -44,12 +44,19 @@ func newRefEnv(t *testing.T) *refEnv {
 	if _, err := rollout.ProvisionHistory(ctx, e.js, rollout.HistoryConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	sub, err := e.srv.Connect().Subscribe(discovery.PinnedSubject("blob", "2.0.0"), func(m *nats.Msg) {
+	cand := e.srv.Connect()
+	sub, err := cand.Subscribe(discovery.PinnedSubject("blob", "2.0.0"), func(m *nats.Msg) {
 		r := e.reply(m)
 		r.Subject = m.Reply
 		_ = m.RespondMsg(r)
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// The server has the subscription before any request is sent from
+	// another connection; otherwise a loaded machine answers the first
+	// one "no responders", an error that decides the comparison.
+	if err := cand.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
