@@ -2,7 +2,6 @@ package controller
 
 import (
 	"encoding/json"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -160,7 +159,7 @@ func TestResultAppendJSON(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := tt.rec.appendJSON(nil)
+			got, err := appendJSON(nil, &tt.rec)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -168,26 +167,6 @@ func TestResultAppendJSON(t *testing.T) {
 				t.Errorf("appendJSON:\n%s\nencoding/json:\n%s", got, want)
 			}
 		})
-	}
-}
-
-func TestProtocolCode(t *testing.T) {
-	tests := []struct {
-		code, want int
-		retryable  bool
-	}{
-		{400, 400, false}, {422, 422, false}, {503, 503, true},
-		{502, 502, true},
-		{409, 400, false}, {418, 400, false}, {501, 500, true}, {0, 500, true}, {302, 500, true},
-	}
-	for _, tt := range tests {
-		got := protocolCode(&protocol.Error{Code: tt.code, Message: "m"})
-		if got.Code != tt.want || got.Retryable() != tt.retryable {
-			t.Errorf("protocolCode(%d) = %d (retryable %v), want %d (%v)", tt.code, got.Code, got.Retryable(), tt.want, tt.retryable)
-		}
-		if tt.code != tt.want && !strings.Contains(got.Message, strconv.Itoa(tt.code)) {
-			t.Errorf("protocolCode(%d) message %q lost the original code", tt.code, got.Message)
-		}
 	}
 }
 
