@@ -32,21 +32,12 @@ const (
 
 // Limits of the streams and buckets: jobs.StoreConfig's defaults.
 const (
-	DefaultResultTTL            = jobs.DefaultResultTTL
-	DefaultDuplicateWindow      = jobs.DefaultDuplicateWindow
-	DefaultInputTTL             = jobs.DefaultInputTTL
-	DefaultObjectsMaxBytes      = jobs.DefaultObjectsMaxBytes
-	DefaultUploadsMaxBytes      = jobs.DefaultUploadsMaxBytes
-	DefaultInputsMaxObjectBytes = jobs.DefaultInputsMaxObjectBytes
-	InputsChunkBytes            = jobs.InputsChunkBytes
-	DefaultJobsMaxBytes         = jobs.DefaultJobsMaxBytes
-	DefaultJobsMaxMsgs          = jobs.DefaultJobsMaxMsgs
-	DefaultJobsMaxPerAlgorithm  = jobs.DefaultJobsMaxPerAlgorithm
-	ServedMaxBytes              = jobs.ServedMaxBytes
-	DefaultDeadMaxBytes         = jobs.DefaultDeadMaxBytes
-	DefaultDeadMaxMsgs          = jobs.DefaultDeadMaxMsgs
-	DefaultResultsMaxBytes      = jobs.DefaultResultsMaxBytes
-	HeaderReserve               = jobs.HeaderReserve
+	DefaultInputTTL        = jobs.DefaultInputTTL
+	DefaultObjectsMaxBytes = jobs.DefaultObjectsMaxBytes
+	DefaultUploadsMaxBytes = jobs.DefaultUploadsMaxBytes
+	DefaultJobsMaxBytes    = jobs.DefaultJobsMaxBytes
+	DefaultDeadMaxBytes    = jobs.DefaultDeadMaxBytes
+	DefaultResultsMaxBytes = jobs.DefaultResultsMaxBytes
 )
 
 // Job and dead letter headers (see package jobs).
@@ -89,18 +80,14 @@ type (
 
 // Errors of package jobs.
 var (
-	ErrAlgorithmFull    = jobs.ErrAlgorithmFull
-	ErrAlreadySucceeded = jobs.ErrAlreadySucceeded
-	ErrCorruptResult    = jobs.ErrCorruptResult
-	ErrJobsFull         = jobs.ErrJobsFull
-	ErrNoObjectStore    = jobs.ErrNoObjectStore
-	ErrNoResult         = jobs.ErrNoResult
-	ErrNotNotification  = jobs.ErrNotNotification
-	ErrNotProvisioned   = jobs.ErrNotProvisioned
-	ErrNotReadable      = jobs.ErrNotReadable
-	ErrNotReplayable    = jobs.ErrNotReplayable
-	ErrNotifyCaptured   = jobs.ErrNotifyCaptured
-	ErrTooLarge         = jobs.ErrTooLarge
+	ErrAlgorithmFull   = jobs.ErrAlgorithmFull
+	ErrCorruptResult   = jobs.ErrCorruptResult
+	ErrJobsFull        = jobs.ErrJobsFull
+	ErrNoObjectStore   = jobs.ErrNoObjectStore
+	ErrNoResult        = jobs.ErrNoResult
+	ErrNotNotification = jobs.ErrNotNotification
+	ErrNotifyCaptured  = jobs.ErrNotifyCaptured
+	ErrTooLarge        = jobs.ErrTooLarge
 )
 
 // Provision is jobs.Provision.
@@ -127,6 +114,3 @@ func ReservedJobID(id string) bool { return jobs.ReservedJobID(id) }
 
 // ValidNotifySubject is jobs.ValidNotifySubject.
 func ValidNotifySubject(subj string) bool { return jobs.ValidNotifySubject(subj) }
-
-// MaxJobSize is jobs.MaxJobSize.
-func MaxJobSize(maxPayload int64) int64 { return jobs.MaxJobSize(maxPayload) }
