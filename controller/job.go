@@ -668,7 +668,7 @@ const maxReasonLen = 1024
 func (t *task) deadLetter(ctx context.Context, e *protocol.Error) (uint64, error) {
 	own := nats.Header{}
 	for k, v := range t.msg.Headers() {
-		if reservedHeader(k) {
+		if jobs.ReservedHeader(k) {
 			continue
 		}
 		own[k] = v
@@ -692,8 +692,8 @@ func (t *task) deadLetter(ctx context.Context, e *protocol.Error) (uint64, error
 	}
 	limit := int(t.c.nc.MaxPayload()) - len(HeaderMsgID) - len(msgID) - deadLetterSlack
 	body := t.msg.Data()
-	ownSize := headerSize(own)
-	switch size := headerSize(h); {
+	ownSize := jobs.HeaderSize(own)
+	switch size := jobs.HeaderSize(h); {
 	case size+ownSize+len(body) <= limit:
 		mergeHeader(h, own)
 	case ownSize > 0 && size+len(body)+len(HeaderDeadHeadersOmitted)+24 <= limit:
@@ -701,7 +701,7 @@ func (t *task) deadLetter(ctx context.Context, e *protocol.Error) (uint64, error
 	default:
 		h.Set(HeaderDeadBodyOmitted, strconv.Itoa(len(body)))
 		body = nil
-		if headerSize(h)+ownSize <= limit {
+		if jobs.HeaderSize(h)+ownSize <= limit {
 			mergeHeader(h, own)
 		} else if ownSize > 0 {
 			h.Set(HeaderDeadHeadersOmitted, strconv.Itoa(ownSize))
@@ -731,17 +731,11 @@ func (t *task) deadLetter(ctx context.Context, e *protocol.Error) (uint64, error
 	return seq, err
 }
 
-// reservedHeader is jobs.ReservedHeader.
-func reservedHeader(k string) bool { return jobs.ReservedHeader(k) }
-
 func mergeHeader(dst, src nats.Header) {
 	for k, v := range src {
 		dst[k] = v
 	}
 }
-
-// headerSize is jobs.HeaderSize.
-func headerSize(h nats.Header) int { return jobs.HeaderSize(h) }
 
 func (t *task) ack() {
 	if err := t.msg.Ack(); err != nil {

@@ -195,19 +195,6 @@ func TestValidNotifySubject(t *testing.T) {
 	}
 }
 
-// headerSize counts a header block as the client sends it, which is what
-// the server's max payload limits next to the body.
-func TestHeaderSize(t *testing.T) {
-	h := nats.Header{"A": {"1"}, "Bc": {"22", "333"}}
-	// NATS/1.0\r\n + A: 1\r\n + Bc: 22\r\n + Bc: 333\r\n + \r\n
-	if got, want := headerSize(h), 10+6+8+9+2; got != want {
-		t.Errorf("headerSize = %d, want %d", got, want)
-	}
-	if headerSize(nil) != 0 {
-		t.Error("headerSize(nil) != 0")
-	}
-}
-
 func TestTruncate(t *testing.T) {
 	if got := truncate("héllo", 2); got != "h" {
 		t.Errorf("truncate cut a rune: %q", got)
