@@ -6,11 +6,15 @@ package pnpworker_test
 // every part can speak it; runner is the server library, imported by what
 // serves algorithms (cmd/, worker/, algo/, harness/) and by no client;
 // harness/ drives the whole system from above and nothing but cmd/pnp
-// imports it. These tests hold the rules over every Go file of the module,
+// imports it; the gateway is a client of the job pipeline, so it uses
+// jobs, the jobs client, and never controller, the dispatcher; jobs and
+// replycheck (the reply check the dispatcher and the gateway share) sit
+// below both and import neither, nor the runner. These tests hold the rules over every Go file of the module,
 // test files and files behind build tags (the chaos soak, platform files)
 // included, so a rule cannot be broken in a file that one build does not
 // see. Only the runner rule spares test files: a client's test may start
-// real runners to talk to.
+// real runners to talk to; likewise a test of the gateway, jobs or
+// replycheck may start a real controller.
 
 import (
 	"fmt"
@@ -73,6 +77,10 @@ func layerRule(e edge, test bool) string {
 		return "protocol is the vocabulary every part speaks: it imports nothing of the module but schemas"
 	case e.to == "runner" && !test && !servesAlgorithms(e.from):
 		return "runner is the server library: clients speak the protocol package, only cmd/, worker/, algo/ and harness/ serve algorithms"
+	case e.from == "gateway" && e.to == "controller" && !test:
+		return "the gateway is a client of the job pipeline: it uses jobs, the jobs client, not controller, the dispatcher"
+	case (e.from == "jobs" || e.from == "replycheck") && (e.to == "gateway" || (!test && (e.to == "controller" || e.to == "runner"))):
+		return "jobs and replycheck sit below the dispatcher and the gateway, which import them: they import neither, nor the runner"
 	case under(e.to, "harness") && !under(e.from, "harness") && e.from != "cmd/pnp":
 		return "harness/ drives the whole system from above: nothing but cmd/pnp imports it"
 	}
@@ -243,6 +251,41 @@ func TestLayersCatchViolations(t *testing.T) {
 		{
 			name:       "protocol test imports the runner",
 			files:      []file{{"protocol/p_test.go", `package protocol_test; import _ "pnpworker/runner"`}},
+			violations: 1, unused: 1,
+		},
+		{
+			name:       "gateway imports the dispatcher",
+			files:      []file{{"gateway/api.go", `package gateway; import _ "pnpworker/controller"`}},
+			violations: 1, unused: 1,
+		},
+		{
+			name: "gateway uses the jobs client; its tests start a controller",
+			files: []file{
+				{"gateway/api.go", `package gateway; import (_ "pnpworker/jobs"; _ "pnpworker/replycheck")`},
+				{"gateway/g_test.go", `package gateway_test; import _ "pnpworker/controller"`},
+				{"controller/c.go", `package controller; import (_ "pnpworker/jobs"; _ "pnpworker/replycheck")`},
+				{"cmd/pnp/jobs.go", `package main; import (_ "pnpworker/controller"; _ "pnpworker/jobs")`},
+			},
+			unused: 1,
+		},
+		{
+			name:       "jobs imports the dispatcher",
+			files:      []file{{"jobs/store.go", `package jobs; import _ "pnpworker/controller"`}},
+			violations: 1, unused: 1,
+		},
+		{
+			name:       "jobs test imports the gateway",
+			files:      []file{{"jobs/j_test.go", `package jobs_test; import _ "pnpworker/gateway"`}},
+			violations: 1, unused: 1,
+		},
+		{
+			name:       "replycheck imports the dispatcher behind a build tag",
+			files:      []file{{"replycheck/soak.go", "//go:build soak\n\npackage replycheck\n\nimport _ \"pnpworker/controller\"\n"}},
+			violations: 1, unused: 1,
+		},
+		{
+			name:       "jobs imports the runner",
+			files:      []file{{"jobs/store.go", `package jobs; import _ "pnpworker/runner"`}},
 			violations: 1, unused: 1,
 		},
 		{

@@ -17,6 +17,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"pnpworker/discovery"
+	"pnpworker/jobs"
+	"pnpworker/replycheck"
 	"pnpworker/rollout"
 )
 
@@ -39,10 +41,10 @@ const (
 	// DefaultSchemaCacheBytes bounds the estimated heap of the compiled
 	// schemas a controller keeps: four records at discovery's
 	// MaxSchemaMemory.
-	DefaultSchemaCacheBytes = 4 * discovery.MaxSchemaMemory
+	DefaultSchemaCacheBytes = replycheck.DefaultCacheBytes
 	// DefaultSchemaCompileTimeout is how long a job waits for a schema to
 	// compile before it goes on without the check.
-	DefaultSchemaCompileTimeout = 2 * time.Second
+	DefaultSchemaCompileTimeout = replycheck.DefaultCompileTimeout
 	// DefaultMaxAlgorithms bounds the algorithms one controller serves.
 	DefaultMaxAlgorithms = 1000
 	// DefaultConsumerInactiveThreshold is how long the durable consumer of
@@ -50,7 +52,7 @@ const (
 	DefaultConsumerInactiveThreshold = time.Hour
 	// DefaultMaxReferencedOutputBytes bounds the output stored by
 	// reference that a controller reads back to check.
-	DefaultMaxReferencedOutputBytes = 16 << 20
+	DefaultMaxReferencedOutputBytes = replycheck.DefaultMaxReferencedOutputBytes
 )
 
 // pollInterval bounds how long the consumer loop waits in one call of the
@@ -293,9 +295,9 @@ const routesWait = 2 * time.Second
 
 // ConsumerName is the durable consumer of JOBS that every controller
 // replica shares for algorithm.
-func ConsumerName(algorithm string) string { return consumerPrefix + algorithm }
+func ConsumerName(algorithm string) string { return jobs.ConsumerName(algorithm) }
 
-const consumerPrefix = "controller_"
+const consumerPrefix = jobs.ConsumerPrefix
 
 // Controller moves jobs from JOBS to runners and their outcomes to the
 // results bucket. Any number of replicas can run against the same NATS:
@@ -310,7 +312,7 @@ type Controller struct {
 	metrics *metrics // nil without Config.Metrics
 	store   *Store
 	cache   *discovery.Cache
-	schemas *schemaCache
+	schemas *replycheck.Cache
 	// routes and rollout choose each job's version (rollout.go).
 	routes  *rollout.Table
 	rollout rolloutState
@@ -370,7 +372,7 @@ func New(nc *nats.Conn, cfg Config) (*Controller, error) {
 		js:      js,
 		cfg:     cfg,
 		log:     log,
-		schemas: newSchemaCache(log, cfg.SchemaCacheBytes, cfg.SchemaCompileTimeout),
+		schemas: replycheck.NewCache(log, cfg.SchemaCacheBytes, cfg.SchemaCompileTimeout),
 		work:    make(chan *job),
 		batch:   cfg.MaxInFlight,
 		ready:   make(chan struct{}),
@@ -541,7 +543,7 @@ func (c *Controller) open(ctx context.Context, closed <-chan nats.Status) (*Stor
 		)
 		if c.cfg.Bind {
 			if s, err = OpenStore(ctx, c.js, c.cfg.Store); err == nil {
-				s.bindServed(ctx)
+				s.BindServed(ctx)
 			}
 		} else {
 			cfg := c.cfg.Store
@@ -720,7 +722,7 @@ func (c *Controller) consume(ctx context.Context, alg string) (bool, error) {
 		if errors.Is(err, jetstream.ErrStreamNotFound) && !c.cfg.Bind {
 			// A server that lost its store, or an operator who deleted the
 			// stream: set everything up again.
-			if _, perr := provisionAll(ctx, c.js, c.store.cfg); perr != nil {
+			if _, perr := c.store.Reprovision(ctx); perr != nil {
 				err = errors.Join(err, perr)
 			}
 		}

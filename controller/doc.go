@@ -1,7 +1,15 @@
-// Package controller is the durable job pipeline: jobs wait in JetStream
-// stream JOBS, controllers hand them to runners by request-reply, outcomes
-// land in KV bucket "results", and jobs that cannot succeed go to stream
-// DEAD. Nothing is lost: a job leaves JOBS only after its outcome is stored.
+// Package controller is the dispatcher of the durable job pipeline: jobs
+// wait in JetStream stream JOBS, controllers hand them to runners by
+// request-reply, outcomes land in KV bucket "results", and jobs that cannot
+// succeed go to stream DEAD. Nothing is lost: a job leaves JOBS only after
+// its outcome is stored.
+//
+// Producers do not need this package: package jobs, the jobs client, owns
+// the pipeline's streams, buckets, headers and result record, provisions
+// them, and submits, reads, lists and replays jobs. The controller binds
+// the same jobs.Store and keeps the names of package jobs as aliases
+// (Store, Result, Provision, ...); the schema checks it shares with the
+// gateway are package replycheck's.
 //
 // # Jobs
 //
@@ -74,7 +82,7 @@
 // and headers, plus Pnp-Job-Id, Pnp-Dead-Reason, Pnp-Dead-Code,
 // Pnp-Dead-Attempts, Pnp-Dead-At, Pnp-Job-Seq, Pnp-Submitted-At and
 // Pnp-Dead-Error with the error as JSON), then a result with status
-// "failed", then acks the job. Store.Replay publishes a dead letter again
+// "failed", then acks the job. jobs.Store.Replay publishes a dead letter again
 // under the same job id.
 //
 // # Exactly one outcome

@@ -48,7 +48,7 @@ func (c *Controller) sweepPeriod() time.Duration {
 // appearance, in the background: a mark that fails is tried again at the
 // next change of the registrations.
 func (c *Controller) markServed(ctx context.Context, live map[string]bool) {
-	if c.store == nil || c.store.served == nil {
+	if c.store == nil || c.store.Served() == nil {
 		return
 	}
 	c.markedMu.Lock()
@@ -70,7 +70,7 @@ func (c *Controller) markServed(ctx context.Context, live map[string]bool) {
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
 			at, _ := time.Now().UTC().MarshalText()
-			if _, err := c.store.served.Put(pctx, alg, at); err != nil {
+			if _, err := c.store.Served().Put(pctx, alg, at); err != nil {
 				if ctx.Err() == nil {
 					c.log.Warn().Err(err).Str("algorithm", alg).Msg("cannot mark the algorithm as served; its waiting jobs may expire after --max-unserved-job-age")
 				}
@@ -86,10 +86,10 @@ func (c *Controller) markServed(ctx context.Context, live map[string]bool) {
 // in ServedBucket. Without the bucket, or when it cannot be read, it says
 // yes, so that a job never expires sooner by mistake.
 func (c *Controller) everServed(ctx context.Context, alg string) bool {
-	if c.store.served == nil {
+	if c.store.Served() == nil {
 		return true
 	}
-	_, err := c.store.served.Get(ctx, alg)
+	_, err := c.store.Served().Get(ctx, alg)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return false
 	}
@@ -141,7 +141,7 @@ func (c *Controller) sweepOnce(ctx context.Context, w *worker) error {
 	}
 	cutoff := time.Now().Add(-c.cfg.MaxJobAge)
 	unservedCutoff := time.Now().Add(-c.cfg.MaxUnservedJobAge)
-	info, err := c.store.jobs.Info(ctx)
+	info, err := c.store.Jobs().Info(ctx)
 	if err != nil {
 		return fmt.Errorf("controller: sweep: %w", err)
 	}
@@ -153,7 +153,7 @@ func (c *Controller) sweepOnce(ctx context.Context, w *worker) error {
 		return c.walkSweep(ctx, w, served, cutoff, unservedCutoff)
 	}
 	c.walking = false
-	info, err = c.store.jobs.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
+	info, err = c.store.Jobs().Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
 	if err != nil {
 		return fmt.Errorf("controller: sweep: %w", err)
 	}
@@ -185,7 +185,7 @@ func (c *Controller) sweepOnce(ctx context.Context, w *worker) error {
 func (c *Controller) expireOldest(ctx context.Context, w *worker, subj string, cutoff time.Time, unserved bool) error {
 	seq := uint64(1)
 	for range sweepBatch {
-		raw, err := c.store.jobs.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+		raw, err := c.store.Jobs().GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil
 		}
@@ -195,7 +195,7 @@ func (c *Controller) expireOldest(ctx context.Context, w *worker, subj string, c
 		if !raw.Time.Before(cutoff) {
 			return nil
 		}
-		sj := &storedJob{raw: raw, stream: c.store.jobs, ctx: ctx, unserved: unserved}
+		sj := &storedJob{raw: raw, stream: c.store.Jobs(), ctx: ctx, unserved: unserved}
 		c.process(w, &job{msg: sj})
 		if sj.ackErr != nil {
 			// The job stays in JOBS and the next round finds it again:
@@ -220,7 +220,7 @@ func (c *Controller) walkSweep(ctx context.Context, w *worker, served map[string
 	seq := max(c.walkNext, 1)
 	ever := map[string]bool{} // everServed, read once per algorithm per walk
 	for range sweepWalkBatch {
-		raw, err := c.store.jobs.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(JobsSubjectPrefix+"*"))
+		raw, err := c.store.Jobs().GetMsg(ctx, seq, jetstream.WithGetMsgSubject(JobsSubjectPrefix+"*"))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			c.walkNext = 0
 			return nil
@@ -250,7 +250,7 @@ func (c *Controller) walkSweep(ctx context.Context, w *worker, served map[string
 				continue
 			}
 		}
-		sj := &storedJob{raw: raw, stream: c.store.jobs, ctx: ctx, unserved: unserved}
+		sj := &storedJob{raw: raw, stream: c.store.Jobs(), ctx: ctx, unserved: unserved}
 		c.process(w, &job{msg: sj})
 		if sj.ackErr != nil {
 			return fmt.Errorf("controller: sweep %s: job %d has its outcome but stays in JOBS: %w", raw.Subject, raw.Sequence, sj.ackErr)

@@ -22,13 +22,5 @@ func SetSweepMaxSubjects(n uint64) (restore func()) {
 	return func() { sweepMaxSubjects = old }
 }
 
-// SetWaitCorruptGrace sets how long WaitResult waits past a corrupt record,
-// and returns a function that restores it.
-func SetWaitCorruptGrace(d time.Duration) (restore func()) {
-	old := waitCorruptGrace
-	waitCorruptGrace = d
-	return func() { waitCorruptGrace = old }
-}
-
 // DurationBuckets are the job latency histogram's bucket bounds.
 func DurationBuckets() []float64 { return slices.Clone(durationBuckets) }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"reflect"
 	"regexp"
-	"strconv"
 	"testing"
 	"time"
 
@@ -19,8 +18,9 @@ import (
 var kvKey = regexp.MustCompile(`^[-/_=\.a-zA-Z0-9]+$`)
 
 // FuzzJobHeaders feeds the headers a producer controls — Pnp-Job-Id,
-// Nats-Msg-Id, Pnp-Timeout — and the dead-letter headers read back by
-// `pnp dead`, through the code that names and times a job. A job id the
+// Nats-Msg-Id, Pnp-Timeout — through the code that names and times a job
+// (the dead-letter headers, deadCode and deadAt, are read back by package
+// jobs's FuzzDeadLetterHeaders). A job id the
 // controller accepts is always a valid results key and subject token; the
 // id of a job without one is derived from its stream position and is
 // always valid; nothing panics.
@@ -89,20 +89,8 @@ func FuzzJobHeaders(f *testing.F) {
 				}
 			}
 		}
-		// Dead letters are read back from headers anyone with publish
-		// rights on dead.* could have written.
-		dh := nats.Header{}
-		dh.Set(HeaderJobID, jobID)
-		dh.Set(HeaderDeadCode, deadCode)
-		dh.Set(HeaderDeadAttempts, timeout)
-		dh.Set(HeaderDeadAt, deadAt)
-		d := deadLetter(seq, DeadSubjectPrefix+msgID, dh, []byte(timeout))
-		if d.Algorithm != msgID || d.Seq != seq {
-			t.Fatalf("dead letter misread: %+v", d)
-		}
-		if c, err := strconv.Atoi(deadCode); err == nil && d.Code != c {
-			t.Fatalf("dead code %q read as %d", deadCode, d.Code)
-		}
+		// The dead letters read back from such headers: jobs's
+		// FuzzDeadLetterHeaders.
 	})
 }
 
@@ -128,8 +116,8 @@ func FuzzResultRecord(f *testing.F) {
 			r.Status, r.Output = StatusFailed, nil
 			r.Error = &protocol.Error{Code: code, Message: msg, Algorithm: alg, Instance: instance}
 		}
-		r.finish(at.Add(time.Millisecond))
-		got, err := r.appendJSON(nil)
+		finish(&r, at.Add(time.Millisecond))
+		got, err := appendJSON(nil, &r)
 		if err != nil {
 			t.Fatalf("appendJSON: %v", err)
 		}
@@ -150,7 +138,7 @@ func FuzzResultRecord(f *testing.F) {
 		if !reflect.DeepEqual(g, w) {
 			t.Fatalf("record differs from encoding/json:\n got %s\nwant %s", got, want)
 		}
-		back, err := decodeResult(id, got)
+		back, err := DecodeResult(id, got)
 		if err != nil || back.Status != r.Status || back.Attempts != r.Attempts {
 			t.Fatalf("record does not read back: %+v, %v", back, err)
 		}

@@ -17,7 +17,9 @@ import (
 
 	"pnpworker/discovery"
 	"pnpworker/internal/objref"
+	"pnpworker/jobs"
 	"pnpworker/protocol"
+	"pnpworker/replycheck"
 	"pnpworker/schemas"
 )
 
@@ -156,7 +158,7 @@ func (c *Controller) process(w *worker, j *job) {
 		}
 		budget, limit = min(budget, d), d
 	}
-	if verr := c.schemas.validate(regs, j.msg.Data()); verr != nil {
+	if verr := c.schemas.Validate(regs, j.msg.Data()); verr != nil {
 		verr.Algorithm = t.alg
 		t.fail(ctx, verr)
 		return
@@ -226,7 +228,7 @@ func (c *Controller) process(w *worker, j *job) {
 			// and end the job past MaxNotStarted.
 			t.rec.Attempts--
 			if md.NumDelivered > uint64(c.cfg.MaxNotStarted) {
-				e := *protocolCode(rerr)
+				e := *replycheck.ProtocolCode(rerr)
 				e.Algorithm = t.alg
 				e.Message = fmt.Sprintf("%s (refused without starting; given up after %d deliveries)", e.Message, md.NumDelivered)
 				t.fail(ctx, &e)
@@ -236,7 +238,7 @@ func (c *Controller) process(w *worker, j *job) {
 			t.nak(notStartedDelay(c.cfg, md.NumDelivered))
 			return
 		}
-		t.failure(ctx, protocolCode(rerr))
+		t.failure(ctx, replycheck.ProtocolCode(rerr))
 		return
 	}
 	output, check := reply.Data, true
@@ -263,7 +265,7 @@ func (c *Controller) process(w *worker, j *job) {
 		}
 	}
 	if check {
-		if verr := c.schemas.validateOutput(all, regs, t.rec.Instance, output); verr != nil {
+		if verr := c.schemas.ValidateOutput(all, regs, t.rec.Instance, output); verr != nil {
 			// Not the output the algorithm promises (a broken or hostile
 			// instance in the queue group): an attempt that failed, retried,
 			// so that another instance may answer.
@@ -281,7 +283,7 @@ func (c *Controller) process(w *worker, j *job) {
 	} else {
 		t.rec.Output = compactJSON(reply.Data)
 	}
-	t.rec.finish(time.Now())
+	finish(&t.rec, time.Now())
 	t.finalize(ctx)
 }
 
@@ -292,7 +294,7 @@ func (c *Controller) referencedOutput(ctx context.Context, r objref.Ref) (output
 	if c.cfg.MaxReferencedOutputBytes < 0 {
 		return nil, false, nil
 	}
-	output, err = objref.Read(ctx, c.store.js, r, c.cfg.MaxReferencedOutputBytes)
+	output, err = objref.Read(ctx, c.store.JetStream(), r, c.cfg.MaxReferencedOutputBytes)
 	return output, true, err
 }
 
@@ -395,26 +397,6 @@ func notStarted(e *protocol.Error) bool {
 	return e.NotStarted && (e.Code == protocol.CodeUnavailable || e.Code == protocol.CodeDeadline)
 }
 
-// protocolCode maps an error code outside the protocol's set (a micro
-// service that is not a pnp runner may send any) to 400 or 500, keeping the
-// original in the message, so records always satisfy result.json and the
-// retry decision stays "4xx final, 5xx retried".
-func protocolCode(e *protocol.Error) *protocol.Error {
-	switch e.Code {
-	case protocol.CodeInvalidInput, protocol.CodeNotFound, protocol.CodeTooLarge, protocol.CodeUnprocessable,
-		protocol.CodeInternal, protocol.CodeBadGateway, protocol.CodeUnavailable, protocol.CodeDeadline:
-		return e
-	}
-	c := *e
-	c.Message = fmt.Sprintf("%s (code %d)", e.Message, e.Code)
-	if e.Code >= 400 && e.Code < 500 {
-		c.Code = protocol.CodeInvalidInput
-	} else {
-		c.Code = protocol.CodeInternal
-	}
-	return &c
-}
-
 // plan picks the time budget of a request: the longest of the instances'
 // that may answer it (chooseVersion), since the request may reach any of
 // them.
@@ -470,7 +452,7 @@ func (c *Controller) request(w *worker, subject, id string, body []byte, budget 
 }
 
 func (t *task) loadPrevious(ctx context.Context) (final bool, err error) {
-	e, err := t.c.store.results.Get(ctx, t.id)
+	e, err := t.c.store.Results().Get(ctx, t.id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return false, nil
 	}
@@ -478,7 +460,7 @@ func (t *task) loadPrevious(ctx context.Context) (final bool, err error) {
 		return false, fmt.Errorf("controller: get result %s: %w", t.id, err)
 	}
 	t.rev = e.Revision()
-	prev, err := decodeResult(t.id, e.Value())
+	prev, err := jobs.DecodeResult(t.id, e.Value())
 	if err != nil {
 		// Not a record we wrote: replace it.
 		return false, nil
@@ -507,7 +489,7 @@ func (t *task) failure(ctx context.Context, e *protocol.Error) {
 	next := now.Add(delay)
 	rec := t.rec
 	rec.Status, rec.Error, rec.FinishedAt, rec.NextAttemptAt = StatusRetrying, e, &now, &next
-	data, err := rec.appendJSON(nil)
+	data, err := appendJSON(nil, &rec)
 	if err == nil {
 		err = retry(ctx, t.c.cfg, t.log(), "store the retrying record", func() error { return t.put(ctx, data) })
 	}
@@ -541,7 +523,7 @@ func (t *task) failure(ctx context.Context, e *protocol.Error) {
 func (t *task) fail(ctx context.Context, e *protocol.Error) {
 	e = boundError(e, t.c.nc.MaxPayload())
 	t.rec.Status, t.rec.Error, t.rec.Output = StatusFailed, e, nil
-	t.rec.finish(time.Now())
+	finish(&t.rec, time.Now())
 	seq, err := t.deadLetter(ctx, e)
 	switch {
 	case err == nil:
@@ -578,7 +560,7 @@ const resultOverhead = 1024
 // after that a succeeded job fails (dead-lettered, so it can be replayed)
 // and a failed one keeps its dead letter as its only outcome.
 func (t *task) finalize(ctx context.Context) {
-	data, err := t.rec.appendJSON(make([]byte, 0, 512+len(t.rec.Output)))
+	data, err := appendJSON(make([]byte, 0, 512+len(t.rec.Output)), &t.rec)
 	if err != nil {
 		t.log().Error().Err(err).Msg("encode result")
 		t.nak(0)
@@ -588,14 +570,14 @@ func (t *task) finalize(ctx context.Context) {
 		// The output fitted the runner's reply but not the record: keep it
 		// in the outputs bucket and store its reference.
 		size := len(t.rec.Output)
-		err := retry(ctx, t.c.cfg, t.log(), "store the output in bucket "+OutputsBucket, func() error { return t.c.store.storeOutput(ctx, &t.rec) })
+		err := retry(ctx, t.c.cfg, t.log(), "store the output in bucket "+OutputsBucket, func() error { return storeOutput(ctx, t.c.store, &t.rec) })
 		if err != nil {
 			t.fail(ctx, &protocol.Error{Code: protocol.CodeTooLarge, Algorithm: t.alg, Instance: t.rec.Instance,
 				Message: fmt.Sprintf("result of %d bytes does not fit the server's max payload of %d, and its output could not be stored in bucket %s", len(data), t.c.nc.MaxPayload(), OutputsBucket)})
 			return
 		}
 		t.log().Debug().Int("bytes", size).Str("output_ref", t.rec.OutputRef).Msg("output stored by reference")
-		if data, err = t.rec.appendJSON(data[:0]); err != nil {
+		if data, err = appendJSON(data[:0], &t.rec); err != nil {
 			t.log().Error().Err(err).Msg("encode result")
 			t.nak(0)
 			return
@@ -638,7 +620,7 @@ var errFinal = errors.New("job already has a final result")
 // compare-and-set, so of two controllers racing on one job exactly one
 // final record is stored and the other gets errFinal.
 func (t *task) put(ctx context.Context, data []byte) error {
-	kv := t.c.store.results
+	kv := t.c.store.Results()
 	rev := t.rev
 	for range 5 {
 		var err error
@@ -661,7 +643,7 @@ func (t *task) put(ctx context.Context, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("controller: store result %s: %w", t.id, err)
 		}
-		if prev, err := decodeResult(t.id, e.Value()); err == nil && prev.Status.Final() {
+		if prev, err := jobs.DecodeResult(t.id, e.Value()); err == nil && prev.Status.Final() {
 			return errFinal
 		}
 		rev = e.Revision()
@@ -686,7 +668,7 @@ const maxReasonLen = 1024
 func (t *task) deadLetter(ctx context.Context, e *protocol.Error) (uint64, error) {
 	own := nats.Header{}
 	for k, v := range t.msg.Headers() {
-		if reservedHeader(k) {
+		if jobs.ReservedHeader(k) {
 			continue
 		}
 		own[k] = v
@@ -710,8 +692,8 @@ func (t *task) deadLetter(ctx context.Context, e *protocol.Error) (uint64, error
 	}
 	limit := int(t.c.nc.MaxPayload()) - len(HeaderMsgID) - len(msgID) - deadLetterSlack
 	body := t.msg.Data()
-	ownSize := headerSize(own)
-	switch size := headerSize(h); {
+	ownSize := jobs.HeaderSize(own)
+	switch size := jobs.HeaderSize(h); {
 	case size+ownSize+len(body) <= limit:
 		mergeHeader(h, own)
 	case ownSize > 0 && size+len(body)+len(HeaderDeadHeadersOmitted)+24 <= limit:
@@ -719,7 +701,7 @@ func (t *task) deadLetter(ctx context.Context, e *protocol.Error) (uint64, error
 	default:
 		h.Set(HeaderDeadBodyOmitted, strconv.Itoa(len(body)))
 		body = nil
-		if headerSize(h)+ownSize <= limit {
+		if jobs.HeaderSize(h)+ownSize <= limit {
 			mergeHeader(h, own)
 		} else if ownSize > 0 {
 			h.Set(HeaderDeadHeadersOmitted, strconv.Itoa(ownSize))
@@ -749,34 +731,10 @@ func (t *task) deadLetter(ctx context.Context, e *protocol.Error) (uint64, error
 	return seq, err
 }
 
-// reservedHeader reports whether a job header is one the pipeline sets
-// in a dead letter (or JetStream's own): a producer's copy is dropped, so
-// that no dead letter carries a forged reason, sequence or marker.
-func reservedHeader(k string) bool {
-	k = strings.ToLower(k)
-	return strings.HasPrefix(k, "nats-") || strings.HasPrefix(k, "pnp-dead-") ||
-		k == strings.ToLower(HeaderJobID) || k == strings.ToLower(HeaderJobSeq) || k == strings.ToLower(HeaderSubmittedAt)
-}
-
 func mergeHeader(dst, src nats.Header) {
 	for k, v := range src {
 		dst[k] = v
 	}
-}
-
-// headerSize is the size of h on the wire ("k: v\r\n" per value, plus
-// the NATS/1.0 line and the blank line that ends the block).
-func headerSize(h nats.Header) int {
-	if len(h) == 0 {
-		return 0
-	}
-	n := len("NATS/1.0\r\n\r\n")
-	for k, vs := range h {
-		for _, v := range vs {
-			n += len(k) + len(": ") + len(v) + len("\r\n")
-		}
-	}
-	return n
 }
 
 func (t *task) ack() {

@@ -259,11 +259,11 @@ type queueDepth struct{ waiting, inFlight, dead uint64 }
 // waiting, from the same two stream reads, whatever their number.
 func (m *metrics) readQueues(ctx context.Context) ([]prometheus.Metric, error) {
 	s := m.c.store
-	jobsInfo, err := s.jobs.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
+	jobsInfo, err := s.Jobs().Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
 	if err != nil {
 		return nil, fmt.Errorf("controller: metrics: jobs stream: %w", err)
 	}
-	deadInfo, err := s.dead.Info(ctx, jetstream.WithSubjectFilter(DeadSubjectPrefix+"*"))
+	deadInfo, err := s.Dead().Info(ctx, jetstream.WithSubjectFilter(DeadSubjectPrefix+"*"))
 	if err != nil {
 		return nil, fmt.Errorf("controller: metrics: dead stream: %w", err)
 	}
@@ -289,7 +289,7 @@ func (m *metrics) readQueues(ctx context.Context) ([]prometheus.Metric, error) {
 		}
 		live[r.Algorithm] = true
 		d := at(r.Algorithm)
-		cons, err := s.jobs.Consumer(ctx, ConsumerName(r.Algorithm))
+		cons, err := s.Jobs().Consumer(ctx, ConsumerName(r.Algorithm))
 		switch {
 		case err == nil:
 			info := cons.CachedInfo()

@@ -51,7 +51,7 @@ func (c *Controller) chooseVersion(alg string, regs []discovery.Registration, bo
 		return choice.Subject(alg), regs
 	}
 	of := ofVersion(regs, choice.Version)
-	if choice.Canary && c.schemas.validate(of, body) != nil && live(r.Stable) {
+	if choice.Canary && c.schemas.Validate(of, body) != nil && live(r.Stable) {
 		c.rollout.canaryRejected.Add(1)
 		return discovery.PinnedSubject(alg, r.Stable), ofVersion(regs, r.Stable)
 	}

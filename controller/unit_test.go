@@ -2,7 +2,6 @@ package controller
 
 import (
 	"encoding/json"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -160,7 +159,7 @@ func TestResultAppendJSON(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := tt.rec.appendJSON(nil)
+			got, err := appendJSON(nil, &tt.rec)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -168,26 +167,6 @@ func TestResultAppendJSON(t *testing.T) {
 				t.Errorf("appendJSON:\n%s\nencoding/json:\n%s", got, want)
 			}
 		})
-	}
-}
-
-func TestProtocolCode(t *testing.T) {
-	tests := []struct {
-		code, want int
-		retryable  bool
-	}{
-		{400, 400, false}, {422, 422, false}, {503, 503, true},
-		{502, 502, true},
-		{409, 400, false}, {418, 400, false}, {501, 500, true}, {0, 500, true}, {302, 500, true},
-	}
-	for _, tt := range tests {
-		got := protocolCode(&protocol.Error{Code: tt.code, Message: "m"})
-		if got.Code != tt.want || got.Retryable() != tt.retryable {
-			t.Errorf("protocolCode(%d) = %d (retryable %v), want %d (%v)", tt.code, got.Code, got.Retryable(), tt.want, tt.retryable)
-		}
-		if tt.code != tt.want && !strings.Contains(got.Message, strconv.Itoa(tt.code)) {
-			t.Errorf("protocolCode(%d) message %q lost the original code", tt.code, got.Message)
-		}
 	}
 }
 
@@ -213,19 +192,6 @@ func TestValidNotifySubject(t *testing.T) {
 		if got := ValidNotifySubject(subj); got != want {
 			t.Errorf("ValidNotifySubject(%q) = %v, want %v", subj, got, want)
 		}
-	}
-}
-
-// headerSize counts a header block as the client sends it, which is what
-// the server's max payload limits next to the body.
-func TestHeaderSize(t *testing.T) {
-	h := nats.Header{"A": {"1"}, "Bc": {"22", "333"}}
-	// NATS/1.0\r\n + A: 1\r\n + Bc: 22\r\n + Bc: 333\r\n + \r\n
-	if got, want := headerSize(h), 10+6+8+9+2; got != want {
-		t.Errorf("headerSize = %d, want %d", got, want)
-	}
-	if headerSize(nil) != 0 {
-		t.Error("headerSize(nil) != 0")
 	}
 }
 

@@ -15,10 +15,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/objref"
+	"pnpworker/jobs"
 	"pnpworker/protocol"
+	"pnpworker/replycheck"
 	"pnpworker/schemas"
 )
 
@@ -246,7 +247,7 @@ func (g *Gateway) answerReply(w http.ResponseWriter, r *http.Request, name strin
 	passReplyHeaders(w, reply)
 	instance := w.Header().Get(protocol.HeaderInstance)
 	if e := protocol.ReplyError(reply); e != nil {
-		e = controller.ProtocolCode(e)
+		e = replycheck.ProtocolCode(e)
 		if e.Algorithm == "" {
 			e.Algorithm = name
 		}
@@ -287,7 +288,7 @@ func (g *Gateway) referencedOutput(r *http.Request, algorithm, ref string) ([]by
 	if want := objref.OutputsBucketFor(algorithm); err != nil || o.Bucket != want {
 		return nil, fmt.Errorf("%s is not a reference into bucket %s", protocol.HeaderOutputRef, want)
 	}
-	return objref.Read(r.Context(), g.js, o, controller.DefaultMaxReferencedOutputBytes)
+	return objref.Read(r.Context(), g.js, o, replycheck.DefaultMaxReferencedOutputBytes)
 }
 
 // jobAccepted is the answer to a job submission or replay.
@@ -297,7 +298,7 @@ type jobAccepted struct {
 	Location  string `json:"location"`
 }
 
-func accepted(w http.ResponseWriter, sub controller.Submission) {
+func accepted(w http.ResponseWriter, sub jobs.Submission) {
 	loc := "/v1/jobs/" + sub.ID
 	w.Header().Set("Location", loc)
 	writeJSON(w, http.StatusAccepted, jobAccepted{JobID: sub.ID, Duplicate: sub.Duplicate, Location: loc})
@@ -311,7 +312,7 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problem{Code: http.StatusNotFound, Message: fmt.Sprintf("%q cannot name an algorithm", name)})
 		return
 	}
-	var opts controller.SubmitOptions
+	var opts jobs.SubmitOptions
 	if key := r.Header.Get(headerIdempotencyKey); key != "" {
 		if !protocol.ValidJobID(key) {
 			writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: fmt.Sprintf("header %s: %q cannot name a job: want letters, digits, '_', '=', '-' and single inner dots, at most 255 characters", headerIdempotencyKey, key)})
@@ -342,11 +343,11 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request) {
 	traceHeaders(r, &opts.Header)
 	sub, err := g.store.Submit(r.Context(), name, body, opts)
 	switch {
-	case errors.Is(err, controller.ErrTooLarge):
-		writeProblem(w, problem{Code: http.StatusRequestEntityTooLarge, Algorithm: name, Message: strings.TrimPrefix(err.Error(), "controller: ")})
-	case errors.Is(err, controller.ErrJobsFull):
+	case errors.Is(err, jobs.ErrTooLarge):
+		writeProblem(w, problem{Code: http.StatusRequestEntityTooLarge, Algorithm: name, Message: strings.TrimPrefix(err.Error(), "jobs: ")})
+	case errors.Is(err, jobs.ErrJobsFull):
 		// The queue's own limit (the algorithm's, or JOBS'), named.
-		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Algorithm: name, Message: strings.TrimPrefix(err.Error(), "controller: ")})
+		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Algorithm: name, Message: strings.TrimPrefix(err.Error(), "jobs: ")})
 	case err != nil:
 		g.log.Warn().Err(err).Str("algorithm", name).Msg("submit failed")
 		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Algorithm: name, Message: "cannot store the job: JetStream unavailable"})
@@ -373,7 +374,7 @@ func (g *Gateway) job(w http.ResponseWriter, r *http.Request) {
 		wait = min(d, g.cfg.MaxWait)
 	}
 	var (
-		res controller.Result
+		res jobs.Result
 		err error
 	)
 	if wait > 0 {
@@ -403,9 +404,9 @@ func (g *Gateway) resultError(w http.ResponseWriter, r *http.Request, id string,
 	case err == nil:
 		return false
 	case r.Context().Err() != nil:
-	case errors.Is(err, controller.ErrNoResult):
+	case errors.Is(err, jobs.ErrNoResult):
 		writeProblem(w, problem{Code: http.StatusNotFound, Message: fmt.Sprintf("no result for job %s: it is still waiting, was never submitted, or its result expired", id)})
-	case errors.Is(err, controller.ErrCorruptResult):
+	case errors.Is(err, jobs.ErrCorruptResult):
 		g.log.Error().Err(err).Str("job_id", id).Msg("corrupt result record")
 		writeProblem(w, problem{Code: http.StatusInternalServerError, Message: fmt.Sprintf("the record stored for job %s is not its result", id)})
 	default:
@@ -464,7 +465,7 @@ func (g *Gateway) replay(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Message: "cannot list dead letters: JetStream unavailable"})
 		return
 	}
-	var found *controller.DeadLetter
+	var found *jobs.DeadLetter
 	for i := range letters {
 		if letters[i].JobID == id {
 			found = &letters[i] // oldest first: the last is the newest
@@ -476,9 +477,9 @@ func (g *Gateway) replay(w http.ResponseWriter, r *http.Request) {
 	}
 	sub, err := g.store.Replay(r.Context(), *found)
 	switch {
-	case errors.Is(err, controller.ErrAlreadySucceeded):
+	case errors.Is(err, jobs.ErrAlreadySucceeded):
 		writeProblem(w, problem{Code: http.StatusConflict, Algorithm: found.Algorithm, Message: fmt.Sprintf("job %s already succeeded; its dead letter was removed", id)})
-	case errors.Is(err, controller.ErrNotReplayable):
+	case errors.Is(err, jobs.ErrNotReplayable):
 		writeProblem(w, problem{Code: http.StatusConflict, Algorithm: found.Algorithm, Message: fmt.Sprintf("job %s cannot be replayed: its body was too large to keep", id)})
 	case err != nil:
 		g.log.Warn().Err(err).Str("job_id", id).Msg("replay failed")
@@ -497,7 +498,7 @@ func (g *Gateway) queues(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if qs == nil {
-		qs = []controller.Queue{}
+		qs = []jobs.Queue{}
 	}
 	writeJSON(w, http.StatusOK, qs)
 }

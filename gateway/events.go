@@ -10,8 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/controller"
 	"pnpworker/discovery"
+	"pnpworker/jobs"
 	"pnpworker/protocol"
 )
 
@@ -213,7 +213,7 @@ func (h *hub) watchResultsOnce(ctx context.Context, healthy func()) error {
 			if e == nil || e.Operation() != jetstream.KeyValuePut {
 				continue
 			}
-			r, err := controller.DecodeResult(e.Key(), e.Value())
+			r, err := jobs.DecodeResult(e.Key(), e.Value())
 			if err != nil {
 				h.g.log.Warn().Err(err).Str("key", e.Key()).Msg("corrupt result record: no event")
 				continue

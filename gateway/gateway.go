@@ -27,8 +27,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
-	"pnpworker/controller"
 	"pnpworker/discovery"
+	"pnpworker/jobs"
+	"pnpworker/replycheck"
 	"pnpworker/rollout"
 )
 
@@ -36,7 +37,7 @@ import (
 // is safe for concurrent use; create it with New and call Run or Serve.
 type Gateway struct {
 	nc      *nats.Conn
-	store   *controller.Store
+	store   *jobs.Store
 	cache   *discovery.Cache
 	cfg     Config
 	log     zerolog.Logger
@@ -58,7 +59,7 @@ type Gateway struct {
 
 	// checker checks runners' success replies against the answering
 	// instance's output schema, as the controller does.
-	checker *controller.ReplyChecker
+	checker *replycheck.ReplyChecker
 	// uploads and streams bound the uploads in progress and the open
 	// event streams (Config.MaxUploads, Config.MaxEventStreams).
 	uploads, streams slots
@@ -71,7 +72,7 @@ type Gateway struct {
 // New returns a gateway over nc and store. It registers its metrics in
 // cfg.Metrics and fails when they are registered there already (one
 // gateway per registry).
-func New(nc *nats.Conn, store *controller.Store, cfg Config) (*Gateway, error) {
+func New(nc *nats.Conn, store *jobs.Store, cfg Config) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
@@ -93,7 +94,7 @@ func New(nc *nats.Conn, store *controller.Store, cfg Config) (*Gateway, error) {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"route"}),
 	}
-	g.checker = controller.NewReplyChecker(cfg.Logger.With().Str("component", "gateway_replies").Logger(), 0, 0)
+	g.checker = replycheck.NewReplyChecker(cfg.Logger.With().Str("component", "gateway_replies").Logger(), 0, 0)
 	g.uploads, g.streams = make(slots, cfg.MaxUploads), make(slots, cfg.MaxEventStreams)
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/gateway"
 	"pnpworker/internal/natstest"
+	"pnpworker/jobs"
 	"pnpworker/protocol"
 	"pnpworker/runner"
 )
@@ -80,7 +81,7 @@ type stack struct {
 	srv     *natstest.Server
 	nc      *nats.Conn
 	gwNC    *nats.Conn
-	store   *controller.Store
+	store   *jobs.Store
 	gw      *gateway.Gateway
 	url     string
 	token   string
@@ -120,7 +121,7 @@ func newStack(t testing.TB, o stackOpts) *stack {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	s.store, err = controller.Provision(ctx, js, controller.StoreConfig{Discovery: discovery.Config{TTL: o.discoveryTTL}})
+	s.store, err = jobs.Provision(ctx, js, jobs.StoreConfig{Discovery: discovery.Config{TTL: o.discoveryTTL}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,9 +18,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
-	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/objref"
+	"pnpworker/jobs"
 	"pnpworker/protocol"
 )
 
@@ -171,7 +171,7 @@ func TestDeadListingLeavesNoConsumerReliability(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead, err := js.Stream(context.Background(), controller.DeadStream)
+	dead, err := js.Stream(context.Background(), jobs.DeadStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +329,7 @@ func TestRunnerRepliesAreCheckedReliability(t *testing.T) {
 			{objref.OutputsBucketFor("hostile"), `<html></html>`, 502},
 			// the controller's own bucket is not the algorithm's: a runner
 			// cannot point at an output it did not store.
-			{controller.OutputsBucket, `{"ok":true}`, 502},
+			{jobs.OutputsBucket, `{"ok":true}`, 502},
 		} {
 			ref, err := objref.Put(context.Background(), js, c.bucket, "hostile/"+nuid.Next(), strings.NewReader(c.output))
 			if err != nil {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/controller"
+	"pnpworker/jobs"
 )
 
 // A job refused by a queue limit (here the algorithm's own, one job) is a
@@ -22,7 +22,7 @@ func TestFullAlgorithmQueueIsNamed(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := controller.Provision(ctx, js, controller.StoreConfig{JobsMaxPerAlgorithm: 1}); err != nil {
+	if _, err := jobs.Provision(ctx, js, jobs.StoreConfig{JobsMaxPerAlgorithm: 1}); err != nil {
 		t.Fatal(err)
 	}
 	// The first probe job sleeps: it stays in JOBS until it is done.

@@ -15,8 +15,8 @@ import (
 
 	"github.com/nats-io/nuid"
 
-	"pnpworker/controller"
 	"pnpworker/internal/objref"
+	"pnpworker/jobs"
 	"pnpworker/protocol"
 	"pnpworker/schemas"
 )
@@ -120,12 +120,12 @@ func (g *Gateway) putInput(w http.ResponseWriter, r *http.Request, filename stri
 		writeProblem(w, g.stalledProblem(""))
 	case errors.Is(err, errUploadTooLarge), errors.As(err, &mbe):
 		writeProblem(w, problem{Code: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("upload over the limit of %d bytes", g.cfg.MaxUpload)})
-	case errors.Is(err, controller.ErrNoObjectStore):
-		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Message: fmt.Sprintf("bucket %s is not provisioned (run pnp provision)", controller.UploadsBucket)})
+	case errors.Is(err, jobs.ErrNoObjectStore):
+		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Message: fmt.Sprintf("bucket %s is not provisioned (run pnp provision)", jobs.UploadsBucket)})
 	case r.Context().Err() != nil:
 	default:
 		g.log.Warn().Err(err).Msg("upload failed")
-		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Message: fmt.Sprintf("cannot store the upload in bucket %s", controller.UploadsBucket)})
+		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Message: fmt.Sprintf("cannot store the upload in bucket %s", jobs.UploadsBucket)})
 	}
 	return objref.Ref{}, 0, false
 }
@@ -181,8 +181,8 @@ func (g *Gateway) sendObject(w http.ResponseWriter, r *http.Request, ref objref.
 	o, err := g.store.OpenObject(r.Context(), ref)
 	switch {
 	case err == nil:
-	case errors.Is(err, controller.ErrNotReadable), errors.Is(err, objref.ErrNotFound):
-		writeProblem(w, problem{Code: http.StatusNotFound, Message: fmt.Sprintf("no object %s (objects of buckets %s, %s, %s and %s can be read)", ref, controller.InputsBucket, controller.UploadsBucket, controller.OutputsBucket, objref.OutputsBucketFor("<algorithm>"))})
+	case errors.Is(err, jobs.ErrNotReadable), errors.Is(err, objref.ErrNotFound):
+		writeProblem(w, problem{Code: http.StatusNotFound, Message: fmt.Sprintf("no object %s (objects of buckets %s, %s, %s and %s can be read)", ref, jobs.InputsBucket, jobs.UploadsBucket, jobs.OutputsBucket, objref.OutputsBucketFor("<algorithm>"))})
 		return
 	case r.Context().Err() != nil:
 		return
@@ -221,7 +221,7 @@ func (g *Gateway) jobOutput(w http.ResponseWriter, r *http.Request) {
 	if g.resultError(w, r, id, err) {
 		return
 	}
-	if res.Status != controller.StatusSucceeded {
+	if res.Status != jobs.StatusSucceeded {
 		msg := fmt.Sprintf("job %s is %s: it has no output", id, res.Status)
 		if res.Error != nil {
 			msg += fmt.Sprintf(" (%d %s)", res.Error.Code, res.Error.Message)

@@ -15,11 +15,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/internal/logging"
 	"pnpworker/internal/objref"
+	"pnpworker/jobs"
 )
 
 // flagSet wraps flag.FlagSet so that --help prints to stdout and parse errors
@@ -228,18 +228,18 @@ func (f *imageFlags) budget() (*imagefetch.Budget, error) {
 // the commands that provision them.
 type objectFlags struct{ maxBytes, uploadsMaxBytes, algorithmMaxBytes, algorithms string }
 
-func (f *objectFlags) register(fs *flagSet, cfg *controller.StoreConfig) {
-	fs.DurationVar(&cfg.Inputs.TTL, "input-ttl", controller.DefaultInputTTL, "how long objects uploaded to the inputs and uploads buckets (pnp put, the HTTP API) are kept")
+func (f *objectFlags) register(fs *flagSet, cfg *jobs.StoreConfig) {
+	fs.DurationVar(&cfg.Inputs.TTL, "input-ttl", jobs.DefaultInputTTL, "how long objects uploaded to the inputs and uploads buckets (pnp put, the HTTP API) are kept")
 	fs.StringVar(&f.maxBytes, "objects-max-bytes", "1GiB", "size cap of each of the inputs and outputs object store buckets, e.g. 1GiB")
 	fs.StringVar(&f.uploadsMaxBytes, "uploads-max-bytes", "256MiB", "size cap of the uploads object store bucket (HTTP uploads), e.g. 256MiB")
 	fs.StringVar(&f.algorithms, "output-algorithms", env("PNP_OUTPUT_ALGORITHMS", ""), "comma-separated algorithms whose own outputs bucket outputs_<algorithm> to create, for runners that may not (--no-provision) (env PNP_OUTPUT_ALGORITHMS)")
 	fs.StringVar(&f.algorithmMaxBytes, "algorithm-outputs-max-bytes", "64MiB", "size cap of each outputs_<algorithm> bucket, e.g. 64MiB")
-	cfg.InputsMaxObjectBytes = controller.DefaultInputsMaxObjectBytes
+	cfg.InputsMaxObjectBytes = jobs.DefaultInputsMaxObjectBytes
 	fs.Var(byteSize{&cfg.InputsMaxObjectBytes}, "input-max-object", "largest object the inputs bucket takes, enforced by the server whatever the client (chunks of at most 128 KiB); -1: none")
 }
 
 // apply sets the parsed limits in cfg.
-func (f *objectFlags) apply(cfg *controller.StoreConfig) error {
+func (f *objectFlags) apply(cfg *jobs.StoreConfig) error {
 	for _, l := range []struct {
 		flag, v string
 		to      []*int64
@@ -323,10 +323,10 @@ func (b byteSize) Set(s string) error {
 
 // registerStoreLimits adds the storage limit flags of cfg to fs, with the
 // defaults shown in --help; discovery adds the discovery bucket's.
-func registerStoreLimits(fs *flagSet, cfg *controller.StoreConfig, discoveryToo bool) {
-	cfg.JobsMaxBytes, cfg.JobsMaxMsgs = controller.DefaultJobsMaxBytes, controller.DefaultJobsMaxMsgs
-	cfg.DeadMaxBytes, cfg.DeadMaxMsgs = controller.DefaultDeadMaxBytes, controller.DefaultDeadMaxMsgs
-	cfg.ResultsMaxBytes = controller.DefaultResultsMaxBytes
+func registerStoreLimits(fs *flagSet, cfg *jobs.StoreConfig, discoveryToo bool) {
+	cfg.JobsMaxBytes, cfg.JobsMaxMsgs = jobs.DefaultJobsMaxBytes, jobs.DefaultJobsMaxMsgs
+	cfg.DeadMaxBytes, cfg.DeadMaxMsgs = jobs.DefaultDeadMaxBytes, jobs.DefaultDeadMaxMsgs
+	cfg.ResultsMaxBytes = jobs.DefaultResultsMaxBytes
 	fs.Var(byteSize{&cfg.JobsMaxBytes}, "jobs-max-bytes", "size limit of stream JOBS; a full JOBS refuses new jobs (-1: none)")
 	fs.Int64Var(&cfg.JobsMaxMsgs, "jobs-max-msgs", cfg.JobsMaxMsgs, "jobs stream JOBS holds at most; more are refused (-1: no limit)")
 	fs.Int64Var(&cfg.JobsMaxPerAlgorithm, "jobs-max-per-algorithm", 0, "jobs one algorithm may have waiting in JOBS; more of its jobs are refused, other algorithms' are not (0: 10000, at most half of --jobs-max-msgs; -1: no limit); times the largest job, it is what one algorithm may take of --jobs-max-bytes")

@@ -13,9 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"pnpworker/controller"
 	"pnpworker/gateway"
 	"pnpworker/internal/imagefetch"
+	"pnpworker/jobs"
 	"pnpworker/rollout"
 )
 
@@ -79,14 +79,14 @@ const storeTries = 60
 
 // openStoreWaiting binds to the job streams, waiting for them to be
 // provisioned: the gateway does not depend on start order.
-func openStoreWaiting(ctx context.Context, nc *nats.Conn, log zerolog.Logger) (*controller.Store, error) {
+func openStoreWaiting(ctx context.Context, nc *nats.Conn, log zerolog.Logger) (*jobs.Store, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
 	for try := 1; ; try++ {
 		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		store, err := controller.OpenStore(octx, js, controller.StoreConfig{})
+		store, err := jobs.OpenStore(octx, js, jobs.StoreConfig{})
 		cancel()
 		if err == nil {
 			return store, nil
@@ -95,7 +95,7 @@ func openStoreWaiting(ctx context.Context, nc *nats.Conn, log zerolog.Logger) (*
 			log.Error().Err(err).Int("tries", try).Msg("giving up waiting for the job streams")
 			return nil, fmt.Errorf("job streams not available (start 'pnp controller' or run 'pnp provision'): %w", err)
 		}
-		if try == 1 || !errors.Is(err, controller.ErrNotProvisioned) {
+		if try == 1 || !errors.Is(err, jobs.ErrNotProvisioned) {
 			log.Warn().Err(err).Msg("job streams not available yet; retrying")
 		}
 		select {

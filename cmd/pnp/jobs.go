@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"pnpworker/controller"
+	"pnpworker/jobs"
 	"pnpworker/rollout"
 )
 
@@ -45,9 +46,9 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	cfg.MaxReferencedOutputBytes = controller.DefaultMaxReferencedOutputBytes
 	fs.Var(byteSize{&cfg.MaxReferencedOutputBytes}, "max-referenced-output", "largest output a runner stored by reference (output_ref) that is read back and checked against its schema; a larger one fails with 502 (-1: accept them unchecked)")
 	fs.DurationVar(&cfg.SchemaCompileTimeout, "schema-compile-timeout", controller.DefaultSchemaCompileTimeout, "how long a job waits for a registered schema to compile before going on unchecked")
-	fs.DurationVar(&cfg.Store.ResultTTL, "result-ttl", controller.DefaultResultTTL, "how long results are kept")
+	fs.DurationVar(&cfg.Store.ResultTTL, "result-ttl", jobs.DefaultResultTTL, "how long results are kept")
 	fs.IntVar(&cfg.Store.ResultHistory, "result-history", 1, "records kept per job id in the results bucket (1..64)")
-	fs.DurationVar(&cfg.Store.DuplicateWindow, "duplicate-window", controller.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
+	fs.DurationVar(&cfg.Store.DuplicateWindow, "duplicate-window", jobs.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
 	var of objectFlags
 	of.register(fs, &cfg.Store)
 	fs.DurationVar(&cfg.Store.DeadMaxAge, "dead-max-age", 0, "how long dead letters are kept; 0 keeps them until replayed")
@@ -99,7 +100,7 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var (
 		nf            natsFlags
 		lf            logFlags
-		opts          controller.SubmitOptions
+		opts          jobs.SubmitOptions
 		wait          = fs.Bool("wait", false, "wait for the result and print it; exit 1 when the job failed")
 		waitTimeout   = fs.Duration("wait-timeout", 0, "wait at most this long for the result, then exit 1 (implies --wait; 0: wait until interrupted)")
 		requireRunner = fs.Bool("require-runner", false, "refuse to submit when no runner is registered for the algorithm")
@@ -150,7 +151,7 @@ const runnerCheckTimeout = 3 * time.Second
 // (the job will wait for one), or refuses when require is set. The check
 // is one stream info request, which the producer role of nats.conf may
 // make; a check that fails is a warning too, or the refusal's reason.
-func checkRunners(ctx context.Context, store *controller.Store, algorithm string, require bool, stderr io.Writer) error {
+func checkRunners(ctx context.Context, store *jobs.Store, algorithm string, require bool, stderr io.Writer) error {
 	lctx, cancel := context.WithTimeout(ctx, runnerCheckTimeout)
 	defer cancel()
 	n, err := store.RegisteredRunners(lctx, algorithm)
@@ -187,14 +188,14 @@ func readInput(arg string) ([]byte, error) {
 	return b, nil
 }
 
-func waitAndPrint(ctx context.Context, store *controller.Store, id string, timeout time.Duration, out string, stdout, stderr io.Writer) error {
+func waitAndPrint(ctx context.Context, store *jobs.Store, id string, timeout time.Duration, out string, stdout, stderr io.Writer) error {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
 	start := time.Now()
-	res, err := store.WaitResult(ctx, id, func(r controller.Result) {
+	res, err := store.WaitResult(ctx, id, func(r jobs.Result) {
 		msg := ""
 		if r.Error != nil {
 			msg = fmt.Sprintf("%d %s", r.Error.Code, safe(r.Error.Message))
@@ -205,9 +206,9 @@ func waitAndPrint(ctx context.Context, store *controller.Store, id string, timeo
 		}
 		fmt.Fprintf(stderr, "attempt %d failed (%s); retrying%s\n", r.Attempts, msg, next)
 	})
-	if errors.Is(err, context.DeadlineExceeded) && errors.Is(err, controller.ErrCorruptResult) && timeout > 0 {
+	if errors.Is(err, context.DeadlineExceeded) && errors.Is(err, jobs.ErrCorruptResult) && timeout > 0 {
 		return fmt.Errorf("no result for job %s after %s: the record under its key is not its result (%w); the controller replaces it when the job runs",
-			id, time.Since(start).Round(time.Millisecond), controller.ErrCorruptResult)
+			id, time.Since(start).Round(time.Millisecond), jobs.ErrCorruptResult)
 	}
 	if errors.Is(err, context.DeadlineExceeded) && timeout > 0 {
 		return fmt.Errorf("no result for job %s after %s: it is still waiting or running (see 'pnp jobs'); read it later with 'pnp result %s'",
@@ -220,8 +221,8 @@ func waitAndPrint(ctx context.Context, store *controller.Store, id string, timeo
 }
 
 // resultError turns a failed result into the command's error (exit 1).
-func resultError(r controller.Result) error {
-	if r.Status != controller.StatusFailed {
+func resultError(r jobs.Result) error {
+	if r.Status != jobs.StatusFailed {
 		return nil
 	}
 	if r.Error == nil {
@@ -257,7 +258,7 @@ func cmdResult(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return waitAndPrint(ctx, store, pos[0], *waitTimeout, *out, stdout, stderr)
 	}
 	res, err := store.Result(ctx, pos[0])
-	if errors.Is(err, controller.ErrNoResult) {
+	if errors.Is(err, jobs.ErrNoResult) {
 		return fmt.Errorf("no result for job %s: it is still waiting or running, was never submitted, or its result expired", pos[0])
 	}
 	if err != nil {
@@ -268,7 +269,7 @@ func cmdResult(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // printResult prints the record, or with out the output to out (and the
 // record too unless out is stdout), and turns a failure into the error.
-func printResult(ctx context.Context, store *controller.Store, res controller.Result, out string, stdout io.Writer) error {
+func printResult(ctx context.Context, store *jobs.Store, res jobs.Result, out string, stdout io.Writer) error {
 	if out != "-" {
 		if err := writeJSON(stdout, res); err != nil {
 			return err
@@ -386,7 +387,7 @@ type deadLetterJSON struct {
 	Body      string      `json:"body"`
 }
 
-func printDeadLetters(stdout, stderr io.Writer, letters []controller.DeadLetter, jsonOut bool) error {
+func printDeadLetters(stdout, stderr io.Writer, letters []jobs.DeadLetter, jsonOut bool) error {
 	if jsonOut {
 		out := make([]deadLetterJSON, 0, len(letters))
 		for _, d := range letters {
@@ -411,7 +412,7 @@ func printDeadLetters(stdout, stderr io.Writer, letters []controller.DeadLetter,
 	return tw.Flush()
 }
 
-func replay(ctx context.Context, store *controller.Store, letters []controller.DeadLetter, ids []string, stdout io.Writer) error {
+func replay(ctx context.Context, store *jobs.Store, letters []jobs.DeadLetter, ids []string, stdout io.Writer) error {
 	want := map[string]bool{}
 	for _, id := range ids {
 		want[id] = true
@@ -425,7 +426,7 @@ func replay(ctx context.Context, store *controller.Store, letters []controller.D
 		found[d.JobID] = true
 		sub, err := store.Replay(ctx, d)
 		switch {
-		case errors.Is(err, controller.ErrAlreadySucceeded):
+		case errors.Is(err, jobs.ErrAlreadySucceeded):
 			fmt.Fprintf(stdout, "%s already succeeded; dead letter %d removed\n", safe(d.JobID), d.Seq)
 		case err != nil:
 			errs = append(errs, err)
@@ -449,15 +450,15 @@ func replay(ctx context.Context, store *controller.Store, letters []controller.D
 // openStore builds the logger, connects, and binds to the job streams.
 // With provision, streams that do not exist yet are created with the
 // defaults, so a producer can submit before any controller ever ran.
-func openStore(ctx context.Context, nf *natsFlags, lf *logFlags, stderr io.Writer, provision bool) (*nats.Conn, *controller.Store, error) {
+func openStore(ctx context.Context, nf *natsFlags, lf *logFlags, stderr io.Writer, provision bool) (*nats.Conn, *jobs.Store, error) {
 	nc, js, err := openJetStream(nf, lf, stderr, "pnp")
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err := controller.OpenStore(ctx, js, controller.StoreConfig{})
-	if errors.Is(err, controller.ErrNotProvisioned) {
+	store, err := jobs.OpenStore(ctx, js, jobs.StoreConfig{})
+	if errors.Is(err, jobs.ErrNotProvisioned) {
 		if provision {
-			store, err = controller.Provision(ctx, js, controller.StoreConfig{})
+			store, err = jobs.Provision(ctx, js, jobs.StoreConfig{})
 		} else {
 			err = fmt.Errorf("no job streams on %s yet: start 'pnp controller' or 'pnp up'", nf.server)
 		}

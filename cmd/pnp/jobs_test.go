@@ -9,17 +9,17 @@ import (
 	"strings"
 	"testing"
 
-	"pnpworker/controller"
+	"pnpworker/jobs"
 )
 
 // decodeResult parses the record printed after the job id (submit) or
 // alone (result).
-func decodeResult(t *testing.T, out string) controller.Result {
+func decodeResult(t *testing.T, out string) jobs.Result {
 	t.Helper()
 	if i := strings.IndexByte(out, '{'); i >= 0 {
 		out = out[i:]
 	}
-	var r controller.Result
+	var r jobs.Result
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("not a result record: %v\n%s", err, out)
 	}
@@ -44,7 +44,7 @@ func TestJobCommands(t *testing.T) {
 			t.Errorf("first line %q, want the job id", first)
 		}
 		r := decodeResult(t, stdout)
-		if r.Status != controller.StatusSucceeded || !strings.Contains(string(r.Output), `"deu"`) {
+		if r.Status != jobs.StatusSucceeded || !strings.Contains(string(r.Output), `"deu"`) {
 			t.Errorf("result %+v, want succeeded with deu", r)
 		}
 	})
@@ -71,7 +71,7 @@ func TestJobCommands(t *testing.T) {
 		}
 		checkOneLineError(t, stderr, regexp.MustCompile(`^pnp submit: job cli-bad failed: 400 `))
 		r := decodeResult(t, stdout)
-		if r.Status != controller.StatusFailed || len(r.Error.Violations) == 0 || r.Error.Violations[0].Pointer != "/text" {
+		if r.Status != jobs.StatusFailed || len(r.Error.Violations) == 0 || r.Error.Violations[0].Pointer != "/text" {
 			t.Errorf("result %+v, want failed with a violation at /text", r)
 		}
 		code, stdout, _ = runPnp(t, "dead", "ls", "--server", url, "--json")
@@ -86,11 +86,11 @@ func TestJobCommands(t *testing.T) {
 	})
 	t.Run("jobs", func(t *testing.T) {
 		code, stdout, stderr := runPnp(t, "jobs", "--server", url, "--json")
-		var queues []controller.Queue
+		var queues []jobs.Queue
 		if err := json.Unmarshal([]byte(stdout), &queues); code != 0 || err != nil {
 			t.Fatalf("exit %d, %v\n%s%s", code, err, stdout, stderr)
 		}
-		want := controller.Queue{Algorithm: "language_detection", Dead: 1, Runners: 1}
+		want := jobs.Queue{Algorithm: "language_detection", Dead: 1, Runners: 1}
 		if len(queues) != 1 || queues[0] != want {
 			t.Errorf("queues %+v, want [%+v]", queues, want)
 		}
@@ -102,7 +102,7 @@ func TestJobCommands(t *testing.T) {
 		}
 		// The input is still invalid: the replayed job fails again, once.
 		code, stdout, _ = runPnp(t, "result", "--server", url, "--wait", "cli-bad")
-		if code != 1 || decodeResult(t, stdout).Status != controller.StatusFailed {
+		if code != 1 || decodeResult(t, stdout).Status != jobs.StatusFailed {
 			t.Fatalf("replayed job: exit %d\n%s", code, stdout)
 		}
 		code, stdout, stderr = runPnp(t, "dead", "replay", "--server", url, "nope")
@@ -137,7 +137,7 @@ func TestJobCommands(t *testing.T) {
 		if err != nil {
 			t.Fatalf("nats kv get: %v\n%s", err, out)
 		}
-		if r := decodeResult(t, string(out)); r.JobID != "abc" || r.Status != controller.StatusSucceeded || !strings.Contains(string(r.Output), `"fra"`) {
+		if r := decodeResult(t, string(out)); r.JobID != "abc" || r.Status != jobs.StatusSucceeded || !strings.Contains(string(r.Output), `"fra"`) {
 			t.Errorf("nats kv get results abc: %s", out)
 		}
 	})
@@ -179,7 +179,7 @@ func TestUpRunsJobs(t *testing.T) {
 		t.Errorf("banner lacks the job walkthrough:\n%s", out)
 	}
 	code, stdout, stderr := runPnp(t, "submit", "--server", url, "--wait", "language_detection", `{"text":"Le renard brun saute par-dessus le chien paresseux"}`)
-	if code != 0 || decodeResult(t, stdout).Status != controller.StatusSucceeded {
+	if code != 0 || decodeResult(t, stdout).Status != jobs.StatusSucceeded {
 		t.Fatalf("submit --wait: exit %d\n%s%s", code, stdout, stderr)
 	}
 	if code := up.stop(t); code != 0 {

@@ -18,10 +18,10 @@ import (
 	"github.com/nats-io/nats.go"
 
 	languagedetection "pnpworker/algo/language_detection"
-	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/embedded"
 	"pnpworker/internal/natstest"
+	"pnpworker/jobs"
 	"pnpworker/protocol"
 	"pnpworker/runner"
 )
@@ -646,7 +646,7 @@ func TestUpRefusesNestedDataDirectories(t *testing.T) {
 		t.Helper()
 		code, stdout, stderr := runPnp(t, "submit", "--server", url, "--id", id, "--wait", "language_detection",
 			`{"text":"Le renard brun saute par-dessus le chien paresseux"}`)
-		if code != 0 || decodeResult(t, stdout).Status != controller.StatusSucceeded {
+		if code != 0 || decodeResult(t, stdout).Status != jobs.StatusSucceeded {
 			t.Fatalf("submit %s: exit %d\n%s%s", id, code, stdout, stderr)
 		}
 	}

@@ -16,9 +16,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
-	"pnpworker/controller"
 	"pnpworker/internal/objref"
 	"pnpworker/internal/termsafe"
+	"pnpworker/jobs"
 )
 
 // cmdPut uploads files to an object store bucket and prints a reference
@@ -30,7 +30,7 @@ func cmdPut(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		lf     logFlags
 		bucket = fs.String("bucket", objref.InputsBucket, "object store bucket to upload to")
 		name   = fs.String("name", "", "object name (one file only); default <unique id>/<file name>, so uploads never replace each other")
-		ttl    = fs.Duration("ttl", controller.DefaultInputTTL, "how long objects are kept, when put creates the bucket; an existing bucket keeps its own TTL (set by pnp provision)")
+		ttl    = fs.Duration("ttl", jobs.DefaultInputTTL, "how long objects are kept, when put creates the bucket; an existing bucket keeps its own TTL (set by pnp provision)")
 	)
 	nf.register(fs)
 	lf.register(fs)
@@ -59,7 +59,7 @@ func cmdPut(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound):
 		// max_bytes, as an account with max_bytes_required demands.
-		store, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: *bucket, TTL: *ttl, MaxBytes: controller.DefaultObjectsMaxBytes, Storage: jetstream.FileStorage})
+		store, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: *bucket, TTL: *ttl, MaxBytes: jobs.DefaultObjectsMaxBytes, Storage: jetstream.FileStorage})
 		if err != nil {
 			return fmt.Errorf("bucket %s does not exist and cannot be created (pnp provision creates inputs): %w", *bucket, err)
 		}
@@ -205,8 +205,8 @@ func writeOut(path string, stdout io.Writer, r io.Reader) error {
 
 // writeResultOutput writes a succeeded result's output JSON — inline or
 // fetched from its output_ref — to path.
-func writeResultOutput(ctx context.Context, store *controller.Store, res controller.Result, path string, stdout io.Writer) error {
-	if res.Status != controller.StatusSucceeded {
+func writeResultOutput(ctx context.Context, store *jobs.Store, res jobs.Result, path string, stdout io.Writer) error {
+	if res.Status != jobs.StatusSucceeded {
 		return nil // resultError reports it
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)

@@ -25,8 +25,8 @@ import (
 
 	imagethumbnail "pnpworker/algo/image_thumbnail"
 	memeclassifier "pnpworker/algo/meme_classifier"
-	"pnpworker/controller"
 	"pnpworker/internal/natstest"
+	"pnpworker/jobs"
 	"pnpworker/protocol"
 )
 
@@ -110,7 +110,7 @@ func TestObjectRefsEndToEnd(t *testing.T) {
 	code, out, errOut = runPnp(t, "submit", "--server", url, "--wait", "meme_classifier", in)
 	res := decodeResult(t, out)
 	cls.Label = ""
-	if code != 0 || res.Status != controller.StatusSucceeded || json.Unmarshal(res.Output, &cls) != nil || cls.Label != "drake_pref" {
+	if code != 0 || res.Status != jobs.StatusSucceeded || json.Unmarshal(res.Output, &cls) != nil || cls.Label != "drake_pref" {
 		t.Fatalf("pnp submit --wait: exit %d\n%s%s", code, out, errOut)
 	}
 
@@ -129,7 +129,7 @@ func TestObjectRefsEndToEnd(t *testing.T) {
 	// A large output, stored by reference.
 	code, out, errOut = runPnp(t, "submit", "--server", url, "--id", "thumb-1", "--wait", "image_thumbnail", fmt.Sprintf(`{"image_url":%q,"max_side":1400}`, ref))
 	res = decodeResult(t, out)
-	if code != 0 || res.Status != controller.StatusSucceeded || res.Output != nil || !strings.HasPrefix(res.OutputRef, "obj://outputs_image_thumbnail/") {
+	if code != 0 || res.Status != jobs.StatusSucceeded || res.Output != nil || !strings.HasPrefix(res.OutputRef, "obj://outputs_image_thumbnail/") {
 		t.Fatalf("thumbnail job: exit %d\n%s%s", code, out, errOut)
 	}
 	outFile := filepath.Join(dir, "thumb.json")
@@ -334,8 +334,8 @@ func TestGatewayFilesEndToEnd(t *testing.T) {
 		t.Fatalf("multipart job: %d %s", resp.StatusCode, b)
 	}
 	resp, b = send("GET", "/v1/jobs/http-thumb?wait=60s", nil, "")
-	var res controller.Result
-	if resp.StatusCode != 200 || json.Unmarshal(b, &res) != nil || res.Status != controller.StatusSucceeded || !strings.HasPrefix(res.OutputRef, "obj://outputs_image_thumbnail/") {
+	var res jobs.Result
+	if resp.StatusCode != 200 || json.Unmarshal(b, &res) != nil || res.Status != jobs.StatusSucceeded || !strings.HasPrefix(res.OutputRef, "obj://outputs_image_thumbnail/") {
 		t.Fatalf("thumbnail job: %d %s", resp.StatusCode, b)
 	}
 	thumb, err := imagethumbnail.Thumbnail(pic, 1400)
@@ -427,7 +427,7 @@ func TestProvisionObjectBuckets(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for bucket, want := range map[string]int64{
-		"uploads": 16 << 20, "outputs_image_info": 8 << 20, "outputs_text_stats": 8 << 20, "inputs": controller.DefaultObjectsMaxBytes,
+		"uploads": 16 << 20, "outputs_image_info": 8 << 20, "outputs_text_stats": 8 << 20, "inputs": jobs.DefaultObjectsMaxBytes,
 	} {
 		st, err := js.Stream(ctx, "OBJ_"+bucket)
 		if err != nil {

@@ -10,9 +10,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/objref"
+	"pnpworker/jobs"
 	"pnpworker/rollout"
 )
 
@@ -24,7 +24,7 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var (
 		nf   natsFlags
 		lf   logFlags
-		cfg  controller.StoreConfig
+		cfg  jobs.StoreConfig
 		wait = fs.Duration("wait", 2*time.Minute, "give up when NATS or JetStream is not ready within this long")
 	)
 	nf.register(fs)
@@ -34,9 +34,9 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&cfg.Discovery.MaxConsumers, "discovery-max-consumers", discovery.DefaultMaxConsumers, "consumers the discovery bucket's stream may have (watchers of controllers, gateways and admin tools; runners create none); -1: the server's limit")
 	routesCfg := rollout.Config{Update: true}
 	fs.IntVar(&routesCfg.MaxConsumers, "routes-max-consumers", rollout.DefaultMaxConsumers, "consumers the routes bucket's stream may have (as --discovery-max-consumers); -1: the server's limit")
-	fs.DurationVar(&cfg.ResultTTL, "result-ttl", controller.DefaultResultTTL, "how long results are kept")
+	fs.DurationVar(&cfg.ResultTTL, "result-ttl", jobs.DefaultResultTTL, "how long results are kept")
 	fs.IntVar(&cfg.ResultHistory, "result-history", 1, "records kept per job id in the results bucket (1..64)")
-	fs.DurationVar(&cfg.DuplicateWindow, "duplicate-window", controller.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
+	fs.DurationVar(&cfg.DuplicateWindow, "duplicate-window", jobs.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
 	var of objectFlags
 	of.register(fs, &cfg)
 	fs.DurationVar(&cfg.DeadMaxAge, "dead-max-age", 0, "how long dead letters are kept; 0 keeps them until replayed")
@@ -75,7 +75,7 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	// a one-shot provisioning container does not race the server.
 	for backoff := 250 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err = controller.Provision(pctx, js, cfg)
+		_, err = jobs.Provision(pctx, js, cfg)
 		if err == nil {
 			_, err = rollout.Provision(pctx, js, routesCfg)
 		}
@@ -96,12 +96,12 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		case <-time.After(backoff):
 		}
 	}
-	objects := []string{controller.InputsBucket, controller.UploadsBucket, controller.OutputsBucket}
+	objects := []string{jobs.InputsBucket, jobs.UploadsBucket, jobs.OutputsBucket}
 	for _, a := range cfg.OutputAlgorithms {
 		objects = append(objects, objref.OutputsBucketFor(a))
 	}
 	fmt.Fprintf(stdout, "provisioned %s, %s, %s, %s, %s, %s, %s and the object stores %s (replicas %d)\n",
-		discovery.Bucket, controller.JobsStream, controller.ResultsBucket, controller.DeadStream, rollout.Bucket,
+		discovery.Bucket, jobs.JobsStream, jobs.ResultsBucket, jobs.DeadStream, rollout.Bucket,
 		rollout.CompareStream, rollout.HistoryStream, strings.Join(objects, ", "), cfg.Replicas)
 	return nc.Drain()
 }

@@ -9,9 +9,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
+	"pnpworker/jobs"
 	"pnpworker/rollout"
 )
 
@@ -34,7 +34,7 @@ func TestProvision(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := controller.OpenStore(ctx, js, controller.StoreConfig{})
+	st, err := jobs.OpenStore(ctx, js, jobs.StoreConfig{})
 	if err != nil {
 		t.Fatalf("streams not there after provision: %v", err)
 	}
@@ -74,10 +74,10 @@ func TestProvisionLimits(t *testing.T) {
 		bytes, msgs int64
 		discard     jetstream.DiscardPolicy
 	}{
-		controller.JobsStream:            {2 << 20, 5000, jetstream.DiscardNew},
-		controller.DeadStream:            {512 << 10, controller.DefaultDeadMaxMsgs, jetstream.DiscardOld},
-		"KV_" + controller.ResultsBucket: {3 << 20, -1, jetstream.DiscardOld},
-		"KV_" + discovery.Bucket:         {1 << 20, -1, jetstream.DiscardNew},
+		jobs.JobsStream:            {2 << 20, 5000, jetstream.DiscardNew},
+		jobs.DeadStream:            {512 << 10, jobs.DefaultDeadMaxMsgs, jetstream.DiscardOld},
+		"KV_" + jobs.ResultsBucket: {3 << 20, -1, jetstream.DiscardOld},
+		"KV_" + discovery.Bucket:   {1 << 20, -1, jetstream.DiscardNew},
 	}
 	for name, w := range want {
 		st, err := js.Stream(ctx, name)
@@ -110,7 +110,7 @@ func TestProvisionLimits(t *testing.T) {
 		}
 	}
 	stderr = strings.Join(kept, "")
-	checkOneLineError(t, stderr, regexp.MustCompile(`^pnp submit: controller: submit \S+: job queue full: stream JOBS refused the job \(maximum messages exceeded\), at its limits of 1 GiB and 1 job,`))
+	checkOneLineError(t, stderr, regexp.MustCompile(`^pnp submit: jobs: submit \S+: job queue full: stream JOBS refused the job \(maximum messages exceeded\), at its limits of 1 GiB and 1 job,`))
 
 	// A full algorithm: only its own jobs are refused, and the line
 	// names the subject and the limit.
@@ -127,7 +127,7 @@ func TestProvisionLimits(t *testing.T) {
 			kept = append(kept, l)
 		}
 	}
-	checkOneLineError(t, strings.Join(kept, ""), regexp.MustCompile(`^pnp submit: controller: submit \S+: job queue full: jobs\.nobody: per-algorithm queue full \(1 job waiting in stream JOBS: maximum messages per subject exceeded\); other algorithms' jobs are still accepted`))
+	checkOneLineError(t, strings.Join(kept, ""), regexp.MustCompile(`^pnp submit: jobs: submit \S+: job queue full: jobs\.nobody: per-algorithm queue full \(1 job waiting in stream JOBS: maximum messages per subject exceeded\); other algorithms' jobs are still accepted`))
 	if code, _, stderr := runPnp(t, "submit", "--server", s.URL(), "somebody_else", "{}"); code != 0 {
 		t.Fatalf("another algorithm's job while one is full: exit %d: %s", code, stderr)
 	}

@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/controller"
 	"pnpworker/internal/natstest"
+	"pnpworker/jobs"
 )
 
 // cliRecord is the registration of a runner made of the nats CLI alone,
@@ -60,7 +60,7 @@ func TestCLIOnlyRunner(t *testing.T) {
 		id := strings.SplitN(out, "\n", 2)[0]
 		nc := srv.Connect()
 		js := mustJetStream(t, nc)
-		kv, err := js.KeyValue(context.Background(), controller.ResultsBucket)
+		kv, err := js.KeyValue(context.Background(), jobs.ResultsBucket)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,9 +11,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
+	"pnpworker/jobs"
 )
 
 // hostile is text a registration, a dead letter or a result could carry to
@@ -57,7 +57,7 @@ func TestHumanOutputEscapesControlCharacters(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	store, err := controller.Provision(ctx, js, controller.StoreConfig{})
+	store, err := jobs.Provision(ctx, js, jobs.StoreConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,10 +79,10 @@ func TestHumanOutputEscapesControlCharacters(t *testing.T) {
 	if _, err := js.Publish(ctx, "jobs.\x1b[5mblink", []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	dead := &nats.Msg{Subject: controller.DeadSubjectPrefix + "evil", Data: []byte(`{}`), Header: nats.Header{}}
-	dead.Header.Set(controller.HeaderJobID, "job\x1b[31m")
-	dead.Header.Set(controller.HeaderDeadReason, hostile)
-	dead.Header.Set(controller.HeaderDeadCode, "422")
+	dead := &nats.Msg{Subject: jobs.DeadSubjectPrefix + "evil", Data: []byte(`{}`), Header: nats.Header{}}
+	dead.Header.Set(jobs.HeaderJobID, "job\x1b[31m")
+	dead.Header.Set(jobs.HeaderDeadReason, hostile)
+	dead.Header.Set(jobs.HeaderDeadCode, "422")
 	if _, err := js.PublishMsg(ctx, dead); err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"pnpworker/internal/embedded"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/internal/objref"
+	"pnpworker/jobs"
 	"pnpworker/runner"
 )
 
@@ -53,7 +54,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		hf     httpFlags
 		maxAge = fs.Duration("max-job-age", controller.DefaultMaxJobAge, "a job waiting longer than this for an outcome fails as expired and is dead-lettered")
 		wf     workerFlags
-		store  controller.StoreConfig
+		store  jobs.StoreConfig
 	)
 	maxUnserved := fs.Duration("max-unserved-job-age", controller.DefaultMaxUnservedJobAge, "a job of an algorithm no runner has ever registered for fails as expired after this (at most --max-job-age)")
 	wf.register(fs)
@@ -247,7 +248,7 @@ func startGateway(ctx context.Context, nc *nats.Conn, cfg gateway.Config) (*gate
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err := controller.OpenStore(ctx, js, controller.StoreConfig{})
+	store, err := jobs.OpenStore(ctx, js, jobs.StoreConfig{})
 	if err != nil {
 		return nil, nil, fmt.Errorf("gateway: %w", err)
 	}

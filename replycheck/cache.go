@@ -1,4 +1,4 @@
-package controller
+package replycheck
 
 import (
 	"bytes"
@@ -36,7 +36,7 @@ var (
 	errTooCostly      = errors.New("schema too costly to compile within the cache budget")
 )
 
-// schemaCache compiles registered schemas (input and output) once, keyed
+// Cache compiles registered schemas (input and output) once, keyed
 // by their content, so replicas of one version share a compiled schema
 // and a new version is compiled when it first appears. It is safe for
 // concurrent use.
@@ -46,7 +46,7 @@ var (
 // key, and the least recently used entries are dropped to stay within
 // the budget. A compile runs in its own goroutine; callers wait for it at
 // most the compile timeout, and at most maxCompiles run at once.
-type schemaCache struct {
+type Cache struct {
 	log     zerolog.Logger
 	budget  int64
 	timeout time.Duration
@@ -71,8 +71,12 @@ type schemaEntry struct {
 	err    error
 }
 
-func newSchemaCache(log zerolog.Logger, budget int64, timeout time.Duration) *schemaCache {
-	return &schemaCache{
+// NewCache returns an empty cache whose compiled schemas take at most
+// budget bytes (estimated heap) and whose callers wait at most timeout for
+// a schema to compile. log receives why a registered schema cannot be
+// used, once per schema.
+func NewCache(log zerolog.Logger, budget int64, timeout time.Duration) *Cache {
+	return &Cache{
 		log:     log,
 		budget:  budget,
 		timeout: timeout,
@@ -83,7 +87,7 @@ func newSchemaCache(log zerolog.Logger, budget int64, timeout time.Duration) *sc
 }
 
 // size reports the bytes charged and the number of entries.
-func (c *schemaCache) size() (int64, int) {
+func (c *Cache) size() (int64, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.used, c.lru.Len()
@@ -92,7 +96,7 @@ func (c *schemaCache) size() (int64, int) {
 // get returns the compiled form of doc, compiling it if needed, or an
 // error saying why it cannot be had now (does not compile, too costly,
 // compile still running or too many running).
-func (c *schemaCache) get(name string, doc []byte) (*schemas.Limited, error) {
+func (c *Cache) get(name string, doc []byte) (*schemas.Limited, error) {
 	c.mu.Lock()
 	if el, ok := c.m[string(doc)]; ok {
 		c.lru.MoveToFront(el)
@@ -150,7 +154,7 @@ func (c *schemaCache) get(name string, doc []byte) (*schemas.Limited, error) {
 }
 
 // wait waits up to the compile timeout for e's compile.
-func (c *schemaCache) wait(e *schemaEntry) (*schemas.Limited, error) {
+func (c *Cache) wait(e *schemaEntry) (*schemas.Limited, error) {
 	select {
 	case <-e.done:
 		return e.schema, e.err
@@ -161,7 +165,7 @@ func (c *schemaCache) wait(e *schemaEntry) (*schemas.Limited, error) {
 	return c.waitTimer(e, t)
 }
 
-func (c *schemaCache) waitTimer(e *schemaEntry, t *time.Timer) (*schemas.Limited, error) {
+func (c *Cache) waitTimer(e *schemaEntry, t *time.Timer) (*schemas.Limited, error) {
 	select {
 	case <-e.done:
 		return e.schema, e.err
@@ -172,7 +176,7 @@ func (c *schemaCache) waitTimer(e *schemaEntry, t *time.Timer) (*schemas.Limited
 
 // insert adds e unless an entry for its key exists, then drops least
 // recently used entries until the cache is within its budget.
-func (c *schemaCache) insert(e *schemaEntry) bool {
+func (c *Cache) insert(e *schemaEntry) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.m[e.key]; ok {
@@ -189,7 +193,7 @@ func (c *schemaCache) insert(e *schemaEntry) bool {
 
 // charge adds extra bytes to e's cost, while it is in the cache, and
 // drops least recently used entries to stay within the budget.
-func (c *schemaCache) charge(e *schemaEntry, extra int64) {
+func (c *Cache) charge(e *schemaEntry, extra int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.m[e.key]
@@ -207,13 +211,13 @@ func (c *schemaCache) charge(e *schemaEntry, extra int64) {
 	}
 }
 
-func (c *schemaCache) remove(e *schemaEntry) {
+func (c *Cache) remove(e *schemaEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.removeLocked(e)
 }
 
-func (c *schemaCache) removeLocked(e *schemaEntry) {
+func (c *Cache) removeLocked(e *schemaEntry) {
 	el, ok := c.m[e.key]
 	if !ok || el.Value.(*schemaEntry) != e {
 		return
@@ -233,7 +237,7 @@ func estimate(doc []byte) (int64, error) {
 }
 
 // warn logs why a registered schema cannot be used, once per entry.
-func (c *schemaCache) warn(rec discovery.Registration, kind string, doc []byte, err error) {
+func (c *Cache) warn(rec discovery.Registration, kind string, doc []byte, err error) {
 	if errors.Is(err, errCompilePending) || errors.Is(err, errCompileBusy) {
 		c.log.Debug().Err(err).Str("algorithm", rec.Algorithm).Str("instance", rec.Instance).
 			Msgf("%s schema not compiled yet; not checked this time", kind)
@@ -256,7 +260,7 @@ func (c *schemaCache) warn(rec discovery.Registration, kind string, doc []byte, 
 // branches) take about 40 ms and 45 MB; a 1 MiB body may take up to 4M.
 func validationBudget(body []byte) int64 { return 16_384 + 4*int64(len(body)) }
 
-// validate checks body against the input schemas of the live instances
+// Validate checks body against the input schemas of the live instances
 // regs. Input is valid when any live version accepts it, so a rolling
 // upgrade that changes the schema rejects nothing that some instance can
 // still serve. Each distinct schema is checked once, those of the most
@@ -268,7 +272,7 @@ func validationBudget(body []byte) int64 { return 16_384 + 4*int64(len(body)) }
 // go on unchecked, as the runner checks it. An input nested deeper than
 // schemas.MaxNesting fails whatever the schemas. It returns nil or a 400
 // *protocol.Error with the violations of the first schema tried.
-func (c *schemaCache) validate(regs []discovery.Registration, body []byte) *protocol.Error {
+func (c *Cache) Validate(regs []discovery.Registration, body []byte) *protocol.Error {
 	v, err := decodeJSON(body)
 	if err != nil {
 		return &protocol.Error{Code: protocol.CodeInvalidInput, Message: "malformed JSON: " + err.Error()}
@@ -307,7 +311,7 @@ func (c *schemaCache) validate(regs []discovery.Registration, body []byte) *prot
 	return first
 }
 
-// validateOutput checks a successful reply's body against the output
+// ValidateOutput checks a successful reply's body against the output
 // schema registered by the instance that answered, among all live
 // instances all (not only those of the version the job was sent to), or,
 // when no live instance has that name (it deregistered while finishing
@@ -317,7 +321,7 @@ func (c *schemaCache) validate(regs []discovery.Registration, body []byte) *prot
 // had (see get) accepts any JSON; an output too costly to check within
 // validationBudget fails like one that does not match, since nothing else
 // checks it.
-func (c *schemaCache) validateOutput(all, regs []discovery.Registration, instance string, body []byte) *protocol.Error {
+func (c *Cache) ValidateOutput(all, regs []discovery.Registration, instance string, body []byte) *protocol.Error {
 	v, err := decodeJSON(body)
 	if err != nil {
 		return &protocol.Error{Code: protocol.CodeBadGateway, Message: "runner replied with a body that is not JSON: " + err.Error()}

@@ -1,4 +1,4 @@
-package controller
+package jobs
 
 // DecodeResult parses a record of the results bucket stored under key: the
 // checks of Result, for readers that watch the bucket themselves. A record

@@ -1,4 +1,4 @@
-package controller
+package jobs
 
 import (
 	"context"
@@ -52,7 +52,14 @@ const (
 	// of an algorithm without a mark expire after
 	// Config.MaxUnservedJobAge rather than Config.MaxJobAge.
 	ServedBucket = "served"
+	// ConsumerPrefix begins the name of each durable consumer of JOBS,
+	// ConsumerName.
+	ConsumerPrefix = "controller_"
 )
+
+// ConsumerName is the durable consumer of JOBS that every controller
+// replica shares for algorithm.
+func ConsumerName(algorithm string) string { return ConsumerPrefix + algorithm }
 
 // Defaults of StoreConfig.
 const (
@@ -333,7 +340,7 @@ type Store struct {
 // replicas must use the same cfg, or the last one to start wins.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("controller: %w", err)
+		return nil, fmt.Errorf("jobs: %w", err)
 	}
 	cfg.setDefaults()
 	return provisionAll(ctx, js, cfg)
@@ -344,7 +351,7 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 	s := &Store{js: js, cfg: cfg}
 	reg, err := discovery.Provision(ctx, s.js, s.cfg.Discovery)
 	if err != nil {
-		return nil, fmt.Errorf("controller: %w", err)
+		return nil, fmt.Errorf("jobs: %w", err)
 	}
 	perAlg, err := s.jobsPerAlgorithm(ctx)
 	if err != nil {
@@ -367,7 +374,7 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		DiscardNewPerSubject: perAlg > 0,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("controller: provision stream %s: %w", JobsStream, err)
+		return nil, fmt.Errorf("jobs: provision stream %s: %w", JobsStream, err)
 	}
 	dead, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        DeadStream,
@@ -384,7 +391,7 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		Discard:  jetstream.DiscardOld,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("controller: provision stream %s: %w", DeadStream, err)
+		return nil, fmt.Errorf("jobs: provision stream %s: %w", DeadStream, err)
 	}
 	resultsCfg := jetstream.KeyValueConfig{
 		Bucket:      ResultsBucket,
@@ -408,10 +415,10 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("controller: provision bucket %s: %w", ResultsBucket, err)
+		return nil, fmt.Errorf("jobs: provision bucket %s: %w", ResultsBucket, err)
 	}
 	if err := discardOld(ctx, s.js, "KV_"+ResultsBucket); err != nil {
-		return nil, fmt.Errorf("controller: provision bucket %s: %w", ResultsBucket, err)
+		return nil, fmt.Errorf("jobs: provision bucket %s: %w", ResultsBucket, err)
 	}
 	objects := make([]jetstream.ObjectStore, 3)
 	for i, b := range []struct {
@@ -431,7 +438,7 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 			Replicas:    s.cfg.Replicas,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("controller: provision object store %s: %w", b.name, err)
+			return nil, fmt.Errorf("jobs: provision object store %s: %w", b.name, err)
 		}
 	}
 	// Each algorithm's runners write only their own outputs bucket, so
@@ -439,11 +446,11 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 	for _, a := range s.cfg.OutputAlgorithms {
 		oc := objref.OutputsConfig(a, s.cfg.AlgorithmOutputs.TTL, s.cfg.AlgorithmOutputs.MaxBytes, s.cfg.Replicas)
 		if _, err := s.js.CreateOrUpdateObjectStore(ctx, oc); err != nil {
-			return nil, fmt.Errorf("controller: provision object store %s: %w", oc.Bucket, err)
+			return nil, fmt.Errorf("jobs: provision object store %s: %w", oc.Bucket, err)
 		}
 	}
 	if err := limitObjects(ctx, s.js, InputsBucket, s.cfg.InputsMaxObjectBytes, s.cfg.Logger); err != nil {
-		return nil, fmt.Errorf("controller: provision object store %s: %w", InputsBucket, err)
+		return nil, fmt.Errorf("jobs: provision object store %s: %w", InputsBucket, err)
 	}
 	servedCfg := jetstream.KeyValueConfig{
 		Bucket:      ServedBucket,
@@ -466,7 +473,7 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		err = discardOld(ctx, s.js, "KV_"+ServedBucket)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("controller: provision bucket %s: %w", ServedBucket, err)
+		return nil, fmt.Errorf("jobs: provision bucket %s: %w", ServedBucket, err)
 	}
 	s.registry, s.jobs, s.dead, s.results, s.served = reg, jobs, dead, results, served
 	s.inputs, s.outputs = objects[0], objects[1]
@@ -490,10 +497,10 @@ func checkNotifyFree(ctx context.Context, js jetstream.JetStream) error {
 		found = append(found, n)
 	}
 	if err := names.Err(); err != nil {
-		return fmt.Errorf("controller: list streams on %s>: %w", NotifySubjectPrefix, err)
+		return fmt.Errorf("jobs: list streams on %s>: %w", NotifySubjectPrefix, err)
 	}
 	if len(found) > 0 {
-		return fmt.Errorf("controller: %w: stream %s listens on %s>, where producers direct result notifications (Pnp-Notify); give it other subjects",
+		return fmt.Errorf("jobs: %w: stream %s listens on %s>, where producers direct result notifications (Pnp-Notify); give it other subjects",
 			ErrNotifyCaptured, strings.Join(found, ", "), NotifySubjectPrefix)
 	}
 	return nil
@@ -531,13 +538,13 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*S
 		return nil, notProvisioned(err)
 	}
 	if s.jobs, err = js.Stream(ctx, JobsStream); err != nil {
-		return nil, notProvisioned(fmt.Errorf("controller: stream %s: %w", JobsStream, err))
+		return nil, notProvisioned(fmt.Errorf("jobs: stream %s: %w", JobsStream, err))
 	}
 	if s.dead, err = js.Stream(ctx, DeadStream); err != nil {
-		return nil, notProvisioned(fmt.Errorf("controller: stream %s: %w", DeadStream, err))
+		return nil, notProvisioned(fmt.Errorf("jobs: stream %s: %w", DeadStream, err))
 	}
 	if s.results, err = js.KeyValue(ctx, ResultsBucket); err != nil {
-		return nil, notProvisioned(fmt.Errorf("controller: bucket %s: %w", ResultsBucket, err))
+		return nil, notProvisioned(fmt.Errorf("jobs: bucket %s: %w", ResultsBucket, err))
 	}
 	// The object stores are optional: without them, uploads and outputs
 	// by reference fail when used, not at start-up.
@@ -546,11 +553,11 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*S
 	return s, nil
 }
 
-// bindServed binds the served bucket, for a controller on a store it
+// BindServed binds the served bucket, for a controller on a store it
 // opened: producers and the gateway have no use for it (and no
 // permission). Without it (provisioned by an older version), jobs of
 // algorithms nobody serves expire after MaxJobAge, as before.
-func (s *Store) bindServed(ctx context.Context) {
+func (s *Store) BindServed(ctx context.Context) {
 	s.served, _ = s.js.KeyValue(ctx, ServedBucket)
 }
 
@@ -574,7 +581,7 @@ func (s *Store) jobsPerAlgorithm(ctx context.Context) (int64, error) {
 		return want, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("controller: provision stream %s: %w", JobsStream, err)
+		return 0, fmt.Errorf("jobs: provision stream %s: %w", JobsStream, err)
 	}
 	old := st.CachedInfo()
 	if old.State.Msgs == 0 || (old.Config.MaxMsgsPerSubject > 0 && old.Config.MaxMsgsPerSubject <= want) {
@@ -582,7 +589,7 @@ func (s *Store) jobsPerAlgorithm(ctx context.Context) (int64, error) {
 	}
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
 	if err != nil {
-		return 0, fmt.Errorf("controller: provision stream %s: %w", JobsStream, err)
+		return 0, fmt.Errorf("jobs: provision stream %s: %w", JobsStream, err)
 	}
 	var most uint64
 	for _, n := range info.State.Subjects {
@@ -615,6 +622,26 @@ func notProvisioned(err error) error {
 	return err
 }
 
+// Reprovision creates or updates every stream and bucket again, to the
+// configuration Provision made s with, and returns a new Store over them:
+// for a controller that finds them gone (a server that lost its store, an
+// operator who deleted a stream). s itself is unchanged.
+func (s *Store) Reprovision(ctx context.Context) (*Store, error) {
+	return provisionAll(ctx, s.js, s.cfg)
+}
+
+// JetStream returns the JetStream context s uses.
+func (s *Store) JetStream() jetstream.JetStream { return s.js }
+
+// Served returns the served bucket, or nil when s has none (a store
+// OpenStore made, before BindServed; a deployment without the bucket).
+func (s *Store) Served() jetstream.KeyValue { return s.served }
+
+// Outputs returns the outputs object store bucket, or nil when there is
+// none (a deployment provisioned before it existed, a role that may not
+// see it).
+func (s *Store) Outputs() jetstream.ObjectStore { return s.outputs }
+
 // Registry returns the discovery registry.
 func (s *Store) Registry() *discovery.Registry { return s.registry }
 
@@ -642,14 +669,14 @@ var ErrNoResult = errors.New("no result")
 // record. It fails with ErrNoResult when there is none.
 func (s *Store) Result(ctx context.Context, id string) (Result, error) {
 	if !ValidJobID(id) {
-		return Result{}, fmt.Errorf("controller: invalid job id %q", id)
+		return Result{}, fmt.Errorf("jobs: invalid job id %q", id)
 	}
 	e, err := s.results.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return Result{}, fmt.Errorf("controller: job %s: %w", id, ErrNoResult)
+		return Result{}, fmt.Errorf("jobs: job %s: %w", id, ErrNoResult)
 	}
 	if err != nil {
-		return Result{}, fmt.Errorf("controller: get result %s: %w", id, err)
+		return Result{}, fmt.Errorf("jobs: get result %s: %w", id, err)
 	}
 	return decodeResult(id, e.Value())
 }
@@ -680,7 +707,7 @@ var waitCorruptGrace = 30 * time.Second
 // job's outcome, until it has stayed for waitCorruptGrace (30 s).
 func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)) (Result, error) {
 	if !ValidJobID(id) {
-		return Result{}, fmt.Errorf("controller: invalid job id %q", id)
+		return Result{}, fmt.Errorf("jobs: invalid job id %q", id)
 	}
 	var (
 		seen       uint64
@@ -695,9 +722,9 @@ func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)
 		select {
 		case <-ctx.Done():
 			if lastErr != nil {
-				return Result{}, fmt.Errorf("controller: waiting for result %s: %w (last read: %w)", id, ctx.Err(), lastErr)
+				return Result{}, fmt.Errorf("jobs: waiting for result %s: %w (last read: %w)", id, ctx.Err(), lastErr)
 			}
-			return Result{}, fmt.Errorf("controller: waiting for result %s: %w", id, ctx.Err())
+			return Result{}, fmt.Errorf("jobs: waiting for result %s: %w", id, ctx.Err())
 		case <-timer.C:
 		}
 		e, err := s.results.Get(ctx, id)
@@ -727,7 +754,7 @@ func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)
 			}
 		}
 		if !corrupt.IsZero() && time.Since(corrupt) >= waitCorruptGrace {
-			return Result{}, fmt.Errorf("controller: waiting for result %s: %w (for %s)", id, corruptErr, time.Since(corrupt).Round(time.Second))
+			return Result{}, fmt.Errorf("jobs: waiting for result %s: %w (for %s)", id, corruptErr, time.Since(corrupt).Round(time.Second))
 		}
 		wait = min(max(2*wait, waitPollFirst), waitPollMax)
 		timer.Reset(wait)
@@ -740,10 +767,10 @@ func (s *Store) WaitResult(ctx context.Context, id string, progress func(Result)
 func decodeResult(id string, data []byte) (Result, error) {
 	var r Result
 	if err := json.Unmarshal(data, &r); err != nil {
-		return Result{}, fmt.Errorf("controller: result %s: %w: %w", id, ErrCorruptResult, err)
+		return Result{}, fmt.Errorf("jobs: result %s: %w: %w", id, ErrCorruptResult, err)
 	}
 	if r.JobID != id {
-		return Result{}, fmt.Errorf("controller: result %s: %w: the record is for job %q", id, ErrCorruptResult, truncate(r.JobID, 300))
+		return Result{}, fmt.Errorf("jobs: result %s: %w: the record is for job %q", id, ErrCorruptResult, truncate(r.JobID, 300))
 	}
 	return r, nil
 }

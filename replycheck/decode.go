@@ -1,4 +1,4 @@
-package controller
+package replycheck
 
 import (
 	"encoding/json"

@@ -1,4 +1,4 @@
-package controller
+package jobs
 
 import (
 	"context"
@@ -52,7 +52,7 @@ func (s *Store) checkSize(msg *nats.Msg, id string) error {
 	if mp <= 0 {
 		return nil // not connected yet: the server checks what it can
 	}
-	size := len(msg.Data) + headerSize(msg.Header) + len(HeaderMsgID) + len(id) + 4
+	size := len(msg.Data) + HeaderSize(msg.Header) + len(HeaderMsgID) + len(id) + 4
 	if limit := MaxJobSize(mp); int64(size) > limit {
 		return fmt.Errorf("%w: %d bytes with its headers, over the limit of %d bytes (the server's max payload of %d minus %d reserved for the pipeline's headers)",
 			ErrTooLarge, size, limit, mp, HeaderReserve)
@@ -93,7 +93,7 @@ func (s *Store) Submit(ctx context.Context, algorithm string, input []byte, opts
 		errs = append(errs, fmt.Errorf("timeout %s is negative", opts.Timeout))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return Submission{}, fmt.Errorf("controller: submit: %w", err)
+		return Submission{}, fmt.Errorf("jobs: submit: %w", err)
 	}
 	msg := &nats.Msg{Subject: JobsSubjectPrefix + algorithm, Data: input, Header: nats.Header{}}
 	for k, v := range opts.Header {
@@ -106,14 +106,14 @@ func (s *Store) Submit(ctx context.Context, algorithm string, input []byte, opts
 		msg.Header.Set(HeaderNotify, opts.Notify)
 	}
 	if n := msg.Header.Get(HeaderNotify); n != "" && !ValidNotifySubject(n) {
-		return Submission{}, fmt.Errorf("controller: submit: notify subject %q: want %s<token>[.<token>...] without wildcards", n, NotifySubjectPrefix)
+		return Submission{}, fmt.Errorf("jobs: submit: notify subject %q: want %s<token>[.<token>...] without wildcards", n, NotifySubjectPrefix)
 	}
 	if err := s.checkSize(msg, opts.ID); err != nil {
-		return Submission{}, fmt.Errorf("controller: submit %s: %w", opts.ID, err)
+		return Submission{}, fmt.Errorf("jobs: submit %s: %w", opts.ID, err)
 	}
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(opts.ID))
 	if err != nil {
-		return Submission{}, fmt.Errorf("controller: submit %s: %w", opts.ID, s.fullError(ctx, err, msg.Subject))
+		return Submission{}, fmt.Errorf("jobs: submit %s: %w", opts.ID, s.fullError(ctx, err, msg.Subject))
 	}
 	return Submission{ID: opts.ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
 }
@@ -124,16 +124,16 @@ func (s *Store) Submit(ctx context.Context, algorithm string, input []byte, opts
 // needs only stream info on the bucket, which producers may read.
 func (s *Store) RegisteredRunners(ctx context.Context, algorithm string) (int, error) {
 	if !discovery.ValidAlgorithmName(algorithm) {
-		return 0, fmt.Errorf("controller: invalid algorithm name %q", algorithm)
+		return 0, fmt.Errorf("jobs: invalid algorithm name %q", algorithm)
 	}
 	bucket := s.registry.KeyValue().Bucket()
 	str, err := s.js.Stream(ctx, "KV_"+bucket)
 	if err != nil {
-		return 0, fmt.Errorf("controller: discovery bucket %s: %w", bucket, err)
+		return 0, fmt.Errorf("jobs: discovery bucket %s: %w", bucket, err)
 	}
 	info, err := str.Info(ctx, jetstream.WithSubjectFilter("$KV."+bucket+"."+algorithm+".*"))
 	if err != nil {
-		return 0, fmt.Errorf("controller: discovery bucket %s: %w", bucket, err)
+		return 0, fmt.Errorf("jobs: discovery bucket %s: %w", bucket, err)
 	}
 	return len(info.State.Subjects), nil
 }
@@ -250,7 +250,7 @@ func (s *Store) DeadLetters(ctx context.Context, algorithm string) ([]DeadLetter
 	}
 	info, err := s.dead.Info(ctx, jetstream.WithSubjectFilter(filter))
 	if err != nil {
-		return nil, fmt.Errorf("controller: dead letters: %w", err)
+		return nil, fmt.Errorf("jobs: dead letters: %w", err)
 	}
 	var total uint64
 	for _, n := range info.State.Subjects {
@@ -264,7 +264,7 @@ func (s *Store) DeadLetters(ctx context.Context, algorithm string) ([]DeadLetter
 	// keeps one 5 minutes, and a dashboard lists on every job event).
 	cons, err := s.js.OrderedConsumer(ctx, DeadStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, InactiveThreshold: 30 * time.Second})
 	if err != nil {
-		return nil, fmt.Errorf("controller: dead letters: %w", err)
+		return nil, fmt.Errorf("jobs: dead letters: %w", err)
 	}
 	defer func() {
 		if info := cons.CachedInfo(); info != nil {
@@ -277,14 +277,14 @@ func (s *Store) DeadLetters(ctx context.Context, algorithm string) ([]DeadLetter
 	for {
 		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			return nil, fmt.Errorf("controller: dead letters: %w", err)
+			return nil, fmt.Errorf("jobs: dead letters: %w", err)
 		}
 		n := 0
 		for m := range batch.Messages() {
 			n++
 			md, err := m.Metadata()
 			if err != nil {
-				return nil, fmt.Errorf("controller: dead letters: %w", err)
+				return nil, fmt.Errorf("jobs: dead letters: %w", err)
 			}
 			out = append(out, deadLetter(md.Sequence.Stream, m.Subject(), m.Headers(), m.Data()))
 			if md.NumPending == 0 {
@@ -293,7 +293,7 @@ func (s *Store) DeadLetters(ctx context.Context, algorithm string) ([]DeadLetter
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return nil, fmt.Errorf("controller: dead letters: %w", err)
+			return nil, fmt.Errorf("jobs: dead letters: %w", err)
 		}
 		if n == 0 {
 			return out, nil
@@ -337,10 +337,10 @@ var ErrNotReplayable = errors.New("dead letter cannot be replayed")
 // a Submission with Duplicate set.
 func (s *Store) Replay(ctx context.Context, d DeadLetter) (Submission, error) {
 	if !ValidJobID(d.JobID) || !discovery.ValidAlgorithmName(d.Algorithm) {
-		return Submission{}, fmt.Errorf("controller: replay dead letter %d: no valid job id and algorithm", d.Seq)
+		return Submission{}, fmt.Errorf("jobs: replay dead letter %d: no valid job id and algorithm", d.Seq)
 	}
 	if n := d.Header.Get(HeaderDeadBodyOmitted); n != "" {
-		return Submission{}, fmt.Errorf("controller: replay %s: %w: the job's body (%s bytes) did not fit its dead letter %d", d.JobID, ErrNotReplayable, n, d.Seq)
+		return Submission{}, fmt.Errorf("jobs: replay %s: %w: the job's body (%s bytes) did not fit its dead letter %d", d.JobID, ErrNotReplayable, n, d.Seq)
 	}
 	e, err := s.results.Get(ctx, d.JobID)
 	switch {
@@ -349,20 +349,20 @@ func (s *Store) Replay(ctx context.Context, d DeadLetter) (Submission, error) {
 		// this dead letter running at the same time; publishing again is
 		// a duplicate JOBS drops.
 	case err != nil:
-		return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, err)
+		return Submission{}, fmt.Errorf("jobs: replay %s: %w", d.JobID, err)
 	default:
 		r, derr := decodeResult(d.JobID, e.Value())
 		switch {
 		case derr == nil && r.Status == StatusSucceeded:
 			if err := s.deleteDead(ctx, d.Seq); err != nil {
-				return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, err)
+				return Submission{}, fmt.Errorf("jobs: replay %s: %w", d.JobID, err)
 			}
-			return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, ErrAlreadySucceeded)
+			return Submission{}, fmt.Errorf("jobs: replay %s: %w", d.JobID, ErrAlreadySucceeded)
 		case derr == nil && r.DeadLetterSeq != d.Seq:
 			// A newer record: this dead letter was replayed already and
 			// the new job has begun or ended. Its outcome stays.
 			if err := s.deleteDead(ctx, d.Seq); err != nil {
-				return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, err)
+				return Submission{}, fmt.Errorf("jobs: replay %s: %w", d.JobID, err)
 			}
 			return Submission{ID: d.JobID, Duplicate: true}, nil
 		}
@@ -372,12 +372,12 @@ func (s *Store) Replay(ctx context.Context, d DeadLetter) (Submission, error) {
 			return Submission{ID: d.JobID, Duplicate: true}, nil
 		}
 		if err != nil {
-			return Submission{}, fmt.Errorf("controller: replay %s: delete result: %w", d.JobID, err)
+			return Submission{}, fmt.Errorf("jobs: replay %s: delete result: %w", d.JobID, err)
 		}
 	}
 	msg := &nats.Msg{Subject: JobsSubjectPrefix + d.Algorithm, Data: d.Data, Header: nats.Header{}}
 	for k, v := range d.Header {
-		if reservedHeader(k) || strings.EqualFold(k, HeaderDeadHeadersOmitted) {
+		if ReservedHeader(k) || strings.EqualFold(k, HeaderDeadHeadersOmitted) {
 			continue
 		}
 		msg.Header[k] = v
@@ -385,10 +385,10 @@ func (s *Store) Replay(ctx context.Context, d DeadLetter) (Submission, error) {
 	msg.Header.Set(HeaderJobID, d.JobID)
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprintf("%s@replay-%d", d.JobID, d.Seq)))
 	if err != nil {
-		return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, s.fullError(ctx, err, msg.Subject))
+		return Submission{}, fmt.Errorf("jobs: replay %s: %w", d.JobID, s.fullError(ctx, err, msg.Subject))
 	}
 	if err := s.deleteDead(ctx, d.Seq); err != nil {
-		return Submission{}, fmt.Errorf("controller: replay %s: %w", d.JobID, err)
+		return Submission{}, fmt.Errorf("jobs: replay %s: %w", d.JobID, err)
 	}
 	return Submission{ID: d.JobID, Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
 }
@@ -442,21 +442,21 @@ func (s *Store) Queues(ctx context.Context) ([]Queue, error) {
 	}
 	info, err := s.jobs.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
 	if err != nil {
-		return nil, fmt.Errorf("controller: queues: %w", err)
+		return nil, fmt.Errorf("jobs: queues: %w", err)
 	}
 	for subj, n := range info.State.Subjects {
 		get(strings.TrimPrefix(subj, JobsSubjectPrefix)).Waiting = n
 	}
 	dinfo, err := s.dead.Info(ctx, jetstream.WithSubjectFilter(DeadSubjectPrefix+"*"))
 	if err != nil {
-		return nil, fmt.Errorf("controller: queues: %w", err)
+		return nil, fmt.Errorf("jobs: queues: %w", err)
 	}
 	for subj, n := range dinfo.State.Subjects {
 		get(strings.TrimPrefix(subj, DeadSubjectPrefix)).Dead = n
 	}
 	recs, err := s.registry.List(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("controller: queues: %w", err)
+		return nil, fmt.Errorf("jobs: queues: %w", err)
 	}
 	for _, r := range recs {
 		get(r.Algorithm).Runners++
@@ -470,7 +470,7 @@ func (s *Store) Queues(ctx context.Context) ([]Queue, error) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("controller: queues: consumer for %s: %w", alg, err)
+			return nil, fmt.Errorf("jobs: queues: consumer for %s: %w", alg, err)
 		}
 		inf := ci.CachedInfo()
 		q.InFlight = min(uint64(inf.NumAckPending), q.Waiting)

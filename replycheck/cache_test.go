@@ -1,4 +1,4 @@
-package controller
+package replycheck
 
 import (
 	"fmt"
@@ -28,7 +28,7 @@ func patternSchema(n int, pattern string, salt int) []byte {
 // it past its budget, and the ones in use stay.
 func TestSchemaCacheIsBoundedInBytes(t *testing.T) {
 	const budget = 4 << 20
-	c := newSchemaCache(zerolog.Nop(), budget, 10*time.Second)
+	c := NewCache(zerolog.Nop(), budget, 10*time.Second)
 	for i := range 10 {
 		doc := patternSchema(2, `^[\pL\pN]{1,30}$`, i) // about 1.8 MB estimated
 		if _, err := c.get("heavy.json", doc); err != nil {
@@ -49,7 +49,7 @@ func TestSchemaCacheIsBoundedInBytes(t *testing.T) {
 // A compile cannot be interrupted: callers wait at most the timeout, and
 // however many give up, at most maxCompiles compiles run at once.
 func TestSchemaCompilesAreBoundedAndTimed(t *testing.T) {
-	c := newSchemaCache(zerolog.Nop(), 1<<30, 20*time.Millisecond)
+	c := NewCache(zerolog.Nop(), 1<<30, 20*time.Millisecond)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	peak := int64(0)

@@ -1,7 +1,6 @@
-package controller
+package jobs
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,10 +39,10 @@ func (s *Store) put(ctx context.Context, bucket, name string, r io.Reader) (objr
 	}
 	ref, err := objref.Put(ctx, s.js, bucket, name, r)
 	if errors.Is(err, objref.ErrNotFound) {
-		return objref.Ref{}, fmt.Errorf("controller: %w: %w", ErrNoObjectStore, err)
+		return objref.Ref{}, fmt.Errorf("jobs: %w: %w", ErrNoObjectStore, err)
 	}
 	if err != nil {
-		return objref.Ref{}, fmt.Errorf("controller: %w", err)
+		return objref.Ref{}, fmt.Errorf("jobs: %w", err)
 	}
 	return ref, nil
 }
@@ -76,12 +75,12 @@ func (s *Store) SubmitFile(ctx context.Context, algorithm, path string, opts Fil
 	input := map[string]json.RawMessage{}
 	if len(opts.Input) > 0 {
 		if err := json.Unmarshal(opts.Input, &input); err != nil {
-			return Submission{}, objref.Ref{}, fmt.Errorf("controller: submit file: input is not a JSON object: %w", err)
+			return Submission{}, objref.Ref{}, fmt.Errorf("jobs: submit file: input is not a JSON object: %w", err)
 		}
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return Submission{}, objref.Ref{}, fmt.Errorf("controller: submit file: %w", err)
+		return Submission{}, objref.Ref{}, fmt.Errorf("jobs: submit file: %w", err)
 	}
 	defer f.Close()
 	if opts.Name == "" {
@@ -94,7 +93,7 @@ func (s *Store) SubmitFile(ctx context.Context, algorithm, path string, opts Fil
 	input[opts.Field], _ = json.Marshal(ref.String())
 	body, err := json.Marshal(input)
 	if err != nil {
-		return Submission{}, ref, fmt.Errorf("controller: submit file: %w", err)
+		return Submission{}, ref, fmt.Errorf("jobs: submit file: %w", err)
 	}
 	sub, err := s.Submit(ctx, algorithm, body, opts.Submit)
 	return sub, ref, err
@@ -109,11 +108,11 @@ func (s *Store) Output(ctx context.Context, r Result, maxBytes int64) ([]byte, e
 	}
 	ref, err := objref.Parse(r.OutputRef)
 	if err != nil {
-		return nil, fmt.Errorf("controller: result %s: %w", r.JobID, err)
+		return nil, fmt.Errorf("jobs: result %s: %w", r.JobID, err)
 	}
 	data, err := objref.Read(ctx, s.js, ref, maxBytes)
 	if err != nil {
-		return nil, fmt.Errorf("controller: result %s: output: %w", r.JobID, err)
+		return nil, fmt.Errorf("jobs: result %s: output: %w", r.JobID, err)
 	}
 	return data, nil
 }
@@ -124,11 +123,11 @@ func (s *Store) Output(ctx context.Context, r Result, maxBytes int64) ([]byte, e
 // The reader checks the object's size and digest as it reaches the end.
 func (s *Store) OpenObject(ctx context.Context, r objref.Ref) (*objref.Object, error) {
 	if r.Bucket != InputsBucket && r.Bucket != UploadsBucket && !objref.IsOutputsBucket(r.Bucket) {
-		return nil, fmt.Errorf("controller: %s: %w", r, ErrNotReadable)
+		return nil, fmt.Errorf("jobs: %s: %w", r, ErrNotReadable)
 	}
 	o, err := objref.Open(ctx, s.js, r)
 	if err != nil {
-		return nil, fmt.Errorf("controller: %w", err)
+		return nil, fmt.Errorf("jobs: %w", err)
 	}
 	return o, nil
 }
@@ -136,17 +135,3 @@ func (s *Store) OpenObject(ctx context.Context, r objref.Ref) (*objref.Object, e
 // ErrNotReadable is wrapped by OpenObject's error for a bucket other than
 // inputs, uploads, outputs and outputs_<algorithm>.
 var ErrNotReadable = errors.New("not a bucket of the job pipeline (inputs, uploads, outputs, outputs_<algorithm>)")
-
-// storeOutput moves a succeeded record's output to the outputs bucket and
-// puts its reference in the record.
-func (s *Store) storeOutput(ctx context.Context, r *Result) error {
-	if s.outputs == nil {
-		return fmt.Errorf("controller: %w: %s", ErrNoObjectStore, OutputsBucket)
-	}
-	ref, err := objref.Put(ctx, s.js, OutputsBucket, r.Algorithm+"/"+r.JobID, bytes.NewReader(r.Output))
-	if err != nil {
-		return fmt.Errorf("controller: store output of %s: %w", r.JobID, err)
-	}
-	r.Output, r.OutputRef = nil, ref.String()
-	return nil
-}

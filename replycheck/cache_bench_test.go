@@ -1,4 +1,4 @@
-package controller
+package replycheck
 
 import (
 	"encoding/json"
@@ -34,17 +34,17 @@ func BenchmarkSchemaCacheValidate(b *testing.B) {
 		{"word_count", wordCountInput, `{"text":"the quick brown fox jumps over the lazy dog"}`},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			c := newSchemaCache(zerolog.Nop(), DefaultSchemaCacheBytes, 10*time.Second)
+			c := NewCache(zerolog.Nop(), DefaultCacheBytes, 10*time.Second)
 			regs := []discovery.Registration{{Algorithm: "bench", Instance: "a", InputSchema: json.RawMessage(tc.schema)}}
 			body := []byte(tc.body)
-			if err := c.validate(regs, body); err != nil {
+			if err := c.Validate(regs, body); err != nil {
 				b.Fatal(err)
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if err := c.validate(regs, body); err != nil {
+					if err := c.Validate(regs, body); err != nil {
 						b.Error(err)
 						return
 					}

@@ -1,4 +1,4 @@
-package controller
+package jobs
 
 import (
 	"encoding/json"
@@ -35,7 +35,7 @@ var ErrNotNotification = errors.New("not a notification from the controller")
 // bucket (Store.Result) before acting on what it says.
 func DecodeNotification(m *nats.Msg) (Result, error) {
 	refuse := func(format string, args ...any) (Result, error) {
-		return Result{}, fmt.Errorf("controller: notification on %s: %w: %s", m.Subject, ErrNotNotification, fmt.Sprintf(format, args...))
+		return Result{}, fmt.Errorf("jobs: notification on %s: %w: %s", m.Subject, ErrNotNotification, fmt.Sprintf(format, args...))
 	}
 	if marker, ok := protocol.JetStreamDelivered(m); ok {
 		return refuse("JetStream delivered it (%s)", marker)
