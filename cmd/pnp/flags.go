@@ -321,6 +321,16 @@ func (b byteSize) Set(s string) error {
 	return nil
 }
 
+// registerRetentionFlags adds the flags of how long the job streams keep
+// what they hold (--result-ttl, --result-history, --duplicate-window,
+// --dead-max-age), shared by the commands that provision them.
+func registerRetentionFlags(fs *flagSet, cfg *jobs.StoreConfig) {
+	fs.DurationVar(&cfg.ResultTTL, "result-ttl", jobs.DefaultResultTTL, "how long results are kept")
+	fs.IntVar(&cfg.ResultHistory, "result-history", 1, "records kept per job id in the results bucket (1..64)")
+	fs.DurationVar(&cfg.DuplicateWindow, "duplicate-window", jobs.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
+	fs.DurationVar(&cfg.DeadMaxAge, "dead-max-age", 0, "how long dead letters are kept; 0 keeps them until replayed")
+}
+
 // registerStoreLimits adds the storage limit flags of cfg to fs, with the
 // defaults shown in --help; discovery adds the discovery bucket's.
 func registerStoreLimits(fs *flagSet, cfg *jobs.StoreConfig, discoveryToo bool) {

@@ -46,12 +46,9 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	cfg.MaxReferencedOutputBytes = controller.DefaultMaxReferencedOutputBytes
 	fs.Var(byteSize{&cfg.MaxReferencedOutputBytes}, "max-referenced-output", "largest output a runner stored by reference (output_ref) that is read back and checked against its schema; a larger one fails with 502 (-1: accept them unchecked)")
 	fs.DurationVar(&cfg.SchemaCompileTimeout, "schema-compile-timeout", controller.DefaultSchemaCompileTimeout, "how long a job waits for a registered schema to compile before going on unchecked")
-	fs.DurationVar(&cfg.Store.ResultTTL, "result-ttl", jobs.DefaultResultTTL, "how long results are kept")
-	fs.IntVar(&cfg.Store.ResultHistory, "result-history", 1, "records kept per job id in the results bucket (1..64)")
-	fs.DurationVar(&cfg.Store.DuplicateWindow, "duplicate-window", jobs.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
+	registerRetentionFlags(fs, &cfg.Store)
 	var of objectFlags
 	of.register(fs, &cfg.Store)
-	fs.DurationVar(&cfg.Store.DeadMaxAge, "dead-max-age", 0, "how long dead letters are kept; 0 keeps them until replayed")
 	fs.IntVar(&cfg.Store.Replicas, "replicas", 1, "stream replicas in a cluster")
 	registerStoreLimits(fs, &cfg.Store, true)
 	registerShadowFlags(fs, &cfg.Shadow.Concurrency, &cfg.Shadow.Compare, "jobs past it are not shadowed (counted)")
