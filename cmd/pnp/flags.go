@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/internal/logging"
@@ -319,6 +320,14 @@ func (b byteSize) Set(s string) error {
 	}
 	*b.v = n << shift
 	return nil
+}
+
+// registerJobAgeFlags adds --max-job-age into maxAge and
+// --max-unserved-job-age into maxUnserved, shared by pnp controller and
+// pnp up; more ends the help of --max-job-age.
+func registerJobAgeFlags(fs *flagSet, maxAge, maxUnserved *time.Duration, more string) {
+	fs.DurationVar(maxAge, "max-job-age", controller.DefaultMaxJobAge, "a job waiting longer than this for an outcome fails as expired and is dead-lettered"+more)
+	fs.DurationVar(maxUnserved, "max-unserved-job-age", controller.DefaultMaxUnservedJobAge, "a job of an algorithm no runner has ever registered for fails as expired after this (at most --max-job-age)")
 }
 
 // registerRetentionFlags adds the flags of how long the job streams keep

@@ -52,11 +52,11 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		imf    imageFlags
 		mf     metricsFlag
 		hf     httpFlags
-		maxAge = fs.Duration("max-job-age", controller.DefaultMaxJobAge, "a job waiting longer than this for an outcome fails as expired and is dead-lettered")
 		wf     workerFlags
 		store  jobs.StoreConfig
 	)
-	maxUnserved := fs.Duration("max-unserved-job-age", controller.DefaultMaxUnservedJobAge, "a job of an algorithm no runner has ever registered for fails as expired after this (at most --max-job-age)")
+	var maxAge, maxUnserved time.Duration
+	registerJobAgeFlags(fs, &maxAge, &maxUnserved, "")
 	wf.register(fs)
 	lf.register(fs)
 	imf.register(fs)
@@ -175,7 +175,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: *maxAge, MaxUnservedJobAge: *maxUnserved, Logger: log.With().Str("component", "controller").Logger(), Metrics: reg})
+	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: maxAge, MaxUnservedJobAge: maxUnserved, Logger: log.With().Str("component", "controller").Logger(), Metrics: reg})
 	if err != nil {
 		return err
 	}
