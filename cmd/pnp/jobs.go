@@ -216,17 +216,6 @@ func waitAndPrint(ctx context.Context, store *jobs.Store, id string, timeout tim
 	return printResult(ctx, store, res, out, stdout)
 }
 
-// resultError turns a failed result into the command's error (exit 1).
-func resultError(r jobs.Result) error {
-	if r.Status != jobs.StatusFailed {
-		return nil
-	}
-	if r.Error == nil {
-		return fmt.Errorf("job %s failed", r.JobID)
-	}
-	return fmt.Errorf("job %s failed: %d %s", r.JobID, r.Error.Code, r.Error.Message)
-}
-
 func cmdResult(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("result", "pnp result [--wait] [-o FILE] <job id>", stdout)
 	var (
@@ -276,7 +265,7 @@ func printResult(ctx context.Context, store *jobs.Store, res jobs.Result, out st
 			return err
 		}
 	}
-	return resultError(res)
+	return res.Err()
 }
 
 func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -207,7 +207,7 @@ func writeOut(path string, stdout io.Writer, r io.Reader) error {
 // fetched from its output_ref — to path.
 func writeResultOutput(ctx context.Context, store *jobs.Store, res jobs.Result, path string, stdout io.Writer) error {
 	if res.Status != jobs.StatusSucceeded {
-		return nil // resultError reports it
+		return nil // res.Err reports it
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
