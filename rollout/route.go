@@ -134,6 +134,28 @@ func PlainMember(r Route, ok bool, version string, stableLive bool) bool {
 	return !ok || r.Stable == version || !stableLive
 }
 
+// Role names the part version plays for plain traffic of an algorithm,
+// given its route (ok false: none) and whether the route's stable version
+// has a live instance: "stable"; "canary:<percent>%"; "shadow";
+// "fallback" (the stable version has no live instance, so every version
+// serves run.<algorithm>, as PlainMember says); "unrouted" (the route
+// names other versions); or "any" (no route). pnp algorithms shows it.
+func Role(r Route, ok bool, version string, stableLive bool) string {
+	switch {
+	case !ok:
+		return "any"
+	case version == r.Stable:
+		return "stable"
+	case !stableLive:
+		return "fallback"
+	case version == r.Canary:
+		return fmt.Sprintf("canary:%g%%", r.Percent)
+	case version == r.Shadow:
+		return "shadow"
+	}
+	return "unrouted"
+}
+
 // Choice is the version a job goes to.
 type Choice struct {
 	// Version is "" when the job goes to run.<algorithm>, any version.

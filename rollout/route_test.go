@@ -71,3 +71,29 @@ func TestPick(t *testing.T) {
 		})
 	}
 }
+
+func TestRole(t *testing.T) {
+	r := rollout.Route{Algorithm: "a", Stable: "1", Canary: "2", Percent: 12.5, Shadow: "3"}
+	for _, tc := range []struct {
+		name       string
+		route      rollout.Route
+		ok         bool
+		version    string
+		stableLive bool
+		want       string
+	}{
+		{"no route", rollout.Route{}, false, "1", false, "any"},
+		{"stable", r, true, "1", true, "stable"},
+		{"canary with its share", r, true, "2", true, "canary:12.5%"},
+		{"shadow", r, true, "3", true, "shadow"},
+		{"another version", r, true, "4", true, "unrouted"},
+		{"the canary while the stable version is down", r, true, "2", false, "fallback"},
+		{"another version while the stable version is down", r, true, "4", false, "fallback"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := rollout.Role(tc.route, tc.ok, tc.version, tc.stableLive); got != tc.want {
+				t.Errorf("Role = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -232,23 +232,6 @@ type versionSummary struct {
 	Role string `json:"role"`
 }
 
-// role is the part version plays in r (ok false: no route).
-func role(r rollout.Route, ok bool, version string, live map[string]int) string {
-	switch {
-	case !ok:
-		return "any"
-	case version == r.Stable:
-		return "stable"
-	case live[r.Stable] == 0:
-		return "fallback"
-	case version == r.Canary:
-		return fmt.Sprintf("canary:%g%%", r.Percent)
-	case version == r.Shadow:
-		return "shadow"
-	}
-	return "unrouted"
-}
-
 // routesFor reads every route; none when the routes bucket does not exist.
 func routesFor(ctx context.Context, nc *nats.Conn, log zerolog.Logger) map[string]rollout.Route {
 	out := map[string]rollout.Route{}
@@ -332,7 +315,7 @@ func cmdAlgorithms(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		for _, v := range s.Versions {
 			s.ByVersion = append(s.ByVersion, versionSummary{Version: v, Instances: count[v],
-				PinnedSubject: discovery.PinnedSubject(n, v), Role: role(rt, ok, v, count)})
+				PinnedSubject: discovery.PinnedSubject(n, v), Role: rollout.Role(rt, ok, v, count[rt.Stable] > 0)})
 		}
 		out = append(out, s)
 		if len(s.Versions) > 1 && !ok {
