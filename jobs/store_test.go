@@ -84,3 +84,67 @@ func FuzzDeadLetterHeaders(f *testing.F) {
 		}
 	})
 }
+
+// ReplayDead replays the dead letters of the ids named, or every one of an
+// algorithm, and names each id without a dead letter; what it replayed is
+// a job again and no longer a dead letter.
+func TestReplayDead(t *testing.T) {
+	s := provision(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, l := range []struct{ alg, id string }{{"alg_a", "j1"}, {"alg_a", "j2"}, {"alg_b", "j3"}} {
+		m := &nats.Msg{Subject: DeadSubjectPrefix + l.alg, Data: []byte(`{}`), Header: nats.Header{}}
+		m.Header.Set(HeaderJobID, l.id)
+		m.Header.Set(HeaderDeadCode, "504")
+		if _, err := s.js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := func(t *testing.T, rs []Replayed) []string {
+		t.Helper()
+		var out []string
+		for _, r := range rs {
+			if r.Err != nil || r.Submission.ID != r.Letter.JobID || r.Submission.Seq == 0 {
+				t.Errorf("replay of %s: %+v, %v", r.Letter.JobID, r.Submission, r.Err)
+			}
+			out = append(out, r.Letter.JobID)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name      string
+		algorithm string
+		ids       []string
+		replayed  []string
+		missing   string // the error's text, "" for none
+	}{
+		{"named ids, one without a dead letter", "", []string{"j1", "nope"}, []string{"j1"}, "no dead letter for job nope"},
+		{"every one of an algorithm", "alg_b", nil, []string{"j3"}, ""},
+		{"every one left", "", nil, []string{"j2"}, ""},
+		{"none left", "", nil, nil, ""},
+		{"a replayed id has none", "", []string{"j1"}, nil, "no dead letter for job j1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.ReplayDead(ctx, tc.algorithm, tc.ids)
+			if replayed := ids(t, got); fmt.Sprint(replayed) != fmt.Sprint(tc.replayed) {
+				t.Errorf("replayed %v, want %v", replayed, tc.replayed)
+			}
+			switch {
+			case tc.missing == "" && err != nil:
+				t.Errorf("error %v, want none", err)
+			case tc.missing != "" && (!errors.Is(err, ErrNoDeadLetter) || err.Error() != tc.missing):
+				t.Errorf("error %v, want %q wrapping ErrNoDeadLetter", err, tc.missing)
+			}
+		})
+	}
+	info, err := s.jobs.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 3 {
+		t.Errorf("JOBS holds %d jobs, want the 3 replayed", info.State.Msgs)
+	}
+	if left, err := s.DeadLetters(ctx, ""); err != nil || len(left) != 0 {
+		t.Errorf("dead letters left: %v, %v", left, err)
+	}
+}

@@ -349,14 +349,14 @@ func cmdDead(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer nc.Close()
+	if sub == "replay" {
+		return replay(ctx, store, *algorithm, ids, stdout)
+	}
 	letters, err := store.DeadLetters(ctx, *algorithm)
 	if err != nil {
 		return err
 	}
-	if sub == "ls" {
-		return printDeadLetters(stdout, stderr, letters, jsonOut)
-	}
-	return replay(ctx, store, letters, ids, stdout)
+	return printDeadLetters(stdout, stderr, letters, jsonOut)
 }
 
 // deadLetterJSON is a dead letter as `pnp dead ls --json` prints it.
@@ -397,39 +397,31 @@ func printDeadLetters(stdout, stderr io.Writer, letters []jobs.DeadLetter, jsonO
 	return tw.Flush()
 }
 
-func replay(ctx context.Context, store *jobs.Store, letters []jobs.DeadLetter, ids []string, stdout io.Writer) error {
-	want := map[string]bool{}
-	for _, id := range ids {
-		want[id] = true
+// replay replays the dead letters of ids (all of algorithm's when none)
+// and prints what became of each.
+func replay(ctx context.Context, store *jobs.Store, algorithm string, ids []string, stdout io.Writer) error {
+	done, notFound := store.ReplayDead(ctx, algorithm, ids)
+	if notFound != nil && !errors.Is(notFound, jobs.ErrNoDeadLetter) {
+		return notFound
 	}
-	found := map[string]bool{}
 	var errs []error
-	for _, d := range letters {
-		if len(want) > 0 && !want[d.JobID] {
-			continue
-		}
-		found[d.JobID] = true
-		sub, err := store.Replay(ctx, d)
+	for _, r := range done {
+		d, sub := r.Letter, r.Submission
 		switch {
-		case errors.Is(err, jobs.ErrAlreadySucceeded):
+		case errors.Is(r.Err, jobs.ErrAlreadySucceeded):
 			fmt.Fprintf(stdout, "%s already succeeded; dead letter %d removed\n", safe(d.JobID), d.Seq)
-		case err != nil:
-			errs = append(errs, err)
+		case r.Err != nil:
+			errs = append(errs, r.Err)
 		case sub.Duplicate:
 			fmt.Fprintf(stdout, "%s already replayed (dead letter %d)\n", safe(sub.ID), d.Seq)
 		default:
 			fmt.Fprintf(stdout, "%s replayed (dead letter %d, now job sequence %d)\n", safe(sub.ID), d.Seq, sub.Seq)
 		}
 	}
-	for _, id := range ids {
-		if !found[id] {
-			errs = append(errs, fmt.Errorf("no dead letter for job %s", id))
-		}
-	}
-	if len(want) == 0 && len(found) == 0 {
+	if len(ids) == 0 && len(done) == 0 {
 		fmt.Fprintln(stdout, "no dead letters")
 	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, notFound)...)
 }
 
 // openStore builds the logger, connects, and binds to the job streams.
