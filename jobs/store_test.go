@@ -148,3 +148,74 @@ func TestReplayDead(t *testing.T) {
 		t.Errorf("dead letters left: %v, %v", left, err)
 	}
 }
+
+// AwaitStore waits for streams provisioned after it started, gives up
+// after its tries with the last attempt's error, and returns the
+// context's error when the context ends during a wait.
+func TestAwaitStore(t *testing.T) {
+	connect := func(t *testing.T) jetstream.JetStream {
+		t.Helper()
+		js, err := jetstream.New(natstest.Start(t).Connect())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return js
+	}
+	t.Run("provisioned later", func(t *testing.T) {
+		js := connect(t)
+		retried := make(chan struct{}, 1)
+		type opened struct {
+			s   *Store
+			err error
+		}
+		done := make(chan opened, 1)
+		go func() {
+			s, err := AwaitStore(context.Background(), js, StoreConfig{}, AwaitConfig{Interval: 20 * time.Millisecond, OnRetry: func(int, error) {
+				select {
+				case retried <- struct{}{}:
+				default:
+				}
+			}})
+			done <- opened{s, err}
+		}()
+		select {
+		case <-retried:
+		case <-time.After(30 * time.Second):
+			t.Fatal("no failed attempt before the streams exist")
+		}
+		if _, err := Provision(context.Background(), js, StoreConfig{}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case o := <-done:
+			if o.err != nil || o.s == nil {
+				t.Fatalf("AwaitStore = %v, %v after provisioning", o.s, o.err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("AwaitStore did not open the streams provisioned meanwhile")
+		}
+	})
+	t.Run("gives up after its tries", func(t *testing.T) {
+		var tries []int
+		_, err := AwaitStore(context.Background(), connect(t), StoreConfig{}, AwaitConfig{Tries: 3, Interval: time.Millisecond, OnRetry: func(try int, _ error) { tries = append(tries, try) }})
+		var ae *AwaitError
+		if !errors.As(err, &ae) || ae.Tries != 3 || !errors.Is(err, ErrNotProvisioned) {
+			t.Fatalf("error %v, want an *AwaitError after 3 tries wrapping ErrNotProvisioned", err)
+		}
+		if fmt.Sprint(tries) != "[1 2]" {
+			t.Errorf("OnRetry called for tries %v, want [1 2]", tries)
+		}
+	})
+	t.Run("context ends during a wait", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		_, err := AwaitStore(ctx, connect(t), StoreConfig{}, AwaitConfig{Interval: time.Hour, OnRetry: func(int, error) { cancel() }})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("error %v, want context.Canceled", err)
+		}
+		var ae *AwaitError
+		if errors.As(err, &ae) {
+			t.Errorf("a context ended during a wait is not giving up: %v", err)
+		}
+	})
+}
