@@ -124,6 +124,23 @@ func (r Route) Candidate() string {
 	return r.Shadow
 }
 
+// NotLive returns the versions r names (stable, canary, shadow, in that
+// order) without an instance among regs, the algorithm's registrations:
+// until one starts, the share of such a version goes to any live version.
+func (r Route) NotLive(regs []discovery.Registration) []string {
+	live := map[string]bool{}
+	for _, x := range regs {
+		live[x.Version] = true
+	}
+	var out []string
+	for _, v := range []string{r.Stable, r.Canary, r.Shadow} {
+		if v != "" && !live[v] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // PlainMember reports whether an instance of version belongs to the shared
 // queue group on run.<algorithm>, given the algorithm's route (ok false:
 // none) and whether the route's stable version has a live instance. With

@@ -2,6 +2,7 @@ package rollout_test
 
 import (
 	"math"
+	"slices"
 	"testing"
 
 	"pnpworker/discovery"
@@ -95,5 +96,27 @@ func TestRole(t *testing.T) {
 				t.Errorf("Role = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestRouteNotLive(t *testing.T) {
+	regs := []discovery.Registration{{Algorithm: alg, Version: "1"}, {Algorithm: alg, Version: "1"}, {Algorithm: alg, Version: "3"}}
+	for _, tc := range []struct {
+		name  string
+		route rollout.Route
+		want  []string
+	}{
+		{"every version live", rollout.Route{Algorithm: alg, Stable: "1", Shadow: "3"}, nil},
+		{"a canary not started", rollout.Route{Algorithm: alg, Stable: "1", Canary: "2", Percent: 10}, []string{"2"}},
+		{"all named, in order", rollout.Route{Algorithm: alg, Stable: "4", Canary: "5", Percent: 10, Shadow: "6"}, []string{"4", "5", "6"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.route.NotLive(regs); !slices.Equal(got, tc.want) {
+				t.Errorf("NotLive = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if got := (rollout.Route{Algorithm: alg, Stable: "1"}).NotLive(nil); !slices.Equal(got, []string{"1"}) {
+		t.Errorf("NotLive without instances = %v, want [1]", got)
 	}
 }
