@@ -191,6 +191,12 @@ func (n *natsFlags) connectAndWait(ctx context.Context, name string, log zerolog
 	}
 }
 
+// registerAlgorithmsFlag adds --algorithms into algs: the built-in
+// algorithms pnp runner and pnp up serve.
+func registerAlgorithmsFlag(fs *flagSet, algs *string) {
+	fs.StringVar(algs, "algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, all, or none (env PNP_ALGORITHMS)")
+}
+
 // imageFlags are the settings of the image algorithms (meme_classifier,
 // image_info): the template gallery, the fetch allowlist and the memory
 // all image decodes of the process may hold at once.
