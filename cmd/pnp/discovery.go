@@ -125,55 +125,25 @@ func cmdDiscovery(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		return nil
 	default: // watch
-		w, err := reg.KeyValue().WatchAll(ctx)
-		if err != nil {
-			return err
-		}
-		defer w.Stop()
-		// last holds each live key's record without its heartbeat time, to
-		// tell a heartbeat (nothing else changed) from a change.
-		last := map[string]string{}
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case e, ok := <-w.Updates():
-				if !ok {
-					return fmt.Errorf("watch ended (connection lost)")
-				}
-				if e == nil {
-					fmt.Fprintln(stdout, "# current registrations listed; watching for changes")
-					continue
-				}
-				ts := e.Created().Local().Format(time.TimeOnly)
-				switch e.Operation() {
-				case jetstream.KeyValuePut:
-					rec, err := reg.Codec().Decode(e.Key(), e.Value())
-					if err != nil {
-						fmt.Fprintf(stdout, "%s INVALID %s: %s\n", ts, safe(e.Key()), safe(err.Error()))
-						continue
-					}
-					rec.HeartbeatAt = time.Time{}
-					sig, _ := json.Marshal(rec)
-					prev, known := last[e.Key()]
-					last[e.Key()] = string(sig)
-					switch {
-					case !known:
-						fmt.Fprintf(stdout, "%s JOIN      %s version=%s host=%s\n", ts, safe(e.Key()), safe(rec.Version), safe(rec.Host))
-					case prev != string(sig):
-						fmt.Fprintf(stdout, "%s CHANGE    %s version=%s host=%s\n", ts, safe(e.Key()), safe(rec.Version), safe(rec.Host))
-					case heartbeats:
-						fmt.Fprintf(stdout, "%s HEARTBEAT %s\n", ts, safe(e.Key()))
-					}
-				case jetstream.KeyValueDelete:
-					delete(last, e.Key())
-					fmt.Fprintf(stdout, "%s LEAVE     %s (deregistered)\n", ts, safe(e.Key()))
-				default:
-					delete(last, e.Key())
-					fmt.Fprintf(stdout, "%s EXPIRE    %s (no heartbeat)\n", ts, safe(e.Key()))
-				}
+		return reg.Watch(ctx, heartbeats, func(e discovery.Event) {
+			ts := e.At.Local().Format(time.TimeOnly)
+			switch e.Kind {
+			case discovery.EventListed:
+				fmt.Fprintln(stdout, "# current registrations listed; watching for changes")
+			case discovery.EventInvalid:
+				fmt.Fprintf(stdout, "%s INVALID %s: %s\n", ts, safe(e.Key), safe(e.Err.Error()))
+			case discovery.EventJoin:
+				fmt.Fprintf(stdout, "%s JOIN      %s version=%s host=%s\n", ts, safe(e.Key), safe(e.Registration.Version), safe(e.Registration.Host))
+			case discovery.EventChange:
+				fmt.Fprintf(stdout, "%s CHANGE    %s version=%s host=%s\n", ts, safe(e.Key), safe(e.Registration.Version), safe(e.Registration.Host))
+			case discovery.EventHeartbeat:
+				fmt.Fprintf(stdout, "%s HEARTBEAT %s\n", ts, safe(e.Key))
+			case discovery.EventLeave:
+				fmt.Fprintf(stdout, "%s LEAVE     %s (deregistered)\n", ts, safe(e.Key))
+			case discovery.EventExpire:
+				fmt.Fprintf(stdout, "%s EXPIRE    %s (no heartbeat)\n", ts, safe(e.Key))
 			}
-		}
+		})
 	}
 }
 
