@@ -14,7 +14,8 @@ package pnpworker_test
 // included, so a rule cannot be broken in a file that one build does not
 // see. Only the runner rule spares test files: a client's test may start
 // real runners to talk to; likewise a test of the gateway, jobs or
-// replycheck may start a real controller.
+// replycheck may start a real controller. Only commands (cmd/, package
+// main) import flag: libraries receive values.
 
 import (
 	"fmt"
@@ -87,6 +88,12 @@ func layerRule(e edge, test bool) string {
 	return ""
 }
 
+// flagRule is why a library may not import flag: only the commands
+// (cmd/, and the package main of a generator) read flags and env, and
+// libraries receive values (shared/STYLE.md). Test files may: go test
+// flags are theirs.
+const flagRule = "only commands (cmd/, package main) read flags; libraries receive values"
+
 // layerViolations reads the imports of every Go file under root (a module
 // whose path is module) and returns the imports that break a rule and are
 // not in exceptions, one line each, and the exceptions no file needs any
@@ -122,6 +129,10 @@ func layerViolations(root string, exceptions map[edge]string) (violations []stri
 			imp, err := strconv.Unquote(spec.Path.Value)
 			if err != nil {
 				return fmt.Errorf("%s: import %s: %w", rel, spec.Path.Value, err)
+			}
+			if imp == "flag" && !strings.HasSuffix(name, "_test.go") && f.Name.Name != "main" && !under(path.Dir(rel), "cmd") {
+				violations = append(violations, fmt.Sprintf("%s imports flag: %s", rel, flagRule))
+				continue
 			}
 			if imp != module && !strings.HasPrefix(imp, module+"/") {
 				continue
@@ -202,6 +213,20 @@ func TestLayersCatchViolations(t *testing.T) {
 			name:       "exception used outside its package",
 			files:      []file{{"internal/fetch/sub/s.go", `package sub; import _ "pnpworker/runner"`}},
 			violations: 1, unused: 1,
+		},
+		{
+			name:       "a library reads flags",
+			files:      []file{{"jobs/store.go", `package jobs; import _ "flag"`}},
+			violations: 1, unused: 1,
+		},
+		{
+			name: "commands and tests read flags",
+			files: []file{
+				{"cmd/pnp/flags.go", `package main; import _ "flag"`},
+				{"algo/a/gen/main.go", `package main; import _ "flag"`},
+				{"controller/bench_test.go", `package controller; import _ "flag"`},
+			},
+			unused: 1,
 		},
 		{
 			name:       "schemas imports the runner",

@@ -393,6 +393,52 @@ func (s *Store) Replay(ctx context.Context, d DeadLetter) (Submission, error) {
 	return Submission{ID: d.JobID, Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
 }
 
+// ErrNoDeadLetter is wrapped by ReplayDead's error for a job id without a
+// dead letter.
+var ErrNoDeadLetter = errors.New("no dead letter")
+
+// Replayed is what ReplayDead did with one dead letter: Submission is
+// Replay's, or Err its error (ErrAlreadySucceeded when the dead letter was
+// removed because the job succeeded after all).
+type Replayed struct {
+	Letter     DeadLetter
+	Submission Submission
+	Err        error
+}
+
+// ReplayDead replays, with Replay, every dead letter of algorithm (every
+// algorithm when "") whose job id is in ids, or every one when ids is
+// empty, oldest first, and returns what each replay did; a failed replay
+// does not stop the others. The error is the listing's, or joins one
+// error wrapping ErrNoDeadLetter per id with no dead letter.
+func (s *Store) ReplayDead(ctx context.Context, algorithm string, ids []string) ([]Replayed, error) {
+	letters, err := s.DeadLetters(ctx, algorithm)
+	if err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	found := map[string]bool{}
+	var out []Replayed
+	for _, d := range letters {
+		if len(want) > 0 && !want[d.JobID] {
+			continue
+		}
+		found[d.JobID] = true
+		sub, err := s.Replay(ctx, d)
+		out = append(out, Replayed{Letter: d, Submission: sub, Err: err})
+	}
+	var errs []error
+	for _, id := range ids {
+		if !found[id] {
+			errs = append(errs, fmt.Errorf("%w for job %s", ErrNoDeadLetter, id))
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
 // deleteDead removes dead letter seq; one already removed is no error.
 func (s *Store) deleteDead(ctx context.Context, seq uint64) error {
 	err := s.dead.DeleteMsg(ctx, seq)

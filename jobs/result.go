@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -53,6 +54,38 @@ type Result struct {
 	// DeadLetterSeq is the sequence of the job's message in stream DEAD,
 	// set on failed records.
 	DeadLetterSeq uint64 `json:"dead_letter_seq,omitempty"`
+}
+
+// Err returns nil unless r is a failed record; then an error naming the
+// job with its code and message ("job <id> failed: 504 timeout"), which
+// unwraps to r.Error, so errors.Is matches the protocol's sentinels and
+// errors.As finds the *protocol.Error with its details. A failed record
+// without an error gives "job <id> failed".
+func (r Result) Err() error {
+	if r.Status != StatusFailed {
+		return nil
+	}
+	return &failedError{id: r.JobID, err: r.Error}
+}
+
+// failedError is the error of a failed record (Result.Err).
+type failedError struct {
+	id  string
+	err *protocol.Error
+}
+
+func (e *failedError) Error() string {
+	if e.err == nil {
+		return "job " + e.id + " failed"
+	}
+	return fmt.Sprintf("job %s failed: %d %s", e.id, e.err.Code, e.err.Message)
+}
+
+func (e *failedError) Unwrap() error {
+	if e.err == nil {
+		return nil
+	}
+	return e.err
 }
 
 // Job message headers. A job is a message on jobs.<algorithm> whose body is

@@ -553,6 +553,70 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*S
 	return s, nil
 }
 
+// AwaitConfig says how AwaitStore retries. The zero value retries every
+// 2 s, each attempt bounded to 5 s, until the context ends.
+type AwaitConfig struct {
+	// Tries bounds the attempts; 0: until the context ends.
+	Tries int
+	// Interval is the wait between two attempts; 0: 2 s.
+	Interval time.Duration
+	// AttemptTimeout bounds each attempt; 0: 5 s.
+	AttemptTimeout time.Duration
+	// OnRetry, when set, is called with the number (from 1) and the error
+	// of each failed attempt that is retried, before the wait.
+	OnRetry func(try int, err error)
+}
+
+// AwaitError is AwaitStore's error when it gives up: after Tries failed
+// attempts, or when the context ended after a failed one. It unwraps to
+// the last attempt's error (ErrNotProvisioned while nobody provisioned
+// the streams).
+type AwaitError struct {
+	Tries int
+	Err   error
+}
+
+func (e *AwaitError) Error() string {
+	return fmt.Sprintf("jobs: streams not available after %d tries: %v", e.Tries, e.Err)
+}
+
+func (e *AwaitError) Unwrap() error { return e.Err }
+
+// AwaitStore is OpenStore retried until the streams are there, so that a
+// client (the gateway) does not depend on start order: a controller or
+// pnp provision may create them later. It returns the context's error
+// when the context ends during a wait, and an *AwaitError when it gives
+// up.
+func AwaitStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig, ac AwaitConfig) (*Store, error) {
+	if ac.Interval <= 0 {
+		ac.Interval = 2 * time.Second
+	}
+	if ac.AttemptTimeout <= 0 {
+		ac.AttemptTimeout = 5 * time.Second
+	}
+	for try := 1; ; try++ {
+		octx, cancel := context.WithTimeout(ctx, ac.AttemptTimeout)
+		store, err := OpenStore(octx, js, cfg)
+		cancel()
+		if err == nil {
+			return store, nil
+		}
+		if (ac.Tries > 0 && try >= ac.Tries) || ctx.Err() != nil {
+			return nil, &AwaitError{Tries: try, Err: err}
+		}
+		if ac.OnRetry != nil {
+			ac.OnRetry(try, err)
+		}
+		t := time.NewTimer(ac.Interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
 // BindServed binds the served bucket, for a controller on a store it
 // opened: producers and the gateway have no use for it (and no
 // permission). Without it (provisioned by an older version), jobs of

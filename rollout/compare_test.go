@@ -182,3 +182,53 @@ func TestCompareRelativeTolerance(t *testing.T) {
 		})
 	}
 }
+
+func TestComparisonRecompare(t *testing.T) {
+	diff := func(ptr, a, b string) rollout.Diff {
+		d := rollout.Diff{Pointer: ptr}
+		if a != "" {
+			d.Stable = json.RawMessage(a)
+		}
+		if b != "" {
+			d.Candidate = json.RawMessage(b)
+		}
+		return d
+	}
+	stored := rollout.Comparison{Diffs: []rollout.Diff{
+		diff("/score", "0.5", "0.52"),
+		diff("/labels/0", `"cat"`, `"dog"`),
+		diff("/a~1b", "1", "2"),
+		diff("/gone", "1", ""),
+	}}
+	cut := diff("/long", `"aaa"`, `"aab"`)
+	cut.Truncated = true
+	for _, tc := range []struct {
+		name      string
+		c         rollout.Comparison
+		opts      rollout.CompareOptions
+		wanted    []string
+		wantEqual bool
+	}{
+		{"exact keeps every difference", stored, rollout.CompareOptions{Tolerance: -1}, []string{"/score", "/labels/0", "/a~1b", "/gone"}, false},
+		{"a looser tolerance drops close numbers", stored, rollout.CompareOptions{Tolerance: 0.05}, []string{"/labels/0", "/a~1b", "/gone"}, false},
+		{"a field tolerance applies at its pointer only", stored, rollout.CompareOptions{Tolerance: -1, FieldTolerance: map[string]float64{"/score": 0.05}}, []string{"/labels/0", "/a~1b", "/gone"}, false},
+		{"an escaped pointer is matched whole", stored, rollout.CompareOptions{Tolerance: -1, Ignore: []string{"/a~1b"}}, []string{"/score", "/labels/0", "/gone"}, false},
+		{"an ignored parent drops its children", stored, rollout.CompareOptions{Tolerance: -1, Ignore: []string{"/labels"}}, []string{"/score", "/a~1b", "/gone"}, false},
+		{"an absent value still differs", stored, rollout.CompareOptions{Tolerance: 1e9}, []string{"/labels/0", "/gone"}, false},
+		{"everything ignored is equal", stored, rollout.CompareOptions{Ignore: []string{"/score", "/labels", "/a~1b", "/gone"}}, nil, true},
+		{"a cut value is not tolerated", rollout.Comparison{Diffs: []rollout.Diff{cut}}, rollout.CompareOptions{Tolerance: 1e9}, []string{"/long"}, false},
+		{"a cut value can be ignored", rollout.Comparison{Diffs: []rollout.Diff{cut}}, rollout.CompareOptions{Ignore: []string{"/long"}}, nil, true},
+		{"an error verdict is kept", rollout.Comparison{CandidateError: "500: boom", Diffs: []rollout.Diff{diff("/x", "1", "2")}}, rollout.CompareOptions{Ignore: []string{"/x"}}, []string{"/x"}, false},
+		{"not compared is kept", rollout.Comparison{NotCompared: "gone", Diffs: []rollout.Diff{diff("/x", "1", "2")}}, rollout.CompareOptions{Ignore: []string{"/x"}}, []string{"/x"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.c.Recompare(tc.opts)
+			if !slices.Equal(pointers(got.Diffs), tc.wanted) {
+				t.Errorf("diffs %v, want %v", pointers(got.Diffs), tc.wanted)
+			}
+			if got.Equal != tc.wantEqual {
+				t.Errorf("equal %v, want %v", got.Equal, tc.wantEqual)
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -66,6 +67,50 @@ func (c *Comparison) Decide(stable, candidate []byte, o CompareOptions) {
 		c.Diffs = Compare(stable, candidate, o)
 		c.Equal = len(c.Diffs) == 0
 	}
+}
+
+// Recompare returns c with the differences o ignores or tolerates
+// dropped, so that a report can apply other options than the comparer
+// that stored c. A stored comparison keeps the differing values only,
+// so a looser tolerance or an ignore list can only remove differences,
+// never find new ones; a value recorded cut (Truncated) is kept unless
+// o ignores its pointer. A comparison decided on error answers, or not
+// compared, is returned as it is.
+func (c Comparison) Recompare(o CompareOptions) Comparison {
+	if c.StableError != "" || c.CandidateError != "" || c.NotCompared != "" {
+		return c
+	}
+	var kept []Diff
+	for _, d := range c.Diffs {
+		a, b := d.Stable, d.Candidate
+		if d.Truncated {
+			// Cut values may agree where the whole ones did not: only
+			// the ignore list applies to them.
+			a, b = []byte(`"a"`), []byte(`"b"`)
+		}
+		if len(Compare(wrapAt(d.Pointer, a), wrapAt(d.Pointer, b), o)) > 0 {
+			kept = append(kept, d)
+		}
+	}
+	c.Diffs, c.Equal = kept, len(kept) == 0
+	return c
+}
+
+// wrapAt rebuilds a document holding v at pointer ptr, so Compare applies
+// its ignore list and per-field tolerance to the right path. An absent
+// value (nil) becomes a string no output holds.
+func wrapAt(ptr string, v []byte) []byte {
+	if v == nil {
+		v = []byte(`"\u0000absent"`)
+	}
+	toks := strings.Split(ptr, "/")[1:]
+	out := string(v)
+	for i := len(toks) - 1; i >= 0; i-- {
+		k := strings.ReplaceAll(strings.ReplaceAll(toks[i], "~1", "/"), "~0", "~")
+		q, _ := json.Marshal(k)
+		out = "{" + string(q) + ":" + out + "}"
+	}
+	return []byte(out)
 }
 
 func errorCode(e string) string {

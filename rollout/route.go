@@ -124,6 +124,23 @@ func (r Route) Candidate() string {
 	return r.Shadow
 }
 
+// NotLive returns the versions r names (stable, canary, shadow, in that
+// order) without an instance among regs, the algorithm's registrations:
+// until one starts, the share of such a version goes to any live version.
+func (r Route) NotLive(regs []discovery.Registration) []string {
+	live := map[string]bool{}
+	for _, x := range regs {
+		live[x.Version] = true
+	}
+	var out []string
+	for _, v := range []string{r.Stable, r.Canary, r.Shadow} {
+		if v != "" && !live[v] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // PlainMember reports whether an instance of version belongs to the shared
 // queue group on run.<algorithm>, given the algorithm's route (ok false:
 // none) and whether the route's stable version has a live instance. With
@@ -132,6 +149,28 @@ func (r Route) Candidate() string {
 // falls back in, so that plain traffic is served rather than lost.
 func PlainMember(r Route, ok bool, version string, stableLive bool) bool {
 	return !ok || r.Stable == version || !stableLive
+}
+
+// Role names the part version plays for plain traffic of an algorithm,
+// given its route (ok false: none) and whether the route's stable version
+// has a live instance: "stable"; "canary:<percent>%"; "shadow";
+// "fallback" (the stable version has no live instance, so every version
+// serves run.<algorithm>, as PlainMember says); "unrouted" (the route
+// names other versions); or "any" (no route). pnp algorithms shows it.
+func Role(r Route, ok bool, version string, stableLive bool) string {
+	switch {
+	case !ok:
+		return "any"
+	case version == r.Stable:
+		return "stable"
+	case !stableLive:
+		return "fallback"
+	case version == r.Canary:
+		return fmt.Sprintf("canary:%g%%", r.Percent)
+	case version == r.Shadow:
+		return "shadow"
+	}
+	return "unrouted"
 }
 
 // Choice is the version a job goes to.

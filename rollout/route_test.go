@@ -2,6 +2,7 @@ package rollout_test
 
 import (
 	"math"
+	"slices"
 	"testing"
 
 	"pnpworker/discovery"
@@ -69,5 +70,53 @@ func TestPick(t *testing.T) {
 				t.Fatalf("subject %s, want %s", s, want)
 			}
 		})
+	}
+}
+
+func TestRole(t *testing.T) {
+	r := rollout.Route{Algorithm: "a", Stable: "1", Canary: "2", Percent: 12.5, Shadow: "3"}
+	for _, tc := range []struct {
+		name       string
+		route      rollout.Route
+		ok         bool
+		version    string
+		stableLive bool
+		want       string
+	}{
+		{"no route", rollout.Route{}, false, "1", false, "any"},
+		{"stable", r, true, "1", true, "stable"},
+		{"canary with its share", r, true, "2", true, "canary:12.5%"},
+		{"shadow", r, true, "3", true, "shadow"},
+		{"another version", r, true, "4", true, "unrouted"},
+		{"the canary while the stable version is down", r, true, "2", false, "fallback"},
+		{"another version while the stable version is down", r, true, "4", false, "fallback"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := rollout.Role(tc.route, tc.ok, tc.version, tc.stableLive); got != tc.want {
+				t.Errorf("Role = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRouteNotLive(t *testing.T) {
+	regs := []discovery.Registration{{Algorithm: alg, Version: "1"}, {Algorithm: alg, Version: "1"}, {Algorithm: alg, Version: "3"}}
+	for _, tc := range []struct {
+		name  string
+		route rollout.Route
+		want  []string
+	}{
+		{"every version live", rollout.Route{Algorithm: alg, Stable: "1", Shadow: "3"}, nil},
+		{"a canary not started", rollout.Route{Algorithm: alg, Stable: "1", Canary: "2", Percent: 10}, []string{"2"}},
+		{"all named, in order", rollout.Route{Algorithm: alg, Stable: "4", Canary: "5", Percent: 10, Shadow: "6"}, []string{"4", "5", "6"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.route.NotLive(regs); !slices.Equal(got, tc.want) {
+				t.Errorf("NotLive = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if got := (rollout.Route{Algorithm: alg, Stable: "1"}).NotLive(nil); !slices.Equal(got, []string{"1"}) {
+		t.Errorf("NotLive without instances = %v, want [1]", got)
 	}
 }

@@ -125,55 +125,25 @@ func cmdDiscovery(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		return nil
 	default: // watch
-		w, err := reg.KeyValue().WatchAll(ctx)
-		if err != nil {
-			return err
-		}
-		defer w.Stop()
-		// last holds each live key's record without its heartbeat time, to
-		// tell a heartbeat (nothing else changed) from a change.
-		last := map[string]string{}
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case e, ok := <-w.Updates():
-				if !ok {
-					return fmt.Errorf("watch ended (connection lost)")
-				}
-				if e == nil {
-					fmt.Fprintln(stdout, "# current registrations listed; watching for changes")
-					continue
-				}
-				ts := e.Created().Local().Format(time.TimeOnly)
-				switch e.Operation() {
-				case jetstream.KeyValuePut:
-					rec, err := reg.Codec().Decode(e.Key(), e.Value())
-					if err != nil {
-						fmt.Fprintf(stdout, "%s INVALID %s: %s\n", ts, safe(e.Key()), safe(err.Error()))
-						continue
-					}
-					rec.HeartbeatAt = time.Time{}
-					sig, _ := json.Marshal(rec)
-					prev, known := last[e.Key()]
-					last[e.Key()] = string(sig)
-					switch {
-					case !known:
-						fmt.Fprintf(stdout, "%s JOIN      %s version=%s host=%s\n", ts, safe(e.Key()), safe(rec.Version), safe(rec.Host))
-					case prev != string(sig):
-						fmt.Fprintf(stdout, "%s CHANGE    %s version=%s host=%s\n", ts, safe(e.Key()), safe(rec.Version), safe(rec.Host))
-					case heartbeats:
-						fmt.Fprintf(stdout, "%s HEARTBEAT %s\n", ts, safe(e.Key()))
-					}
-				case jetstream.KeyValueDelete:
-					delete(last, e.Key())
-					fmt.Fprintf(stdout, "%s LEAVE     %s (deregistered)\n", ts, safe(e.Key()))
-				default:
-					delete(last, e.Key())
-					fmt.Fprintf(stdout, "%s EXPIRE    %s (no heartbeat)\n", ts, safe(e.Key()))
-				}
+		return reg.Watch(ctx, heartbeats, func(e discovery.Event) {
+			ts := e.At.Local().Format(time.TimeOnly)
+			switch e.Kind {
+			case discovery.EventListed:
+				fmt.Fprintln(stdout, "# current registrations listed; watching for changes")
+			case discovery.EventInvalid:
+				fmt.Fprintf(stdout, "%s INVALID %s: %s\n", ts, safe(e.Key), safe(e.Err.Error()))
+			case discovery.EventJoin:
+				fmt.Fprintf(stdout, "%s JOIN      %s version=%s host=%s\n", ts, safe(e.Key), safe(e.Registration.Version), safe(e.Registration.Host))
+			case discovery.EventChange:
+				fmt.Fprintf(stdout, "%s CHANGE    %s version=%s host=%s\n", ts, safe(e.Key), safe(e.Registration.Version), safe(e.Registration.Host))
+			case discovery.EventHeartbeat:
+				fmt.Fprintf(stdout, "%s HEARTBEAT %s\n", ts, safe(e.Key))
+			case discovery.EventLeave:
+				fmt.Fprintf(stdout, "%s LEAVE     %s (deregistered)\n", ts, safe(e.Key))
+			case discovery.EventExpire:
+				fmt.Fprintf(stdout, "%s EXPIRE    %s (no heartbeat)\n", ts, safe(e.Key))
 			}
-		}
+		})
 	}
 }
 
@@ -230,23 +200,6 @@ type versionSummary struct {
 	// serves run.<algorithm>), unrouted (a route exists and names another
 	// version), or any (no route).
 	Role string `json:"role"`
-}
-
-// role is the part version plays in r (ok false: no route).
-func role(r rollout.Route, ok bool, version string, live map[string]int) string {
-	switch {
-	case !ok:
-		return "any"
-	case version == r.Stable:
-		return "stable"
-	case live[r.Stable] == 0:
-		return "fallback"
-	case version == r.Canary:
-		return fmt.Sprintf("canary:%g%%", r.Percent)
-	case version == r.Shadow:
-		return "shadow"
-	}
-	return "unrouted"
 }
 
 // routesFor reads every route; none when the routes bucket does not exist.
@@ -332,7 +285,7 @@ func cmdAlgorithms(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		for _, v := range s.Versions {
 			s.ByVersion = append(s.ByVersion, versionSummary{Version: v, Instances: count[v],
-				PinnedSubject: discovery.PinnedSubject(n, v), Role: role(rt, ok, v, count)})
+				PinnedSubject: discovery.PinnedSubject(n, v), Role: rollout.Role(rt, ok, v, count[rt.Stable] > 0)})
 		}
 		out = append(out, s)
 		if len(s.Versions) > 1 && !ok {

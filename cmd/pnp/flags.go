@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"pnpworker/controller"
 	"pnpworker/discovery"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/internal/logging"
@@ -190,6 +191,12 @@ func (n *natsFlags) connectAndWait(ctx context.Context, name string, log zerolog
 	}
 }
 
+// registerAlgorithmsFlag adds --algorithms into algs: the built-in
+// algorithms pnp runner and pnp up serve.
+func registerAlgorithmsFlag(fs *flagSet, algs *string) {
+	fs.StringVar(algs, "algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, all, or none (env PNP_ALGORITHMS)")
+}
+
 // imageFlags are the settings of the image algorithms (meme_classifier,
 // image_info): the template gallery, the fetch allowlist and the memory
 // all image decodes of the process may hold at once.
@@ -319,6 +326,24 @@ func (b byteSize) Set(s string) error {
 	}
 	*b.v = n << shift
 	return nil
+}
+
+// registerJobAgeFlags adds --max-job-age into maxAge and
+// --max-unserved-job-age into maxUnserved, shared by pnp controller and
+// pnp up; more ends the help of --max-job-age.
+func registerJobAgeFlags(fs *flagSet, maxAge, maxUnserved *time.Duration, more string) {
+	fs.DurationVar(maxAge, "max-job-age", controller.DefaultMaxJobAge, "a job waiting longer than this for an outcome fails as expired and is dead-lettered"+more)
+	fs.DurationVar(maxUnserved, "max-unserved-job-age", controller.DefaultMaxUnservedJobAge, "a job of an algorithm no runner has ever registered for fails as expired after this (at most --max-job-age)")
+}
+
+// registerRetentionFlags adds the flags of how long the job streams keep
+// what they hold (--result-ttl, --result-history, --duplicate-window,
+// --dead-max-age), shared by the commands that provision them.
+func registerRetentionFlags(fs *flagSet, cfg *jobs.StoreConfig) {
+	fs.DurationVar(&cfg.ResultTTL, "result-ttl", jobs.DefaultResultTTL, "how long results are kept")
+	fs.IntVar(&cfg.ResultHistory, "result-history", 1, "records kept per job id in the results bucket (1..64)")
+	fs.DurationVar(&cfg.DuplicateWindow, "duplicate-window", jobs.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
+	fs.DurationVar(&cfg.DeadMaxAge, "dead-max-age", 0, "how long dead letters are kept; 0 keeps them until replayed")
 }
 
 // registerStoreLimits adds the storage limit flags of cfg to fs, with the

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -84,26 +83,17 @@ func openStoreWaiting(ctx context.Context, nc *nats.Conn, log zerolog.Logger) (*
 	if err != nil {
 		return nil, err
 	}
-	for try := 1; ; try++ {
-		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		store, err := jobs.OpenStore(octx, js, jobs.StoreConfig{})
-		cancel()
-		if err == nil {
-			return store, nil
-		}
-		if try >= storeTries || ctx.Err() != nil {
-			log.Error().Err(err).Int("tries", try).Msg("giving up waiting for the job streams")
-			return nil, fmt.Errorf("job streams not available (start 'pnp controller' or run 'pnp provision'): %w", err)
-		}
+	store, err := jobs.AwaitStore(ctx, js, jobs.StoreConfig{}, jobs.AwaitConfig{Tries: storeTries, OnRetry: func(try int, err error) {
 		if try == 1 || !errors.Is(err, jobs.ErrNotProvisioned) {
 			log.Warn().Err(err).Msg("job streams not available yet; retrying")
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
+	}})
+	var gaveUp *jobs.AwaitError
+	if errors.As(err, &gaveUp) {
+		log.Error().Err(gaveUp.Err).Int("tries", gaveUp.Tries).Msg("giving up waiting for the job streams")
+		return nil, fmt.Errorf("job streams not available (start 'pnp controller' or run 'pnp provision'): %w", gaveUp.Err)
 	}
+	return store, err
 }
 
 func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer) error {

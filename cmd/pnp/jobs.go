@@ -36,8 +36,7 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.DurationVar(&cfg.MaxRetryBackoff, "max-retry-backoff", controller.DefaultMaxRetryBackoff, "longest wait between attempts")
 	fs.DurationVar(&cfg.NoRunnerDelay, "no-runner-delay", controller.DefaultNoRunnerDelay, "wait before offering again a job no runner answered (not an attempt)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", controller.DefaultDrainTimeout, "how long to wait for jobs in flight on shutdown")
-	fs.DurationVar(&cfg.MaxJobAge, "max-job-age", controller.DefaultMaxJobAge, "a job waiting longer than this for an outcome fails as expired and is dead-lettered, also when nobody serves its algorithm")
-	fs.DurationVar(&cfg.MaxUnservedJobAge, "max-unserved-job-age", controller.DefaultMaxUnservedJobAge, "a job of an algorithm no runner has ever registered for fails as expired after this (at most --max-job-age)")
+	registerJobAgeFlags(fs, &cfg.MaxJobAge, &cfg.MaxUnservedJobAge, ", also when nobody serves its algorithm")
 	fs.IntVar(&cfg.MaxNotStarted, "max-not-started", controller.DefaultMaxNotStarted, "deliveries after which a job runners keep refusing without starting it (overloaded, its budget too short) fails")
 
 	fs.IntVar(&cfg.MaxAlgorithms, "max-algorithms", controller.DefaultMaxAlgorithms, "algorithms this controller serves at most; past it, newly registered ones wait (logged)")
@@ -46,12 +45,9 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	cfg.MaxReferencedOutputBytes = controller.DefaultMaxReferencedOutputBytes
 	fs.Var(byteSize{&cfg.MaxReferencedOutputBytes}, "max-referenced-output", "largest output a runner stored by reference (output_ref) that is read back and checked against its schema; a larger one fails with 502 (-1: accept them unchecked)")
 	fs.DurationVar(&cfg.SchemaCompileTimeout, "schema-compile-timeout", controller.DefaultSchemaCompileTimeout, "how long a job waits for a registered schema to compile before going on unchecked")
-	fs.DurationVar(&cfg.Store.ResultTTL, "result-ttl", jobs.DefaultResultTTL, "how long results are kept")
-	fs.IntVar(&cfg.Store.ResultHistory, "result-history", 1, "records kept per job id in the results bucket (1..64)")
-	fs.DurationVar(&cfg.Store.DuplicateWindow, "duplicate-window", jobs.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
+	registerRetentionFlags(fs, &cfg.Store)
 	var of objectFlags
 	of.register(fs, &cfg.Store)
-	fs.DurationVar(&cfg.Store.DeadMaxAge, "dead-max-age", 0, "how long dead letters are kept; 0 keeps them until replayed")
 	fs.IntVar(&cfg.Store.Replicas, "replicas", 1, "stream replicas in a cluster")
 	registerStoreLimits(fs, &cfg.Store, true)
 	registerShadowFlags(fs, &cfg.Shadow.Concurrency, &cfg.Shadow.Compare, "jobs past it are not shadowed (counted)")
@@ -220,17 +216,6 @@ func waitAndPrint(ctx context.Context, store *jobs.Store, id string, timeout tim
 	return printResult(ctx, store, res, out, stdout)
 }
 
-// resultError turns a failed result into the command's error (exit 1).
-func resultError(r jobs.Result) error {
-	if r.Status != jobs.StatusFailed {
-		return nil
-	}
-	if r.Error == nil {
-		return fmt.Errorf("job %s failed", r.JobID)
-	}
-	return fmt.Errorf("job %s failed: %d %s", r.JobID, r.Error.Code, r.Error.Message)
-}
-
 func cmdResult(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("result", "pnp result [--wait] [-o FILE] <job id>", stdout)
 	var (
@@ -280,7 +265,7 @@ func printResult(ctx context.Context, store *jobs.Store, res jobs.Result, out st
 			return err
 		}
 	}
-	return resultError(res)
+	return res.Err()
 }
 
 func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -364,14 +349,14 @@ func cmdDead(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer nc.Close()
+	if sub == "replay" {
+		return replay(ctx, store, *algorithm, ids, stdout)
+	}
 	letters, err := store.DeadLetters(ctx, *algorithm)
 	if err != nil {
 		return err
 	}
-	if sub == "ls" {
-		return printDeadLetters(stdout, stderr, letters, jsonOut)
-	}
-	return replay(ctx, store, letters, ids, stdout)
+	return printDeadLetters(stdout, stderr, letters, jsonOut)
 }
 
 // deadLetterJSON is a dead letter as `pnp dead ls --json` prints it.
@@ -412,39 +397,31 @@ func printDeadLetters(stdout, stderr io.Writer, letters []jobs.DeadLetter, jsonO
 	return tw.Flush()
 }
 
-func replay(ctx context.Context, store *jobs.Store, letters []jobs.DeadLetter, ids []string, stdout io.Writer) error {
-	want := map[string]bool{}
-	for _, id := range ids {
-		want[id] = true
+// replay replays the dead letters of ids (all of algorithm's when none)
+// and prints what became of each.
+func replay(ctx context.Context, store *jobs.Store, algorithm string, ids []string, stdout io.Writer) error {
+	done, notFound := store.ReplayDead(ctx, algorithm, ids)
+	if notFound != nil && !errors.Is(notFound, jobs.ErrNoDeadLetter) {
+		return notFound
 	}
-	found := map[string]bool{}
 	var errs []error
-	for _, d := range letters {
-		if len(want) > 0 && !want[d.JobID] {
-			continue
-		}
-		found[d.JobID] = true
-		sub, err := store.Replay(ctx, d)
+	for _, r := range done {
+		d, sub := r.Letter, r.Submission
 		switch {
-		case errors.Is(err, jobs.ErrAlreadySucceeded):
+		case errors.Is(r.Err, jobs.ErrAlreadySucceeded):
 			fmt.Fprintf(stdout, "%s already succeeded; dead letter %d removed\n", safe(d.JobID), d.Seq)
-		case err != nil:
-			errs = append(errs, err)
+		case r.Err != nil:
+			errs = append(errs, r.Err)
 		case sub.Duplicate:
 			fmt.Fprintf(stdout, "%s already replayed (dead letter %d)\n", safe(sub.ID), d.Seq)
 		default:
 			fmt.Fprintf(stdout, "%s replayed (dead letter %d, now job sequence %d)\n", safe(sub.ID), d.Seq, sub.Seq)
 		}
 	}
-	for _, id := range ids {
-		if !found[id] {
-			errs = append(errs, fmt.Errorf("no dead letter for job %s", id))
-		}
-	}
-	if len(want) == 0 && len(found) == 0 {
+	if len(ids) == 0 && len(done) == 0 {
 		fmt.Fprintln(stdout, "no dead letters")
 	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, notFound)...)
 }
 
 // openStore builds the logger, connects, and binds to the job streams.

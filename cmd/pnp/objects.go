@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-	"unicode/utf8"
 
 	"github.com/mattn/go-isatty"
 	"github.com/nats-io/nats.go/jetstream"
@@ -134,11 +133,11 @@ func getObject(ctx context.Context, js jetstream.JetStream, ref objref.Ref, path
 		return err
 	}
 	if (path == "" || path == "-") && isTerminal(stdout) {
-		tw := &termWriter{w: stdout}
+		tw := termsafe.NewWriter(stdout)
 		if _, err := io.Copy(tw, obj); err != nil {
 			return err
 		}
-		return tw.flush()
+		return tw.Flush()
 	}
 	return writeOut(path, stdout, obj)
 }
@@ -147,38 +146,6 @@ func getObject(ctx context.Context, js jetstream.JetStream, ref objref.Ref, path
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
-}
-
-// termWriter writes what it is given escaped by termsafe.Lines, holding
-// back the bytes of a UTF-8 sequence split between two writes until it is
-// whole (flush writes what is left).
-type termWriter struct {
-	w       io.Writer
-	pending []byte
-}
-
-func (t *termWriter) Write(p []byte) (int, error) {
-	b := append(t.pending, p...)
-	cut := len(b)
-	for i := 1; i <= utf8.UTFMax-1 && i <= len(b); i++ {
-		if utf8.RuneStart(b[len(b)-i]) {
-			if !utf8.FullRune(b[len(b)-i:]) {
-				cut = len(b) - i
-			}
-			break
-		}
-	}
-	t.pending = append([]byte(nil), b[cut:]...)
-	if _, err := io.WriteString(t.w, termsafe.Lines(string(b[:cut]))); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (t *termWriter) flush() error {
-	_, err := io.WriteString(t.w, termsafe.Lines(string(t.pending)))
-	t.pending = nil
-	return err
 }
 
 // writeOut copies r to path (through a temporary file renamed into place),
@@ -207,7 +174,7 @@ func writeOut(path string, stdout io.Writer, r io.Reader) error {
 // fetched from its output_ref — to path.
 func writeResultOutput(ctx context.Context, store *jobs.Store, res jobs.Result, path string, stdout io.Writer) error {
 	if res.Status != jobs.StatusSucceeded {
-		return nil // resultError reports it
+		return nil // res.Err reports it
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()

@@ -34,12 +34,9 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&cfg.Discovery.MaxConsumers, "discovery-max-consumers", discovery.DefaultMaxConsumers, "consumers the discovery bucket's stream may have (watchers of controllers, gateways and admin tools; runners create none); -1: the server's limit")
 	routesCfg := rollout.Config{Update: true}
 	fs.IntVar(&routesCfg.MaxConsumers, "routes-max-consumers", rollout.DefaultMaxConsumers, "consumers the routes bucket's stream may have (as --discovery-max-consumers); -1: the server's limit")
-	fs.DurationVar(&cfg.ResultTTL, "result-ttl", jobs.DefaultResultTTL, "how long results are kept")
-	fs.IntVar(&cfg.ResultHistory, "result-history", 1, "records kept per job id in the results bucket (1..64)")
-	fs.DurationVar(&cfg.DuplicateWindow, "duplicate-window", jobs.DefaultDuplicateWindow, "how long JOBS de-duplicates job ids")
+	registerRetentionFlags(fs, &cfg)
 	var of objectFlags
 	of.register(fs, &cfg)
-	fs.DurationVar(&cfg.DeadMaxAge, "dead-max-age", 0, "how long dead letters are kept; 0 keeps them until replayed")
 	registerStoreLimits(fs, &cfg, true)
 	if err := fs.parse(args); err != nil {
 		return err

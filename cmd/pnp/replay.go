@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -231,52 +230,13 @@ func cmdRouteReport(ctx context.Context, args []string, stdout, stderr io.Writer
 	// stored verdict used the controller's.
 	if rf.tolerance != rollout.DefaultTolerance || len(rf.ignore) > 0 || len(rf.fieldTol) > 0 {
 		for i := range cs {
-			cs[i] = recompare(cs[i], rf.options())
+			cs[i] = cs[i].Recompare(rf.options())
 		}
 	}
 	if len(cs) == 0 {
 		fmt.Fprintf(stderr, "no comparison of %s stored in the window: set a shadow with pnp route set %s --stable V --shadow V\n", safe(alg), safe(alg))
 	}
 	return rf.printReport(stdout, fmt.Sprintf("shadow comparisons of %s", safe(alg)), rollout.Summarize(alg, cs))
-}
-
-// recompare drops the differences o ignores or tolerates. Stored
-// comparisons keep the differing values only, so a looser tolerance or an
-// ignore list can only remove differences, never find new ones.
-func recompare(c rollout.Comparison, o rollout.CompareOptions) rollout.Comparison {
-	if c.StableError != "" || c.CandidateError != "" || c.NotCompared != "" {
-		return c
-	}
-	var kept []rollout.Diff
-	for _, d := range c.Diffs {
-		a, b := d.Stable, d.Candidate
-		if d.Truncated {
-			// Cut values may agree where the whole ones did not: only
-			// the ignore list applies to them.
-			a, b = []byte(`"a"`), []byte(`"b"`)
-		}
-		if len(rollout.Compare(wrap(d.Pointer, a), wrap(d.Pointer, b), o)) > 0 {
-			kept = append(kept, d)
-		}
-	}
-	c.Diffs, c.Equal = kept, len(kept) == 0
-	return c
-}
-
-// wrap rebuilds a document holding v at pointer ptr, so Compare applies
-// its ignore list and per-field tolerance to the right path.
-func wrap(ptr string, v []byte) []byte {
-	if v == nil {
-		v = []byte(`"\u0000absent"`)
-	}
-	toks := strings.Split(ptr, "/")[1:]
-	out := string(v)
-	for i := len(toks) - 1; i >= 0; i-- {
-		k := strings.ReplaceAll(strings.ReplaceAll(toks[i], "~1", "/"), "~0", "~")
-		q, _ := json.Marshal(k)
-		out = "{" + string(q) + ":" + out + "}"
-	}
-	return []byte(out)
 }
 
 // registerShadowFlags registers the flags of shadow runs, shared by pnp

@@ -182,13 +182,7 @@ func warnNotLive(ctx context.Context, js jetstream.JetStream, stderr io.Writer, 
 	if err != nil {
 		return
 	}
-	live := map[string]bool{}
-	for _, x := range regs {
-		live[x.Version] = true
-	}
-	for _, v := range []string{r.Stable, r.Canary, r.Shadow} {
-		if v != "" && !live[v] {
-			fmt.Fprintf(stderr, "warning: %s %s has no live instance; until one starts, its share goes to any live version\n", r.Algorithm, v)
-		}
+	for _, v := range r.NotLive(regs) {
+		fmt.Fprintf(stderr, "warning: %s %s has no live instance; until one starts, its share goes to any live version\n", r.Algorithm, v)
 	}
 }

@@ -32,7 +32,7 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	lf.register(fs)
 	mf.register(fs)
 	imf.register(fs)
-	fs.StringVar(&algs, "algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, all, or none (env PNP_ALGORITHMS)")
+	registerAlgorithmsFlag(fs, &algs)
 	fs.StringVar(&queue, "queue-group", env("PNP_QUEUE_GROUP", runner.DefaultQueueGroup), "queue group shared by replicas (env PNP_QUEUE_GROUP)")
 	fs.BoolVar(&noProv, "no-provision", false, "bind to an existing discovery bucket instead of creating it (for credentials that may not create streams)")
 	if err := fs.parse(args); err != nil {

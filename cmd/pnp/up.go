@@ -47,16 +47,17 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		lf     logFlags
 		listen = fs.String("listen", env("PNP_LISTEN", "127.0.0.1:4222"), "address the embedded NATS server listens on (env PNP_LISTEN)")
 		data   = fs.String("data", defaultDataDir(), "JetStream data directory; kept across restarts (env PNP_DATA)")
-		algs   = fs.String("algorithms", env("PNP_ALGORITHMS", "all"), "comma-separated built-in algorithms to serve, all, or none (env PNP_ALGORITHMS)")
+		algs   string
 		images = fs.String("images-listen", env("PNP_IMAGES_LISTEN", ""), "also serve the demo images over HTTP on this loopback address, e.g. 127.0.0.1:0, which the image fetcher may then reach; default none: the demo images are in the inputs bucket (env PNP_IMAGES_LISTEN)")
 		imf    imageFlags
 		mf     metricsFlag
 		hf     httpFlags
-		maxAge = fs.Duration("max-job-age", controller.DefaultMaxJobAge, "a job waiting longer than this for an outcome fails as expired and is dead-lettered")
 		wf     workerFlags
 		store  jobs.StoreConfig
 	)
-	maxUnserved := fs.Duration("max-unserved-job-age", controller.DefaultMaxUnservedJobAge, "a job of an algorithm no runner has ever registered for fails as expired after this (at most --max-job-age)")
+	registerAlgorithmsFlag(fs, &algs)
+	var maxAge, maxUnserved time.Duration
+	registerJobAgeFlags(fs, &maxAge, &maxUnserved, "")
 	wf.register(fs)
 	lf.register(fs)
 	imf.register(fs)
@@ -100,7 +101,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	// Command-line mistakes first: they must not create the data directory.
-	chosen, err := chooseBuiltins(*algs, algoConfig{})
+	chosen, err := chooseBuiltins(algs, algoConfig{})
 	if err != nil {
 		return err
 	}
@@ -155,7 +156,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	list, err := selectAlgorithmsWith(*algs, algCfg)
+	list, err := selectAlgorithmsWith(algs, algCfg)
 	if err != nil {
 		return err
 	}
@@ -175,7 +176,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: *maxAge, MaxUnservedJobAge: *maxUnserved, Logger: log.With().Str("component", "controller").Logger(), Metrics: reg})
+	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: maxAge, MaxUnservedJobAge: maxUnserved, Logger: log.With().Str("component", "controller").Logger(), Metrics: reg})
 	if err != nil {
 		return err
 	}

@@ -1,22 +1,24 @@
-package main
+package termsafe_test
 
 import (
 	"strings"
 	"testing"
+
+	"pnpworker/internal/termsafe"
 )
 
-// pnp get to a terminal: an object's terminal controls are escaped, and a
-// UTF-8 sequence split between two chunks arrives whole, not as two
+// An object printed to a terminal: its terminal controls are escaped, and
+// a UTF-8 sequence split between two chunks arrives whole, not as two
 // escaped halves.
 func TestTermWriterEscapesAcrossChunks(t *testing.T) {
 	var b strings.Builder
-	tw := &termWriter{w: &b}
+	tw := termsafe.NewWriter(&b)
 	for _, chunk := range [][]byte{[]byte("caf\xc3"), []byte("\xa9 \x1b]0;pwned\x07 \xe2\x80"), []byte("\xae end\n"), []byte("\xc3")} {
 		if _, err := tw.Write(chunk); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := tw.flush(); err != nil {
+	if err := tw.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	got := b.String()
