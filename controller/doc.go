@@ -41,8 +41,9 @@
 // consumes an algorithm's jobs only while discovery lists a live runner for
 // it, so jobs for an algorithm nobody serves wait in JOBS without being
 // delivered at all (no hot loop) and start moving when a runner registers,
-// or fail as expired after Config.MaxJobAge (a sweep reads them from JOBS
-// by sequence; see expire.go).
+// or fail as expired after Config.MaxJobAge — Config.MaxUnservedJobAge
+// when no runner has ever registered for the algorithm (a sweep reads them
+// from JOBS by sequence; see expire.go).
 // The consumer of an algorithm without a live runner is deleted by
 // JetStream after Config.ConsumerInactiveThreshold and created again when
 // a runner returns; a controller serves at most Config.MaxAlgorithms.

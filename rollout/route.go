@@ -3,11 +3,13 @@
 // stable version and optionally a canary (a share of jobs) and a shadow
 // (every job's input, run off the critical path and compared).
 //
-// Runners use a Table to decide whether they belong to the shared queue
-// group on run.<algorithm> (PlainMember); the controller uses one to pick
-// the version of each job (Pick). Every instance always serves the pinned
-// subject of its own version (discovery.PinnedSubject), so a route never
-// makes a version unreachable.
+// Runners read their algorithms' routes with direct gets (they may create
+// no consumer, so no Table) and decide with PlainMember whether they
+// belong to the shared queue group on run.<algorithm>; the controller and
+// the gateway keep a Table, a watch of the bucket, and the controller uses
+// it to pick the version of each job (Pick). Every instance always serves
+// the pinned subject of its own version (discovery.PinnedSubject), so a
+// route never makes a version unreachable.
 package rollout
 
 import (

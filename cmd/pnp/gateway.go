@@ -39,7 +39,7 @@ func (h *httpFlags) register(fs *flagSet) {
 	fs.IntVar(&h.maxStreams, "http-max-event-streams", envInt("PNP_HTTP_MAX_EVENT_STREAMS", gateway.DefaultMaxEventStreams), "most GET /v1/events streams open at once; past it a new one gets 503 (env PNP_HTTP_MAX_EVENT_STREAMS)")
 	fs.IntVar(&h.maxUploads, "http-max-uploads", envInt("PNP_HTTP_MAX_UPLOADS", gateway.DefaultMaxUploads), "most uploads (POST /v1/objects, multipart runs and jobs) in progress at once; past it a new one gets 503 (env PNP_HTTP_MAX_UPLOADS)")
 	fs.StringVar(&h.uploadMinRate, "http-upload-min-rate", env("PNP_HTTP_UPLOAD_MIN_RATE", "16KiB"), "slowest an upload may arrive, per second, after its first 10 s; a slower one is cut off with 408 (env PNP_HTTP_UPLOAD_MIN_RATE)")
-	fs.StringVar(&h.maxUpload, "http-max-upload", env("PNP_HTTP_MAX_UPLOAD", "64MiB"), "largest upload (POST /v1/objects, the file of a multipart run or job) streamed into bucket inputs, e.g. 64MiB (env PNP_HTTP_MAX_UPLOAD)")
+	fs.StringVar(&h.maxUpload, "http-max-upload", env("PNP_HTTP_MAX_UPLOAD", "64MiB"), "largest upload (POST /v1/objects, the file of a multipart run or job) streamed into bucket uploads, e.g. 64MiB (env PNP_HTTP_MAX_UPLOAD)")
 }
 
 // config is the gateway's configuration from the flags. metrics is the

@@ -23,7 +23,7 @@ import (
 // cmdPut uploads files to an object store bucket and prints a reference
 // per file, for image_url and other URL inputs.
 func cmdPut(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("put", "pnp put FILE... [--bucket inputs] [--name NAME] [--ttl 24h]", stdout)
+	fs := newFlagSet("put", "pnp put FILE... [--bucket inputs] [--name NAME] [--ttl 1h]", stdout)
 	var (
 		nf     natsFlags
 		lf     logFlags

@@ -52,7 +52,7 @@ function fieldValue(type, raw, checked) {
 }
 
 // uploader is a file picker for a URL field: the chosen file goes to the
-// inputs bucket (POST /v1/objects) and its obj:// reference fills the
+// uploads bucket (POST /v1/objects) and its obj:// reference fills the
 // field, which the runner then reads through NATS.
 function uploader(input, violation) {
   const file = el("input", { type: "file", class: "upload", "aria-label": "upload a file" });
