@@ -32,14 +32,15 @@ var allStreams = []string{
 	rollout.CompareStream, rollout.HistoryStream,
 }
 
-// startConfServer is startServer that also returns the server, for tests
-// that read its subscriptions.
+// startConfServer starts an embedded server with the real nats.conf on a
+// loopback port and a store of its own, and returns it with its URL (for
+// tests that read its subscriptions).
 func startConfServer(t *testing.T) (*server.Server, string) {
 	t.Helper()
 	setPasswords(t)
 	opts := loadConf(t, "nats.conf")
 	opts.Host, opts.Port = "127.0.0.1", -1
-	opts.HTTPPort = 0
+	opts.HTTPPort = 0 // no monitoring listener in tests
 	opts.StoreDir = t.TempDir()
 	opts.NoSigs, opts.NoLog = true, true
 	s, err := server.NewServer(opts)

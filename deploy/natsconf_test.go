@@ -59,25 +59,8 @@ func loadConf(t *testing.T, name string) *server.Options {
 // temporary directory; nothing else is changed.
 func startServer(t *testing.T) string {
 	t.Helper()
-	setPasswords(t)
-	opts := loadConf(t, "nats.conf")
-	opts.Host, opts.Port = "127.0.0.1", -1
-	opts.HTTPPort = 0 // no monitoring listener in tests
-	opts.StoreDir = t.TempDir()
-	opts.NoSigs, opts.NoLog = true, true
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatalf("new server: %v", err)
-	}
-	s.Start()
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	return s.ClientURL()
+	_, url := startConfServer(t)
+	return url
 }
 
 // client is one role's connection and the asynchronous errors the server
