@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +46,44 @@ type options struct {
 	metrics      prometheus.Registerer
 	shared       *Metrics
 	routes       rollout.Config
+	jsAPIPrefix  string
+}
+
+// WithJetStreamAPIPrefix makes the runner reach JetStream (discovery,
+// routes, object inputs and outputs) through prefix instead of $JS.API: a
+// JetStream domain's "$JS.<domain>.API" when the runner connects to a leaf
+// node, or the prefix under which another account's JetStream is imported.
+// Default: "$JS.API".
+func WithJetStreamAPIPrefix(prefix string) Option {
+	return func(o *options) error {
+		if prefix == "" || strings.ContainsAny(prefix, " \t\r\n*>") || strings.HasPrefix(prefix, ".") || strings.HasSuffix(prefix, ".") {
+			return fmt.Errorf("JetStream API prefix %q is not a subject prefix", prefix)
+		}
+		o.jsAPIPrefix = prefix
+		return nil
+	}
+}
+
+// WithJetStreamDomain makes the runner reach the JetStream of domain (the
+// hub's, when the runner connects to a leaf node): the same as
+// WithJetStreamAPIPrefix("$JS.<domain>.API").
+func WithJetStreamDomain(domain string) Option {
+	return func(o *options) error {
+		if domain == "" || strings.ContainsAny(domain, " \t\r\n*>.") {
+			return fmt.Errorf("JetStream domain %q is not a single subject token", domain)
+		}
+		o.jsAPIPrefix = "$JS." + domain + ".API"
+		return nil
+	}
+}
+
+// jetStream is the runner's JetStream context, through the configured
+// API prefix.
+func (r *Runner) jetStream() (jetstream.JetStream, error) {
+	if r.opts.jsAPIPrefix == "" {
+		return jetstream.New(r.nc)
+	}
+	return jetstream.NewWithAPIPrefix(r.nc, r.opts.jsAPIPrefix)
 }
 
 // WithLogger sets the logger. Default: none (zerolog.Nop).
@@ -213,7 +252,7 @@ func (r *Runner) Instances() []string {
 // returns an error only when start-up fails.
 func (r *Runner) Run(ctx context.Context) error {
 	log := r.opts.log
-	js, err := jetstream.New(r.nc)
+	js, err := r.jetStream()
 	if err != nil {
 		return fmt.Errorf("runner: %w", err)
 	}
@@ -400,7 +439,7 @@ func (r *Runner) startEndpoint(base context.Context, a *Algorithm, mem *membersh
 	limit := spec.MaxConcurrency + spec.MaxPending
 	instance := nuid.Next()
 	log := r.opts.log.With().Str("algorithm", spec.Name).Str("instance", instance).Logger()
-	js, err := jetstream.New(r.nc)
+	js, err := r.jetStream()
 	if err != nil {
 		return nil, fmt.Errorf("runner: %w", err)
 	}
