@@ -93,6 +93,11 @@ type Config struct {
 	// creating or updating them, for credentials that may not. Default
 	// false: Run provisions everything idempotently.
 	Bind bool
+	// Declare names algorithms Run marks as known at start
+	// (jobs.Store.Declare), so that the gateway and pnp submit accept
+	// their jobs before any of their runners has registered: scale from
+	// zero. Default none.
+	Declare []string
 	// MaxInFlight bounds the jobs this controller dispatches at once, over
 	// all algorithms. Default DefaultMaxInFlight.
 	MaxInFlight int
@@ -240,6 +245,11 @@ func (c *Config) setDefaults() {
 // Validate reports every problem with c (before defaults).
 func (c Config) Validate() error {
 	errs := []error{c.Store.Validate(), c.Routes.Validate(), c.Shadow.Validate(), c.History.Validate()}
+	for _, a := range c.Declare {
+		if !discovery.ValidAlgorithmName(a) {
+			errs = append(errs, fmt.Errorf("declare: %q is not an algorithm name", a))
+		}
+	}
 	if c.MaxInFlight < 0 {
 		errs = append(errs, fmt.Errorf("max in flight %d is negative", c.MaxInFlight))
 	}
@@ -425,6 +435,11 @@ func (c *Controller) Run(ctx context.Context) error {
 		return err
 	}
 	c.store = store
+	for _, a := range c.cfg.Declare {
+		if err := store.Declare(ctx, a); err != nil {
+			c.log.Warn().Err(err).Str("algorithm", a).Msg("cannot declare the algorithm; its jobs are refused until a runner registers for it")
+		}
+	}
 
 	var bg sync.WaitGroup
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))

@@ -37,6 +37,9 @@ type task struct {
 	// noRecord is set when the job may not store a record under its id:
 	// its dead letter is its only outcome.
 	noRecord bool
+	// cancelled is the job's cancelled record, as stored, once one was
+	// found in the way of this delivery.
+	cancelled []byte
 }
 
 func (t *task) log() *zerolog.Logger {
@@ -105,10 +108,11 @@ func (c *Controller) process(w *worker, j *job) {
 			JobsSubjectPrefix, truncate(t.alg, 64))})
 		return
 	}
-	if md.NumDelivered > 1 {
-		// A redelivery: the job may already have an outcome (stored just
-		// before a crash or a lost ack), or a retrying record that counts
-		// its attempts so far.
+	{
+		// The job may already have an outcome: stored just before a crash
+		// or a lost ack, or a cancelled record (jobs.Store.Cancel), which
+		// may be there at the first delivery too. A redelivery may have a
+		// retrying record that counts its attempts so far.
 		final, err := t.loadPrevious(ctx)
 		switch {
 		case err != nil && md.NumDelivered < giveUpDeliveries:
@@ -121,6 +125,7 @@ func (c *Controller) process(w *worker, j *job) {
 			t.log().Error().Err(err).Uint64("deliveries", md.NumDelivered).Msg("cannot read the job's result record; going on without it")
 		case final:
 			t.ack()
+			t.notifyCancelled()
 			return
 		}
 	}
@@ -466,6 +471,7 @@ func (t *task) loadPrevious(ctx context.Context) (final bool, err error) {
 		return false, nil
 	}
 	if prev.Status.Final() {
+		t.sawFinal(prev.Status, e.Value())
 		return true, nil
 	}
 	t.rec.Attempts = prev.Attempts
@@ -496,6 +502,7 @@ func (t *task) failure(ctx context.Context, e *protocol.Error) {
 	switch {
 	case errors.Is(err, errFinal):
 		t.ack()
+		t.notifyCancelled()
 		return
 	case err != nil && ctx.Err() != nil:
 		t.nak(0)
@@ -588,6 +595,7 @@ func (t *task) finalize(ctx context.Context) {
 	case errors.Is(err, errFinal):
 		t.log().Debug().Msg("job already has a final result; keeping it")
 		t.ack()
+		t.notifyCancelled()
 	case err != nil && ctx.Err() != nil:
 		t.nak(0)
 	case err != nil && !permanent(err) && t.md.NumDelivered < giveUpDeliveries:
@@ -644,6 +652,7 @@ func (t *task) put(ctx context.Context, data []byte) error {
 			return fmt.Errorf("controller: store result %s: %w", t.id, err)
 		}
 		if prev, err := jobs.DecodeResult(t.id, e.Value()); err == nil && prev.Status.Final() {
+			t.sawFinal(prev.Status, e.Value())
 			return errFinal
 		}
 		rev = e.Revision()

@@ -354,6 +354,9 @@ func TestOpenAPIFromLiveSchemas(t *testing.T) {
 				t.Errorf("path %s missing", p)
 			}
 		}
+		if doc.Paths["/v1/jobs/{id}"]["delete"] == nil {
+			t.Errorf("DELETE /v1/jobs/{id} (cancel) missing")
+		}
 		regs, err := s.store.Registry().List(context.Background(), nil)
 		if err != nil {
 			t.Fatal(err)

@@ -66,6 +66,12 @@ func (g *Gateway) openAPIDoc() obj {
 			},
 			"responses": obj{"200": obj{"description": "the result record", "content": obj{"application/json": obj{"schema": ref("Result")}}},
 				"400": problemResponse("invalid job id or wait"), "404": problemResponse("no result: waiting, unknown or expired")},
+		}, "delete": obj{
+			"operationId": "cancelJob", "summary": "cancel a job: a waiting job never runs, a running one has its context cancelled; never retried",
+			"parameters": []any{obj{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string"}}},
+			"responses": obj{"200": obj{"description": "cancelled: the job's cancelled record", "content": obj{"application/json": obj{"schema": ref("Result")}}},
+				"400": problemResponse("invalid job id"), "404": problemResponse("no such job: no record and nothing waiting under this id"),
+				"409": problemResponse("the job already finished; job_status names its outcome"), "503": problemResponse("JetStream unavailable")},
 		}},
 		"/v1/jobs/{id}/output": obj{"get": obj{
 			"operationId": "getJobOutput", "summary": "a succeeded job's output, from its record or from the object its output_ref names",
@@ -152,6 +158,7 @@ func (g *Gateway) openAPIDoc() obj {
 				"202": obj{"description": "stored; read the result at Location", "headers": obj{"Location": obj{"schema": obj{"type": "string"}}},
 					"content": obj{"application/json": obj{"schema": ref("JobAccepted")}}},
 				"400": problemResponse("not JSON, or an invalid Idempotency-Key"),
+				"404": problemResponse("unknown algorithm: never registered nor declared; suggestions names the closest known ones"),
 				"413": problemResponse("job too large"),
 			},
 		}
@@ -168,11 +175,13 @@ func (g *Gateway) openAPIDoc() obj {
 		"components": obj{"schemas": obj{
 			"Problem": obj{"type": "object", "required": []any{"type", "title", "status", "code", "message"}, "properties": obj{
 				"type": str, "title": str, "status": integer, "detail": str, "code": integer, "message": str, "algorithm": str, "instance": str,
-				"violations": obj{"type": "array", "items": obj{"type": "object", "properties": obj{"pointer": str, "message": str}}},
+				"violations":  obj{"type": "array", "items": obj{"type": "object", "properties": obj{"pointer": str, "message": str}}},
+				"suggestions": obj{"type": "array", "items": str, "description": "known algorithm names closest to an unknown one"},
+				"job_status":  obj{"type": "string", "description": "the outcome of a job that could not be cancelled"},
 			}},
 			"Object":      obj{"type": "object", "required": []any{"ref", "bucket", "name", "size"}, "properties": obj{"ref": str, "bucket": str, "name": str, "size": integer}},
 			"JobAccepted": obj{"type": "object", "required": []any{"job_id", "location"}, "properties": obj{"job_id": str, "duplicate": obj{"type": "boolean"}, "location": str}},
-			"Result":      obj{"type": "object", "description": "a result record (schemas/result.json)", "required": []any{"job_id", "algorithm", "status"}, "properties": obj{"job_id": str, "algorithm": str, "status": obj{"enum": []any{"succeeded", "failed", "retrying"}}, "output": obj{}, "error": obj{"type": "object"}, "attempts": integer}},
+			"Result":      obj{"type": "object", "description": "a result record (schemas/result.json)", "required": []any{"job_id", "algorithm", "status"}, "properties": obj{"job_id": str, "algorithm": str, "status": obj{"enum": []any{"succeeded", "failed", "retrying", "cancelled"}}, "output": obj{}, "error": obj{"type": "object"}, "attempts": integer}},
 			"DeadLetter":  obj{"type": "object", "properties": obj{"seq": integer, "job_id": str, "algorithm": str, "code": integer, "reason": str, "attempts": integer, "dead_at": str, "body": obj{}}},
 			"Queue":       obj{"type": "object", "properties": obj{"algorithm": str, "waiting": integer, "in_flight": integer, "dead": integer, "runners": integer}},
 			"Route": obj{"type": "object", "description": "a route (schemas/route.json, docs/ROLLOUT.md)", "required": []any{"algorithm", "stable"},

@@ -30,6 +30,12 @@ type SubmitOptions struct {
 	// Header holds extra headers stored with the job and kept in its dead
 	// letter.
 	Header nats.Header
+	// RequireKnown refuses a job for an algorithm that is not known
+	// (CheckKnown: never registered, not declared) with an
+	// *UnknownAlgorithmError naming the closest known names, instead of
+	// storing a job that would wait for a runner that never comes. The
+	// zero value stores the job whatever its algorithm.
+	RequireKnown bool
 }
 
 // ErrTooLarge is wrapped by Submit's error when a job, with the headers
@@ -94,6 +100,11 @@ func (s *Store) Submit(ctx context.Context, algorithm string, input []byte, opts
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Submission{}, fmt.Errorf("jobs: submit: %w", err)
+	}
+	if opts.RequireKnown {
+		if err := s.CheckKnown(ctx, algorithm); err != nil {
+			return Submission{}, fmt.Errorf("jobs: submit: %w", err)
+		}
 	}
 	msg := &nats.Msg{Subject: JobsSubjectPrefix + algorithm, Data: input, Header: nats.Header{}}
 	for k, v := range opts.Header {

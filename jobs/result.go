@@ -16,16 +16,22 @@ import (
 // Status is the state a result record reports.
 type Status string
 
-// The statuses of schemas/result.json. Succeeded and failed are final.
+// The statuses of schemas/result.json. Succeeded, failed and cancelled
+// are final.
 const (
 	StatusSucceeded Status = "succeeded"
 	StatusFailed    Status = "failed"
 	StatusRetrying  Status = "retrying"
+	// StatusCancelled is the outcome of a job cancelled with
+	// Store.Cancel: it never runs again and is never retried.
+	StatusCancelled Status = "cancelled"
 )
 
-// Final reports whether s is an outcome (succeeded or failed) rather than a
-// step on the way.
-func (s Status) Final() bool { return s == StatusSucceeded || s == StatusFailed }
+// Final reports whether s is an outcome (succeeded, failed or cancelled)
+// rather than a step on the way.
+func (s Status) Final() bool {
+	return s == StatusSucceeded || s == StatusFailed || s == StatusCancelled
+}
 
 // Result is the record stored under the job id in the results bucket. Its
 // JSON form is defined by schemas/result.json.

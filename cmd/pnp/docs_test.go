@@ -252,9 +252,11 @@ func (ix *packageIndex) check(args []string) error {
 // pnpWithSubcommands are the commands whose first argument is a
 // subcommand with its own flags.
 var pnpWithSubcommands = map[string][]string{
-	"discovery": {"provision", "ls", "watch"},
-	"dead":      {"ls", "replay"},
-	"route":     {"set", "show", "promote", "clear", "report"},
+	"discovery":  {"provision", "ls", "watch"},
+	"dead":       {"ls", "replay"},
+	"route":      {"set", "show", "promote", "clear", "report"},
+	"jobs":       {"purge"},
+	"algorithms": {"declare"},
 }
 
 // checkPnp checks a pnp command line: the command exists and its flags

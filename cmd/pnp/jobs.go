@@ -53,8 +53,14 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	registerShadowFlags(fs, &cfg.Shadow.Concurrency, &cfg.Shadow.Compare, "jobs past it are not shadowed (counted)")
 	fs.Float64Var(&cfg.History.Rate, "history-rate", envFloat("PNP_HISTORY_RATE", rollout.DefaultHistoryRate), "share of succeeded jobs recorded in HISTORY for pnp replay, 0..1; negative: none (env PNP_HISTORY_RATE)")
 	fs.BoolVar(&cfg.Bind, "no-provision", false, "use existing streams instead of creating them (for credentials that may not create streams)")
+	declare := fs.String("declare", os.Getenv("PNP_DECLARE"), "comma-separated algorithms to mark as known at start, so their jobs are accepted before any runner registers (scale from zero; env PNP_DECLARE)")
 	if err := fs.parse(args); err != nil {
 		return err
+	}
+	for _, a := range strings.Split(*declare, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			cfg.Declare = append(cfg.Declare, a)
+		}
 	}
 	if err := of.apply(&cfg.Store); err != nil {
 		return err
@@ -100,6 +106,7 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		wait          = fs.Bool("wait", false, "wait for the result and print it; exit 1 when the job failed")
 		waitTimeout   = fs.Duration("wait-timeout", 0, "wait at most this long for the result, then exit 1 (implies --wait; 0: wait until interrupted)")
 		requireRunner = fs.Bool("require-runner", false, "refuse to submit when no runner is registered for the algorithm")
+		allowUnknown  = fs.Bool("allow-unknown", false, "submit even for an algorithm no runner has ever registered for and nobody declared (by default refused as a likely typo, naming the closest known algorithms)")
 	)
 	nf.register(fs)
 	lf.register(fs)
@@ -122,10 +129,16 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer nc.Close()
-	if err := checkRunners(ctx, store, pos[0], *requireRunner, stderr); err != nil {
-		return err
-	}
+	opts.RequireKnown = !*allowUnknown
 	sub, err := store.Submit(ctx, pos[0], input, opts)
+	if errors.Is(err, jobs.ErrUnknownAlgorithm) {
+		return fmt.Errorf("%w; not submitted ('pnp algorithms declare %s' or --allow-unknown submits it anyway)", err, pos[0])
+	}
+	if err == nil && !sub.Duplicate {
+		if err := checkRunners(ctx, store, pos[0], *requireRunner, stderr); err != nil {
+			return err
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -269,7 +282,10 @@ func printResult(ctx context.Context, store *jobs.Store, res jobs.Result, out st
 }
 
 func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("jobs", "pnp jobs [--json]", stdout)
+	if len(args) > 0 && args[0] == "purge" {
+		return cmdJobsPurge(ctx, args[1:], stdout, stderr)
+	}
+	fs := newFlagSet("jobs", "pnp jobs [--json]\n       pnp jobs purge <algorithm>   drop the algorithm's waiting jobs (admin role)", stdout)
 	var (
 		nf      natsFlags
 		lf      logFlags
