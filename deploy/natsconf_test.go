@@ -26,6 +26,7 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
 	"pnpworker/internal/objref"
+	"pnpworker/jobs"
 	"pnpworker/protocol"
 	"pnpworker/rollout"
 	"pnpworker/runner"
@@ -293,6 +294,18 @@ func TestRolesAllowed(t *testing.T) {
 		if _, err := d.store.Result(ctx, sub.ID); err != nil {
 			t.Fatalf("producer reads one result: %v", err)
 		}
+	})
+
+	t.Run("producer is told of an unknown algorithm", func(t *testing.T) {
+		err := d.store.CheckKnown(ctx, "language_detecton")
+		var unknown *jobs.UnknownAlgorithmError
+		if !errors.As(err, &unknown) || !slices.Contains(unknown.Suggestions, "language_detection") {
+			t.Fatalf("CheckKnown: %v, want an unknown algorithm suggesting language_detection", err)
+		}
+		if err := d.store.CheckKnown(ctx, "language_detection"); err != nil {
+			t.Fatalf("CheckKnown of a served algorithm: %v", err)
+		}
+		d.producer.expectClean(t)
 	})
 
 	t.Run("py_runner serves the Python worker of compose.yaml", func(t *testing.T) {

@@ -129,16 +129,18 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer nc.Close()
-	opts.RequireKnown = !*allowUnknown
-	sub, err := store.Submit(ctx, pos[0], input, opts)
-	if errors.Is(err, jobs.ErrUnknownAlgorithm) {
-		return fmt.Errorf("%w; not submitted ('pnp algorithms declare %s' or --allow-unknown submits it anyway)", err, pos[0])
-	}
-	if err == nil && !sub.Duplicate {
-		if err := checkRunners(ctx, store, pos[0], *requireRunner, stderr); err != nil {
+	if !*allowUnknown {
+		if err := store.CheckKnown(ctx, pos[0]); err != nil {
+			if errors.Is(err, jobs.ErrUnknownAlgorithm) {
+				return fmt.Errorf("%w; not submitted (--allow-unknown submits it anyway)", err)
+			}
 			return err
 		}
 	}
+	if err := checkRunners(ctx, store, pos[0], *requireRunner, stderr); err != nil {
+		return err
+	}
+	sub, err := store.Submit(ctx, pos[0], input, opts)
 	if err != nil {
 		return err
 	}
