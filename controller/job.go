@@ -108,26 +108,24 @@ func (c *Controller) process(w *worker, j *job) {
 			JobsSubjectPrefix, truncate(t.alg, 64))})
 		return
 	}
-	{
-		// The job may already have an outcome: stored just before a crash
-		// or a lost ack, or a cancelled record (jobs.Store.Cancel), which
-		// may be there at the first delivery too. A redelivery may have a
-		// retrying record that counts its attempts so far.
-		final, err := t.loadPrevious(ctx)
-		switch {
-		case err != nil && md.NumDelivered < giveUpDeliveries:
-			t.log().Warn().Err(err).Msg("cannot read the job's result record; handing the job back")
-			t.nak(retryDelay(c.cfg, int(md.NumDelivered)))
-			return
-		case err != nil:
-			// Go on without it: the compare-and-set write of the outcome
-			// still keeps a final record that is already there.
-			t.log().Error().Err(err).Uint64("deliveries", md.NumDelivered).Msg("cannot read the job's result record; going on without it")
-		case final:
-			t.ack()
-			t.notifyCancelled()
-			return
-		}
+	// A redelivery may already have an outcome (stored just before a
+	// crash or a lost ack), or a retrying record that counts its attempts
+	// so far. Any delivery, the first too, may find a cancelled record
+	// (jobs.Store.Cancel): the job is then retired without running.
+	final, err := t.loadPrevious(ctx)
+	switch {
+	case err != nil && md.NumDelivered < giveUpDeliveries:
+		t.log().Warn().Err(err).Msg("cannot read the job's result record; handing the job back")
+		t.nak(retryDelay(c.cfg, int(md.NumDelivered)))
+		return
+	case err != nil:
+		// Go on without it: the compare-and-set write of the outcome
+		// still keeps a final record that is already there.
+		t.log().Error().Err(err).Uint64("deliveries", md.NumDelivered).Msg("cannot read the job's result record; going on without it")
+	case final:
+		t.ack()
+		t.notifyCancelled()
+		return
 	}
 	if v := h.Get(HeaderNotify); v != "" && !ValidNotifySubject(v) {
 		t.fail(ctx, &protocol.Error{Code: protocol.CodeInvalidInput, Algorithm: t.alg, Message: fmt.Sprintf(
@@ -464,8 +462,15 @@ func (t *task) loadPrevious(ctx context.Context) (final bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("controller: get result %s: %w", t.id, err)
 	}
-	t.rev = e.Revision()
 	prev, err := jobs.DecodeResult(t.id, e.Value())
+	if t.md.NumDelivered <= 1 && (err != nil || prev.Status != jobs.StatusCancelled) {
+		// A first delivery heeds only a cancel: any other record is an
+		// earlier job's under the same id (submitted again after the
+		// duplicate window), which this one runs after and never
+		// replaces (put creates the key).
+		return false, nil
+	}
+	t.rev = e.Revision()
 	if err != nil {
 		// Not a record we wrote: replace it.
 		return false, nil

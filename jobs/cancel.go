@@ -64,7 +64,10 @@ func (s *Store) Cancel(ctx context.Context, id string) (Result, error) {
 	if !ValidJobID(id) {
 		return Result{}, fmt.Errorf("jobs: cancel: invalid job id %q", truncate(id, 300))
 	}
-	var found *jetstream.RawStreamMsg
+	var (
+		found    *jetstream.RawStreamMsg
+		searched bool
+	)
 	for range cancelTries {
 		prev, rev, err := s.record(ctx, id)
 		if err != nil {
@@ -80,17 +83,23 @@ func (s *Store) Cancel(ctx context.Context, id string) (Result, error) {
 			rec.Algorithm, rec.Attempts, rec.Instance, rec.Version, rec.Controller = prev.Algorithm, prev.Attempts, prev.Instance, prev.Version, prev.Controller
 			rec.SubmittedAt, rec.StartedAt, rec.Error = prev.SubmittedAt, prev.StartedAt, prev.Error
 		}
-		if found == nil {
-			if found, err = s.findJob(ctx, id, rec.Algorithm); err != nil {
+		if found == nil && rev == 0 {
+			if searched {
+				// Not in JOBS, and still no record: not a job that
+				// finished while the search ran.
+				return Result{}, fmt.Errorf("jobs: cancel %s: %w: no result record and no job in %s with this id", id, ErrUnknownJob, JobsStream)
+			}
+			if found, err = s.findJob(ctx, id, ""); err != nil {
 				return Result{}, fmt.Errorf("jobs: cancel %s: %w", id, err)
 			}
+			searched = true
+			if found == nil {
+				continue // read the record again
+			}
 		}
-		switch {
-		case found != nil && rec.Algorithm == "":
+		if found != nil && rec.Algorithm == "" {
 			rec.Algorithm = strings.TrimPrefix(found.Subject, JobsSubjectPrefix)
 			rec.SubmittedAt = found.Time.UTC()
-		case found == nil && rev == 0:
-			return Result{}, fmt.Errorf("jobs: cancel %s: %w: no result record and no job in %s with this id", id, ErrUnknownJob, JobsStream)
 		}
 		if !discovery.ValidAlgorithmName(rec.Algorithm) {
 			// A job on a subject no runner can serve: the controller

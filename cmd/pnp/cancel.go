@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"pnpworker/discovery"
 	"pnpworker/jobs"
 )
@@ -113,7 +115,11 @@ func cmdAlgorithmsDeclare(ctx context.Context, args []string, stdout, stderr io.
 	}
 	defer nc.Close()
 	for _, a := range pos {
-		if err := store.Declare(ctx, a); err != nil {
+		err := store.Declare(ctx, a)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return fmt.Errorf("%w: bucket %s does not exist yet: run 'pnp provision', or wait until a controller has started", err, jobs.ServedBucket)
+		}
+		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "%s declared\n", a)

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -20,8 +21,16 @@ func TestCancelCommands(t *testing.T) {
 	url, _, _ := serveLanguageDetection(t)
 	startPnp(t, "controller", "--server", url, "--log-level", "warn")
 
-	if code, stdout, stderr := runPnp(t, "algorithms", "declare", "--server", url, "later_algo"); code != 0 || stdout != "later_algo declared\n" {
-		t.Fatalf("declare: exit %d\n%s%s", code, stdout, stderr)
+	// The controller provisions the served bucket as it starts.
+	for deadline := time.Now().Add(pnpTimeout); ; {
+		code, stdout, stderr := runPnp(t, "algorithms", "declare", "--server", url, "later_algo")
+		if code == 0 && stdout == "later_algo declared\n" {
+			break
+		}
+		if time.Now().After(deadline) || !strings.Contains(stderr, "does not exist yet") {
+			t.Fatalf("declare: exit %d\n%s%s", code, stdout, stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	for _, id := range []string{"w-1", "w-2", "w-3"} {
 		if code, _, stderr := runPnp(t, "submit", "--server", url, "--id", id, "later_algo", `{}`); code != 0 || !strings.Contains(stderr, "no runner is registered for later_algo") {
