@@ -29,8 +29,9 @@ import (
 //   - a pointer, slice or map field that is not omitempty may be null,
 //     since encoding/json writes a nil one as null; a []byte is a base64
 //     string.
-//   - time.Time is a date-time string, url.URL a uri, net.IP an ipv4;
-//     other types with a MarshalText method are strings. Sized and
+//   - time.Time is a date-time string, url.URL a uri, net.IP an ipv4,
+//     json.Number a number, json.RawMessage anything; other types with a
+//     MarshalText method are strings. Sized and
 //     unsigned integers get their range as minimum and maximum.
 //   - maps with string keys are objects whose members all have the
 //     element's schema; slices and arrays are arrays (an array of fixed
@@ -78,21 +79,27 @@ var (
 	urlType       = reflect.TypeFor[url.URL]()
 	ipType        = reflect.TypeFor[net.IP]()
 	rawType       = reflect.TypeFor[json.RawMessage]()
+	numberType    = reflect.TypeFor[json.Number]()
 	schemaType    = reflect.TypeFor[interface{ JSONSchema() *jsonschema.Schema }]()
 	textType      = reflect.TypeFor[encoding.TextMarshaler]()
 	jsonMarshaler = reflect.TypeFor[json.Marshaler]()
 	jsonUnmarshal = reflect.TypeFor[json.Unmarshaler]()
 )
 
-// known reports whether the schema of t is not reflected from its
-// structure: the reflector's special types, types that give their own
-// schema, and text types.
-func known(t reflect.Type) bool {
+// special reports whether t's schema is the reflector's own (time, URL,
+// IP, raw JSON) or t's JSONSchema method's.
+func special(t reflect.Type) bool {
 	switch t {
-	case timeType, urlType, ipType, rawType:
+	case timeType, urlType, ipType, rawType, numberType:
 		return true
 	}
-	return t.Implements(schemaType) || implements(t, textType)
+	return t.Implements(schemaType)
+}
+
+// known reports whether the schema of t is not reflected from its
+// structure: special types and text types.
+func known(t reflect.Type) bool {
+	return special(t) || implements(t, textType)
 }
 
 func implements(t, iface reflect.Type) bool {
@@ -100,13 +107,13 @@ func implements(t, iface reflect.Type) bool {
 }
 
 // textSchema is the reflector's Mapper: a type that marshals itself as
-// text is a string, whatever its structure.
+// text is a string, whatever its structure, and json.Number, a string
+// type, is written as a number.
 func textSchema(t reflect.Type) *jsonschema.Schema {
-	switch t {
-	case timeType, urlType, ipType, rawType:
-		return nil
-	}
-	if t.Implements(schemaType) || !implements(t, textType) {
+	switch {
+	case t == numberType:
+		return &jsonschema.Schema{Type: "number"}
+	case special(t) || !implements(t, textType):
 		return nil
 	}
 	return &jsonschema.Schema{Type: "string"}
@@ -118,11 +125,14 @@ func derivable(t reflect.Type, at string, stack []reflect.Type) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if known(t) {
+	if special(t) {
 		return nil
 	}
 	if implements(t, jsonMarshaler) || implements(t, jsonUnmarshal) {
 		return fmt.Errorf("%s: type %s has its own JSON encoding (MarshalJSON or UnmarshalJSON), which reflection cannot see: give the schema in the Spec, or a JSONSchema method", at, t)
+	}
+	if implements(t, textType) {
+		return nil
 	}
 	switch t.Kind() {
 	case reflect.Struct:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math/big"
 	"net/netip"
 	"strings"
 	"testing"
@@ -51,6 +52,7 @@ type order struct {
 	Nested   struct{ A bool }      `json:"nested"`
 	Custom   customSchema          `json:"custom,omitempty"`
 	Lists    map[string][]*float64 `json:"lists,omitempty"`
+	Amount   json.Number           `json:"amount,omitempty"`
 }
 
 // customSchema has its own JSON encoding and says so with its own schema.
@@ -78,7 +80,7 @@ func TestSchemaFor(t *testing.T) {
 		valid         bool
 	}{
 		{"required members only", ``, true},
-		{"every member", `,"author":"ann","priority":-3,"ship":{"x":1,"y":2},"tags":["a"],"raw":"AAE=","addr":"10.0.0.1","extra":{"anything":[1]},"any":7,"scores":{"a":{"x":1,"y":1},"b":null},"custom":"ab","lists":{"a":[1.5,null]}`, true},
+		{"every member", `,"author":"ann","priority":-3,"ship":{"x":1,"y":2},"tags":["a"],"raw":"AAE=","addr":"10.0.0.1","extra":{"anything":[1]},"any":7,"scores":{"a":{"x":1,"y":1},"b":null},"custom":"ab","lists":{"a":[1.5,null]},"amount":12.5`, true},
 		{"note may be null (nil pointer)", `,"note":null`, true},
 		{"path may be null (nil slice)", `,"path":null`, true},
 		{"attrs may be null (nil map)", `,"attrs":null`, true},
@@ -103,6 +105,7 @@ func TestSchemaFor(t *testing.T) {
 		{"map members", `,"attrs":{"a":"b"}`, false},
 		{"nested struct members", `,"ship":{"x":1}`, false},
 		{"custom schema", `,"custom":"abc"`, false},
+		{"json.Number is a number", `,"amount":"12"`, false},
 		{"base64", `,"raw":"not base64!"`, true}, // contentEncoding is an annotation in 2020-12
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -219,6 +222,9 @@ func TestSchemaForRefuses(t *testing.T) {
 			S selfEncoded `json:"s"`
 		}], ".s: type runner_test.selfEncoded has its own JSON encoding"},
 		{"map key", runner.SchemaFor[map[bool]int], "map key type bool"},
+		{"JSON and text encodings", runner.SchemaFor[struct {
+			N *big.Int `json:"n"`
+		}], ".n: type big.Int has its own JSON encoding"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b, err := c.fn()
