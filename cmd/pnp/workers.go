@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +24,8 @@ import (
 type workerFlags struct {
 	commands         stringList
 	procs            int
+	dir              string
+	concurrency      int
 	handshake, grace time.Duration
 	maxBackoff       time.Duration
 }
@@ -35,6 +39,8 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 func (f *workerFlags) register(fs *flagSet) {
 	fs.Var(&f.commands, "worker", "command of a worker process serving algorithms over stdin/stdout (docs/WORKER.md), split like a shell would; repeatable. E.g. 'python3 sdk/python/pnpworker.py examples/python/runner_adapter.py'")
 	fs.IntVar(&f.procs, "worker-procs", 1, "processes to run of each --worker command, each its own instance")
+	fs.StringVar(&f.dir, "worker-dir", "", "working directory of the worker processes, where an adapter's relative paths (model files) are resolved; relative paths in --worker are resolved there too. Default: pnp's own")
+	fs.IntVar(&f.concurrency, "worker-concurrency", 0, "requests each worker process serves at once for functions whose author did not say (sets PNP_WORKER_CONCURRENCY; the Python SDK's default is 1: say more only for thread-safe functions)")
 	fs.DurationVar(&f.handshake, "worker-handshake-timeout", worker.DefaultHandshakeTimeout, "how long a worker process may take to say hello, loading its models included, before it is killed and restarted")
 	fs.DurationVar(&f.grace, "worker-cancel-grace", worker.DefaultCancelGrace, "how long a worker process may take to answer a cancelled request (deadline passed) before it is killed and restarted")
 	fs.DurationVar(&f.maxBackoff, "worker-max-backoff", worker.DefaultMaxBackoff, "the longest wait before restarting a worker process that keeps failing; it is restarted at that pace until pnp stops, never given up on")
@@ -53,6 +59,8 @@ func (f *workerFlags) build(nc *nats.Conn, log zerolog.Logger, opts ...runner.Op
 		}
 		w, err := worker.New(nc, worker.Config{
 			Command:          argv,
+			Dir:              f.dir,
+			Env:              f.env(),
 			Procs:            f.procs,
 			HandshakeTimeout: f.handshake,
 			CancelGrace:      f.grace,
@@ -69,8 +77,24 @@ func (f *workerFlags) build(nc *nats.Conn, log zerolog.Logger, opts ...runner.Op
 	return ws, nil
 }
 
+// env is what the flags add to a worker process's environment.
+func (f *workerFlags) env() []string {
+	if f.concurrency == 0 {
+		return nil
+	}
+	return []string{"PNP_WORKER_CONCURRENCY=" + strconv.Itoa(f.concurrency)}
+}
+
 // check fails early, before connecting, on flags that cannot work.
 func (f *workerFlags) check() error {
+	if f.concurrency < 0 {
+		return fmt.Errorf("%w: --worker-concurrency %d: want at least 1 (0: as the worker's author says)", errUsage, f.concurrency)
+	}
+	if f.dir != "" {
+		if st, err := os.Stat(f.dir); err != nil || !st.IsDir() {
+			return fmt.Errorf("%w: --worker-dir %q: not a directory", errUsage, f.dir)
+		}
+	}
 	if f.procs < 1 {
 		return fmt.Errorf("%w: --worker-procs %d: want at least 1", errUsage, f.procs)
 	}
