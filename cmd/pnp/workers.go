@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -114,7 +115,11 @@ func (f *workerFlags) check() error {
 		}
 		// A failing worker is restarted for as long as pnp runs: a
 		// command that cannot be found is a mistake to report now.
-		if _, err := exec.LookPath(argv[0]); err != nil {
+		prog := argv[0]
+		if f.dir != "" && strings.Contains(prog, "/") && !filepath.IsAbs(prog) {
+			prog = filepath.Join(f.dir, prog) // the process starts there
+		}
+		if _, err := exec.LookPath(prog); err != nil {
 			return fmt.Errorf("%w: --worker %q: %v", errUsage, c, err)
 		}
 	}
