@@ -139,6 +139,7 @@ func (w *Worker) lifetime(ctx context.Context, log zerolog.Logger) error {
 	select {
 	case <-r.Started():
 		s.lg().Info().Msg("worker serving")
+		w.markServing(algs)
 	case err := <-runErr:
 		s.kill("runner failed to start")
 		<-s.exited

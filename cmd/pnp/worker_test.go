@@ -225,3 +225,35 @@ func writeTestFile(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// The banner of pnp up lists what its workers serve once they said hello,
+// names a worker that has not, and shows commands only for algorithms
+// that are served.
+func TestUpBannerListsWorkers(t *testing.T) {
+	isolateEnv(t)
+	addr, _ := freeLoopbackAddr(t)
+	up := startPnp(t, "up", "--listen", addr, "--data", t.TempDir(), "--log-level", "warn", "--algorithms", "none",
+		"--worker-handshake-timeout", "3s",
+		"--worker", `/bin/sh -c 'exec "$0"' ../../examples/shell/shout.sh`,
+		"--worker", `/bin/sh -c 'sleep 30'`)
+	up.waitOutput(t, "Ctrl-C stops it.")
+	out := up.stdout.String()
+	for _, want := range []string{
+		"serving   shout 1.0.0\n",
+		"starting  worker /bin/sh -c 'sleep 30' (no hello yet",
+		"kv ls discovery", "micro ls",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("banner lacks %q:\n%s", want, out)
+		}
+	}
+	// Nothing serves the built-ins: no command names them.
+	for _, alg := range []string{"language_detection", "meme_classifier", "image_info", "image_thumbnail"} {
+		if strings.Contains(out, alg) {
+			t.Errorf("banner names %s, which nothing serves:\n%s", alg, out)
+		}
+	}
+	if code := up.stop(t); code != 0 {
+		t.Errorf("exit %d after cancellation\nstderr:\n%s", code, up.stderr.String())
+	}
+}
