@@ -25,6 +25,7 @@ import (
 	"pnpworker/internal/imagefetch"
 	"pnpworker/internal/objref"
 	"pnpworker/jobs"
+	"pnpworker/rollout"
 	"pnpworker/runner"
 )
 
@@ -55,6 +56,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		wf     workerFlags
 		store  jobs.StoreConfig
 	)
+	historyRate := fs.Float64("history-rate", envFloat("PNP_HISTORY_RATE", rollout.DefaultHistoryRate), "share of succeeded jobs recorded in HISTORY for pnp replay, 0..1; negative: none (env PNP_HISTORY_RATE)")
 	registerAlgorithmsFlag(fs, &algs)
 	var maxAge, maxUnserved time.Duration
 	registerJobAgeFlags(fs, &maxAge, &maxUnserved, "")
@@ -176,7 +178,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: maxAge, MaxUnservedJobAge: maxUnserved, Logger: log.With().Str("component", "controller").Logger(), Metrics: reg})
+	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: maxAge, MaxUnservedJobAge: maxUnserved, History: rollout.HistoryConfig{Rate: *historyRate}, Logger: log.With().Str("component", "controller").Logger(), Metrics: reg})
 	if err != nil {
 		return err
 	}

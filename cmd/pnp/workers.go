@@ -27,6 +27,7 @@ type workerFlags struct {
 	procs            int
 	dir              string
 	concurrency      int
+	env              stringList
 	handshake, grace time.Duration
 	maxBackoff       time.Duration
 }
@@ -41,6 +42,7 @@ func (f *workerFlags) register(fs *flagSet) {
 	fs.Var(&f.commands, "worker", "command of a worker process serving algorithms over stdin/stdout (docs/WORKER.md), split like a shell would; repeatable. E.g. 'python3 sdk/python/pnpworker.py examples/python/runner_adapter.py'")
 	fs.IntVar(&f.procs, "worker-procs", 1, "processes to run of each --worker command, each its own instance")
 	fs.StringVar(&f.dir, "worker-dir", "", "working directory of the worker processes, where an adapter's relative paths (model files) are resolved; relative paths in --worker are resolved there too. Default: pnp's own")
+	fs.Var(&f.env, "worker-env", "KEY=VALUE added to the worker processes' environment (a model's path, the VERSION an adapter reads); repeatable")
 	fs.IntVar(&f.concurrency, "worker-concurrency", 0, "requests each worker process serves at once for functions whose author did not say (sets PNP_WORKER_CONCURRENCY; the Python SDK's default is 1: say more only for thread-safe functions)")
 	fs.DurationVar(&f.handshake, "worker-handshake-timeout", worker.DefaultHandshakeTimeout, "how long a worker process may take to say hello, loading its models included, before it is killed and restarted")
 	fs.DurationVar(&f.grace, "worker-cancel-grace", worker.DefaultCancelGrace, "how long a worker process may take to answer a cancelled request (deadline passed) before it is killed and restarted")
@@ -61,7 +63,7 @@ func (f *workerFlags) build(nc *nats.Conn, log zerolog.Logger, opts ...runner.Op
 		w, err := worker.New(nc, worker.Config{
 			Command:          argv,
 			Dir:              f.dir,
-			Env:              f.env(),
+			Env:              f.environ(),
 			Procs:            f.procs,
 			HandshakeTimeout: f.handshake,
 			CancelGrace:      f.grace,
@@ -78,16 +80,22 @@ func (f *workerFlags) build(nc *nats.Conn, log zerolog.Logger, opts ...runner.Op
 	return ws, nil
 }
 
-// env is what the flags add to a worker process's environment.
-func (f *workerFlags) env() []string {
-	if f.concurrency == 0 {
-		return nil
+// environ is what the flags add to a worker process's environment.
+func (f *workerFlags) environ() []string {
+	env := append([]string(nil), f.env...)
+	if f.concurrency != 0 {
+		env = append(env, "PNP_WORKER_CONCURRENCY="+strconv.Itoa(f.concurrency))
 	}
-	return []string{"PNP_WORKER_CONCURRENCY=" + strconv.Itoa(f.concurrency)}
+	return env
 }
 
 // check fails early, before connecting, on flags that cannot work.
 func (f *workerFlags) check() error {
+	for _, kv := range f.env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.ContainsAny(k, " \t\x00") {
+			return fmt.Errorf("%w: --worker-env %q: want KEY=VALUE", errUsage, kv)
+		}
+	}
 	if f.concurrency < 0 {
 		return fmt.Errorf("%w: --worker-concurrency %d: want at least 1 (0: as the worker's author says)", errUsage, f.concurrency)
 	}
