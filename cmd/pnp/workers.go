@@ -39,7 +39,7 @@ func (s *stringList) String() string     { return strings.Join(*s, "; ") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 func (f *workerFlags) register(fs *flagSet) {
-	fs.Var(&f.commands, "worker", "command of a worker process serving algorithms over stdin/stdout (docs/WORKER.md), split like a shell would; repeatable. E.g. 'python3 sdk/python/pnpworker.py examples/python/runner_adapter.py'")
+	fs.Var(&f.commands, "worker", "command of a worker process serving algorithms over stdin/stdout (docs/WORKER.md), split like a shell would; repeatable. E.g. '/usr/bin/python3 sdk/python/pnpworker.py examples/python/runner_adapter.py' (name the interpreter that has the adapter's packages: a pyenv python3 first on PATH may not see apt's)")
 	fs.IntVar(&f.procs, "worker-procs", 1, "processes to run of each --worker command, each its own instance")
 	fs.StringVar(&f.dir, "worker-dir", "", "working directory of the worker processes, where an adapter's relative paths (model files) are resolved; relative paths in --worker are resolved there too. Default: pnp's own")
 	fs.Var(&f.env, "worker-env", "KEY=VALUE added to the worker processes' environment (a model's path, the VERSION an adapter reads); repeatable")
