@@ -239,7 +239,8 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	// The banner lists what the workers serve: wait for their hellos,
 	// at most their handshake timeout (a model may take that long to
-	// load); one that is not serving by then is named as starting.
+	// load); one that failed, or is not serving by then, is named as
+	// starting.
 	served := append([]*runner.Algorithm(nil), list...)
 	var starting []string
 	helloBy := time.NewTimer(wf.handshake)
@@ -252,6 +253,9 @@ hellos:
 			return stop(err)
 		case <-w.Serving():
 			served = append(served, w.Algorithms()...)
+		case <-w.Failed():
+			// Restarted with backoff; the log says why.
+			starting = append(starting, wf.commands[i])
 		case <-helloBy.C:
 			starting = append(starting, wf.commands[i:]...)
 			break hellos
