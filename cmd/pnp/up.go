@@ -25,6 +25,7 @@ import (
 	"pnpworker/internal/imagefetch"
 	"pnpworker/internal/objref"
 	"pnpworker/jobs"
+	"pnpworker/rollout"
 	"pnpworker/runner"
 )
 
@@ -55,6 +56,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		wf     workerFlags
 		store  jobs.StoreConfig
 	)
+	historyRate := fs.Float64("history-rate", envFloat("PNP_HISTORY_RATE", rollout.DefaultHistoryRate), "share of succeeded jobs recorded in HISTORY for pnp replay, 0..1; negative: none (env PNP_HISTORY_RATE)")
 	registerAlgorithmsFlag(fs, &algs)
 	var maxAge, maxUnserved time.Duration
 	registerJobAgeFlags(fs, &maxAge, &maxUnserved, "")
@@ -176,7 +178,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: maxAge, MaxUnservedJobAge: maxUnserved, Logger: log.With().Str("component", "controller").Logger(), Metrics: reg})
+	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: maxAge, MaxUnservedJobAge: maxUnserved, History: rollout.HistoryConfig{Rate: *historyRate}, Logger: log.With().Str("component", "controller").Logger(), Metrics: reg})
 	if err != nil {
 		return err
 	}
@@ -235,7 +237,31 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return stop(err)
 	}
-	printBanner(stdout, banner{url: url, data: *data, images: imagesURL, http: httpURL, demo: demo, pnp: pnpCommand(), algs: list})
+	// The banner lists what the workers serve: wait for their hellos,
+	// at most their handshake timeout (a model may take that long to
+	// load); one that failed, or is not serving by then, is named as
+	// starting.
+	served := append([]*runner.Algorithm(nil), list...)
+	var starting []string
+	helloBy := time.NewTimer(wf.handshake)
+	defer helloBy.Stop()
+hellos:
+	for i, w := range workers { // one per --worker command, in order
+		select {
+		case err := <-errc:
+			running--
+			return stop(err)
+		case <-w.Serving():
+			served = append(served, w.Algorithms()...)
+		case <-w.Failed():
+			// Restarted with backoff; the log says why.
+			starting = append(starting, wf.commands[i])
+		case <-helloBy.C:
+			starting = append(starting, wf.commands[i:]...)
+			break hellos
+		}
+	}
+	printBanner(stdout, banner{url: url, data: *data, images: imagesURL, http: httpURL, demo: demo, pnp: pnpCommand(), algs: served, starting: starting})
 	// The first part to stop stops the others.
 	err = <-errc
 	running--
@@ -315,6 +341,7 @@ type banner struct {
 	demo      map[string]string // demo image references by gallery/<file>, samples/<file>
 	pnp       string            // how to spell pnp: "pnp" or "go run ./cmd/pnp"
 	algs      []*runner.Algorithm
+	starting  []string // worker commands that had not said hello yet
 }
 
 // printBanner prints the banner: every command in it works as typed
@@ -331,35 +358,51 @@ func printBanner(w io.Writer, b banner) {
 		server, pnpServer = " -s "+b.url, " --server "+b.url
 	}
 	pnp := b.pnp
+	shown := strings.Join(names, ", ")
+	if len(names) == 0 {
+		shown = "nothing yet"
+	}
 	fmt.Fprintf(w, `
 pnp is up
   NATS      %s   (JetStream data in %s)
   serving   %s
-`, b.url, b.data, strings.Join(names, ", "))
+`, b.url, b.data, shown)
+	for _, c := range b.starting {
+		fmt.Fprintf(w, "  starting  worker %s (no hello yet: its algorithms are served once it says hello; the log says why if it fails)\n", c)
+	}
 	if pnp != "pnp" {
 		fmt.Fprintf(w, "  note      pnp is not on PATH: run the commands below from the repository, or install pnp with: go install ./cmd/pnp\n")
 	}
 	fmt.Fprintf(w, `
 try, with the nats CLI:
   nats%[1]s kv ls discovery
-  nats%[1]s req run.language_detection '{"text":"Le renard brun saute par-dessus le chien paresseux"}'
+`, server)
+	if serving["language_detection"] {
+		fmt.Fprintf(w, `  nats%[1]s req run.language_detection '{"text":"Le renard brun saute par-dessus le chien paresseux"}'
   nats%[1]s req run.language_detection '{"text":42}'        # a 400 with the schema violation
-  nats%[1]s micro ls
-  %[2]s algorithms%[3]s
+`, server)
+	}
+	fmt.Fprintf(w, `  nats%[1]s micro ls
+  %[2]s algorithms%[3]s    # every algorithm with its input schema
 `, server, pnp, pnpServer)
 	fmt.Fprintf(w, `
 jobs (durable; results in KV bucket results):
-  nats%[1]s pub jobs.language_detection '{"text":"Die Mannschaften schreiben Algorithmen und wollen sie auf neue Daten anwenden"}' -H Nats-Msg-Id:hello
+`)
+	if serving["language_detection"] {
+		fmt.Fprintf(w, `  nats%[1]s pub jobs.language_detection '{"text":"Die Mannschaften schreiben Algorithmen und wollen sie auf neue Daten anwenden"}' -H Nats-Msg-Id:hello
   nats%[1]s kv get --raw results hello
   %[2]s submit%[3]s --wait language_detection '{"text":"El rápido zorro marrón salta sobre el perro perezoso"}'
-  %[2]s jobs%[3]s
 `, server, pnp, pnpServer)
+	}
+	fmt.Fprintf(w, "  %[1]s jobs%[2]s\n", pnp, pnpServer)
 	if serving["meme_classifier"] || serving["image_info"] || serving["image_thumbnail"] {
 		printDemoImages(w, b, serving, server, pnpServer)
 	}
 	if b.http != "" {
 		fmt.Fprintf(w, "\nHTTP: dashboard %s/  reference %s/docs\n", b.http, b.http)
-		fmt.Fprintf(w, "  curl -s %s/v1/algorithms/language_detection/run -H 'Content-Type: application/json' -d '{\"text\":\"Le renard brun saute par-dessus le chien paresseux\"}'\n", b.http)
+		if serving["language_detection"] {
+			fmt.Fprintf(w, "  curl -s %s/v1/algorithms/language_detection/run -H 'Content-Type: application/json' -d '{\"text\":\"Le renard brun saute par-dessus le chien paresseux\"}'\n", b.http)
+		}
 	}
 	fmt.Fprint(w, "\nCtrl-C stops it.\n")
 }

@@ -77,7 +77,10 @@ func BenchmarkWorkers(b *testing.B) {
 	defer stop()
 	go r.Run(runCtx)
 	for _, cmd := range [][]string{{py, sdk, "testdata/py_word_count.py"}, {py, sdk, digits}} {
-		w, err := worker.New(serveNC, worker.Config{Command: cmd, Logger: zerolog.Nop()})
+		// Four requests at once per process, as an operator says with
+		// --worker-concurrency 4 for thread-safe functions (the SDK's
+		// default is one at a time).
+		w, err := worker.New(serveNC, worker.Config{Command: cmd, Env: []string{"PNP_WORKER_CONCURRENCY=4"}, Logger: zerolog.Nop()})
 		if err != nil {
 			b.Fatal(err)
 		}
