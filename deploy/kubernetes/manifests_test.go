@@ -249,8 +249,10 @@ func TestGracePeriodsExceedDrain(t *testing.T) {
 			}
 			checked++
 			g := d.Spec.Template.Spec.TerminationGracePeriodSeconds
-			if g == nil || time.Duration(*g)*time.Second <= drain {
-				t.Errorf("deployment %s: terminationGracePeriodSeconds %v, want more than the drain of %s", name, g, drain)
+			if g == nil {
+				t.Errorf("deployment %s: no terminationGracePeriodSeconds, want more than the drain of %s", name, drain)
+			} else if time.Duration(*g)*time.Second <= drain {
+				t.Errorf("deployment %s: terminationGracePeriodSeconds %d, want more than the drain of %s", name, *g, drain)
 			}
 		}
 	}
