@@ -496,3 +496,22 @@ func TestProcessesUseTheirRoles(t *testing.T) {
 		}
 	}
 }
+
+// TestScaledObjectsReadTheControllersAccount: KEDA reads JOBS in the
+// account of nats.conf where the controllers (and so stream JOBS and
+// their consumers) live.
+func TestScaledObjectsReadTheControllersAccount(t *testing.T) {
+	users, _ := natsUsers(t)
+	c := users["controller"]
+	if c == nil || c.Account == nil {
+		t.Fatal("nats.conf has no user controller in an account")
+	}
+	_, objs := loadBase(t)
+	for _, so := range scaledObjects(objs) {
+		for i, tr := range so.Spec.Triggers {
+			if tr.Type == "nats-jetstream" && tr.Metadata["account"] != c.Account.Name {
+				t.Errorf("scaledobject %s trigger %d: account %q, want %q (user controller's in nats.conf)", so.Name, i, tr.Metadata["account"], c.Account.Name)
+			}
+		}
+	}
+}
