@@ -18,7 +18,7 @@ import (
 // kedaModule is the KEDA release the ScaledObjects are checked against:
 // the newest whose module this Go accepts (v2.21 asks for Go 1.27). It is
 // not a dependency — its API package would bring KEDA's whole dependency
-// set, some 380 modules, into go.mod — the tests read its CRD and its
+// set, some 350 requirements, into go.mod — the tests read its CRD and its
 // scalers' sources from the module cache, where `go mod download` puts
 // them.
 const kedaModule = "github.com/kedacore/keda/v2@v2.20.2"

@@ -2,6 +2,7 @@ package kubernetes
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -182,6 +183,9 @@ func TestDeploymentsAreSound(t *testing.T) {
 			} else if g := c.LivenessProbe.HTTPGet; g != nil && g.Path == "/readyz" {
 				t.Errorf("deployment %s: liveness on /readyz would restart it whenever NATS is away", name)
 			}
+			if err := checkMetricsPort(c); err != "" {
+				t.Errorf("deployment %s: %s", name, err)
+			}
 			if len(c.Args) > 0 && c.Args[0] == "runner" {
 				g := c.LivenessProbe.HTTPGet
 				if g == nil || g.Path != "/metrics" || g.Port.StrVal != "metrics" {
@@ -200,6 +204,26 @@ func TestDeploymentsAreSound(t *testing.T) {
 	if r := deps["pnp-controller"].Spec.Replicas; r == nil || *r != 2 {
 		t.Errorf("controller replicas %v, want 2", r)
 	}
+}
+
+// checkMetricsPort returns what is wrong with c's port named metrics: it
+// must be where PNP_METRICS has pnp serve /metrics.
+func checkMetricsPort(c corev1.Container) string {
+	var addr string
+	for _, e := range c.Env {
+		if e.Name == "PNP_METRICS" {
+			addr = e.Value
+		}
+	}
+	for _, p := range c.Ports {
+		if p.Name == "metrics" {
+			if want := fmt.Sprintf(":%d", p.ContainerPort); addr != want {
+				return fmt.Sprintf("port metrics is %d, but PNP_METRICS is %q", p.ContainerPort, addr)
+			}
+			return ""
+		}
+	}
+	return "no port named metrics (PNP_METRICS, scraped and probed)"
 }
 
 // drainOf returns how long the pnp process of args may take to stop after
