@@ -141,8 +141,9 @@ func TestDecodeRefusesUnknownFields(t *testing.T) {
 // TestDeploymentsAreSound: selectors match their templates, every
 // Deployment has a PodDisruptionBudget, the gateway's Service reaches it,
 // every container has resource requests and a memory limit and runs as
-// non-root, and every pnp process but the gateway has a liveness probe
-// that does not go through NATS.
+// non-root, every pnp process has a liveness probe that does not go
+// through NATS, and runners are ready only once registered, and replaced
+// only by ready ones.
 func TestDeploymentsAreSound(t *testing.T) {
 	_, objs := loadBase(t)
 	deps := deployments(objs)
@@ -190,6 +191,12 @@ func TestDeploymentsAreSound(t *testing.T) {
 				g := c.LivenessProbe.HTTPGet
 				if g == nil || g.Path != "/metrics" || g.Port.StrVal != "metrics" {
 					t.Errorf("deployment %s: a runner's liveness probe is GET /metrics on port metrics", name)
+				}
+				if r := c.ReadinessProbe; r == nil || r.HTTPGet == nil || r.HTTPGet.Path != "/readyz" || r.HTTPGet.Port.StrVal != "metrics" {
+					t.Errorf("deployment %s: a runner's readiness probe is GET /readyz on port metrics", name)
+				}
+				if ru := d.Spec.Strategy.RollingUpdate; ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 0 {
+					t.Errorf("deployment %s: a rolling update may take its only runner away before the new one is ready (want maxUnavailable 0)", name)
 				}
 			}
 		}
