@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	languagedetection "pnpworker/algo/language_detection"
 	"pnpworker/controller"
+	"pnpworker/discovery"
 	"pnpworker/internal/jsz"
 	"pnpworker/jobs"
 	"pnpworker/runner"
@@ -117,4 +119,68 @@ func TestBacklogVisibleUnderNatsConf(t *testing.T) {
 		}
 	}
 	producer.expectClean(t)
+}
+
+// In a cluster KEDA's scaler reads the consumer from its leader's
+// monitoring endpoint. With JOBS replicated 3 times, the backlog of an
+// algorithm with no runner reads as lag 5 from the server that leads its
+// consumer, found as the scaler finds it (cluster_size, then each node's
+// /varz server_name against the consumer's cluster.leader).
+func TestBacklogFromConsumerLeaderInCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	srvs, urls := startClusterWith(t, func(o *server.Options) { o.HTTPHost, o.HTTPPort = "127.0.0.1", -1 })
+	var monitors []string
+	for _, s := range srvs {
+		monitors = append(monitors, s.MonitorAddr().String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	admin := connect(t, strings.Join(urls, ","), "admin")
+	provisionCluster(ctx, t, admin, controller.StoreConfig{Replicas: 3, Discovery: discovery.Config{Replicas: 3, Update: true}})
+
+	cc := connect(t, urls[2], "controller")
+	ctl, err := controller.New(cc.Conn, controller.Config{Bind: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- ctl.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("controller: %v", err)
+		}
+		cc.expectClean(t)
+	}()
+	pc := connect(t, urls[0], "producer")
+	ps, err := controller.OpenStore(ctx, pc.js(t), controller.StoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const alg = "language_detection"
+	for i := range 5 {
+		if _, err := ps.Submit(ctx, alg, []byte(`{"text":"bonjour à tous, comment allez-vous ?"}`), controller.SubmitOptions{ID: fmt.Sprintf("c-%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	target := jsz.Target{Account: appAccount, Stream: jobs.JobsStream, Consumer: jobs.ConsumerName(alg)}
+	var r jsz.Reading
+	for deadline := time.Now().Add(45 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if r, err = jsz.Read(ctx, nil, target, monitors...); err != nil {
+			t.Fatal(err)
+		}
+		if r.ConsumerFound && r.Server != "" && r.Lag == 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reading %+v, want lag 5 read from the consumer's leader", r)
+		}
+	}
+	if r.ClusterSize != 3 || r.Server != r.Leader || !strings.HasPrefix(r.Leader, "nats-") {
+		t.Errorf("reading %+v: want cluster size 3, read from the leader", r)
+	}
+	pc.expectClean(t)
 }
