@@ -57,7 +57,7 @@ func consumerThreshold(t *testing.T, e *env, alg string) (time.Duration, bool) {
 // the lag goes to 0, and once no job waits and no runner is live the
 // consumer expires as before.
 func TestBacklogVisibleFromZeroReliability(t *testing.T) {
-	defer controller.SetBacklogPeriod(100 * time.Millisecond)()
+	t.Cleanup(controller.SetBacklogPeriod(100 * time.Millisecond))
 	e := newEnvWith(t, controller.StoreConfig{}, natstest.Monitor())
 	cfg := fastConfig(t)
 	cfg.ConsumerInactiveThreshold = time.Second
@@ -113,7 +113,7 @@ func TestBacklogVisibleFromZeroReliability(t *testing.T) {
 // controller's start, with no job and no runner ever, and stays; with no
 // consumer the scaler would read the stream's last sequence as backlog.
 func TestKeepConsumersReliability(t *testing.T) {
-	defer controller.SetBacklogPeriod(100 * time.Millisecond)()
+	t.Cleanup(controller.SetBacklogPeriod(100 * time.Millisecond))
 	e := newEnvWith(t, controller.StoreConfig{}, natstest.Monitor())
 	e.submit(t, "elsewhere", "j1", echoIn{N: 1}) // last sequence 1
 	if r := readLag(t, e, "kept"); r.ConsumerFound || r.Lag != 1 {
@@ -139,7 +139,7 @@ func TestKeepConsumersReliability(t *testing.T) {
 // A flood of jobs for many names nobody serves does not create more
 // consumers than MaxAlgorithms.
 func TestBacklogConsumersBoundedReliability(t *testing.T) {
-	defer controller.SetBacklogPeriod(100 * time.Millisecond)()
+	t.Cleanup(controller.SetBacklogPeriod(100 * time.Millisecond))
 	e := newEnv(t, controller.StoreConfig{})
 	cfg := fastConfig(t)
 	cfg.MaxAlgorithms = 4

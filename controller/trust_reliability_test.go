@@ -154,7 +154,7 @@ func consumerNames(t *testing.T, e *env) []string {
 // with a waiting job stays (its backlog stays visible), and the job is
 // served when a runner comes back.
 func TestConsumersOfGoneAlgorithmsGoReliability(t *testing.T) {
-	defer controller.SetBacklogPeriod(100 * time.Millisecond)()
+	t.Cleanup(controller.SetBacklogPeriod(100 * time.Millisecond))
 	e := newEnv(t, controller.StoreConfig{})
 	cfg := fastConfig(t)
 	cfg.ConsumerInactiveThreshold = time.Second
