@@ -66,7 +66,12 @@ func (c *Controller) tendConsumers(ctx context.Context) {
 		err := c.tendOnce(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
-			c.log.Warn().Err(err).Dur("retry_in", backlogPeriod).Msg("cannot tend the consumers of JOBS; the backlog of algorithms without runners may not be visible")
+			// Said once at warning level, not every pass.
+			ev := c.log.Warn()
+			if failing {
+				ev = c.log.Debug()
+			}
+			ev.Err(err).Dur("retry_in", backlogPeriod).Msg("cannot tend the consumers of JOBS; the backlog of algorithms without runners may not be visible")
 			failing = true
 		case err == nil && failing:
 			c.log.Info().Msg("consumers of JOBS tended again")
