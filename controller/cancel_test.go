@@ -299,3 +299,33 @@ func TestCancelReachesLateRequest(t *testing.T) {
 		t.Fatalf("the cancelled job ran %d times", calls.Load())
 	}
 }
+
+// Config.Declare and Config.KeepConsumers make algorithms known before any
+// runner registers: jobs for them are accepted (scale from zero), and
+// they do not expire as unserved.
+func TestControllerDeclaresAlgorithms(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	ctx := context.Background()
+	for _, alg := range []string{"declared_one", "kept_one"} {
+		if err := e.store.CheckKnown(ctx, alg); !errors.Is(err, jobs.ErrUnknownAlgorithm) {
+			t.Fatalf("%s before the controller: %v, want ErrUnknownAlgorithm", alg, err)
+		}
+	}
+	cfg := fastConfig(t)
+	cfg.Declare = []string{"declared_one"}
+	cfg.KeepConsumers = []string{"kept_one"}
+	startController(t, e, cfg)
+	for _, alg := range []string{"declared_one", "kept_one"} {
+		if err := e.store.CheckKnown(ctx, alg); err != nil {
+			t.Fatalf("%s after the controller started: %v", alg, err)
+		}
+		if _, err := e.store.Submit(ctx, alg, []byte(`{"n":1}`), controller.SubmitOptions{ID: alg + "-job", RequireKnown: true}); err != nil {
+			t.Fatalf("submit to %s: %v", alg, err)
+		}
+	}
+	var unknown *jobs.UnknownAlgorithmError
+	_, err := e.store.Submit(ctx, "kept_on", []byte(`{"n":1}`), controller.SubmitOptions{RequireKnown: true})
+	if !errors.As(err, &unknown) || len(unknown.Suggestions) == 0 || unknown.Suggestions[0] != "kept_one" {
+		t.Fatalf("submit to a typo: %v, want an UnknownAlgorithmError suggesting kept_one", err)
+	}
+}

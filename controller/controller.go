@@ -96,7 +96,7 @@ type Config struct {
 	// Declare names algorithms Run marks as known at start
 	// (jobs.Store.Declare), so that the gateway and pnp submit accept
 	// their jobs before any of their runners has registered: scale from
-	// zero. Default none.
+	// zero. KeepConsumers are declared too. Default none.
 	Declare []string
 	// MaxInFlight bounds the jobs this controller dispatches at once, over
 	// all algorithms. Default DefaultMaxInFlight.
@@ -177,7 +177,9 @@ type Config struct {
 	// no runner is live: those whose runners an autoscaler starts from
 	// zero (KEDA's nats-jetstream scaler reads a missing consumer as the
 	// stream's last sequence, a backlog that is not there). Give every
-	// controller replica the same list. Default none.
+	// controller replica the same list. Run also declares them
+	// (jobs.Store.Declare, as Declare): their jobs are accepted while no
+	// runner has ever registered. Default none.
 	KeepConsumers []string
 	// MaxReferencedOutputBytes bounds an output that a runner stored in
 	// the outputs bucket and replied with by reference (output_ref): the
@@ -465,7 +467,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		return err
 	}
 	c.store = store
-	for _, a := range c.cfg.Declare {
+	for _, a := range slices.Concat(c.cfg.Declare, c.cfg.KeepConsumers) {
 		if err := store.Declare(ctx, a); err != nil {
 			c.log.Warn().Err(err).Str("algorithm", a).Msg("cannot declare the algorithm; its jobs are refused until a runner registers for it")
 		}

@@ -41,7 +41,7 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 	fs.IntVar(&cfg.MaxAlgorithms, "max-algorithms", controller.DefaultMaxAlgorithms, "algorithms this controller serves at most; past it, newly registered ones wait (logged)")
 	fs.DurationVar(&cfg.ConsumerInactiveThreshold, "consumer-inactive-threshold", controller.DefaultConsumerInactiveThreshold, "how long the JOBS consumer of an algorithm without a live runner and without waiting jobs is kept")
-	keep := fs.String("keep-consumers", env("PNP_KEEP_CONSUMERS", ""), "comma-separated algorithms whose JOBS consumer is kept even with no job waiting and no runner: those an autoscaler (KEDA) starts from zero; give every controller the same list (env PNP_KEEP_CONSUMERS)")
+	keep := fs.String("keep-consumers", env("PNP_KEEP_CONSUMERS", ""), "comma-separated algorithms whose JOBS consumer is kept even with no job waiting and no runner: those an autoscaler (KEDA) starts from zero, also declared as with --declare; give every controller the same list (env PNP_KEEP_CONSUMERS)")
 	fs.Int64Var(&cfg.SchemaCacheBytes, "schema-cache-bytes", controller.DefaultSchemaCacheBytes, "estimated heap of the compiled registered schemas kept")
 	cfg.MaxReferencedOutputBytes = controller.DefaultMaxReferencedOutputBytes
 	fs.Var(byteSize{&cfg.MaxReferencedOutputBytes}, "max-referenced-output", "largest output a runner stored by reference (output_ref) that is read back and checked against its schema; a larger one fails with 502 (-1: accept them unchecked)")
@@ -54,15 +54,11 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	registerShadowFlags(fs, &cfg.Shadow.Concurrency, &cfg.Shadow.Compare, "jobs past it are not shadowed (counted)")
 	fs.Float64Var(&cfg.History.Rate, "history-rate", envFloat("PNP_HISTORY_RATE", rollout.DefaultHistoryRate), "share of succeeded jobs recorded in HISTORY for pnp replay, 0..1; negative: none (env PNP_HISTORY_RATE)")
 	fs.BoolVar(&cfg.Bind, "no-provision", false, "use existing streams instead of creating them (for credentials that may not create streams)")
-	declare := fs.String("declare", os.Getenv("PNP_DECLARE"), "comma-separated algorithms to mark as known at start, so their jobs are accepted before any runner registers (scale from zero; env PNP_DECLARE)")
+	declare := fs.String("declare", os.Getenv("PNP_DECLARE"), "comma-separated algorithms to mark as known at start, so their jobs are accepted before any runner registers (scale from zero; --keep-consumers are declared too; env PNP_DECLARE)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	for _, a := range strings.Split(*declare, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			cfg.Declare = append(cfg.Declare, a)
-		}
-	}
+	cfg.Declare = nameList(*declare)
 	if err := of.apply(&cfg.Store); err != nil {
 		return err
 	}
@@ -71,11 +67,7 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	cfg.Logger = log
-	for _, a := range strings.Split(*keep, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			cfg.KeepConsumers = append(cfg.KeepConsumers, a)
-		}
-	}
+	cfg.KeepConsumers = nameList(*keep)
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -499,4 +491,15 @@ func envInt(name string, def int) int {
 		return v
 	}
 	return def
+}
+
+// nameList splits a comma-separated list of names, dropping blanks.
+func nameList(s string) []string {
+	var names []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			names = append(names, a)
+		}
+	}
+	return names
 }
