@@ -329,3 +329,34 @@ func TestControllerDeclaresAlgorithms(t *testing.T) {
 		t.Fatalf("submit to a typo: %v, want an UnknownAlgorithmError suggesting kept_one", err)
 	}
 }
+
+// A job cancelled while a controller runs and no runner serves it is
+// retired when a runner comes, not run: the controller heard the cancel
+// mark (cancelwatch.go) and read the record. Jobs stored after the cancel
+// run.
+func TestCancelWhileControllerWaits(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	startController(t, e, fastConfig(t))
+	ctx := context.Background()
+	for _, id := range []string{"held-1", "held-2"} {
+		if _, err := e.store.Submit(ctx, "echo", []byte(`{"n":1}`), controller.SubmitOptions{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancelJob(t, e, "held-1")
+	e.submit(t, "echo", "later-1", echoIn{N: 2})
+	var calls atomic.Int64
+	startRunner(t, e.srv, echo(t, "echo", &calls))
+	for _, id := range []string{"held-2", "later-1"} {
+		if r := e.waitResult(t, id); r.Status != controller.StatusSucceeded {
+			t.Fatalf("%s: %+v", id, r)
+		}
+	}
+	waitEmpty(t, e)
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("the algorithm ran %d times, want 2 (not the cancelled job)", n)
+	}
+	if got := e.statuses(t, "held-1"); len(got) != 1 || got[0] != string(controller.StatusCancelled) {
+		t.Fatalf("held-1 was written %v, want only its cancelled record", got)
+	}
+}

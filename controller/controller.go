@@ -357,7 +357,10 @@ type Controller struct {
 	// epoch changes at every disconnect and reconnect, so a job whose
 	// request spanned one can tell that its timeout was not the runner's
 	// fault.
-	epoch   atomic.Uint64
+	epoch atomic.Uint64
+	// cancels tells which jobs' records to read before their first
+	// dispatch (cancelwatch.go).
+	cancels cancelWatch
 	running atomic.Bool
 	ready   chan struct{}
 
@@ -459,6 +462,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	go func() {
 		for range status {
 			c.epoch.Add(1)
+			c.cancels.distrust()
 		}
 	}()
 
@@ -484,10 +488,14 @@ func (c *Controller) Run(ctx context.Context) error {
 	}()
 	c.cache = store.Registry().NewCache(c.log)
 	c.routes = rollout.NewTable(c.js, c.cfg.Routes, c.log)
-	bg.Add(3)
+	bg.Add(4)
 	go func() {
 		defer bg.Done()
 		_ = c.cache.Run(bgCtx)
+	}()
+	go func() {
+		defer bg.Done()
+		c.cancels.run(bgCtx, c)
 	}()
 	go func() {
 		defer bg.Done()

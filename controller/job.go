@@ -111,21 +111,25 @@ func (c *Controller) process(w *worker, j *job) {
 	// A redelivery may already have an outcome (stored just before a
 	// crash or a lost ack), or a retrying record that counts its attempts
 	// so far. Any delivery, the first too, may find a cancelled record
-	// (jobs.Store.Cancel): the job is then retired without running.
-	final, err := t.loadPrevious(ctx)
-	switch {
-	case err != nil && md.NumDelivered < giveUpDeliveries:
-		t.log().Warn().Err(err).Msg("cannot read the job's result record; handing the job back")
-		t.nak(retryDelay(c.cfg, int(md.NumDelivered)))
-		return
-	case err != nil:
-		// Go on without it: the compare-and-set write of the outcome
-		// still keeps a final record that is already there.
-		t.log().Error().Err(err).Uint64("deliveries", md.NumDelivered).Msg("cannot read the job's result record; going on without it")
-	case final:
-		t.ack()
-		t.notifyCancelled()
-		return
+	// (jobs.Store.Cancel): the job is then retired without running. A
+	// first delivery is read only when a cancel may concern it
+	// (cancelwatch.go).
+	if md.NumDelivered > 1 || c.cancels.mayBeCancelled(t.alg, md.Timestamp) {
+		final, err := t.loadPrevious(ctx)
+		switch {
+		case err != nil && md.NumDelivered < giveUpDeliveries:
+			t.log().Warn().Err(err).Msg("cannot read the job's result record; handing the job back")
+			t.nak(retryDelay(c.cfg, int(md.NumDelivered)))
+			return
+		case err != nil:
+			// Go on without it: the compare-and-set write of the outcome
+			// still keeps a final record that is already there.
+			t.log().Error().Err(err).Uint64("deliveries", md.NumDelivered).Msg("cannot read the job's result record; going on without it")
+		case final:
+			t.ack()
+			t.notifyCancelled()
+			return
+		}
 	}
 	if v := h.Get(HeaderNotify); v != "" && !ValidNotifySubject(v) {
 		t.fail(ctx, &protocol.Error{Code: protocol.CodeInvalidInput, Algorithm: t.alg, Message: fmt.Sprintf(

@@ -38,6 +38,18 @@ func (e *FinishedError) Error() string {
 // Unwrap makes errors.Is(err, ErrFinished) true.
 func (e *FinishedError) Unwrap() error { return ErrFinished }
 
+// CancelMarkSuffix ends the keys of ServedBucket that Cancel writes,
+// CancelMarkKey.
+const CancelMarkSuffix = ".cancelled"
+
+// CancelMarkKey is the key of ServedBucket whose latest write is the time
+// of algorithm's latest cancel, "<algorithm>.cancelled" (no algorithm
+// name holds a dot, so it names no algorithm). Cancel writes it before the
+// cancelled record: controllers watch these marks and read the record
+// before a job's first dispatch only when the job was stored before its
+// algorithm's latest cancel.
+func CancelMarkKey(algorithm string) string { return algorithm + CancelMarkSuffix }
+
 // cancelTries bounds the compare-and-set rounds of Cancel against a
 // controller writing the job's record at the same time.
 const cancelTries = 10
@@ -47,9 +59,11 @@ const cancelTries = 10
 // The record with status cancelled is the cancellation: it is written
 // compare-and-set, created where the job has no record yet or replacing
 // its retrying record, so that of a cancel and the job's own outcome
-// racing, exactly one final record is stored. A controller reads the
-// record before it hands a job to a runner and retires a cancelled job
-// without running it; its own outcome can never replace the record.
+// racing, exactly one final record is stored. Before the record,
+// Cancel writes the algorithm's cancel mark (CancelMarkKey); a controller
+// that saw it reads the record of a job stored before it and retires a
+// cancelled job without running it; its own outcome can never replace
+// the record.
 // Once the record is stored, Cancel tells the algorithm's instances
 // (protocol.CancelSubject): the one running the job cancels the
 // request's context, and one that gets the request later refuses it.
@@ -67,6 +81,7 @@ func (s *Store) Cancel(ctx context.Context, id string) (Result, error) {
 	var (
 		found    *jetstream.RawStreamMsg
 		searched bool
+		marked   bool
 	)
 	for range cancelTries {
 		prev, rev, err := s.record(ctx, id)
@@ -106,6 +121,12 @@ func (s *Store) Cancel(ctx context.Context, id string) (Result, error) {
 			// fails it without a record anyway.
 			return Result{}, fmt.Errorf("jobs: cancel %s: the job's subject %s%s names no valid algorithm", id, JobsSubjectPrefix, truncate(rec.Algorithm, 100))
 		}
+		if !marked {
+			if err := s.markCancel(ctx, rec.Algorithm, id); err != nil {
+				return Result{}, fmt.Errorf("jobs: cancel %s: %w", id, err)
+			}
+			marked = true
+		}
 		d := float64(now.Sub(rec.StartedAt).Microseconds()) / 1000
 		rec.FinishedAt, rec.DurationMS, rec.NextAttemptAt = &now, &d, nil
 		data, err := json.Marshal(rec)
@@ -129,6 +150,24 @@ func (s *Store) Cancel(ctx context.Context, id string) (Result, error) {
 		return rec, nil
 	}
 	return Result{}, fmt.Errorf("jobs: cancel %s: the job's record kept changing; try again", id)
+}
+
+// markCancel writes algorithm's cancel mark (CancelMarkKey), so that
+// controllers read the records of its waiting jobs before running them.
+// Without ServedBucket (a deployment provisioned before it) controllers
+// read every record, and there is nothing to mark.
+func (s *Store) markCancel(ctx context.Context, algorithm, id string) error {
+	kv, err := s.servedBucket(ctx)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil
+	}
+	if err == nil {
+		_, err = kv.Put(ctx, CancelMarkKey(algorithm), []byte(id))
+	}
+	if err != nil {
+		return fmt.Errorf("mark the cancel in bucket %s: %w", ServedBucket, err)
+	}
+	return nil
 }
 
 // record returns job id's record and its revision; revision 0 when there
