@@ -2,8 +2,9 @@ package controller
 
 import (
 	"context"
+	"maps"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,35 +32,32 @@ const cancelSkew = 10 * time.Second
 // watch may miss marks until its consumer is recreated.
 const cancelDistrust = 30 * time.Second
 
-// cancelWatch is the controller's view of the cancel marks. The zero
-// value is not ready: every job is checked.
+// cancelWatch is the controller's view of the cancel marks, read by every
+// job without a lock: the marks change rarely and are replaced whole. The
+// zero value is not ready: every job is checked.
 type cancelWatch struct {
-	mu    sync.Mutex
-	ready bool
-	// until is when a reconnect stops counting (zero: none seen).
-	until time.Time
-	// last is each algorithm's latest cancel, as the server stored it.
-	last map[string]time.Time
+	// marks is nil while the watch is not ready, else each algorithm's
+	// latest cancel as the server stored it.
+	marks atomic.Pointer[map[string]time.Time]
+	// until is when a reconnect stops counting, in Unix nanoseconds.
+	until atomic.Int64
 }
 
 // mayBeCancelled reports whether the job of alg stored at stored may have
 // a cancelled record: the watch is not ready, a reconnect happened
 // recently, or the job is older than the algorithm's latest cancel.
 func (w *cancelWatch) mayBeCancelled(alg string, stored time.Time) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.ready || time.Now().Before(w.until) {
+	m := w.marks.Load()
+	if m == nil || time.Now().UnixNano() < w.until.Load() {
 		return true
 	}
-	at, ok := w.last[alg]
+	at, ok := (*m)[alg]
 	return ok && stored.Before(at.Add(cancelSkew))
 }
 
 // distrust makes every job checked for cancelDistrust from now.
 func (w *cancelWatch) distrust() {
-	w.mu.Lock()
-	w.until = time.Now().Add(cancelDistrust)
-	w.mu.Unlock()
+	w.until.Store(time.Now().Add(cancelDistrust).UnixNano())
 }
 
 // run watches the cancel marks of served until ctx ends. Without the
@@ -77,11 +75,9 @@ func (w *cancelWatch) run(ctx context.Context, c *Controller) {
 		return
 	}
 	defer func() { _ = kw.Stop() }()
-	defer func() {
-		w.mu.Lock()
-		w.ready = false
-		w.mu.Unlock()
-	}()
+	defer w.marks.Store(nil)
+	// Marks read before the initial values are complete wait in marks.
+	marks, ready := map[string]time.Time{}, false
 	for {
 		select {
 		case <-ctx.Done():
@@ -90,18 +86,17 @@ func (w *cancelWatch) run(ctx context.Context, c *Controller) {
 			if !ok {
 				return
 			}
-			w.mu.Lock()
 			if e == nil {
-				w.ready = true
-			} else if alg, ok := strings.CutSuffix(e.Key(), jobs.CancelMarkSuffix); ok {
-				if w.last == nil {
-					w.last = map[string]time.Time{}
-				}
-				if at := e.Created(); at.After(w.last[alg]) {
-					w.last[alg] = at
-				}
+				ready = true
+			} else if alg, ok := strings.CutSuffix(e.Key(), jobs.CancelMarkSuffix); ok && e.Created().After(marks[alg]) {
+				marks = maps.Clone(marks)
+				marks[alg] = e.Created()
+			} else {
+				continue
 			}
-			w.mu.Unlock()
+			if ready {
+				w.marks.Store(&marks)
+			}
 		}
 	}
 }
