@@ -390,6 +390,7 @@ func TestScaledObjectsFollowTheController(t *testing.T) {
 	_, objs := loadBase(t)
 	deps := deployments(objs)
 	targets := map[string]bool{}
+	var scaled []string // the algorithms a ScaledObject scales on JOBS
 	for _, so := range scaledObjects(objs) {
 		d := deps[so.Spec.ScaleTargetRef.Name]
 		if d == nil {
@@ -406,6 +407,7 @@ func TestScaledObjectsFollowTheController(t *testing.T) {
 			continue
 		}
 		algs := algorithmsOf(t, args)
+		scaled = append(scaled, algs...)
 		var want, got []string
 		for _, a := range algs {
 			want = append(want, controller.ConsumerName(a))
@@ -450,13 +452,16 @@ func TestScaledObjectsFollowTheController(t *testing.T) {
 			t.Errorf("runner deployment %s has no ScaledObject", name)
 		}
 	}
-	// The controller must keep the consumers KEDA reads while their
-	// algorithms have no runner, for longer than its default hour.
+	// The controller must keep the consumer of every algorithm KEDA
+	// scales, also while it has no runner and no job: KEDA reads a
+	// missing consumer's lag as the stream's last sequence.
 	args := deps["pnp-controller"].Spec.Template.Spec.Containers[0].Args
-	v, ok := flagValue(args, "consumer-inactive-threshold")
-	d, err := time.ParseDuration(v)
-	if !ok || err != nil || d < 7*24*time.Hour {
-		t.Errorf("controller --consumer-inactive-threshold %q: want at least a week, so that algorithms scaled to zero can be woken", v)
+	v, ok := flagValue(args, "keep-consumers")
+	kept := strings.Split(v, ",")
+	for _, a := range scaled {
+		if !ok || !slices.Contains(kept, a) {
+			t.Errorf("controller --keep-consumers %q: lacks %s, which a ScaledObject scales on its JOBS consumer", v, a)
+		}
 	}
 }
 
