@@ -197,9 +197,7 @@ func (g *Gateway) openAPIDoc() obj {
 			"JobAccepted": obj{"type": "object", "required": []any{"job_id", "location"}, "properties": obj{"job_id": str, "duplicate": obj{"type": "boolean"}, "location": str}},
 			"Result": obj{"type": "object", "description": "a result record (schemas/result.json)", "required": []any{"job_id", "algorithm", "status"}, "properties": obj{"job_id": str, "algorithm": str, "status": obj{"enum": statusEnum()}, "output": obj{}, "output_ref": str, "error": obj{"type": "object"}, "attempts": integer,
 				"instance": str, "version": str, "submitted_at": str, "started_at": str, "finished_at": str, "duration_ms": obj{"type": "number"},
-				"progress": ref("Progress")}},
-			"Progress": obj{"type": "object", "description": "the last progress the job's runner reported", "required": []any{"fraction", "at"},
-				"properties": obj{"fraction": obj{"type": "number", "minimum": 0, "maximum": 1}, "message": str, "at": str}},
+				"input": obj{"description": "the job's input, when at most 1024 bytes"}, "input_bytes": integer, "trace_id": str}},
 			"JobPage": obj{"type": "object", "required": []any{"jobs", "scanned"}, "properties": obj{
 				"jobs": obj{"type": "array", "items": ref("Result"), "description": "records without their output"},
 				"next": obj{"type": "string", "description": "cursor of the next page; absent on the last"}, "scanned": integer}},

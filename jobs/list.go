@@ -105,7 +105,7 @@ func ParseSince(v string, now time.Time) (time.Time, error) {
 // JobPage is one page of a listing.
 type JobPage struct {
 	// Jobs are the records, most recently written first, without their
-	// output (Result reads a record whole).
+	// output and input (Result reads a record whole).
 	Jobs []Result `json:"jobs"`
 	// Next continues the listing after the last of Jobs; empty when the
 	// listing is complete.
@@ -247,9 +247,10 @@ func listRecord(m storedMsg) (Result, bool) {
 	}
 	var lr struct {
 		Result
-		// Shadows Result.Output: the decoder skips the output
-		// without keeping it.
+		// Shadow Result.Output and Result.Input: the decoder skips
+		// them without keeping them.
 		Output skipJSON `json:"output"`
+		Input  skipJSON `json:"input"`
 	}
 	if err := json.Unmarshal(m.data, &lr); err != nil || lr.JobID != key {
 		return Result{}, false

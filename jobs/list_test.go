@@ -29,8 +29,6 @@ func recordJSON(id, alg string, st Status, submitted time.Time) []byte {
 		extra = `,"error":{"code":422,"message":"no"},"finished_at":"` + ts + `","duration_ms":1`
 	case StatusRetrying:
 		extra = `,"error":{"code":504,"message":"slow"},"next_attempt_at":"` + ts + `"`
-	case StatusRunning:
-		extra = `,"progress":{"fraction":0.5,"message":"half","at":"` + ts + `"}`
 	}
 	return fmt.Appendf(nil, `{"job_id":%q,"algorithm":%q,"status":%q%s,"attempts":1,"submitted_at":%q,"started_at":%q}`, id, alg, st, extra, ts, ts)
 }
@@ -57,7 +55,7 @@ func TestListJobs(t *testing.T) {
 		order = append(order, written{id, alg, st, at})
 	}
 	algs := []string{"alpha", "beta", "gamma"}
-	statuses := []Status{StatusSucceeded, StatusFailed, StatusRetrying, StatusRunning}
+	statuses := []Status{StatusSucceeded, StatusFailed, StatusRetrying, StatusSucceeded}
 	for i := range 600 {
 		write(fmt.Sprintf("job-%03d", i), algs[i%3], statuses[i%4], base.Add(time.Duration(i)*time.Second))
 	}
@@ -122,7 +120,7 @@ func TestListJobs(t *testing.T) {
 		{"small pages", ListOptions{Limit: 7}, func(written) bool { return true }},
 		{"one page", ListOptions{Limit: MaxListLimit}, func(written) bool { return true }},
 		{"algorithm", ListOptions{Algorithm: "beta", Limit: 40}, func(w written) bool { return w.alg == "beta" }},
-		{"status", ListOptions{Status: StatusRunning, Limit: 25}, func(w written) bool { return w.st == StatusRunning }},
+		{"status", ListOptions{Status: StatusRetrying, Limit: 25}, func(w written) bool { return w.st == StatusRetrying }},
 		{"both", ListOptions{Algorithm: "gamma", Status: StatusSucceeded}, func(w written) bool { return w.alg == "gamma" && w.st == StatusSucceeded }},
 		{"since", ListOptions{Since: since, Limit: 30}, func(w written) bool { return !w.at.Before(since) }},
 		{"unknown algorithm", ListOptions{Algorithm: "delta"}, func(w written) bool { return false }},

@@ -21,30 +21,16 @@ const (
 	StatusSucceeded Status = "succeeded"
 	StatusFailed    Status = "failed"
 	StatusRetrying  Status = "retrying"
-	// StatusRunning is written while an attempt runs and its runner
-	// reports progress (Result.Progress); jobs that report none have no
-	// record until their first attempt ends.
-	StatusRunning Status = "running"
 )
 
 // Statuses lists every status a record may have, for the checks of a
 // status a caller names (ListOptions.Status).
-var Statuses = []Status{StatusSucceeded, StatusFailed, StatusRetrying, StatusRunning}
+var Statuses = []Status{StatusSucceeded, StatusFailed, StatusRetrying}
 
-// Progress is what a job's runner last reported of its running attempt
-// (runner.Progress, the worker protocol's progress message).
-type Progress struct {
-	// Fraction is the share of the work done, 0 to 1.
-	Fraction float64 `json:"fraction"`
-	// Message is the runner's short note, at most MaxProgressMessage
-	// bytes.
-	Message string `json:"message,omitempty"`
-	// At is when the controller received it.
-	At time.Time `json:"at"`
-}
-
-// MaxProgressMessage bounds Progress.Message, in bytes.
-const MaxProgressMessage = 256
+// MaxRecordedInput bounds the input a result record keeps (Result.Input),
+// in bytes: enough for the usual input and for one naming its data by
+// obj:// reference, little next to the output.
+const MaxRecordedInput = 1024
 
 // Final reports whether s is an outcome (succeeded or failed) rather than a
 // step on the way.
@@ -77,10 +63,14 @@ type Result struct {
 	// DeadLetterSeq is the sequence of the job's message in stream DEAD,
 	// set on failed records.
 	DeadLetterSeq uint64 `json:"dead_letter_seq,omitempty"`
-	// Progress is the last progress the runner reported: set on running
-	// records, and kept on the final record of the attempt that reported
-	// it.
-	Progress *Progress `json:"progress,omitempty"`
+	// Input is the job's input when it is JSON of at most
+	// MaxRecordedInput bytes (an input naming its data by obj://
+	// reference usually is); InputBytes is its size in any case.
+	Input      json.RawMessage `json:"input,omitempty"`
+	InputBytes int             `json:"input_bytes,omitempty"`
+	// TraceID is the trace id of the job's traceparent header, when it
+	// carried a valid one (docs/PROTOCOL.md).
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // Err returns nil unless r is a failed record; then an error naming the
