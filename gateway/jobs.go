@@ -17,10 +17,7 @@ import (
 // next in the answer is the cursor of the following page.
 func (g *Gateway) listJobs(w http.ResponseWriter, r *http.Request) {
 	opts, err := listOptions(r, time.Now())
-	if err == nil {
-		err = opts.Validate()
-	}
-	if err != nil {
+	if err = errors.Join(err, opts.Validate()); err != nil {
 		writeProblem(w, problem{Code: http.StatusBadRequest, Message: optionMessage(err)})
 		return
 	}
@@ -59,7 +56,7 @@ func listOptions(r *http.Request, now time.Time) (jobs.ListOptions, error) {
 			errs = append(errs, &jobs.OptionError{Option: "limit", Message: fmt.Sprintf("%q is not a whole number (1 to %d)", truncate(v, 100), jobs.MaxListLimit)})
 		}
 		if err == nil && n == 0 {
-			n = -1 // explicit 0: out of range, not the default
+			errs = append(errs, jobs.ZeroLimitError())
 		}
 		opts.Limit = n
 	}
@@ -77,21 +74,9 @@ func listOptions(r *http.Request, now time.Time) (jobs.ListOptions, error) {
 // each names its parameter.
 func optionMessage(err error) string {
 	var msgs []string
-	var walk func(error)
-	walk = func(e error) {
-		var oe *jobs.OptionError
-		switch u := e.(type) {
-		case interface{ Unwrap() []error }:
-			for _, x := range u.Unwrap() {
-				walk(x)
-			}
-		default:
-			if errors.As(e, &oe) {
-				msgs = append(msgs, "query parameter "+oe.Error())
-			}
-		}
+	for _, oe := range jobs.OptionErrors(err) {
+		msgs = append(msgs, "query parameter "+oe.Error())
 	}
-	walk(err)
 	if len(msgs) == 0 {
 		return err.Error()
 	}

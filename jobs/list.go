@@ -69,7 +69,7 @@ func (o ListOptions) Validate() error {
 		bad("status", "%q is not a status; want one of %s", truncate(string(o.Status), 100), statusList())
 	}
 	if o.Limit < 0 || o.Limit > MaxListLimit {
-		bad("limit", "%d is out of range: want 1 to %d", o.Limit, MaxListLimit)
+		bad("limit", limitRange, o.Limit, MaxListLimit)
 	}
 	if o.Cursor != "" {
 		if _, err := decodeCursor(o.Cursor); err != nil {
@@ -80,6 +80,35 @@ func (o ListOptions) Validate() error {
 		return nil
 	}
 	return fmt.Errorf("%w: %w", ErrBadOption, errors.Join(errs...))
+}
+
+// OptionErrors returns the *OptionError values err holds (one joined by
+// Validate, or by a caller's own checks), in order.
+func OptionErrors(err error) []*OptionError {
+	var out []*OptionError
+	var walk func(error)
+	walk = func(e error) {
+		if u, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range u.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		var oe *OptionError
+		if errors.As(e, &oe) {
+			out = append(out, oe)
+		}
+	}
+	walk(err)
+	return out
+}
+
+const limitRange = "%d is out of range: want 1 to %d"
+
+// ZeroLimitError is the error of a limit given as 0 by someone (a query
+// parameter, a flag), where ListOptions.Limit 0 means the default.
+func ZeroLimitError() error {
+	return &OptionError{Option: "limit", Message: fmt.Sprintf(limitRange, 0, MaxListLimit)}
 }
 
 func statusList() string {
