@@ -328,6 +328,11 @@ func (s *Store) batchGet(ctx context.Context, stream string, lo, hi uint64) ([]s
 			mctx, cancel := context.WithTimeout(ctx, batchTimeout)
 			m, err := sub.NextMsgWithContext(mctx)
 			cancel()
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				// A request the user may not publish is dropped without
+				// an answer (the server tells only the async handler).
+				return nil, fmt.Errorf("direct get %s from %d: no reply within %s (may this user publish to %s?)", stream, seq, batchTimeout, subject)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("direct get %s from %d: %w", stream, seq, err)
 			}
