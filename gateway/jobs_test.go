@@ -17,13 +17,15 @@ func TestListJobsOverHTTP(t *testing.T) {
 	s := newStack(t, stackOpts{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	tp := "00-" + traceID + "-00f067aa0ba902b7-01"
 	var ids []string
 	for i := range 6 {
 		body := `{}`
 		if i%3 == 2 {
 			body = `{"code":422}`
 		}
-		r := s.do(t, "POST", "/v1/algorithms/probe/jobs", body, map[string]string{"Idempotency-Key": fmt.Sprintf("list-%d", i)})
+		r := s.do(t, "POST", "/v1/algorithms/probe/jobs", body, map[string]string{"Idempotency-Key": fmt.Sprintf("list-%d", i), "traceparent": tp})
 		if r.StatusCode != 202 {
 			t.Fatalf("submit: %d %s", r.StatusCode, r.body)
 		}
@@ -52,6 +54,16 @@ func TestListJobsOverHTTP(t *testing.T) {
 	}
 	if got := idsOf(list("")); got != "list-5,list-4,list-3,list-2,list-1,list-0" {
 		t.Errorf("all jobs: %s", got)
+	}
+	// A listed record comes without its output and input; the job's own
+	// record has them, and the trace id of the job's traceparent.
+	if p := list("?limit=1"); len(p.Jobs) != 1 || p.Jobs[0].Output != nil || p.Jobs[0].Input != nil || p.Jobs[0].TraceID != traceID || p.Jobs[0].InputBytes != len(`{"code":422}`) {
+		t.Errorf("listed record: %+v", p.Jobs)
+	}
+	var rec jobs.Result
+	mustJSON(t, s.do(t, "GET", "/v1/jobs/list-4", "", nil).body, &rec)
+	if string(rec.Input) != `{}` || rec.TraceID != traceID || rec.Output == nil {
+		t.Errorf("record of list-4: %+v", rec)
 	}
 	if got := idsOf(list("?status=failed&algorithm=probe")); got != "list-5,list-2" {
 		t.Errorf("failed jobs: %s", got)
