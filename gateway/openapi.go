@@ -199,7 +199,7 @@ func (g *Gateway) openAPIDoc() obj {
 				"instance": str, "version": str, "submitted_at": str, "started_at": str, "finished_at": str, "duration_ms": obj{"type": "number"},
 				"input": obj{"description": "the job's input, when at most 1024 bytes"}, "input_bytes": integer, "trace_id": str}},
 			"JobPage": obj{"type": "object", "required": []any{"jobs", "scanned"}, "properties": obj{
-				"jobs": obj{"type": "array", "items": ref("Result"), "description": "records without their output"},
+				"jobs": obj{"type": "array", "items": ref("Result"), "description": "records without their output and input"},
 				"next": obj{"type": "string", "description": "cursor of the next page; absent on the last"}, "scanned": integer}},
 			"DeadLetter": obj{"type": "object", "properties": obj{"seq": integer, "job_id": str, "algorithm": str, "code": integer, "reason": str, "attempts": integer, "dead_at": str, "body": obj{}}},
 			"Queue":      obj{"type": "object", "properties": obj{"algorithm": str, "waiting": integer, "in_flight": integer, "dead": integer, "runners": integer}},
