@@ -109,8 +109,9 @@ func TestCancelCommandUsage(t *testing.T) {
 	}
 }
 
-// TestDashboardCancelInBrowser: the job view of the dashboard shows a
-// waiting job and its Cancel button cancels it; the job's event arrives.
+// TestDashboardCancelInBrowser: the page of a waiting job on the dashboard
+// offers Cancel, which cancels it; the page, the job list and the events
+// show it cancelled.
 func TestDashboardCancelInBrowser(t *testing.T) {
 	ctx := browser(t)
 	natsAddr, _ := freeLoopbackAddr(t)
@@ -137,18 +138,19 @@ func TestDashboardCancelInBrowser(t *testing.T) {
 	if resp.StatusCode != 202 {
 		t.Fatalf("submit: %d %s", resp.StatusCode, b)
 	}
-	step(t, ctx, "the job view shows the waiting job with a Cancel button",
-		chromedp.Navigate(base+"/"),
+	step(t, ctx, "the job's page shows the waiting job with a Cancel button",
+		chromedp.Navigate(base+"/#job/browser-cancel"),
 		until(`document.getElementById("live").textContent === "live"`),
-		chromedp.SendKeys(chromedp.CSS("#job-id"), "browser-cancel"),
-		chromedp.Click(chromedp.CSS(`#job-lookup button[type="submit"]`)),
+		until(`/still waiting/.test(document.querySelector('#job-body [data-role="job-error"]')?.textContent)`),
 		until(`!document.getElementById("cancel-job").hidden`),
 	)
-	step(t, ctx, "Cancel cancels it and its event arrives",
+	step(t, ctx, "Cancel cancels it, the page shows it cancelled, and its event arrives",
 		chromedp.Click(chromedp.CSS("#cancel-job")),
-		until(`document.getElementById("job-status").dataset.status === "cancelled"`),
+		until(`document.querySelector('#job-body [data-col="status"]')?.textContent === "cancelled"`),
 		until(`document.getElementById("cancel-job").hidden`),
+		until(`document.getElementById("cancel-note").textContent === "cancelled"`),
 		until(`[...document.querySelectorAll("#events li")].some(li => /cancelled browser-cancel \(later_algo\)/.test(li.textContent))`),
+		until(`!!document.querySelector('#jobs tr[data-job="browser-cancel"]')`),
 	)
 	resp, err = http.Get(base + "/v1/jobs/browser-cancel")
 	if err != nil {

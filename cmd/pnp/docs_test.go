@@ -254,8 +254,8 @@ func (ix *packageIndex) check(args []string) error {
 var pnpWithSubcommands = map[string][]string{
 	"discovery":  {"provision", "ls", "watch"},
 	"dead":       {"ls", "replay"},
+	"jobs":       {"ls", "purge"},
 	"route":      {"set", "show", "promote", "clear", "report"},
-	"jobs":       {"purge"},
 	"algorithms": {"declare"},
 }
 

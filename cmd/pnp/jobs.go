@@ -282,10 +282,13 @@ func printResult(ctx context.Context, store *jobs.Store, res jobs.Result, out st
 }
 
 func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "purge" {
+	switch {
+	case len(args) > 0 && args[0] == "ls":
+		return cmdJobsLs(ctx, args[1:], stdout, stderr)
+	case len(args) > 0 && args[0] == "purge":
 		return cmdJobsPurge(ctx, args[1:], stdout, stderr)
 	}
-	fs := newFlagSet("jobs", "pnp jobs [--json]\n       pnp jobs purge <algorithm>   drop the algorithm's waiting jobs (admin role)", stdout)
+	fs := newFlagSet("jobs", "pnp jobs [--json] | pnp jobs ls [flags] (list jobs by their result records; pnp jobs ls --help)\n       pnp jobs purge <algorithm>   drop the algorithm's waiting jobs (admin role)", stdout)
 	var (
 		nf      natsFlags
 		lf      logFlags

@@ -38,7 +38,7 @@ func commands() []command {
 		{"cancel", "cancel jobs: a waiting job never runs, a running one is stopped; status cancelled", cmdCancel},
 		{"put", "upload files to the object store (bucket inputs) and print their obj:// references", cmdPut},
 		{"get", "download an object (obj://bucket/name) to a file or stdout", cmdGet},
-		{"jobs", "show waiting, in-flight and dead jobs per algorithm (purge ALGORITHM drops its waiting jobs)", cmdJobs},
+		{"jobs", "show waiting, in-flight and dead jobs per algorithm; jobs ls lists jobs by result, filtered and paged; jobs purge ALGORITHM drops its waiting jobs", cmdJobs},
 		{"dead", "list or replay dead letters (ls|replay)", cmdDead},
 		{"gateway", "serve the HTTP API, the OpenAPI document and the dashboard over an existing NATS", cmdGateway},
 		{"chaos", "run the fault scenarios (process kills, NATS restarts, cluster failover, overload, soak) and count lost jobs", cmdChaos},

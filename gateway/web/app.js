@@ -124,44 +124,6 @@ async function replay(button, id) {
   refreshJobs();
 }
 
-// showJob shows job id's record (or why there is none) and offers Cancel
-// while the job has no outcome.
-async function showJob(id) {
-  const status = document.getElementById("job-status");
-  const pre = document.getElementById("job-record");
-  const cancel = document.getElementById("cancel-job");
-  state.job = id;
-  const r = await api("/v1/jobs/" + encodeURIComponent(id));
-  if (state.job !== id) return;
-  const final = r.ok && ["succeeded", "failed", "cancelled"].includes(r.body.status);
-  status.textContent = r.ok ? id + ": " + r.body.status : (r.body && r.body.message) || ("no record: " + r.status);
-  status.dataset.status = r.ok ? r.body.status : "";
-  pre.hidden = !r.ok;
-  pre.textContent = r.ok ? JSON.stringify(r.body, null, 2) : "";
-  // No record yet: the job may be waiting, so it can be cancelled.
-  cancel.hidden = final || r.status === 400;
-  cancel.disabled = false;
-}
-
-async function cancelJob() {
-  const id = state.job;
-  if (!id) return;
-  const button = document.getElementById("cancel-job");
-  button.disabled = true;
-  const r = await api("/v1/jobs/" + encodeURIComponent(id), { method: "DELETE" });
-  logEvent(r.ok ? "cancelled " + id : "cancel of " + id + " failed: " + (r.body && r.body.message), r.ok ? "" : "bad");
-  await showJob(id);
-  if (!r.ok) document.getElementById("job-status").textContent = (r.body && r.body.message) || ("cancel failed: " + r.status);
-  refreshJobs();
-}
-
-document.getElementById("job-lookup").addEventListener("submit", (ev) => {
-  ev.preventDefault();
-  const id = document.getElementById("job-id").value.trim();
-  if (id) showJob(id);
-});
-document.getElementById("cancel-job").addEventListener("click", cancelJob);
-
 function logEvent(text, cls) {
   const list = document.getElementById("events");
   list.prepend(el("li", { class: cls || "" }, el("time", {}, new Date().toLocaleTimeString()), " ", text));
@@ -200,8 +162,8 @@ function connect() {
     const d = JSON.parse(ev.data);
     const li = d.status + " " + d.job_id + " (" + d.algorithm + (d.error ? ", " + d.error.code + " " + d.error.message : "") + ")";
     logEvent(li, d.status === "failed" ? "bad" : "");
-    if (d.job_id === state.job) showJob(d.job_id);
     refreshJobs();
+    document.dispatchEvent(new CustomEvent("pnp:job", { detail: d }));
   });
 }
 
