@@ -2,10 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"pnpworker/discovery"
 	"pnpworker/internal/imagefetch"
@@ -52,7 +51,7 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if _, err := newAlgoConfig(imf.gallery, imagefetch.ParseAllow(imf.allow), imf.objectBuckets(), nil, budget, log); err != nil {
 		return err
 	}
-	if err := wf.check(); err != nil {
+	if err := errors.Join(wf.check(), nf.check()); err != nil {
 		return err
 	}
 	if chosen, _ := chooseBuiltins(algs, algoConfig{}); len(chosen) == 0 && len(wf.commands) == 0 {
@@ -64,6 +63,7 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		runner.WithDrainTimeout(*drain),
 		runner.WithDiscovery(discovery.Config{}),
 	}
+	opts = append(opts, nf.runnerOptions()...)
 	if noProv {
 		opts = append(opts, runner.WithoutProvisioning())
 	}
@@ -89,7 +89,7 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer nc.Close()
 	// obj:// image URLs are read over this very connection, with the
 	// runner's own permissions.
-	js, err := jetstream.New(nc)
+	js, err := nf.jetStream(nc)
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -54,7 +53,9 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		hf     httpFlags
 		wf     workerFlags
 		store  jobs.StoreConfig
+		tf     upTopologyFlags
 	)
+	tf.register(fs)
 	registerAlgorithmsFlag(fs, &algs)
 	var maxAge, maxUnserved time.Duration
 	registerJobAgeFlags(fs, &maxAge, &maxUnserved, "")
@@ -88,13 +89,13 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	host, portStr, err := net.SplitHostPort(*listen)
+	host, port, err := splitListen("--listen", *listen)
 	if err != nil {
-		return fmt.Errorf("%w: --listen %q: want host:port", errUsage, *listen)
+		return err
 	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 0 || port > 65535 {
-		return fmt.Errorf("%w: --listen %q: bad port", errUsage, *listen)
+	leaf, err := tf.leaf()
+	if err != nil {
+		return err
 	}
 	budget, err := imf.budget()
 	if err != nil {
@@ -131,7 +132,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// server opens it, so a second pnp up fails at once instead of opening
 	// (or moving) the live JetStream store.
 	srvLog := log.With().Str("component", "nats").Logger()
-	srv, err := embedded.Start(embedded.Config{Host: host, Port: port, StoreDir: *data, Logger: &srvLog})
+	srv, err := embedded.Start(embedded.Config{Host: host, Port: port, StoreDir: *data, Logger: &srvLog, JetStreamDomain: tf.domain, Leaf: leaf})
 	if err != nil {
 		return err
 	}
@@ -235,7 +236,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return stop(err)
 	}
-	printBanner(stdout, banner{url: url, data: *data, images: imagesURL, http: httpURL, demo: demo, pnp: pnpCommand(), algs: list})
+	printBanner(stdout, banner{url: url, data: *data, leaf: tf.leafURL(srv), domain: tf.domain, images: imagesURL, http: httpURL, demo: demo, pnp: pnpCommand(), algs: list})
 	// The first part to stop stops the others.
 	err = <-errc
 	running--
@@ -310,6 +311,8 @@ func pnpCommand() string {
 // banner is what `pnp up` prints once it serves.
 type banner struct {
 	url, data string
+	leaf      string            // nats-leaf:// URL leaf nodes connect to (password hidden), or ""
+	domain    string            // JetStream domain, or ""
 	images    string            // base URL of the optional demo web server, or ""
 	http      string            // base URL of the HTTP API (--http), or ""
 	demo      map[string]string // demo image references by gallery/<file>, samples/<file>
@@ -336,6 +339,12 @@ pnp is up
   NATS      %s   (JetStream data in %s)
   serving   %s
 `, b.url, b.data, strings.Join(names, ", "))
+	if b.domain != "" {
+		fmt.Fprintf(w, "  domain    %s   (JetStream domain: leaf node clients use --js-domain %s)\n", b.domain, b.domain)
+	}
+	if b.leaf != "" {
+		fmt.Fprintf(w, "  leaf      %s   (leaf nodes connect here)\n", b.leaf)
+	}
 	if pnp != "pnp" {
 		fmt.Fprintf(w, "  note      pnp is not on PATH: run the commands below from the repository, or install pnp with: go install ./cmd/pnp\n")
 	}
