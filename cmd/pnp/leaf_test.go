@@ -77,10 +77,7 @@ func TestLeafNodeRunner(t *testing.T) {
 	startPnp(t, "runner", "--server", leaf.url, "--js-domain", "hub", "--algorithms", "language_detection")
 
 	hc := connectNATS(t, hub.url)
-	hjs, err := jetstream.New(hc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hjs := mustJetStream(t, hc)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	reg, err := discovery.Open(ctx, hjs, discovery.Config{})

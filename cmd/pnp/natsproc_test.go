@@ -288,9 +288,9 @@ func (c *countingAlgorithm) count(id string) int {
 	return c.counts[id]
 }
 
-// runRunner runs a runner of algs over nc until the test ends and waits
-// until it serves.
-func runRunner(t *testing.T, nc *nats.Conn, algs []*runner.Algorithm, opts ...runner.Option) {
+// runRunner runs a runner of algs over nc until stop is called or the
+// test ends and waits until it serves.
+func runRunner(t *testing.T, nc *nats.Conn, algs []*runner.Algorithm, opts ...runner.Option) (stop func()) {
 	t.Helper()
 	r, err := runner.New(nc, algs, opts...)
 	if err != nil {
@@ -303,17 +303,21 @@ func runRunner(t *testing.T, nc *nats.Conn, algs []*runner.Algorithm, opts ...ru
 		runErr = r.Run(ctx)
 		close(done)
 	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-			if runErr != nil && !errors.Is(runErr, context.Canceled) {
-				t.Errorf("runner: %v", runErr)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+				if runErr != nil && !errors.Is(runErr, context.Canceled) {
+					t.Errorf("runner: %v", runErr)
+				}
+			case <-time.After(pnpTimeout):
+				t.Errorf("runner did not stop within %s", pnpTimeout)
 			}
-		case <-time.After(pnpTimeout):
-			t.Errorf("runner did not stop within %s", pnpTimeout)
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
 	select {
 	case <-r.Started():
 	case <-done:
@@ -321,6 +325,7 @@ func runRunner(t *testing.T, nc *nats.Conn, algs []*runner.Algorithm, opts ...ru
 	case <-time.After(pnpTimeout):
 		t.Fatalf("runner did not start within %s", pnpTimeout)
 	}
+	return stop
 }
 
 // answeredBy sends {"id": id} to run.<alg> over nc and returns the "by"
