@@ -235,3 +235,47 @@ func TestUpAcceptsLeafNodes(t *testing.T) {
 		t.Fatal("a leaf with the wrong password reaches pnp up's runner")
 	}
 }
+
+// TestLeafWithOwnJetStream runs `pnp runner --js-domain hub` on a leaf
+// node that has JetStream of its own in domain edge: the runner's
+// registration goes to the hub's discovery, not the edge's, and requests
+// made at the hub reach it; the edge's own JetStream stays apart.
+func TestLeafWithOwnJetStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts nats-server processes")
+	}
+	isolateEnv(t)
+	hub, leafPort := leafHub(t)
+	edge := startNATS(t, "edge", fmt.Sprintf(`jetstream { store_dir: %q, domain: edge }
+leafnodes { reconnect: "250ms", remotes: [ { url: "nats-leaf://leaf:s3cret@127.0.0.1:%d" } ] }`, t.TempDir(), leafPort))
+	ec := connectNATS(t, edge.url)
+	natstest.Eventually(t, 30*time.Second, func() bool { return hubReachable(ec) }, "the edge does not reach the hub's JetStream")
+	if code, _, stderr := runPnp(t, "provision", "--server", edge.url, "--js-domain", "hub", "--wait", "30s"); code != 0 {
+		t.Fatalf("pnp provision --js-domain hub from the edge: exit %d: %s", code, stderr)
+	}
+	startPnp(t, "runner", "--server", edge.url, "--js-domain", "hub", "--algorithms", "language_detection")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	hc := connectNATS(t, hub.url)
+	hubReg, err := discovery.Open(ctx, mustJetStream(t, hc), discovery.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 30*time.Second, func() bool {
+		regs, err := hubReg.Lookup(ctx, "language_detection")
+		return err == nil && len(regs) == 1
+	}, "the edge runner is not registered in the hub's discovery")
+	msg, err := hc.Request("run.language_detection", []byte(`{"text":"Le renard brun saute par-dessus le chien paresseux"}`), 10*time.Second)
+	if err != nil || !strings.Contains(string(msg.Data), `"fr"`) {
+		t.Fatalf("run.language_detection from the hub: %v %q", err, msgData(msg))
+	}
+	// The edge's own JetStream (domain edge) holds no discovery bucket.
+	info, err := mustJetStream(t, ec).AccountInfo(ctx)
+	if err != nil || info.Domain != "edge" {
+		t.Fatalf("edge JetStream: %v %+v", err, info)
+	}
+	if _, err := mustJetStream(t, ec).KeyValue(ctx, discovery.Bucket); err == nil {
+		t.Error("the runner made a discovery bucket in the edge's own JetStream")
+	}
+}
