@@ -52,9 +52,9 @@ func hubReachable(nc *nats.Conn) bool {
 // a library runner with runner.WithJetStreamDomain and `pnp runner
 // --js-domain hub`. They register in the hub's discovery, answer requests
 // made at the hub and run the jobs the hub's controller dispatches. When
-// the link is cut their registrations expire and new jobs wait in JOBS,
-// neither failed nor dead-lettered; once it is back every job runs, each
-// exactly once.
+// the link is cut their registrations expire, new jobs wait in JOBS,
+// neither failed nor dead-lettered, and the runners still serve the
+// leaf's own clients; once it is back every job runs, each exactly once.
 func TestLeafNodeRunner(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts nats-server processes")
@@ -142,6 +142,10 @@ func TestLeafNodeRunner(t *testing.T) {
 	if _, err := hc.Request("run.edge_count", []byte(`{"id":"cut"}`), 2*time.Second); err == nil {
 		t.Fatal("a request from the hub was answered across the cut link")
 	}
+	// Behind the leaf the runner still serves the leaf's own clients.
+	if by := answeredBy(t, lc, "edge_count", "at-the-leaf"); by != "leaf" {
+		t.Errorf("a request made at the cut leaf answered by %q", by)
+	}
 	during := submit("during", 20)
 	// The jobs wait: for several no-runner delays none gets an outcome
 	// or dies.
@@ -166,7 +170,7 @@ func TestLeafNodeRunner(t *testing.T) {
 	proxy.Restore()
 	natstest.Eventually(t, 30*time.Second, func() bool { return live("edge_count") == 1 }, "the runner did not register again after the link came back")
 	waitSucceeded(during)
-	for _, id := range append(append(before, during...), "request-1", "edge-submit") {
+	for _, id := range append(append(before, during...), "request-1", "edge-submit", "at-the-leaf") {
 		if n := counts.count(id); n != 1 {
 			t.Errorf("%s ran %d times, want once", id, n)
 		}

@@ -124,6 +124,17 @@ func tally(t *testing.T, nc *nats.Conn, alg string, n int) map[string]int {
 	return got
 }
 
+// awaitAnsweredBy polls until a request to run.<alg> over nc is answered
+// by region want: a subscription made or dropped on one server reaches the
+// other servers of its cluster, and the other region, a moment later.
+func awaitAnsweredBy(t *testing.T, nc *nats.Conn, alg, want string) {
+	t.Helper()
+	natstest.Eventually(t, 30*time.Second, func() bool {
+		msg, err := nc.Request("run."+alg, []byte(`{"id":"probe"}`), 2*time.Second)
+		return err == nil && strings.Contains(string(msg.Data), fmt.Sprintf(`"by":%q`, want))
+	}, "requests to run.%s over %s are not answered by region %s", alg, nc.Opts.Name, want)
+}
+
 // TestRegions runs a supercluster of two regions joined by gateways.
 // pnp provision --placement-cluster A, run in region B, puts every stream
 // and bucket in A. A request is answered by a runner of the requester's
@@ -175,12 +186,10 @@ func TestRegions(t *testing.T) {
 	stopA := runRunner(t, ac2, []*runner.Algorithm{algA})
 	algB, countB := newCountingAlgorithm(t, "region_count", "B")
 	runRunner(t, connectNATS(t, b.urls()), []*runner.Algorithm{algB})
-	// B's runner's interest must have crossed the gateways before
-	// requests from A can fail over to it.
-	natstest.Eventually(t, 30*time.Second, func() bool {
-		_, err := bc.Request("run.region_count", []byte(`{"id":"warm-b"}`), time.Second)
-		return err == nil
-	}, "region B's runner does not answer")
+	// Each runner's interest must have reached the servers of both
+	// regions before the tallies.
+	awaitAnsweredBy(t, bc, "region_count", "B")
+	awaitAnsweredBy(t, ac, "region_count", "A")
 
 	if got := tally(t, ac, "region_count", 20); got["A"] != 20 {
 		t.Errorf("requests made in A answered by %v, want all by A", got)
@@ -219,6 +228,7 @@ func TestRegions(t *testing.T) {
 
 	// A without runners: its requests and jobs go to B.
 	stopA()
+	awaitAnsweredBy(t, ac, "region_count", "B")
 	if got := tally(t, ac, "region_count", 10); got["B"] != 10 {
 		t.Errorf("requests made in A with no runner in A answered by %v, want all by B", got)
 	}
@@ -228,6 +238,7 @@ func TestRegions(t *testing.T) {
 	algA2, countA2 := newCountingAlgorithm(t, "region_count", "A")
 	runRunner(t, ac2, []*runner.Algorithm{algA2})
 	countA = countA2
+	awaitAnsweredBy(t, ac, "region_count", "A")
 
 	// Cut B off. B answers its own requests; it cannot take jobs (JOBS
 	// is in A); A takes and runs jobs.
