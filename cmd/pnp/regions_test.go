@@ -266,6 +266,40 @@ func TestRegions(t *testing.T) {
 	if res, err := astore.WaitResult(ctx, "job-3", nil); err != nil || res.Status != jobs.StatusSucceeded || countA.count("job-3") != 1 {
 		t.Fatalf("job-3 in A while B is cut off: %v %+v, ran %d times in A", err, res, countA.count("job-3"))
 	}
+	// A holds the meta group's majority: it creates streams, B cannot.
+	createProbe := func(js jetstream.JetStream, name string) error {
+		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+		defer pcancel()
+		_, err := js.CreateOrUpdateStream(pctx, jetstream.StreamConfig{Name: name, Subjects: []string{strings.ToLower(name)}, Storage: jetstream.MemoryStorage})
+		return err
+	}
+	natstest.Eventually(t, 60*time.Second, func() bool { return createProbe(mustJetStream(t, ac), "PROBE_A") == nil }, "region A cannot create a stream while B is cut off")
+	if err := createProbe(bjs, "PROBE_B"); err == nil {
+		t.Error("region B created a stream while cut off from the meta group's majority")
+	}
+	// A runner started in B while cut off cannot reach discovery: Run
+	// fails at start-up, after JetStream's request timeout, as pnp runner
+	// does (its supervisor starts it again).
+	late, err := runner.New(connectNATS(t, b.urls()), []*runner.Algorithm{algB}, runner.WithoutProvisioning())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(context.Background()) // no deadline, as pnp runner's
+	defer rcancel()
+	ran := make(chan error, 1)
+	go func() { ran <- late.Run(rctx) }()
+	select {
+	case err := <-ran:
+		if err == nil {
+			t.Error("a runner started in B while cut off started")
+		}
+	case <-late.Started():
+		rcancel()
+		t.Errorf("a runner started in B while cut off started: %v", <-ran)
+	case <-time.After(60 * time.Second):
+		rcancel()
+		t.Errorf("a runner started in B while cut off neither started nor failed within 60s: %v", <-ran)
+	}
 
 	// Joined again, B takes jobs again once it is back in the meta group.
 	a.restore()
