@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -273,6 +276,44 @@ leafnodes { reconnect: "250ms", remotes: [ { url: "nats-leaf://leaf:s3cret@127.0
 	msg, err := hc.Request("run.language_detection", []byte(`{"text":"Le renard brun saute par-dessus le chien paresseux"}`), 10*time.Second)
 	if err != nil || !strings.Contains(string(msg.Data), `"fr"`) {
 		t.Fatalf("run.language_detection from the hub: %v %q", err, msgData(msg))
+	}
+	// pnp gateway on the edge with --js-domain hub lists the hub's
+	// algorithms and puts jobs into the hub's JOBS.
+	gw := startPnp(t, "gateway", "--server", edge.url, "--js-domain", "hub", "--http", "127.0.0.1:0", "--log-level", "warn")
+	gw.waitOutput(t, "gateway on http://")
+	m := regexp.MustCompile(`gateway on (http://[0-9.:]+)/`).FindStringSubmatch(gw.stdout.String())
+	if m == nil {
+		t.Fatalf("no address in %q", gw.stdout.String())
+	}
+	hc2 := &http.Client{Timeout: 30 * time.Second}
+	var listed string
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(listed, "language_detection"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /v1/algorithms through the edge: %s\ngateway log:\n%s", listed, gw.stderr.String())
+		}
+		resp, err := hc2.Get(m[1] + "/v1/algorithms")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		listed = fmt.Sprintf("%d %s", resp.StatusCode, body)
+	}
+	resp, err := hc2.Post(m[1]+"/v1/algorithms/language_detection/jobs", "application/json", strings.NewReader(`{"text":"Der schnelle braune Fuchs springt über den faulen Hund"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 202 {
+		t.Fatalf("POST a job through the edge's gateway: %d %s", resp.StatusCode, body)
+	}
+	hubJobs, err := mustJetStream(t, hc).Stream(ctx, jobs.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := hubJobs.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Errorf("the hub's JOBS after a job posted at the edge: %v %+v", err, info)
 	}
 	// The edge's own JetStream (domain edge) holds no discovery bucket.
 	info, err := mustJetStream(t, ec).AccountInfo(ctx)
