@@ -60,6 +60,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	registerAlgorithmsFlag(fs, &algs)
 	var maxAge, maxUnserved time.Duration
 	registerJobAgeFlags(fs, &maxAge, &maxUnserved, "")
+	monitor := fs.String("nats-monitor", env("PNP_NATS_MONITOR", ""), "also serve the embedded NATS server's HTTP monitoring endpoints (/healthz, /varz, /jsz: what KEDA's nats-jetstream scaler reads, with account \"$G\") on this address, e.g. 127.0.0.1:8222 (port 0: a free one); default none (env PNP_NATS_MONITOR)")
 	wf.register(fs)
 	lf.register(fs)
 	imf.register(fs)
@@ -98,6 +99,10 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil || port < 0 || port > 65535 {
 		return fmt.Errorf("%w: --listen %q: bad port", errUsage, *listen)
 	}
+	monHost, monPort, err := monitorAddr(*monitor)
+	if err != nil {
+		return err
+	}
 	budget, err := imf.budget()
 	if err != nil {
 		return err
@@ -133,7 +138,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// server opens it, so a second pnp up fails at once instead of opening
 	// (or moving) the live JetStream store.
 	srvLog := log.With().Str("component", "nats").Logger()
-	srv, err := embedded.Start(embedded.Config{Host: host, Port: port, StoreDir: *data, Logger: &srvLog})
+	srv, err := embedded.Start(embedded.Config{Host: host, Port: port, StoreDir: *data, Logger: &srvLog, MonitorHost: monHost, MonitorPort: monPort})
 	if err != nil {
 		return err
 	}
@@ -143,6 +148,10 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log.Info().Msg("NATS stopped")
 	}()
 	url := srv.ClientURL()
+	monitorURL := ""
+	if a := srv.MonitorAddr(); a != nil {
+		monitorURL = "http://" + a.String()
+	}
 
 	nc, err := nats.Connect(url, nats.InProcessServer(srv), nats.Name("pnp up"), nats.MaxReconnects(-1))
 	if err != nil {
@@ -261,11 +270,31 @@ hellos:
 			break hellos
 		}
 	}
-	printBanner(stdout, banner{url: url, data: *data, images: imagesURL, http: httpURL, demo: demo, pnp: pnpCommand(), algs: served, starting: starting})
+	printBanner(stdout, banner{url: url, data: *data, images: imagesURL, http: httpURL, monitor: monitorURL, demo: demo, pnp: pnpCommand(), algs: served, starting: starting})
 	// The first part to stop stops the others.
 	err = <-errc
 	running--
 	return stop(err)
+}
+
+// monitorAddr parses --nats-monitor into the embedded server's monitoring
+// host and port: port 0 asks for a free one, "" for none (port 0).
+func monitorAddr(addr string) (string, int, error) {
+	if addr == "" {
+		return "", 0, nil
+	}
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: --nats-monitor %q: want host:port", errUsage, addr)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("%w: --nats-monitor %q: bad port", errUsage, addr)
+	}
+	if port == 0 {
+		port = -1
+	}
+	return host, port, nil
 }
 
 // startGateway opens the job streams (the controller provisioned them)
@@ -338,6 +367,7 @@ type banner struct {
 	url, data string
 	images    string            // base URL of the optional demo web server, or ""
 	http      string            // base URL of the HTTP API (--http), or ""
+	monitor   string            // base URL of the NATS monitoring endpoints (--nats-monitor), or ""
 	demo      map[string]string // demo image references by gallery/<file>, samples/<file>
 	pnp       string            // how to spell pnp: "pnp" or "go run ./cmd/pnp"
 	algs      []*runner.Algorithm
@@ -367,6 +397,9 @@ pnp is up
   NATS      %s   (JetStream data in %s)
   serving   %s
 `, b.url, b.data, shown)
+	if b.monitor != "" {
+		fmt.Fprintf(w, "  monitor   %s/jsz?acc=$G&consumers=true&config=true   (NATS monitoring; KEDA account \"$G\")\n", b.monitor)
+	}
 	for _, c := range b.starting {
 		fmt.Fprintf(w, "  starting  worker %s (no hello yet: its algorithms are served once it says hello; the log says why if it fails)\n", c)
 	}
