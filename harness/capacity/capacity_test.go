@@ -27,6 +27,7 @@ var (
 	flagRequests  = flag.Int("capacity.requests", 50000, "BenchmarkRunnerCore: requests per round")
 	flagJobs      = flag.Int("capacity.jobs", 5000, "BenchmarkControllerJobs: jobs per round (at most 10000, the JOBS limit per algorithm)")
 	flagInstances = flag.Int("capacity.instances", 1000, "BenchmarkHeartbeats: runner instances heartbeating")
+	flagAlgs      = flag.Int("capacity.algorithms", 50, "BenchmarkHeartbeats and BenchmarkRunnerFleet: algorithms the instances are spread over")
 	flagWindow    = flag.Duration("capacity.window", 10*time.Second, "BenchmarkHeartbeats and BenchmarkDiscoveryPutRate: length of one measured window")
 	flagSync      = flag.Bool("capacity.sync-always", true, "run nats-server with sync_interval: always, as nats.conf does (false: the server's default lazy fsync)")
 )
@@ -53,20 +54,21 @@ func (m *measures) add(name, unit string, v float64) {
 	m.vals[name] = append(m.vals[name], v)
 }
 
-// report logs every measure's median and range, and reports the medians as
-// benchmark metrics.
+// report prints every measure's median and range to standard output (the
+// testing package cuts a benchmark's log at ten lines), and reports the
+// medians as benchmark metrics.
 func (m *measures) report(b *testing.B) {
 	b.Helper()
 	b.ReportMetric(0, "ns/op")
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "medians over %d rounds (min … max), GOMAXPROCS %d, %d CPUs, sync_interval always: %v\n", len(m.vals[m.names[0]]), runtime.GOMAXPROCS(0), runtime.NumCPU(), *flagSync)
+	fmt.Fprintf(&sb, "%s: medians over %d rounds (min … max), GOMAXPROCS %d, %d CPUs, sync_interval always: %v\n", b.Name(), len(m.vals[m.names[0]]), runtime.GOMAXPROCS(0), runtime.NumCPU(), *flagSync)
 	for _, n := range m.names {
 		v := slices.Clone(m.vals[n])
 		slices.Sort(v)
 		fmt.Fprintf(&sb, "  %-40s %12.4g  (%.4g … %.4g) %s\n", n, median(v), v[0], v[len(v)-1], m.units[n])
 		b.ReportMetric(median(v), m.units[n])
 	}
-	b.Log(sb.String())
+	fmt.Print(sb.String())
 }
 
 func median(sorted []float64) float64 {
@@ -219,9 +221,10 @@ func BenchmarkControllerJobs(b *testing.B) {
 	m.report(b)
 }
 
-// fleet is a nats-server with -capacity.instances instances heartbeating
-// into discovery (one heartbeat process, four connections, spread over 50
-// algorithms), and the processes that watch them.
+// fleet is a nats-server with -capacity.instances instances in discovery,
+// spread over -capacity.algorithms algorithms (default 50) — heartbeating only (role heartbeat: one
+// process, four connections) or whole runners (role runners: a connection
+// each) — and the processes that watch them.
 type fleet struct {
 	srv       *server
 	heartbeat *child
@@ -230,7 +233,7 @@ type fleet struct {
 	reg       *discovery.Registry
 }
 
-func startFleet(b *testing.B, instances int, watchers ...string) *fleet {
+func startFleet(b *testing.B, role string, instances int, watchers ...string) *fleet {
 	b.Helper()
 	f := &fleet{srv: startServer(b, *flagSync), watchers: map[string]*child{}}
 	nc := f.srv.connect(b, "pnp capacity observer")
@@ -245,11 +248,14 @@ func startFleet(b *testing.B, instances int, watchers ...string) *fleet {
 	if _, err := controller.Provision(ctx, js, controller.StoreConfig{}); err != nil {
 		b.Fatal(err)
 	}
+	if err := provisionRoutes(ctx, js); err != nil {
+		b.Fatal(err)
+	}
 	if f.stream, err = js.Stream(ctx, "KV_"+discovery.Bucket); err != nil {
 		b.Fatal(err)
 	}
-	f.heartbeat = startChild(b, "heartbeat", urlEnv+"="+f.srv.url, fmt.Sprintf("%s=%d", instancesEnv, instances))
-	f.heartbeat.waitFor(b, 2*time.Minute, "registrations", func(r report) bool { return r.Ready })
+	f.heartbeat = startChild(b, role, urlEnv+"="+f.srv.url, fmt.Sprintf("%s=%d", instancesEnv, instances), fmt.Sprintf("%s=%d", algsEnv, *flagAlgs))
+	f.heartbeat.waitFor(b, 10*time.Minute, "registrations", func(r report) bool { return r.Ready })
 	for _, w := range watchers {
 		f.watchers[w] = startChild(b, w, urlEnv+"="+f.srv.url)
 	}
@@ -289,6 +295,18 @@ func (f *fleet) sample(b *testing.B) sample {
 	return s
 }
 
+// window samples the fleet at both ends of one -capacity.window and
+// returns the samples, the seconds between them and the CPU-seconds each
+// process used in between.
+func (f *fleet) window(b *testing.B) (s0, s1 sample, secs float64, cpu func(name string) float64) {
+	b.Helper()
+	s0 = f.sample(b)
+	time.Sleep(*flagWindow)
+	s1 = f.sample(b)
+	cpu = func(name string) float64 { return (s1.procs[name].CPU - s0.procs[name].CPU).Seconds() }
+	return s0, s1, s1.at.Sub(s0.at).Seconds(), cpu
+}
+
 // BenchmarkHeartbeats measures what -capacity.instances runner instances
 // (default 1000) heartbeating every 5 s cost: discovery.Registry.Register
 // and Keepalive — the code runners use — in one process over four
@@ -304,7 +322,7 @@ func (f *fleet) sample(b *testing.B) sample {
 func BenchmarkHeartbeats(b *testing.B) {
 	once(b)
 	instances := *flagInstances
-	f := startFleet(b, instances, "cache", "watch", "controller")
+	f := startFleet(b, "heartbeat", instances, "cache", "watch", "controller")
 	m := newMeasures()
 	for _, name := range []string{"cache", "watch"} {
 		r := f.watchers[name].report()
@@ -317,11 +335,7 @@ func BenchmarkHeartbeats(b *testing.B) {
 	period := f.reg.TTL() / 3
 	time.Sleep(2*period + time.Second)
 	for w := range *flagRounds {
-		s0 := f.sample(b)
-		time.Sleep(*flagWindow)
-		s1 := f.sample(b)
-		secs := s1.at.Sub(s0.at).Seconds()
-		cpu := func(name string) float64 { return (s1.procs[name].CPU - s0.procs[name].CPU).Seconds() }
+		s0, s1, secs, cpu := f.window(b)
 		puts := float64(s1.seq-s0.seq) / secs
 		b.Logf("window %d: %.0f puts/s; CPU %% of one core: server %.1f, heartbeats %.1f, cache %.1f, watch %.1f, controller %.1f",
 			w+1, puts, 100*cpu("server")/secs, 100*cpu("heartbeat")/secs, 100*cpu("cache")/secs, 100*cpu("watch")/secs, 100*cpu("controller")/secs)
@@ -342,6 +356,44 @@ func BenchmarkHeartbeats(b *testing.B) {
 		m.add("cache changes published/s", "cache-changes/s", float64(s1.reps["cache"].Changes-s0.reps["cache"].Changes)/secs)
 		load := timeCacheLoad(b, f.srv, instances)
 		m.add("new Cache: initial load of every record", "load-ms", float64(load.Microseconds())/1e3)
+	}
+	m.report(b)
+}
+
+// BenchmarkRunnerFleet measures what -capacity.instances whole runners
+// (default 1000) cost while idle, where BenchmarkHeartbeats counts their
+// heartbeats only: each runner.Runner has a connection of its own and, as
+// well as heartbeating, reads its algorithm's route every 500 ms and its
+// live instances every 3 s (a subject list and a direct get per instance)
+// and follows its algorithm's keys. 1000 runners over 50 algorithms
+// (-capacity.algorithms) in one process, a discovery.Cache process and a controller process, against a
+// separate nats-server; each window of -capacity.window reports the
+// server's CPU, messages and traffic, and the runners' CPU per instance.
+//
+//	go test -run '^$' -bench RunnerFleet -benchtime 1x ./harness/capacity/
+func BenchmarkRunnerFleet(b *testing.B) {
+	once(b)
+	instances := *flagInstances
+	f := startFleet(b, "runners", instances, "cache", "controller")
+	f.watchers["cache"].waitFor(b, time.Minute, "every runner", func(r report) bool { return r.Records == instances })
+	period := f.reg.TTL() / 3
+	time.Sleep(period + time.Second)
+	m := newMeasures()
+	for w := range *flagRounds {
+		s0, s1, secs, cpu := f.window(b)
+		b.Logf("window %d: %.0f puts/s, %.0f msgs/s in, CPU %% of one core: server %.1f, runners %.1f, cache %.1f, controller %.1f",
+			w+1, float64(s1.seq-s0.seq)/secs, float64(s1.varz.InMsgs-s0.varz.InMsgs)/secs,
+			100*cpu("server")/secs, 100*cpu("heartbeat")/secs, 100*cpu("cache")/secs, 100*cpu("controller")/secs)
+		m.add("KV puts/s", "puts/s", float64(s1.seq-s0.seq)/secs)
+		m.add("messages/s into the server", "in-msgs/s", float64(s1.varz.InMsgs-s0.varz.InMsgs)/secs)
+		m.add("messages/s out of the server", "out-msgs/s", float64(s1.varz.OutMsgs-s0.varz.OutMsgs)/secs)
+		m.add("bytes/s out of the server", "out-B/s", float64(s1.varz.OutBytes-s0.varz.OutBytes)/secs)
+		m.add("server CPU, % of one core", "server-%cpu", 100*cpu("server")/secs)
+		m.add("runners' process CPU, % of one core", "runners-%cpu", 100*cpu("heartbeat")/secs)
+		m.add("CPU per idle runner", "runner-µs/s", cpu("heartbeat")*1e6/secs/float64(instances))
+		m.add("runners' process RSS", "runners-MiB", float64(s1.procs["heartbeat"].RSS)/(1<<20))
+		m.add("cache CPU, % of one core", "cache-%cpu", 100*cpu("cache")/secs)
+		m.add("controller CPU, % of one core", "controller-%cpu", 100*cpu("controller")/secs)
 	}
 	m.report(b)
 }
@@ -397,7 +449,7 @@ func BenchmarkDiscoveryPutRate(b *testing.B) {
 	const instances, writers, conns = 1000, 16, 4
 	// One heartbeating instance: the bucket is made and watched as in
 	// BenchmarkHeartbeats, and the writers below do the rest.
-	f := startFleet(b, 1, "watch")
+	f := startFleet(b, "heartbeat", 1, "watch")
 	regs := make([]*discovery.Registry, conns)
 	for i := range regs {
 		js, err := jetstream.New(f.srv.connect(b, fmt.Sprintf("pnp capacity writer %d", i)))

@@ -2,7 +2,8 @@
 // one NATS server carries a deployment: requests per runner CPU-second,
 // jobs per controller CPU-second, and the price of many runner instances
 // heartbeating into the discovery bucket — on the server, and on every
-// process that watches the bucket.
+// process that watches the bucket — and of idle whole runners, which also
+// read their routes and their algorithms' live instances.
 //
 // Everything is in its benchmarks (capacity_test.go). Each one starts a
 // real nats-server process, built from the module cache, and runs the

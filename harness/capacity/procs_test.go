@@ -315,19 +315,22 @@ func (c *child) waitFor(tb testing.TB, timeout time.Duration, what string, ok fu
 			if r := c.report(); ok(r) {
 				return r
 			}
-			tb.Fatalf("%s exited before %s: %s", c.role, what, c.stderr())
+			tb.Fatalf("%s exited before %s; last report %+v; stderr: %s", c.role, what, c.report(), c.stderr())
 		case <-deadline:
 			tb.Fatalf("%s: no %s within %s; last report %+v; stderr: %s", c.role, what, timeout, c.report(), c.stderr())
 		}
 	}
 }
 
+// stderr returns what the child wrote on its standard error: the first
+// and the last 3000 bytes of it, where the first failure and the last
+// words are.
 func (c *child) stderr() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.err.String()
-	if len(s) > 4000 {
-		s = "…" + s[len(s)-4000:]
+	if len(s) > 6000 {
+		s = s[:3000] + "\n…\n" + s[len(s)-3000:]
 	}
 	return s
 }

@@ -1,8 +1,11 @@
 package capacity
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestRoles checks the parts the benchmarks stand on: the roles start and
@@ -30,6 +33,19 @@ func TestRoles(t *testing.T) {
 	}
 	rc := startChild(t, "runner", urlEnv+"="+srv.url)
 	rc.waitFor(t, time.Minute, "ready", func(r report) bool { return r.Ready })
+	js, err := jetstream.New(srv.connect(t, "pnp capacity check"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := provisionRoutes(context.Background(), js); err != nil {
+		t.Fatal(err)
+	}
+	// Whole runners, one more instance of two of the heartbeat's
+	// algorithms each: the cache sees them join the heartbeat's instances
+	// and the runner's.
+	fleet := startChild(t, "runners", urlEnv+"="+srv.url, instancesEnv+"=2", algsEnv+"=2")
+	fleet.waitFor(t, time.Minute, "two runners", func(r report) bool { return r.Ready && r.Records == 2 })
+	cache.waitFor(t, time.Minute, "the runners", func(r report) bool { return r.Records == instances+1+2 })
 	bad := startChild(t, "no-such-role", urlEnv+"="+srv.url)
 	select {
 	case <-bad.done:

@@ -21,6 +21,7 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/harness/bench"
 	"pnpworker/internal/procstats"
+	"pnpworker/rollout"
 	"pnpworker/runner"
 )
 
@@ -61,6 +62,7 @@ func runRole(role string) int {
 		"heartbeat":  roleHeartbeat,
 		"cache":      roleCache,
 		"watch":      roleWatch,
+		"runners":    roleRunners,
 	}
 	fn, ok := roles[role]
 	if !ok {
@@ -324,4 +326,89 @@ func roleWatch(ctx context.Context, nc *nats.Conn, emit func(report)) error {
 			lags = append(lags, time.Since(ev.At))
 		}
 	})
+}
+
+// roleRunners runs PNP_CAPACITY_INSTANCES whole runners (runner.New and
+// Run, each on a connection of its own, as separate runner processes
+// would be), spread over PNP_CAPACITY_ALGORITHMS algorithms serving the
+// benchmark's word count: besides its heartbeat, each reads its
+// algorithms' route every 500 ms and their live instances every 3 s, and
+// follows their keys' subjects. The buckets must exist
+// (runner.WithoutProvisioning, as under nats.conf). Runners start a few at
+// a time; the role reports how many have started.
+func roleRunners(ctx context.Context, nc *nats.Conn, emit func(report)) error {
+	n, algs := envInt(instancesEnv, 1000), envInt(algsEnv, 50)
+	log := zerolog.New(os.Stderr).Level(zerolog.WarnLevel)
+	var started atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	fail := func(err error) {
+		emit(report{Records: int(started.Load()), Error: err.Error()})
+		select {
+		case errc <- err:
+		default:
+		}
+	}
+	go every(ctx, func() { emit(report{Ready: int(started.Load()) == n, Records: int(started.Load())}) })
+	sem := make(chan struct{}, 16) // runners starting at once
+	for i := range n {
+		select {
+		case <-ctx.Done():
+		case sem <- struct{}{}:
+		case err := <-errc:
+			return err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		c, err := nats.Connect(nc.ConnectedUrl(), nats.Name(fmt.Sprintf("pnp capacity runner %d", i)), nats.Timeout(10*time.Second))
+		if err != nil {
+			fail(fmt.Errorf("runner %d: %w", i, err))
+			return err
+		}
+		defer c.Close()
+		alg, err := runner.NewAlgorithm(runner.Spec{
+			Name: heartbeatAlgorithm(i % algs), Version: "1.0.0",
+			Description: "Counts the words of a text; used by pnp bench.",
+			InputSchema: []byte(bench.InputSchema), OutputSchema: []byte(bench.OutputSchema),
+		}, bench.WordCount)
+		if err != nil {
+			return err
+		}
+		r, err := runner.New(c, []*runner.Algorithm{alg}, runner.WithoutProvisioning(), runner.WithLogger(log))
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done := make(chan error, 1)
+			go func() { done <- r.Run(ctx) }()
+			select {
+			case <-r.Started():
+				started.Add(1)
+				<-sem
+			case err := <-done:
+				<-sem
+				fail(fmt.Errorf("runner %d: %w", i, err))
+				return
+			}
+			if err := <-done; err != nil && ctx.Err() == nil {
+				fail(fmt.Errorf("runner %d: %w", i, err))
+			}
+		}()
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return err
+	}
+	wg.Wait()
+	return nil
+}
+
+// provisionRoutes makes the routes bucket whole runners read.
+func provisionRoutes(ctx context.Context, js jetstream.JetStream) error {
+	_, err := rollout.Provision(ctx, js, rollout.Config{})
+	return err
 }
