@@ -56,12 +56,22 @@ type options struct {
 // Default: "$JS.API".
 func WithJetStreamAPIPrefix(prefix string) Option {
 	return func(o *options) error {
-		if prefix == "" || strings.ContainsAny(prefix, " \t\r\n*>") || strings.HasPrefix(prefix, ".") || strings.HasSuffix(prefix, ".") {
-			return fmt.Errorf("JetStream API prefix %q is not a subject prefix", prefix)
+		if err := CheckJetStreamAPIPrefix(prefix); err != nil {
+			return err
 		}
 		o.jsAPIPrefix = prefix
 		return nil
 	}
+}
+
+// CheckJetStreamAPIPrefix reports whether prefix can be a JetStream API
+// prefix (WithJetStreamAPIPrefix): a non-empty subject without wildcards,
+// whitespace, or a leading or trailing dot.
+func CheckJetStreamAPIPrefix(prefix string) error {
+	if prefix == "" || strings.ContainsAny(prefix, " \t\r\n*>") || strings.HasPrefix(prefix, ".") || strings.HasSuffix(prefix, ".") {
+		return fmt.Errorf("JetStream API prefix %q is not a subject prefix", prefix)
+	}
+	return nil
 }
 
 // WithJetStreamDomain makes the runner reach the JetStream of domain (the

@@ -22,13 +22,14 @@ import (
 	"pnpworker/rollout"
 )
 
-// registryFor connects and opens (or provisions) the discovery registry.
-func registryFor(ctx context.Context, nf *natsFlags, log zerolog.Logger, provision bool, cfg discovery.Config) (*nats.Conn, *discovery.Registry, error) {
+// registryFor connects and opens (or provisions) the discovery registry,
+// through JetStream under jf's prefix.
+func registryFor(ctx context.Context, nf *natsFlags, jf *jsPrefixFlag, log zerolog.Logger, provision bool, cfg discovery.Config) (*nats.Conn, *discovery.Registry, error) {
 	nc, err := nf.connect("pnp", log)
 	if err != nil {
 		return nil, nil, err
 	}
-	js, err := jetstream.New(nc)
+	js, err := jf.jetStream(nc)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err
@@ -96,7 +97,7 @@ func cmdDiscovery(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	nc, reg, err := registryFor(ctx, &nf, log, sub == "provision", cfg)
+	nc, reg, err := registryFor(ctx, &nf, &jsPrefixFlag{}, log, sub == "provision", cfg)
 	if err != nil {
 		return err
 	}
@@ -240,7 +241,7 @@ func cmdAlgorithms(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	nc, reg, err := registryFor(ctx, &nf, log, false, discovery.Config{})
+	nc, reg, err := registryFor(ctx, &nf, &jsPrefixFlag{}, log, false, discovery.Config{})
 	if err != nil {
 		return err
 	}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"pnpworker/discovery"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/runner"
@@ -26,9 +24,11 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		imf imageFlags
 		wf  workerFlags
 		mf  metricsFlag
+		jf  jsPrefixFlag
 	)
 	wf.register(fs)
 	nf.register(fs)
+	jf.register(fs)
 	lf.register(fs)
 	mf.register(fs)
 	imf.register(fs)
@@ -55,6 +55,9 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := wf.check(); err != nil {
 		return err
 	}
+	if err := jf.check(); err != nil {
+		return err
+	}
 	if chosen, _ := chooseBuiltins(algs, algoConfig{}); len(chosen) == 0 && len(wf.commands) == 0 {
 		return fmt.Errorf("%w: --algorithms none and no --worker: nothing to serve", errUsage)
 	}
@@ -64,6 +67,7 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		runner.WithDrainTimeout(*drain),
 		runner.WithDiscovery(discovery.Config{}),
 	}
+	opts = append(opts, jf.runnerOptions()...)
 	if noProv {
 		opts = append(opts, runner.WithoutProvisioning())
 	}
@@ -88,8 +92,8 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer nc.Close()
 	// obj:// image URLs are read over this very connection, with the
-	// runner's own permissions.
-	js, err := jetstream.New(nc)
+	// runner's own permissions (and its account's JetStream prefix).
+	js, err := jf.jetStream(nc)
 	if err != nil {
 		return err
 	}
