@@ -260,7 +260,7 @@ func TestRunnersCreateNoConsumer(t *testing.T) {
 				}},
 			} {
 				t.Run(role+"/"+stream+"/"+a.name, func(t *testing.T) {
-					subject := a.subj(a.cfg)
+					subject := asPublished(role, a.subj(a.cfg))
 					c.expectRefused(t, subject, consumerRequest(t, stream, a.cfg))
 				})
 			}
@@ -271,7 +271,7 @@ func TestRunnersCreateNoConsumer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c.expectDeniedCall(t, "$JS.API.CONSUMER.CREATE.KV_discovery", true, func(ctx context.Context) error {
+			c.expectDeniedCall(t, asPublished(role, "$JS.API.CONSUMER.CREATE.KV_discovery"), true, func(ctx context.Context) error {
 				w, err := kv.WatchAll(ctx)
 				if err == nil {
 					_ = w.Stop()
@@ -280,7 +280,7 @@ func TestRunnersCreateNoConsumer(t *testing.T) {
 			})
 		})
 		t.Run(role+"/pull consumer on JOBS", func(t *testing.T) {
-			c.expectDeniedCall(t, "$JS.API.CONSUMER.CREATE.JOBS", true, func(ctx context.Context) error {
+			c.expectDeniedCall(t, asPublished(role, "$JS.API.CONSUMER.CREATE.JOBS"), true, func(ctx context.Context) error {
 				_, err := c.js(t).CreateConsumer(ctx, controller.JobsStream, jetstream.ConsumerConfig{Durable: "thief"})
 				return err
 			})
@@ -348,11 +348,12 @@ func TestConsumerGrantsPerRole(t *testing.T) {
 				{"$JS.API.CONSUMER.DURABLE.CREATE." + stream + ".probe_" + role, false},
 			} {
 				allowed := role == "admin" || (granted && f.named)
-				t.Run(fmt.Sprintf("%s %s allowed=%v", role, f.subject, allowed), func(t *testing.T) {
+				subject := asPublished(role, f.subject)
+				t.Run(fmt.Sprintf("%s %s allowed=%v", role, subject, allowed), func(t *testing.T) {
 					if allowed {
-						c.expectAnswered(t, f.subject, body)
+						c.expectAnswered(t, subject, body)
 					} else {
-						c.expectRefused(t, f.subject, body)
+						c.expectRefused(t, subject, body)
 					}
 				})
 			}
@@ -371,7 +372,7 @@ func TestConsumerGrantsPerRole(t *testing.T) {
 func runUnder(t *testing.T, url, role string, algs ...*runner.Algorithm) (*client, func()) {
 	t.Helper()
 	c := connect(t, url, role)
-	r, err := runner.New(c.Conn, algs, runner.WithoutProvisioning(), runner.WithDrainTimeout(5*time.Second))
+	r, err := runner.New(c.Conn, algs, c.runnerOptions(runner.WithoutProvisioning(), runner.WithDrainTimeout(5*time.Second))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -668,8 +669,8 @@ func TestRunnerUsersFollowTheirOwnKeys(t *testing.T) {
 				"$JS.API.STREAM.INFO.KV_routes",
 				"$JS.API.STREAM.INFO.KV_discovery",
 			} {
-				if !slices.Contains(u.Permissions.Publish.Allow, want) {
-					t.Errorf("%s serves %s but may not publish %s", u.Username, alg, want)
+				if !slices.Contains(u.Permissions.Publish.Allow, asPublished(u.Username, want)) {
+					t.Errorf("%s serves %s but may not publish %s", u.Username, alg, asPublished(u.Username, want))
 				}
 			}
 			if !slices.Contains(u.Permissions.Subscribe.Allow, "$KV.discovery."+alg+".*") {
@@ -678,7 +679,7 @@ func TestRunnerUsersFollowTheirOwnKeys(t *testing.T) {
 		}
 		for _, p := range u.Permissions.Publish.Allow {
 			for _, api := range []string{"$JS.API.CONSUMER.CREATE.*", "$JS.API.CONSUMER.CREATE.*.>", "$JS.API.CONSUMER.DURABLE.CREATE.*.*", "$JS.FC.>"} {
-				if server.SubjectsCollide(p, api) {
+				if server.SubjectsCollide(p, api) || server.SubjectsCollide(p, asPublished(u.Username, api)) {
 					t.Errorf("%s may publish %s, which reaches %s", u.Username, p, api)
 				}
 			}
