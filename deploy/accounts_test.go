@@ -3,10 +3,13 @@ package deploy
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"pnpworker/controller"
@@ -292,5 +295,134 @@ func TestEveryRunnerTeamHasItsOwnAccount(t *testing.T) {
 		if _, ok := accounts[role]; !ok {
 			t.Errorf("role %s is not a user of nats.conf", role)
 		}
+	}
+}
+
+// servedBy is the algorithms user may serve (run.<algorithm> in the
+// runners' queue group).
+func servedBy(u *server.User) []string {
+	var algs []string
+	for _, sub := range u.Permissions.Subscribe.Allow {
+		alg, ok := strings.CutSuffix(sub, " "+runner.DefaultQueueGroup)
+		if ok && strings.Count(alg, ".") == 1 {
+			algs = append(algs, strings.TrimPrefix(alg, "run."))
+		}
+	}
+	return algs
+}
+
+// accountInfo is what the server of nats.conf reports of account.
+func accountInfo(t *testing.T, s *server.Server, account string) *server.AccountInfo {
+	t.Helper()
+	a, err := s.Accountz(&server.AccountzOptions{Account: account})
+	if err != nil || a.Account == nil {
+		t.Fatalf("account %s: %v", account, err)
+	}
+	return a.Account
+}
+
+// TestTeamImportsAreTheirPermissions checks the imports of nats.conf against
+// its permissions, for every runner team (also one added later): the team
+// account has no JetStream of its own; each of its service imports comes
+// from APP, is a subject its user may publish, and is APP's subject under
+// appAPIPrefix (JetStream API and key puts) or as it is (object chunks);
+// each JetStream or object subject its user may publish is imported (no
+// grant that leads nowhere); nothing it imports names another team's
+// algorithm or reaches what only APP's roles may touch; the only stream it
+// imports is its own algorithms' discovery keys. APP imports from a team
+// exactly its algorithms' requests and their control plane.
+func TestTeamImportsAreTheirPermissions(t *testing.T) {
+	s, _ := startConfServer(t)
+	opts := loadConf(t, "nats.conf")
+	own := map[string][]string{} // account -> algorithms
+	users := map[string]*server.User{}
+	for _, u := range opts.Users {
+		if runnerRole(u.Username) {
+			own[u.Account.Name] = servedBy(u)
+			users[u.Account.Name] = u
+		}
+	}
+	forbidden := []string{"$KV.results.>", "$KV.routes.>", "$KV.served.>", "$JS.API.CONSUMER.>", "$JS.FC.>", "$JS.ACK.>",
+		"$JS.API.STREAM.CREATE.>", "$JS.API.STREAM.UPDATE.>", "$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>",
+		"$JS.API.STREAM.MSG.>", "$JS.API.STREAM.LIST", "$JS.API.STREAM.NAMES", "$JS.API.INFO",
+		"jobs.>", "notify.>", "dead.>", "run.>", "$O.inputs.>", "$O.uploads.>", "$O.outputs.>"}
+	for acc, algs := range own {
+		u := users[acc]
+		info := accountInfo(t, s, acc)
+		if info.JetStream {
+			t.Errorf("account %s has JetStream of its own", acc)
+		}
+		imported := map[string]bool{}
+		for _, im := range info.Imports {
+			if im.Account == server.DEFAULT_SYSTEM_ACCOUNT {
+				// The server's own (account info, and $JS.API.> answered
+				// "JetStream not enabled" for an account without it).
+				continue
+			}
+			remote, local := string(im.Subject), string(im.LocalSubject)
+			if im.Account != "APP" {
+				t.Errorf("%s imports %s from %s, want APP", acc, remote, im.Account)
+			}
+			if im.Type.String() == "stream" {
+				if !slices.ContainsFunc(algs, func(a string) bool { return remote == "$KV.discovery."+a+".*" }) || local != remote {
+					t.Errorf("%s imports the stream %s (as %s); only its own discovery keys, as they are", acc, remote, local)
+				}
+				continue
+			}
+			imported[local] = true
+			if !slices.Contains(u.Permissions.Publish.Allow, local) {
+				t.Errorf("%s imports %s as %s, which user %s may not publish", acc, remote, local, u.Username)
+			}
+			if want := asPublished(u.Username, remote); local != want {
+				t.Errorf("%s imports %s as %s, want %s", acc, remote, local, want)
+			}
+			for _, f := range forbidden {
+				if server.SubjectsCollide(remote, f) {
+					t.Errorf("%s imports %s, which reaches %s", acc, remote, f)
+				}
+			}
+			for other, theirs := range own {
+				for _, a := range theirs {
+					if other != acc && strings.Contains(remote, a) {
+						t.Errorf("%s imports %s, a subject of %s's algorithm %s", acc, remote, other, a)
+					}
+				}
+			}
+		}
+		for _, p := range u.Permissions.Publish.Allow {
+			if (strings.HasPrefix(p, appAPIPrefix+".") || strings.HasPrefix(p, "$O.")) && !imported[p] {
+				t.Errorf("user %s may publish %s, which %s does not import", u.Username, p, acc)
+			}
+		}
+	}
+
+	app := accountInfo(t, s, "APP")
+	if !app.JetStream {
+		t.Error("APP has no JetStream")
+	}
+	got := map[string][]string{}
+	for _, im := range app.Imports {
+		if im.Account == server.DEFAULT_SYSTEM_ACCOUNT {
+			continue
+		}
+		got[im.Account] = append(got[im.Account], string(im.Subject))
+		if string(im.LocalSubject) != string(im.Subject) {
+			t.Errorf("APP imports %s from %s as %s", im.Subject, im.Account, im.LocalSubject)
+		}
+	}
+	for acc, algs := range own {
+		want := []string{"$SRV.PING", "$SRV.INFO", "$SRV.STATS"}
+		for _, a := range algs {
+			want = append(want, "run."+a, "run."+a+".*", "$SRV.*."+a, "$SRV.*."+a+".*")
+		}
+		slices.Sort(want)
+		slices.Sort(got[acc])
+		if !slices.Equal(got[acc], want) {
+			t.Errorf("APP imports from %s %v, want %v", acc, got[acc], want)
+		}
+		delete(got, acc)
+	}
+	if len(got) > 0 {
+		t.Errorf("APP imports from accounts without a runner team: %v", got)
 	}
 }
