@@ -204,7 +204,8 @@ func TestRunnerTeamsAreIsolated(t *testing.T) {
 			c.expectDenied(t, d.subject)
 		})
 	}
-	for _, subject := range []string{"run.language_detection", "run.language_detection.*", "$SRV.PING.language_detection", "$KV.discovery.language_detection.*"} {
+	for _, subject := range []string{"run.language_detection", "run.language_detection.*", "$SRV.PING.language_detection",
+		asPublished("meme_runner", "$KV.discovery.language_detection.*")} {
 		t.Run("meme_runner may not subscribe to "+subject, func(t *testing.T) {
 			c := connect(t, url, "meme_runner")
 			if _, err := c.QueueSubscribeSync(subject, runner.DefaultQueueGroup); err != nil {
@@ -328,8 +329,8 @@ func accountInfo(t *testing.T, s *server.Server, account string) *server.Account
 // appAPIPrefix (JetStream API and key puts) or as it is (object chunks);
 // each JetStream or object subject its user may publish is imported (no
 // grant that leads nowhere); nothing it imports names another team's
-// algorithm or reaches what only APP's roles may touch; the only stream it
-// imports is its own algorithms' discovery keys. APP imports from a team
+// algorithm or reaches what only APP's roles may touch; it imports no
+// stream. APP imports from a team
 // exactly its algorithms' requests and their control plane.
 func TestTeamImportsAreTheirPermissions(t *testing.T) {
 	s, _ := startConfServer(t)
@@ -346,7 +347,7 @@ func TestTeamImportsAreTheirPermissions(t *testing.T) {
 		"$JS.API.STREAM.CREATE.>", "$JS.API.STREAM.UPDATE.>", "$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>",
 		"$JS.API.STREAM.MSG.>", "$JS.API.STREAM.LIST", "$JS.API.STREAM.NAMES", "$JS.API.INFO",
 		"jobs.>", "notify.>", "dead.>", "run.>", "$O.inputs.>", "$O.uploads.>", "$O.outputs.>"}
-	for acc, algs := range own {
+	for acc := range own {
 		u := users[acc]
 		info := accountInfo(t, s, acc)
 		if info.JetStream {
@@ -364,9 +365,7 @@ func TestTeamImportsAreTheirPermissions(t *testing.T) {
 				t.Errorf("%s imports %s from %s, want APP", acc, remote, im.Account)
 			}
 			if im.Type.String() == "stream" {
-				if !slices.ContainsFunc(algs, func(a string) bool { return remote == "$KV.discovery."+a+".*" }) || local != remote {
-					t.Errorf("%s imports the stream %s (as %s); only its own discovery keys, as they are", acc, remote, local)
-				}
+				t.Errorf("%s imports the stream %s (as %s): nothing of APP is published into a team's account", acc, remote, local)
 				continue
 			}
 			imported[local] = true
@@ -425,4 +424,66 @@ func TestTeamImportsAreTheirPermissions(t *testing.T) {
 	if len(got) > 0 {
 		t.Errorf("APP imports from accounts without a runner team: %v", got)
 	}
+}
+
+// TestRunnerSeesItsRegistrationsAsTheyHappen: the runner library follows
+// its algorithms' registrations with a plain subscription on the subjects
+// their runners put the keys on (runner/views.go): in a team's account
+// $JS.APP.API.$KV.discovery.<algorithm>.*, where a put and a delete by
+// another runner of the team arrive before they cross to APP, the delete
+// with its KV-Operation header; and a runner of the team holds that very
+// subscription, in its account.
+func TestRunnerSeesItsRegistrationsAsTheyHappen(t *testing.T) {
+	srv, url := startConfServer(t)
+	admin := connect(t, url, "admin")
+	provisionEverything(t, admin, controller.StoreConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	watcher := connect(t, url, "meme_runner")
+	sub, err := watcher.SubscribeSync(asPublished(watcher.role, "$KV."+discovery.Bucket+".image_info.*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := watcher.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	other := connect(t, url, "meme_runner")
+	kv, err := other.js(t).KeyValue(ctx, discovery.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "image_info.seen", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "image_info.seen"); err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range []string{"", "DEL"} {
+		m, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("waiting for the %q operation: %v", op, err)
+		}
+		if m.Subject != asPublished(watcher.role, "$KV."+discovery.Bucket+".image_info.seen") || m.Header.Get("KV-Operation") != op {
+			t.Fatalf("got %s %v, want the key's subject with KV-Operation %q", m.Subject, m.Header, op)
+		}
+	}
+	watcher.expectClean(t)
+	other.expectClean(t)
+	// From now on the subscription on the subject is the runner's.
+	watcher.Close()
+
+	c, _ := runUnder(t, url, "meme_runner", rawAlgorithm(t, "image_info", "1.0.0"))
+	subject := asPublished(c.role, "$KV."+discovery.Bucket+".image_info.*")
+	sz, err := srv.Subsz(&server.SubszOptions{Subscriptions: true, Account: teamOf(t)[c.role], Limit: 1 << 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := false
+	for _, sd := range sz.Subs {
+		held = held || sd.Subject == subject
+	}
+	if !held {
+		t.Errorf("the runner holds no subscription on %s", subject)
+	}
+	c.expectClean(t)
 }

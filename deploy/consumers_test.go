@@ -673,8 +673,8 @@ func TestRunnerUsersFollowTheirOwnKeys(t *testing.T) {
 					t.Errorf("%s serves %s but may not publish %s", u.Username, alg, asPublished(u.Username, want))
 				}
 			}
-			if !slices.Contains(u.Permissions.Subscribe.Allow, "$KV.discovery."+alg+".*") {
-				t.Errorf("%s serves %s but may not subscribe to $KV.discovery.%s.*", u.Username, alg, alg)
+			if sub := asPublished(u.Username, "$KV.discovery."+alg+".*"); !slices.Contains(u.Permissions.Subscribe.Allow, sub) {
+				t.Errorf("%s serves %s but may not subscribe to %s", u.Username, alg, sub)
 			}
 		}
 		for _, p := range u.Permissions.Publish.Allow {

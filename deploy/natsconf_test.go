@@ -737,6 +737,26 @@ func TestRolesDenied(t *testing.T) {
 		}
 	})
 
+	t.Run("runner without its account's JetStream prefix fails to start", func(t *testing.T) {
+		c := connect(t, d.url, "text_runner")
+		alg, err := languagedetection.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := runner.New(c.Conn, []*runner.Algorithm{alg}, runner.WithoutProvisioning())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Its account has no JetStream of its own: binding to discovery
+		// under $JS.API is refused, and nothing else stops it.
+		c.expectDeniedCall(t, "$JS.API.STREAM.INFO.KV_discovery", false, r.Run)
+		select {
+		case <-r.Started():
+			t.Fatal("the runner started")
+		default:
+		}
+	})
+
 	t.Run("no credentials", func(t *testing.T) {
 		nc, err := nats.Connect(d.url)
 		if err == nil {

@@ -87,6 +87,16 @@ func WithJetStreamDomain(domain string) Option {
 	}
 }
 
+// keyPutPrefix is what the runner's key-value puts go under: nothing on
+// the account's own JetStream, the API prefix and a dot on another's (the
+// jetstream client puts under the API prefix when it has one).
+func (r *Runner) keyPutPrefix() string {
+	if r.opts.jsAPIPrefix == "" || r.opts.jsAPIPrefix == "$JS.API" {
+		return ""
+	}
+	return r.opts.jsAPIPrefix + "."
+}
+
 // jetStream is the runner's JetStream context, through the configured
 // API prefix.
 func (r *Runner) jetStream() (jetstream.JetStream, error) {
@@ -303,7 +313,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		stopWatching()
 		return fmt.Errorf("runner: %w", err)
 	}
-	cache := newLiveView(r.nc, reg, names, log)
+	cache := newLiveView(r.nc, reg, names, r.keyPutPrefix(), log)
 	var watchWG sync.WaitGroup
 	watchWG.Add(2)
 	go func() { defer watchWG.Done(); table.run(watchCtx) }()
