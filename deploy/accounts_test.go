@@ -330,7 +330,8 @@ func accountInfo(t *testing.T, s *server.Server, account string) *server.Account
 // each JetStream or object subject its user may publish is imported (no
 // grant that leads nowhere); nothing it imports names another team's
 // algorithm or reaches what only APP's roles may touch; it imports no
-// stream. APP imports from a team
+// stream; its requests are answered as long as its user may answer. APP
+// imports from a team
 // exactly its algorithms' requests and their control plane.
 func TestTeamImportsAreTheirPermissions(t *testing.T) {
 	s, _ := startConfServer(t)
@@ -386,6 +387,23 @@ func TestTeamImportsAreTheirPermissions(t *testing.T) {
 						t.Errorf("%s imports %s, a subject of %s's algorithm %s", acc, remote, other, a)
 					}
 				}
+			}
+		}
+		// APP keeps the way back for an answer as long as the runner may
+		// answer (allow_responses), and longer than the runner relays.
+		window := u.Permissions.Response.Expires
+		a, err := s.LookupAccount(acc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ex := range info.Exports {
+			if !strings.HasPrefix(string(ex.Subject), "run.") {
+				continue
+			}
+			th, err := a.ServiceExportResponseThreshold(string(ex.Subject))
+			if err != nil || th < window || th < runner.RelayTimeout {
+				t.Errorf("%s exports %s with response_threshold %s (%v), below the reply window %s or the relay timeout %s",
+					acc, ex.Subject, th, err, window, runner.RelayTimeout)
 			}
 		}
 		for _, p := range u.Permissions.Publish.Allow {
