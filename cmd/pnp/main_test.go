@@ -318,6 +318,8 @@ func TestUsageErrors(t *testing.T) {
 		{"runner bad duration", []string{"runner", "--drain-timeout", "soon", "--server", nowhere}, "invalid value"},
 		{"runner bad metrics address", []string{"runner", "--metrics", "127.0.0.1:http-alt-x", "--server", nowhere}, `--metrics "127.0.0.1:http-alt-x"`},
 		{"controller bad metrics address", []string{"controller", "--metrics", "nohost:99999", "--server", nowhere}, `--metrics "nohost:99999"`},
+		{"runner bad JetStream prefix", []string{"runner", "--js-api-prefix", "$JS.APP.>", "--server", nowhere}, `--js-api-prefix (NATS_JS_API_PREFIX): JetStream API prefix "$JS.APP.>" is not a subject prefix`},
+		{"register bad JetStream prefix", []string{"register", "--js-api-prefix", "$JS.APP.API.", "--record", "unused.json", "--server", nowhere}, `--js-api-prefix (NATS_JS_API_PREFIX): JetStream API prefix "$JS.APP.API." is not a subject prefix`},
 		{"runner positional argument", []string{"runner", "language_detection", "--server", nowhere}, `unexpected argument "language_detection"`},
 		{"algorithms unknown flag", []string{"algorithms", "--bogus"}, "flag provided but not defined"},
 		{"algorithms positional argument", []string{"algorithms", "--server", nowhere, "extra", "--json"}, `unexpected argument "extra"`},
