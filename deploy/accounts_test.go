@@ -273,9 +273,30 @@ func teamOf(t *testing.T) map[string]string {
 
 // TestEveryRunnerTeamHasItsOwnAccount: APP holds the streams and the
 // system's roles and no runner user; each runner user is alone in an
-// account of its own.
+// account of its own. Every user of nats.conf is one of roles (so the
+// per-role tests, consumerGrants among them, cover it), and no user of
+// APP may serve an algorithm: whoever takes run.<algorithm> runs foreign
+// code and belongs in a team's account.
 func TestEveryRunnerTeamHasItsOwnAccount(t *testing.T) {
 	accounts := teamOf(t)
+	for _, u := range loadConf(t, "nats.conf").Users {
+		if !slices.Contains(roles, u.Username) {
+			t.Errorf("user %s of nats.conf is not one of the roles the tests in deploy/ check (%v)", u.Username, roles)
+		}
+		if u.Account.Name != "APP" {
+			continue
+		}
+		if u.Permissions == nil || u.Permissions.Subscribe == nil || u.Permissions.Subscribe.Allow == nil {
+			t.Errorf("user %s of APP may subscribe to anything, run.<algorithm> included", u.Username)
+			continue
+		}
+		for _, sub := range u.Permissions.Subscribe.Allow {
+			subject, _, _ := strings.Cut(sub, " ")
+			if server.SubjectsCollide(subject, "run.>") {
+				t.Errorf("user %s of APP may subscribe to %q: it could serve an algorithm beside the streams", u.Username, sub)
+			}
+		}
+	}
 	seen := map[string]string{}
 	for user, acc := range accounts {
 		switch {

@@ -327,7 +327,8 @@ var consumerGrants = map[string][]string{
 }
 
 // TestConsumerGrantsPerRole checks, for every role and every stream, each
-// subject that creates a consumer against consumerGrants. An allowed
+// subject that creates a consumer against consumerGrants (a runner team's
+// user under its account's prefix and without it). An allowed
 // request names another stream in its body, so the server answers it with
 // an error and creates nothing.
 func TestConsumerGrantsPerRole(t *testing.T) {
@@ -352,14 +353,21 @@ func TestConsumerGrantsPerRole(t *testing.T) {
 				{"$JS.API.CONSUMER.DURABLE.CREATE." + stream + ".probe_" + role, false},
 			} {
 				allowed := role == "admin" || (granted && f.named)
-				subject := asPublished(role, f.subject)
-				t.Run(fmt.Sprintf("%s %s allowed=%v", role, subject, allowed), func(t *testing.T) {
-					if allowed {
-						c.expectAnswered(t, subject, body)
-					} else {
-						c.expectRefused(t, subject, body)
-					}
-				})
+				// A runner team's user tries APP's JetStream through its
+				// account's import and its own account's $JS.API.
+				subjects := []string{asPublished(role, f.subject)}
+				if subjects[0] != f.subject {
+					subjects = append(subjects, f.subject)
+				}
+				for _, subject := range subjects {
+					t.Run(fmt.Sprintf("%s %s allowed=%v", role, subject, allowed), func(t *testing.T) {
+						if allowed {
+							c.expectAnswered(t, subject, body)
+						} else {
+							c.expectRefused(t, subject, body)
+						}
+					})
+				}
 			}
 		}
 	}

@@ -209,7 +209,9 @@ func TestObjectRollupsStayInTheirBucket(t *testing.T) {
 				if c.attempt(t, subj, rollup(c, subj, "all", []byte("{}"))) {
 					t.Errorf("%s's roll-up of %s was accepted: %d of %d messages survive", attacker, b, msgs(t, b), before[b])
 				}
-				purge := "$JS.API.STREAM.PURGE.OBJ_" + b
+				// A runner team's user reaches APP's JetStream under its
+				// account's prefix.
+				purge := asPublished(attacker, "$JS.API.STREAM.PURGE.OBJ_"+b)
 				if c.attempt(t, purge, func(ctx context.Context) error {
 					resp, err := c.RequestWithContext(ctx, purge, nil)
 					if err != nil {
