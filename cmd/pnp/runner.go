@@ -28,9 +28,11 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		imf imageFlags
 		wf  workerFlags
 		mf  metricsFlag
+		jf  jsPrefixFlag
 	)
 	wf.register(fs)
 	nf.register(fs)
+	jf.register(fs)
 	lf.register(fs)
 	mf.register(fs)
 	imf.register(fs)
@@ -57,6 +59,9 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := errors.Join(wf.check(), nf.check()); err != nil {
 		return err
 	}
+	if err := jf.check(&nf); err != nil {
+		return err
+	}
 	chosen, _ := chooseBuiltins(algs, algoConfig{})
 	if len(chosen) == 0 && len(wf.commands) == 0 {
 		return fmt.Errorf("%w: --algorithms none and no --worker: nothing to serve", errUsage)
@@ -68,7 +73,7 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		runner.WithDrainTimeout(*drain),
 		runner.WithDiscovery(discovery.Config{}),
 	}
-	opts = append(opts, nf.runnerOptions()...)
+	opts = append(opts, jf.runnerOptions(&nf)...)
 	if noProv {
 		opts = append(opts, runner.WithoutProvisioning())
 	}
@@ -94,8 +99,8 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer nc.Close()
 	ready.nc.Store(nc)
 	// obj:// image URLs are read over this very connection, with the
-	// runner's own permissions.
-	js, err := nf.jetStream(nc)
+	// runner's own permissions (and its account's JetStream prefix).
+	js, err := jf.jetStream(nc, &nf)
 	if err != nil {
 		return err
 	}
