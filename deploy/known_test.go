@@ -2,12 +2,14 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"testing"
 	"time"
 
 	"pnpworker/controller"
 	"pnpworker/jobs"
+	"pnpworker/runner"
 )
 
 // Under nats.conf's roles, a controller run as the Kubernetes base runs
@@ -67,4 +69,81 @@ func TestKeptAlgorithmsAreKnownUnderNatsConf(t *testing.T) {
 	}
 	producer.expectClean(t)
 	admin.expectClean(t)
+}
+
+// Under nats.conf, runners live in their team's account: a cancel the
+// admin publishes in APP (cancel.<algorithm>, a service the team exports)
+// reaches the team's runner, which cancels the running job's context.
+func TestCancelReachesTeamRunner(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	_, url := startConfServer(t)
+	admin := connect(t, url, "admin")
+	provisionEverything(t, admin, controller.StoreConfig{})
+	started := make(chan struct{}, 1)
+	stopped := make(chan error, 1)
+	slow, err := runner.NewRawAlgorithm(runner.Spec{Name: "language_detection", Version: "1.0.0", Timeout: time.Minute,
+		InputSchema: []byte(`{"type":"object"}`), OutputSchema: []byte(`{"type":"object"}`)},
+		func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+			started <- struct{}{}
+			<-ctx.Done()
+			stopped <- ctx.Err()
+			return nil, ctx.Err()
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, stopRunner := runUnder(t, url, "text_runner", slow)
+	defer stopRunner()
+
+	ctlC := connect(t, url, "controller")
+	ctl, err := controller.New(ctlC.Conn, controller.Config{Bind: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- ctl.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("controller: %v", err)
+		}
+		ctlC.expectClean(t)
+	}()
+	producer := connect(t, url, "producer")
+	ps, err := controller.OpenStore(ctx, producer.js(t), controller.StoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ps.Submit(ctx, "language_detection", []byte(`{"text":"hallo"}`), controller.SubmitOptions{ID: "team-cancel"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-started:
+	case <-ctx.Done():
+		t.Fatal("the job did not start")
+	}
+	as, err := controller.OpenStore(ctx, admin.js(t), controller.StoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := as.Cancel(ctx, "team-cancel"); err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	select {
+	case err := <-stopped:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("the job's context ended with %v, want context.Canceled", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the cancel did not reach the runner in the team's account")
+	}
+	res, err := ps.WaitResult(ctx, "team-cancel", nil)
+	if err != nil || res.Status != controller.StatusCancelled {
+		t.Fatalf("result %+v, %v; want cancelled", res, err)
+	}
+	rc.expectClean(t)
+	admin.expectClean(t)
+	producer.expectClean(t)
 }

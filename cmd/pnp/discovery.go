@@ -22,13 +22,17 @@ import (
 	"pnpworker/rollout"
 )
 
-// registryFor connects and opens (or provisions) the discovery registry.
-func registryFor(ctx context.Context, nf *natsFlags, log zerolog.Logger, provision bool, cfg discovery.Config) (*nats.Conn, *discovery.Registry, error) {
+// registryFor connects and opens (or provisions) the discovery registry,
+// through JetStream under jf's prefix or in nf's domain.
+func registryFor(ctx context.Context, nf *natsFlags, jf *jsPrefixFlag, log zerolog.Logger, provision bool, cfg discovery.Config) (*nats.Conn, *discovery.Registry, error) {
+	if err := errors.Join(nf.check(), jf.check(nf)); err != nil {
+		return nil, nil, err
+	}
 	nc, err := nf.connect("pnp", log)
 	if err != nil {
 		return nil, nil, err
 	}
-	js, err := jetstream.New(nc)
+	js, err := jf.jetStream(nc, nf)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err
@@ -96,7 +100,7 @@ func cmdDiscovery(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	nc, reg, err := registryFor(ctx, &nf, log, sub == "provision", cfg)
+	nc, reg, err := registryFor(ctx, &nf, &jsPrefixFlag{}, log, sub == "provision", cfg)
 	if err != nil {
 		return err
 	}
@@ -203,9 +207,9 @@ type versionSummary struct {
 }
 
 // routesFor reads every route; none when the routes bucket does not exist.
-func routesFor(ctx context.Context, nc *nats.Conn, log zerolog.Logger) map[string]rollout.Route {
+func routesFor(ctx context.Context, nf *natsFlags, nc *nats.Conn, log zerolog.Logger) map[string]rollout.Route {
 	out := map[string]rollout.Route{}
-	js, err := jetstream.New(nc)
+	js, err := nf.jetStream(nc)
 	if err != nil {
 		return out
 	}
@@ -243,7 +247,7 @@ func cmdAlgorithms(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	nc, reg, err := registryFor(ctx, &nf, log, false, discovery.Config{})
+	nc, reg, err := registryFor(ctx, &nf, &jsPrefixFlag{}, log, false, discovery.Config{})
 	if err != nil {
 		return err
 	}
@@ -273,7 +277,7 @@ func cmdAlgorithms(ctx context.Context, args []string, stdout, stderr io.Writer)
 		s.Instances = append(s.Instances, r)
 	}
 	sort.Strings(names)
-	routes := routesFor(ctx, nc, log)
+	routes := routesFor(ctx, &nf, nc, log)
 	out := make([]*algorithmSummary, 0, len(names))
 	for _, n := range names {
 		s := byAlg[n]

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"pnpworker/discovery"
 	"pnpworker/internal/imagefetch"
@@ -29,9 +28,11 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		imf imageFlags
 		wf  workerFlags
 		mf  metricsFlag
+		jf  jsPrefixFlag
 	)
 	wf.register(fs)
 	nf.register(fs)
+	jf.register(fs)
 	lf.register(fs)
 	mf.register(fs)
 	imf.register(fs)
@@ -55,7 +56,10 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if _, err := newAlgoConfig(imf.gallery, imagefetch.ParseAllow(imf.allow), imf.objectBuckets(), nil, budget, log); err != nil {
 		return err
 	}
-	if err := wf.check(); err != nil {
+	if err := errors.Join(wf.check(), nf.check()); err != nil {
+		return err
+	}
+	if err := jf.check(&nf); err != nil {
 		return err
 	}
 	chosen, _ := chooseBuiltins(algs, algoConfig{})
@@ -69,6 +73,7 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		runner.WithDrainTimeout(*drain),
 		runner.WithDiscovery(discovery.Config{}),
 	}
+	opts = append(opts, jf.runnerOptions(&nf)...)
 	if noProv {
 		opts = append(opts, runner.WithoutProvisioning())
 	}
@@ -94,8 +99,8 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer nc.Close()
 	ready.nc.Store(nc)
 	// obj:// image URLs are read over this very connection, with the
-	// runner's own permissions.
-	js, err := jetstream.New(nc)
+	// runner's own permissions (and its account's JetStream prefix).
+	js, err := jf.jetStream(nc, &nf)
 	if err != nil {
 		return err
 	}
