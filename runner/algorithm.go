@@ -291,7 +291,7 @@ type checker struct {
 func newChecker(s *jsonschema.Schema, doc []byte) checker {
 	c := checker{schema: s}
 	if v, err := schemas.DecodeJSON(doc); err == nil {
-		c.quick = schemas.NewQuick(v)
+		c.quick = schemas.NewQuick(v, s)
 	}
 	return c
 }

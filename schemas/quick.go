@@ -62,17 +62,22 @@ type Quick struct{ root *qnode }
 // Unsure (and well below MaxNesting, which the controller refuses).
 const quickMaxDepth = 128
 
-// NewQuick returns the quick check of a schema document that CompileBytes
-// accepts (as DecodeJSON returns it), or nil when the schema uses anything
-// Quick does not cover.
-func NewQuick(doc any) *Quick {
+// NewQuick returns the quick check of a schema document (as DecodeJSON
+// returns it) and of its compiled form (CompileBytes, CompileLimited), or
+// nil when the schema uses anything Quick does not cover. The quick check
+// shares the compiled form's regular expressions: it adds little memory to
+// it.
+func NewQuick(doc any, compiled *jsonschema.Schema) *Quick {
+	if compiled == nil {
+		return nil
+	}
 	m, ok := doc.(map[string]any)
 	if ok {
 		if s, ok := m["$schema"]; ok && s != "https://json-schema.org/draft/2020-12/schema" {
 			return nil
 		}
 	}
-	n, ok := quickNode(doc, true)
+	n, ok := quickNode(doc, compiled, true)
 	if !ok {
 		return nil
 	}
@@ -161,9 +166,9 @@ func quickCount(v any) (int, bool) {
 	return int(i), err == nil && i >= 0
 }
 
-// quickNode builds the node of schema doc, reporting false when it uses
-// anything outside the subset.
-func quickNode(doc any, root bool) (*qnode, bool) {
+// quickNode builds the node of schema doc, compiled as c, reporting false
+// when it uses anything outside the subset.
+func quickNode(doc any, c *jsonschema.Schema, root bool) (*qnode, bool) {
 	switch d := doc.(type) {
 	case bool:
 		if d {
@@ -173,7 +178,7 @@ func quickNode(doc any, root bool) (*qnode, bool) {
 	case map[string]any:
 		n := &qnode{minLen: -1, maxLen: -1, minProps: -1, maxProps: -1, minItems: -1, maxItems: -1}
 		for k, v := range d {
-			if !n.keyword(k, v, root) {
+			if !n.keyword(k, v, c, root) {
 				return nil, false
 			}
 		}
@@ -187,7 +192,7 @@ func quickNode(doc any, root bool) (*qnode, bool) {
 	return nil, false
 }
 
-func (n *qnode) keyword(k string, v any, root bool) bool {
+func (n *qnode) keyword(k string, v any, c *jsonschema.Schema, root bool) bool {
 	var ok bool
 	switch k {
 	case "$id":
@@ -248,12 +253,13 @@ func (n *qnode) keyword(k string, v any, root bool) bool {
 	case "maxLength":
 		n.maxLen, ok = quickCount(v)
 	case "pattern":
+		// The validator's own expression: the same verdicts, and no
+		// second copy in memory.
 		s, isStr := v.(string)
-		if !isStr {
+		if !isStr || c == nil || c.Pattern == nil || c.Pattern.String() != s {
 			return false
 		}
-		re, err := regexp.Compile(s)
-		n.pattern, ok = re, err == nil
+		n.pattern, ok = c.Pattern, true
 	case "format":
 		s, isStr := v.(string)
 		if !isStr {
@@ -280,12 +286,15 @@ func (n *qnode) keyword(k string, v any, root bool) bool {
 			return false
 		}
 		n.props = make(map[string]*qnode, len(m))
+		if c == nil {
+			return false
+		}
 		for name, sch := range m {
-			c, ok := quickNode(sch, false)
+			child, ok := quickNode(sch, c.Properties[name], false)
 			if !ok {
 				return false
 			}
-			n.props[name] = c
+			n.props[name] = child
 		}
 		n.hasObject = true
 		return true
@@ -306,7 +315,11 @@ func (n *qnode) keyword(k string, v any, root bool) bool {
 		n.hasObject = true
 		return true
 	case "additionalProperties":
-		n.additional, ok = quickNode(v, false)
+		var ac *jsonschema.Schema
+		if c != nil {
+			ac, _ = c.AdditionalProperties.(*jsonschema.Schema)
+		}
+		n.additional, ok = quickNode(v, ac, false)
 		n.additionalSet, n.hasObject = true, true
 	case "minProperties":
 		n.minProps, ok = quickCount(v)
@@ -315,7 +328,11 @@ func (n *qnode) keyword(k string, v any, root bool) bool {
 		n.maxProps, ok = quickCount(v)
 		n.hasObject = true
 	case "items":
-		n.items, ok = quickNode(v, false)
+		var ic *jsonschema.Schema
+		if c != nil {
+			ic = c.Items2020
+		}
+		n.items, ok = quickNode(v, ic, false)
 		n.hasArray = true
 	case "minItems":
 		n.minItems, ok = quickCount(v)

@@ -78,14 +78,15 @@ func slowVerdict(t *testing.T, schema, doc []byte) Verdict {
 // quickOf returns the Quick of schema, or nil when it does not compile or
 // Quick does not cover it.
 func quickOf(schema []byte) *Quick {
-	if _, err := CompileBytes("quick.json", schema); err != nil {
+	compiled, err := CompileBytes("quick.json", schema)
+	if err != nil {
 		return nil
 	}
 	doc, err := DecodeJSON(schema)
 	if err != nil {
 		return nil
 	}
-	return NewQuick(doc)
+	return NewQuick(doc, compiled)
 }
 
 // FuzzQuickMatchesValidator checks that every verdict Quick gives is the
