@@ -90,7 +90,9 @@ func benchPipeline(b *testing.B, n int, run func(b *testing.B, srv *natstest.Ser
 	for i := range n {
 		msg := &nats.Msg{Subject: "jobs.bench", Data: fmt.Appendf(nil, `{"n":%d}`, i), Header: nats.Header{}}
 		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("job-%d", i))
-		if _, err := js.PublishMsgAsync(msg); err != nil {
+		// A generous stall wait: on a busy machine the server acks
+		// slower than the default 200ms allows for a full window.
+		if _, err := js.PublishMsgAsync(msg, jetstream.WithStallWait(30*time.Second)); err != nil {
 			b.Fatal(err)
 		}
 	}
