@@ -94,6 +94,7 @@ type qnode struct {
 	// enumStrings holds the strings of a long enum, to look them up at
 	// once.
 	enumStrings map[string]bool
+	enumNums    []*qnum // the numbers of the enum
 
 	minLen, maxLen int // -1: none
 	pattern        *regexp.Regexp
@@ -231,9 +232,11 @@ func (n *qnode) keyword(k string, v any, c *jsonschema.Schema, root bool) bool {
 			switch e.(type) {
 			case string, bool, nil:
 			case json.Number:
-				if _, ok := newQnum(e); !ok {
+				q, ok := newQnum(e)
+				if !ok {
 					return false
 				}
+				n.enumNums = append(n.enumNums, q)
 			default:
 				return false
 			}
@@ -701,13 +704,10 @@ func (s *scanner) checkNumber(n *qnode, tok []byte, isInt bool) {
 	}
 	if n.enum != nil {
 		found := false
-		for _, e := range n.enum {
-			if en, ok := e.(json.Number); ok {
-				q, _ := newQnum(en)
-				if cmp(q) == 0 {
-					found = true
-					break
-				}
+		for _, q := range n.enumNums {
+			if cmp(q) == 0 {
+				found = true
+				break
 			}
 		}
 		s.bad = s.bad || !found
