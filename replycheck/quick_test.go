@@ -72,6 +72,9 @@ func TestChecksWithTheQuickPath(t *testing.T) {
 // proves valid costs no allocation in the cache's check: the saving the
 // quick path is for.
 func TestCheckDoesNotDecodeWhatQuickProves(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
 	c := NewCache(zerolog.Nop(), DefaultCacheBytes, 10*time.Second)
 	regs := []discovery.Registration{{Algorithm: "bench", Instance: "a", InputSchema: json.RawMessage(wordCountInput), OutputSchema: json.RawMessage(`{}`)}}
 	body := []byte(`{"text":"the quick brown fox"}`)

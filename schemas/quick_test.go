@@ -184,6 +184,9 @@ func TestQuickDeepDocument(t *testing.T) {
 // TestQuickCheckAllocates checks that deciding a typical valid request
 // allocates nothing.
 func TestQuickCheckAllocates(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
 	q := quickOf([]byte(quickSchemas[3]))
 	doc := []byte(`{"text":"hello"}`)
 	if n := testing.AllocsPerRun(100, func() { q.Check(doc) }); n != 0 {
