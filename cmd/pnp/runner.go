@@ -10,6 +10,7 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/runner"
+	"pnpworker/worker"
 )
 
 func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -67,6 +68,7 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if noProv {
 		opts = append(opts, runner.WithoutProvisioning())
 	}
+	var deps workerDeps
 	if mf.addr != "" {
 		// The built-in runner and every worker's runner (made anew at each
 		// restart of its process) report into one set of runner metrics.
@@ -76,6 +78,9 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		opts = append(opts, runner.WithSharedMetrics(m))
+		if deps.metrics, err = worker.NewMetrics(reg); err != nil {
+			return err
+		}
 		stop, err := serveMetrics(ctx, mf.addr, reg, log)
 		if err != nil {
 			return err
@@ -101,7 +106,10 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	workers, err := wf.build(nc, log, opts...)
+	// With --worker-procs MIN:MAX the workers read the JOBS backlog of
+	// their algorithms through it too, when the runner's user may.
+	deps.js = js
+	workers, err := wf.build(nc, deps, log, opts...)
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,7 @@ import (
 	"pnpworker/internal/objref"
 	"pnpworker/jobs"
 	"pnpworker/runner"
+	"pnpworker/worker"
 )
 
 func defaultDataDir() string {
@@ -166,7 +167,11 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	workers, err := wf.build(nc, log, runner.WithSharedMetrics(runnerMetrics))
+	workerMetrics, err := worker.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	workers, err := wf.build(nc, workerDeps{js: js, metrics: workerMetrics}, log, runner.WithSharedMetrics(runnerMetrics))
 	if err != nil {
 		return err
 	}

@@ -5,25 +5,72 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/shlex"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"pnpworker/jobs"
 	"pnpworker/runner"
 	"pnpworker/worker"
 )
 
-// workerFlags are --worker (repeatable), --worker-procs and the bounds of
-// a worker process's life.
+// workerFlags are --worker (repeatable), --worker-procs, --worker-idle and
+// the bounds of a worker process's life.
 type workerFlags struct {
 	commands         stringList
-	procs            int
+	procs            procRange
+	idle             time.Duration
 	handshake, grace time.Duration
 	maxBackoff       time.Duration
+}
+
+// procRange is --worker-procs: N processes, or MIN:MAX following the load.
+type procRange struct{ min, max int }
+
+func (p *procRange) String() string {
+	if p.max > p.min {
+		return fmt.Sprintf("%d:%d", p.min, p.max)
+	}
+	return strconv.Itoa(p.min)
+}
+
+// Set parses N or MIN:MAX. The minimum is at least 1: an algorithm is
+// known, registered and reachable only through a running process's hello,
+// so with no process its requests would find no responder.
+func (p *procRange) Set(v string) error {
+	lo, hi, scaled := strings.Cut(strings.TrimSpace(v), ":")
+	n, err := strconv.Atoi(strings.TrimSpace(lo))
+	if err != nil {
+		return fmt.Errorf("want N or MIN:MAX, whole numbers (e.g. 2 or 1:4): %q is not a number", lo)
+	}
+	m := n
+	if scaled {
+		if m, err = strconv.Atoi(strings.TrimSpace(hi)); err != nil {
+			return fmt.Errorf("want N or MIN:MAX, whole numbers (e.g. 2 or 1:4): %q is not a number", hi)
+		}
+	}
+	switch {
+	case n < 1:
+		return fmt.Errorf("the minimum %d must be at least 1: a worker's algorithms are known and registered only while one of its processes runs", n)
+	case m < n:
+		return fmt.Errorf("the minimum %d exceeds the maximum %d", n, m)
+	}
+	p.min, p.max = n, m
+	return nil
+}
+
+// workerDeps are what the worker flags' Workers use besides NATS: the
+// JetStream through which the scaler reads the JOBS backlog, and the
+// metrics of the process (nil: none).
+type workerDeps struct {
+	js      jetstream.JetStream
+	metrics *worker.Metrics
 }
 
 // stringList is a repeatable string flag.
@@ -34,16 +81,22 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 func (f *workerFlags) register(fs *flagSet) {
 	fs.Var(&f.commands, "worker", "command of a worker process serving algorithms over stdin/stdout (docs/WORKER.md), split like a shell would; repeatable. E.g. 'python3 sdk/python/pnpworker.py examples/python/runner_adapter.py'")
-	fs.IntVar(&f.procs, "worker-procs", 1, "processes to run of each --worker command, each its own instance")
+	f.procs = procRange{min: 1, max: 1}
+	fs.Var(&f.procs, "worker-procs", "processes to run of each --worker command, each its own instance: N, or MIN:MAX to follow the load — a process is added while requests or jobs wait with every process busy, and one idle for --worker-idle is drained and stopped (MIN at least 1; docs/WORKER.md, \"Scaling\")")
+	fs.DurationVar(&f.idle, "worker-idle", worker.DefaultScaleIdle, "with --worker-procs MIN:MAX, how long a process above MIN must have served nothing before it is drained and stopped")
 	fs.DurationVar(&f.handshake, "worker-handshake-timeout", worker.DefaultHandshakeTimeout, "how long a worker process may take to say hello, loading its models included, before it is killed and restarted")
 	fs.DurationVar(&f.grace, "worker-cancel-grace", worker.DefaultCancelGrace, "how long a worker process may take to answer a cancelled request (deadline passed) before it is killed and restarted")
 	fs.DurationVar(&f.maxBackoff, "worker-max-backoff", worker.DefaultMaxBackoff, "the longest wait before restarting a worker process that keeps failing; it is restarted at that pace until pnp stops, never given up on")
 }
 
 // build splits the commands and makes one worker.Worker per command.
-func (f *workerFlags) build(nc *nats.Conn, log zerolog.Logger, opts ...runner.Option) ([]*worker.Worker, error) {
-	if f.procs < 1 {
-		return nil, fmt.Errorf("%w: --worker-procs %d: want at least 1", errUsage, f.procs)
+func (f *workerFlags) build(nc *nats.Conn, deps workerDeps, log zerolog.Logger, opts ...runner.Option) ([]*worker.Worker, error) {
+	if err := f.check(); err != nil {
+		return nil, err
+	}
+	var backlog func(context.Context, string) (int, error)
+	if f.procs.max > f.procs.min && deps.js != nil {
+		backlog = func(ctx context.Context, algorithm string) (int, error) { return jobs.Waiting(ctx, deps.js, algorithm) }
 	}
 	var ws []*worker.Worker
 	for _, c := range f.commands {
@@ -53,7 +106,11 @@ func (f *workerFlags) build(nc *nats.Conn, log zerolog.Logger, opts ...runner.Op
 		}
 		w, err := worker.New(nc, worker.Config{
 			Command:          argv,
-			Procs:            f.procs,
+			Procs:            f.procs.min,
+			MaxProcs:         f.procs.max,
+			ScaleIdle:        f.idle,
+			Backlog:          backlog,
+			Metrics:          deps.metrics,
 			HandshakeTimeout: f.handshake,
 			CancelGrace:      f.grace,
 			MaxBackoff:       f.maxBackoff,
@@ -71,8 +128,11 @@ func (f *workerFlags) build(nc *nats.Conn, log zerolog.Logger, opts ...runner.Op
 
 // check fails early, before connecting, on flags that cannot work.
 func (f *workerFlags) check() error {
-	if f.procs < 1 {
-		return fmt.Errorf("%w: --worker-procs %d: want at least 1", errUsage, f.procs)
+	if f.procs.min < 1 || f.procs.max < f.procs.min {
+		return fmt.Errorf("%w: --worker-procs %s: want N or MIN:MAX with 1 <= MIN <= MAX", errUsage, f.procs.String())
+	}
+	if f.idle <= 0 {
+		return fmt.Errorf("%w: --worker-idle %s: want more than 0", errUsage, f.idle)
 	}
 	if f.handshake <= 0 {
 		return fmt.Errorf("%w: --worker-handshake-timeout %s: want more than 0", errUsage, f.handshake)
