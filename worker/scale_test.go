@@ -404,3 +404,26 @@ func TestJobsWaitingWithoutConsumer(t *testing.T) {
 		t.Fatalf("with a consumer: %d, %v; want 3, nil", n, err)
 	}
 }
+
+func TestScaleConfigValidate(t *testing.T) {
+	for name, c := range map[string]struct {
+		cfg  worker.Config
+		want string
+	}{
+		"max below procs":     {worker.Config{Procs: 3, MaxProcs: 2}, "max procs 2 is below procs 3"},
+		"max below default":   {worker.Config{MaxProcs: -1}, "max procs -1 is negative"},
+		"negative idle":       {worker.Config{MaxProcs: 2, ScaleIdle: -time.Second}, "scale idle -1s is negative"},
+		"negative interval":   {worker.Config{MaxProcs: 2, ScaleInterval: -time.Second}, "scale interval -1s is negative"},
+		"fine":                {worker.Config{Procs: 1, MaxProcs: 4}, ""},
+		"max equal procs":     {worker.Config{Procs: 2, MaxProcs: 2}, ""},
+		"max only, min of 1s": {worker.Config{MaxProcs: 1}, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c.cfg.Command = []string{"x"}
+			err := c.cfg.Validate()
+			if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
+				t.Fatalf("Validate = %v, want %q", err, c.want)
+			}
+		})
+	}
+}
