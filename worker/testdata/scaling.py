@@ -1,5 +1,7 @@
 """A slow algorithm for the scaling tests: one request at a time per
-process, and every execution written down (file SCALING_LOG)."""
+process, and every execution written down (file SCALING_LOG). It is named
+slow, or SCALING_NAME when set (a runner user may serve only its own
+algorithms' names)."""
 
 import os
 import time
@@ -14,7 +16,7 @@ def _note(event: str, token: str) -> None:
         f.write(f"{event} {token} {os.getpid()}\n")
 
 
-@pnpworker.algorithm(concurrency=1, timeout=60)
+@pnpworker.algorithm(name=os.environ.get("SCALING_NAME", "slow"), concurrency=1, timeout=60)
 def run_slow(token: str, ms: int = 300) -> dict:
     """Sleeps ms milliseconds; notes its start and end."""
     _note("start", token)
