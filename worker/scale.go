@@ -62,7 +62,7 @@ type pool struct {
 
 	// The scaler's own state.
 	upTicks      int
-	slackSince   time.Time // since when every look found slack; zero: the last did not
+	slackSince   time.Time            // since when every look found slack; zero: the last did not
 	backlogAfter map[string]time.Time // no backlog read of the algorithm before then
 }
 
