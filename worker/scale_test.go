@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -197,6 +198,40 @@ func gauge(t *testing.T, reg *prometheus.Registry, algorithm string) float64 {
 	return -1
 }
 
+// checkDocumented fails unless docs/METRICS.md names exactly the
+// pnp_worker_ metrics reg exports.
+func checkDocumented(t *testing.T, reg *prometheus.Registry) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, mf := range mfs {
+		have[mf.GetName()] = true
+	}
+	b, err := os.ReadFile("../docs/METRICS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := map[string]bool{}
+	for _, m := range regexp.MustCompile(`pnp_worker_[a-z_]+`).FindAllString(string(b), -1) {
+		if !strings.HasSuffix(m, "_") {
+			named[m] = true
+		}
+	}
+	for m := range named {
+		if !have[m] {
+			t.Errorf("docs/METRICS.md names %s, which the worker does not export", m)
+		}
+	}
+	for m := range have {
+		if !named[m] {
+			t.Errorf("docs/METRICS.md does not document %s", m)
+		}
+	}
+}
+
 // With --worker-procs 1:3, clients that keep more slow requests coming
 // than one process can run grow the worker to three processes, never
 // more; when the load drops to one client the extra processes are
@@ -256,6 +291,8 @@ func TestScaleUpThenDownUnderLoad(t *testing.T) {
 		t.Errorf("%d instances in discovery at 1 process, want 1", n)
 	}
 	checkOnce(t, file, tokens)
+
+	checkDocumented(t, reg)
 
 	ups := logs.lines(map[string]string{"message": "worker scaled up: a process added"})
 	downs := logs.lines(map[string]string{"message": "worker scaled down: draining a process"})
@@ -410,13 +447,13 @@ func TestScaleConfigValidate(t *testing.T) {
 		cfg  worker.Config
 		want string
 	}{
-		"max below procs":     {worker.Config{Procs: 3, MaxProcs: 2}, "max procs 2 is below procs 3"},
-		"max below default":   {worker.Config{MaxProcs: -1}, "max procs -1 is negative"},
-		"negative idle":       {worker.Config{MaxProcs: 2, ScaleIdle: -time.Second}, "scale idle -1s is negative"},
-		"negative interval":   {worker.Config{MaxProcs: 2, ScaleInterval: -time.Second}, "scale interval -1s is negative"},
-		"fine":                {worker.Config{Procs: 1, MaxProcs: 4}, ""},
-		"max equal procs":     {worker.Config{Procs: 2, MaxProcs: 2}, ""},
-		"max only, min of 1s": {worker.Config{MaxProcs: 1}, ""},
+		"max below procs":   {worker.Config{Procs: 3, MaxProcs: 2}, "max procs 2 is below procs 3"},
+		"max below default": {worker.Config{MaxProcs: -1}, "max procs -1 is negative"},
+		"negative idle":     {worker.Config{MaxProcs: 2, ScaleIdle: -time.Second}, "scale idle -1s is negative"},
+		"negative interval": {worker.Config{MaxProcs: 2, ScaleInterval: -time.Second}, "scale interval -1s is negative"},
+		"fine":              {worker.Config{Procs: 1, MaxProcs: 4}, ""},
+		"max equal procs":   {worker.Config{Procs: 2, MaxProcs: 2}, ""},
+		"max only, procs 1": {worker.Config{MaxProcs: 1}, ""},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c.cfg.Command = []string{"x"}

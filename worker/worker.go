@@ -66,12 +66,13 @@ type Config struct {
 	// when, on two looks in a row, every process is busy with an
 	// algorithm and requests for it wait (admitted by a runner, refused
 	// as overloaded, or waiting in JOBS per Backlog), and drains and stops
-	// one that has served nothing for ScaleIdle. Zero: Procs, fixed, and
+	// the process idle longest once every look for ScaleIdle found one
+	// with nothing to do and nothing waiting. Zero: Procs, fixed, and
 	// nothing is read.
 	MaxProcs int
-	// ScaleIdle is how long a process must have served nothing before it
-	// is drained and stopped, never below Procs processes. Default
-	// DefaultScaleIdle.
+	// ScaleIdle is how long there must have been a process with nothing
+	// to do, at every look and with nothing waiting, before one is drained
+	// and stopped, never below Procs processes. Default DefaultScaleIdle.
 	ScaleIdle time.Duration
 	// ScaleInterval is how often the load is read. Default
 	// DefaultScaleInterval.

@@ -14,7 +14,7 @@ import (
 )
 
 func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("runner", "pnp runner [--server URL] [--algorithms a,b|none] [--worker CMD]... [flags]", stdout)
+	fs := newFlagSet("runner", "pnp runner [--server URL] [--algorithms a,b|none] [--worker CMD]... [--worker-procs N|MIN:MAX] [flags]", stdout)
 	var (
 		nf     natsFlags
 		lf     logFlags

@@ -43,7 +43,7 @@ func defaultDataDir() string {
 }
 
 func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("up", "pnp up [--listen 127.0.0.1:4222] [--data DIR] [flags]", stdout)
+	fs := newFlagSet("up", "pnp up [--listen 127.0.0.1:4222] [--data DIR] [--worker CMD]... [--worker-procs N|MIN:MAX] [flags]", stdout)
 	var (
 		lf     logFlags
 		listen = fs.String("listen", env("PNP_LISTEN", "127.0.0.1:4222"), "address the embedded NATS server listens on (env PNP_LISTEN)")

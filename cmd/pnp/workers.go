@@ -82,8 +82,8 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 func (f *workerFlags) register(fs *flagSet) {
 	fs.Var(&f.commands, "worker", "command of a worker process serving algorithms over stdin/stdout (docs/WORKER.md), split like a shell would; repeatable. E.g. 'python3 sdk/python/pnpworker.py examples/python/runner_adapter.py'")
 	f.procs = procRange{min: 1, max: 1}
-	fs.Var(&f.procs, "worker-procs", "processes to run of each --worker command, each its own instance: N, or MIN:MAX to follow the load — a process is added while requests or jobs wait with every process busy, and one idle for --worker-idle is drained and stopped (MIN at least 1; docs/WORKER.md, \"Scaling\")")
-	fs.DurationVar(&f.idle, "worker-idle", worker.DefaultScaleIdle, "with --worker-procs MIN:MAX, how long a process above MIN must have served nothing before it is drained and stopped")
+	fs.Var(&f.procs, "worker-procs", "processes of each --worker command, each its own instance: `N|MIN:MAX`; N fixed, or MIN:MAX following the load: a process is added while requests or jobs wait with every process busy, and one is drained and stopped after --worker-idle of slack (MIN at least 1; docs/WORKER.md, \"Scaling\")")
+	fs.DurationVar(&f.idle, "worker-idle", worker.DefaultScaleIdle, "with --worker-procs MIN:MAX, how long some process must have had nothing to do, at every look and with nothing waiting, before one above MIN is drained and stopped")
 	fs.DurationVar(&f.handshake, "worker-handshake-timeout", worker.DefaultHandshakeTimeout, "how long a worker process may take to say hello, loading its models included, before it is killed and restarted")
 	fs.DurationVar(&f.grace, "worker-cancel-grace", worker.DefaultCancelGrace, "how long a worker process may take to answer a cancelled request (deadline passed) before it is killed and restarted")
 	fs.DurationVar(&f.maxBackoff, "worker-max-backoff", worker.DefaultMaxBackoff, "the longest wait before restarting a worker process that keeps failing; it is restarted at that pace until pnp stops, never given up on")
