@@ -205,12 +205,18 @@ func (p *pool) look(ctx context.Context, now time.Time) {
 	} else {
 		p.upTicks++
 	}
-	// Slack: some process has nothing to do while nothing waits. Only
+	// Slack: some process has nothing to do while nothing waits (in any
+	// process: a new process can sit idle while requests that arrived
+	// before it wait in another, and is not spare then). Only
 	// slack at every look for ScaleIdle retires a process: requests are
 	// spread over the queue group at random, so under a light load every
 	// process serves now and then, and no single one is ever idle that
 	// long, while the load would fit in one process fewer.
-	if up != "" || len(idle) == 0 || starting > 0 {
+	waiting := false
+	for _, d := range by {
+		waiting = waiting || d.waiting > 0 || d.refused > 0
+	}
+	if up != "" || waiting || len(idle) == 0 || starting > 0 {
 		p.slackSince = time.Time{}
 	} else if p.slackSince.IsZero() {
 		p.slackSince = now

@@ -391,7 +391,9 @@ func TestJobsBacklogScalesUp(t *testing.T) {
 	if len(ups) != 1 {
 		t.Fatalf("%d scale-ups logged, want 1", len(ups))
 	}
-	if l := ups[0]; l["jobs_waiting"].(float64) < 1 || l["waiting"] != float64(0) || l["refused"] != float64(0) {
+	// At most the job being handed over shows as waiting in the runner
+	// (admitted, not yet picked up by a free slot).
+	if l := ups[0]; l["jobs_waiting"].(float64) < 1 || l["waiting"].(float64) > 1 || l["refused"] != float64(0) {
 		t.Errorf("scale-up not for jobs waiting in JOBS alone: %v", l)
 	}
 	for _, id := range ids {
