@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -223,6 +224,38 @@ type Worker struct {
 	cfg  Config
 	log  zerolog.Logger
 	pool atomic.Pointer[pool] // the processes, once Run started them
+
+	servingOnce sync.Once
+	serving     chan struct{} // closed once a process serves
+	failedOnce  sync.Once
+	failed      chan struct{} // closed once a process stopped
+	algsMu      sync.Mutex
+	algs        []*runner.Algorithm // what the latest process to serve said
+}
+
+// Serving is closed once a process of the worker said hello and its
+// algorithms are served.
+func (w *Worker) Serving() <-chan struct{} { return w.serving }
+
+// Failed is closed once a process of the worker stopped, whether or not
+// it served first: one that fails at start is restarted with backoff, so
+// whoever waits for Serving knows not to wait for it.
+func (w *Worker) Failed() <-chan struct{} { return w.failed }
+
+// Algorithms returns the algorithms the latest process to serve described
+// in its hello; nil before any did.
+func (w *Worker) Algorithms() []*runner.Algorithm {
+	w.algsMu.Lock()
+	defer w.algsMu.Unlock()
+	return append([]*runner.Algorithm(nil), w.algs...)
+}
+
+// markServing records what a process serves.
+func (w *Worker) markServing(algs []*runner.Algorithm) {
+	w.algsMu.Lock()
+	w.algs = append(w.algs[:0], algs...)
+	w.algsMu.Unlock()
+	w.servingOnce.Do(func() { close(w.serving) })
 }
 
 // New checks cfg. Nothing is started until Run.
@@ -237,7 +270,7 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 	}
 	cfg.setDefaults(nc)
 	cfg.Command = append([]string(nil), cfg.Command...)
-	return &Worker{nc: nc, cfg: cfg, log: cfg.Logger.With().Str("worker", filepath.Base(cfg.Command[len(cfg.Command)-1])).Logger()}, nil
+	return &Worker{nc: nc, cfg: cfg, log: cfg.Logger.With().Str("worker", filepath.Base(cfg.Command[len(cfg.Command)-1])).Logger(), serving: make(chan struct{}), failed: make(chan struct{})}, nil
 }
 
 // Run starts Procs processes and keeps them serving until ctx is cancelled;
@@ -275,6 +308,7 @@ func (w *Worker) supervise(ctx context.Context, s *slot) {
 		if ctx.Err() != nil {
 			return
 		}
+		w.failedOnce.Do(func() { close(w.failed) })
 		if time.Since(started) >= w.cfg.StableAfter {
 			failures = 0
 		}
