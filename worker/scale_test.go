@@ -341,6 +341,82 @@ func TestRetiredProcessFinishesItsRequests(t *testing.T) {
 	checkOnce(t, file, l.wait(t))
 }
 
+// runController runs a controller that hands out at most maxInFlight jobs
+// at once, until the test ends.
+func runController(t *testing.T, nc *nats.Conn, maxInFlight int) {
+	t.Helper()
+	ctl, err := controller.New(nc, controller.Config{
+		MaxInFlight: maxInFlight,
+		Logger:      zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ctl.Run(ctx) }()
+	t.Cleanup(func() { stop(); <-done })
+}
+
+// Jobs in flight on a process that is drained all complete, each run
+// once and dispatched once: the jobs the process runs and those waiting
+// in its runner are served before it exits, and the jobs submitted while
+// it drains go to the process that stays. Nothing is retried, so the
+// controller never saw a draining process refuse a job.
+func TestRetiredProcessFinishesItsJobs(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	store, err := controller.Provision(ctx, js, controller.StoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, env, file := scalingCommand(t)
+	w, _ := runWorker(t, nc, worker.Config{
+		// No scaler: nothing but the test drains a process, and no
+		// process replaces it.
+		Command: cmd, Env: env, Procs: 2,
+	})
+	natstest.Eventually(t, 30*time.Second, func() bool { return instances(t, nc, "slow") == 2 }, "two processes do not serve")
+	runController(t, nc, 64)
+
+	var ids []string
+	submit := func(name string, n int) {
+		for i := range n {
+			id := fmt.Sprintf("%s-%d", name, i)
+			if _, err := store.Submit(ctx, "slow", fmt.Appendf(nil, `{"token":%q,"ms":800}`, id), controller.SubmitOptions{ID: id}); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+	}
+	// Eight jobs at once: the controller hands them all out, so one
+	// process at least runs one with others waiting behind it.
+	submit("before", 8)
+	natstest.Eventually(t, 30*time.Second, func() bool { return worker.RetireBusy(w, "slow") },
+		"no process runs a job with more waiting")
+	submit("during", 4)
+	natstest.Eventually(t, 60*time.Second, func() bool {
+		return worker.Procs(w) == 1 && instances(t, nc, "slow") == 1
+	}, "the drained process did not exit")
+	submit("after", 2)
+	for _, id := range ids {
+		r, err := store.WaitResult(ctx, id, nil)
+		if err != nil {
+			t.Fatalf("job %s: %v", id, err)
+		}
+		if r.Status != controller.StatusSucceeded || r.Attempts != 1 {
+			t.Errorf("job %s: %s after %d attempts %v; want succeeded after 1", id, r.Status, r.Attempts, r.Error)
+		}
+	}
+	checkOnce(t, file, ids)
+}
+
 // Jobs waiting in JOBS for an algorithm whose processes are all busy grow
 // the worker even when no request waits at any runner: here the
 // controller dispatches one job at a time, so the runner's admission
@@ -366,17 +442,7 @@ func TestJobsBacklogScalesUp(t *testing.T) {
 		Backlog: func(ctx context.Context, alg string) (int, error) { return jobs.Waiting(ctx, js, alg) },
 	})
 	natstest.Eventually(t, 30*time.Second, func() bool { return instances(t, nc, "slow") == 1 }, "the first process does not serve")
-	ctl, err := controller.New(nc, controller.Config{
-		MaxInFlight: 1,
-		Logger:      zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctlCtx, stopCtl := context.WithCancel(context.Background())
-	ctlDone := make(chan error, 1)
-	go func() { ctlDone <- ctl.Run(ctlCtx) }()
-	t.Cleanup(func() { stopCtl(); <-ctlDone })
+	runController(t, nc, 1)
 
 	const n = 12
 	ids := make([]string, n)
