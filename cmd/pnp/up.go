@@ -275,7 +275,7 @@ hellos:
 			break hellos
 		}
 	}
-	printBanner(stdout, banner{url: url, data: *data, images: imagesURL, http: httpURL, monitor: monitorURL, demo: demo, pnp: pnpCommand(), algs: served, starting: starting})
+	printBanner(stdout, banner{url: url, data: *data, images: imagesURL, http: httpURL, monitor: monitorURL, demo: demo, pnp: pnpCommand(), algs: served, starting: starting, workers: wf.shown()})
 	// The first part to stop stops the others.
 	err = <-errc
 	running--
@@ -377,6 +377,7 @@ type banner struct {
 	pnp       string            // how to spell pnp: "pnp" or "go run ./cmd/pnp"
 	algs      []*runner.Algorithm
 	starting  []string // worker commands that had not said hello yet
+	workers   string   // how many processes of each --worker command run, or "" with none
 }
 
 // printBanner prints the banner: every command in it works as typed
@@ -404,6 +405,9 @@ pnp is up
 `, b.url, b.data, shown)
 	if b.monitor != "" {
 		fmt.Fprintf(w, "  monitor   %s/jsz?acc=$G&consumers=true&config=true   (NATS monitoring; KEDA account \"$G\")\n", b.monitor)
+	}
+	if b.workers != "" {
+		fmt.Fprintf(w, "  workers   %s\n", b.workers)
 	}
 	for _, c := range b.starting {
 		fmt.Fprintf(w, "  starting  worker %s (no hello yet: its algorithms are served once it says hello; the log says why if it fails)\n", c)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"pnpworker/internal/python"
 )
@@ -52,6 +53,28 @@ func TestProcRange(t *testing.T) {
 	}
 }
 
+// The banner of pnp up says how many processes of each --worker command
+// run, and how to make them follow the backlog; nothing without a worker.
+func TestWorkersShown(t *testing.T) {
+	for name, c := range map[string]struct {
+		commands []string
+		procs    procRange
+		want     string
+	}{
+		"no worker": {nil, procRange{1, 1}, ""},
+		"one":       {[]string{"w"}, procRange{1, 1}, "1 process of each --worker command (--worker-procs N for more, MIN:MAX to follow the backlog)"},
+		"fixed":     {[]string{"w", "v"}, procRange{3, 3}, "3 processes of each --worker command (--worker-procs MIN:MAX to follow the backlog)"},
+		"scaling":   {[]string{"w"}, procRange{2, 5}, "2 to 5 processes of each --worker command, following the backlog (--worker-procs 2:5; one is drained after --worker-idle 30s of slack)"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := workerFlags{commands: c.commands, procs: c.procs, idle: 30 * time.Second}
+			if got := f.shown(); got != c.want {
+				t.Errorf("shown() = %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
 // pnp runner --help and pnp up --help name the MIN:MAX form and
 // --worker-idle.
 func TestWorkerProcsHelp(t *testing.T) {
@@ -83,7 +106,10 @@ func TestUpScalesWorkerOnJobs(t *testing.T) {
 	natsAddr, _ := freeLoopbackAddr(t)
 	up := startPnp(t, "up", "--listen", natsAddr, "--data", t.TempDir(), "--algorithms", "none",
 		"--worker", fmt.Sprintf("%s %s %s", py, sdk, mod), "--worker-procs", "1:2")
-	up.waitOutput(t, "pnp is up")
+	up.waitOutput(t, "Ctrl-C stops it.")
+	if want := "workers   1 to 2 processes of each --worker command, following the backlog (--worker-procs 1:2;"; !strings.Contains(up.stdout.String(), want) {
+		t.Errorf("banner lacks %q:\n%s", want, up.stdout.String())
+	}
 	const n = 10
 	for i := range n {
 		if code, stdout, stderr := runPnp(t, "submit", "--server", "nats://"+natsAddr, "--id", fmt.Sprint("up-", i), "slow", fmt.Sprintf(`{"token":"up-%d","ms":700}`, i)); code != 0 {

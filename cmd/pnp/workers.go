@@ -136,6 +136,21 @@ func (f *workerFlags) build(nc *nats.Conn, deps workerDeps, log zerolog.Logger, 
 	return ws, nil
 }
 
+// shown says, for the banner of pnp up, how many processes of each
+// --worker command run: "" without a --worker.
+func (f *workerFlags) shown() string {
+	switch {
+	case len(f.commands) == 0:
+		return ""
+	case f.procs.max > f.procs.min:
+		return fmt.Sprintf("%d to %d processes of each --worker command, following the backlog (--worker-procs %s; one is drained after --worker-idle %s of slack)", f.procs.min, f.procs.max, f.procs.String(), f.idle)
+	case f.procs.min == 1:
+		return "1 process of each --worker command (--worker-procs N for more, MIN:MAX to follow the backlog)"
+	default:
+		return fmt.Sprintf("%d processes of each --worker command (--worker-procs MIN:MAX to follow the backlog)", f.procs.min)
+	}
+}
+
 // environ is what the flags add to a worker process's environment.
 func (f *workerFlags) environ() []string {
 	env := append([]string(nil), f.env...)
