@@ -1,5 +1,18 @@
 package worker
 
+import (
+	"testing"
+	"time"
+)
+
+// SetBacklogRetry shortens the pause after a failed jobs backlog read
+// until the test ends; set it before starting a Worker.
+func SetBacklogRetry(t testing.TB, d time.Duration) {
+	old := backlogRetry
+	backlogRetry = d
+	t.Cleanup(func() { backlogRetry = old })
+}
+
 // RetireBusy drains a process that runs a request of algorithm right now
 // and has more waiting,
 // as the scaler drains an idle one: a request can reach a process between

@@ -28,8 +28,9 @@ const scaleUpTicks = 2
 
 // backlogRetry is how long the scaler goes without reading the jobs
 // backlog of an algorithm after a read failed (no permission, NATS away):
-// meanwhile it scales on the runners' admission alone.
-const backlogRetry = time.Minute
+// meanwhile it scales on the runners' admission alone. A variable so tests
+// can shorten it.
+var backlogRetry = time.Minute
 
 // slot is one process of a pool: started, restarted after a failure, and
 // stopped when the pool retires it or Run ends.
@@ -262,8 +263,14 @@ func (p *pool) jobsBacklog(ctx context.Context, name string, now time.Time) int 
 		if ctx.Err() != nil {
 			return 0
 		}
+		// Said once at warning level, not at every retry: a runner user
+		// that may not read the consumer never will.
+		ev := p.w.log.Warn()
+		if _, failed := p.backlogAfter[name]; failed {
+			ev = p.w.log.Debug()
+		}
 		p.backlogAfter[name] = now.Add(backlogRetry)
-		p.w.log.Warn().Err(err).Str("algorithm", name).Dur("retry_in", backlogRetry).
+		ev.Err(err).Str("algorithm", name).Dur("retry_in", backlogRetry).
 			Msg("cannot read the jobs backlog; scaling on the runner's admission alone meanwhile")
 		return 0
 	}

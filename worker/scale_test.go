@@ -474,6 +474,62 @@ func TestJobsBacklogScalesUp(t *testing.T) {
 	checkOnce(t, file, ids)
 }
 
+// A jobs backlog that cannot be read (a runner user of nats.conf may not
+// read consumer info) is warned about once, not at each retry; the reads
+// are retried after a pause, the worker scales on the runners' admission
+// meanwhile, and a read that works again is said once.
+func TestBacklogReadFailureWarnedOnce(t *testing.T) {
+	worker.SetBacklogRetry(t, 100*time.Millisecond)
+	s := natstest.Start(t)
+	nc := s.Connect()
+	cmd, env, file := scalingCommand(t)
+	var calls atomic.Int64
+	var denied atomic.Bool
+	denied.Store(true)
+	_, logs := runWorker(t, nc, worker.Config{
+		Command: cmd, Env: env, Procs: 1, MaxProcs: 2,
+		ScaleInterval: 50 * time.Millisecond, ScaleIdle: time.Hour,
+		Backlog: func(ctx context.Context, alg string) (int, error) {
+			calls.Add(1)
+			if denied.Load() {
+				return 0, fmt.Errorf("read %s: %w", alg, nats.ErrPermissionViolation)
+			}
+			return 0, nil
+		},
+	})
+	natstest.Eventually(t, 30*time.Second, func() bool { return instances(t, nc, "slow") == 1 }, "the first process does not serve")
+	// One client keeps the process busy with nothing waiting: the
+	// backlog is read, and there is none to scale on.
+	l := &load{name: "busy"}
+	stop := make(chan struct{})
+	l.run(t, nc, 1, 200, stop)
+	cannot := map[string]string{"message": "cannot read the jobs backlog; scaling on the runner's admission alone meanwhile"}
+	natstest.Eventually(t, 60*time.Second, func() bool { return len(logs.lines(cannot)) >= 4 }, "the failing backlog read was not retried")
+	denied.Store(false)
+	again := map[string]string{"message": "reading the jobs backlog again"}
+	natstest.Eventually(t, 60*time.Second, func() bool { return len(logs.lines(again)) == 1 }, "the backlog read working again is not said")
+	close(stop)
+	checkOnce(t, file, l.wait(t))
+
+	var warns int
+	for _, line := range logs.lines(cannot) {
+		if line["level"] == "warn" {
+			warns++
+		} else if line["level"] != "debug" {
+			t.Errorf("failed read logged at %v", line["level"])
+		}
+	}
+	if warns != 1 {
+		t.Errorf("the failing backlog read was warned about %d times, want once", warns)
+	}
+	if ups := logs.lines(map[string]string{"message": "worker scaled up: a process added"}); len(ups) != 0 {
+		t.Errorf("scaled up with nothing waiting: %v", ups)
+	}
+	if calls.Load() < 5 {
+		t.Errorf("backlog read %d times, want a read per retry", calls.Load())
+	}
+}
+
 // jobs.Waiting is 0 while no controller has created the algorithm's
 // consumer, and counts the undelivered jobs once one has.
 func TestJobsWaitingWithoutConsumer(t *testing.T) {

@@ -83,7 +83,9 @@ type Config struct {
 	// controller); the scaler calls it only when every process serving
 	// the algorithm is busy, with a deadline of ScaleInterval (at least
 	// a second). After an error it is not called again for that algorithm
-	// for a minute. Nil: the runners' admission is the only signal.
+	// for a minute; the first error is a warning in the log, those that
+	// follow it are logged at debug level until a call succeeds. Nil: the
+	// runners' admission is the only signal.
 	Backlog func(ctx context.Context, algorithm string) (int, error)
 	// Metrics, when set, report the number of processes per algorithm
 	// (pnp_worker_processes). Several Workers may share one.
