@@ -341,6 +341,21 @@ func TestRetiredProcessFinishesItsRequests(t *testing.T) {
 	checkOnce(t, file, l.wait(t))
 }
 
+// provisionJobs creates the job streams and buckets, as a controller
+// does, and returns the store over them.
+func provisionJobs(t *testing.T, ctx context.Context, nc *nats.Conn) (jetstream.JetStream, *controller.Store) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := controller.Provision(ctx, js, controller.StoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, store
+}
+
 // runController runs a controller that hands out at most maxInFlight jobs
 // at once, until the test ends.
 func runController(t *testing.T, nc *nats.Conn, maxInFlight int) {
@@ -366,16 +381,9 @@ func runController(t *testing.T, nc *nats.Conn, maxInFlight int) {
 func TestRetiredProcessFinishesItsJobs(t *testing.T) {
 	s := natstest.Start(t)
 	nc := s.Connect()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	store, err := controller.Provision(ctx, js, controller.StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, store := provisionJobs(t, ctx, nc)
 	cmd, env, file := scalingCommand(t)
 	w, _ := runWorker(t, nc, worker.Config{
 		// No scaler: nothing but the test drains a process, and no
@@ -425,16 +433,9 @@ func TestRetiredProcessFinishesItsJobs(t *testing.T) {
 func TestJobsBacklogScalesUp(t *testing.T) {
 	s := natstest.Start(t)
 	nc := s.Connect()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	store, err := controller.Provision(ctx, js, controller.StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, store := provisionJobs(t, ctx, nc)
 	cmd, env, file := scalingCommand(t)
 	_, logs := runWorker(t, nc, worker.Config{
 		Command: cmd, Env: env, Procs: 1, MaxProcs: 2,

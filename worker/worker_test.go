@@ -77,29 +77,7 @@ func sdkCommand(t *testing.T, module string) []string {
 // startWorker runs a worker until the test ends and returns its logs.
 func startWorker(t *testing.T, nc *nats.Conn, cfg worker.Config) *logBuffer {
 	t.Helper()
-	logs := &logBuffer{}
-	cfg.Logger = zerolog.New(logs).Level(zerolog.DebugLevel)
-	w, err := worker.New(nc, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("worker: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("worker did not stop within 30s")
-		}
-		if t.Failed() {
-			t.Logf("worker logs:\n%s", logs.String())
-		}
-	})
+	_, logs := runWorker(t, nc, cfg)
 	return logs
 }
 
