@@ -123,6 +123,14 @@ type demand struct {
 	waiting     int   // admitted, waiting for a slot in some process
 	refused     int64 // refused for overload since the previous look
 	jobs        int   // waiting in JOBS (Config.Backlog)
+	queues      []queue
+}
+
+// queue is what waits for an algorithm in one process's runner.
+type queue struct {
+	s       *slot
+	r       *runner.Runner
+	waiting int
 }
 
 func (d demand) backlog() int64 { return int64(d.waiting) + d.refused + int64(d.jobs) }
@@ -170,6 +178,9 @@ func (p *pool) look(ctx context.Context, now time.Time) {
 				d.busy++
 			}
 			d.waiting += l.Waiting
+			if l.Waiting > 0 {
+				d.queues = append(d.queues, queue{s: s, r: r, waiting: l.Waiting})
+			}
 			prev := s.seen[l.Algorithm]
 			if prev.runner == r {
 				d.refused += l.Refused - prev.refused
@@ -246,6 +257,41 @@ func (p *pool) look(ctx context.Context, now time.Time) {
 			Int("procs", len(active)).Int("to", len(active)-1).Int("min_procs", cfg.Procs).
 			Int("proc", idlest.id).Msg("worker scaled down: draining a process")
 		p.slackSince = time.Time{}
+	}
+	for _, name := range sortedKeys(by) {
+		p.rebalance(name, by[name])
+	}
+}
+
+// rebalance hands jobs that wait in one process back to the controller
+// while another process serving the algorithm has room: a runner admits
+// what the controller hands it (up to its max_pending), so the jobs of a
+// burst that came before a process was added wait in the processes that
+// were there, and the added one would sit idle beside them. Each process
+// keeps its share of what waits in all, rounded up; the rest of its
+// waiting jobs, the newest, are answered as not started and come back
+// from JOBS a moment later to whichever process takes them (the
+// controller counts no attempt). Requests from clients, without a job id,
+// are never handed back.
+func (p *pool) rebalance(name string, d *demand) {
+	if d.busy == d.procs || d.waiting == 0 {
+		return // no room anywhere, or nothing to move
+	}
+	share := (d.waiting + d.procs - 1) / d.procs
+	moved := 0
+	for _, q := range d.queues {
+		if q.waiting <= share {
+			continue
+		}
+		if n := q.r.HandBack(name, q.waiting-share); n > 0 {
+			moved += n
+			log := q.s.logger(p.w.log)
+			log.Debug().Str("algorithm", name).Int("jobs", n).Int("waiting", q.waiting).Msg("handed waiting jobs back: another process has room")
+		}
+	}
+	if moved > 0 {
+		p.w.log.Info().Str("reason", "room").Str("algorithm", name).Int("jobs", moved).Int("waiting", d.waiting).
+			Int("busy", d.busy).Int("procs", d.procs).Msg("worker rebalanced: waiting jobs handed back to the controller")
 	}
 }
 

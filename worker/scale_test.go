@@ -475,6 +475,55 @@ func TestJobsBacklogScalesUp(t *testing.T) {
 	checkOnce(t, file, ids)
 }
 
+// A burst of jobs that the controller hands out all at once waits in the
+// first process's runner; the process added for it gets its share of them
+// (handed back to the controller, which counts no attempt), so both
+// processes run jobs of the burst. Every job succeeds after one attempt,
+// and runs once.
+func TestJobsBurstSpreadsOverAddedProcess(t *testing.T) {
+	s := natstest.Start(t)
+	nc := s.Connect()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	_, store := provisionJobs(t, ctx, nc)
+	cmd, env, file := scalingCommand(t)
+	_, logs := runWorker(t, nc, worker.Config{
+		Command: cmd, Env: env, Procs: 1, MaxProcs: 2,
+		ScaleInterval: 100 * time.Millisecond, ScaleIdle: time.Hour,
+	})
+	natstest.Eventually(t, 30*time.Second, func() bool { return instances(t, nc, "slow") == 1 }, "the first process does not serve")
+	runController(t, nc, 64)
+
+	const n = 16
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = fmt.Sprintf("burst-%d", i)
+		if _, err := store.Submit(ctx, "slow", fmt.Appendf(nil, `{"token":%q,"ms":500}`, ids[i]), controller.SubmitOptions{ID: ids[i]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	byInstance := map[string]int{}
+	for _, id := range ids {
+		r, err := store.WaitResult(ctx, id, nil)
+		if err != nil {
+			t.Fatalf("job %s: %v", id, err)
+		}
+		if r.Status != controller.StatusSucceeded || r.Attempts != 1 {
+			t.Errorf("job %s: %s after %d attempts %v; want succeeded after 1", id, r.Status, r.Attempts, r.Error)
+		}
+		byInstance[r.Instance]++
+	}
+	checkOnce(t, file, ids)
+	if len(byInstance) != 2 {
+		t.Errorf("jobs by instance %v: the added process ran none of the burst", byInstance)
+	}
+	if moved := logs.lines(map[string]string{"message": "worker rebalanced: waiting jobs handed back to the controller"}); len(moved) == 0 {
+		t.Error("no rebalance logged")
+	} else if l := moved[0]; l["reason"] != "room" || l["algorithm"] != "slow" || l["jobs"].(float64) < 1 {
+		t.Errorf("rebalance logged as %v", l)
+	}
+}
+
 // A jobs backlog that cannot be read (a runner user of nats.conf may not
 // read consumer info) is warned about once, not at each retry; the reads
 // are retried after a pause, the worker scales on the runners' admission

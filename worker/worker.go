@@ -68,8 +68,11 @@ type Config struct {
 	// algorithm and requests for it wait (admitted by a runner, refused
 	// as overloaded, or waiting in JOBS per Backlog), and drains and stops
 	// the process idle longest once every look for ScaleIdle found one
-	// with nothing to do and nothing waiting. Zero: Procs, fixed, and
-	// nothing is read.
+	// with nothing to do and nothing waiting. While one process has room
+	// and jobs wait in another, the jobs beyond each process's share are
+	// handed back to the controller (runner.Runner.HandBack) so that the
+	// process with room gets some. Zero: Procs, fixed, and nothing is
+	// read.
 	MaxProcs int
 	// ScaleIdle is how long there must have been a process with nothing
 	// to do, at every look and with nothing waiting, before one is drained

@@ -88,8 +88,8 @@ func TestWorkerProcsHelp(t *testing.T) {
 }
 
 // pnp up --worker CMD --worker-procs 1:2: jobs submitted faster than one
-// process runs them add the second process, the decision is logged, and
-// every job succeeds once.
+// process runs them add the second process, the decision is logged, the
+// second process runs some of them, and every job succeeds once.
 func TestUpScalesWorkerOnJobs(t *testing.T) {
 	isolateEnv(t)
 	py := python.Find(t)
@@ -110,9 +110,9 @@ func TestUpScalesWorkerOnJobs(t *testing.T) {
 	if want := "workers   1 to 2 processes of each --worker command, following the backlog (--worker-procs 1:2;"; !strings.Contains(up.stdout.String(), want) {
 		t.Errorf("banner lacks %q:\n%s", want, up.stdout.String())
 	}
-	const n = 10
+	const n = 12
 	for i := range n {
-		if code, stdout, stderr := runPnp(t, "submit", "--server", "nats://"+natsAddr, "--id", fmt.Sprint("up-", i), "slow", fmt.Sprintf(`{"token":"up-%d","ms":700}`, i)); code != 0 {
+		if code, stdout, stderr := runPnp(t, "submit", "--server", "nats://"+natsAddr, "--id", fmt.Sprint("up-", i), "slow", fmt.Sprintf(`{"token":"up-%d","ms":800}`, i)); code != 0 {
 			t.Fatalf("submit: exit %d\n%s\n%s", code, stdout, stderr)
 		}
 	}
@@ -130,6 +130,15 @@ func TestUpScalesWorkerOnJobs(t *testing.T) {
 		if c := strings.Count(string(b), fmt.Sprintf("start up-%d ", i)); c != 1 {
 			t.Errorf("job up-%d ran %d times", i, c)
 		}
+	}
+	pids := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "start" {
+			pids[f[2]] = true
+		}
+	}
+	if len(pids) != 2 {
+		t.Errorf("jobs ran in %d processes, want 2:\n%s", len(pids), b)
 	}
 	if code := up.stop(t); code != 0 {
 		t.Errorf("exit %d after cancellation\nstderr:\n%s", code, up.stderr.String())
