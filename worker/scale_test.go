@@ -356,6 +356,25 @@ func provisionJobs(t *testing.T, ctx context.Context, nc *nats.Conn) (jetstream.
 	return js, store
 }
 
+// waitJobs waits for the jobs' results, fails unless each succeeded after
+// one attempt (no refusal, no retry), and counts them by the instance that
+// ran them.
+func waitJobs(t *testing.T, ctx context.Context, store *controller.Store, ids []string) map[string]int {
+	t.Helper()
+	byInstance := map[string]int{}
+	for _, id := range ids {
+		r, err := store.WaitResult(ctx, id, nil)
+		if err != nil {
+			t.Fatalf("job %s: %v", id, err)
+		}
+		if r.Status != controller.StatusSucceeded || r.Attempts != 1 {
+			t.Errorf("job %s: %s after %d attempts %v; want succeeded after 1", id, r.Status, r.Attempts, r.Error)
+		}
+		byInstance[r.Instance]++
+	}
+	return byInstance
+}
+
 // runController runs a controller that hands out at most maxInFlight jobs
 // at once, until the test ends.
 func runController(t *testing.T, nc *nats.Conn, maxInFlight int) {
@@ -413,15 +432,7 @@ func TestRetiredProcessFinishesItsJobs(t *testing.T) {
 		return worker.Procs(w) == 1 && instances(t, nc, "slow") == 1
 	}, "the drained process did not exit")
 	submit("after", 2)
-	for _, id := range ids {
-		r, err := store.WaitResult(ctx, id, nil)
-		if err != nil {
-			t.Fatalf("job %s: %v", id, err)
-		}
-		if r.Status != controller.StatusSucceeded || r.Attempts != 1 {
-			t.Errorf("job %s: %s after %d attempts %v; want succeeded after 1", id, r.Status, r.Attempts, r.Error)
-		}
-	}
+	waitJobs(t, ctx, store, ids)
 	checkOnce(t, file, ids)
 }
 
@@ -429,7 +440,8 @@ func TestRetiredProcessFinishesItsJobs(t *testing.T) {
 // the worker even when no request waits at any runner: here the
 // controller dispatches one job at a time, so the runner's admission
 // never holds more than the job that runs, and only JOBS shows the
-// backlog (jobs.Waiting). Every job still succeeds, once.
+// backlog (jobs.Waiting). Every job still succeeds, after one attempt,
+// and runs once.
 func TestJobsBacklogScalesUp(t *testing.T) {
 	s := natstest.Start(t)
 	nc := s.Connect()
@@ -463,15 +475,7 @@ func TestJobsBacklogScalesUp(t *testing.T) {
 	if l := ups[0]; l["jobs_waiting"].(float64) < 1 || l["waiting"].(float64) > 1 || l["refused"] != float64(0) {
 		t.Errorf("scale-up not for jobs waiting in JOBS alone: %v", l)
 	}
-	for _, id := range ids {
-		r, err := store.WaitResult(ctx, id, nil)
-		if err != nil {
-			t.Fatalf("job %s: %v", id, err)
-		}
-		if r.Status != controller.StatusSucceeded {
-			t.Errorf("job %s: %s %v", id, r.Status, r.Error)
-		}
-	}
+	waitJobs(t, ctx, store, ids)
 	checkOnce(t, file, ids)
 }
 
@@ -502,17 +506,7 @@ func TestJobsBurstSpreadsOverAddedProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	byInstance := map[string]int{}
-	for _, id := range ids {
-		r, err := store.WaitResult(ctx, id, nil)
-		if err != nil {
-			t.Fatalf("job %s: %v", id, err)
-		}
-		if r.Status != controller.StatusSucceeded || r.Attempts != 1 {
-			t.Errorf("job %s: %s after %d attempts %v; want succeeded after 1", id, r.Status, r.Attempts, r.Error)
-		}
-		byInstance[r.Instance]++
-	}
+	byInstance := waitJobs(t, ctx, store, ids)
 	checkOnce(t, file, ids)
 	if len(byInstance) != 2 {
 		t.Errorf("jobs by instance %v: the added process ran none of the burst", byInstance)
