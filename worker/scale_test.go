@@ -18,7 +18,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"pnpworker/controller"
-	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
 	"pnpworker/jobs"
 	"pnpworker/protocol"
@@ -159,17 +158,7 @@ func (l *load) wait(t *testing.T) []string {
 // bucket exists.
 func instances(t *testing.T, nc *nats.Conn, alg string) int {
 	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	reg, err := discovery.Open(ctx, js, discovery.Config{})
-	if err != nil {
-		return 0
-	}
-	recs, err := reg.Lookup(ctx, alg)
+	recs, err := lookupErr(t, nc, alg)
 	if err != nil {
 		return 0
 	}
@@ -356,6 +345,21 @@ func provisionJobs(t *testing.T, ctx context.Context, nc *nats.Conn) (jetstream.
 	return js, store
 }
 
+// submitSlow submits n jobs of the slow algorithm, each running ms
+// milliseconds, with ids prefix-0, prefix-1, ... (also their tokens), and
+// returns the ids.
+func submitSlow(t *testing.T, ctx context.Context, store *controller.Store, prefix string, n, ms int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = fmt.Sprintf("%s-%d", prefix, i)
+		if _, err := store.Submit(ctx, "slow", fmt.Appendf(nil, `{"token":%q,"ms":%d}`, ids[i], ms), controller.SubmitOptions{ID: ids[i]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ids
+}
+
 // waitJobs waits for the jobs' results, fails unless each succeeded after
 // one attempt (no refusal, no retry), and counts them by the instance that
 // ran them.
@@ -412,26 +416,16 @@ func TestRetiredProcessFinishesItsJobs(t *testing.T) {
 	natstest.Eventually(t, 30*time.Second, func() bool { return instances(t, nc, "slow") == 2 }, "two processes do not serve")
 	runController(t, nc, 64)
 
-	var ids []string
-	submit := func(name string, n int) {
-		for i := range n {
-			id := fmt.Sprintf("%s-%d", name, i)
-			if _, err := store.Submit(ctx, "slow", fmt.Appendf(nil, `{"token":%q,"ms":800}`, id), controller.SubmitOptions{ID: id}); err != nil {
-				t.Fatal(err)
-			}
-			ids = append(ids, id)
-		}
-	}
 	// Eight jobs at once: the controller hands them all out, so one
 	// process at least runs one with others waiting behind it.
-	submit("before", 8)
+	ids := submitSlow(t, ctx, store, "before", 8, 800)
 	natstest.Eventually(t, 30*time.Second, func() bool { return worker.RetireBusy(w, "slow") },
 		"no process runs a job with more waiting")
-	submit("during", 4)
+	ids = append(ids, submitSlow(t, ctx, store, "during", 4, 800)...)
 	natstest.Eventually(t, 60*time.Second, func() bool {
 		return worker.Procs(w) == 1 && instances(t, nc, "slow") == 1
 	}, "the drained process did not exit")
-	submit("after", 2)
+	ids = append(ids, submitSlow(t, ctx, store, "after", 2, 800)...)
 	waitJobs(t, ctx, store, ids)
 	checkOnce(t, file, ids)
 }
@@ -457,14 +451,7 @@ func TestJobsBacklogScalesUp(t *testing.T) {
 	natstest.Eventually(t, 30*time.Second, func() bool { return instances(t, nc, "slow") == 1 }, "the first process does not serve")
 	runController(t, nc, 1)
 
-	const n = 12
-	ids := make([]string, n)
-	for i := range n {
-		ids[i] = fmt.Sprintf("job-%d", i)
-		if _, err := store.Submit(ctx, "slow", fmt.Appendf(nil, `{"token":%q,"ms":400}`, ids[i]), controller.SubmitOptions{ID: ids[i]}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ids := submitSlow(t, ctx, store, "job", 12, 400)
 	natstest.Eventually(t, 60*time.Second, func() bool { return instances(t, nc, "slow") == 2 }, "jobs waiting in JOBS did not add a process")
 	ups := logs.lines(map[string]string{"message": "worker scaled up: a process added"})
 	if len(ups) != 1 {
@@ -498,14 +485,7 @@ func TestJobsBurstSpreadsOverAddedProcess(t *testing.T) {
 	natstest.Eventually(t, 30*time.Second, func() bool { return instances(t, nc, "slow") == 1 }, "the first process does not serve")
 	runController(t, nc, 64)
 
-	const n = 16
-	ids := make([]string, n)
-	for i := range n {
-		ids[i] = fmt.Sprintf("burst-%d", i)
-		if _, err := store.Submit(ctx, "slow", fmt.Appendf(nil, `{"token":%q,"ms":500}`, ids[i]), controller.SubmitOptions{ID: ids[i]}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ids := submitSlow(t, ctx, store, "burst", 16, 500)
 	byInstance := waitJobs(t, ctx, store, ids)
 	checkOnce(t, file, ids)
 	if len(byInstance) != 2 {

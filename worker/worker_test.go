@@ -117,21 +117,27 @@ func pid(t *testing.T, nc *nats.Conn) int {
 
 func lookup(t *testing.T, nc *nats.Conn, alg string) []discovery.Registration {
 	t.Helper()
-	js, err := jetstream.New(nc)
+	recs, err := lookupErr(t, nc, alg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return recs
+}
+
+// lookupErr returns the live registrations of alg, or why it could not.
+func lookupErr(t *testing.T, nc *nats.Conn, alg string) ([]discovery.Registration, error) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	reg, err := discovery.Open(ctx, js, discovery.Config{})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	recs, err := reg.Lookup(ctx, alg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return recs
+	return reg.Lookup(ctx, alg)
 }
 
 // A module in the original convention is served: schemas from type hints,
