@@ -212,6 +212,7 @@ func (g *Gateway) routes() http.Handler {
 	handle("GET /v1/algorithms", g.listAlgorithms, api)
 	handle("POST /v1/algorithms/{name}/run", g.run, api)
 	handle("POST /v1/algorithms/{name}/jobs", g.submit, api)
+	handle("GET /v1/jobs", g.listJobs, api)
 	handle("GET /v1/jobs/{id}", g.job, api)
 	handle("GET /v1/jobs/{id}/output", g.jobOutput, api)
 	handle("POST /v1/objects", g.upload, api)

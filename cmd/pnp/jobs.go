@@ -275,7 +275,10 @@ func printResult(ctx context.Context, store *jobs.Store, res jobs.Result, out st
 }
 
 func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("jobs", "pnp jobs [--json]", stdout)
+	if len(args) > 0 && args[0] == "ls" {
+		return cmdJobsLs(ctx, args[1:], stdout, stderr)
+	}
+	fs := newFlagSet("jobs", "pnp jobs [--json] | pnp jobs ls [flags] (list jobs by their result records; pnp jobs ls --help)", stdout)
 	var (
 		nf      natsFlags
 		lf      logFlags
