@@ -65,7 +65,7 @@ func TestWorkerScalesUnderRunnerRole(t *testing.T) {
 		ScaleIdle:     time.Hour,
 		Backlog:       func(ctx context.Context, alg string) (int, error) { return jobs.Waiting(ctx, js, alg) },
 		Logger:        zerolog.New(logs),
-		RunnerOptions: []runner.Option{runner.WithoutProvisioning()},
+		RunnerOptions: c.runnerOptions(runner.WithoutProvisioning()),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +96,7 @@ func TestWorkerScalesUnderRunnerRole(t *testing.T) {
 	if !strings.Contains(logs.String(), "cannot read the jobs backlog") {
 		t.Error("the denied JOBS backlog read is not logged")
 	}
-	c.expectDenied(t, "$JS.API.CONSUMER.INFO.JOBS."+jobs.ConsumerName("text_stats"))
+	c.expectDenied(t, appAPIPrefix+".CONSUMER.INFO.JOBS."+jobs.ConsumerName("text_stats"))
 	for _, id := range ids {
 		r, err := d.store.WaitResult(ctx, id, nil)
 		if err != nil || r.Status != controller.StatusSucceeded {
@@ -113,7 +113,7 @@ func TestWorkerScalesUnderRunnerRole(t *testing.T) {
 		}
 	}
 	for _, v := range c.violations() {
-		if !strings.Contains(v, `"$JS.API.CONSUMER.INFO.JOBS.`) {
+		if !strings.Contains(v, `"`+appAPIPrefix+`.CONSUMER.INFO.JOBS.`) {
 			t.Errorf("py_runner: unexpected permission violation: %s", v)
 		}
 	}
