@@ -12,10 +12,11 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/runner"
+	"pnpworker/worker"
 )
 
 func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("runner", "pnp runner [--server URL] [--algorithms a,b|none] [--worker CMD]... [flags]", stdout)
+	fs := newFlagSet("runner", "pnp runner [--server URL] [--algorithms a,b|none] [--worker CMD]... [--worker-procs N|MIN:MAX] [flags]", stdout)
 	var (
 		nf     natsFlags
 		lf     logFlags
@@ -77,6 +78,7 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if noProv {
 		opts = append(opts, runner.WithoutProvisioning())
 	}
+	var deps workerDeps
 	if mf.addr != "" {
 		// The built-in runner and every worker's runner (made anew at each
 		// restart of its process) report into one set of runner metrics.
@@ -86,6 +88,9 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		opts = append(opts, runner.WithSharedMetrics(m))
+		if deps.metrics, err = worker.NewMetrics(reg); err != nil {
+			return err
+		}
 		stop, err := serveMetricsReady(ctx, mf.addr, reg, ready.check, log)
 		if err != nil {
 			return err
@@ -112,7 +117,10 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	workers, err := wf.build(nc, log, opts...)
+	// With --worker-procs MIN:MAX the workers read the JOBS backlog of
+	// their algorithms through it too, when the runner's user may.
+	deps.js = js
+	workers, err := wf.build(nc, deps, log, opts...)
 	if err != nil {
 		return err
 	}
