@@ -48,13 +48,18 @@ func (t *task) log() *zerolog.Logger {
 	return &l
 }
 
-// jobIDOf names a job: Pnp-Job-Id, else Nats-Msg-Id, else an id derived
-// from the stream sequence and stored time, the same at every redelivery.
+// jobIDOf names a job: Pnp-Job-Id, else Nats-Msg-Id, else, for a run of
+// a periodic schedule, the schedule's name and time (jobs.ScheduledRunID),
+// else an id derived from the stream sequence and stored time; each the
+// same at every redelivery.
 func jobIDOf(h nats.Header, md *jetstream.MsgMetadata) string {
 	if id := h.Get(HeaderJobID); id != "" {
 		return id
 	}
 	if id := h.Get(HeaderMsgID); id != "" {
+		return id
+	}
+	if id := jobs.ScheduledRunID(h); id != "" {
 		return id
 	}
 	return autoJobID(md.Sequence.Stream, md.Timestamp)

@@ -30,6 +30,10 @@ type SubmitOptions struct {
 	// Header holds extra headers stored with the job and kept in its dead
 	// letter.
 	Header nats.Header
+	// NotBefore delays the job: it enters JOBS at this time (rounded up to
+	// the second), and until then Result reports it as StatusScheduled.
+	// Zero, or a time not after now: at once. Needs stream SCHEDULES.
+	NotBefore time.Time
 }
 
 // ErrTooLarge is wrapped by Submit's error when a job, with the headers
@@ -69,6 +73,9 @@ type Submission struct {
 	// Duplicate is true when a job with this id was already stored inside
 	// the duplicate window: this submission changed nothing.
 	Duplicate bool
+	// NotBefore is when a delayed job enters JOBS; zero for a job stored
+	// at once. Seq is then its schedule's sequence in SCHEDULES.
+	NotBefore time.Time
 }
 
 // Submit stores a job for algorithm with input as its body. input must be
@@ -110,6 +117,9 @@ func (s *Store) Submit(ctx context.Context, algorithm string, input []byte, opts
 	}
 	if err := s.checkSize(msg, opts.ID); err != nil {
 		return Submission{}, fmt.Errorf("jobs: submit %s: %w", opts.ID, err)
+	}
+	if opts.NotBefore.After(time.Now()) {
+		return s.submitAt(ctx, msg, algorithm, opts.ID, opts.NotBefore)
 	}
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(opts.ID))
 	if err != nil {

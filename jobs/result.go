@@ -21,6 +21,7 @@ const (
 	StatusSucceeded Status = "succeeded"
 	StatusFailed    Status = "failed"
 	StatusRetrying  Status = "retrying"
+	// StatusScheduled (schedule.go) is reported, never stored.
 )
 
 // Final reports whether s is an outcome (succeeded or failed) rather than a
@@ -54,6 +55,8 @@ type Result struct {
 	// DeadLetterSeq is the sequence of the job's message in stream DEAD,
 	// set on failed records.
 	DeadLetterSeq uint64 `json:"dead_letter_seq,omitempty"`
+	// NotBefore is when a delayed job may run, set on scheduled records.
+	NotBefore *time.Time `json:"not_before,omitempty"`
 }
 
 // Err returns nil unless r is a failed record; then an error naming the
