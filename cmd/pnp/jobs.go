@@ -106,12 +106,17 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&opts.ID, "id", "", "job id (default: a new unique id); a job id submitted twice within the duplicate window is stored once")
 	fs.DurationVar(&opts.Timeout, "timeout", 0, "time budget of this job; can only shorten the algorithm's timeout")
 	fs.StringVar(&opts.Notify, "notify", "", "subject to publish the result record to when the job ends")
+	in := fs.Duration("in", 0, "delay the job: it enters the queue after this long (rounded up to the second); 'pnp result' says scheduled until then")
+	at := fs.String("at", "", "delay the job until this time, RFC 3339 (2026-12-24T18:00:00Z)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 2 {
 		return fmt.Errorf("%w: want <algorithm> and <json | @file | ->, got %d arguments", errUsage, len(pos))
+	}
+	if opts.NotBefore, err = notBefore(*in, *at, time.Now()); err != nil {
+		return err
 	}
 	input, err := readInput(pos[1])
 	if err != nil {
@@ -130,6 +135,9 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	fmt.Fprintln(stdout, safe(sub.ID))
+	if !sub.NotBefore.IsZero() {
+		fmt.Fprintf(stderr, "job %s is scheduled for %s\n", safe(sub.ID), sub.NotBefore.Local().Format(time.RFC3339))
+	}
 	if sub.Duplicate {
 		fmt.Fprintf(stderr, "job %s was already submitted (stream sequence %d); stored once\n", safe(sub.ID), sub.Seq)
 	}
@@ -137,6 +145,25 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return nil
 	}
 	return waitAndPrint(ctx, store, sub.ID, *waitTimeout, "", stdout, stderr)
+}
+
+// notBefore is the time --in or --at delay a job to: zero for neither.
+func notBefore(in time.Duration, at string, now time.Time) (time.Time, error) {
+	switch {
+	case in != 0 && at != "":
+		return time.Time{}, fmt.Errorf("%w: --in and --at: give one, not both", errUsage)
+	case in < 0:
+		return time.Time{}, fmt.Errorf("%w: --in %s is negative", errUsage, in)
+	case in > 0:
+		return now.Add(in), nil
+	case at != "":
+		t, err := time.Parse(time.RFC3339, at)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("%w: --at %q: want an RFC 3339 time such as 2026-12-24T18:00:00Z", errUsage, at)
+		}
+		return t, nil
+	}
+	return time.Time{}, nil
 }
 
 // runnerCheckTimeout bounds the look-up of an algorithm's runners before a
