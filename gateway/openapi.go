@@ -204,8 +204,8 @@ func (g *Gateway) openAPIDoc() obj {
 					"timeout": obj{"type": "string", "description": "each run's time budget, a Go duration"}}},
 			"Schedule": obj{"type": "object", "required": []any{"name", "algorithm", "input", "created", "next_run"},
 				"properties": obj{"name": str, "algorithm": str, "every": str, "cron": str, "input": obj{}, "timeout": str, "created": dateTime, "next_run": dateTime}},
-			"DeadLetter":  obj{"type": "object", "properties": obj{"seq": integer, "job_id": str, "algorithm": str, "code": integer, "reason": str, "attempts": integer, "dead_at": str, "body": obj{}}},
-			"Queue":       obj{"type": "object", "properties": obj{"algorithm": str, "waiting": integer, "in_flight": integer, "dead": integer, "runners": integer}},
+			"DeadLetter": obj{"type": "object", "properties": obj{"seq": integer, "job_id": str, "algorithm": str, "code": integer, "reason": str, "attempts": integer, "dead_at": str, "body": obj{}}},
+			"Queue":      obj{"type": "object", "properties": obj{"algorithm": str, "waiting": integer, "in_flight": integer, "dead": integer, "runners": integer}},
 			"Route": obj{"type": "object", "description": "a route (schemas/route.json, docs/ROLLOUT.md)", "required": []any{"algorithm", "stable"},
 				"properties": obj{"algorithm": str, "stable": str, "canary": str, "percent": obj{"type": "number"}, "shadow": str, "updated_at": str, "updated_by": str}},
 			"Report": obj{"type": "object", "description": "agreement of a candidate with the stable version, as pnp route report prints it", "properties": obj{
