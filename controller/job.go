@@ -75,7 +75,8 @@ func (c *Controller) process(w *worker, j *job) {
 		c.log.Error().Err(err).Str("subject", j.msg.Subject()).Msg("message without JetStream metadata")
 		return
 	}
-	t := &task{c: c, msg: j.msg, md: md, alg: strings.TrimPrefix(j.msg.Subject(), JobsSubjectPrefix)}
+	alg, _ := jobs.SubjectAlgorithm(j.msg.Subject())
+	t := &task{c: c, msg: j.msg, md: md, alg: alg}
 	h := j.msg.Headers()
 	// An id longer than any valid one is invalid whatever follows; cut,
 	// it stays invalid (past maxJobIDLen, or not ASCII where a rune was

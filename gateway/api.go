@@ -340,6 +340,10 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: err.Error()})
 		return
 	}
+	if opts.Priority, err = priorityHeader(r); err != nil {
+		writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: err.Error()})
+		return
+	}
 	// Headers first: a bad one refuses the job before any upload.
 	body, ok := g.readInput(w, r, name)
 	if !ok {

@@ -274,7 +274,7 @@ func (g *Gateway) cors(next http.Handler) http.Handler {
 			h.Set("Access-Control-Expose-Headers", "Location, Pnp-Instance, Pnp-Algorithm, Pnp-Version, Pnp-Job-Id, Pnp-Not-Started, Pnp-Input-Ref")
 			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 				h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE")
-				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key, Pnp-Timeout, Pnp-Not-Before, traceparent")
+				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key, Pnp-Timeout, Pnp-Not-Before, Pnp-Priority, traceparent")
 				h.Set("Access-Control-Max-Age", "600")
 				w.WriteHeader(http.StatusNoContent)
 				return

@@ -12,6 +12,16 @@ import (
 	"pnpworker/jobs"
 )
 
+// priorityHeader parses the optional Pnp-Priority request header of a job
+// submission: high, normal or low.
+func priorityHeader(r *http.Request) (jobs.Priority, error) {
+	p, err := jobs.ParsePriority(r.Header.Get(jobs.HeaderPriority))
+	if err != nil {
+		return "", fmt.Errorf("header %s: %w", jobs.HeaderPriority, err)
+	}
+	return p, nil
+}
+
 // notBeforeHeader parses the optional Pnp-Not-Before request header of a
 // job submission: an RFC 3339 time.
 func notBeforeHeader(r *http.Request) (time.Time, error) {
@@ -34,12 +44,13 @@ type scheduleRequest struct {
 	Cron      string          `json:"cron"`
 	Input     json.RawMessage `json:"input"`
 	Timeout   string          `json:"timeout"`
+	Priority  string          `json:"priority"`
 }
 
 // schedule reads the request into a jobs.Schedule, reporting every bad
 // field.
 func (req scheduleRequest) schedule() (jobs.Schedule, error) {
-	sch := jobs.Schedule{Name: req.Name, Algorithm: req.Algorithm, Cron: req.Cron, Input: req.Input}
+	sch := jobs.Schedule{Name: req.Name, Algorithm: req.Algorithm, Cron: req.Cron, Input: req.Input, Priority: jobs.Priority(req.Priority)}
 	var errs []error
 	if req.Every != "" {
 		d, err := time.ParseDuration(req.Every)

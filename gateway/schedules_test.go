@@ -41,6 +41,18 @@ func TestDelayedJobOverHTTP(t *testing.T) {
 		t.Fatalf("GET ?wait: %s", r.body)
 	}
 
+	r = s.do(t, "POST", "/v1/algorithms/language_detection/jobs", `{"text":"Guten Morgen, wie geht es dir heute?"}`,
+		map[string]string{"Idempotency-Key": "http-high", "Pnp-Priority": "high"})
+	if r.StatusCode != http.StatusAccepted {
+		t.Fatalf("Pnp-Priority high: %d %s", r.StatusCode, r.body)
+	}
+	mustJSON(t, s.do(t, "GET", "/v1/jobs/http-high?wait=30s", "", nil).body, &res)
+	if res.Status != jobs.StatusSucceeded {
+		t.Errorf("high job: %+v", res)
+	}
+	if p := expectProblem(t, s.do(t, "POST", "/v1/algorithms/language_detection/jobs", `{"text":"x"}`, map[string]string{"Pnp-Priority": "urgent"}), http.StatusBadRequest); !strings.Contains(p.Message, "Pnp-Priority") {
+		t.Errorf("Pnp-Priority urgent: %s", p.Message)
+	}
 	for _, v := range []string{"tomorrow", "2026-12-24 18:00"} {
 		p := expectProblem(t, s.do(t, "POST", "/v1/algorithms/language_detection/jobs", `{"text":"x"}`, map[string]string{"Pnp-Not-Before": v}), http.StatusBadRequest)
 		if !strings.Contains(p.Message, "Pnp-Not-Before") {

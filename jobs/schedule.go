@@ -103,6 +103,8 @@ type Schedule struct {
 	// Timeout is each run's time budget (Pnp-Timeout); zero: the
 	// algorithm's own.
 	Timeout time.Duration `json:"-"`
+	// Priority of each run; the zero value is PriorityNormal.
+	Priority Priority `json:"priority,omitempty"`
 	// Created is when the schedule was stored (set by ListSchedules).
 	Created time.Time `json:"created"`
 	// NextRun is when it fires next, computed from the spec (set by
@@ -166,6 +168,9 @@ func (s Schedule) Validate() error {
 	if s.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("timeout %s is negative", s.Timeout))
 	}
+	if _, err := ParsePriority(string(s.Priority)); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -213,7 +218,7 @@ func (s *Store) schedulesStream() (jetstream.Stream, error) {
 
 // submitAt stores a delayed job: a one-shot schedule under the job id that
 // fires the job into JOBS at notBefore. msg is the job as Submit built it.
-func (s *Store) submitAt(ctx context.Context, msg *nats.Msg, algorithm, id string, notBefore time.Time) (Submission, error) {
+func (s *Store) submitAt(ctx context.Context, msg *nats.Msg, algorithm string, prio Priority, id string, notBefore time.Time) (Submission, error) {
 	st, err := s.schedulesStream()
 	if err != nil {
 		return Submission{}, err
@@ -226,7 +231,7 @@ func (s *Store) submitAt(ctx context.Context, msg *nats.Msg, algorithm, id strin
 	msg.Header.Set(HeaderJobID, id)
 	msg.Header.Set(HeaderNotBefore, at.Format(time.RFC3339))
 	msg.Header.Set("Nats-Schedule", "@at "+at.Format(time.RFC3339))
-	msg.Header.Set("Nats-Schedule-Target", ScheduleDuePrefix+algorithm)
+	msg.Header.Set("Nats-Schedule-Target", ScheduleDuePrefix+algorithm+prio.subjectSuffix())
 	msg.Header.Set("Nats-Schedule-TTL", ScheduleDueTTL.String())
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(st.CachedInfo().Config.Name))
 	if err != nil {
@@ -268,8 +273,8 @@ func (s *Store) Scheduled(ctx context.Context, id string) (ScheduledJob, error) 
 }
 
 func scheduledJob(id string, m *jetstream.RawStreamMsg) ScheduledJob {
-	j := ScheduledJob{ID: id, Submitted: m.Time.UTC(), Seq: m.Sequence,
-		Algorithm: strings.TrimPrefix(m.Header.Get("Nats-Schedule-Target"), ScheduleDuePrefix)}
+	alg, _ := SubjectAlgorithm(JobsSubjectPrefix + strings.TrimPrefix(m.Header.Get("Nats-Schedule-Target"), ScheduleDuePrefix))
+	j := ScheduledJob{ID: id, Submitted: m.Time.UTC(), Seq: m.Sequence, Algorithm: alg}
 	j.NotBefore, _ = time.Parse(time.RFC3339, m.Header.Get(HeaderNotBefore))
 	return j
 }
@@ -309,10 +314,14 @@ func (s *Store) AddSchedule(ctx context.Context, sch Schedule) error {
 	}
 	msg := &nats.Msg{Subject: ScheduleEveryPrefix + sch.Name, Data: sch.Input, Header: nats.Header{}}
 	msg.Header.Set("Nats-Schedule", sch.Spec())
-	msg.Header.Set("Nats-Schedule-Target", ScheduleDuePrefix+sch.Algorithm)
+	prio, _ := ParsePriority(string(sch.Priority))
+	msg.Header.Set("Nats-Schedule-Target", ScheduleDuePrefix+sch.Algorithm+prio.subjectSuffix())
 	msg.Header.Set("Nats-Schedule-TTL", ScheduleDueTTL.String())
 	if sch.Timeout > 0 {
 		msg.Header.Set(HeaderTimeout, sch.Timeout.String())
+	}
+	if prio != PriorityNormal {
+		msg.Header.Set(HeaderPriority, string(prio))
 	}
 	if err := s.checkSize(msg, sch.Name); err != nil {
 		return fmt.Errorf("jobs: schedule %s: %w", sch.Name, err)
@@ -377,8 +386,11 @@ func (s *Store) ListSchedules(ctx context.Context) ([]Schedule, error) {
 
 // scheduleOf reads a stored schedule back.
 func scheduleOf(name string, m *jetstream.RawStreamMsg, now time.Time) Schedule {
-	sch := Schedule{Name: name, Input: json.RawMessage(m.Data), Created: m.Time.UTC(),
-		Algorithm: strings.TrimPrefix(m.Header.Get("Nats-Schedule-Target"), ScheduleDuePrefix)}
+	alg, prio := SubjectAlgorithm(JobsSubjectPrefix + strings.TrimPrefix(m.Header.Get("Nats-Schedule-Target"), ScheduleDuePrefix))
+	sch := Schedule{Name: name, Input: json.RawMessage(m.Data), Created: m.Time.UTC(), Algorithm: alg}
+	if prio != PriorityNormal {
+		sch.Priority = prio
+	}
 	spec := m.Header.Get("Nats-Schedule")
 	if d, ok := strings.CutPrefix(spec, "@every "); ok {
 		sch.Every, _ = time.ParseDuration(d)

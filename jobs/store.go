@@ -18,8 +18,9 @@ import (
 
 // Names of the streams, subjects and bucket the job pipeline uses.
 const (
-	// JobsStream holds jobs on JobsSubjectPrefix+<algorithm>, with
-	// work-queue retention: a job leaves the stream when it is acked.
+	// JobsStream holds jobs on JobsSubjectPrefix+<algorithm> (and, of
+	// priority high or low, JobsSubjectPrefix+<algorithm>.<priority>),
+	// with work-queue retention: a job leaves the stream when it is acked.
 	JobsStream        = "JOBS"
 	JobsSubjectPrefix = protocol.JobsSubjectPrefix
 	// DeadStream holds jobs that cannot succeed, on
@@ -375,7 +376,7 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 	jobs, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        JobsStream,
 		Description: "pnpworker: pending jobs, one subject per algorithm; a job leaves when its result is stored",
-		Subjects:    []string{JobsSubjectPrefix + "*"},
+		Subjects:    jobsSubjects,
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Duplicates:  s.cfg.DuplicateWindow,
@@ -391,9 +392,10 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		// makes the server retry them until it has room.
 		Sources: []*jetstream.StreamSource{{
 			Name: SchedulesStream,
-			SubjectTransforms: []jetstream.SubjectTransformConfig{{
-				Source: ScheduleDuePrefix + "*", Destination: JobsSubjectPrefix + "{{wildcard(1)}}",
-			}},
+			SubjectTransforms: []jetstream.SubjectTransformConfig{
+				{Source: ScheduleDuePrefix + "*", Destination: JobsSubjectPrefix + "{{wildcard(1)}}"},
+				{Source: ScheduleDuePrefix + "*.*", Destination: JobsSubjectPrefix + "{{wildcard(1)}}.{{wildcard(2)}}"},
+			},
 		}},
 	})
 	if err != nil {
@@ -676,7 +678,7 @@ func (s *Store) jobsPerAlgorithm(ctx context.Context) (int64, error) {
 	if old.State.Msgs == 0 || (old.Config.MaxMsgsPerSubject > 0 && old.Config.MaxMsgsPerSubject <= want) {
 		return want, nil
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+">"))
 	if err != nil {
 		return 0, fmt.Errorf("jobs: provision stream %s: %w", JobsStream, err)
 	}
@@ -691,6 +693,9 @@ func (s *Store) jobsPerAlgorithm(ctx context.Context) (int64, error) {
 	}
 	return want, nil
 }
+
+// jobsSubjects are the subjects of JOBS: one per algorithm and priority.
+var jobsSubjects = []string{JobsSubjectPrefix + "*", JobsSubjectPrefix + "*." + string(PriorityHigh), JobsSubjectPrefix + "*." + string(PriorityLow)}
 
 // jobsConfig is the configuration of JOBS as the server has it now (an
 // admin may have changed the limits since this store bound the stream),

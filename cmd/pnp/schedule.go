@@ -39,6 +39,7 @@ func cmdSchedule(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fs.DurationVar(&sch.Every, "every", 0, "run every this long (whole seconds, at least 1s)")
 		fs.StringVar(&sch.Cron, "cron", "", "run at the times of this cron expression, in UTC: six fields, seconds first ('0 30 2 * * *' is 02:30:00 daily), or @hourly, @daily, @weekly, @monthly, @yearly")
 		fs.DurationVar(&sch.Timeout, "timeout", 0, "time budget of each run; can only shorten the algorithm's timeout")
+		fs.StringVar((*string)(&sch.Priority), "priority", "", "priority of each run: high, normal or low (see pnp submit --priority)")
 	case "ls":
 		fs.BoolVar(&jsonOut, "json", false, "print as JSON")
 	case "rm":

@@ -43,6 +43,14 @@ func TestScheduleCommands(t *testing.T) {
 			t.Errorf("result %+v, want succeeded, started 2 s after %s", r, start)
 		}
 	})
+	t.Run("submit --priority", func(t *testing.T) {
+		for _, p := range []string{"high", "low"} {
+			code, stdout, stderr := runPnp(t, "submit", "--server", url, "--id", "prio-"+p, "--priority", p, "--wait", "language_detection", text)
+			if r := decodeResult(t, stdout); code != 0 || r.Status != jobs.StatusSucceeded {
+				t.Errorf("--priority %s: exit %d %+v\n%s", p, code, r, stderr)
+			}
+		}
+	})
 	t.Run("submit --at", func(t *testing.T) {
 		at := time.Now().Add(2 * time.Hour).UTC().Truncate(time.Second)
 		code, stdout, stderr := runPnp(t, "submit", "--server", url, "--id", "at", "--at", at.Format(time.RFC3339), "language_detection", text)
@@ -136,6 +144,8 @@ func TestScheduleCommandUsage(t *testing.T) {
 		{"submit --in and --at", []string{"submit", "--in", "1m", "--at", "2030-01-01T00:00:00Z", "a", "{}"}, `^pnp submit: usage: --in and --at: give one, not both`},
 		{"submit --at not a time", []string{"submit", "--at", "tomorrow", "a", "{}"}, `^pnp submit: usage: --at "tomorrow": want an RFC 3339 time`},
 		{"submit --in negative", []string{"submit", "--in", "-1m", "a", "{}"}, `^pnp submit: usage: --in -1m0s is negative`},
+		{"submit --priority unknown", []string{"submit", "--priority", "urgent", "a", "{}"}, `^pnp submit: usage: --priority "urgent": want high, normal or low`},
+		{"schedule add bad priority", []string{"schedule", "add", "--every", "1m", "--priority", "top", "n", "alg", "{}"}, `^pnp schedule: usage: priority "top": want high, normal or low`},
 		{"schedule without subcommand", []string{"schedule"}, `^pnp schedule: usage: missing subcommand`},
 		{"schedule unknown", []string{"schedule", "list"}, `^pnp schedule: usage: unknown subcommand "list"`},
 		{"schedule add neither", []string{"schedule", "add", "n", "alg", "{}"}, `^pnp schedule: usage: every or cron: give one`},
