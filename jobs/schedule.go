@@ -38,7 +38,7 @@ const (
 	// JOBS sources them onto jobs.<algorithm>.
 	ScheduleDuePrefix = "schedule.due."
 	// DefaultSchedulesMaxBytes bounds stream SCHEDULES.
-	DefaultSchedulesMaxBytes = 256 << 20
+	DefaultSchedulesMaxBytes = 64 << 20
 	// ScheduleDueTTL is how long a fired job stays in SCHEDULES: JOBS
 	// takes it within milliseconds, or, while JOBS refuses it (full), as
 	// soon as it has room; a job JOBS could not take for this long is

@@ -110,11 +110,11 @@ type ObjectsConfig struct {
 // default set-up: results kept 24 h, job ids de-duplicated for 2 min, dead
 // letters kept until replayed, one replica, file storage everywhere, and
 // every stream bounded — JOBS to 1 GiB and 1 000 000 jobs, DEAD to 256 MiB
-// and 100 000 letters, SCHEDULES to 256 MiB, results to 1 GiB, discovery to
+// and 100 000 letters, SCHEDULES to 64 MiB, results to 1 GiB, discovery to
 // discovery.DefaultMaxBytes, the inputs and outputs object stores to 1 GiB
 // each, uploads to 256 MiB (and each of OutputAlgorithms' to 64 MiB) —
-// so that together (about 4.8 GiB, times the replicas; with rollout's
-// routes, COMPARE and HISTORY about 5 GiB) they fit an
+// so that together (about 4.6 GiB, times the replicas; with rollout's
+// routes, COMPARE and HISTORY about 4.8 GiB) they fit an
 // account's JetStream limit with room to spare, and
 // a flood of one never starves the others. For the size and count limits,
 // -1 means no limit, which an account with max_bytes_required refuses.

@@ -255,6 +255,7 @@ var pnpWithSubcommands = map[string][]string{
 	"discovery": {"provision", "ls", "watch"},
 	"dead":      {"ls", "replay"},
 	"route":     {"set", "show", "promote", "clear", "report"},
+	"schedule":  {"add", "ls", "rm"},
 }
 
 // checkPnp checks a pnp command line: the command exists and its flags
