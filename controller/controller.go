@@ -1,11 +1,11 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -161,8 +161,19 @@ type Config struct {
 	// algorithm is live, controllers do not pull, and the consumer is
 	// deleted after this long, so names registered once do not leave
 	// consumers forever. Jobs stay in JOBS; the consumer is created again
-	// when a runner returns. Default DefaultConsumerInactiveThreshold.
+	// when a runner returns. While jobs of the algorithm wait in JOBS the
+	// consumer is kept however long nobody pulls, and it is created from
+	// the algorithm's first job on, also when no runner has ever
+	// registered for it, so that autoscalers see the backlog (see
+	// backlog.go). Default DefaultConsumerInactiveThreshold.
 	ConsumerInactiveThreshold time.Duration
+	// KeepConsumers names algorithms whose consumer on JOBS the
+	// controller creates at start and keeps even while no job waits and
+	// no runner is live: those whose runners an autoscaler starts from
+	// zero (KEDA's nats-jetstream scaler reads a missing consumer as the
+	// stream's last sequence, a backlog that is not there). Give every
+	// controller replica the same list. Default none.
+	KeepConsumers []string
 	// MaxReferencedOutputBytes bounds an output that a runner stored in
 	// the outputs bucket and replied with by reference (output_ref): the
 	// controller reads it back, at most this many bytes, and checks it
@@ -278,6 +289,14 @@ func (c Config) Validate() error {
 	if c.MaxReferencedOutputBytes < -1 {
 		errs = append(errs, fmt.Errorf("max referenced output bytes %d is negative (-1 turns the check off)", c.MaxReferencedOutputBytes))
 	}
+	for _, alg := range c.KeepConsumers {
+		if !discovery.ValidAlgorithmName(alg) {
+			errs = append(errs, fmt.Errorf("keep consumers: %q is not a valid algorithm name", alg))
+		}
+	}
+	if maxAlgs := cmp.Or(c.MaxAlgorithms, DefaultMaxAlgorithms); c.MaxAlgorithms >= 0 && len(c.KeepConsumers) > maxAlgs {
+		errs = append(errs, fmt.Errorf("keep consumers: %d algorithms, more than max algorithms %d", len(c.KeepConsumers), maxAlgs))
+	}
 	if c.ConsumerInactiveThreshold != 0 && c.ConsumerInactiveThreshold < time.Second {
 		errs = append(errs, fmt.Errorf("consumer inactive threshold %s is below 1s", c.ConsumerInactiveThreshold))
 	}
@@ -349,6 +368,13 @@ type Controller struct {
 	// it is marked again when one comes back.
 	markedMu sync.Mutex
 	marked   map[string]bool
+	// keep is Config.KeepConsumers as a set, read-only after New.
+	keep map[string]bool
+	// backlog is the set of algorithms and priorities with jobs in JOBS
+	// as the last tendOnce saw them (replaced whole); backlogOver,
+	// tendOnce's own, is how many of them it left without a consumer.
+	backlog     atomic.Pointer[map[queue]bool]
+	backlogOver int
 
 	workers sync.WaitGroup
 	heldMu  sync.Mutex
@@ -385,6 +411,10 @@ func New(nc *nats.Conn, cfg Config) (*Controller, error) {
 		batch:    cfg.MaxInFlight,
 		ready:    make(chan struct{}),
 		held:     map[*job]struct{}{},
+		keep:     map[string]bool{},
+	}
+	for _, alg := range cfg.KeepConsumers {
+		c.keep[alg] = true
 	}
 	if cfg.Metrics != nil {
 		c.metrics = newMetrics(c)
@@ -488,7 +518,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
-		c.expireIdleConsumers(bgCtx)
+		c.tendConsumers(bgCtx)
 	}()
 	close(c.ready)
 	c.log.Info().Int("max_in_flight", c.cfg.MaxInFlight).Dur("ack_wait", c.cfg.AckWait).
@@ -700,40 +730,8 @@ func (c *Controller) consumerConfig(alg string, p jobs.Priority) jetstream.Consu
 		// (no live runner): JetStream counts waiting pull requests and
 		// unacknowledged deliveries as activity, and the jobs stay in
 		// the work-queue stream.
-		InactiveThreshold: c.cfg.ConsumerInactiveThreshold,
-	}
-}
-
-// expireIdleConsumers gives the controller consumers on JOBS that have no
-// InactiveThreshold — made by controllers before it existed, for every
-// algorithm name ever registered — the configured one, so those of
-// algorithms that never come back are deleted too. One pass, at start-up:
-// a failure is logged and the consumer stays as it was.
-func (c *Controller) expireIdleConsumers(ctx context.Context) {
-	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	var stale []jetstream.ConsumerConfig
-	l := c.store.Jobs().ListConsumers(lctx)
-	for ci := range l.Info() {
-		if strings.HasPrefix(ci.Name, consumerPrefix) && ci.Config.InactiveThreshold == 0 {
-			stale = append(stale, ci.Config)
-		}
-	}
-	if err := l.Err(); err != nil {
-		c.log.Warn().Err(err).Msg("cannot list the consumers on JOBS; consumers without an inactive threshold are kept")
-		return
-	}
-	failed := 0
-	for _, cfg := range stale {
-		cfg.InactiveThreshold = c.cfg.ConsumerInactiveThreshold
-		if _, err := c.js.UpdateConsumer(lctx, JobsStream, cfg); err != nil {
-			failed++
-			c.log.Warn().Err(err).Str("consumer", cfg.Durable).Msg("cannot set the inactive threshold of a consumer; it is kept")
-		}
-	}
-	if len(stale) > 0 {
-		c.log.Info().Int("consumers", len(stale)-failed).Dur("inactive_threshold", c.cfg.ConsumerInactiveThreshold).
-			Msg("consumers without an inactive threshold now expire when unused")
+		// None while jobs wait or the consumer is kept: see backlog.go.
+		InactiveThreshold: c.inactiveThreshold(alg, p),
 	}
 }
 
@@ -757,7 +755,7 @@ func (c *Controller) consume(ctx context.Context, alg string, p jobs.Priority) (
 	}
 	defer func() { c.handBack(it) }()
 	delivered := false
-	work := c.queue(p)
+	work := c.workFor(p)
 	// The iterator sends a pull request and then waits for messages or
 	// status for it. When the server holding the request goes away without
 	// the client losing its connection (the consumer leader of a cluster

@@ -37,16 +37,22 @@
 // # Dispatch
 //
 // Each algorithm has one durable pull consumer, ConsumerName(algorithm),
-// shared by all controller replicas, which split its jobs. A controller
+// shared by all controller replicas, which split its jobs; and, from its
+// first job of priority high or low, one for each of those
+// (jobs.PriorityConsumerName; see priority.go). A controller
 // consumes an algorithm's jobs only while discovery lists a live runner for
 // it, so jobs for an algorithm nobody serves wait in JOBS without being
 // delivered at all (no hot loop) and start moving when a runner registers,
 // or fail as expired after Config.MaxJobAge — Config.MaxUnservedJobAge
 // when no runner has ever registered for the algorithm (a sweep reads them
 // from JOBS by sequence; see expire.go).
-// The consumer of an algorithm without a live runner is deleted by
-// JetStream after Config.ConsumerInactiveThreshold and created again when
-// a runner returns; a controller serves at most Config.MaxAlgorithms.
+// The consumer of an algorithm exists from its first waiting job on, also
+// when no runner has ever registered for it, and is kept while its jobs
+// wait, so that autoscalers (KEDA's nats-jetstream scaler) see the
+// backlog (backlog.go); once none wait and no runner is live, JetStream
+// deletes it after Config.ConsumerInactiveThreshold, unless the algorithm
+// is in Config.KeepConsumers. A controller serves at most
+// Config.MaxAlgorithms.
 // For each job the controller reads the algorithm's registrations from its
 // discovery cache (a KV watcher, no read per job), validates the body
 // against the registered input schema (compiled once per schema content,

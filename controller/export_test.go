@@ -24,3 +24,11 @@ func SetSweepMaxSubjects(n uint64) (restore func()) {
 
 // DurationBuckets are the job latency histogram's bucket bounds.
 func DurationBuckets() []float64 { return slices.Clone(durationBuckets) }
+
+// SetBacklogPeriod sets how often a controller tends the consumers of JOBS
+// and returns a function that restores it.
+func SetBacklogPeriod(d time.Duration) (restore func()) {
+	old := backlogPeriod
+	backlogPeriod = d
+	return func() { backlogPeriod = old }
+}

@@ -10,8 +10,8 @@ import (
 	"pnpworker/jobs"
 )
 
-// queue is the channel that hands jobs of priority p to the workers.
-func (c *Controller) queue(p jobs.Priority) chan *job {
+// workFor is the channel that hands jobs of priority p to the workers.
+func (c *Controller) workFor(p jobs.Priority) chan *job {
 	switch p {
 	case jobs.PriorityHigh:
 		return c.workHigh

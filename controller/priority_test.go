@@ -112,3 +112,46 @@ func TestHighJobsOvertakeLowBacklog(t *testing.T) {
 		t.Errorf("last low job: %+v", r)
 	}
 }
+
+// The backlog of each priority is visible where KEDA reads it, on the
+// consumer of that priority (jobs.PriorityConsumerName), from the first
+// job of an algorithm no runner has served; the consumers of a kept
+// algorithm exist for every priority with no job at all, so that no
+// trigger of its ScaledObject reads the stream's last sequence.
+func TestBacklogVisiblePerPriorityReliability(t *testing.T) {
+	t.Cleanup(controller.SetBacklogPeriod(100 * time.Millisecond))
+	e := newEnvWith(t, controller.StoreConfig{}, natstest.Monitor())
+	cfg := fastConfig(t)
+	cfg.ConsumerInactiveThreshold = time.Second
+	cfg.KeepConsumers = []string{"kept"}
+	startController(t, e, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const alg = "scale_prio"
+	want := map[jobs.Priority]int{jobs.PriorityHigh: 3, jobs.PriorityLow: 2}
+	for p, n := range want {
+		for i := range n {
+			if _, err := e.store.Submit(ctx, alg, []byte(`{"n":1}`), jobs.SubmitOptions{ID: fmt.Sprintf("%s-%d", p, i), Priority: p}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for p, n := range want {
+		name := jobs.PriorityConsumerName(alg, p)
+		natstest.Eventually(t, 10*time.Second, func() bool { return readConsumerLag(t, e, name).ConsumerFound }, "no consumer "+name+" for the waiting jobs")
+		if r := readConsumerLag(t, e, name); r.Lag != int64(n) {
+			t.Errorf("%s: lag %+v, want %d", name, r, n)
+		}
+	}
+	// No normal job waits: no consumer for them is made.
+	if r := readLag(t, e, alg); r.ConsumerFound {
+		t.Errorf("consumer of normal jobs made with none waiting: %+v", r)
+	}
+	for _, p := range jobs.Priorities {
+		name := jobs.PriorityConsumerName("kept", p)
+		natstest.Eventually(t, 10*time.Second, func() bool { return readConsumerLag(t, e, name).ConsumerFound }, "kept consumer "+name+" not created")
+		if r := readConsumerLag(t, e, name); r.Lag != 0 {
+			t.Errorf("kept %s: %+v, want lag 0", name, r)
+		}
+	}
+}

@@ -149,10 +149,12 @@ func consumerNames(t *testing.T, e *env) []string {
 }
 
 // Every algorithm name ever registered got a durable consumer on JOBS that
-// stayed forever. A consumer whose algorithm has had no live runner for
-// ConsumerInactiveThreshold is deleted by the server; a job that waited
-// through it is not lost: the consumer comes back with a runner.
+// stayed forever. A consumer whose algorithm has had no live runner and no
+// waiting job for ConsumerInactiveThreshold is deleted by the server; one
+// with a waiting job stays (its backlog stays visible), and the job is
+// served when a runner comes back.
 func TestConsumersOfGoneAlgorithmsGoReliability(t *testing.T) {
+	t.Cleanup(controller.SetBacklogPeriod(100 * time.Millisecond))
 	e := newEnv(t, controller.StoreConfig{})
 	cfg := fastConfig(t)
 	cfg.ConsumerInactiveThreshold = time.Second
@@ -173,8 +175,13 @@ func TestConsumersOfGoneAlgorithmsGoReliability(t *testing.T) {
 	}
 	comeback.stop()
 	e.submit(t, "comeback", "waits", echoIn{N: 3})
-	eventually(t, 20*time.Second, func() bool { return len(consumerNames(t, e)) == 0 },
-		"consumers of algorithms without runners still there")
+	eventually(t, 20*time.Second, func() bool { return slices.Equal(consumerNames(t, e), []string{controller.ConsumerName("comeback")}) },
+		"consumers of algorithms without runners or jobs still there, or the one with a waiting job gone")
+	for deadline := time.Now().Add(3 * cfg.ConsumerInactiveThreshold); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if got := consumerNames(t, e); !slices.Equal(got, []string{controller.ConsumerName("comeback")}) {
+			t.Fatalf("consumers %v while a job waits for comeback", got)
+		}
+	}
 	if left := e.jobsLeft(t); left != 1 {
 		t.Fatalf("JOBS holds %d jobs after the consumers went, want the waiting one", left)
 	}

@@ -24,6 +24,15 @@ import (
 // the route URLs (the file names nats-1..3 on port 6222).
 func startCluster(t *testing.T) []string {
 	t.Helper()
+	_, urls := startClusterWith(t)
+	return urls
+}
+
+// startClusterWith is startCluster returning the servers too, with
+// adjust, if any, changing each server's options last.
+func startClusterWith(t *testing.T, adjust ...func(*server.Options)) ([]*server.Server, []string) {
+	t.Helper()
+	var srvs []*server.Server
 	setPasswords(t)
 	// JetStream in a cluster needs its routes configured at start, so the
 	// three route ports are picked before any server starts.
@@ -58,6 +67,9 @@ func startCluster(t *testing.T) []string {
 		opts.Routes = routes
 		opts.StoreDir = t.TempDir()
 		opts.NoSigs, opts.NoLog = true, true
+		for _, f := range adjust {
+			f(opts)
+		}
 		s, err := server.NewServer(opts)
 		if err != nil {
 			t.Fatal(err)
@@ -71,8 +83,28 @@ func startCluster(t *testing.T) []string {
 			t.Fatal("server not ready")
 		}
 		urls = append(urls, s.ClientURL())
+		srvs = append(srvs, s)
 	}
-	return urls
+	return srvs, urls
+}
+
+// provisionCluster provisions cfg as admin, retrying while the cluster
+// elects its JetStream meta leader (after the routes are up).
+func provisionCluster(ctx context.Context, t *testing.T, admin *client, cfg controller.StoreConfig) *controller.Store {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+		store, err := controller.Provision(pctx, admin.js(t), cfg)
+		pcancel()
+		if err == nil {
+			return store
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("provision with replicas %d: %v", cfg.Replicas, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }
 
 // TestClusterReplicas provisions with replicas 3 on the cluster variant and
@@ -89,22 +121,7 @@ func TestClusterReplicas(t *testing.T) {
 	// With the outputs buckets compose.yaml provisions: the account's
 	// budget holds them too, at replicas 3.
 	cfg := controller.StoreConfig{Replicas: 3, Discovery: discovery.Config{Replicas: 3, Update: true}, OutputAlgorithms: outputAlgorithms}
-	// The cluster elects its JetStream meta leader after the routes are up.
-	var store *controller.Store
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var err error
-		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
-		store, err = controller.Provision(pctx, admin.js(t), cfg)
-		pcancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("provision with replicas 3: %v", err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	store := provisionCluster(ctx, t, admin, cfg)
 	for _, s := range []jetstream.Stream{store.Jobs(), store.Dead()} {
 		info, err := s.Info(ctx)
 		if err != nil {

@@ -34,8 +34,9 @@ var allStreams = []string{
 
 // startConfServer starts an embedded server with the real nats.conf on a
 // loopback port and a store of its own, and returns it with its URL (for
-// tests that read its subscriptions).
-func startConfServer(t *testing.T) (*server.Server, string) {
+// tests that read its subscriptions). adjust, if any, changes the options
+// last (a test that reads the monitoring endpoints turns them on).
+func startConfServer(t *testing.T, adjust ...func(*server.Options)) (*server.Server, string) {
 	t.Helper()
 	setPasswords(t)
 	opts := loadConf(t, "nats.conf")
@@ -43,6 +44,9 @@ func startConfServer(t *testing.T) (*server.Server, string) {
 	opts.HTTPPort = 0 // no monitoring listener in tests
 	opts.StoreDir = t.TempDir()
 	opts.NoSigs, opts.NoLog = true, true
+	for _, f := range adjust {
+		f(opts)
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatalf("new server: %v", err)

@@ -95,3 +95,19 @@ func PriorityConsumerName(algorithm string, p Priority) string {
 	}
 	return ConsumerName(algorithm)
 }
+
+// ConsumerQueue reads a name made by PriorityConsumerName back: the
+// algorithm and priority whose jobs the consumer takes. It reports false
+// for the name of any other consumer.
+func ConsumerQueue(name string) (string, Priority, bool) {
+	rest, ok := strings.CutPrefix(name, ConsumerPrefix)
+	if !ok || rest == "" {
+		return "", "", false
+	}
+	for _, p := range [2]Priority{PriorityHigh, PriorityLow} {
+		if alg, ok := strings.CutSuffix(rest, "-"+string(p)); ok && alg != "" {
+			return alg, p, true
+		}
+	}
+	return rest, PriorityNormal, true
+}

@@ -38,8 +38,10 @@ type Table struct {
 const MaxWatchFailures = 60
 
 // missingPoll is how often Table.Run looks for a routes bucket that does
-// not exist yet.
-const missingPoll = 5 * time.Second
+// not exist yet: the first pnp route set creates it, and the route must
+// hold within about a second, as a change to an existing one does (one
+// stream info request a second per controller and gateway).
+const missingPoll = time.Second
 
 // NewTable returns a table over the routes bucket of cfg. The bucket does
 // not have to exist yet: Run waits for it.
@@ -116,7 +118,7 @@ func (t *Table) Run(ctx context.Context) error {
 			// bucket), without counting towards giving up.
 			if !missing {
 				missing = true
-				t.log.Info().Str("bucket", t.cfg.Bucket).Msg("no routes bucket yet: every version serves run.<algorithm>; looking for it every 5s")
+				t.log.Info().Str("bucket", t.cfg.Bucket).Msg("no routes bucket yet: every version serves run.<algorithm>; looking for it every second")
 				t.publish(map[string]Route{})
 			}
 			select {

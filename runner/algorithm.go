@@ -3,16 +3,18 @@
 // run.<algorithm> in a queue group, validating every input, replying with the
 // output or a clear error, heartbeating, and draining on shutdown.
 //
-// An algorithm author writes one function and two schemas:
+// An algorithm author writes one function over two Go types:
 //
 //	alg, err := runner.NewAlgorithm(runner.Spec{
-//		Name:         "word_count",
-//		Version:      "1.0.0",
-//		InputSchema:  inputSchema,
-//		OutputSchema: outputSchema,
+//		Name:    "word_count",
+//		Version: "1.0.0",
 //	}, func(ctx context.Context, in Input) (Output, error) {
 //		return Output{Words: len(strings.Fields(in.Text))}, nil
 //	})
+//
+// The input and output JSON Schemas are derived from the types (see
+// SchemaFor; struct tags add bounds, patterns, enums and descriptions), or
+// given in the Spec when the types cannot say enough.
 //
 // and a runner's main serves a list of them: runner.New(nc, algorithms).Run(ctx).
 //
@@ -28,6 +30,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
 	"runtime"
 	"time"
@@ -39,7 +42,9 @@ import (
 	"pnpworker/schemas"
 )
 
-// Spec describes an algorithm. Name, Version and both schemas are required.
+// Spec describes an algorithm. Name and Version are required, and both
+// schemas, which NewAlgorithm and NewBatchAlgorithm derive from the
+// function's types when they are empty.
 type Spec struct {
 	// Name identifies the algorithm: lower case letters, digits and '_',
 	// starting with a letter. It is served on "run.<Name>".
@@ -49,7 +54,9 @@ type Spec struct {
 	// Description is shown by `pnp algorithms` and `nats micro info`.
 	Description string
 	// InputSchema and OutputSchema are JSON Schema documents (draft 2020-12
-	// unless they say otherwise), self-contained.
+	// unless they say otherwise), self-contained. Left empty, NewAlgorithm
+	// and NewBatchAlgorithm derive them from In and Out (SchemaFor), titled
+	// "<Name> input" and "<Name> output"; a schema given here wins.
 	InputSchema  []byte
 	OutputSchema []byte
 	// Timeout is the default time budget of one request; a caller's deadline
@@ -97,7 +104,8 @@ func (s *Spec) setDefaults() {
 	}
 }
 
-// Validate reports every problem with s (before defaults).
+// Validate reports every problem with s (before defaults, and before
+// NewAlgorithm derives missing schemas).
 func (s Spec) Validate() error {
 	var errs []error
 	if !discovery.ValidAlgorithmName(s.Name) {
@@ -147,10 +155,11 @@ type Algorithm struct {
 	batch  *batcher // nil unless built by NewBatchAlgorithm
 }
 
-// NewAlgorithm validates spec, compiles its schemas and binds fn. Every problem is
+// NewAlgorithm validates spec, derives the schemas it leaves empty from In
+// and Out (SchemaFor), compiles them and binds fn. Every problem is
 // reported at once, before anything is served.
 func NewAlgorithm[In, Out any](spec Spec, fn Func[In, Out]) (*Algorithm, error) {
-	a, err := compile(spec, fn == nil)
+	a, err := compile(spec, fn == nil, reflect.TypeFor[In](), reflect.TypeFor[Out]())
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +186,7 @@ type RawFunc func(ctx context.Context, in json.RawMessage) (json.RawMessage, err
 // process in another language becomes an ordinary Algorithm (see package
 // worker).
 func NewRawAlgorithm(spec Spec, fn RawFunc) (*Algorithm, error) {
-	a, err := compile(spec, fn == nil)
+	a, err := compile(spec, fn == nil, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -194,9 +203,26 @@ func NewRawAlgorithm(spec Spec, fn RawFunc) (*Algorithm, error) {
 	return a, nil
 }
 
-// compile validates spec and compiles its schemas; the caller sets call.
-func compile(spec Spec, nilFunc bool) (*Algorithm, error) {
-	errs := []error{spec.Validate()}
+// compile derives the schemas spec lacks from inType and outType (nil
+// for none), validates spec and compiles its schemas; the caller sets call.
+func compile(spec Spec, nilFunc bool, inType, outType reflect.Type) (*Algorithm, error) {
+	var errs []error
+	for _, d := range []struct {
+		what   string
+		t      reflect.Type
+		schema *[]byte
+	}{{"input", inType, &spec.InputSchema}, {"output", outType, &spec.OutputSchema}} {
+		if d.t == nil || len(*d.schema) > 0 {
+			continue
+		}
+		b, err := schemaOf(d.t, spec.Name+" "+d.what)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s schema from %s: %w", d.what, d.t, err))
+			continue
+		}
+		*d.schema = b
+	}
+	errs = append(errs, spec.Validate())
 	if nilFunc {
 		errs = append(errs, errors.New("function is nil"))
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"reflect"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -54,7 +55,8 @@ func (b BatchErrors) Error() string {
 //
 // spec.MaxConcurrency counts requests, not batches; it defaults to
 // 2×MaxBatch, and max(1, MaxConcurrency/MaxBatch) batches run at once. The
-// sizes of the batches are in the micro STATS data under "batches".
+// sizes of the batches are in the micro STATS data under "batches". Schemas
+// the spec leaves empty are derived from In and Out, as by NewAlgorithm.
 func NewBatchAlgorithm[In, Out any](spec Spec, fn BatchFunc[In, Out]) (*Algorithm, error) {
 	if spec.MaxBatch == 0 {
 		spec.MaxBatch = DefaultMaxBatch
@@ -65,7 +67,7 @@ func NewBatchAlgorithm[In, Out any](spec Spec, fn BatchFunc[In, Out]) (*Algorith
 	if spec.MaxConcurrency == 0 && spec.MaxBatch > 0 {
 		spec.MaxConcurrency = 2 * spec.MaxBatch
 	}
-	a, err := compile(spec, fn == nil)
+	a, err := compile(spec, fn == nil, reflect.TypeFor[In](), reflect.TypeFor[Out]())
 	if err != nil {
 		return nil, err
 	}

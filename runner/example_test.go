@@ -151,3 +151,27 @@ func ExampleNewBatchAlgorithm() {
 	// {"square":144}
 	// <nil>
 }
+
+// Left out of the Spec, the schemas are derived from the function's types;
+// struct tags add what the types cannot say.
+func ExampleSchemaFor() {
+	type Input struct {
+		Text  string `json:"text" jsonschema:"minLength=1,maxLength=100000"`
+		Limit *int   `json:"limit,omitempty" jsonschema:"minimum=1"`
+	}
+	schema, err := runner.SchemaFor[Input]()
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(string(schema))
+
+	alg, err := runner.NewAlgorithm(runner.Spec{Name: "word_count", Version: "1.0.0"},
+		func(ctx context.Context, in Input) (int, error) { return len(strings.Fields(in.Text)), nil })
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(alg.ValidateInput([]byte(`{"text":"plug and play","limt":3}`)).(*runner.Error).Violations)
+	// Output:
+	// {"$schema":"https://json-schema.org/draft/2020-12/schema","properties":{"text":{"type":"string","maxLength":100000,"minLength":1},"limit":{"type":"integer","minimum":1}},"additionalProperties":false,"type":"object","required":["text"]}
+	// [/: additionalProperties 'limt' not allowed]
+}

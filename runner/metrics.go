@@ -51,6 +51,7 @@ type Metrics struct {
 	requests, busy, overloaded, noReply *prometheus.Desc
 	fromJS                              *prometheus.Desc
 	inFlight, waiting, maxConcurrency   *prometheus.Desc
+	utilization                         *prometheus.Desc
 
 	mu      sync.Mutex
 	live    map[*Runner]struct{}
@@ -83,6 +84,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		inFlight:       prometheus.NewDesc("pnp_runner_in_flight", "Requests running in the algorithm's function now.", alg, nil),
 		waiting:        prometheus.NewDesc("pnp_runner_waiting", "Requests admitted and waiting for a free worker.", alg, nil),
 		maxConcurrency: prometheus.NewDesc("pnp_runner_max_concurrency", "Requests the algorithm may run at once in this process (0 while no runner of the process serves it).", alg, nil),
+		utilization:    prometheus.NewDesc("pnp_runner_utilization", "Share of the algorithm's capacity in use in this process: pnp_runner_in_flight / pnp_runner_max_concurrency, 0 to 1 (0 without capacity).", alg, nil),
 		live:           map[*Runner]struct{}{},
 		retired:        map[string]*algFigures{},
 	}
@@ -141,7 +143,7 @@ func (f *algFigures) addCounts(e *endpoint) {
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.duration.Describe(ch)
-	for _, d := range []*prometheus.Desc{m.requests, m.busy, m.overloaded, m.noReply, m.fromJS, m.inFlight, m.waiting, m.maxConcurrency} {
+	for _, d := range []*prometheus.Desc{m.requests, m.busy, m.overloaded, m.noReply, m.fromJS, m.inFlight, m.waiting, m.maxConcurrency, m.utilization} {
 		ch <- d
 	}
 }
@@ -192,6 +194,11 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(m.inFlight, f.inFlight)
 		gauge(m.waiting, f.waiting)
 		gauge(m.maxConcurrency, f.concurrent)
+		util := 0.0
+		if f.concurrent > 0 {
+			util = min(f.inFlight/f.concurrent, 1)
+		}
+		gauge(m.utilization, util)
 	}
 }
 

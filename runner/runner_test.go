@@ -118,7 +118,6 @@ func TestNewAlgorithmRejectsBadDefinitions(t *testing.T) {
 	}{
 		{"bad name and version", runner.Spec{Name: "Word Count", Version: "v1", InputSchema: []byte(textSchema), OutputSchema: []byte(outSchema)},
 			[]string{`name "Word Count"`, `version "v1"`}},
-		{"missing schemas", runner.Spec{Name: "x", Version: "1.0.0"}, []string{"input schema is required", "output schema is required"}},
 		{"schema does not compile", runner.Spec{Name: "x", Version: "1.0.0", InputSchema: []byte(`{"type":"nope"}`), OutputSchema: []byte(`{`)},
 			[]string{"input schema", "output schema"}},
 		{"negative limits", runner.Spec{Name: "x", Version: "1.0.0", InputSchema: []byte(textSchema), OutputSchema: []byte(outSchema), Timeout: -1, MaxConcurrency: -1},
@@ -138,6 +137,15 @@ func TestNewAlgorithmRejectsBadDefinitions(t *testing.T) {
 				}
 			}
 		})
+	}
+	// NewAlgorithm derives missing schemas from its types (derive_test.go);
+	// a raw algorithm has no types to derive them from.
+	_, err := runner.NewRawAlgorithm(runner.Spec{Name: "x", Version: "1.0.0"},
+		func(context.Context, json.RawMessage) (json.RawMessage, error) { return nil, nil })
+	for _, w := range []string{"input schema is required", "output schema is required"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("raw algorithm without schemas: error %v does not mention %q", err, w)
+		}
 	}
 }
 

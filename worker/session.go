@@ -43,6 +43,7 @@ type session struct {
 	exitErr  error         // why it exited; read after exited is closed
 	killOnce sync.Once
 	logs     *logBudget // stderr lines and log messages
+	tail     stderrTail // the last stderr lines, for a start error
 
 	procMu sync.Mutex // held while the process is reaped or killed
 	reaped bool       // its pid may belong to another process now
@@ -90,7 +91,7 @@ func (w *Worker) lifetime(ctx context.Context, log zerolog.Logger) error {
 		t.Stop()
 	case <-s.exited:
 		t.Stop()
-		return fmt.Errorf("exited before its hello: %w", s.exitErr)
+		return startError(w.cfg, s.exitErr, s.tail.get())
 	case <-t.C:
 		s.kill("no hello within the handshake timeout")
 		<-s.exited
@@ -138,6 +139,7 @@ func (w *Worker) lifetime(ctx context.Context, log zerolog.Logger) error {
 	select {
 	case <-r.Started():
 		s.lg().Info().Msg("worker serving")
+		w.markServing(algs)
 	case err := <-runErr:
 		s.kill("runner failed to start")
 		<-s.exited
@@ -673,18 +675,34 @@ func (s *session) logMessage(m inbound) {
 // budget; a line longer than MaxLogLine is cut there. Reading never waits
 // for the budget: lines over it are dropped and counted, so a flood costs
 // the process nothing it would notice and the log a bounded amount.
+//
+// A Python traceback is one entry, not one per line (see stderrGroups),
+// and the last lines are kept for the error of a process that ends
+// before its hello.
 func (s *session) logStderr(r io.Reader) {
 	br := bufio.NewReaderSize(r, 16<<10)
+	groups := stderrGroups{max: s.w.cfg.MaxLogLine}
+	emit := func(entry string, truncated bool) {
+		if !s.logs.allow() {
+			return
+		}
+		ev := s.lg().Info().Str("source", "stderr")
+		if truncated {
+			ev = ev.Bool("truncated", true)
+		}
+		ev.Msg(entry)
+	}
 	for {
 		line, tooLong, err := readLine(br, s.w.cfg.MaxLogLine, s.w.cfg.MaxLogLine)
-		if t := strings.TrimRight(string(line), "\r\n"); t != "" && s.logs.allow() {
-			ev := s.lg().Info().Str("source", "stderr")
-			if tooLong {
-				ev = ev.Bool("truncated", true)
-			}
-			ev.Msg(t)
+		t := strings.TrimRight(string(line), "\r\n")
+		s.tail.add(t)
+		if entry, ok := groups.add(t); ok {
+			emit(entry, tooLong)
 		}
 		if err != nil {
+			if entry, ok := groups.flush(); ok {
+				emit(entry, false)
+			}
 			return
 		}
 	}

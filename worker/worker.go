@@ -179,6 +179,38 @@ type Worker struct {
 	nc  *nats.Conn
 	cfg Config
 	log zerolog.Logger
+
+	servingOnce sync.Once
+	serving     chan struct{} // closed once a process serves
+	failedOnce  sync.Once
+	failed      chan struct{} // closed once a process stopped
+	algsMu      sync.Mutex
+	algs        []*runner.Algorithm // what the latest process to serve said
+}
+
+// Serving is closed once a process of the worker said hello and its
+// algorithms are served.
+func (w *Worker) Serving() <-chan struct{} { return w.serving }
+
+// Failed is closed once a process of the worker stopped, whether or not
+// it served first: one that fails at start is restarted with backoff, so
+// whoever waits for Serving knows not to wait for it.
+func (w *Worker) Failed() <-chan struct{} { return w.failed }
+
+// Algorithms returns the algorithms the latest process to serve described
+// in its hello; nil before any did.
+func (w *Worker) Algorithms() []*runner.Algorithm {
+	w.algsMu.Lock()
+	defer w.algsMu.Unlock()
+	return append([]*runner.Algorithm(nil), w.algs...)
+}
+
+// markServing records what a process serves.
+func (w *Worker) markServing(algs []*runner.Algorithm) {
+	w.algsMu.Lock()
+	w.algs = append(w.algs[:0], algs...)
+	w.algsMu.Unlock()
+	w.servingOnce.Do(func() { close(w.serving) })
 }
 
 // New checks cfg. Nothing is started until Run.
@@ -193,7 +225,7 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 	}
 	cfg.setDefaults(nc)
 	cfg.Command = append([]string(nil), cfg.Command...)
-	return &Worker{nc: nc, cfg: cfg, log: cfg.Logger.With().Str("worker", filepath.Base(cfg.Command[len(cfg.Command)-1])).Logger()}, nil
+	return &Worker{nc: nc, cfg: cfg, log: cfg.Logger.With().Str("worker", filepath.Base(cfg.Command[len(cfg.Command)-1])).Logger(), serving: make(chan struct{}), failed: make(chan struct{})}, nil
 }
 
 // Run starts Procs processes and keeps them serving until ctx is cancelled;
@@ -226,6 +258,7 @@ func (w *Worker) supervise(ctx context.Context, slot int) {
 		if ctx.Err() != nil {
 			return
 		}
+		w.failedOnce.Do(func() { close(w.failed) })
 		if time.Since(started) >= w.cfg.StableAfter {
 			failures = 0
 		}

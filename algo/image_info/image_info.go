@@ -58,30 +58,33 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Input is the request body (schemas/image_info.input.json).
+// Input is the request body (schemas/image_info.input.json). The tags of
+// Input and Output carry the files' bounds, so that the schemas
+// runner.SchemaFor derives accept and refuse what the files do (a test
+// holds them together).
 type Input struct {
 	// ImageURL is an http, https or base64 data: URL of the image.
-	ImageURL string `json:"image_url"`
+	ImageURL string `json:"image_url" jsonschema:"format=uri,minLength=1,maxLength=16777216"`
 	// MaxColors caps the dominant colours listed, 1..16. Default 5.
-	MaxColors int `json:"max_colors,omitempty"`
+	MaxColors int `json:"max_colors,omitempty" jsonschema:"minimum=1,maximum=16,default=5"`
 }
 
 // Output is the reply body (schemas/image_info.output.json).
 type Output struct {
-	Width  int    `json:"width"`
-	Height int    `json:"height"`
-	Format string `json:"format"`
-	Bytes  int    `json:"bytes"`
+	Width  int    `json:"width" jsonschema:"minimum=1"`
+	Height int    `json:"height" jsonschema:"minimum=1"`
+	Format string `json:"format" jsonschema:"enum=png,enum=jpeg,enum=gif,enum=webp,enum=bmp,enum=tiff"`
+	Bytes  int    `json:"bytes" jsonschema:"minimum=0"`
 	// PHash is goimagehash's 64-bit perceptual hash, "p:" + 16 hex digits.
-	PHash  string  `json:"phash"`
-	Colors []Color `json:"colors"`
+	PHash  string  `json:"phash" jsonschema:"pattern=^p:[0-9a-f]{16}$"`
+	Colors []Color `json:"colors" jsonschema:"minItems=1"`
 }
 
 // Color is one dominant colour and the share of the picture it covers.
 type Color struct {
-	Hex      string  `json:"hex"`
-	RGB      [3]int  `json:"rgb"`
-	Fraction float64 `json:"fraction"`
+	Hex      string  `json:"hex" jsonschema:"pattern=^#[0-9a-f]{6}$"`
+	RGB      [3]int  `json:"rgb" jsonschema:"minimum=0,maximum=255"`
+	Fraction float64 `json:"fraction" jsonschema:"minimum=0,maximum=1"`
 }
 
 // New returns the image_info algorithm.

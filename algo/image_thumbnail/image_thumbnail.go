@@ -59,20 +59,23 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Input is the request body (schemas/image_thumbnail.input.json).
+// Input is the request body (schemas/image_thumbnail.input.json). The tags
+// of Input and Output carry the files' bounds, so that the schemas
+// runner.SchemaFor derives accept and refuse what the files do (a test
+// holds them together).
 type Input struct {
 	// ImageURL is an http, https, data: or obj:// URL of the image.
-	ImageURL string `json:"image_url"`
+	ImageURL string `json:"image_url" jsonschema:"format=uri,minLength=1,maxLength=16777216"`
 	// MaxSide bounds the thumbnail's width and height, 1..4096. Default
 	// 256. An image that already fits is not enlarged.
-	MaxSide int `json:"max_side,omitempty"`
+	MaxSide int `json:"max_side,omitempty" jsonschema:"minimum=1,maximum=4096,default=256"`
 }
 
 // Output is the reply body (schemas/image_thumbnail.output.json).
 type Output struct {
-	Width  int    `json:"width"`
-	Height int    `json:"height"`
-	Format string `json:"format"`
+	Width  int    `json:"width" jsonschema:"minimum=1"`
+	Height int    `json:"height" jsonschema:"minimum=1"`
+	Format string `json:"format" jsonschema:"enum=png"`
 	// PNGBase64 is the thumbnail, a PNG in standard base64.
 	PNGBase64 string `json:"png_base64"`
 }

@@ -21,13 +21,16 @@ const Name = "language_detection"
 // below that, trigram statistics are noise.
 const MinLetters = 10
 
-// Input is the request body (schemas/language_detection.input.json).
+// Input is the request body (schemas/language_detection.input.json). Its
+// tags carry the schema's bounds: the schema runner.SchemaFor derives from
+// Input and Output accepts and refuses what the files do (a test holds them
+// together).
 type Input struct {
-	Text string `json:"text"`
+	Text string `json:"text" jsonschema:"minLength=1,maxLength=100000"`
 	// MinConfidence rejects (422) a result less confident than this. At the
 	// default 0 the best guess is returned, with reliable=false when the
 	// detector is not sure.
-	MinConfidence float64 `json:"min_confidence,omitempty"`
+	MinConfidence float64 `json:"min_confidence,omitempty" jsonschema:"minimum=0,maximum=1,default=0"`
 }
 
 // Output is the reply body (schemas/language_detection.output.json).
@@ -38,7 +41,7 @@ type Output struct {
 	Script   string `json:"script"`
 	// Confidence in [0,1] is how clearly the best language beat the
 	// runner-up (1 = by a wide margin).
-	Confidence float64 `json:"confidence"`
+	Confidence float64 `json:"confidence" jsonschema:"minimum=0,maximum=1"`
 	// Reliable is true when Confidence is above the detector's
 	// reliability threshold (0.8), or the script has one language only.
 	Reliable bool `json:"reliable"`

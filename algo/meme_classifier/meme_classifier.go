@@ -152,27 +152,30 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Input is the request body (schemas/meme_classifier.input.json).
+// Input is the request body (schemas/meme_classifier.input.json). The tags
+// of Input and Output carry the files' bounds, so that the schemas
+// runner.SchemaFor derives accept and refuse what the files do (a test
+// holds them together).
 type Input struct {
 	// ImageURL is an http, https or base64 data: URL of the image.
-	ImageURL string `json:"image_url"`
+	ImageURL string `json:"image_url" jsonschema:"format=uri,minLength=1,maxLength=16777216"`
 }
 
 // Output is the reply body (schemas/meme_classifier.output.json).
 type Output struct {
 	// Label is the template's label, or "unknown" when Score < MinScore.
-	Label string `json:"label"`
+	Label string `json:"label" jsonschema:"minLength=1"`
 	// Score is the similarity to the best template, in [0,1].
-	Score float64 `json:"score"`
+	Score float64 `json:"score" jsonschema:"minimum=0,maximum=1"`
 	// Candidate is the best template's label, even when Label is "unknown".
 	Candidate string `json:"candidate"`
 	// Template is the best template's id: its path in the gallery.
 	Template string `json:"template"`
 	// Distance is the layout distance behind Score (0 = same picture).
-	Distance float64 `json:"distance"`
+	Distance float64 `json:"distance" jsonschema:"minimum=0"`
 	// HashDistance is the pHash Hamming distance (0..64) between the
 	// template and the matched part of the image.
-	HashDistance int `json:"hash_distance"`
+	HashDistance int `json:"hash_distance" jsonschema:"minimum=0,maximum=64"`
 	// Crop is the part of the image's height outside the match: caption
 	// bands above and below, as fractions.
 	Crop Crop `json:"crop"`
@@ -184,23 +187,23 @@ type Output struct {
 
 // Crop is the fraction of the image height cut at the top and bottom.
 type Crop struct {
-	Top    float64 `json:"top"`
-	Bottom float64 `json:"bottom"`
+	Top    float64 `json:"top" jsonschema:"minimum=0,maximum=1"`
+	Bottom float64 `json:"bottom" jsonschema:"minimum=0,maximum=1"`
 }
 
 // Alternative is a runner-up label with its best template.
 type Alternative struct {
 	Label    string  `json:"label"`
-	Score    float64 `json:"score"`
+	Score    float64 `json:"score" jsonschema:"minimum=0,maximum=1"`
 	Template string  `json:"template"`
 }
 
 // ImageInfo describes the classified image.
 type ImageInfo struct {
-	Width  int    `json:"width"`
-	Height int    `json:"height"`
-	Format string `json:"format"`
-	Bytes  int    `json:"bytes"`
+	Width  int    `json:"width" jsonschema:"minimum=1"`
+	Height int    `json:"height" jsonschema:"minimum=1"`
+	Format string `json:"format" jsonschema:"enum=png,enum=jpeg,enum=gif,enum=webp,enum=bmp,enum=tiff"`
+	Bytes  int    `json:"bytes" jsonschema:"minimum=0"`
 }
 
 // Classifier matches images against an indexed gallery. It is immutable

@@ -25,7 +25,9 @@ type builtin struct {
 }
 
 // builtins lists every algorithm this binary can serve. Adding an algorithm
-// to the binary is one line here.
+// to the binary is one line here: {wordcount.Name, wordcount.New}, for a
+// package with a Name and a New() (*runner.Algorithm, error), as README.md
+// shows (TestGoInDocs builds and runs pnp with that line added).
 func builtins(c algoConfig) []builtin {
 	return []builtin{
 		{languagedetection.Name, languagedetection.New},

@@ -40,7 +40,8 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.IntVar(&cfg.MaxNotStarted, "max-not-started", controller.DefaultMaxNotStarted, "deliveries after which a job runners keep refusing without starting it (overloaded, its budget too short) fails")
 
 	fs.IntVar(&cfg.MaxAlgorithms, "max-algorithms", controller.DefaultMaxAlgorithms, "algorithms this controller serves at most; past it, newly registered ones wait (logged)")
-	fs.DurationVar(&cfg.ConsumerInactiveThreshold, "consumer-inactive-threshold", controller.DefaultConsumerInactiveThreshold, "how long the JOBS consumer of an algorithm without a live runner is kept")
+	fs.DurationVar(&cfg.ConsumerInactiveThreshold, "consumer-inactive-threshold", controller.DefaultConsumerInactiveThreshold, "how long the JOBS consumer of an algorithm without a live runner and without waiting jobs is kept")
+	keep := fs.String("keep-consumers", env("PNP_KEEP_CONSUMERS", ""), "comma-separated algorithms whose JOBS consumer is kept even with no job waiting and no runner: those an autoscaler (KEDA) starts from zero; give every controller the same list (env PNP_KEEP_CONSUMERS)")
 	fs.Int64Var(&cfg.SchemaCacheBytes, "schema-cache-bytes", controller.DefaultSchemaCacheBytes, "estimated heap of the compiled registered schemas kept")
 	cfg.MaxReferencedOutputBytes = controller.DefaultMaxReferencedOutputBytes
 	fs.Var(byteSize{&cfg.MaxReferencedOutputBytes}, "max-referenced-output", "largest output a runner stored by reference (output_ref) that is read back and checked against its schema; a larger one fails with 502 (-1: accept them unchecked)")
@@ -64,6 +65,11 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	cfg.Logger = log
+	for _, a := range strings.Split(*keep, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			cfg.KeepConsumers = append(cfg.KeepConsumers, a)
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

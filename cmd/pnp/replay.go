@@ -188,7 +188,11 @@ func cmdReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if len(cs) == 0 {
-		fmt.Fprintf(stderr, "no recorded job of %s in the window\n", safe(alg))
+		// Nothing to compare is not a pass: a rollout gate must not
+		// read it as 100 % agreement.
+		return fmt.Errorf("no recorded job of %s in the window: controllers record a share of succeeded jobs in %s "+
+			"(--history-rate, default %g; env PNP_HISTORY_RATE): run jobs of %s first, raise --history-rate, or widen --since/--last",
+			safe(alg), rollout.HistoryStream, rollout.DefaultHistoryRate, safe(alg))
 	}
 	return rf.printReport(stdout, fmt.Sprintf("replay of %s on %s", safe(alg), safe(*version)), rollout.Summarize(alg, cs))
 }

@@ -168,6 +168,12 @@ func TestRouteReportAndReplay(t *testing.T) {
 	if code, _, stderr := runPnp(t, append([]string{"replay", "ver_echo", "--version", "2.0.0", "--min-agreement", "0.99"}, srv...)...); code != 1 || !strings.Contains(stderr, "under --min-agreement") {
 		t.Errorf("replay under --min-agreement: exit %d %q", code, stderr)
 	}
+	// Nothing recorded in the window is a failure with a hint, not an
+	// empty report a rollout gate could read as agreement.
+	code, out, stderr = runPnp(t, append([]string{"replay", "ver_echo", "--version", "2.0.0", "--since", "1ms"}, srv...)...)
+	if code != 1 || !strings.Contains(stderr, "no recorded job of ver_echo in the window") || !strings.Contains(stderr, "--history-rate") {
+		t.Errorf("replay of an empty window: exit %d, want 1 with a --history-rate hint\n%s\n%s", code, out, stderr)
+	}
 }
 
 // pnp controller's --shadow-ignore and --shadow-field-tolerance decide the

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"pnpworker/discovery"
@@ -55,9 +58,11 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := wf.check(); err != nil {
 		return err
 	}
-	if chosen, _ := chooseBuiltins(algs, algoConfig{}); len(chosen) == 0 && len(wf.commands) == 0 {
+	chosen, _ := chooseBuiltins(algs, algoConfig{})
+	if len(chosen) == 0 && len(wf.commands) == 0 {
 		return fmt.Errorf("%w: --algorithms none and no --worker: nothing to serve", errUsage)
 	}
+	ready := readiness{builtins: len(chosen) > 0}
 	opts := []runner.Option{
 		runner.WithLogger(log),
 		runner.WithQueueGroup(queue),
@@ -76,7 +81,7 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		opts = append(opts, runner.WithSharedMetrics(m))
-		stop, err := serveMetrics(ctx, mf.addr, reg, log)
+		stop, err := serveMetricsReady(ctx, mf.addr, reg, ready.check, log)
 		if err != nil {
 			return err
 		}
@@ -87,6 +92,7 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer nc.Close()
+	ready.nc.Store(nc)
 	// obj:// image URLs are read over this very connection, with the
 	// runner's own permissions.
 	js, err := jetstream.New(nc)
@@ -112,6 +118,8 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		fns = append(fns, r.Run)
+		started := r.Started()
+		ready.started.Store(&started)
 	}
 	for _, w := range workers {
 		fns = append(fns, w.Run)
@@ -120,4 +128,32 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	return nc.Drain()
+}
+
+// readiness answers /readyz of pnp runner: ready once connected to NATS
+// and, when it serves built-in algorithms, once they are all subscribed
+// and registered; not ready while NATS is away. The algorithms of worker
+// processes come and go with their processes and are not waited for.
+type readiness struct {
+	builtins bool // set before serving
+	nc       atomic.Pointer[nats.Conn]
+	started  atomic.Pointer[<-chan struct{}] // the built-in runner's Started
+}
+
+func (r *readiness) check() error {
+	nc := r.nc.Load()
+	if nc == nil || !nc.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	if !r.builtins {
+		return nil
+	}
+	if s := r.started.Load(); s != nil {
+		select {
+		case <-*s:
+			return nil
+		default:
+		}
+	}
+	return errors.New("algorithms not registered yet")
 }

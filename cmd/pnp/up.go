@@ -25,6 +25,7 @@ import (
 	"pnpworker/internal/imagefetch"
 	"pnpworker/internal/objref"
 	"pnpworker/jobs"
+	"pnpworker/rollout"
 	"pnpworker/runner"
 )
 
@@ -55,9 +56,11 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		wf     workerFlags
 		store  jobs.StoreConfig
 	)
+	historyRate := fs.Float64("history-rate", envFloat("PNP_HISTORY_RATE", rollout.DefaultHistoryRate), "share of succeeded jobs recorded in HISTORY for pnp replay, 0..1; negative: none (env PNP_HISTORY_RATE)")
 	registerAlgorithmsFlag(fs, &algs)
 	var maxAge, maxUnserved time.Duration
 	registerJobAgeFlags(fs, &maxAge, &maxUnserved, "")
+	monitor := fs.String("nats-monitor", env("PNP_NATS_MONITOR", ""), "also serve the embedded NATS server's HTTP monitoring endpoints (/healthz, /varz, /jsz: what KEDA's nats-jetstream scaler reads, with account \"$G\") on this address, e.g. 127.0.0.1:8222 (port 0: a free one); default none (env PNP_NATS_MONITOR)")
 	wf.register(fs)
 	lf.register(fs)
 	imf.register(fs)
@@ -96,6 +99,10 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil || port < 0 || port > 65535 {
 		return fmt.Errorf("%w: --listen %q: bad port", errUsage, *listen)
 	}
+	monHost, monPort, err := monitorAddr(*monitor)
+	if err != nil {
+		return err
+	}
 	budget, err := imf.budget()
 	if err != nil {
 		return err
@@ -131,7 +138,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// server opens it, so a second pnp up fails at once instead of opening
 	// (or moving) the live JetStream store.
 	srvLog := log.With().Str("component", "nats").Logger()
-	srv, err := embedded.Start(embedded.Config{Host: host, Port: port, StoreDir: *data, Logger: &srvLog})
+	srv, err := embedded.Start(embedded.Config{Host: host, Port: port, StoreDir: *data, Logger: &srvLog, MonitorHost: monHost, MonitorPort: monPort})
 	if err != nil {
 		return err
 	}
@@ -141,6 +148,10 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log.Info().Msg("NATS stopped")
 	}()
 	url := srv.ClientURL()
+	monitorURL := ""
+	if a := srv.MonitorAddr(); a != nil {
+		monitorURL = "http://" + a.String()
+	}
 
 	nc, err := nats.Connect(url, nats.InProcessServer(srv), nats.Name("pnp up"), nats.MaxReconnects(-1))
 	if err != nil {
@@ -176,7 +187,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: maxAge, MaxUnservedJobAge: maxUnserved, Logger: log.With().Str("component", "controller").Logger(), Metrics: reg})
+	ctl, err := controller.New(nc, controller.Config{Store: store, MaxJobAge: maxAge, MaxUnservedJobAge: maxUnserved, History: rollout.HistoryConfig{Rate: *historyRate}, Logger: log.With().Str("component", "controller").Logger(), Metrics: reg})
 	if err != nil {
 		return err
 	}
@@ -235,11 +246,55 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return stop(err)
 	}
-	printBanner(stdout, banner{url: url, data: *data, images: imagesURL, http: httpURL, demo: demo, pnp: pnpCommand(), algs: list})
+	// The banner lists what the workers serve: wait for their hellos,
+	// at most their handshake timeout (a model may take that long to
+	// load); one that failed, or is not serving by then, is named as
+	// starting.
+	served := append([]*runner.Algorithm(nil), list...)
+	var starting []string
+	helloBy := time.NewTimer(wf.handshake)
+	defer helloBy.Stop()
+hellos:
+	for i, w := range workers { // one per --worker command, in order
+		select {
+		case err := <-errc:
+			running--
+			return stop(err)
+		case <-w.Serving():
+			served = append(served, w.Algorithms()...)
+		case <-w.Failed():
+			// Restarted with backoff; the log says why.
+			starting = append(starting, wf.commands[i])
+		case <-helloBy.C:
+			starting = append(starting, wf.commands[i:]...)
+			break hellos
+		}
+	}
+	printBanner(stdout, banner{url: url, data: *data, images: imagesURL, http: httpURL, monitor: monitorURL, demo: demo, pnp: pnpCommand(), algs: served, starting: starting})
 	// The first part to stop stops the others.
 	err = <-errc
 	running--
 	return stop(err)
+}
+
+// monitorAddr parses --nats-monitor into the embedded server's monitoring
+// host and port: port 0 asks for a free one, "" for none (port 0).
+func monitorAddr(addr string) (string, int, error) {
+	if addr == "" {
+		return "", 0, nil
+	}
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: --nats-monitor %q: want host:port", errUsage, addr)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("%w: --nats-monitor %q: bad port", errUsage, addr)
+	}
+	if port == 0 {
+		port = -1
+	}
+	return host, port, nil
 }
 
 // startGateway opens the job streams (the controller provisioned them)
@@ -312,9 +367,11 @@ type banner struct {
 	url, data string
 	images    string            // base URL of the optional demo web server, or ""
 	http      string            // base URL of the HTTP API (--http), or ""
+	monitor   string            // base URL of the NATS monitoring endpoints (--nats-monitor), or ""
 	demo      map[string]string // demo image references by gallery/<file>, samples/<file>
 	pnp       string            // how to spell pnp: "pnp" or "go run ./cmd/pnp"
 	algs      []*runner.Algorithm
+	starting  []string // worker commands that had not said hello yet
 }
 
 // printBanner prints the banner: every command in it works as typed
@@ -331,35 +388,54 @@ func printBanner(w io.Writer, b banner) {
 		server, pnpServer = " -s "+b.url, " --server "+b.url
 	}
 	pnp := b.pnp
+	shown := strings.Join(names, ", ")
+	if len(names) == 0 {
+		shown = "nothing yet"
+	}
 	fmt.Fprintf(w, `
 pnp is up
   NATS      %s   (JetStream data in %s)
   serving   %s
-`, b.url, b.data, strings.Join(names, ", "))
+`, b.url, b.data, shown)
+	if b.monitor != "" {
+		fmt.Fprintf(w, "  monitor   %s/jsz?acc=$G&consumers=true&config=true   (NATS monitoring; KEDA account \"$G\")\n", b.monitor)
+	}
+	for _, c := range b.starting {
+		fmt.Fprintf(w, "  starting  worker %s (no hello yet: its algorithms are served once it says hello; the log says why if it fails)\n", c)
+	}
 	if pnp != "pnp" {
 		fmt.Fprintf(w, "  note      pnp is not on PATH: run the commands below from the repository, or install pnp with: go install ./cmd/pnp\n")
 	}
 	fmt.Fprintf(w, `
 try, with the nats CLI:
   nats%[1]s kv ls discovery
-  nats%[1]s req run.language_detection '{"text":"Le renard brun saute par-dessus le chien paresseux"}'
+`, server)
+	if serving["language_detection"] {
+		fmt.Fprintf(w, `  nats%[1]s req run.language_detection '{"text":"Le renard brun saute par-dessus le chien paresseux"}'
   nats%[1]s req run.language_detection '{"text":42}'        # a 400 with the schema violation
-  nats%[1]s micro ls
-  %[2]s algorithms%[3]s
+`, server)
+	}
+	fmt.Fprintf(w, `  nats%[1]s micro ls
+  %[2]s algorithms%[3]s    # every algorithm with its input schema
 `, server, pnp, pnpServer)
 	fmt.Fprintf(w, `
 jobs (durable; results in KV bucket results):
-  nats%[1]s pub jobs.language_detection '{"text":"Die Mannschaften schreiben Algorithmen und wollen sie auf neue Daten anwenden"}' -H Nats-Msg-Id:hello
+`)
+	if serving["language_detection"] {
+		fmt.Fprintf(w, `  nats%[1]s pub jobs.language_detection '{"text":"Die Mannschaften schreiben Algorithmen und wollen sie auf neue Daten anwenden"}' -H Nats-Msg-Id:hello
   nats%[1]s kv get --raw results hello
   %[2]s submit%[3]s --wait language_detection '{"text":"El rápido zorro marrón salta sobre el perro perezoso"}'
-  %[2]s jobs%[3]s
 `, server, pnp, pnpServer)
+	}
+	fmt.Fprintf(w, "  %[1]s jobs%[2]s\n", pnp, pnpServer)
 	if serving["meme_classifier"] || serving["image_info"] || serving["image_thumbnail"] {
 		printDemoImages(w, b, serving, server, pnpServer)
 	}
 	if b.http != "" {
 		fmt.Fprintf(w, "\nHTTP: dashboard %s/  reference %s/docs\n", b.http, b.http)
-		fmt.Fprintf(w, "  curl -s %s/v1/algorithms/language_detection/run -H 'Content-Type: application/json' -d '{\"text\":\"Le renard brun saute par-dessus le chien paresseux\"}'\n", b.http)
+		if serving["language_detection"] {
+			fmt.Fprintf(w, "  curl -s %s/v1/algorithms/language_detection/run -H 'Content-Type: application/json' -d '{\"text\":\"Le renard brun saute par-dessus le chien paresseux\"}'\n", b.http)
+		}
 	}
 	fmt.Fprint(w, "\nCtrl-C stops it.\n")
 }

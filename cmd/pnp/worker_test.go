@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 
 	"pnpworker/internal/metricstest"
 	"pnpworker/internal/natstest"
+	"pnpworker/internal/python"
 	"pnpworker/protocol"
 )
 
@@ -62,13 +65,15 @@ func TestRunnerServesWorkers(t *testing.T) {
 func TestWorkerFlagErrors(t *testing.T) {
 	isolateEnv(t)
 	for name, args := range map[string][]string{
-		"nothing to serve": {"runner", "--algorithms", "none", "--server", "nats://127.0.0.1:1"},
-		"unbalanced quote": {"runner", "--algorithms", "none", "--worker", `python3 'x`, "--server", "nats://127.0.0.1:1"},
-		"zero procs":       {"runner", "--worker", "x", "--worker-procs", "0", "--server", "nats://127.0.0.1:1"},
-		"zero handshake":   {"runner", "--worker", "x", "--worker-handshake-timeout", "0s", "--server", "nats://127.0.0.1:1"},
-		"negative grace":   {"runner", "--worker", "x", "--worker-cancel-grace", "-1s", "--server", "nats://127.0.0.1:1"},
-		"zero max backoff": {"runner", "--worker", "sh", "--worker-max-backoff", "0s", "--server", "nats://127.0.0.1:1"},
-		"no such command":  {"runner", "--algorithms", "none", "--worker", "/nonexistent/worker --flag", "--server", "nats://127.0.0.1:1"},
+		"nothing to serve":     {"runner", "--algorithms", "none", "--server", "nats://127.0.0.1:1"},
+		"unbalanced quote":     {"runner", "--algorithms", "none", "--worker", `python3 'x`, "--server", "nats://127.0.0.1:1"},
+		"zero procs":           {"runner", "--worker", "x", "--worker-procs", "0", "--server", "nats://127.0.0.1:1"},
+		"zero handshake":       {"runner", "--worker", "x", "--worker-handshake-timeout", "0s", "--server", "nats://127.0.0.1:1"},
+		"negative grace":       {"runner", "--worker", "x", "--worker-cancel-grace", "-1s", "--server", "nats://127.0.0.1:1"},
+		"zero max backoff":     {"runner", "--worker", "sh", "--worker-max-backoff", "0s", "--server", "nats://127.0.0.1:1"},
+		"no such command":      {"runner", "--algorithms", "none", "--worker", "/nonexistent/worker --flag", "--server", "nats://127.0.0.1:1"},
+		"negative concurrency": {"runner", "--worker", "sh", "--worker-concurrency", "-1", "--server", "nats://127.0.0.1:1"},
+		"no worker dir":        {"runner", "--worker", "sh", "--worker-dir", "/nonexistent/dir", "--server", "nats://127.0.0.1:1"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if code, _, stderr := runPnp(t, args...); code != 2 {
@@ -172,5 +177,83 @@ func TestUpSurvivesAWorkerThatKeepsCrashing(t *testing.T) {
 	}
 	if code := up.stop(t); code != 0 {
 		t.Errorf("pnp up: exit %d after cancellation, want 0\nstderr:\n%s", code, up.stderr.String())
+	}
+}
+
+// --worker-dir is the worker's working directory (an adapter's relative
+// model paths resolve there) and --worker-concurrency the requests each
+// process of a plain function serves at once.
+func TestRunnerWorkerDirAndConcurrency(t *testing.T) {
+	isolateEnv(t)
+	py := python.Find(t)
+	sdk, err := filepath.Abs("../../sdk/python/pnpworker.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	writeTestFile(t, filepath.Join(dir, "greeting.txt"), "hello")
+	writeTestFile(t, filepath.Join(dir, "adapter.py"), `
+def run_greet(name: str) -> str:
+    with open("greeting.txt") as f:
+        return f.read() + " " + name
+`)
+	s := natstest.Start(t)
+	metricsAddr, _ := freeLoopbackAddr(t)
+	r := startPnp(t, "runner", "--server", s.URL(), "--algorithms", "none", "--metrics", metricsAddr,
+		"--worker-dir", dir, "--worker-concurrency", "3", "--worker", py+" "+sdk+" adapter.py")
+	nc := s.Connect()
+	var m *nats.Msg
+	natstest.Eventually(t, pnpTimeout, func() bool {
+		m, err = nc.Request("run.greet", []byte(`{"name":"ada"}`), time.Second)
+		return err == nil && protocol.ReplyError(m) == nil
+	}, "run.greet does not answer\nstderr:\n%s", &r.stderr)
+	if string(m.Data) != `"hello ada"` {
+		t.Fatalf("run.greet = %s, want \"hello ada\"", m.Data)
+	}
+	f := metricstest.Scrape(t, "http://"+metricsAddr+"/metrics")
+	if got := f.Value(t, "pnp_runner_max_concurrency", "algorithm=greet"); got != 3 {
+		t.Errorf("max_concurrency{greet} = %g, want 3 (--worker-concurrency 3)", got)
+	}
+	if code := r.stop(t); code != 0 {
+		t.Errorf("exit %d after cancellation\nstderr:\n%s", code, r.stderr.String())
+	}
+}
+
+func writeTestFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The banner of pnp up lists what its workers serve once they said hello,
+// names a worker that has not, and shows commands only for algorithms
+// that are served.
+func TestUpBannerListsWorkers(t *testing.T) {
+	isolateEnv(t)
+	addr, _ := freeLoopbackAddr(t)
+	up := startPnp(t, "up", "--listen", addr, "--data", t.TempDir(), "--log-level", "warn", "--algorithms", "none",
+		"--worker-handshake-timeout", "3s",
+		"--worker", `/bin/sh -c 'exec "$0"' ../../examples/shell/shout.sh`,
+		"--worker", `/bin/sh -c 'sleep 30'`)
+	up.waitOutput(t, "Ctrl-C stops it.")
+	out := up.stdout.String()
+	for _, want := range []string{
+		"serving   shout 1.0.0\n",
+		"starting  worker /bin/sh -c 'sleep 30' (no hello yet",
+		"kv ls discovery", "micro ls",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("banner lacks %q:\n%s", want, out)
+		}
+	}
+	// Nothing serves the built-ins: no command names them.
+	for _, alg := range []string{"language_detection", "meme_classifier", "image_info", "image_thumbnail"} {
+		if strings.Contains(out, alg) {
+			t.Errorf("banner names %s, which nothing serves:\n%s", alg, out)
+		}
+	}
+	if code := up.stop(t); code != 0 {
+		t.Errorf("exit %d after cancellation\nstderr:\n%s", code, up.stderr.String())
 	}
 }

@@ -6,9 +6,14 @@ Serve it with:
     pnp runner --algorithms none --worker '/usr/bin/python3 sdk/python/pnpworker.py examples/python/runner_adapter.py'
 """
 
+import os
 from typing import Literal, Optional, TypedDict
 
-VERSION = "1.0.0"
+# The deployment picks the model and names its version (pnp runner
+# --worker-env IRIS_VERSION=2.0.0 --worker-env IRIS_TREES=3): a second
+# version runs next to the first with no edit here (docs/ROLLOUT.md).
+VERSION = os.environ.get("IRIS_VERSION", "1.0.0")
+TREES = int(os.environ.get("IRIS_TREES", "50"))
 
 _model = None
 _species = None
@@ -22,7 +27,7 @@ def setup():
     from sklearn.ensemble import RandomForestClassifier
 
     iris = load_iris()
-    _model = RandomForestClassifier(n_estimators=50, random_state=0).fit(iris.data, iris.target)
+    _model = RandomForestClassifier(n_estimators=TREES, random_state=0).fit(iris.data, iris.target)
     _species = [str(n) for n in iris.target_names]
 
 

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,17 +13,18 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"text/tabwriter"
 	"time"
 
-	"github.com/rs/zerolog"
+	"github.com/nats-io/nats.go"
 
 	"pnpworker/internal/natstest"
 	"pnpworker/internal/python"
 	"pnpworker/protocol"
 	"pnpworker/runner"
-	"pnpworker/worker"
 )
 
 // BenchmarkWorkers compares, in one run and with the same closed-loop load
@@ -59,12 +61,22 @@ func BenchmarkWorkers(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 
-	s := natstest.Start(b)
-	serveNC, loadNC := s.Connect(), s.Connect()
+	// As deployments run it: a nats-server of its own, each runner a
+	// process of its own (pnp runner --worker), uvicorn a process of its
+	// own; only the load generator (and the Go word count, the in-process
+	// reference) lives in this process, for both sides alike.
+	dir := b.TempDir()
+	natsBin := buildBinary(b, dir, "nats-server", "github.com/nats-io/nats-server/v2")
+	pnpBin := buildBinary(b, dir, "pnp", "pnpworker/cmd/pnp")
+	natsPort := freePort(b)
+	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
+	srv := startProcess(b, ctx, "", nil, natsBin, "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-js", "-sd", filepath.Join(dir, "js"))
+	serveNC, loadNC := connectWhenUp(b, natsURL), connectWhenUp(b, natsURL)
 	sdk, _ := filepath.Abs("../../sdk/python/pnpworker.py")
 	digits, _ := filepath.Abs("../../examples/python/digits.py")
+	wordCount, _ := filepath.Abs("testdata/py_word_count.py")
 
-	// The Go word count in-process, and the Python one through a worker.
+	// The Go word count in this process, the reference.
 	goAlg, err := NewAlgorithm(0)
 	if err != nil {
 		b.Fatal(err)
@@ -76,22 +88,19 @@ func BenchmarkWorkers(b *testing.B) {
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	go r.Run(runCtx)
-	for _, cmd := range [][]string{{py, sdk, "testdata/py_word_count.py"}, {py, sdk, digits}} {
-		w, err := worker.New(serveNC, worker.Config{Command: cmd, Logger: zerolog.Nop()})
-		if err != nil {
-			b.Fatal(err)
-		}
-		go w.Run(runCtx)
+	// The Python ones through pnp runner --worker, each runner its own
+	// process. Four requests at once per worker process, as an operator
+	// says with --worker-concurrency 4 for thread-safe functions (the
+	// SDK's default is one at a time).
+	pyRunner := func(adapter string) *exec.Cmd {
+		return startProcess(b, runCtx, "", nil, pnpBin, "runner", "--server", natsURL, "--algorithms", "none", "--log-level", "warn",
+			"--worker-concurrency", "4", "--worker", py+" "+sdk+" "+adapter)
 	}
-	// The FastAPI runner.
+	wordRunner := pyRunner(wordCount)
+	pyRunner(digits)
+	// The FastAPI runner: the original design over the same adapter.
 	port := freePort(b)
-	uv := exec.CommandContext(runCtx, py, "-m", "uvicorn", "fastapi_runner:app", "--host", "127.0.0.1", "--port", strconv.Itoa(port), "--log-level", "warning", "--no-access-log")
-	uv.Dir = "testdata"
-	uv.Stderr = os.Stderr
-	if err := uv.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { stop(); _ = uv.Wait() }()
+	uv := startProcess(b, runCtx, "testdata", nil, py, "-m", "uvicorn", "fastapi_runner:app", "--host", "127.0.0.1", "--port", strconv.Itoa(port), "--log-level", "warning", "--no-access-log")
 	httpURL := fmt.Sprintf("http://127.0.0.1:%d/run/py_word_count", port)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256}}
 
@@ -117,9 +126,24 @@ func BenchmarkWorkers(b *testing.B) {
 	}, "uvicorn is not serving")
 
 	type target struct {
-		name string
-		run  func(n int) (Result, error)
-		n    int
+		name  string
+		run   func(n int) (Result, error)
+		n     int
+		procs func() []namedPID // whose CPU per request is reported
+	}
+	self := namedPID{"bench (load generator)", os.Getpid()}
+	natsd := namedPID{"nats-server", srv.Process.Pid}
+	overNATS := func(runnerPID int) func() []namedPID {
+		return func() []namedPID {
+			ps := []namedPID{self, natsd}
+			if runnerPID != 0 {
+				ps = append(ps, namedPID{"pnp runner", runnerPID})
+				for _, c := range Children(runnerPID) {
+					ps = append(ps, namedPID{"python worker", c})
+				}
+			}
+			return ps
+		}
 	}
 	natsTarget := func(subj string, payloads [][]byte) func(int) (Result, error) {
 		return func(n int) (Result, error) {
@@ -127,24 +151,41 @@ func BenchmarkWorkers(b *testing.B) {
 		}
 	}
 	targets := []target{
-		{"go in-process (runner)", natsTarget("run."+AlgorithmName, words), requests},
-		{"python worker (runner --worker)", natsTarget("run.py_word_count", words), requests},
+		{"go in-process (runner)", natsTarget("run."+AlgorithmName, words), requests, overNATS(0)},
+		{"python worker (runner --worker)", natsTarget("run.py_word_count", words), requests, overNATS(wordRunner.Process.Pid)},
 		{"python fastapi+uvicorn (http)", func(n int) (Result, error) {
 			return GenerateHTTP(ctx, client, httpURL, words, LoadConfig{Requests: n})
-		}, requests},
-		{"digits model, 1 per call", natsTarget("run.digits", pixels), modelRequests},
-		{"digits model, batches of 32", natsTarget("run.digits_batch", pixels), modelRequests},
+		}, requests, func() []namedPID { return []namedPID{self, {"uvicorn", uv.Process.Pid}} }},
+		{"digits model, 1 per call", natsTarget("run.digits", pixels), modelRequests, nil},
+		{"digits model, batches of 32", natsTarget("run.digits_batch", pixels), modelRequests, nil},
 	}
 	results := make([][]Result, len(targets))
+	// cpu[i][process] holds target i's CPU per request of that process,
+	// in µs, one value per round.
+	cpu := make([]map[string][]float64, len(targets))
 	b.ResetTimer()
 	for round := range rounds {
 		for i, t := range targets {
 			if _, err := t.run(min(t.n, 500)); err != nil { // warm-up
 				b.Fatal(err)
 			}
+			var procs []namedPID
+			if t.procs != nil {
+				procs = t.procs()
+			}
+			before := cpuOf(b, procs)
 			res, err := t.run(t.n)
 			if err != nil {
 				b.Fatal(err)
+			}
+			if procs != nil {
+				after := cpuOf(b, procs)
+				if cpu[i] == nil {
+					cpu[i] = map[string][]float64{}
+				}
+				for name, d := range after {
+					cpu[i][name] = append(cpu[i][name], float64((d-before[name]).Microseconds())/float64(res.OK))
+				}
 			}
 			if res.Errors > 0 {
 				b.Fatalf("%s: %d errors, first: %s", t.name, res.Errors, res.FirstError)
@@ -172,12 +213,31 @@ func BenchmarkWorkers(b *testing.B) {
 	for i, t := range targets {
 		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t\n", t.name, med(i, rps), time.Duration(med(i, p50)).Round(10*time.Microsecond), time.Duration(med(i, p99)).Round(10*time.Microsecond))
 	}
+	fmt.Fprintf(tw, "\nCPU per request, µs (median of %d rounds; /proc, 10 ms ticks)\n", rounds)
+	fmt.Fprintln(tw, "target\tprocess\tµs/request\t")
+	cpuTotal := make([]float64, len(targets))
+	for i, t := range targets {
+		names := make([]string, 0, len(cpu[i]))
+		for n := range cpu[i] {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			xs := slices.Sorted(slices.Values(cpu[i][n]))
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t\n", t.name, n, xs[len(xs)/2])
+			cpuTotal[i] += xs[len(xs)/2]
+		}
+		if len(names) > 0 {
+			fmt.Fprintf(tw, "%s\tall of the above\t%.0f\t\n", t.name, cpuTotal[i])
+		}
+	}
 	ratios := []struct {
 		name   string
 		v      float64
 		target string
 	}{
-		{"worker ÷ fastapi, throughput", med(1, rps) / med(2, rps), "≥ 2"},
+		{"worker ÷ fastapi, throughput", med(1, rps) / med(2, rps), "≥ 4"},
+		{"worker ÷ fastapi, CPU per request (all processes)", cpuTotal[1] / cpuTotal[2], "< 1"},
 		{"worker ÷ fastapi, p50", med(1, p50) / med(2, p50), "≤ 1"},
 		{"worker ÷ go in-process, throughput", med(1, rps) / med(0, rps), ""},
 		{"worker ÷ go in-process, p50", med(1, p50) / med(0, p50), ""},
@@ -189,9 +249,10 @@ func BenchmarkWorkers(b *testing.B) {
 	}
 	tw.Flush()
 	b.ReportMetric(ratios[0].v, "worker/fastapi-rps")
-	b.ReportMetric(ratios[1].v, "worker/fastapi-p50")
-	b.ReportMetric(ratios[2].v, "worker/go-rps")
-	b.ReportMetric(ratios[4].v, "batch32/batch1-rps")
+	b.ReportMetric(ratios[2].v, "worker/fastapi-p50")
+	b.ReportMetric(ratios[3].v, "worker/go-rps")
+	b.ReportMetric(ratios[5].v, "batch32/batch1-rps")
+	b.ReportMetric(ratios[1].v, "worker/fastapi-cpu")
 }
 
 // digitPayloads are 16 deterministic 8×8 images for the digits model.
@@ -216,4 +277,99 @@ func freePort(b *testing.B) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// namedPID is a process whose CPU the benchmark reports.
+type namedPID struct {
+	name string
+	pid  int
+}
+
+// cpuOf reads the CPU time of each process, summed by name (the
+// processes of one kind: python workers), this process's own from
+// getrusage.
+func cpuOf(b *testing.B, procs []namedPID) map[string]time.Duration {
+	b.Helper()
+	out := map[string]time.Duration{}
+	for _, p := range procs {
+		if p.pid == os.Getpid() {
+			out[p.name] += processCPU()
+			continue
+		}
+		d, err := PIDCPU(p.pid)
+		if err != nil {
+			b.Fatalf("CPU of %s (pid %d): %v", p.name, p.pid, err)
+		}
+		out[p.name] += d
+	}
+	return out
+}
+
+// buildBinary builds pkg (a main package path) into dir/name, once.
+func buildBinary(b *testing.B, dir, name, pkg string) string {
+	b.Helper()
+	bin := filepath.Join(dir, name)
+	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+		b.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	}
+	return bin
+}
+
+// syncBuffer collects a process's output, shown if the benchmark fails.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startProcess starts a process until ctx ends (or the benchmark does);
+// its output is shown if the benchmark fails.
+func startProcess(b *testing.B, ctx context.Context, dir string, env []string, name string, args ...string) *exec.Cmd {
+	b.Helper()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("start %s: %v", name, err)
+	}
+	b.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		if b.Failed() {
+			b.Logf("%s %s:\n%s", name, strings.Join(args, " "), out.String())
+		}
+	})
+	return cmd
+}
+
+// connectWhenUp connects to url, waiting up to 30 s for the server.
+func connectWhenUp(b *testing.B, url string) *nats.Conn {
+	b.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		nc, err := nats.Connect(url)
+		if err == nil {
+			b.Cleanup(nc.Close)
+			return nc
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("connect %s: %v", url, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

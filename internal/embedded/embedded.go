@@ -39,6 +39,14 @@ type Config struct {
 	// ReadyTimeout bounds how long Start waits for the server to accept
 	// connections. Default 10s.
 	ReadyTimeout time.Duration
+	// MonitorPort, when not 0, makes the server serve its HTTP monitoring
+	// endpoints (/healthz, /varz, /jsz, ...) on MonitorHost:MonitorPort;
+	// -1 picks a free port (Server.MonitorAddr tells which). Default 0:
+	// none. The server's own (single) account is "$G", the name /jsz's
+	// acc= parameter takes.
+	MonitorPort int
+	// MonitorHost is the monitoring endpoints' host. Default Host.
+	MonitorHost string
 }
 
 func (c *Config) setDefaults() {
@@ -54,6 +62,9 @@ func (c *Config) setDefaults() {
 	if c.ReadyTimeout == 0 {
 		c.ReadyTimeout = 10 * time.Second
 	}
+	if c.MonitorHost == "" {
+		c.MonitorHost = c.Host
+	}
 }
 
 // Validate reports every problem with c.
@@ -64,6 +75,9 @@ func (c Config) Validate() error {
 	}
 	if c.Port < -1 || c.Port > 65535 {
 		errs = append(errs, fmt.Errorf("embedded: port %d out of range", c.Port))
+	}
+	if c.MonitorPort < -1 || c.MonitorPort > 65535 {
+		errs = append(errs, fmt.Errorf("embedded: monitor port %d out of range", c.MonitorPort))
 	}
 	return errors.Join(errs...)
 }
@@ -81,6 +95,8 @@ func (c Config) Options() *server.Options {
 		MaxPayload: c.MaxPayload,
 		NoSigs:     true,
 		NoLog:      c.Logger == nil,
+		HTTPHost:   c.MonitorHost,
+		HTTPPort:   c.MonitorPort,
 	}
 }
 

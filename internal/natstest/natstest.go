@@ -30,6 +30,10 @@ type Option func(*embedded.Config)
 // use small messages.
 func MaxPayload(n int32) Option { return func(c *embedded.Config) { c.MaxPayload = n } }
 
+// Monitor makes the server serve its HTTP monitoring endpoints (/jsz,
+// /varz, ...) on a free loopback port; Server.MonitorURL tells where.
+func Monitor() Option { return func(c *embedded.Config) { c.MonitorPort = -1 } }
+
 // Start starts a server on a free loopback port with a store in t.TempDir().
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
@@ -60,6 +64,17 @@ func (s *Server) start() {
 
 // URL is the client URL, e.g. nats://127.0.0.1:34567.
 func (s *Server) URL() string { return s.url }
+
+// MonitorURL is the base URL of the monitoring endpoints, e.g.
+// http://127.0.0.1:34568, of a server started with Monitor.
+func (s *Server) MonitorURL() string {
+	s.t.Helper()
+	a := s.srv.MonitorAddr()
+	if a == nil {
+		s.t.Fatal("natstest: the server serves no monitoring endpoint; start it with natstest.Monitor()")
+	}
+	return "http://" + a.String()
+}
 
 // Server returns the running server.
 func (s *Server) Server() *server.Server { return s.srv.Server }

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """pnpworker: serve plain Python functions as pnpworker algorithms.
 
-    python3 pnpworker.py PATH_OR_MODULE        # speak the worker protocol
-    python3 pnpworker.py --describe PATH_OR_MODULE   # print the hello and exit
+    python3 -m pnpworker PATH_OR_MODULE              # speak the worker protocol
+    python3 -m pnpworker --describe PATH_OR_MODULE   # print the hello and exit
 
-The module is imported and every top-level function named ``run_<algorithm>``
-is served as the algorithm ``<algorithm>``; no decorator is needed:
+(or ``python3 pnpworker.py ...`` from a checkout). The module is imported and
+every function named ``run_<algorithm>`` in it, defined there or imported, is
+served as the algorithm ``<algorithm>``; no decorator is needed. A function
+whose name cannot be an algorithm's (``run_OCR``) is skipped with a log line;
+the others are served:
 
 * the parameters' type hints become the input JSON Schema (an object with
   one property per parameter; parameters with defaults are not required).
@@ -15,8 +18,17 @@ is served as the algorithm ``<algorithm>``; no decorator is needed:
   paragraph the description, the module's ``VERSION`` (default "0.0.0") the version;
 * an optional module-level ``setup()`` runs once before anything is served
   (load models there);
-* ``raise pnpworker.Reject("why")`` answers 422 with that message; any other
-  exception answers 500 and its traceback goes to the runner's log.
+* ``raise pnpworker.Reject("why")`` answers 422 with that message, and so
+  does an exception that carries an HTTP status in 400-499 (``status_code``,
+  ``status`` or ``response.status_code``, as requests' HTTPError has): the
+  caller's input is at fault, so a job is not retried. Any other exception
+  answers 500 and its traceback goes to the runner's log as one entry;
+* a function serves one request at a time unless its author says more
+  (``@pnpworker.algorithm(concurrency=N)``, for thread-safe code) or the
+  operator does (``pnp runner --worker-concurrency N``, which sets
+  PNP_WORKER_CONCURRENCY for functions that do not say);
+* ``logging`` works: unless the module configures logging itself, records
+  of level INFO and above go to the runner's log, one entry each.
 
 Overrides: ``@pnpworker.algorithm(timeout=..., concurrency=..., name=...,
 input_schema=..., output_schema=...)``; batches: ``@pnpworker.batch(
@@ -27,8 +39,9 @@ of file descriptor 1 for protocol lines, then points descriptor 1 and
 ``sys.stdout`` at stderr: a stray ``print()``, or a C library writing to
 descriptor 1, ends up in the runner's log instead of corrupting the stream.
 
-Standard library only; Python 3.9 or newer. The protocol is in
-docs/WORKER.md.
+Standard library only; Python 3.9 or newer. Install it with
+``pip install ./sdk/python``; its major version is the worker protocol
+version it speaks. The protocol is in docs/WORKER.md.
 """
 
 import collections.abc
@@ -39,6 +52,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import logging
 import os
 import re
 import sys
@@ -47,8 +61,10 @@ import time
 import traceback
 import typing
 
-__version__ = "0.1.0"
 PROTOCOL = 1
+# The major version is the protocol's: an SDK 1.x speaks protocol 1 (a
+# test holds them together).
+__version__ = "1.1.0"
 
 __all__ = [
     "Reject",
@@ -63,7 +79,11 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-DEFAULT_CONCURRENCY = 4
+# Requests a plain function serves at once, unless its author or the
+# operator (PNP_WORKER_CONCURRENCY, from pnp's --worker-concurrency) says
+# more: one, like a model server that serves one request at a time, since
+# many models (Keras predict, a tokenizer with state) are not thread-safe.
+DEFAULT_CONCURRENCY = 1
 # The most digits of an integer read from a request: Python 3.11's own
 # limit for int() (sys.get_int_max_str_digits), applied on every version,
 # since longer conversions cost quadratic time where there is no limit.
@@ -105,8 +125,9 @@ def algorithm(name=None, *, version=None, description=None, timeout=None,
               concurrency=None, input_schema=None, output_schema=None):
     """Override what is inferred for a run_ function: its algorithm name,
     version, description, timeout (seconds), concurrency (requests, or batch
-    items, this process takes at once; default 4, so the function must be
-    thread-safe unless set to 1) and explicit JSON Schemas (dicts)."""
+    items, this process takes at once; default 1, or the operator's
+    PNP_WORKER_CONCURRENCY; more than 1 means the function is thread-safe)
+    and explicit JSON Schemas (dicts)."""
 
     def mark(fn):
         opts = dict(getattr(fn, "__pnpworker__", {}))
@@ -206,6 +227,12 @@ def _inline_refs(schema, defs=None, seen=()):
     return {k: _inline_refs(v, defs, seen) for k, v in schema.items()}
 
 
+def _is_required_marker(origin):
+    """typing's Required[...] and NotRequired[...] (or typing_extensions'),
+    which only say whether a TypedDict key is required."""
+    return origin is not None and getattr(origin, "_name", None) in ("Required", "NotRequired")
+
+
 def _is_typeddict(tp):
     return isinstance(tp, type) and issubclass(tp, dict) and hasattr(tp, "__annotations__") and hasattr(tp, "__total__")
 
@@ -233,6 +260,8 @@ def schema_of(tp):
         return {"type": "null"}
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if _is_required_marker(origin):
+        return schema_of(args[0]) if args else {}
     if origin is typing.Annotated:
         s = schema_of(args[0])
         for meta in args[1:]:
@@ -340,7 +369,7 @@ def _convert(value, tp):
         return value
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if origin is typing.Annotated:
+    if origin is typing.Annotated or _is_required_marker(origin):
         return _convert(value, args[0])
     if _is_pydantic(tp) and isinstance(value, dict):
         return tp.model_validate(value) if hasattr(tp, "model_validate") else tp.parse_obj(value)
@@ -426,7 +455,7 @@ class _Algorithm:
         self.timeout = opts.get("timeout")
         self.concurrency = opts.get("concurrency")
         if self.concurrency is None and not self.batch:
-            self.concurrency = DEFAULT_CONCURRENCY
+            self.concurrency = _default_concurrency()
 
     def descriptor(self):
         d = {"name": self.name, "version": self.version, "description": self.description,
@@ -457,21 +486,49 @@ class _Algorithm:
         return outs
 
 
-def _algorithms(module):
+def _default_concurrency():
+    """The operator's PNP_WORKER_CONCURRENCY, else DEFAULT_CONCURRENCY."""
+    raw = os.environ.get("PNP_WORKER_CONCURRENCY", "").strip()
+    if not raw:
+        return DEFAULT_CONCURRENCY
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"PNP_WORKER_CONCURRENCY={raw!r}: want a whole number of at least 1")
+    return n
+
+
+def _algorithms(module, skipped=None):
+    """The algorithms of module's run_ functions, those it defines and those
+    it imports. A function that cannot be served (its name is not an
+    algorithm's, its signature cannot be described) is left out and its
+    reason appended to skipped; without any function left, ValueError."""
     version = str(getattr(module, "VERSION", "0.0.0"))
-    algs = []
+    _default_concurrency()  # a bad PNP_WORKER_CONCURRENCY fails the whole worker
+    algs, reasons = [], []
     for attr, fn in vars(module).items():
-        if attr.startswith("run_") and inspect.isfunction(fn) and getattr(fn, "__module__", None) == module.__name__:
+        if not (attr.startswith("run_") and inspect.isfunction(fn)):
+            continue
+        try:
             algs.append(_Algorithm(fn, version))
+        except (ValueError, TypeError) as e:
+            reasons.append(f"{attr} is not served: {e}")
+    if skipped is not None:
+        skipped.extend(reasons)
     if not algs:
-        raise ValueError(f"module {module.__name__} has no run_<algorithm> functions")
+        why = "; ".join(reasons) if reasons else "no run_<algorithm> functions"
+        raise ValueError(f"module {module.__name__} has nothing to serve: {why}")
     return algs
 
 
-def describe(module):
+def describe(module, algs=None):
     """The hello message for module's run_ functions (setup() not called)."""
+    if algs is None:
+        algs = _algorithms(module)
     return {"type": "hello", "protocol": PROTOCOL, "sdk": "pnpworker-python/" + __version__,
-            "algorithms": [a.descriptor() for a in _algorithms(module)]}
+            "algorithms": [a.descriptor() for a in algs]}
 
 
 def load(target):
@@ -488,6 +545,42 @@ def load(target):
         spec.loader.exec_module(module)
         return module
     return importlib.import_module(target)
+
+
+# ---------------------------------------------------------------- errors
+
+def _client_error_status(exc):
+    """The HTTP status in 400-499 that exc carries (status_code, status, or
+    response.status_code, as requests' HTTPError and similar exceptions do),
+    else None: such an error says the input (a URL that answers 404) is at
+    fault, not the algorithm, and trying again would not help."""
+    for holder in (exc, getattr(exc, "response", None)):
+        if holder is None:
+            continue
+        for attr in ("status_code", "status"):
+            try:
+                value = getattr(holder, attr, None)
+            except Exception:  # noqa: BLE001 - a property may raise
+                continue
+            if isinstance(value, bool):
+                continue
+            try:
+                code = int(value)
+            except (TypeError, ValueError):
+                continue
+            if 400 <= code <= 499:
+                return code
+    return None
+
+
+def _client_error_message(exc, status):
+    text = str(exc).strip()
+    if not text:
+        detail = getattr(exc, "detail", None) or getattr(getattr(exc, "response", None), "reason", None)
+        text = str(detail) if detail else type(exc).__name__
+    if str(status) not in text:
+        text = f"{text} (HTTP {status})"
+    return text
 
 
 # ---------------------------------------------------------------- serving
@@ -523,6 +616,9 @@ class _Server:
     def _error(self, rid, exc):
         if isinstance(exc, Reject):
             return {"type": "error", "id": rid, "code": 422, "message": exc.message}
+        status = _client_error_status(exc)
+        if status is not None:
+            return {"type": "error", "id": rid, "code": 422, "message": _client_error_message(exc, status)}
         return {"type": "error", "id": rid, "code": 500, "message": f"{type(exc).__name__}: {exc}",
                 "detail": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
 
@@ -627,9 +723,53 @@ class _Server:
             try:
                 self.read(raw)
             except Exception:  # noqa: BLE001 - one line must not end the process
-                print("pnpworker: failed to handle a line:\n" + traceback.format_exc(), file=sys.stderr)
+                log("pnpworker: failed to handle a line:\n" + traceback.format_exc(), "error")
         # stdin closed: no more requests; finish those in flight.
         self.pool.shutdown(wait=True)
+
+
+_LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn",
+           logging.ERROR: "error", logging.CRITICAL: "error"}
+
+
+class _LogHandler(logging.Handler):
+    """Sends logging records to the runner's log, one entry per record, its
+    traceback (exc_info) included in the message."""
+
+    def emit(self, record):
+        try:
+            message = self.format(record)
+            level = _LEVELS.get(record.levelno) or ("error" if record.levelno > logging.ERROR else "info")
+            log(message, level)
+        except Exception:  # noqa: BLE001 - logging must not break serving
+            self.handleError(record)
+
+
+_log_handler = None
+
+
+def _install_logging():
+    """Route logging to the runner's log unless the program set up logging
+    itself (handlers on the root logger): then its own choice stands."""
+    global _log_handler
+    root = logging.getLogger()
+    if _log_handler is not None or root.handlers:
+        return
+    _log_handler = _LogHandler()
+    _log_handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    root.addHandler(_log_handler)
+    if root.level == logging.WARNING:  # the default: nobody chose one
+        root.setLevel(logging.INFO)
+
+
+def _keep_logging_choice():
+    """After the module was imported: if it configured logging (another
+    root handler), remove ours so records are not written twice."""
+    global _log_handler
+    root = logging.getLogger()
+    if _log_handler is not None and any(h is not _log_handler for h in root.handlers):
+        root.removeHandler(_log_handler)
+        _log_handler = None
 
 
 def _protocol_stdout():
@@ -647,18 +787,20 @@ def serve(module, inp=None, out=None):
     input ends. inp and out default to stdin and the process's real stdout
     (protected as the module docstring says)."""
     global _server
-    algs = _algorithms(module)
+    skipped = []
+    algs = _algorithms(module, skipped)
     if out is None:
         out = _protocol_stdout()
     if inp is None:
         inp = os.fdopen(0, "rb")
+    srv = _Server(algs, out)
+    _server = srv
+    for why in skipped:
+        log(why, "warn")
     setup = getattr(module, "setup", None)
     if callable(setup):
         setup()
-    srv = _Server(algs, out)
-    _server = srv
-    hello = describe(module)
-    srv.send(hello)
+    srv.send(describe(module, algs))
     srv.run(inp)
 
 
@@ -675,12 +817,22 @@ def main(argv=None):
     this = sys.modules.get("pnpworker") or sys.modules[__name__]
     sys.modules.setdefault("pnpworker", this)
     if describe_only:
-        print(json.dumps(describe(load(argv[0])), indent=2))
+        skipped = []
+        module = load(argv[0])
+        hello = describe(module, _algorithms(module, skipped))
+        for why in skipped:
+            print("pnpworker: " + why, file=sys.stderr)
+        print(json.dumps(hello, indent=2))
         return 0
     # Protect stdout before the module is imported: output at import time
-    # goes to stderr too.
+    # goes to stderr too. Log messages may precede the hello.
     out = _protocol_stdout()
-    serve(load(argv[0]), out=out)
+    global _server
+    _server = _Server([], out)
+    _install_logging()
+    module = load(argv[0])
+    _keep_logging_choice()
+    serve(module, out=out)
     return 0
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -154,6 +155,82 @@ class DescribeTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             pnpworker.describe(module("x = 1\n"))
 
+    def test_bad_name_skips_only_that_function(self):
+        # run_OCR cannot be an algorithm's name: it is left out with a
+        # reason, and run_echo is served.
+        m = module("def run_OCR(x: int) -> int:\n    return x\n\ndef run_echo(x: int) -> int:\n    return x\n")
+        skipped = []
+        algs = pnpworker._algorithms(m, skipped)
+        self.assertEqual([a.name for a in algs], ["echo"])
+        self.assertEqual(len(skipped), 1)
+        self.assertIn("run_OCR is not served", skipped[0])
+        self.assertIn("'OCR'", skipped[0])
+
+    def test_imported_functions_are_served(self):
+        # An adapter that imports its run_ functions from another module
+        # serves them, as one that defines them does.
+        lib = module("def run_add_numbers(a: int, b: int) -> int:\n    return a + b\n", name="lib")
+        m = module("", run_add_numbers=lib.run_add_numbers)
+        self.assertEqual([a["name"] for a in pnpworker.describe(m)["algorithms"]], ["add_numbers"])
+
+    def test_concurrency(self):
+        m = module("import pnpworker\n"
+                   "def run_plain(x: int) -> int:\n    return x\n"
+                   "@pnpworker.algorithm(concurrency=3)\ndef run_safe(x: int) -> int:\n    return x\n",
+                   pnpworker=pnpworker)
+        def conc(env):
+            with mock.patch.dict(os.environ, env):
+                return {a["name"]: a["max_concurrency"] for a in pnpworker.describe(m)["algorithms"]}
+        env = {k: v for k, v in os.environ.items() if k != "PNP_WORKER_CONCURRENCY"}
+        with mock.patch.dict(os.environ, env, clear=True):
+            self.assertEqual(conc({}), {"plain": 1, "safe": 3})
+            # The operator's choice applies where the author said nothing.
+            self.assertEqual(conc({"PNP_WORKER_CONCURRENCY": "6"}), {"plain": 6, "safe": 3})
+            for bad in ("0", "x", "-2"):
+                with self.subTest(bad=bad), self.assertRaisesRegex(ValueError, "PNP_WORKER_CONCURRENCY"):
+                    conc({"PNP_WORKER_CONCURRENCY": bad})
+
+    def test_version_is_the_protocols(self):
+        self.assertEqual(int(pnpworker.__version__.split(".")[0]), pnpworker.PROTOCOL)
+
+
+class OptionalKeysTest(unittest.TestCase):
+    def test_total_false(self):
+        class Opts(TypedDict, total=False):
+            lang: str
+            limit: int
+
+        class Req(Opts):
+            text: str
+
+        s = pnpworker.schema_of(Req)
+        self.assertEqual(s["required"], ["text"])
+        self.assertEqual(set(s["properties"]), {"text", "lang", "limit"})
+        self.assertNotIn("required", pnpworker.schema_of(Opts))
+
+    @unittest.skipIf(sys.version_info < (3, 11), "typing.NotRequired needs Python 3.11")
+    def test_not_required(self):
+        from typing import NotRequired, Required
+
+        class Req(TypedDict):
+            text: str
+            lang: NotRequired[str]
+
+        class Loose(TypedDict, total=False):
+            text: Required[str]
+            limit: int
+
+        s = pnpworker.schema_of(Req)
+        self.assertEqual(s["required"], ["text"])
+        self.assertEqual(s["properties"]["lang"], {"type": "string"})
+        l = pnpworker.schema_of(Loose)
+        self.assertEqual(l["required"], ["text"])
+        self.assertEqual(l["properties"]["text"], {"type": "string"})
+        # The input is built without the absent key.
+        m = module("def run_t(req: Req) -> dict:\n    return dict(req)\n", Req=Req)
+        sent = serve(m, [{"type": "request", "id": "1", "algorithm": "t", "input": {"text": "hi"}}])
+        self.assertEqual(sent[1]["output"], {"text": "hi"})
+
 
 def serve(m, messages, wait=None):
     """Serve m on the given request messages; return the messages sent,
@@ -295,6 +372,144 @@ class PydanticTest(unittest.TestCase):
         self.assertEqual(alg["output_schema"]["properties"]["area"]["type"], "number")
         sent = serve(m, [{"type": "request", "id": "1", "algorithm": "area", "input": {"corner": {"x": 2, "y": 3}}}])
         self.assertEqual(sent[1]["output"], {"area": 6.0})
+
+
+class ClientErrorTest(unittest.TestCase):
+    """An exception that carries an HTTP status in 400-499 is the input's
+    fault: 422 with its message, which the controller does not retry."""
+
+    def test_statuses(self):
+        class Response:
+            def __init__(self, code):
+                self.status_code = code
+                self.reason = "Not Found"
+
+        class HTTPError(Exception):  # requests' shape: the response rides along
+            def __init__(self, message, response):
+                super().__init__(message)
+                self.response = response
+
+        class RequestError(Exception):  # a status of its own
+            def __init__(self, status):
+                super().__init__(f"image request failed with status {status}")
+                self.status = status
+
+        class APIError(Exception):
+            status_code = 403
+
+        m = module('''
+def run_fetch(kind: str) -> dict:
+    if kind == "requests":
+        raise HTTPError("404 Client Error: Not Found for url: http://x/y.png", Response(404))
+    if kind == "article":
+        raise RequestError(404)
+    if kind == "api":
+        raise APIError()
+    if kind == "server":
+        raise HTTPError("503 Server Error", Response(503))
+    if kind == "bool":
+        e = ValueError("odd")
+        e.status = True
+        raise e
+    return {}
+''', HTTPError=HTTPError, Response=Response, RequestError=RequestError, APIError=APIError)
+        sent = serve(m, [{"type": "request", "id": k, "algorithm": "fetch", "input": {"kind": k}}
+                         for k in ("requests", "article", "api", "server", "bool")])
+        by_id = {s["id"]: s for s in sent[1:]}
+        self.assertEqual(by_id["requests"], {"type": "error", "id": "requests", "code": 422,
+                                             "message": "404 Client Error: Not Found for url: http://x/y.png"})
+        self.assertEqual(by_id["article"]["code"], 422)
+        self.assertEqual(by_id["article"]["message"], "image request failed with status 404")
+        self.assertEqual(by_id["api"]["code"], 422)
+        self.assertEqual(by_id["api"]["message"], "APIError (HTTP 403)")
+        # A server's error and a status that is not a number stay 500s.
+        self.assertEqual(by_id["server"]["code"], 500)
+        self.assertEqual(by_id["bool"]["code"], 500)
+
+
+class LoggingTest(unittest.TestCase):
+    def test_records_reach_the_runner_once_each(self):
+        # Without logging set up by the module, a record is one log
+        # message, its traceback included.
+        root = logging.getLogger()
+        saved = (root.handlers[:], root.level)
+        root.handlers[:] = []
+        try:
+            pnpworker._install_logging()
+            m = module('''
+import logging
+log = logging.getLogger("adapter")
+def run_lg(x: int) -> int:
+    log.info("got %d", x)
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        log.exception("failed on %d", x)
+    return x
+''')
+            sent = serve(m, [{"type": "request", "id": "1", "algorithm": "lg", "input": {"x": 7}}])
+        finally:
+            if pnpworker._log_handler is not None:
+                root.removeHandler(pnpworker._log_handler)
+                pnpworker._log_handler = None
+            root.handlers[:], root.level = saved
+        logs = [s for s in sent if s["type"] == "log"]
+        self.assertEqual([(l["level"], l["message"].splitlines()[0]) for l in logs],
+                         [("info", "adapter: got 7"), ("error", "adapter: failed on 7")])
+        self.assertIn("Traceback (most recent call last):", logs[1]["message"])
+        self.assertIn("ZeroDivisionError", logs[1]["message"])
+        self.assertEqual(logs[1]["algorithm"], "lg")
+        self.assertEqual(logs[1]["id"], "1")
+
+    def test_module_choice_stands(self):
+        root = logging.getLogger()
+        saved = (root.handlers[:], root.level)
+        root.handlers[:] = []
+        try:
+            pnpworker._install_logging()
+            own = logging.StreamHandler(io.StringIO())
+            root.addHandler(own)  # as logging.basicConfig in the module would
+            pnpworker._keep_logging_choice()
+            self.assertEqual(root.handlers, [own])
+        finally:
+            root.handlers[:], root.level = saved
+            pnpworker._log_handler = None
+
+
+class InstallTest(unittest.TestCase):
+    """pip installs the SDK offline with Debian's setuptools; python3 -m
+    pnpworker then serves an adapter."""
+
+    def test_pip_install_offline(self):
+        have = subprocess.run([sys.executable, "-c", "import setuptools, wheel, pip"],
+                              capture_output=True, timeout=60)
+        if have.returncode != 0:
+            if os.environ.get("CI"):
+                self.fail("pip, setuptools or wheel missing (Debian: python3-pip): " + have.stderr.decode())
+            self.skipTest("pip, setuptools or wheel missing (Debian: python3-pip)")
+        here = os.path.dirname(os.path.abspath(__file__))
+        with tempfile.TemporaryDirectory() as d:
+            src = os.path.join(d, "src")
+            os.mkdir(src)
+            for name in ("pyproject.toml", "README.md", "pnpworker.py"):
+                with open(os.path.join(here, name), "rb") as f, open(os.path.join(src, name), "wb") as g:
+                    g.write(f.read())
+            target = os.path.join(d, "site")
+            p = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index",
+                                "--no-build-isolation", "--target", target, src],
+                               capture_output=True, timeout=300)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            self.assertTrue(os.path.exists(os.path.join(target, "pnpworker-" + pnpworker.__version__ + ".dist-info")))
+            adapter_path = os.path.join(d, "m.py")
+            with open(adapter_path, "w") as f:
+                f.write("def run_one(a: int) -> int:\n    return a\n")
+            env = dict(os.environ, PYTHONPATH=target)
+            p = subprocess.run([sys.executable, "-m", "pnpworker", "--describe", adapter_path],
+                               capture_output=True, timeout=60, env=env, cwd=d)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            hello = json.loads(p.stdout)
+            self.assertEqual(hello["sdk"], "pnpworker-python/" + pnpworker.__version__)
+            self.assertEqual([a["name"] for a in hello["algorithms"]], ["one"])
 
 
 class ProcessTest(unittest.TestCase):
