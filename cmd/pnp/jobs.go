@@ -41,7 +41,7 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 	fs.IntVar(&cfg.MaxAlgorithms, "max-algorithms", controller.DefaultMaxAlgorithms, "algorithms this controller serves at most; past it, newly registered ones wait (logged)")
 	fs.DurationVar(&cfg.ConsumerInactiveThreshold, "consumer-inactive-threshold", controller.DefaultConsumerInactiveThreshold, "how long the JOBS consumer of an algorithm without a live runner and without waiting jobs is kept")
-	keep := fs.String("keep-consumers", env("PNP_KEEP_CONSUMERS", ""), "comma-separated algorithms whose JOBS consumer is kept even with no job waiting and no runner: those an autoscaler (KEDA) starts from zero; give every controller the same list (env PNP_KEEP_CONSUMERS)")
+	keep := fs.String("keep-consumers", env("PNP_KEEP_CONSUMERS", ""), "comma-separated algorithms whose JOBS consumers (one per priority) are kept even with no job waiting and no runner: those an autoscaler (KEDA) starts from zero; give every controller the same list (env PNP_KEEP_CONSUMERS)")
 	fs.Int64Var(&cfg.SchemaCacheBytes, "schema-cache-bytes", controller.DefaultSchemaCacheBytes, "estimated heap of the compiled registered schemas kept")
 	cfg.MaxReferencedOutputBytes = controller.DefaultMaxReferencedOutputBytes
 	fs.Var(byteSize{&cfg.MaxReferencedOutputBytes}, "max-referenced-output", "largest output a runner stored by reference (output_ref) that is read back and checked against its schema; a larger one fails with 502 (-1: accept them unchecked)")
