@@ -3,6 +3,8 @@ package jobs
 import (
 	"fmt"
 	"strings"
+
+	"pnpworker/discovery"
 )
 
 // Priority is a job's place in line among its algorithm's waiting jobs
@@ -101,13 +103,17 @@ func PriorityConsumerName(algorithm string, p Priority) string {
 // for the name of any other consumer.
 func ConsumerQueue(name string) (string, Priority, bool) {
 	rest, ok := strings.CutPrefix(name, ConsumerPrefix)
-	if !ok || rest == "" {
+	if !ok {
 		return "", "", false
 	}
-	for _, p := range [2]Priority{PriorityHigh, PriorityLow} {
-		if alg, ok := strings.CutSuffix(rest, "-"+string(p)); ok && alg != "" {
-			return alg, p, true
+	alg, p := rest, PriorityNormal
+	for _, q := range [2]Priority{PriorityHigh, PriorityLow} {
+		if a, ok := strings.CutSuffix(rest, "-"+string(q)); ok {
+			alg, p = a, q
 		}
 	}
-	return rest, PriorityNormal, true
+	if !discovery.ValidAlgorithmName(alg) {
+		return "", "", false
+	}
+	return alg, p, true
 }

@@ -49,3 +49,20 @@ func TestPrioritySubjectsAndReplay(t *testing.T) {
 		t.Errorf("replayed job on %v (%v), want jobs.a.high", m, err)
 	}
 }
+
+// ConsumerQueue reads back what PriorityConsumerName names, and only that.
+func TestConsumerQueue(t *testing.T) {
+	for _, alg := range []string{"a", "image_info"} {
+		for _, p := range Priorities {
+			name := PriorityConsumerName(alg, p)
+			if gotAlg, gotP, ok := ConsumerQueue(name); !ok || gotAlg != alg || gotP != p {
+				t.Errorf("ConsumerQueue(%q) = %q, %q, %v; want %q, %q", name, gotAlg, gotP, ok, alg, p)
+			}
+		}
+	}
+	for _, name := range []string{"", "controller_", "other_a", "controller_-high", "controller_a-urgent", "controller_A"} {
+		if alg, p, ok := ConsumerQueue(name); ok {
+			t.Errorf("ConsumerQueue(%q) = %q, %q, true; want false", name, alg, p)
+		}
+	}
+}
