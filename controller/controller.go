@@ -75,6 +75,11 @@ var (
 // deliveries refused without starting, default streams, provisioned at
 // start-up.
 type Config struct {
+	// JetStream, when set, is how the controller reaches the streams and
+	// buckets, e.g. jetstream.NewWithDomain(nc, "hub") for a controller
+	// connected to a leaf node without JetStream of its own. It must be a
+	// context over the connection given to New. Default jetstream.New(nc).
+	JetStream jetstream.JetStream
 	// Store configures the streams and buckets the controller provisions.
 	Store StoreConfig
 	// Routes names the routes bucket the controller follows to pick each
@@ -393,9 +398,12 @@ func New(nc *nats.Conn, cfg Config) (*Controller, error) {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
 	cfg.setDefaults()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("controller: %w", err)
+	js := cfg.JetStream
+	if js == nil {
+		var err error
+		if js, err = jetstream.New(nc); err != nil {
+			return nil, fmt.Errorf("controller: %w", err)
+		}
 	}
 	log := cfg.Logger.With().Str("controller", cfg.Instance).Logger()
 	c := &Controller{

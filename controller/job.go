@@ -88,6 +88,11 @@ func (c *Controller) process(w *worker, j *job) {
 		Controller:  c.cfg.Instance,
 		SubmittedAt: md.Timestamp.UTC(),
 		StartedAt:   time.Now().UTC(),
+		InputBytes:  len(j.msg.Data()),
+		TraceID:     protocol.TraceID(h),
+	}
+	if in := j.msg.Data(); len(in) <= jobs.MaxRecordedInput && json.Valid(in) {
+		t.rec.Input = in
 	}
 	if !ValidJobID(t.id) {
 		t.fail(ctx, &protocol.Error{Code: protocol.CodeInvalidInput, Message: fmt.Sprintf(

@@ -62,8 +62,8 @@ func autoJobID(streamSeq uint64, stored time.Time) string {
 }
 
 // appendJSON appends r's JSON form — the document json.Marshal
-// produces (except that Output is embedded as received, not compacted),
-// without reflection, since one is written for every job.
+// produces (except that Output and Input are embedded as received, not
+// compacted), without reflection, since one is written for every job.
 func appendJSON(b []byte, r *Result) ([]byte, error) {
 	b = append(b, `{"job_id":`...)
 	b = appendString(b, r.JobID)
@@ -114,6 +114,18 @@ func appendJSON(b []byte, r *Result) ([]byte, error) {
 	if r.DeadLetterSeq != 0 {
 		b = append(b, `,"dead_letter_seq":`...)
 		b = strconv.AppendUint(b, r.DeadLetterSeq, 10)
+	}
+	if len(r.Input) > 0 {
+		b = append(b, `,"input":`...)
+		b = append(b, r.Input...)
+	}
+	if r.InputBytes != 0 {
+		b = append(b, `,"input_bytes":`...)
+		b = strconv.AppendInt(b, int64(r.InputBytes), 10)
+	}
+	if r.TraceID != "" {
+		b = append(b, `,"trace_id":`...)
+		b = appendString(b, r.TraceID)
 	}
 	return append(b, '}'), nil
 }

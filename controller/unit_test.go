@@ -147,7 +147,8 @@ func TestResultAppendJSON(t *testing.T) {
 		rec  Result
 	}{
 		{"succeeded", Result{JobID: "a.b-c", Algorithm: "echo", Status: StatusSucceeded, Output: json.RawMessage(`{"n":1,"s":"x"}`),
-			Attempts: 2, Instance: "i1", Version: "1.0.0", Controller: "c1", SubmittedAt: at, StartedAt: at, FinishedAt: &later, DurationMS: &d}},
+			Attempts: 2, Instance: "i1", Version: "1.0.0", Controller: "c1", SubmittedAt: at, StartedAt: at, FinishedAt: &later, DurationMS: &d,
+			Input: json.RawMessage(`{"image_url":"obj://uploads/a/b.jpg"}`), InputBytes: 38, TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"}},
 		{"failed", Result{JobID: "x", Algorithm: "echo", Status: StatusFailed, Attempts: 0, SubmittedAt: at, StartedAt: at, FinishedAt: &later, DurationMS: new(float64),
 			Error: &protocol.Error{Code: 400, Message: "bad <input> & \"quotes\"", Violations: []schemas.Violation{{Pointer: "/n", Message: "expected integer"}}}, DeadLetterSeq: 7}},
 		{"retrying", Result{JobID: "r", Algorithm: "echo", Status: StatusRetrying, Attempts: 1, Controller: "ctl\u00e9\n", SubmittedAt: at, StartedAt: at,

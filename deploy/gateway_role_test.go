@@ -108,6 +108,7 @@ func TestGatewayRoleAllowed(t *testing.T) {
 	check("openapi", 200, "GET", "/openapi.json", "", nil, "/v1/algorithms/language_detection/run")
 	check("submit", 202, "POST", "/v1/algorithms/language_detection/jobs", `{"txt":1}`, map[string]string{"Idempotency-Key": "gw-bad"}, "gw-bad")
 	check("long-poll", 200, "GET", "/v1/jobs/gw-bad?wait=20s", "", nil, `"failed"`)
+	check("list jobs", 200, "GET", "/v1/jobs?status=failed&algorithm=language_detection", "", nil, `"job_id":"gw-bad"`)
 	check("dead letters", 200, "GET", "/v1/dead", "", nil, "gw-bad")
 	check("queues", 200, "GET", "/v1/queues", "", nil, `"dead":1`)
 	check("replay", 202, "POST", "/v1/dead/gw-bad/replay", "", nil, "gw-bad")

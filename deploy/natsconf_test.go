@@ -26,6 +26,7 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/internal/natstest"
 	"pnpworker/internal/objref"
+	"pnpworker/jobs"
 	"pnpworker/protocol"
 	"pnpworker/rollout"
 	"pnpworker/runner"
@@ -292,6 +293,11 @@ func TestRolesAllowed(t *testing.T) {
 		}
 		if _, err := d.store.Result(ctx, sub.ID); err != nil {
 			t.Fatalf("producer reads one result: %v", err)
+		}
+		// pnp jobs ls: batched direct gets backwards through KV_results.
+		page, err := d.store.ListJobs(ctx, jobs.ListOptions{Algorithm: "language_detection", Status: jobs.StatusSucceeded, Limit: 10})
+		if err != nil || !slices.ContainsFunc(page.Jobs, func(r jobs.Result) bool { return r.JobID == sub.ID }) {
+			t.Fatalf("producer lists jobs: %v %+v", err, page)
 		}
 	})
 

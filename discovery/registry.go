@@ -49,6 +49,11 @@ type Config struct {
 	TTL time.Duration
 	// Replicas of the bucket's stream in a cluster. Default 1.
 	Replicas int
+	// Placement, when set, puts the bucket's stream in the named cluster
+	// (or on servers with all the tags). Default nil: the cluster of the
+	// server the provisioning client is connected to. Only used when
+	// provisioning.
+	Placement *jetstream.Placement
 	// MaxBytes caps the bucket's size; -1 means no limit (refused by an
 	// account with max_bytes_required). Default DefaultMaxBytes. Only used
 	// when provisioning.
@@ -174,6 +179,7 @@ func (r *Registry) provision(ctx context.Context) error {
 		LimitMarkerTTL: r.cfg.TTL,
 		Storage:        jetstream.FileStorage,
 		Replicas:       r.cfg.Replicas,
+		Placement:      r.cfg.Placement,
 		MaxBytes:       r.cfg.MaxBytes,
 	}
 	var kv jetstream.KeyValue

@@ -96,10 +96,9 @@ func New(nc *nats.Conn, store *jobs.Store, cfg Config) (*Gateway, error) {
 	}
 	g.checker = replycheck.NewReplyChecker(cfg.Logger.With().Str("component", "gateway_replies").Logger(), 0, 0)
 	g.uploads, g.streams = make(slots, cfg.MaxUploads), make(slots, cfg.MaxEventStreams)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: %w", err)
-	}
+	// The store's context: one that reaches JetStream in another domain
+	// (a gateway on a leaf node) does so for everything the gateway reads.
+	js := store.JetStream()
 	g.js = js
 	collectors := []prometheus.Collector{g.requests, g.duration}
 	g.routeTable = rollout.NewTable(js, rollout.Config{}, cfg.Logger.With().Str("component", "gateway_routes").Logger())
@@ -212,6 +211,7 @@ func (g *Gateway) routes() http.Handler {
 	handle("GET /v1/algorithms", g.listAlgorithms, api)
 	handle("POST /v1/algorithms/{name}/run", g.run, api)
 	handle("POST /v1/algorithms/{name}/jobs", g.submit, api)
+	handle("GET /v1/jobs", g.listJobs, api)
 	handle("GET /v1/jobs/{id}", g.job, api)
 	handle("GET /v1/jobs/{id}/output", g.jobOutput, api)
 	handle("POST /v1/objects", g.upload, api)

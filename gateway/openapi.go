@@ -3,6 +3,8 @@ package gateway
 import (
 	"encoding/json"
 	"net/http"
+
+	"pnpworker/jobs"
 )
 
 type obj = map[string]any
@@ -34,6 +36,15 @@ func errorResponses() obj {
 	}
 }
 
+// statusEnum lists the statuses of a result record.
+func statusEnum() []any {
+	out := make([]any, len(jobs.Statuses))
+	for i, s := range jobs.Statuses {
+		out[i] = string(s)
+	}
+	return out
+}
+
 // rawSchema keeps a registration's schema as it was published; an
 // unparsable one becomes {} (any JSON).
 func rawSchema(b json.RawMessage) any {
@@ -57,6 +68,18 @@ func (g *Gateway) openAPIDoc() obj {
 			"operationId": "listAlgorithms", "summary": "live algorithms from discovery: versions, instances, schemas",
 			"parameters": []any{obj{"name": "stats", "in": "query", "required": false, "description": "set to include the runners' stats", "schema": obj{"type": "string"}}},
 			"responses":  obj{"200": obj{"description": "the algorithms", "content": obj{"application/json": obj{"schema": obj{"type": "array", "items": ref("Algorithm")}}}}},
+		}},
+		"/v1/jobs": obj{"get": obj{
+			"operationId": "listJobs", "summary": "result records, most recently written first, filtered and paged (docs/JOBS.md)",
+			"parameters": []any{
+				obj{"name": "algorithm", "in": "query", "required": false, "description": "only this algorithm's jobs", "schema": obj{"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"}},
+				obj{"name": "status", "in": "query", "required": false, "description": "only records with this status", "schema": obj{"enum": statusEnum()}},
+				obj{"name": "since", "in": "query", "required": false, "description": "only jobs submitted at or after this RFC 3339 time, or this long ago (a Go duration such as 90m)", "schema": obj{"type": "string"}},
+				obj{"name": "limit", "in": "query", "required": false, "description": "page size", "schema": obj{"type": "integer", "minimum": 1, "maximum": jobs.MaxListLimit, "default": jobs.DefaultListLimit}},
+				obj{"name": "cursor", "in": "query", "required": false, "description": "the next of the previous page, unchanged", "schema": obj{"type": "string"}},
+			},
+			"responses": obj{"200": obj{"description": "one page", "content": obj{"application/json": obj{"schema": ref("JobPage")}}},
+				"400": problemResponse("a bad parameter: the message names it and says what is wrong"), "503": problemResponse("JetStream unavailable")},
 		}},
 		"/v1/jobs/{id}": obj{"get": obj{
 			"operationId": "getJob", "summary": "a job's result record; with wait, the final one",
@@ -195,7 +218,12 @@ func (g *Gateway) openAPIDoc() obj {
 			}},
 			"Object":      obj{"type": "object", "required": []any{"ref", "bucket", "name", "size"}, "properties": obj{"ref": str, "bucket": str, "name": str, "size": integer}},
 			"JobAccepted": obj{"type": "object", "required": []any{"job_id", "location"}, "properties": obj{"job_id": str, "duplicate": obj{"type": "boolean"}, "location": str, "not_before": dateTime}},
-			"Result":      obj{"type": "object", "description": "a result record (schemas/result.json)", "required": []any{"job_id", "algorithm", "status"}, "properties": obj{"job_id": str, "algorithm": str, "status": obj{"enum": []any{"succeeded", "failed", "retrying", "scheduled"}}, "output": obj{}, "error": obj{"type": "object"}, "attempts": integer, "not_before": dateTime}},
+			"Result": obj{"type": "object", "description": "a result record (schemas/result.json)", "required": []any{"job_id", "algorithm", "status"}, "properties": obj{"job_id": str, "algorithm": str, "status": obj{"enum": append(statusEnum(), string(jobs.StatusScheduled))}, "output": obj{}, "output_ref": str, "error": obj{"type": "object"}, "attempts": integer,
+				"instance": str, "version": str, "submitted_at": str, "started_at": str, "finished_at": str, "duration_ms": obj{"type": "number"},
+				"input": obj{"description": "the job's input, when at most 1024 bytes"}, "input_bytes": integer, "trace_id": str, "not_before": dateTime}},
+			"JobPage": obj{"type": "object", "required": []any{"jobs", "scanned"}, "properties": obj{
+				"jobs": obj{"type": "array", "items": ref("Result"), "description": "records without their output and input"},
+				"next": obj{"type": "string", "description": "cursor of the next page; absent on the last"}, "scanned": integer}},
 			"ScheduleRequest": obj{"type": "object", "required": []any{"name", "algorithm", "input"}, "additionalProperties": false,
 				"description": "give every or cron",
 				"properties": obj{"name": obj{"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"}, "algorithm": str,

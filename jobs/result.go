@@ -24,6 +24,15 @@ const (
 	// StatusScheduled (schedule.go) is reported, never stored.
 )
 
+// Statuses lists every status a record may have, for the checks of a
+// status a caller names (ListOptions.Status).
+var Statuses = []Status{StatusSucceeded, StatusFailed, StatusRetrying}
+
+// MaxRecordedInput bounds the input a result record keeps (Result.Input),
+// in bytes: enough for the usual input and for one naming its data by
+// obj:// reference, little next to the output.
+const MaxRecordedInput = 1024
+
 // Final reports whether s is an outcome (succeeded or failed) rather than a
 // step on the way.
 func (s Status) Final() bool { return s == StatusSucceeded || s == StatusFailed }
@@ -57,6 +66,14 @@ type Result struct {
 	DeadLetterSeq uint64 `json:"dead_letter_seq,omitempty"`
 	// NotBefore is when a delayed job may run, set on scheduled records.
 	NotBefore *time.Time `json:"not_before,omitempty"`
+	// Input is the job's input when it is JSON of at most
+	// MaxRecordedInput bytes (an input naming its data by obj://
+	// reference usually is); InputBytes is its size in any case.
+	Input      json.RawMessage `json:"input,omitempty"`
+	InputBytes int             `json:"input_bytes,omitempty"`
+	// TraceID is the trace id of the job's traceparent header, when it
+	// carried a valid one (docs/PROTOCOL.md).
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // Err returns nil unless r is a failed record; then an error naming the

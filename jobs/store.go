@@ -181,6 +181,12 @@ type StoreConfig struct {
 	ResultsMaxBytes int64
 	// Replicas of every stream in a cluster. Default 1.
 	Replicas int
+	// Placement, when set, puts every stream and bucket Provision creates
+	// in the named cluster (or on servers with all the tags), e.g. one
+	// region of a supercluster. Default nil: JetStream places a new stream
+	// in the cluster of the server the provisioning client is connected
+	// to, and leaves an existing stream where it is.
+	Placement *jetstream.Placement
 	// Inputs bounds the inputs object store bucket. Zero value: objects
 	// kept 24 h, 1 GiB in all.
 	Inputs ObjectsConfig
@@ -301,6 +307,9 @@ func (c StoreConfig) Validate() error {
 	if c.Replicas < 0 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("replicas %d out of range 1..5", c.Replicas))
 	}
+	if p := c.Placement; p != nil && p.Cluster == "" && len(p.Tags) == 0 {
+		errs = append(errs, errors.New("placement names neither a cluster nor tags"))
+	}
 	for name, o := range map[string]ObjectsConfig{InputsBucket: c.Inputs, OutputsBucket: c.Outputs, UploadsBucket: c.Uploads, "algorithm outputs": c.AlgorithmOutputs} {
 		if o.TTL < 0 {
 			errs = append(errs, fmt.Errorf("%s ttl %s is negative", name, o.TTL))
@@ -381,6 +390,7 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		Storage:     jetstream.FileStorage,
 		Duplicates:  s.cfg.DuplicateWindow,
 		Replicas:    s.cfg.Replicas,
+		Placement:   s.cfg.Placement,
 		// A full queue refuses the producer, never drops a stored job;
 		// a full algorithm refuses only its own producers.
 		MaxBytes:             s.cfg.JobsMaxBytes,
@@ -409,6 +419,7 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		Storage:     jetstream.FileStorage,
 		MaxAge:      s.cfg.DeadMaxAge,
 		Replicas:    s.cfg.Replicas,
+		Placement:   s.cfg.Placement,
 		// Dead-lettering must always succeed, or jobs stall: the oldest
 		// letters make room.
 		MaxBytes: s.cfg.DeadMaxBytes,
@@ -425,6 +436,7 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		TTL:         s.cfg.ResultTTL,
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.cfg.Replicas,
+		Placement:   s.cfg.Placement,
 		MaxBytes:    s.cfg.ResultsMaxBytes,
 	}
 	var results jetstream.KeyValue
@@ -461,6 +473,7 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 			MaxBytes:    b.cfg.MaxBytes,
 			Storage:     jetstream.FileStorage,
 			Replicas:    s.cfg.Replicas,
+			Placement:   s.cfg.Placement,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("jobs: provision object store %s: %w", b.name, err)
@@ -470,6 +483,7 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 	// that one of them rolling a bucket up empties no other's.
 	for _, a := range s.cfg.OutputAlgorithms {
 		oc := objref.OutputsConfig(a, s.cfg.AlgorithmOutputs.TTL, s.cfg.AlgorithmOutputs.MaxBytes, s.cfg.Replicas)
+		oc.Placement = s.cfg.Placement
 		if _, err := s.js.CreateOrUpdateObjectStore(ctx, oc); err != nil {
 			return nil, fmt.Errorf("jobs: provision object store %s: %w", oc.Bucket, err)
 		}
@@ -482,6 +496,7 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		Description: "pnpworker: algorithms a runner has registered for, key = algorithm; jobs of the others expire sooner",
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.cfg.Replicas,
+		Placement:   s.cfg.Placement,
 		MaxBytes:    ServedMaxBytes,
 	}
 	var served jetstream.KeyValue

@@ -14,7 +14,7 @@ import (
 	"pnpworker/internal/natstest"
 )
 
-func provision(t *testing.T) *Store {
+func provision(t testing.TB) *Store {
 	t.Helper()
 	srv := natstest.Start(t)
 	js, err := jetstream.New(srv.Connect())

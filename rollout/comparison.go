@@ -129,6 +129,9 @@ type CompareConfig struct {
 	MaxBytes int64
 	MaxAge   time.Duration
 	Replicas int
+	// Placement puts the stream in a cluster or on tagged servers;
+	// nil: the cluster of the provisioning client's server.
+	Placement *jetstream.Placement
 }
 
 // Defaults of CompareConfig.
@@ -176,6 +179,7 @@ func ProvisionCompare(ctx context.Context, js jetstream.JetStream, cfg CompareCo
 		Subjects:    []string{CompareSubjectPrefix + "*"},
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
+		Placement:   cfg.Placement,
 		MaxBytes:    cfg.MaxBytes,
 		MaxAge:      cfg.MaxAge,
 		Discard:     jetstream.DiscardOld,

@@ -68,6 +68,9 @@ type HistoryConfig struct {
 	MaxBytes int64
 	MaxAge   time.Duration
 	Replicas int
+	// Placement puts the stream in a cluster or on tagged servers;
+	// nil: the cluster of the provisioning client's server.
+	Placement *jetstream.Placement
 }
 
 // Defaults of HistoryConfig.
@@ -123,6 +126,7 @@ func ProvisionHistory(ctx context.Context, js jetstream.JetStream, cfg HistoryCo
 		Subjects:    []string{HistorySubjectPrefix + "*"},
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
+		Placement:   cfg.Placement,
 		MaxBytes:    cfg.MaxBytes,
 		MaxAge:      cfg.MaxAge,
 		Discard:     jetstream.DiscardOld,

@@ -37,6 +37,11 @@ type Config struct {
 	Bucket string
 	// Replicas of the bucket's stream in a cluster. Default 1.
 	Replicas int
+	// Placement, when set, puts the bucket's stream in the named cluster
+	// (or on servers with all the tags). Default nil: the cluster of the
+	// server the provisioning client is connected to. Only used when
+	// provisioning.
+	Placement *jetstream.Placement
 	// MaxBytes caps the bucket's size. Default DefaultMaxBytes. Only used
 	// when provisioning.
 	MaxBytes int64
@@ -101,6 +106,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store,
 		History:      5,
 		Storage:      jetstream.FileStorage,
 		Replicas:     cfg.Replicas,
+		Placement:    cfg.Placement,
 		MaxBytes:     cfg.MaxBytes,
 		MaxValueSize: MaxRecordSize,
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -227,6 +228,78 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := json.Unmarshal(b, &res); err != nil || code != 200 || res.Status != "succeeded" {
 		t.Fatalf("late-job after replay: %d %s", code, b)
 	}
+
+	// Jobs with records after the page loaded: the job list follows them.
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	for _, j := range []struct{ id, body string }{
+		{"page-job", `{"text":"Guten Morgen, wie geht es dir heute? Ich hoffe, du hast gut geschlafen."}`},
+		{"bad-job", `{"text":42}`},
+	} {
+		if code, b := post("/v1/algorithms/language_detection/jobs", j.body, map[string]string{"Idempotency-Key": j.id, "traceparent": "00-" + traceID + "-00f067aa0ba902b7-01"}); code != 202 {
+			t.Fatalf("submit %s: %d %s", j.id, code, b)
+		}
+		if code, b := get("/v1/jobs/" + j.id + "?wait=20s"); code != 200 {
+			t.Fatalf("%s: %d %s", j.id, code, b)
+		}
+	}
+	step(t, ctx, "the job list shows the jobs by their records, newest first, without a reload",
+		until(`[...document.querySelectorAll("#jobs tbody tr")].map(tr => tr.dataset.job).join() === "bad-job,page-job,late-job"`),
+		until(`document.querySelector('#jobs tr[data-job="bad-job"] [data-col="status"]').textContent === "failed"`),
+	)
+	step(t, ctx, "the status filter keeps the failed job",
+		chromedp.SetValue(chromedp.CSS(`#jobs-status`), "failed"),
+		chromedp.Click(chromedp.CSS(`#jobs-filter button[type="submit"]`)),
+		until(`[...document.querySelectorAll("#jobs tbody tr")].map(tr => tr.dataset.job).join() === "bad-job"`),
+	)
+	step(t, ctx, "a bad algorithm name in the filter is named",
+		chromedp.SetValue(chromedp.CSS(`#jobs-algorithm`), "No"),
+		chromedp.Click(chromedp.CSS(`#jobs-filter button[type="submit"]`)),
+		until(`/query parameter algorithm/.test(document.getElementById("jobs-note").textContent)`),
+		chromedp.SetValue(chromedp.CSS(`#jobs-algorithm`), "language_detection"),
+		chromedp.Click(chromedp.CSS(`#jobs-filter button[type="submit"]`)),
+		until(`document.getElementById("jobs-note").textContent === "" && !!document.querySelector('#jobs tr[data-job="bad-job"]')`),
+	)
+	step(t, ctx, "the failed job's page shows its input, error and violation",
+		chromedp.Click(chromedp.CSS(`#jobs tr[data-job="bad-job"] a.job-link`)),
+		until(`!document.getElementById("job-page").hidden && document.getElementById("job-title").textContent === "Job bad-job"`),
+		until(`/400 input does not match the schema/.test(document.querySelector('#job-page [data-role="job-failure"]').textContent)`),
+		until(`/\/text/.test(document.querySelector('#job-page [data-role="job-failure"] li').textContent)`),
+		until(`JSON.parse(document.querySelector('#job-page [data-role="job-input"]').textContent).text === 42`),
+		until(`document.querySelector('#job-page [data-col="attempts"]').textContent === "0"`),
+	)
+	step(t, ctx, "the succeeded job's page shows its output, the version that answered and the trace id",
+		chromedp.SetValue(chromedp.CSS(`#jobs-status`), ""),
+		chromedp.Click(chromedp.CSS(`#jobs-filter button[type="submit"]`)),
+		until(`!!document.querySelector('#jobs tr[data-job="page-job"] a.job-link')`),
+		chromedp.Click(chromedp.CSS(`#jobs tr[data-job="page-job"] a.job-link`)),
+		until(`document.getElementById("job-title").textContent === "Job page-job"`),
+		until(`document.querySelector('#job-page [data-col="trace_id"]').textContent === "`+traceID+`"`),
+		until(`/^\d+\.\d+\.\d+/.test(document.querySelector('#job-page [data-col="version"]').textContent)`),
+		until(`/"language": "de/.test(document.querySelector('#job-page [data-role="job-output"]').textContent)`),
+		until(`/Guten Morgen/.test(document.querySelector('#job-page [data-role="job-input"]').textContent)`),
+		until(`document.querySelector('#job-page [data-col="finished_at"]').textContent !== "–"`),
+		chromedp.Click(chromedp.CSS(`#job-page a[href="#"]`)),
+		until(`document.getElementById("job-page").hidden`),
+	)
+	// More than a page (25) of records: the More button pages on.
+	for i := range 25 {
+		if code, b := post("/v1/algorithms/language_detection/jobs", `{"text":"Le renard brun saute par-dessus le chien paresseux"}`,
+			map[string]string{"Idempotency-Key": fmt.Sprintf("many-%02d", i)}); code != 202 {
+			t.Fatalf("submit many-%02d: %d %s", i, code, b)
+		}
+	}
+	for i := range 25 {
+		if code, b := get(fmt.Sprintf("/v1/jobs/many-%02d?wait=20s", i)); code != 200 {
+			t.Fatalf("many-%02d: %d %s", i, code, b)
+		}
+	}
+	step(t, ctx, "More loads the next page of the listing",
+		chromedp.Click(chromedp.CSS(`#jobs-filter button[type="submit"]`)),
+		until(`document.querySelectorAll("#jobs tbody tr").length === 25 && !document.getElementById("jobs-more").hidden`),
+		chromedp.Click(chromedp.CSS(`#jobs-more`)),
+		until(`document.querySelectorAll("#jobs tbody tr").length === 28 && document.getElementById("jobs-more").hidden`),
+		until(`[...document.querySelectorAll("#jobs tbody tr")].slice(-3).map(tr => tr.dataset.job).join() === "bad-job,page-job,late-job"`),
+	)
 
 	if c := extra.stop(t); c != 0 {
 		t.Fatalf("runner exit %d: %s", c, extra.stderr.String())

@@ -24,11 +24,14 @@ import (
 
 // registryFor connects and opens (or provisions) the discovery registry.
 func registryFor(ctx context.Context, nf *natsFlags, log zerolog.Logger, provision bool, cfg discovery.Config) (*nats.Conn, *discovery.Registry, error) {
+	if err := nf.check(); err != nil {
+		return nil, nil, err
+	}
 	nc, err := nf.connect("pnp", log)
 	if err != nil {
 		return nil, nil, err
 	}
-	js, err := jetstream.New(nc)
+	js, err := nf.jetStream(nc)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err
@@ -203,9 +206,9 @@ type versionSummary struct {
 }
 
 // routesFor reads every route; none when the routes bucket does not exist.
-func routesFor(ctx context.Context, nc *nats.Conn, log zerolog.Logger) map[string]rollout.Route {
+func routesFor(ctx context.Context, nf *natsFlags, nc *nats.Conn, log zerolog.Logger) map[string]rollout.Route {
 	out := map[string]rollout.Route{}
-	js, err := jetstream.New(nc)
+	js, err := nf.jetStream(nc)
 	if err != nil {
 		return out
 	}
@@ -270,7 +273,7 @@ func cmdAlgorithms(ctx context.Context, args []string, stdout, stderr io.Writer)
 		s.Instances = append(s.Instances, r)
 	}
 	sort.Strings(names)
-	routes := routesFor(ctx, nc, log)
+	routes := routesFor(ctx, &nf, nc, log)
 	out := make([]*algorithmSummary, 0, len(names))
 	for _, n := range names {
 		s := byAlg[n]

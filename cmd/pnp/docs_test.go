@@ -254,6 +254,7 @@ func (ix *packageIndex) check(args []string) error {
 var pnpWithSubcommands = map[string][]string{
 	"discovery": {"provision", "ls", "watch"},
 	"dead":      {"ls", "replay"},
+	"jobs":      {"ls"},
 	"route":     {"set", "show", "promote", "clear", "report"},
 	"schedule":  {"add", "ls", "rm"},
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,6 +22,7 @@ import (
 	"pnpworker/internal/logging"
 	"pnpworker/internal/objref"
 	"pnpworker/jobs"
+	"pnpworker/runner"
 )
 
 // flagSet wraps flag.FlagSet so that --help prints to stdout and parse errors
@@ -87,6 +89,7 @@ type natsFlags struct {
 	user        string
 	password    string
 	inboxPrefix string
+	jsDomain    string
 }
 
 func (n *natsFlags) register(fs *flagSet) {
@@ -95,6 +98,38 @@ func (n *natsFlags) register(fs *flagSet) {
 	fs.StringVar(&n.user, "user", env("NATS_USER", ""), "NATS user name (env NATS_USER)")
 	fs.StringVar(&n.password, "password", env("NATS_PASSWORD", ""), "NATS password (env NATS_PASSWORD)")
 	fs.StringVar(&n.inboxPrefix, "inbox-prefix", env("NATS_INBOX_PREFIX", ""), "custom inbox prefix for replies, for accounts with private inboxes (env NATS_INBOX_PREFIX)")
+	fs.StringVar(&n.jsDomain, "js-domain", env("NATS_JS_DOMAIN", ""), "JetStream domain holding the streams and buckets, e.g. the hub's when connected to a leaf node; empty: the JetStream of the server connected to (env NATS_JS_DOMAIN)")
+}
+
+// check reports a --js-domain that is not one subject token, before a
+// long-running command waits for NATS.
+func (n *natsFlags) check() error {
+	if n.jsDomain != "" && (strings.ContainsAny(n.jsDomain, " \t\r\n.*>") || !utf8.ValidString(n.jsDomain)) {
+		return fmt.Errorf("%w: --js-domain (NATS_JS_DOMAIN) %q: want one subject token, no dots, spaces or wildcards", errUsage, n.jsDomain)
+	}
+	return nil
+}
+
+// jetStream returns nc's JetStream context in --js-domain: every command
+// reaches JetStream through it, so one flag moves them all to the hub's
+// JetStream when they connect to a leaf node.
+func (n *natsFlags) jetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	if err := n.check(); err != nil {
+		return nil, err
+	}
+	if n.jsDomain == "" {
+		return jetstream.New(nc)
+	}
+	return jetstream.NewWithDomain(nc, n.jsDomain)
+}
+
+// runnerOptions are the runner options of the connection flags: the
+// JetStream domain discovery, routes and objects are reached in.
+func (n *natsFlags) runnerOptions() []runner.Option {
+	if n.jsDomain == "" {
+		return nil
+	}
+	return []runner.Option{runner.WithJetStreamDomain(n.jsDomain)}
 }
 
 func (n *natsFlags) options(name string, log zerolog.Logger) []nats.Option {
@@ -148,11 +183,14 @@ func openJetStream(nf *natsFlags, lf *logFlags, stderr io.Writer, name string) (
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := nf.check(); err != nil {
+		return nil, nil, err
+	}
 	nc, err := nf.connect(name, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	js, err := jetstream.New(nc)
+	js, err := nf.jetStream(nc)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err

@@ -8,7 +8,6 @@ import (
 	"net"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -78,8 +77,8 @@ const storeTries = 60
 
 // openStoreWaiting binds to the job streams, waiting for them to be
 // provisioned: the gateway does not depend on start order.
-func openStoreWaiting(ctx context.Context, nc *nats.Conn, log zerolog.Logger) (*jobs.Store, error) {
-	js, err := jetstream.New(nc)
+func openStoreWaiting(ctx context.Context, nf *natsFlags, nc *nats.Conn, log zerolog.Logger) (*jobs.Store, error) {
+	js, err := nf.jetStream(nc)
 	if err != nil {
 		return nil, err
 	}
@@ -140,12 +139,15 @@ func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		defer stop()
 	}
+	if err := nf.check(); err != nil {
+		return err
+	}
 	nc, err := nf.connectAndWait(ctx, "pnp gateway", log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	store, err := openStoreWaiting(ctx, nc, log)
+	store, err := openStoreWaiting(ctx, &nf, nc, log)
 	if err != nil {
 		return err
 	}

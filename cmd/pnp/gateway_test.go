@@ -21,7 +21,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("PNP_HTTP") == "" {
 		os.Setenv("PNP_HTTP", "127.0.0.1:0")
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeNATSServerBuild()
+	os.Exit(code)
 }
 
 func TestGatewayRefusesNonLoopbackWithoutToken(t *testing.T) {

@@ -54,10 +54,15 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	registerShadowFlags(fs, &cfg.Shadow.Concurrency, &cfg.Shadow.Compare, "jobs past it are not shadowed (counted)")
 	fs.Float64Var(&cfg.History.Rate, "history-rate", envFloat("PNP_HISTORY_RATE", rollout.DefaultHistoryRate), "share of succeeded jobs recorded in HISTORY for pnp replay, 0..1; negative: none (env PNP_HISTORY_RATE)")
 	fs.BoolVar(&cfg.Bind, "no-provision", false, "use existing streams instead of creating them (for credentials that may not create streams)")
+	var pf placementFlags
+	pf.register(fs)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if err := of.apply(&cfg.Store); err != nil {
+		return err
+	}
+	if err := pf.apply(&cfg.Store, &cfg.Routes, &cfg.Shadow.Stream, &cfg.History); err != nil {
 		return err
 	}
 	log, err := lf.logger(stderr)
@@ -82,11 +87,17 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		defer stop()
 	}
+	if err := nf.check(); err != nil {
+		return err
+	}
 	nc, err := nf.connectAndWait(ctx, "pnp controller", log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	if cfg.JetStream, err = nf.jetStream(nc); err != nil {
+		return err
+	}
 	c, err := controller.New(nc, cfg)
 	if err != nil {
 		return err
@@ -306,7 +317,10 @@ func printResult(ctx context.Context, store *jobs.Store, res jobs.Result, out st
 }
 
 func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("jobs", "pnp jobs [--json]", stdout)
+	if len(args) > 0 && args[0] == "ls" {
+		return cmdJobsLs(ctx, args[1:], stdout, stderr)
+	}
+	fs := newFlagSet("jobs", "pnp jobs [--json] | pnp jobs ls [flags] (list jobs by their result records; pnp jobs ls --help)", stdout)
 	var (
 		nf      natsFlags
 		lf      logFlags

@@ -37,7 +37,7 @@ func commands() []command {
 		{"result", "print the result of a job (-o FILE writes its output, also one stored by reference)", cmdResult},
 		{"put", "upload files to the object store (bucket inputs) and print their obj:// references", cmdPut},
 		{"get", "download an object (obj://bucket/name) to a file or stdout", cmdGet},
-		{"jobs", "show waiting, in-flight and dead jobs per algorithm", cmdJobs},
+		{"jobs", "show waiting, in-flight and dead jobs per algorithm; jobs ls lists jobs by result, filtered and paged", cmdJobs},
 		{"dead", "list or replay dead letters (ls|replay)", cmdDead},
 		{"schedule", "add, list or remove periodic jobs (add|ls|rm)", cmdSchedule},
 		{"gateway", "serve the HTTP API, the OpenAPI document and the dashboard over an existing NATS", cmdGateway},

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"pnpworker/discovery"
 	"pnpworker/internal/objref"
 	"pnpworker/jobs"
@@ -35,6 +33,8 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	routesCfg := rollout.Config{Update: true}
 	fs.IntVar(&routesCfg.MaxConsumers, "routes-max-consumers", rollout.DefaultMaxConsumers, "consumers the routes bucket's stream may have (as --discovery-max-consumers); -1: the server's limit")
 	registerRetentionFlags(fs, &cfg)
+	var pf placementFlags
+	pf.register(fs)
 	var of objectFlags
 	of.register(fs, &cfg)
 	registerStoreLimits(fs, &cfg, true)
@@ -46,6 +46,10 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	cfg.Discovery.Replicas = cfg.Replicas
 	routesCfg.Replicas = cfg.Replicas
+	compareCfg, historyCfg := rollout.CompareConfig{Replicas: cfg.Replicas}, rollout.HistoryConfig{Replicas: cfg.Replicas}
+	if err := pf.apply(&cfg, &routesCfg, &compareCfg, &historyCfg); err != nil {
+		return err
+	}
 	// An explicit provision brings an existing discovery bucket to these
 	// settings; the job streams are always created or updated.
 	cfg.Discovery.Update = true
@@ -58,12 +62,15 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, *wait)
 	defer cancel()
+	if err := nf.check(); err != nil {
+		return err
+	}
 	nc, err := nf.connectAndWait(ctx, "pnp provision", log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := nf.jetStream(nc)
 	if err != nil {
 		return err
 	}
@@ -77,10 +84,10 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			_, err = rollout.Provision(pctx, js, routesCfg)
 		}
 		if err == nil {
-			_, err = rollout.ProvisionCompare(pctx, js, rollout.CompareConfig{Replicas: cfg.Replicas})
+			_, err = rollout.ProvisionCompare(pctx, js, compareCfg)
 		}
 		if err == nil {
-			_, err = rollout.ProvisionHistory(pctx, js, rollout.HistoryConfig{Replicas: cfg.Replicas})
+			_, err = rollout.ProvisionHistory(pctx, js, historyCfg)
 		}
 		cancel()
 		if err == nil {

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"pnpworker/discovery"
 	"pnpworker/internal/imagefetch"
@@ -55,7 +54,7 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if _, err := newAlgoConfig(imf.gallery, imagefetch.ParseAllow(imf.allow), imf.objectBuckets(), nil, budget, log); err != nil {
 		return err
 	}
-	if err := wf.check(); err != nil {
+	if err := errors.Join(wf.check(), nf.check()); err != nil {
 		return err
 	}
 	chosen, _ := chooseBuiltins(algs, algoConfig{})
@@ -69,6 +68,7 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		runner.WithDrainTimeout(*drain),
 		runner.WithDiscovery(discovery.Config{}),
 	}
+	opts = append(opts, nf.runnerOptions()...)
 	if noProv {
 		opts = append(opts, runner.WithoutProvisioning())
 	}
@@ -95,7 +95,7 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	ready.nc.Store(nc)
 	// obj:// image URLs are read over this very connection, with the
 	// runner's own permissions.
-	js, err := jetstream.New(nc)
+	js, err := nf.jetStream(nc)
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -55,7 +54,9 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		hf     httpFlags
 		wf     workerFlags
 		store  jobs.StoreConfig
+		tf     upTopologyFlags
 	)
+	tf.register(fs)
 	historyRate := fs.Float64("history-rate", envFloat("PNP_HISTORY_RATE", rollout.DefaultHistoryRate), "share of succeeded jobs recorded in HISTORY for pnp replay, 0..1; negative: none (env PNP_HISTORY_RATE)")
 	registerAlgorithmsFlag(fs, &algs)
 	var maxAge, maxUnserved time.Duration
@@ -91,13 +92,13 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	host, portStr, err := net.SplitHostPort(*listen)
+	host, port, err := splitListen("--listen", *listen)
 	if err != nil {
-		return fmt.Errorf("%w: --listen %q: want host:port", errUsage, *listen)
+		return err
 	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 0 || port > 65535 {
-		return fmt.Errorf("%w: --listen %q: bad port", errUsage, *listen)
+	leaf, err := tf.leaf()
+	if err != nil {
+		return err
 	}
 	monHost, monPort, err := monitorAddr(*monitor)
 	if err != nil {
@@ -138,7 +139,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// server opens it, so a second pnp up fails at once instead of opening
 	// (or moving) the live JetStream store.
 	srvLog := log.With().Str("component", "nats").Logger()
-	srv, err := embedded.Start(embedded.Config{Host: host, Port: port, StoreDir: *data, Logger: &srvLog, MonitorHost: monHost, MonitorPort: monPort})
+	srv, err := embedded.Start(embedded.Config{Host: host, Port: port, StoreDir: *data, Logger: &srvLog, MonitorHost: monHost, MonitorPort: monPort, JetStreamDomain: tf.domain, Leaf: leaf})
 	if err != nil {
 		return err
 	}
@@ -270,7 +271,7 @@ hellos:
 			break hellos
 		}
 	}
-	printBanner(stdout, banner{url: url, data: *data, images: imagesURL, http: httpURL, monitor: monitorURL, demo: demo, pnp: pnpCommand(), algs: served, starting: starting})
+	printBanner(stdout, banner{url: url, data: *data, images: imagesURL, http: httpURL, monitor: monitorURL, leaf: tf.leafURL(srv), domain: tf.domain, demo: demo, pnp: pnpCommand(), algs: served, starting: starting})
 	// The first part to stop stops the others.
 	err = <-errc
 	running--
@@ -283,13 +284,9 @@ func monitorAddr(addr string) (string, int, error) {
 	if addr == "" {
 		return "", 0, nil
 	}
-	host, portStr, err := net.SplitHostPort(addr)
+	host, port, err := splitListen("--nats-monitor", addr)
 	if err != nil {
-		return "", 0, fmt.Errorf("%w: --nats-monitor %q: want host:port", errUsage, addr)
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 0 || port > 65535 {
-		return "", 0, fmt.Errorf("%w: --nats-monitor %q: bad port", errUsage, addr)
+		return "", 0, err
 	}
 	if port == 0 {
 		port = -1
@@ -365,6 +362,8 @@ func pnpCommand() string {
 // banner is what `pnp up` prints once it serves.
 type banner struct {
 	url, data string
+	leaf      string            // nats-leaf:// URL leaf nodes connect to (password hidden), or ""
+	domain    string            // JetStream domain, or ""
 	images    string            // base URL of the optional demo web server, or ""
 	http      string            // base URL of the HTTP API (--http), or ""
 	monitor   string            // base URL of the NATS monitoring endpoints (--nats-monitor), or ""
@@ -397,6 +396,12 @@ pnp is up
   NATS      %s   (JetStream data in %s)
   serving   %s
 `, b.url, b.data, shown)
+	if b.domain != "" {
+		fmt.Fprintf(w, "  domain    %s   (JetStream domain: leaf node clients use --js-domain %s)\n", b.domain, b.domain)
+	}
+	if b.leaf != "" {
+		fmt.Fprintf(w, "  leaf      %s   (leaf nodes connect here)\n", b.leaf)
+	}
 	if b.monitor != "" {
 		fmt.Fprintf(w, "  monitor   %s/jsz?acc=$G&consumers=true&config=true   (NATS monitoring; KEDA account \"$G\")\n", b.monitor)
 	}

@@ -175,6 +175,7 @@ function connect() {
     const li = d.status + " " + d.job_id + " (" + d.algorithm + (d.error ? ", " + d.error.code + " " + d.error.message : "") + ")";
     logEvent(li, d.status === "failed" ? "bad" : "");
     refreshJobs();
+    document.dispatchEvent(new CustomEvent("pnp:job", { detail: d }));
   });
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -47,6 +48,24 @@ type Config struct {
 	MonitorPort int
 	// MonitorHost is the monitoring endpoints' host. Default Host.
 	MonitorHost string
+	// JetStreamDomain names the server's JetStream domain, so that clients
+	// of a leaf node connected to it reach its JetStream as
+	// $JS.<domain>.API. Default none: only $JS.API.
+	JetStreamDomain string
+	// Leaf, when set, makes the server accept leaf node connections.
+	Leaf *Leaf
+}
+
+// Leaf is where a server accepts leaf node connections and the one user
+// they must authenticate as.
+type Leaf struct {
+	// Host and Port to listen on; Port -1 picks a free port.
+	Host string
+	Port int
+	// User and Password every leaf node connection must present (the
+	// remote's URL is nats-leaf://user:password@host:port). Both required:
+	// a leaf node shares the server's account, jobs and buckets included.
+	User, Password string
 }
 
 func (c *Config) setDefaults() {
@@ -79,25 +98,41 @@ func (c Config) Validate() error {
 	if c.MonitorPort < -1 || c.MonitorPort > 65535 {
 		errs = append(errs, fmt.Errorf("embedded: monitor port %d out of range", c.MonitorPort))
 	}
+	if strings.ContainsAny(c.JetStreamDomain, " \t\r\n.*>") {
+		errs = append(errs, fmt.Errorf("embedded: JetStream domain %q is not one subject token", c.JetStreamDomain))
+	}
+	if l := c.Leaf; l != nil {
+		if l.Port < -1 || l.Port == 0 || l.Port > 65535 {
+			errs = append(errs, fmt.Errorf("embedded: leaf port %d out of range", l.Port))
+		}
+		if l.User == "" || l.Password == "" {
+			errs = append(errs, errors.New("embedded: leaf connections need a user and a password"))
+		}
+	}
 	return errors.Join(errs...)
 }
 
 // Options returns the server options for c, with defaults applied.
 func (c Config) Options() *server.Options {
 	c.setDefaults()
-	return &server.Options{
-		ServerName: c.ServerName,
-		Host:       c.Host,
-		Port:       c.Port,
-		JetStream:  true,
-		StoreDir:   c.StoreDir,
-		SyncAlways: c.SyncAlways,
-		MaxPayload: c.MaxPayload,
-		NoSigs:     true,
-		NoLog:      c.Logger == nil,
-		HTTPHost:   c.MonitorHost,
-		HTTPPort:   c.MonitorPort,
+	o := &server.Options{
+		ServerName:      c.ServerName,
+		Host:            c.Host,
+		Port:            c.Port,
+		JetStream:       true,
+		JetStreamDomain: c.JetStreamDomain,
+		StoreDir:        c.StoreDir,
+		SyncAlways:      c.SyncAlways,
+		MaxPayload:      c.MaxPayload,
+		NoSigs:          true,
+		NoLog:           c.Logger == nil,
+		HTTPHost:        c.MonitorHost,
+		HTTPPort:        c.MonitorPort,
 	}
+	if l := c.Leaf; l != nil {
+		o.LeafNode = server.LeafNodeOpts{Host: l.Host, Port: l.Port, Username: l.User, Password: l.Password}
+	}
+	return o
 }
 
 // LockStore creates the store directory dir and locks it for this process
