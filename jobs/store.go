@@ -954,6 +954,7 @@ func schedulesConfig(cfg StoreConfig) jetstream.StreamConfig {
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
+		Placement:   cfg.Placement,
 		Duplicates:  cfg.DuplicateWindow,
 		MaxBytes:    cfg.SchedulesMaxBytes,
 		// Message schedules refuse discard new, and replace a schedule
