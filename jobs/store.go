@@ -378,7 +378,7 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 	if err != nil {
 		return nil, err
 	}
-	schedules, err := s.js.CreateOrUpdateStream(ctx, schedulesConfig(s.cfg))
+	schedules, err := ensureSchedules(ctx, s.js, schedulesConfig(s.cfg))
 	if err != nil {
 		return nil, fmt.Errorf("jobs: provision stream %s: %w", SchedulesStream, err)
 	}
@@ -965,4 +965,42 @@ func schedulesConfig(cfg StoreConfig) jetstream.StreamConfig {
 		AllowRollup:       true,
 		AllowDirect:       true,
 	}
+}
+
+// ensureSchedules creates stream SCHEDULES as want, or updates it when it
+// differs, and leaves it alone when it is as wanted. JOBS sources it, and
+// nats-server (single server, not clustered) reads a sourced stream's
+// configuration without a lock while checking the sourcing stream's
+// update: updating an unchanged SCHEDULES while another controller
+// provisions JOBS would be a data race in the server.
+func ensureSchedules(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (jetstream.Stream, error) {
+	st, err := js.Stream(ctx, want.Name)
+	switch {
+	case err == nil && sameSchedulesConfig(st.CachedInfo().Config, want):
+		return st, nil
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		// Created by another provisioner meanwhile with the same
+		// configuration, the create succeeds too.
+		return js.CreateStream(ctx, want)
+	case err != nil:
+		return nil, err
+	}
+	return js.UpdateStream(ctx, want)
+}
+
+// sameSchedulesConfig reports whether have has every setting
+// schedulesConfig sets as want has it.
+func sameSchedulesConfig(have, want jetstream.StreamConfig) bool {
+	placement := func(p *jetstream.Placement) string {
+		if p == nil {
+			return ""
+		}
+		return p.Cluster + "\x00" + strings.Join(p.Tags, ",")
+	}
+	return have.Description == want.Description && strings.Join(have.Subjects, " ") == strings.Join(want.Subjects, " ") &&
+		have.Retention == want.Retention && have.Storage == want.Storage && max(have.Replicas, 1) == max(want.Replicas, 1) &&
+		(want.Placement == nil || placement(have.Placement) == placement(want.Placement)) &&
+		have.Duplicates == want.Duplicates && have.MaxBytes == want.MaxBytes && have.Discard == want.Discard &&
+		have.AllowMsgSchedules == want.AllowMsgSchedules && have.AllowMsgTTL == want.AllowMsgTTL &&
+		have.AllowRollup == want.AllowRollup && have.AllowDirect == want.AllowDirect
 }
