@@ -45,8 +45,10 @@ func (c *Controller) sweepPeriod() time.Duration {
 }
 
 // markServed marks every algorithm of live in ServedBucket once per
-// appearance, in the background: a mark that fails is tried again at the
-// next change of the registrations.
+// appearance, in the background: a mark that fails is tried again, with
+// backoff, while the algorithm stays live. (It cannot wait for the next
+// change of the registrations: renewed heartbeats are no change, so in a
+// steady fleet that may never come.)
 func (c *Controller) markServed(ctx context.Context, live map[string]bool) {
 	if c.store == nil || c.store.Served() == nil {
 		return
@@ -66,19 +68,42 @@ func (c *Controller) markServed(ctx context.Context, live map[string]bool) {
 			continue
 		}
 		c.marked[alg] = true
-		go func() {
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			at, _ := time.Now().UTC().MarshalText()
-			if _, err := c.store.Served().Put(pctx, alg, at); err != nil {
-				if ctx.Err() == nil {
-					c.log.Warn().Err(err).Str("algorithm", alg).Msg("cannot mark the algorithm as served; its waiting jobs may expire after --max-unserved-job-age")
-				}
-				c.markedMu.Lock()
-				delete(c.marked, alg)
-				c.markedMu.Unlock()
-			}
-		}()
+		go c.putServed(ctx, alg)
+	}
+}
+
+// Bounds of the backoff between attempts to mark an algorithm as served.
+const (
+	servedRetryMin = time.Second
+	servedRetryMax = 30 * time.Second
+)
+
+// putServed marks alg in ServedBucket, trying again after a failure until
+// it succeeds, ctx ends or alg is no longer live (markServed took it out
+// of marked).
+func (c *Controller) putServed(ctx context.Context, alg string) {
+	backoff := servedRetryMin
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		at, _ := time.Now().UTC().MarshalText()
+		_, err := c.store.Served().Put(pctx, alg, at)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		c.log.Warn().Err(err).Str("algorithm", alg).Dur("retry_in", backoff).Msg("cannot mark the algorithm as served; its waiting jobs may expire after --max-unserved-job-age")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, servedRetryMax)
+		c.markedMu.Lock()
+		live := c.marked[alg]
+		c.markedMu.Unlock()
+		if !live {
+			return
+		}
 	}
 }
 

@@ -233,8 +233,8 @@ func checkDocumented(t *testing.T, f metricstest.Families) {
 			if strings.HasSuffix(m, "_") {
 				continue // a prefix in prose, such as pnp_runner_*
 			}
-			if strings.HasPrefix(m, "pnp_gateway_") {
-				continue // the gateway's own test checks them
+			if strings.HasPrefix(m, "pnp_gateway_") || strings.HasPrefix(m, "pnp_worker_") {
+				continue // the gateway's and the worker's own tests check them
 			}
 			mentioned[m] = true
 			if !have[m] {

@@ -90,7 +90,7 @@ func TestBacklogVisibleUnderNatsConf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rn, err := runner.New(runnerC.Conn, []*runner.Algorithm{ld}, runner.WithoutProvisioning())
+	rn, err := runner.New(runnerC.Conn, []*runner.Algorithm{ld}, runnerC.runnerOptions(runner.WithoutProvisioning())...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -148,7 +148,7 @@ func TestClusterReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := runner.New(rc.Conn, []*runner.Algorithm{alg}, runner.WithoutProvisioning())
+	r, err := runner.New(rc.Conn, []*runner.Algorithm{alg}, rc.runnerOptions(runner.WithoutProvisioning())...)
 	if err != nil {
 		t.Fatal(err)
 	}

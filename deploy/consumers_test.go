@@ -264,7 +264,7 @@ func TestRunnersCreateNoConsumer(t *testing.T) {
 				}},
 			} {
 				t.Run(role+"/"+stream+"/"+a.name, func(t *testing.T) {
-					subject := a.subj(a.cfg)
+					subject := asPublished(role, a.subj(a.cfg))
 					c.expectRefused(t, subject, consumerRequest(t, stream, a.cfg))
 				})
 			}
@@ -275,7 +275,7 @@ func TestRunnersCreateNoConsumer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c.expectDeniedCall(t, "$JS.API.CONSUMER.CREATE.KV_discovery", true, func(ctx context.Context) error {
+			c.expectDeniedCall(t, asPublished(role, "$JS.API.CONSUMER.CREATE.KV_discovery"), true, func(ctx context.Context) error {
 				w, err := kv.WatchAll(ctx)
 				if err == nil {
 					_ = w.Stop()
@@ -284,7 +284,7 @@ func TestRunnersCreateNoConsumer(t *testing.T) {
 			})
 		})
 		t.Run(role+"/pull consumer on JOBS", func(t *testing.T) {
-			c.expectDeniedCall(t, "$JS.API.CONSUMER.CREATE.JOBS", true, func(ctx context.Context) error {
+			c.expectDeniedCall(t, asPublished(role, "$JS.API.CONSUMER.CREATE.JOBS"), true, func(ctx context.Context) error {
 				_, err := c.js(t).CreateConsumer(ctx, controller.JobsStream, jetstream.ConsumerConfig{Durable: "thief"})
 				return err
 			})
@@ -327,7 +327,8 @@ var consumerGrants = map[string][]string{
 }
 
 // TestConsumerGrantsPerRole checks, for every role and every stream, each
-// subject that creates a consumer against consumerGrants. An allowed
+// subject that creates a consumer against consumerGrants (a runner team's
+// user under its account's prefix and without it). An allowed
 // request names another stream in its body, so the server answers it with
 // an error and creates nothing.
 func TestConsumerGrantsPerRole(t *testing.T) {
@@ -352,13 +353,21 @@ func TestConsumerGrantsPerRole(t *testing.T) {
 				{"$JS.API.CONSUMER.DURABLE.CREATE." + stream + ".probe_" + role, false},
 			} {
 				allowed := role == "admin" || (granted && f.named)
-				t.Run(fmt.Sprintf("%s %s allowed=%v", role, f.subject, allowed), func(t *testing.T) {
-					if allowed {
-						c.expectAnswered(t, f.subject, body)
-					} else {
-						c.expectRefused(t, f.subject, body)
-					}
-				})
+				// A runner team's user tries APP's JetStream through its
+				// account's import and its own account's $JS.API.
+				subjects := []string{asPublished(role, f.subject)}
+				if subjects[0] != f.subject {
+					subjects = append(subjects, f.subject)
+				}
+				for _, subject := range subjects {
+					t.Run(fmt.Sprintf("%s %s allowed=%v", role, subject, allowed), func(t *testing.T) {
+						if allowed {
+							c.expectAnswered(t, subject, body)
+						} else {
+							c.expectRefused(t, subject, body)
+						}
+					})
+				}
 			}
 		}
 	}
@@ -375,7 +384,7 @@ func TestConsumerGrantsPerRole(t *testing.T) {
 func runUnder(t *testing.T, url, role string, algs ...*runner.Algorithm) (*client, func()) {
 	t.Helper()
 	c := connect(t, url, role)
-	r, err := runner.New(c.Conn, algs, runner.WithoutProvisioning(), runner.WithDrainTimeout(5*time.Second))
+	r, err := runner.New(c.Conn, algs, c.runnerOptions(runner.WithoutProvisioning(), runner.WithDrainTimeout(5*time.Second))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -672,17 +681,17 @@ func TestRunnerUsersFollowTheirOwnKeys(t *testing.T) {
 				"$JS.API.STREAM.INFO.KV_routes",
 				"$JS.API.STREAM.INFO.KV_discovery",
 			} {
-				if !slices.Contains(u.Permissions.Publish.Allow, want) {
-					t.Errorf("%s serves %s but may not publish %s", u.Username, alg, want)
+				if !slices.Contains(u.Permissions.Publish.Allow, asPublished(u.Username, want)) {
+					t.Errorf("%s serves %s but may not publish %s", u.Username, alg, asPublished(u.Username, want))
 				}
 			}
-			if !slices.Contains(u.Permissions.Subscribe.Allow, "$KV.discovery."+alg+".*") {
-				t.Errorf("%s serves %s but may not subscribe to $KV.discovery.%s.*", u.Username, alg, alg)
+			if sub := asPublished(u.Username, "$KV.discovery."+alg+".*"); !slices.Contains(u.Permissions.Subscribe.Allow, sub) {
+				t.Errorf("%s serves %s but may not subscribe to %s", u.Username, alg, sub)
 			}
 		}
 		for _, p := range u.Permissions.Publish.Allow {
 			for _, api := range []string{"$JS.API.CONSUMER.CREATE.*", "$JS.API.CONSUMER.CREATE.*.>", "$JS.API.CONSUMER.DURABLE.CREATE.*.*", "$JS.FC.>"} {
-				if server.SubjectsCollide(p, api) {
+				if server.SubjectsCollide(p, api) || server.SubjectsCollide(p, asPublished(u.Username, api)) {
 					t.Errorf("%s may publish %s, which reaches %s", u.Username, p, api)
 				}
 			}

@@ -17,7 +17,8 @@
 # 4. docker compose up; with the stock nats CLI on the published port
 #    (127.0.0.1 only) and the producer's credentials: submits a job for
 #    every algorithm and reads its result; shows that the producer (and a
-#    runner) may not call run.meme_classifier; the Python worker (profile
+#    runner) may not call run.meme_classifier, and that a runner answering
+#    its own request into a results key writes nothing; the Python worker (profile
 #    python: two processes) answers jobs for iris_species and text_stats;
 #    scales meme-runner to 3 and shows 3 keys in
 #    discovery and replies from all 3 instances (as the controller role,
@@ -237,6 +238,28 @@ for role in producer text_runner; do
 	echo "$out" | grep -q 'Permissions Violation for Publish to "run.meme_classifier"' ||
 		fail "the $role's request to run.meme_classifier was not refused"
 done
+
+step "a runner cannot write a job's result through a reply subject"
+# meme_runner answers a request it sends itself on a subject it may serve,
+# with a results key as the reply subject: in its own account that key
+# reaches nobody, so the results bucket must not have it.
+forged="e2e-$run_id-forged"
+as meme_runner reply run.meme_classifier.v6_6_6 "{\"job_id\":\"$forged\",\"status\":\"succeeded\"}" \
+	--queue runners --count 1 >/dev/null 2>&1 &
+bouncer=$!
+for _ in $(seq 1 30); do
+	as meme_runner pub run.meme_classifier.v6_6_6 '{}' --reply "\$KV.results.$forged" >/dev/null 2>&1 || true
+	sleep 1
+	kill -0 "$bouncer" 2>/dev/null || break
+done
+if kill -0 "$bouncer" 2>/dev/null; then
+	kill "$bouncer"
+	fail "meme_runner's request to itself never arrived"
+fi
+if out="$(as admin kv get results "$forged" --raw 2>&1)"; then
+	fail "meme_runner wrote job $forged's result: $out"
+fi
+echo "results $forged: none ($(echo "$out" | head -1))"
 
 step "the HTTP API through the gateway (127.0.0.1:$GATEWAY_PORT)"
 api="http://127.0.0.1:$GATEWAY_PORT"

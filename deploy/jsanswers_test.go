@@ -72,13 +72,14 @@ func taken(t *testing.T, admin *client, alg string) int64 {
 
 // TestJetStreamAnswersRunNothingUnderNatsConf makes, under nats.conf,
 // JetStream deliver into run.language_detection in every way the roles
-// allow: as meme_runner, a batch direct get of bucket inputs and a direct
-// get of its own discovery key (holding a language_detection input it
-// wrote), both answered into run.language_detection; as the gateway, a
-// push consumer of discovery delivering there. A runner of
-// language_detection must run none of them, and must not answer a request
-// whose reply subject is a results key (it would write over a job's
-// result); a plain request still runs.
+// allow. A runner team names reply subjects of its own account only
+// (TestRunnerTeamsAreIsolated), so what remains is APP's roles: as the
+// producer, a batch direct get of bucket inputs and a direct get of one
+// chunk, answered into run.language_detection; as the gateway, a push
+// consumer of discovery (on a key a runner wrote) delivering there. A
+// runner of language_detection must run none of them, and must not answer
+// a request whose reply subject is a results key (it would write over a
+// job's result); a plain request still runs.
 func TestJetStreamAnswersRunNothingUnderNatsConf(t *testing.T) {
 	_, url := startConfServer(t)
 	admin := connect(t, url, "admin")
@@ -89,7 +90,7 @@ func TestJetStreamAnswersRunNothingUnderNatsConf(t *testing.T) {
 	countingRunner(t, url, "text_runner", "language_detection", &runs)
 
 	// What the attacks deliver: objects in bucket inputs, stored by a
-	// producer, and the attacker's own discovery key.
+	// producer, and a discovery key a runner wrote.
 	producer := connect(t, url, "producer")
 	obj, err := producer.js(t).ObjectStore(ctx, controller.InputsBucket)
 	if err != nil {
@@ -105,36 +106,39 @@ func TestJetStreamAnswersRunNothingUnderNatsConf(t *testing.T) {
 		t.Fatal(err)
 	}
 	stored := int64(st.CachedInfo().State.Msgs)
-	attacker := connect(t, url, "meme_runner")
-	kv, err := attacker.js(t).KeyValue(ctx, discovery.Bucket)
+	writer := connect(t, url, "meme_runner")
+	kv, err := writer.js(t).KeyValue(ctx, discovery.Bucket)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kv.Put(ctx, "meme_classifier.attack", []byte(`{"text":"input chosen by the attacker"}`)); err != nil {
 		t.Fatal(err)
 	}
+	attacker := producer
 
 	for _, a := range []struct {
 		name     string
 		attack   func(t *testing.T)
 		messages int64 // arriving on run.language_detection
 	}{
-		{"meme_runner: batch direct get of inputs", func(t *testing.T) {
+		{"producer: batch direct get of inputs", func(t *testing.T) {
 			if err := attacker.PublishRequest("$JS.API.DIRECT.GET.OBJ_"+controller.InputsBucket, "run.language_detection",
 				[]byte(`{"seq":1,"batch":1000}`)); err != nil {
 				t.Fatal(err)
 			}
 		}, stored + 1}, // every message of the bucket and the end of the batch
-		{"meme_runner: direct get of its own discovery key", func(t *testing.T) {
-			if err := attacker.PublishRequest("$JS.API.DIRECT.GET.KV_discovery.$KV.discovery.meme_classifier.attack",
-				"run.language_detection", nil); err != nil {
+		{"producer: direct get of one chunk of inputs", func(t *testing.T) {
+			if err := attacker.PublishRequest("$JS.API.DIRECT.GET.OBJ_"+controller.InputsBucket, "run.language_detection",
+				[]byte(`{"seq":1}`)); err != nil {
 				t.Fatal(err)
 			}
 		}, 1},
 		{"gateway: push consumer of discovery", func(t *testing.T) {
 			gw := connect(t, url, "gateway")
+			// No deliver group: in APP, run.language_detection is the
+			// import of TEXT's service, a plain subscription.
 			cfg := consumerRequest(t, "KV_"+discovery.Bucket, map[string]any{"name": "inject", "deliver_subject": "run.language_detection",
-				"deliver_group": runner.DefaultQueueGroup, "filter_subject": "$KV.discovery.meme_classifier.attack",
+				"filter_subject": "$KV.discovery.meme_classifier.attack",
 				"deliver_policy": "all", "ack_policy": "explicit", "max_deliver": 1})
 			gw.expectAnswered(t, "$JS.API.CONSUMER.CREATE.KV_discovery.inject.$KV.discovery.meme_classifier.attack", cfg)
 		}, 1},
@@ -156,6 +160,7 @@ func TestJetStreamAnswersRunNothingUnderNatsConf(t *testing.T) {
 		})
 	}
 	attacker.expectClean(t)
+	writer.expectClean(t)
 
 	// A runner may publish on its own algorithms' pinned subjects: with
 	// the reply subject a key of results, the answer would be a write
@@ -204,13 +209,16 @@ func valueOf(e jetstream.KeyValueEntry) string {
 	return string(e.Value())
 }
 
-// TestForgedNotificationsAreIgnored sends, under nats.conf, what a runner
-// can have delivered on notify.<x> (a forged final record in its own
-// discovery key, answered there by a direct get; a JetStream API answer)
-// next to a genuine notification of a job. controller.DecodeNotification,
-// which every notify reader of the project uses, takes only the genuine
-// one. A job carrying JetStream's headers itself still runs: the
-// controller does not pass a job's headers on to the runner.
+// TestForgedNotificationsAreIgnored sends, under nats.conf, what a role of
+// APP that reads a bucket by direct get can have delivered on notify.<x>
+// (a forged final record it stored, answered there by a direct get; a
+// JetStream API answer) next to a genuine notification of a job: here the
+// producer, with a record in bucket inputs. (A runner team's answers stay
+// in its own account: TestRunnerTeamsAreIsolated.)
+// controller.DecodeNotification, which every notify reader of the project
+// uses, takes only the genuine one. A job carrying JetStream's headers
+// itself still runs: the controller does not pass a job's headers on to
+// the runner.
 func TestForgedNotificationsAreIgnored(t *testing.T) {
 	d := startDeployment(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -229,21 +237,18 @@ func TestForgedNotificationsAreIgnored(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	attacker := connect(t, d.url, "meme_runner")
-	kv, err := attacker.js(t).KeyValue(ctx, discovery.Bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	attacker := connect(t, d.url, "producer")
 	now := time.Now().UTC()
 	forged, _ := json.Marshal(controller.Result{JobID: "order-17", Algorithm: "language_detection", Status: controller.StatusSucceeded,
 		Output: json.RawMessage(`{"language":"forged"}`), Attempts: 1, SubmittedAt: now, StartedAt: now, FinishedAt: &now})
-	if _, err := kv.Put(ctx, "meme_classifier.forged", forged); err != nil {
+	chunk := "$O." + controller.InputsBucket + ".C.forged"
+	if _, err := attacker.js(t).Publish(ctx, chunk, forged); err != nil {
 		t.Fatal(err)
 	}
-	if err := attacker.PublishRequest("$JS.API.DIRECT.GET.KV_discovery.$KV.discovery.meme_classifier.forged", "notify.orders", nil); err != nil {
+	if err := attacker.PublishRequest("$JS.API.DIRECT.GET.OBJ_"+controller.InputsBucket, "notify.orders", []byte(`{"last_by_subj":"`+chunk+`"}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := attacker.PublishRequest("$JS.API.STREAM.INFO.KV_discovery", "notify.orders", nil); err != nil {
+	if err := attacker.PublishRequest("$JS.API.STREAM.INFO.OBJ_"+controller.InputsBucket, "notify.orders", nil); err != nil {
 		t.Fatal(err)
 	}
 	_ = attacker.Flush()

@@ -96,13 +96,54 @@ func connect(t *testing.T, url, role string, opts ...nats.Option) *client {
 	return c
 }
 
+// appAPIPrefix is where a runner team's account imports APP's JetStream
+// API (nats.conf; pnp runner --js-api-prefix).
+const appAPIPrefix = "$JS.APP.API"
+
+// runnerRole reports whether role is a runner team's user, in an account
+// of its own that reaches JetStream under appAPIPrefix.
+func runnerRole(role string) bool { return strings.HasSuffix(role, "_runner") }
+
+// asPublished is the subject role publishes to reach subject s of APP: a
+// runner team's user reaches APP's JetStream API and key-value puts under
+// appAPIPrefix (its account's imports), object chunks as they are.
+func asPublished(role, s string) string {
+	if !runnerRole(role) {
+		return s
+	}
+	if rest, ok := strings.CutPrefix(s, "$JS.API."); ok {
+		return appAPIPrefix + "." + rest
+	}
+	if strings.HasPrefix(s, "$KV.") {
+		return appAPIPrefix + "." + s
+	}
+	return s
+}
+
 func (c *client) js(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	js, err := jetstream.New(c.Conn)
+	var (
+		js  jetstream.JetStream
+		err error
+	)
+	if runnerRole(c.role) {
+		js, err = jetstream.NewWithAPIPrefix(c.Conn, appAPIPrefix)
+	} else {
+		js, err = jetstream.New(c.Conn)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	return js
+}
+
+// runnerOptions are opts with, for a runner team's user, the JetStream API
+// prefix of its account first.
+func (c *client) runnerOptions(opts ...runner.Option) []runner.Option {
+	if !runnerRole(c.role) {
+		return opts
+	}
+	return append([]runner.Option{runner.WithJetStreamAPIPrefix(appAPIPrefix)}, opts...)
 }
 
 // violations returns the permission violations received so far.
@@ -211,7 +252,7 @@ func startDeploymentWith(t *testing.T, cfg controller.StoreConfig) *deployment {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.runner, err = runner.New(d.runnerC.Conn, []*runner.Algorithm{alg}, runner.WithoutProvisioning())
+	d.runner, err = runner.New(d.runnerC.Conn, []*runner.Algorithm{alg}, d.runnerC.runnerOptions(runner.WithoutProvisioning())...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +353,7 @@ func TestRolesAllowed(t *testing.T) {
 		c := connect(t, d.url, "py_runner")
 		w, err := worker.New(c.Conn, worker.Config{
 			Command:       []string{py, "../sdk/python/pnpworker.py", "../examples/python/runner_adapter.py"},
-			RunnerOptions: []runner.Option{runner.WithoutProvisioning()},
+			RunnerOptions: c.runnerOptions(runner.WithoutProvisioning()),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -404,7 +445,7 @@ func TestRolesAllowed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := runner.New(c.Conn, []*runner.Algorithm{alg}, runner.WithoutProvisioning())
+		r, err := runner.New(c.Conn, []*runner.Algorithm{alg}, c.runnerOptions(runner.WithoutProvisioning())...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -506,7 +547,9 @@ func TestRolesDenied(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	type action func(t *testing.T, c *client)
-	publish := func(subj string) action {
+	// Subjects are APP's: a runner team's user publishes them as its
+	// account imports them (asPublished), unless raw.
+	rawPublish := func(subj string) action {
 		return func(t *testing.T, c *client) {
 			if err := c.Publish(subj, []byte(`{}`)); err != nil {
 				t.Fatal(err)
@@ -514,10 +557,14 @@ func TestRolesDenied(t *testing.T) {
 			c.expectDenied(t, subj)
 		}
 	}
+	publish := func(subj string) action {
+		return func(t *testing.T, c *client) { rawPublish(asPublished(c.role, subj))(t, c) }
+	}
 	// publishMsg publishes a message with a body and headers, e.g. a
 	// JetStream API request whose configuration would do harm.
 	publishMsg := func(subj, body string) action {
 		return func(t *testing.T, c *client) {
+			subj := asPublished(c.role, subj)
 			if err := c.PublishMsg(&nats.Msg{Subject: subj, Data: []byte(body)}); err != nil {
 				t.Fatal(err)
 			}
@@ -579,6 +626,13 @@ func TestRolesDenied(t *testing.T) {
 		{"runner forges a reply to an inbox", "text_runner", publish("_INBOX_controller.forged")},
 		{"runner calls another runner", "text_runner", request("run.language_detection")},
 		{"runner writes a result", "text_runner", publish("$KV.results.forged")},
+		{"runner writes a result in its account's own terms", "text_runner", rawPublish("$KV.results.forged")},
+		{"runner reads a result", "meme_runner", publish("$JS.API.DIRECT.GET.KV_results.$KV.results.x")},
+		{"meme runner reads language_detection's registrations", "meme_runner", publish("$JS.API.DIRECT.GET.KV_discovery.$KV.discovery.language_detection.x")},
+		{"meme runner calls language_detection", "meme_runner", rawPublish("run.language_detection")},
+		{"meme runner calls language_detection's pinned subject", "meme_runner", rawPublish("run.language_detection.v1_0_0")},
+		{"meme runner serves language_detection's pinned subject", "meme_runner", queueSubscribe("run.language_detection.*", "runners")},
+		{"runner reaches APP's JetStream unprefixed", "meme_runner", rawPublish("$JS.API.STREAM.INFO.KV_discovery")},
 		{"runner provisions the discovery bucket", "text_runner", publish("$JS.API.STREAM.CREATE.KV_discovery")},
 		{"runner reads jobs", "text_runner", publish("$JS.API.CONSUMER.CREATE.JOBS")},
 		{"producer calls run.x", "producer", request("run.language_detection")},
@@ -674,14 +728,34 @@ func TestRolesDenied(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := runner.New(c.Conn, []*runner.Algorithm{alg})
+		r, err := runner.New(c.Conn, []*runner.Algorithm{alg}, c.runnerOptions()...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		// The runner tries to provision the discovery bucket, which its
 		// user may not: the server's permission error on that JetStream
 		// API call, and nothing else, stops it.
-		c.expectDeniedCall(t, "$JS.API.", true, r.Run)
+		c.expectDeniedCall(t, asPublished(c.role, "$JS.API."), true, r.Run)
+		select {
+		case <-r.Started():
+			t.Fatal("the runner started")
+		default:
+		}
+	})
+
+	t.Run("runner without its account's JetStream prefix fails to start", func(t *testing.T) {
+		c := connect(t, d.url, "text_runner")
+		alg, err := languagedetection.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := runner.New(c.Conn, []*runner.Algorithm{alg}, runner.WithoutProvisioning())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Its account has no JetStream of its own: binding to discovery
+		// under $JS.API is refused, and nothing else stops it.
+		c.expectDeniedCall(t, "$JS.API.STREAM.INFO.KV_discovery", false, r.Run)
 		select {
 		case <-r.Started():
 			t.Fatal("the runner started")
@@ -890,7 +964,8 @@ func TestDiscoveryRollupRecovers(t *testing.T) {
 	}
 
 	attacker := connect(t, d.url, "meme_runner")
-	msg := &nats.Msg{Subject: "$KV.discovery.meme_classifier.x", Data: []byte("{}"), Header: nats.Header{}}
+	// In its team's account the key's subject is under the API prefix.
+	msg := &nats.Msg{Subject: appAPIPrefix + ".$KV.discovery.meme_classifier.x", Data: []byte("{}"), Header: nats.Header{}}
 	msg.Header.Set("Nats-Rollup", "all")
 	if _, err := attacker.js(t).PublishMsg(ctx, msg); err != nil {
 		t.Fatalf("roll-up: %v", err)
@@ -913,7 +988,8 @@ func TestDiscoveryRollupRecovers(t *testing.T) {
 
 // TestComposeMatchesNatsConf checks compose.yaml against nats.conf without
 // docker: every service's NATS user exists, takes its password from
-// <USER>_PASSWORD and its inbox prefix is _INBOX_<user>, and every runner
+// <USER>_PASSWORD and its inbox prefix is _INBOX_<user>, runner services
+// reach JetStream under their account's prefix, and every runner
 // service's --algorithms (and the algorithms its --worker describes, asked
 // of the SDK with --describe on the files deploy/python-worker.Dockerfile
 // copies) are ones its user may serve (queue group runners) and register.
@@ -929,7 +1005,7 @@ func TestComposeMatchesNatsConf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type service struct{ user, password, inbox, algorithms, worker, outputs string }
+	type service struct{ user, password, inbox, jsPrefix, algorithms, worker, outputs string }
 	services := map[string]*service{}
 	var cur *service
 	inServices := false
@@ -963,6 +1039,8 @@ func TestComposeMatchesNatsConf(t *testing.T) {
 			cur.password = v
 		case "NATS_INBOX_PREFIX":
 			cur.inbox = v
+		case "NATS_JS_API_PREFIX":
+			cur.jsPrefix = v
 		case "PNP_OUTPUT_ALGORITHMS":
 			cur.outputs = v
 		case "command":
@@ -1000,6 +1078,15 @@ func TestComposeMatchesNatsConf(t *testing.T) {
 		if s.inbox != "_INBOX_"+s.user {
 			t.Errorf("service %s: inbox prefix %q, want _INBOX_%s", name, s.inbox, s.user)
 		}
+		// A runner team's account reaches JetStream under appAPIPrefix
+		// ("$$" is compose's escaped "$"); APP's roles under their own.
+		wantPrefix := ""
+		if runnerRole(s.user) {
+			wantPrefix = strings.ReplaceAll(appAPIPrefix, "$", "$$")
+		}
+		if s.jsPrefix != wantPrefix {
+			t.Errorf("service %s: NATS_JS_API_PREFIX %q, want %q", name, s.jsPrefix, wantPrefix)
+		}
 		if s.algorithms == "" {
 			continue
 		}
@@ -1018,7 +1105,7 @@ func TestComposeMatchesNatsConf(t *testing.T) {
 			if !slices.Contains(u.Permissions.Subscribe.Allow, "run."+alg+" runners") {
 				t.Errorf("service %s serves %s, which user %s may not serve", name, alg, s.user)
 			}
-			if !slices.Contains(u.Permissions.Publish.Allow, "$KV.discovery."+alg+".*") {
+			if !slices.Contains(u.Permissions.Publish.Allow, asPublished(s.user, "$KV.discovery."+alg+".*")) {
 				t.Errorf("service %s serves %s, which user %s may not register", name, alg, s.user)
 			}
 			checkOutputsBucket(t, users, name, s.user, alg, provisioned)

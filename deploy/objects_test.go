@@ -34,8 +34,8 @@ func checkOutputsBucket(t *testing.T, users map[string]*server.User, service, us
 		t.Errorf("service %s serves %s, whose bucket %s compose's provisioning does not create (PNP_OUTPUT_ALGORITHMS)", service, alg, b)
 	}
 	for _, subj := range []string{"$O." + b + ".>", "$JS.API.STREAM.INFO.OBJ_" + b, "$JS.API.DIRECT.GET.OBJ_" + b + ".>"} {
-		if !slices.Contains(users[user].Permissions.Publish.Allow, subj) {
-			t.Errorf("service %s serves %s, but user %s may not publish %s to store its outputs", service, alg, user, subj)
+		if !slices.Contains(users[user].Permissions.Publish.Allow, asPublished(user, subj)) {
+			t.Errorf("service %s serves %s, but user %s may not publish %s to store its outputs", service, alg, user, asPublished(user, subj))
 		}
 	}
 	for _, reader := range []string{"controller", "producer", "gateway"} {
@@ -209,7 +209,9 @@ func TestObjectRollupsStayInTheirBucket(t *testing.T) {
 				if c.attempt(t, subj, rollup(c, subj, "all", []byte("{}"))) {
 					t.Errorf("%s's roll-up of %s was accepted: %d of %d messages survive", attacker, b, msgs(t, b), before[b])
 				}
-				purge := "$JS.API.STREAM.PURGE.OBJ_" + b
+				// A runner team's user reaches APP's JetStream under its
+				// account's prefix.
+				purge := asPublished(attacker, "$JS.API.STREAM.PURGE.OBJ_"+b)
 				if c.attempt(t, purge, func(ctx context.Context) error {
 					resp, err := c.RequestWithContext(ctx, purge, nil)
 					if err != nil {

@@ -61,7 +61,7 @@ func TestRolloutUnderRoles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := runner.New(rc.Conn, []*runner.Algorithm{v2}, runner.WithoutProvisioning())
+	r2, err := runner.New(rc.Conn, []*runner.Algorithm{v2}, rc.runnerOptions(runner.WithoutProvisioning())...)
 	if err != nil {
 		t.Fatal(err)
 	}

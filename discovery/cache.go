@@ -3,7 +3,9 @@ package discovery
 import (
 	"context"
 	"maps"
+	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,18 +34,67 @@ type Cache struct {
 	changed chan struct{}
 }
 
+// snapshot is one immutable view of the bucket: each algorithm's records,
+// sorted by key. Keys are <algorithm>.<instance> and algorithm names hold
+// no dot, so the records of all algorithms in algorithm order are sorted
+// by key too.
 type snapshot struct {
-	byKey map[string]Registration
 	byAlg map[string][]Registration
 }
 
 func newSnapshot(byKey map[string]Registration) *snapshot {
-	s := &snapshot{byKey: byKey, byAlg: make(map[string][]Registration)}
+	s := &snapshot{byAlg: make(map[string][]Registration)}
 	for _, k := range slices.Sorted(maps.Keys(byKey)) {
 		r := byKey[k]
 		s.byAlg[r.Algorithm] = append(s.byAlg[r.Algorithm], r)
 	}
 	return s
+}
+
+// len is the number of records.
+func (s *snapshot) len() int {
+	n := 0
+	for _, regs := range s.byAlg {
+		n += len(regs)
+	}
+	return n
+}
+
+// find returns where the record of key is, or would be, in its
+// algorithm's slice.
+func (s *snapshot) find(key string) (alg string, i int, found bool) {
+	alg, instance, _ := strings.Cut(key, ".")
+	i, found = slices.BinarySearchFunc(s.byAlg[alg], instance, func(r Registration, instance string) int {
+		return strings.Compare(r.Instance, instance)
+	})
+	return alg, i, found
+}
+
+// with returns s with the record of key replaced by rec, or removed when
+// rec is nil, copying only the slice of key's algorithm: an update costs
+// what that algorithm's instances take, not what the whole bucket does.
+// It returns s itself when nothing changes.
+func (s *snapshot) with(key string, rec *Registration) *snapshot {
+	alg, i, found := s.find(key)
+	regs := s.byAlg[alg]
+	switch {
+	case rec != nil && found:
+		regs = slices.Clone(regs)
+		regs[i] = *rec
+	case rec != nil:
+		regs = slices.Insert(slices.Clip(regs), i, *rec)
+	case found:
+		regs = slices.Delete(slices.Clone(regs), i, i+1)
+	default:
+		return s
+	}
+	next := &snapshot{byAlg: maps.Clone(s.byAlg)}
+	if len(regs) == 0 {
+		delete(next.byAlg, alg)
+	} else {
+		next.byAlg[alg] = regs
+	}
+	return next
 }
 
 // NewCache returns a cache over the registry's bucket. Invalid records are
@@ -64,24 +115,32 @@ func (c *Cache) Lookup(algorithm string) []Registration { return c.snap.Load().b
 // All returns every live instance, sorted by key.
 func (c *Cache) All() []Registration {
 	s := c.snap.Load()
-	out := make([]Registration, 0, len(s.byKey))
-	for _, k := range slices.Sorted(maps.Keys(s.byKey)) {
-		out = append(out, s.byKey[k])
+	out := make([]Registration, 0, s.len())
+	for _, alg := range slices.Sorted(maps.Keys(s.byAlg)) {
+		out = append(out, s.byAlg[alg]...)
 	}
 	return out
 }
 
 // Changed returns a channel that is closed at the next change of the
-// cache's content. Take a new one after each wake-up.
+// cache's content other than a renewed heartbeat: an instance joins,
+// leaves or expires, or its record changes in more than its heartbeat
+// time. Take a new one after each wake-up. (Lookup and All return the
+// latest heartbeat times all the same.)
 func (c *Cache) Changed() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.changed
 }
 
-func (c *Cache) publish(byKey map[string]Registration) {
-	c.snap.Store(newSnapshot(byKey))
+// publish makes s the cache's content and, when notify is set, wakes
+// whoever waits on Changed.
+func (c *Cache) publish(s *snapshot, notify bool) {
+	c.snap.Store(s)
 	c.readyOnce.Do(func() { close(c.ready) })
+	if !notify {
+		return
+	}
 	c.mu.Lock()
 	close(c.changed)
 	c.changed = make(chan struct{})
@@ -137,7 +196,7 @@ func (c *Cache) watch(ctx context.Context, reconnected <-chan nats.Status) error
 	check := time.NewTicker(c.reg.TTL())
 	defer check.Stop()
 	// building collects the initial values; after the initial-values marker
-	// every update is applied to a copy of the published map.
+	// every update makes a new snapshot from the published one.
 	building := map[string]Registration{}
 	synced := false
 	for {
@@ -162,34 +221,52 @@ func (c *Cache) watch(ctx context.Context, reconnected <-chan nats.Status) error
 			}
 			if e == nil {
 				synced = true
-				c.publish(building)
+				c.publish(newSnapshot(building), true)
+				building = nil
 				continue
 			}
-			target := building
-			if synced {
-				target = maps.Clone(c.snap.Load().byKey)
+			rec := c.decode(e)
+			if !synced {
+				if rec == nil {
+					delete(building, e.Key())
+				} else {
+					building[e.Key()] = *rec
+				}
+				continue
 			}
-			c.apply(target, e)
-			if synced {
-				c.publish(target)
+			old := c.snap.Load()
+			next := old.with(e.Key(), rec)
+			if next != old {
+				c.publish(next, !old.renews(e.Key(), rec))
 			}
 		}
 	}
 }
 
-func (c *Cache) apply(m map[string]Registration, e jetstream.KeyValueEntry) {
-	key := e.Key()
+// decode returns the record an update puts, or nil for a delete, an
+// expiry or an invalid record (logged), which all remove the key.
+func (c *Cache) decode(e jetstream.KeyValueEntry) *Registration {
 	if e.Operation() != jetstream.KeyValuePut {
-		delete(m, key)
-		return
+		return nil
 	}
-	rec, err := c.reg.codec.Decode(key, e.Value())
+	rec, err := c.reg.codec.Decode(e.Key(), e.Value())
 	if err != nil {
-		delete(m, key)
-		c.log.Warn().Err(err).Str("key", key).Msg("ignoring invalid registration")
-		return
+		c.log.Warn().Err(err).Str("key", e.Key()).Msg("ignoring invalid registration")
+		return nil
 	}
-	m[key] = rec
+	return &rec
+}
+
+// renews reports whether rec is the record s holds for key with only its
+// heartbeat time renewed.
+func (s *snapshot) renews(key string, rec *Registration) bool {
+	alg, i, found := s.find(key)
+	if rec == nil || !found {
+		return false
+	}
+	prev, next := s.byAlg[alg][i], *rec
+	prev.HeartbeatAt, next.HeartbeatAt = time.Time{}, time.Time{}
+	return reflect.DeepEqual(prev, next)
 }
 
 // streamCreated identifies the bucket's current stream by its creation time.

@@ -97,14 +97,9 @@ func (c *Cache) size() (int64, int) {
 // error saying why it cannot be had now (does not compile, too costly,
 // compile still running or too many running).
 func (c *Cache) get(name string, doc []byte) (*schemas.Limited, error) {
-	c.mu.Lock()
-	if el, ok := c.m[string(doc)]; ok {
-		c.lru.MoveToFront(el)
-		e := el.Value.(*schemaEntry)
-		c.mu.Unlock()
+	if e := c.cached(doc); e != nil {
 		return c.wait(e)
 	}
-	c.mu.Unlock()
 
 	e := &schemaEntry{key: string(doc), done: make(chan struct{})}
 	cost, costErr := estimate(doc)
@@ -151,6 +146,27 @@ func (c *Cache) get(name string, doc []byte) (*schemas.Limited, error) {
 		close(e.done)
 	}()
 	return c.waitTimer(e, t)
+}
+
+// cached returns the entry of doc, most recently used now, or nil.
+func (c *Cache) cached(doc []byte) *schemaEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.m[string(doc)]
+	if !ok {
+		return nil
+	}
+	c.lru.MoveToFront(el)
+	return el.Value.(*schemaEntry)
+}
+
+// getFor is get for the schema of kind ("input" or "output") of
+// algorithm, naming it (which allocates) only to compile it.
+func (c *Cache) getFor(algorithm, kind string, doc []byte) (*schemas.Limited, error) {
+	if e := c.cached(doc); e != nil {
+		return c.wait(e)
+	}
+	return c.get(algorithm+"."+kind+".json", doc)
 }
 
 // wait waits up to the compile timeout for e's compile.
@@ -273,17 +289,34 @@ func validationBudget(body []byte) int64 { return 16_384 + 4*int64(len(body)) }
 // schemas.MaxNesting fails whatever the schemas. It returns nil or a 400
 // *protocol.Error with the violations of the first schema tried.
 func (c *Cache) Validate(regs []discovery.Registration, body []byte) *protocol.Error {
-	v, err := decodeJSON(body)
-	if err != nil {
-		return &protocol.Error{Code: protocol.CodeInvalidInput, Message: "malformed JSON: " + err.Error()}
+	// Decoded only when a schema's quick check (schemas.Limited.Quick)
+	// cannot decide alone.
+	var v any
+	decoded := false
+	decode := func() *protocol.Error {
+		if decoded {
+			return nil
+		}
+		var err error
+		if v, err = decodeJSON(body); err != nil {
+			return &protocol.Error{Code: protocol.CodeInvalidInput, Message: "malformed JSON: " + err.Error()}
+		}
+		decoded = true
+		return nil
 	}
 	var first *protocol.Error
 	budget := validationBudget(body)
 	for _, rec := range bySchema(regs, inputSchema) {
-		s, err := c.get(rec.Algorithm+".input.json", rec.InputSchema)
+		s, err := c.getFor(rec.Algorithm, "input", rec.InputSchema)
 		if err != nil {
 			c.warn(rec, "input", rec.InputSchema, err)
+			return decode()
+		}
+		if s.Quick(body) == schemas.Valid {
 			return nil
+		}
+		if perr := decode(); perr != nil {
+			return perr
 		}
 		used, verr := s.Validate(v, budget)
 		budget -= used
@@ -308,7 +341,10 @@ func (c *Cache) Validate(regs []discovery.Registration, body []byte) *protocol.E
 			Msg("input not checked against a registered schema")
 		return nil
 	}
-	return first
+	if first != nil {
+		return first
+	}
+	return decode()
 }
 
 // ValidateOutput checks a successful reply's body against the output
@@ -320,11 +356,22 @@ func (c *Cache) Validate(regs []discovery.Registration, body []byte) *protocol.E
 // 502 *protocol.Error with the violations. An output schema that cannot be
 // had (see get) accepts any JSON; an output too costly to check within
 // validationBudget fails like one that does not match, since nothing else
-// checks it.
+// checks it. What a runner could forge is checked every time: the quick
+// check (schemas.Limited.Quick) only spares decoding a body it proves
+// valid, and a permissive schema ({} or true) still requires JSON.
 func (c *Cache) ValidateOutput(all, regs []discovery.Registration, instance string, body []byte) *protocol.Error {
-	v, err := decodeJSON(body)
-	if err != nil {
-		return &protocol.Error{Code: protocol.CodeBadGateway, Message: "runner replied with a body that is not JSON: " + err.Error()}
+	var v any
+	decoded := false
+	decode := func() *protocol.Error {
+		if decoded {
+			return nil
+		}
+		var err error
+		if v, err = decodeJSON(body); err != nil {
+			return &protocol.Error{Code: protocol.CodeBadGateway, Message: "runner replied with a body that is not JSON: " + err.Error()}
+		}
+		decoded = true
+		return nil
 	}
 	check := regs
 	for i := range all {
@@ -336,10 +383,16 @@ func (c *Cache) ValidateOutput(all, regs []discovery.Registration, instance stri
 	var first *protocol.Error
 	budget := validationBudget(body)
 	for _, rec := range bySchema(check, outputSchema) {
-		s, err := c.get(rec.Algorithm+".output.json", rec.OutputSchema)
+		s, err := c.getFor(rec.Algorithm, "output", rec.OutputSchema)
 		if err != nil {
 			c.warn(rec, "output", rec.OutputSchema, err)
+			return decode()
+		}
+		if s.Quick(body) == schemas.Valid {
 			return nil
+		}
+		if perr := decode(); perr != nil {
+			return perr
 		}
 		used, verr := s.Validate(v, budget)
 		budget -= used
@@ -357,7 +410,10 @@ func (c *Cache) ValidateOutput(all, regs []discovery.Registration, instance stri
 			break
 		}
 	}
-	return first
+	if first != nil {
+		return first
+	}
+	return decode()
 }
 
 func inputSchema(r discovery.Registration) []byte  { return r.InputSchema }

@@ -149,8 +149,8 @@ type Func[In, Out any] func(ctx context.Context, in In) (Out, error)
 // Runner. It is immutable and safe for concurrent use.
 type Algorithm struct {
 	spec   Spec
-	input  *jsonschema.Schema
-	output *jsonschema.Schema
+	input  checker
+	output checker
 	call   func(ctx context.Context, body []byte) (any, error)
 	batch  *batcher // nil unless built by NewBatchAlgorithm
 }
@@ -249,7 +249,7 @@ func compile(spec Spec, nilFunc bool, inType, outType reflect.Type) (*Algorithm,
 		return nil, fmt.Errorf("runner: algorithm %q: %w", spec.Name, err)
 	}
 	spec.setDefaults()
-	return &Algorithm{spec: spec, input: in, output: out}, nil
+	return &Algorithm{spec: spec, input: newChecker(in, spec.InputSchema), output: newChecker(out, spec.OutputSchema)}, nil
 }
 
 // Must panics if err is not nil. It is meant for algorithms whose definition
@@ -281,12 +281,33 @@ func (a *Algorithm) ValidateInput(body []byte) error {
 	return validate(a.input, body)
 }
 
-func validate(s *jsonschema.Schema, body []byte) error {
+// checker is a compiled schema and its quick check (nil when the schema
+// is outside schemas.Quick's subset).
+type checker struct {
+	schema *jsonschema.Schema
+	quick  *schemas.Quick
+}
+
+func newChecker(s *jsonschema.Schema, doc []byte) checker {
+	c := checker{schema: s}
+	if v, err := schemas.DecodeJSON(doc); err == nil {
+		c.quick = schemas.NewQuick(v, s)
+	}
+	return c
+}
+
+// validate checks body against c: in one pass over the bytes when the
+// quick check decides, with the validator of record otherwise, and always
+// with it to say why a body fails.
+func validate(c checker, body []byte) error {
+	if c.quick != nil && c.quick.Check(body) == schemas.Valid {
+		return nil
+	}
 	v, err := schemas.DecodeJSON(body)
 	if err != nil {
 		return &Error{Code: CodeInvalidInput, Message: "malformed JSON: " + err.Error()}
 	}
-	if err := s.Validate(v); err != nil {
+	if err := c.schema.Validate(v); err != nil {
 		return &Error{Code: CodeInvalidInput, Message: "input does not match the schema", Violations: schemas.Violations(err), Err: err}
 	}
 	return nil

@@ -276,13 +276,10 @@ func (e *endpoint) stats() endpointStats {
 
 // counters is stats without the process figures.
 func (e *endpoint) counters() endpointStats {
-	running := e.running.Load()
-	e.mu.Lock()
-	admitted := int64(e.admitted)
-	e.mu.Unlock()
+	l := e.load()
 	s := endpointStats{
-		InFlight:       running,
-		Waiting:        max(0, admitted-running),
+		InFlight:       int64(l.InFlight),
+		Waiting:        int64(l.Waiting),
 		MaxConcurrency: e.alg.spec.MaxConcurrency,
 		MaxPending:     e.alg.spec.MaxPending,
 		Served:         e.served.Load(),

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -225,9 +226,18 @@ func (m *membership) run(ctx context.Context) {
 	}
 }
 
-// forward sends a request that asks for another version (HeaderVersionWanted)
-// to that version's pinned subject, keeping the caller's reply subject, and
-// reports whether it took care of the request.
+// forward relays a request that asks for another version
+// (HeaderVersionWanted) to that version's pinned subject, and reports
+// whether it took care of the request.
+//
+// It relays rather than re-publishes with the caller's reply subject: when
+// the caller is in another account (a runner team's own account in
+// nats.conf), that reply subject is the server's response mapping, which
+// only the instance the server delivered the request to may answer. A
+// relay is admitted like a request (it counts against MaxConcurrency plus
+// MaxPending, and a drain waits for it) but takes no worker: it waits on
+// its own goroutine for the pinned instance's answer and passes it on,
+// headers and body as they are.
 func (e *endpoint) forward(m *nats.Msg, cache *liveView) bool {
 	want := m.Header.Get(protocol.HeaderVersionWanted)
 	spec := e.alg.spec
@@ -243,13 +253,69 @@ func (e *endpoint) forward(m *nats.Msg, cache *liveView) bool {
 			}
 		}
 	}
+	now := time.Now()
 	if !live {
-		e.replyError(m.Reply, m.Header, time.Now(), &Error{Code: CodeNotFound, Message: fmt.Sprintf("%s version %q has no live instance", spec.Name, want), NotStarted: true})
+		e.replyError(m.Reply, m.Header, now, notLive(spec.Name, want))
 		return true
 	}
-	fwd := &nats.Msg{Subject: discovery.PinnedSubject(spec.Name, want), Reply: m.Reply, Header: m.Header, Data: m.Data}
-	if err := e.nc.PublishMsg(fwd); err != nil {
-		e.replyError(m.Reply, m.Header, time.Now(), &Error{Code: CodeUnavailable, Message: "forwarding to the version asked for failed", NotStarted: true})
+	deadline, ok, err := callerDeadline(m.Header, now)
+	if err != nil {
+		e.replyError(m.Reply, m.Header, now, &Error{Code: CodeInvalidInput, Message: err.Error(), NotStarted: true})
+		return true
 	}
+	if !ok || deadline.After(now.Add(RelayTimeout)) {
+		deadline = now.Add(RelayTimeout)
+	}
+	e.mu.Lock()
+	switch {
+	case e.closed:
+		e.mu.Unlock()
+		e.replyError(m.Reply, m.Header, now, &Error{Code: CodeUnavailable, Message: "draining: runner is shutting down", NotStarted: true})
+		return true
+	case e.admitted >= e.limit:
+		e.mu.Unlock()
+		e.overloaded.Add(1)
+		e.replyError(m.Reply, m.Header, now, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("overloaded: %d requests running and %d waiting", spec.MaxConcurrency, spec.MaxPending), NotStarted: true})
+		return true
+	}
+	e.admitted++
+	e.mu.Unlock()
+	go func() {
+		defer e.done()
+		e.relay(m, discovery.PinnedSubject(spec.Name, want), now, deadline)
+	}()
 	return true
+}
+
+// RelayTimeout is the longest a runner waits for the version a request asked
+// for (Pnp-Version) to answer, when the caller set no earlier deadline. It
+// matches the RESPONSE_WINDOW of nats.conf: an answer later than that could
+// not be passed on.
+const RelayTimeout = 2 * time.Minute
+
+// relay sends m to subject as a request and answers m with what comes back.
+func (e *endpoint) relay(m *nats.Msg, subject string, received, deadline time.Time) {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	resp, err := e.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject, Header: m.Header, Data: m.Data})
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		// Gone since discovery last listed it: nothing was started.
+		e.replyError(m.Reply, m.Header, received, notLive(e.alg.spec.Name, m.Header.Get(protocol.HeaderVersionWanted)))
+		return
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
+		e.replyError(m.Reply, m.Header, received, &Error{Code: CodeDeadline, Message: "the version asked for did not answer in time"})
+		return
+	case err != nil:
+		e.replyError(m.Reply, m.Header, received, &Error{Code: CodeUnavailable, Message: "relaying to the version asked for failed", Err: err})
+		return
+	}
+	if err := e.nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: resp.Header, Data: resp.Data}); err != nil {
+		e.log.Warn().Err(err).Str("subject", subject).Msg("passing on the answer of the version asked for")
+	}
+}
+
+// notLive is the answer to a request for a version with no live instance.
+func notLive(alg, version string) *Error {
+	return &Error{Code: CodeNotFound, Message: fmt.Sprintf("%s version %q has no live instance", alg, version), NotStarted: true}
 }

@@ -167,12 +167,9 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		for _, e := range eps {
 			f := figuresOf(by, e.alg.spec.Name)
 			f.addCounts(e)
-			running := e.running.Load()
-			e.mu.Lock()
-			admitted := int64(e.admitted)
-			e.mu.Unlock()
-			f.inFlight += float64(running)
-			f.waiting += float64(max(0, admitted-running))
+			l := e.load()
+			f.inFlight += float64(l.InFlight)
+			f.waiting += float64(l.Waiting)
 			f.concurrent += float64(e.alg.spec.MaxConcurrency)
 		}
 	}

@@ -56,12 +56,22 @@ type options struct {
 // Default: "$JS.API".
 func WithJetStreamAPIPrefix(prefix string) Option {
 	return func(o *options) error {
-		if prefix == "" || strings.ContainsAny(prefix, " \t\r\n*>") || strings.HasPrefix(prefix, ".") || strings.HasSuffix(prefix, ".") {
-			return fmt.Errorf("JetStream API prefix %q is not a subject prefix", prefix)
+		if err := CheckJetStreamAPIPrefix(prefix); err != nil {
+			return err
 		}
 		o.jsAPIPrefix = prefix
 		return nil
 	}
+}
+
+// CheckJetStreamAPIPrefix reports whether prefix can be a JetStream API
+// prefix (WithJetStreamAPIPrefix): a non-empty subject without wildcards,
+// whitespace, or a leading or trailing dot.
+func CheckJetStreamAPIPrefix(prefix string) error {
+	if prefix == "" || strings.ContainsAny(prefix, " \t\r\n*>") || strings.HasPrefix(prefix, ".") || strings.HasSuffix(prefix, ".") {
+		return fmt.Errorf("JetStream API prefix %q is not a subject prefix", prefix)
+	}
+	return nil
 }
 
 // WithJetStreamDomain makes the runner reach the JetStream of domain (the
@@ -75,6 +85,16 @@ func WithJetStreamDomain(domain string) Option {
 		o.jsAPIPrefix = "$JS." + domain + ".API"
 		return nil
 	}
+}
+
+// keyPutPrefix is what the runner's key-value puts go under: nothing on
+// the account's own JetStream, the API prefix and a dot on another's (the
+// jetstream client puts under the API prefix when it has one).
+func (r *Runner) keyPutPrefix() string {
+	if r.opts.jsAPIPrefix == "" || r.opts.jsAPIPrefix == "$JS.API" {
+		return ""
+	}
+	return r.opts.jsAPIPrefix + "."
 }
 
 // jetStream is the runner's JetStream context, through the configured
@@ -293,7 +313,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		stopWatching()
 		return fmt.Errorf("runner: %w", err)
 	}
-	cache := newLiveView(r.nc, reg, names, log)
+	cache := newLiveView(r.nc, reg, names, r.keyPutPrefix(), log)
 	var watchWG sync.WaitGroup
 	watchWG.Add(2)
 	go func() { defer watchWG.Done(); table.run(watchCtx) }()

@@ -199,6 +199,10 @@ type liveView struct {
 	reg  *discovery.Registry
 	algs []string
 	log  zerolog.Logger
+	// putPrefix is what the runner's connection puts keys under: "" for
+	// its account's own JetStream, "<API prefix>." when it reaches another
+	// account's (WithJetStreamAPIPrefix).
+	putPrefix string
 
 	keysMu sync.Mutex
 	// gone holds keys whose delete was seen on the key's subject, fresh
@@ -213,8 +217,8 @@ type liveView struct {
 // subject may have been, for the read to be trusted to include it.
 const freshMargin = time.Second
 
-func newLiveView(nc *nats.Conn, reg *discovery.Registry, algs []string, log zerolog.Logger) *liveView {
-	return &liveView{view: newView[[]discovery.Registration](), nc: nc, reg: reg, algs: algs, log: log,
+func newLiveView(nc *nats.Conn, reg *discovery.Registry, algs []string, putPrefix string, log zerolog.Logger) *liveView {
+	return &liveView{view: newView[[]discovery.Registration](), nc: nc, reg: reg, algs: algs, putPrefix: putPrefix, log: log,
 		gone: map[string]time.Time{}, fresh: map[string]time.Time{}}
 }
 
@@ -227,9 +231,13 @@ func (v *liveView) Lookup(alg string) []discovery.Registration {
 
 // run reads the live instances every TTL/livePollDivisor until ctx ends,
 // and applies the registrations and deregistrations of the algorithms seen
-// on their keys' subjects in between.
+// on their keys' subjects in between. Those are the subjects the runners
+// of the algorithms put on: under the API prefix when they reach another
+// account's JetStream, where the puts are seen in their own account
+// before they cross (what an operator puts by hand in the other account
+// shows at the next read).
 func (v *liveView) run(ctx context.Context) {
-	prefix := "$KV." + v.reg.KeyValue().Bucket() + "."
+	prefix := v.putPrefix + "$KV." + v.reg.KeyValue().Bucket() + "."
 	for _, alg := range v.algs {
 		sub, err := v.nc.Subscribe(prefix+alg+".*", func(m *nats.Msg) { v.seen(strings.TrimPrefix(m.Subject, prefix), m) })
 		if err != nil {

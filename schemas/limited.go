@@ -40,6 +40,11 @@ type Limited struct {
 	// count nor the lock.
 	plain    *jsonschema.Schema
 	perValue int64
+
+	// quick decides most documents from their bytes, with no decoding
+	// and no count: its work is linear in the document's size and the
+	// schema's, since the schemas it covers cannot recurse.
+	quick *Quick
 }
 
 // plainExpansion is the most schemas per value of a schema checked
@@ -89,7 +94,11 @@ func CompileLimited(name string, schema []byte) (*Limited, error) {
 		return nil, err
 	}
 	l := &Limited{schema: s, count: count}
-	if doc, err := DecodeJSON(schema); err == nil && EstimateCost(doc, len(schema)).Memory() <= plainMemory {
+	doc, err := DecodeJSON(schema)
+	if err == nil {
+		l.quick = NewQuick(doc, s)
+	}
+	if err == nil && EstimateCost(doc, len(schema)).Memory() <= plainMemory {
 		if n := treeExpansion(doc); n <= plainExpansion {
 			if l.plain, err = CompileBytes(name, schema); err != nil {
 				return nil, err
@@ -103,6 +112,16 @@ func CompileLimited(name string, schema []byte) (*Limited, error) {
 // CompiledTwice reports whether the schema is held twice, with and
 // without counting, so that its memory is twice its estimate.
 func (l *Limited) CompiledTwice() bool { return l.plain != nil }
+
+// Quick decides data from its bytes when the schema is within Quick's
+// subset and the document within what Quick decides (see Quick.Check),
+// and says Unsure otherwise. Its verdicts are Validate's.
+func (l *Limited) Quick(data []byte) Verdict {
+	if l.quick == nil {
+		return Unsure
+	}
+	return l.quick.Check(data)
+}
 
 // Validate checks v (as DecodeJSON returns it) spending at most limit
 // units: one per schema evaluated and per subschema it applies directly,

@@ -65,8 +65,9 @@ type result struct {
 
 // lifetime starts the process, waits for its hello, serves its algorithms
 // with a runner until the process exits or ctx ends, and returns why it
-// stopped.
-func (w *Worker) lifetime(ctx context.Context, log zerolog.Logger) error {
+// stopped. While the runner serves, sl shows it to the scaler and the
+// metrics.
+func (w *Worker) lifetime(ctx context.Context, log zerolog.Logger, sl *slot) error {
 	s := &session{w: w, pending: map[string]*call{}, hello: make(chan inbound, 1), exited: make(chan struct{})}
 	s.logs = newLogBudget(w.cfg.LogRate, w.cfg.LogBurst, func(n int) {
 		s.lg().Warn().Int("suppressed", n).Msg("worker log lines suppressed: over the worker's log rate")
@@ -138,6 +139,8 @@ func (w *Worker) lifetime(ctx context.Context, log zerolog.Logger) error {
 	go func() { runErr <- r.Run(runCtx) }()
 	select {
 	case <-r.Started():
+		sl.serving.Store(r)
+		defer sl.serving.Store(nil)
 		s.lg().Info().Msg("worker serving")
 		w.markServing(algs)
 	case err := <-runErr:

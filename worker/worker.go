@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -57,8 +58,41 @@ type Config struct {
 	// PNP_MAX_PAYLOAD.
 	Env []string
 	// Procs is how many processes of Command run side by side, each its
-	// own instance in discovery. Default 1.
+	// own instance in discovery. Default 1. With MaxProcs above it, it is
+	// the least number of processes.
 	Procs int
+	// MaxProcs, when above Procs, lets the number of processes follow the
+	// load between Procs and MaxProcs (docs/WORKER.md, "Scaling"): every
+	// ScaleInterval the worker reads each process's load, adds a process
+	// when, on two looks in a row, every process is busy with an
+	// algorithm and requests for it wait (admitted by a runner, refused
+	// as overloaded, or waiting in JOBS per Backlog), and drains and stops
+	// the process idle longest once every look for ScaleIdle found one
+	// with nothing to do and nothing waiting. While one process has room
+	// and jobs wait in another, the jobs beyond each process's share are
+	// handed back to the controller (runner.Runner.HandBack) so that the
+	// process with room gets some. Zero: Procs, fixed, and nothing is
+	// read.
+	MaxProcs int
+	// ScaleIdle is how long there must have been a process with nothing
+	// to do, at every look and with nothing waiting, before one is drained
+	// and stopped, never below Procs processes. Default DefaultScaleIdle.
+	ScaleIdle time.Duration
+	// ScaleInterval is how often the load is read. Default
+	// DefaultScaleInterval.
+	ScaleInterval time.Duration
+	// Backlog, when set, reports how many jobs wait for an algorithm
+	// before any runner has them (in JOBS, not yet delivered to a
+	// controller); the scaler calls it only when every process serving
+	// the algorithm is busy, with a deadline of ScaleInterval (at least
+	// a second). After an error it is not called again for that algorithm
+	// for a minute; the first error is a warning in the log, those that
+	// follow it are logged at debug level until a call succeeds. Nil: the
+	// runners' admission is the only signal.
+	Backlog func(ctx context.Context, algorithm string) (int, error)
+	// Metrics, when set, report the number of processes per algorithm
+	// (pnp_worker_processes). Several Workers may share one.
+	Metrics *Metrics
 	// Logger receives the worker's logs, the process's stderr (one entry
 	// per line, with the algorithm names) and its log messages. The zero
 	// value discards them.
@@ -112,6 +146,15 @@ func (c *Config) setDefaults(nc *nats.Conn) {
 	if c.Procs == 0 {
 		c.Procs = 1
 	}
+	if c.MaxProcs < c.Procs {
+		c.MaxProcs = c.Procs
+	}
+	if c.ScaleIdle == 0 {
+		c.ScaleIdle = DefaultScaleIdle
+	}
+	if c.ScaleInterval == 0 {
+		c.ScaleInterval = DefaultScaleInterval
+	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
@@ -159,6 +202,7 @@ func (c Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"handshake timeout": c.HandshakeTimeout, "cancel grace": c.CancelGrace, "stop timeout": c.StopTimeout,
 		"min backoff": c.MinBackoff, "max backoff": c.MaxBackoff, "stable after": c.StableAfter,
+		"scale idle": c.ScaleIdle, "scale interval": c.ScaleInterval,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %s is negative", name, d))
@@ -166,6 +210,11 @@ func (c Config) Validate() error {
 	}
 	if c.MinBackoff > 0 && c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff {
 		errs = append(errs, fmt.Errorf("min backoff %s exceeds max backoff %s", c.MinBackoff, c.MaxBackoff))
+	}
+	if c.MaxProcs < 0 {
+		errs = append(errs, fmt.Errorf("max procs %d is negative", c.MaxProcs))
+	} else if c.MaxProcs > 0 && c.MaxProcs < max(c.Procs, 1) {
+		errs = append(errs, fmt.Errorf("max procs %d is below procs %d", c.MaxProcs, max(c.Procs, 1)))
 	}
 	if c.Procs < 0 || c.MaxLine < 0 || c.LogRate < 0 || c.LogBurst < 0 || c.MaxLogLine < 0 || c.MaxInputDepth < 0 || c.MaxInputNumber < 0 {
 		errs = append(errs, errors.New("procs, max input depth, max input number, log rate, log burst, max log line and max line must not be negative"))
@@ -176,9 +225,10 @@ func (c Config) Validate() error {
 // Worker runs and supervises the processes of one command. Create it with
 // New and call Run once.
 type Worker struct {
-	nc  *nats.Conn
-	cfg Config
-	log zerolog.Logger
+	nc   *nats.Conn
+	cfg  Config
+	log  zerolog.Logger
+	pool atomic.Pointer[pool] // the processes, once Run started them
 
 	servingOnce sync.Once
 	serving     chan struct{} // closed once a process serves
@@ -230,31 +280,36 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 
 // Run starts Procs processes and keeps them serving until ctx is cancelled;
 // then each runner deregisters and drains, each process's stdin is closed
-// so that it exits, and Run returns nil. A process that fails, however
-// often, is restarted with backoff: Run never returns because of a worker,
-// so whatever runs beside it (NATS, a controller, other runners) keeps
-// running.
+// so that it exits, and Run returns nil. With MaxProcs above Procs, the
+// number of processes follows the load in between (see Config.MaxProcs).
+// A process that fails, however often, is restarted with backoff: Run
+// never returns because of a worker, so whatever runs beside it (NATS, a
+// controller, other runners) keeps running.
 func (w *Worker) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for slot := range w.cfg.Procs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.supervise(ctx, slot)
-		}()
+	p := newPool(ctx, w)
+	w.pool.Store(p)
+	if w.cfg.Metrics != nil {
+		w.cfg.Metrics.attach(p)
+		defer w.cfg.Metrics.detach(p)
 	}
-	wg.Wait()
+	for range w.cfg.Procs {
+		p.add()
+	}
+	if w.cfg.MaxProcs > w.cfg.Procs {
+		p.scale(ctx)
+	}
+	p.wg.Wait()
 	return nil
 }
 
-// supervise runs one process slot until ctx ends: start, serve, and
+// supervise runs one process slot until its ctx ends: start, serve, and
 // restart with capped exponential backoff, logging each restart.
-func (w *Worker) supervise(ctx context.Context, slot int) {
-	log := w.log.With().Int("proc", slot).Logger()
+func (w *Worker) supervise(ctx context.Context, s *slot) {
+	log := s.logger(w.log)
 	failures := 0
 	for {
 		started := time.Now()
-		err := w.lifetime(ctx, log)
+		err := w.lifetime(ctx, log, s)
 		if ctx.Err() != nil {
 			return
 		}

@@ -77,29 +77,7 @@ func sdkCommand(t *testing.T, module string) []string {
 // startWorker runs a worker until the test ends and returns its logs.
 func startWorker(t *testing.T, nc *nats.Conn, cfg worker.Config) *logBuffer {
 	t.Helper()
-	logs := &logBuffer{}
-	cfg.Logger = zerolog.New(logs).Level(zerolog.DebugLevel)
-	w, err := worker.New(nc, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("worker: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("worker did not stop within 30s")
-		}
-		if t.Failed() {
-			t.Logf("worker logs:\n%s", logs.String())
-		}
-	})
+	_, logs := runWorker(t, nc, cfg)
 	return logs
 }
 
@@ -139,21 +117,27 @@ func pid(t *testing.T, nc *nats.Conn) int {
 
 func lookup(t *testing.T, nc *nats.Conn, alg string) []discovery.Registration {
 	t.Helper()
-	js, err := jetstream.New(nc)
+	recs, err := lookupErr(t, nc, alg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return recs
+}
+
+// lookupErr returns the live registrations of alg, or why it could not.
+func lookupErr(t *testing.T, nc *nats.Conn, alg string) ([]discovery.Registration, error) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	reg, err := discovery.Open(ctx, js, discovery.Config{})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	recs, err := reg.Lookup(ctx, alg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return recs
+	return reg.Lookup(ctx, alg)
 }
 
 // A module in the original convention is served: schemas from type hints,

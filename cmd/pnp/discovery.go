@@ -22,16 +22,17 @@ import (
 	"pnpworker/rollout"
 )
 
-// registryFor connects and opens (or provisions) the discovery registry.
-func registryFor(ctx context.Context, nf *natsFlags, log zerolog.Logger, provision bool, cfg discovery.Config) (*nats.Conn, *discovery.Registry, error) {
-	if err := nf.check(); err != nil {
+// registryFor connects and opens (or provisions) the discovery registry,
+// through JetStream under jf's prefix or in nf's domain.
+func registryFor(ctx context.Context, nf *natsFlags, jf *jsPrefixFlag, log zerolog.Logger, provision bool, cfg discovery.Config) (*nats.Conn, *discovery.Registry, error) {
+	if err := errors.Join(nf.check(), jf.check(nf)); err != nil {
 		return nil, nil, err
 	}
 	nc, err := nf.connect("pnp", log)
 	if err != nil {
 		return nil, nil, err
 	}
-	js, err := nf.jetStream(nc)
+	js, err := jf.jetStream(nc, nf)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err
@@ -99,7 +100,7 @@ func cmdDiscovery(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	nc, reg, err := registryFor(ctx, &nf, log, sub == "provision", cfg)
+	nc, reg, err := registryFor(ctx, &nf, &jsPrefixFlag{}, log, sub == "provision", cfg)
 	if err != nil {
 		return err
 	}
@@ -243,7 +244,7 @@ func cmdAlgorithms(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	nc, reg, err := registryFor(ctx, &nf, log, false, discovery.Config{})
+	nc, reg, err := registryFor(ctx, &nf, &jsPrefixFlag{}, log, false, discovery.Config{})
 	if err != nil {
 		return err
 	}

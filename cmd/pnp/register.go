@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,9 +23,14 @@ func cmdRegister(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		lf     logFlags
 		record = fs.String("record", "", "registration record, JSON per schemas/registration.json (started_at and heartbeat_at may be left out)")
 	)
+	var jf jsPrefixFlag
 	nf.register(fs)
 	lf.register(fs)
+	jf.register(fs)
 	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if err := errors.Join(nf.check(), jf.check(&nf)); err != nil {
 		return err
 	}
 	if *record == "" {
@@ -45,7 +51,7 @@ func cmdRegister(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	nc, reg, err := registryFor(ctx, &nf, log, false, discovery.Config{})
+	nc, reg, err := registryFor(ctx, &nf, &jf, log, false, discovery.Config{})
 	if err != nil {
 		return err
 	}

@@ -12,10 +12,11 @@ import (
 	"pnpworker/discovery"
 	"pnpworker/internal/imagefetch"
 	"pnpworker/runner"
+	"pnpworker/worker"
 )
 
 func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("runner", "pnp runner [--server URL] [--algorithms a,b|none] [--worker CMD]... [flags]", stdout)
+	fs := newFlagSet("runner", "pnp runner [--server URL] [--algorithms a,b|none] [--worker CMD]... [--worker-procs N|MIN:MAX] [flags]", stdout)
 	var (
 		nf     natsFlags
 		lf     logFlags
@@ -28,9 +29,11 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		imf imageFlags
 		wf  workerFlags
 		mf  metricsFlag
+		jf  jsPrefixFlag
 	)
 	wf.register(fs)
 	nf.register(fs)
+	jf.register(fs)
 	lf.register(fs)
 	mf.register(fs)
 	imf.register(fs)
@@ -57,6 +60,9 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := errors.Join(wf.check(), nf.check()); err != nil {
 		return err
 	}
+	if err := jf.check(&nf); err != nil {
+		return err
+	}
 	chosen, _ := chooseBuiltins(algs, algoConfig{})
 	if len(chosen) == 0 && len(wf.commands) == 0 {
 		return fmt.Errorf("%w: --algorithms none and no --worker: nothing to serve", errUsage)
@@ -68,10 +74,11 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		runner.WithDrainTimeout(*drain),
 		runner.WithDiscovery(discovery.Config{}),
 	}
-	opts = append(opts, nf.runnerOptions()...)
+	opts = append(opts, jf.runnerOptions(&nf)...)
 	if noProv {
 		opts = append(opts, runner.WithoutProvisioning())
 	}
+	var deps workerDeps
 	if mf.addr != "" {
 		// The built-in runner and every worker's runner (made anew at each
 		// restart of its process) report into one set of runner metrics.
@@ -81,6 +88,9 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		opts = append(opts, runner.WithSharedMetrics(m))
+		if deps.metrics, err = worker.NewMetrics(reg); err != nil {
+			return err
+		}
 		stop, err := serveMetricsReady(ctx, mf.addr, reg, ready.check, log)
 		if err != nil {
 			return err
@@ -94,8 +104,8 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer nc.Close()
 	ready.nc.Store(nc)
 	// obj:// image URLs are read over this very connection, with the
-	// runner's own permissions.
-	js, err := nf.jetStream(nc)
+	// runner's own permissions (and its account's JetStream prefix).
+	js, err := jf.jetStream(nc, &nf)
 	if err != nil {
 		return err
 	}
@@ -107,7 +117,10 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	workers, err := wf.build(nc, log, opts...)
+	// With --worker-procs MIN:MAX the workers read the JOBS backlog of
+	// their algorithms through it too, when the runner's user may.
+	deps.js = js
+	workers, err := wf.build(nc, deps, log, opts...)
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,7 @@ import (
 	"pnpworker/jobs"
 	"pnpworker/rollout"
 	"pnpworker/runner"
+	"pnpworker/worker"
 )
 
 func defaultDataDir() string {
@@ -42,7 +43,7 @@ func defaultDataDir() string {
 }
 
 func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("up", "pnp up [--listen 127.0.0.1:4222] [--data DIR] [flags]", stdout)
+	fs := newFlagSet("up", "pnp up [--listen 127.0.0.1:4222] [--data DIR] [--worker CMD]... [--worker-procs N|MIN:MAX] [flags]", stdout)
 	var (
 		lf     logFlags
 		listen = fs.String("listen", env("PNP_LISTEN", "127.0.0.1:4222"), "address the embedded NATS server listens on (env PNP_LISTEN)")
@@ -178,7 +179,11 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	workers, err := wf.build(nc, log, runner.WithSharedMetrics(runnerMetrics))
+	workerMetrics, err := worker.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	workers, err := wf.build(nc, workerDeps{js: js, metrics: workerMetrics}, log, runner.WithSharedMetrics(runnerMetrics))
 	if err != nil {
 		return err
 	}
@@ -271,7 +276,7 @@ hellos:
 			break hellos
 		}
 	}
-	printBanner(stdout, banner{url: url, data: *data, images: imagesURL, http: httpURL, monitor: monitorURL, leaf: tf.leafURL(srv), domain: tf.domain, demo: demo, pnp: pnpCommand(), algs: served, starting: starting})
+	printBanner(stdout, banner{url: url, data: *data, images: imagesURL, http: httpURL, monitor: monitorURL, leaf: tf.leafURL(srv), domain: tf.domain, demo: demo, pnp: pnpCommand(), algs: served, starting: starting, workers: wf.shown()})
 	// The first part to stop stops the others.
 	err = <-errc
 	running--
@@ -371,6 +376,7 @@ type banner struct {
 	pnp       string            // how to spell pnp: "pnp" or "go run ./cmd/pnp"
 	algs      []*runner.Algorithm
 	starting  []string // worker commands that had not said hello yet
+	workers   string   // how many processes of each --worker command run, or "" with none
 }
 
 // printBanner prints the banner: every command in it works as typed
@@ -404,6 +410,9 @@ pnp is up
 	}
 	if b.monitor != "" {
 		fmt.Fprintf(w, "  monitor   %s/jsz?acc=$G&consumers=true&config=true   (NATS monitoring; KEDA account \"$G\")\n", b.monitor)
+	}
+	if b.workers != "" {
+		fmt.Fprintf(w, "  workers   %s\n", b.workers)
 	}
 	for _, c := range b.starting {
 		fmt.Fprintf(w, "  starting  worker %s (no hello yet: its algorithms are served once it says hello; the log says why if it fails)\n", c)

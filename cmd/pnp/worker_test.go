@@ -54,6 +54,9 @@ func TestRunnerServesWorkers(t *testing.T) {
 	if got := f.Value(t, "pnp_runner_max_concurrency", "algorithm=shout"); got != 2 {
 		t.Errorf("max_concurrency{shout} = %g, want 2 (two processes of 1)", got)
 	}
+	if got := f.Value(t, "pnp_worker_processes", "algorithm=shout"); got != 2 {
+		t.Errorf("pnp_worker_processes{shout} = %g, want 2", got)
+	}
 	if code := r.stop(t); code != 0 {
 		t.Errorf("exit %d after cancellation\nstderr:\n%s", code, r.stderr.String())
 	}

@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"pnpworker/controller"
+	"pnpworker/discovery"
 	"pnpworker/jobs"
 	"pnpworker/runner"
 	"pnpworker/worker"
@@ -496,12 +498,38 @@ func natsUsers(t *testing.T) (map[string]*server.User, []string) {
 	return users, vars
 }
 
+// discoveryStream is the stream of the discovery bucket.
+const discoveryStream = "KV_" + discovery.Bucket
+
+// mayPublish reports whether nats.conf lets u publish the literal subject.
+func mayPublish(u *server.User, subject string) bool {
+	p := u.Permissions
+	if p == nil || p.Publish == nil {
+		return true
+	}
+	allowed := p.Publish.Allow == nil
+	for _, a := range p.Publish.Allow {
+		allowed = allowed || server.SubjectsCollide(a, subject)
+	}
+	for _, d := range p.Publish.Deny {
+		allowed = allowed && !server.SubjectsCollide(d, subject)
+	}
+	return allowed
+}
+
 // TestProcessesUseTheirRoles: every pnp process connects as a user of
 // nats.conf, with that user's password variable from Secret
-// pnp-nats-passwords and its private inbox prefix, and every runner serves
-// only algorithms its user may serve.
+// pnp-nats-passwords and its private inbox prefix, reaches JetStream under
+// the API prefix of its account (runner teams, in accounts of their own,
+// through the streams' account's import), and every runner serves only
+// algorithms its user may serve.
 func TestProcessesUseTheirRoles(t *testing.T) {
 	users, _ := natsUsers(t)
+	c := users["controller"]
+	if c == nil || c.Account == nil {
+		t.Fatal("nats.conf has no user controller in an account")
+	}
+	streams := c.Account.Name
 	_, objs := loadBase(t)
 	for _, o := range objs {
 		ps := o.PodSpec()
@@ -525,6 +553,17 @@ func TestProcessesUseTheirRoles(t *testing.T) {
 		}
 		if got := env["NATS_INBOX_PREFIX"].Value; got != "_INBOX_"+user {
 			t.Errorf("%s: NATS_INBOX_PREFIX %q, want _INBOX_%s", o, got, user)
+		}
+		// A runner team's account has no JetStream of its own and reaches
+		// the streams' account's under the prefix it imports it with; a
+		// user of the streams' account uses $JS.API. Binding to discovery
+		// is the first JetStream request of every pnp process.
+		prefix := env["NATS_JS_API_PREFIX"].Value
+		switch api := cmp.Or(prefix, "$JS.API"); {
+		case (prefix == "") != (u.Account.Name == streams):
+			t.Errorf("%s: user %s of account %s with NATS_JS_API_PREFIX %q: want a prefix exactly outside account %s, which holds the streams", o, user, u.Account.Name, prefix, streams)
+		case !mayPublish(u, api+".STREAM.INFO."+discoveryStream):
+			t.Errorf("%s: NATS_JS_API_PREFIX %q: user %s may not publish %s.STREAM.INFO.%s, so it cannot bind to discovery", o, prefix, user, api, discoveryStream)
 		}
 		if c.Args[0] != "runner" {
 			continue

@@ -273,6 +273,32 @@ func BenchmarkSchemaWork(b *testing.B) {
 			<-done
 		}
 	})
+	// What the runner does instead: the input and the output checked
+	// from their bytes (schemas.Quick), the input decoded once, into
+	// the typed value; the hand-written responder's way for comparison.
+	quickIn, quickOut := quickOf(b, InputSchema), quickOf(b, OutputSchema)
+	b.Run("typed-input/decode-validate-unmarshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			work()
+			var in Input
+			if err := json.Unmarshal(body, &in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("typed-input/quick-unmarshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if quickIn.Check(body) != schemas.Valid || quickOut.Check(out) != schemas.Valid {
+				b.Fatal("not valid")
+			}
+			var in Input
+			if err := json.Unmarshal(body, &in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("empty-goroutine-per-request", func(b *testing.B) {
 		done := make(chan struct{})
 		for b.Loop() {
@@ -313,4 +339,21 @@ func TestRunWithMetrics(t *testing.T) {
 	if !strings.Contains(text.String(), "with/without") {
 		t.Errorf("text report lacks the metrics comparison:\n%s", text.String())
 	}
+}
+
+func quickOf(b *testing.B, schema string) *schemas.Quick {
+	b.Helper()
+	doc, err := schemas.DecodeJSON([]byte(schema))
+	if err != nil {
+		b.Fatal(err)
+	}
+	compiled, err := schemas.CompileBytes("bench.json", []byte(schema))
+	if err != nil {
+		b.Fatal(err)
+	}
+	q := schemas.NewQuick(doc, compiled)
+	if q == nil {
+		b.Fatal("no quick check for the schema")
+	}
+	return q
 }

@@ -1,0 +1,5 @@
+//go:build !race
+
+package replycheck
+
+const raceEnabled = false
