@@ -256,6 +256,7 @@ var pnpWithSubcommands = map[string][]string{
 	"dead":      {"ls", "replay"},
 	"jobs":      {"ls"},
 	"route":     {"set", "show", "promote", "clear", "report"},
+	"schedule":  {"add", "ls", "rm"},
 }
 
 // checkPnp checks a pnp command line: the command exists and its flags
