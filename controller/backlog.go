@@ -1,16 +1,17 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"pnpworker/discovery"
+	"pnpworker/jobs"
 )
 
 // An algorithm's durable consumer on JOBS, ConsumerName(algorithm), is what
@@ -32,23 +33,35 @@ import (
 // deliver subject is not checked against its creator's permissions), and
 // the controller is the one role that already owns these consumers'
 // settings, so the work is the controller's.
+//
+// Jobs of priority high and low wait on subjects and consumers of their own
+// (jobs.PriorityConsumerName), which are tended the same way, each on its
+// own jobs; a kept algorithm keeps all three, since its ScaledObject reads
+// all three.
 
 // backlogPeriod is how often a controller tends the consumers of JOBS:
 // how long after its first job an algorithm's backlog may take to become
 // visible. A variable so tests can shorten it.
 var backlogPeriod = 5 * time.Second
 
-// inactiveThreshold is the inactive threshold alg's consumer should have
-// now: none while jobs wait for it or when it is kept, else
-// ConsumerInactiveThreshold.
-func (c *Controller) inactiveThreshold(alg string) time.Duration {
+// inactiveThreshold is the inactive threshold the consumer of alg's jobs
+// of priority p should have now: none while jobs wait for it or when alg
+// is kept, else ConsumerInactiveThreshold.
+func (c *Controller) inactiveThreshold(alg string, p jobs.Priority) time.Duration {
 	if c.keep[alg] {
 		return 0
 	}
-	if w := c.backlog.Load(); w != nil && (*w)[alg] {
+	if w := c.backlog.Load(); w != nil && (*w)[queue{alg, p}] {
 		return 0
 	}
 	return c.cfg.ConsumerInactiveThreshold
+}
+
+// queue is one algorithm's jobs of one priority: one subject of JOBS and
+// one consumer, jobs.PriorityConsumerName.
+type queue struct {
+	alg string
+	p   jobs.Priority
 }
 
 // tendConsumers runs tendOnce every backlogPeriod until ctx ends, the first
@@ -88,18 +101,19 @@ func (c *Controller) tendConsumers(ctx context.Context) {
 func (c *Controller) tendOnce(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	waiting, err := c.waitingAlgorithms(ctx)
+	waiting, err := c.waitingQueues(ctx)
 	if err != nil {
 		return err
 	}
-	existing := map[string]*jetstream.ConsumerInfo{}
+	existing := map[queue]*jetstream.ConsumerInfo{}
 	l := c.store.Jobs().ListConsumers(ctx)
 	for ci := range l.Info() {
-		if alg, ok := strings.CutPrefix(ci.Name, consumerPrefix); ok {
-			existing[alg] = ci
+		if alg, p, ok := jobs.ConsumerQueue(ci.Name); ok {
+			q := queue{alg, p}
+			existing[q] = ci
 			// Also counts the jobs of subjects too many to list.
 			if ci.NumPending+uint64(ci.NumAckPending) > 0 {
-				waiting[alg] = true
+				waiting[q] = true
 			}
 		}
 	}
@@ -110,40 +124,52 @@ func (c *Controller) tendOnce(ctx context.Context) error {
 	// meanwhile asks for the same threshold.
 	c.backlog.Store(&waiting)
 
-	want := make([]string, 0, len(waiting)+len(c.keep))
-	for alg := range waiting {
-		want = append(want, alg)
+	// A kept algorithm keeps the consumers of all its priorities, which
+	// its autoscaler reads, jobs or not.
+	want := make([]queue, 0, len(waiting)+3*len(c.keep))
+	for q := range waiting {
+		want = append(want, q)
 	}
 	for alg := range c.keep {
-		if !waiting[alg] {
-			want = append(want, alg)
+		for _, p := range jobs.Priorities {
+			if q := (queue{alg, p}); !waiting[q] {
+				want = append(want, q)
+			}
 		}
 	}
-	slices.Sort(want)
+	slices.SortFunc(want, func(a, b queue) int {
+		return cmp.Or(cmp.Compare(a.alg, b.alg), cmp.Compare(a.p, b.p))
+	})
+	// MaxAlgorithms bounds the algorithms with consumers, not the
+	// consumers: each algorithm may have one per priority.
+	algs := map[string]bool{}
+	for q := range existing {
+		algs[q.alg] = true
+	}
 	var errs []error
-	made, over := 0, 0
-	for _, alg := range want {
-		ci, ok := existing[alg]
+	over := 0
+	for _, q := range want {
+		ci, ok := existing[q]
 		if ok && ci.Config.InactiveThreshold == 0 {
 			continue
 		}
-		cfg := c.consumerConfig(alg)
+		cfg := c.consumerConfig(q.alg, q.p)
 		if ok {
 			// Only the threshold changes: the rest stays as the controller
 			// pulling it set it.
 			cfg = ci.Config
 			cfg.InactiveThreshold = 0
-		} else if len(existing)+made >= c.cfg.MaxAlgorithms && !c.keep[alg] {
+		} else if !algs[q.alg] && len(algs) >= c.cfg.MaxAlgorithms && !c.keep[q.alg] {
 			over++
 			continue
 		}
 		if _, err := c.js.CreateOrUpdateConsumer(ctx, JobsStream, cfg); err != nil {
-			errs = append(errs, fmt.Errorf("controller: keep the consumer of %s: %w", alg, err))
+			errs = append(errs, fmt.Errorf("controller: keep the consumer %s: %w", cfg.Durable, err))
 			continue
 		}
 		if !ok {
-			made++
-			c.log.Info().Str("algorithm", alg).Str("consumer", cfg.Durable).Bool("jobs_waiting", waiting[alg]).
+			algs[q.alg] = true
+			c.log.Info().Str("algorithm", q.alg).Str("consumer", cfg.Durable).Bool("jobs_waiting", waiting[q]).
 				Msg("consumer created for an algorithm without a runner; it stays while jobs wait")
 		}
 	}
@@ -155,14 +181,14 @@ func (c *Controller) tendOnce(ctx context.Context) error {
 		c.backlogOver = over
 	}
 	relaxed := 0
-	for alg, ci := range existing {
-		if waiting[alg] || c.keep[alg] || ci.Config.InactiveThreshold != 0 {
+	for q, ci := range existing {
+		if waiting[q] || c.keep[q.alg] || ci.Config.InactiveThreshold != 0 {
 			continue
 		}
 		cfg := ci.Config
 		cfg.InactiveThreshold = c.cfg.ConsumerInactiveThreshold
 		if _, err := c.js.UpdateConsumer(ctx, JobsStream, cfg); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			errs = append(errs, fmt.Errorf("controller: let the consumer of %s expire: %w", alg, err))
+			errs = append(errs, fmt.Errorf("controller: let the consumer %s expire: %w", cfg.Durable, err))
 			continue
 		}
 		relaxed++
@@ -174,11 +200,11 @@ func (c *Controller) tendOnce(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// waitingAlgorithms returns the algorithms with jobs in JOBS, from the
-// stream's subjects; with more subjects than the sweep lists, none (the
-// consumers' own counts still show theirs).
-func (c *Controller) waitingAlgorithms(ctx context.Context) (map[string]bool, error) {
-	waiting := map[string]bool{}
+// waitingQueues returns the algorithms and priorities with jobs in JOBS,
+// from the stream's subjects; with more subjects than the sweep lists,
+// none (the consumers' own counts still show theirs).
+func (c *Controller) waitingQueues(ctx context.Context) (map[queue]bool, error) {
+	waiting := map[queue]bool{}
 	info, err := c.store.Jobs().Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("controller: jobs waiting: %w", err)
@@ -186,13 +212,13 @@ func (c *Controller) waitingAlgorithms(ctx context.Context) (map[string]bool, er
 	if info.State.NumSubjects > sweepMaxSubjects || info.State.Msgs == 0 {
 		return waiting, nil
 	}
-	info, err = c.store.Jobs().Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
+	info, err = c.store.Jobs().Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+">"))
 	if err != nil {
 		return nil, fmt.Errorf("controller: jobs waiting: %w", err)
 	}
 	for subj, n := range info.State.Subjects {
-		if alg := strings.TrimPrefix(subj, JobsSubjectPrefix); n > 0 && discovery.ValidAlgorithmName(alg) {
-			waiting[alg] = true
+		if alg, p := jobs.SubjectAlgorithm(subj); n > 0 && discovery.ValidAlgorithmName(alg) {
+			waiting[queue{alg, p}] = true
 		}
 	}
 	return waiting, nil

@@ -20,13 +20,20 @@ import (
 // nats-jetstream scaler does, with the embedded server's account "$G".
 func readLag(t *testing.T, e *env, alg string) jsz.Reading {
 	t.Helper()
+	return readConsumerLag(t, e, jobs.ConsumerName(alg))
+}
+
+// readConsumerLag reads the lag of the consumer of JOBS named consumer as
+// readLag does.
+func readConsumerLag(t *testing.T, e *env, consumer string) jsz.Reading {
+	t.Helper()
 	u, err := url.Parse(e.srv.MonitorURL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	r, err := jsz.Read(ctx, nil, jsz.Target{Account: "$G", Stream: jobs.JobsStream, Consumer: jobs.ConsumerName(alg)}, u.Host)
+	r, err := jsz.Read(ctx, nil, jsz.Target{Account: "$G", Stream: jobs.JobsStream, Consumer: consumer}, u.Host)
 	if err != nil {
 		t.Fatal(err)
 	}

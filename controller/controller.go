@@ -357,7 +357,12 @@ type Controller struct {
 	// blocks while all of them are busy, which bounds the jobs in flight.
 	// Long-lived workers keep their grown stacks, which matters at tens of
 	// thousands of jobs per second.
-	work  chan *job
+	work chan *job
+	// workHigh and workLow hand jobs of priority high and low; workers
+	// take from the three by jobs.DispatchWeights (priority.go).
+	workHigh, workLow chan *job
+	// prio starts the pullers of high and low jobs (priority.go).
+	prio  *priorityWatch
 	batch int
 	// epoch changes at every disconnect and reconnect, so a job whose
 	// request spanned one can tell that its timeout was not the runner's
@@ -385,10 +390,10 @@ type Controller struct {
 	marked   map[string]bool
 	// keep is Config.KeepConsumers as a set, read-only after New.
 	keep map[string]bool
-	// backlog is the set of algorithms with jobs in JOBS as the last
-	// tendOnce saw them (map[string]bool, replaced whole); backlogOver,
+	// backlog is the set of algorithms and priorities with jobs in JOBS
+	// as the last tendOnce saw them (replaced whole); backlogOver,
 	// tendOnce's own, is how many of them it left without a consumer.
-	backlog     atomic.Pointer[map[string]bool]
+	backlog     atomic.Pointer[map[queue]bool]
 	backlogOver int
 
 	workers sync.WaitGroup
@@ -417,16 +422,19 @@ func New(nc *nats.Conn, cfg Config) (*Controller, error) {
 	}
 	log := cfg.Logger.With().Str("controller", cfg.Instance).Logger()
 	c := &Controller{
-		nc:      nc,
-		js:      js,
-		cfg:     cfg,
-		log:     log,
-		schemas: replycheck.NewCache(log, cfg.SchemaCacheBytes, cfg.SchemaCompileTimeout),
-		work:    make(chan *job),
-		batch:   cfg.MaxInFlight,
-		ready:   make(chan struct{}),
-		held:    map[*job]struct{}{},
-		keep:    map[string]bool{},
+		nc:       nc,
+		js:       js,
+		cfg:      cfg,
+		log:      log,
+		schemas:  replycheck.NewCache(log, cfg.SchemaCacheBytes, cfg.SchemaCompileTimeout),
+		work:     make(chan *job),
+		workHigh: make(chan *job),
+		workLow:  make(chan *job),
+		prio:     newPriorityWatch(),
+		batch:    cfg.MaxInFlight,
+		ready:    make(chan struct{}),
+		held:     map[*job]struct{}{},
+		keep:     map[string]bool{},
 	}
 	for _, alg := range cfg.KeepConsumers {
 		c.keep[alg] = true
@@ -496,7 +504,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}()
 	c.cache = store.Registry().NewCache(c.log)
 	c.routes = rollout.NewTable(c.js, c.cfg.Routes, c.log)
-	bg.Add(4)
+	bg.Add(5)
 	go func() {
 		defer bg.Done()
 		_ = c.cache.Run(bgCtx)
@@ -504,6 +512,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	go func() {
 		defer bg.Done()
 		c.cancels.run(bgCtx, c)
+	}()
+	go func() {
+		defer bg.Done()
+		c.watchPriorities(bgCtx)
 	}()
 	go func() {
 		defer bg.Done()
@@ -555,7 +567,12 @@ func (c *Controller) Run(ctx context.Context) error {
 			defer c.workers.Done()
 			w := newWorker(jobCtx)
 			defer w.cancel()
-			for j := range c.work {
+			var turn int
+			for {
+				j, ok := c.next(&turn)
+				if !ok {
+					break
+				}
 				c.process(w, j)
 				c.release(j)
 			}
@@ -574,6 +591,8 @@ func (c *Controller) Run(ctx context.Context) error {
 	<-sweepDone
 	// Every puller has returned: nothing sends on work any more.
 	close(c.work)
+	close(c.workHigh)
+	close(c.workLow)
 
 	c.log.Info().Msg("stopping: waiting for jobs in flight")
 	done := make(chan struct{})
@@ -683,7 +702,7 @@ func (c *Controller) supervise(ctx context.Context, closed <-chan nats.Status) e
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c.pull(pctx, alg)
+				c.pullAll(pctx, alg)
 			}()
 		}
 		pulled := make(map[string]bool, len(pullers))
@@ -701,14 +720,14 @@ func (c *Controller) supervise(ctx context.Context, closed <-chan nats.Status) e
 	}
 }
 
-// pull consumes one algorithm's jobs until ctx ends, re-creating the
-// consumer and its iterator after any failure.
-func (c *Controller) pull(ctx context.Context, alg string) {
-	log := c.log.With().Str("algorithm", alg).Logger()
+// pull consumes one algorithm's jobs of priority p until ctx ends,
+// re-creating the consumer and its iterator after any failure.
+func (c *Controller) pull(ctx context.Context, alg string, p jobs.Priority) {
+	log := c.log.With().Str("algorithm", alg).Str("priority", string(p)).Logger()
 	const minBackoff = 100 * time.Millisecond
 	backoff := minBackoff
 	for {
-		delivered, err := c.consume(ctx, alg)
+		delivered, err := c.consume(ctx, alg, p)
 		if ctx.Err() != nil || c.nc.IsClosed() {
 			return
 		}
@@ -725,11 +744,15 @@ func (c *Controller) pull(ctx context.Context, alg string) {
 	}
 }
 
-func (c *Controller) consumerConfig(alg string) jetstream.ConsumerConfig {
+func (c *Controller) consumerConfig(alg string, p jobs.Priority) jetstream.ConsumerConfig {
+	desc := "pnpworker controllers: jobs for " + alg
+	if p != jobs.PriorityNormal {
+		desc += " of priority " + string(p)
+	}
 	return jetstream.ConsumerConfig{
-		Durable:       ConsumerName(alg),
-		Description:   "pnpworker controllers: jobs for " + alg,
-		FilterSubject: JobsSubjectPrefix + alg,
+		Durable:       jobs.PriorityConsumerName(alg, p),
+		Description:   desc,
+		FilterSubject: jobs.JobSubject(alg, p),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.cfg.AckWait,
 		// Attempts are counted by the controller, which tells runner
@@ -741,14 +764,14 @@ func (c *Controller) consumerConfig(alg string) jetstream.ConsumerConfig {
 		// unacknowledged deliveries as activity, and the jobs stay in
 		// the work-queue stream.
 		// None while jobs wait or the consumer is kept: see backlog.go.
-		InactiveThreshold: c.inactiveThreshold(alg),
+		InactiveThreshold: c.inactiveThreshold(alg, p),
 	}
 }
 
 // consume runs one consumer iterator until it fails or ctx ends. It
 // reports whether any job was delivered.
-func (c *Controller) consume(ctx context.Context, alg string) (bool, error) {
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, JobsStream, c.consumerConfig(alg))
+func (c *Controller) consume(ctx context.Context, alg string, p jobs.Priority) (bool, error) {
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, JobsStream, c.consumerConfig(alg, p))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) && !c.cfg.Bind {
 			// A server that lost its store, or an operator who deleted the
@@ -765,6 +788,7 @@ func (c *Controller) consume(ctx context.Context, alg string) (bool, error) {
 	}
 	defer func() { c.handBack(it) }()
 	delivered := false
+	work := c.workFor(p)
 	// The iterator sends a pull request and then waits for messages or
 	// status for it. When the server holding the request goes away without
 	// the client losing its connection (the consumer leader of a cluster
@@ -826,7 +850,7 @@ func (c *Controller) consume(ctx context.Context, alg string) (bool, error) {
 		delivered = true
 		j := c.hold(msg)
 		select {
-		case c.work <- j:
+		case work <- j:
 		case <-ctx.Done():
 			c.release(j)
 			_ = msg.Nak()

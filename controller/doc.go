@@ -37,7 +37,9 @@
 // # Dispatch
 //
 // Each algorithm has one durable pull consumer, ConsumerName(algorithm),
-// shared by all controller replicas, which split its jobs. A controller
+// shared by all controller replicas, which split its jobs; and, from its
+// first job of priority high or low, one for each of those
+// (jobs.PriorityConsumerName; see priority.go). A controller
 // consumes an algorithm's jobs only while discovery lists a live runner for
 // it, so jobs for an algorithm nobody serves wait in JOBS without being
 // delivered at all (no hot loop) and start moving when a runner registers,

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"pnpworker/discovery"
+	"pnpworker/jobs"
 	"pnpworker/protocol"
 )
 
@@ -178,13 +178,13 @@ func (c *Controller) sweepOnce(ctx context.Context, w *worker) error {
 		return c.walkSweep(ctx, w, served, cutoff, unservedCutoff)
 	}
 	c.walking = false
-	info, err = c.store.Jobs().Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
+	info, err = c.store.Jobs().Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+">"))
 	if err != nil {
 		return fmt.Errorf("controller: sweep: %w", err)
 	}
 	var errs []error
 	for subj := range info.State.Subjects {
-		alg := strings.TrimPrefix(subj, JobsSubjectPrefix)
+		alg, _ := jobs.SubjectAlgorithm(subj)
 		if served[alg] {
 			continue // its puller expires them
 		}
@@ -245,7 +245,7 @@ func (c *Controller) walkSweep(ctx context.Context, w *worker, served map[string
 	seq := max(c.walkNext, 1)
 	ever := map[string]bool{} // everServed, read once per algorithm per walk
 	for range sweepWalkBatch {
-		raw, err := c.store.Jobs().GetMsg(ctx, seq, jetstream.WithGetMsgSubject(JobsSubjectPrefix+"*"))
+		raw, err := c.store.Jobs().GetMsg(ctx, seq, jetstream.WithGetMsgSubject(JobsSubjectPrefix+">"))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			c.walkNext = 0
 			return nil
@@ -255,7 +255,7 @@ func (c *Controller) walkSweep(ctx context.Context, w *worker, served map[string
 		}
 		seq = raw.Sequence + 1
 		c.walkNext = seq
-		alg := strings.TrimPrefix(raw.Subject, JobsSubjectPrefix)
+		alg, _ := jobs.SubjectAlgorithm(raw.Subject)
 		unserved := false
 		if discovery.ValidAlgorithmName(alg) {
 			if served[alg] {

@@ -51,13 +51,18 @@ func (t *task) log() *zerolog.Logger {
 	return &l
 }
 
-// jobIDOf names a job: Pnp-Job-Id, else Nats-Msg-Id, else an id derived
-// from the stream sequence and stored time, the same at every redelivery.
+// jobIDOf names a job: Pnp-Job-Id, else Nats-Msg-Id, else, for a run of
+// a periodic schedule, the schedule's name and time (jobs.ScheduledRunID),
+// else an id derived from the stream sequence and stored time; each the
+// same at every redelivery.
 func jobIDOf(h nats.Header, md *jetstream.MsgMetadata) string {
 	if id := h.Get(HeaderJobID); id != "" {
 		return id
 	}
 	if id := h.Get(HeaderMsgID); id != "" {
+		return id
+	}
+	if id := jobs.ScheduledRunID(h); id != "" {
 		return id
 	}
 	return autoJobID(md.Sequence.Stream, md.Timestamp)
@@ -73,7 +78,8 @@ func (c *Controller) process(w *worker, j *job) {
 		c.log.Error().Err(err).Str("subject", j.msg.Subject()).Msg("message without JetStream metadata")
 		return
 	}
-	t := &task{c: c, msg: j.msg, md: md, alg: strings.TrimPrefix(j.msg.Subject(), JobsSubjectPrefix)}
+	alg, _ := jobs.SubjectAlgorithm(j.msg.Subject())
+	t := &task{c: c, msg: j.msg, md: md, alg: alg}
 	h := j.msg.Headers()
 	// An id longer than any valid one is invalid whatever follows; cut,
 	// it stays invalid (past maxJobIDLen, or not ASCII where a rune was

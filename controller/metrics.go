@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"pnpworker/discovery"
+	"pnpworker/jobs"
 )
 
 // durationBuckets are the upper bounds, in seconds, of the job latency
@@ -259,7 +260,7 @@ type queueDepth struct{ waiting, inFlight, dead uint64 }
 // waiting, from the same two stream reads, whatever their number.
 func (m *metrics) readQueues(ctx context.Context) ([]prometheus.Metric, error) {
 	s := m.c.store
-	jobsInfo, err := s.Jobs().Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
+	jobsInfo, err := s.Jobs().Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+">"))
 	if err != nil {
 		return nil, fmt.Errorf("controller: metrics: jobs stream: %w", err)
 	}
@@ -277,7 +278,8 @@ func (m *metrics) readQueues(ctx context.Context) ([]prometheus.Metric, error) {
 		return d
 	}
 	for subj, n := range jobsInfo.State.Subjects {
-		at(strings.TrimPrefix(subj, JobsSubjectPrefix)).waiting = n
+		alg, _ := jobs.SubjectAlgorithm(subj)
+		at(alg).waiting += n
 	}
 	for subj, n := range deadInfo.State.Subjects {
 		at(strings.TrimPrefix(subj, DeadSubjectPrefix)).dead = n
@@ -289,15 +291,24 @@ func (m *metrics) readQueues(ctx context.Context) ([]prometheus.Metric, error) {
 		}
 		live[r.Algorithm] = true
 		d := at(r.Algorithm)
-		cons, err := s.Jobs().Consumer(ctx, ConsumerName(r.Algorithm))
-		switch {
-		case err == nil:
-			info := cons.CachedInfo()
-			d.waiting, d.inFlight = info.NumPending, uint64(info.NumAckPending)
-		case errors.Is(err, jetstream.ErrConsumerNotFound):
-			// No controller took its jobs yet: all stored jobs wait.
-		default:
-			return nil, fmt.Errorf("controller: metrics: consumer for %s: %w", r.Algorithm, err)
+		stored, read := d.waiting, uint64(0)
+		d.waiting = 0
+		for _, p := range jobs.Priorities {
+			cons, err := s.Jobs().Consumer(ctx, jobs.PriorityConsumerName(r.Algorithm, p))
+			switch {
+			case err == nil:
+				info := cons.CachedInfo()
+				d.waiting += info.NumPending
+				d.inFlight += uint64(info.NumAckPending)
+				read += info.NumPending + uint64(info.NumAckPending)
+			case errors.Is(err, jetstream.ErrConsumerNotFound):
+				// No controller took these jobs yet: they wait, counted below.
+			default:
+				return nil, fmt.Errorf("controller: metrics: consumer for %s: %w", r.Algorithm, err)
+			}
+		}
+		if stored > read {
+			d.waiting += stored - read
 		}
 	}
 	var unserved []string

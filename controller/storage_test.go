@@ -113,9 +113,9 @@ func TestFullStreamsNeverStopHeartbeats(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			// 4 + 1 + 1 + 1 MiB of streams and 1 + 1 + ½ MiB of object
-			// stores in a 10 MiB account.
-			nc := startAccountServer(t, 10*mib, tc.maxBytesRequired)
+			// 4 + 1 + 1 + 1 + ½ MiB of streams and 1 + 1 + ½ MiB of
+			// object stores in an 11 MiB account.
+			nc := startAccountServer(t, 11*mib, tc.maxBytesRequired)
 			js, err := jetstream.New(nc)
 			if err != nil {
 				t.Fatal(err)
@@ -125,10 +125,11 @@ func TestFullStreamsNeverStopHeartbeats(t *testing.T) {
 			cfg := controller.StoreConfig{
 				JobsMaxBytes: tc.jobsMaxBytes, JobsMaxMsgs: tc.jobsMaxMsgs,
 				DeadMaxBytes: mib, ResultsMaxBytes: mib,
-				Discovery: discovery.Config{TTL: 3 * time.Second, MaxBytes: mib},
-				Inputs:    controller.ObjectsConfig{MaxBytes: mib},
-				Outputs:   controller.ObjectsConfig{MaxBytes: mib},
-				Uploads:   controller.ObjectsConfig{MaxBytes: mib / 2},
+				Discovery:         discovery.Config{TTL: 3 * time.Second, MaxBytes: mib},
+				Inputs:            controller.ObjectsConfig{MaxBytes: mib},
+				Outputs:           controller.ObjectsConfig{MaxBytes: mib},
+				Uploads:           controller.ObjectsConfig{MaxBytes: mib / 2},
+				SchedulesMaxBytes: mib / 2,
 			}
 			cfg.JobsMaxPerAlgorithm = -1 // one algorithm floods: let it fill JOBS
 			store, err := controller.Provision(ctx, js, cfg)

@@ -296,12 +296,18 @@ type jobAccepted struct {
 	JobID     string `json:"job_id"`
 	Duplicate bool   `json:"duplicate,omitempty"`
 	Location  string `json:"location"`
+	// NotBefore is when a delayed job enters the queue.
+	NotBefore *time.Time `json:"not_before,omitempty"`
 }
 
 func accepted(w http.ResponseWriter, sub jobs.Submission) {
 	loc := "/v1/jobs/" + sub.ID
 	w.Header().Set("Location", loc)
-	writeJSON(w, http.StatusAccepted, jobAccepted{JobID: sub.ID, Duplicate: sub.Duplicate, Location: loc})
+	a := jobAccepted{JobID: sub.ID, Duplicate: sub.Duplicate, Location: loc}
+	if !sub.NotBefore.IsZero() {
+		a.NotBefore = &sub.NotBefore
+	}
+	writeJSON(w, http.StatusAccepted, a)
 }
 
 // submit is POST /v1/algorithms/{name}/jobs: a durable job, named by the
@@ -333,6 +339,14 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	opts.Timeout = d
+	if opts.NotBefore, err = notBeforeHeader(r); err != nil {
+		writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: err.Error()})
+		return
+	}
+	if opts.Priority, err = priorityHeader(r); err != nil {
+		writeProblem(w, problem{Code: http.StatusBadRequest, Algorithm: name, Message: err.Error()})
+		return
+	}
 	// Headers first: a bad one refuses the job before any upload.
 	body, ok := g.readInput(w, r, name)
 	if !ok {
@@ -348,6 +362,8 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, jobs.ErrTooLarge):
 		writeProblem(w, problem{Code: http.StatusRequestEntityTooLarge, Algorithm: name, Message: strings.TrimPrefix(err.Error(), "jobs: ")})
+	case errors.Is(err, jobs.ErrNoSchedules):
+		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Algorithm: name, Message: strings.TrimPrefix(err.Error(), "jobs: ")})
 	case errors.Is(err, jobs.ErrJobsFull):
 		// The queue's own limit (the algorithm's, or JOBS'), named.
 		writeProblem(w, problem{Code: http.StatusServiceUnavailable, Algorithm: name, Message: strings.TrimPrefix(err.Error(), "jobs: ")})
@@ -544,7 +560,7 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) fallback(mux *http.ServeMux) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var allow []string
-		for _, m := range []string{http.MethodGet, http.MethodPost} {
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
 			probe := r.Clone(r.Context())
 			probe.Method = m
 			if _, pattern := mux.Handler(probe); pattern != "/" && pattern != "" {

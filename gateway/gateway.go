@@ -220,6 +220,9 @@ func (g *Gateway) routes() http.Handler {
 	handle("GET /v1/dead", g.dead, api)
 	handle("POST /v1/dead/{id}/replay", g.replay, api)
 	handle("GET /v1/queues", g.queues, api)
+	handle("GET /v1/schedules", g.listSchedules, api)
+	handle("POST /v1/schedules", g.addSchedule, api)
+	handle("DELETE /v1/schedules/{name}", g.removeSchedule, api)
 	handle("GET /v1/events", g.eventStream, api)
 	handle("GET /v1/routes", g.listRoutes, api)
 	handle("GET /v1/algorithms/{name}/comparisons", g.comparisons, api)
@@ -271,8 +274,8 @@ func (g *Gateway) cors(next http.Handler) http.Handler {
 			h.Add("Vary", "Origin")
 			h.Set("Access-Control-Expose-Headers", "Location, Pnp-Instance, Pnp-Algorithm, Pnp-Version, Pnp-Job-Id, Pnp-Not-Started, Pnp-Input-Ref")
 			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
-				h.Set("Access-Control-Allow-Methods", "GET, POST")
-				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key, Pnp-Timeout, traceparent")
+				h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE")
+				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key, Pnp-Timeout, Pnp-Not-Before, Pnp-Priority, traceparent")
 				h.Set("Access-Control-Max-Age", "600")
 				w.WriteHeader(http.StatusNoContent)
 				return

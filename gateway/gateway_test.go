@@ -350,7 +350,7 @@ func TestOpenAPIFromLiveSchemas(t *testing.T) {
 		if doc.OpenAPI != "3.1.0" {
 			t.Fatalf("openapi %q", doc.OpenAPI)
 		}
-		for _, p := range []string{"/v1/algorithms", "/v1/jobs", "/v1/jobs/{id}", "/v1/dead", "/v1/dead/{id}/replay", "/v1/queues", "/v1/events", "/v1/routes", "/v1/algorithms/{name}/comparisons", "/healthz", "/readyz"} {
+		for _, p := range []string{"/v1/algorithms", "/v1/jobs", "/v1/jobs/{id}", "/v1/dead", "/v1/dead/{id}/replay", "/v1/queues", "/v1/events", "/v1/routes", "/v1/algorithms/{name}/comparisons", "/v1/schedules", "/v1/schedules/{name}", "/healthz", "/readyz"} {
 			if doc.Paths[p] == nil {
 				t.Errorf("path %s missing", p)
 			}

@@ -131,6 +131,26 @@ func (g *Gateway) openAPIDoc() obj {
 			"operationId": "listQueues", "summary": "waiting, in flight and dead jobs per algorithm",
 			"responses": obj{"200": obj{"description": "the queues", "content": obj{"application/json": obj{"schema": obj{"type": "array", "items": ref("Queue")}}}}},
 		}},
+		"/v1/schedules": obj{
+			"get": obj{
+				"operationId": "listSchedules", "summary": "the periodic jobs, by name, with their next run",
+				"responses": obj{"200": obj{"description": "the schedules", "content": obj{"application/json": obj{"schema": obj{"type": "array", "items": ref("Schedule")}}}},
+					"503": problemResponse("JetStream unavailable")},
+			},
+			"post": obj{
+				"operationId": "addSchedule", "summary": "store a periodic job (every or cron); one of the same name is replaced. Each run is a job <name>-<time>",
+				"requestBody": jsonBody(ref("ScheduleRequest")),
+				"responses": obj{"201": obj{"description": "stored", "headers": obj{"Location": obj{"schema": obj{"type": "string"}}},
+					"content": obj{"application/json": obj{"schema": ref("Schedule")}}},
+					"400": problemResponse("invalid schedule: the message names each bad field"), "413": problemResponse("input too large"),
+					"503": problemResponse("JetStream unavailable, or stream SCHEDULES not provisioned")},
+			},
+		},
+		"/v1/schedules/{name}": obj{"delete": obj{
+			"operationId": "removeSchedule", "summary": "remove a periodic job; runs already fired go on",
+			"parameters": []any{obj{"name": "name", "in": "path", "required": true, "schema": obj{"type": "string"}}},
+			"responses":  obj{"204": obj{"description": "removed"}, "404": problemResponse("no such schedule")},
+		}},
 		"/v1/routes": obj{"get": obj{
 			"operationId": "listRoutes", "summary": "the routes: which version serves plain traffic, canary and shadow (docs/ROLLOUT.md)",
 			"responses": obj{"200": obj{"description": "every route, by algorithm", "content": obj{"application/json": obj{"schema": obj{"type": "array", "items": ref("Route")}}}}},
@@ -175,12 +195,14 @@ func (g *Gateway) openAPIDoc() obj {
 			"summary":     a.Name + ": submit a durable job",
 			"tags":        []any{a.Name},
 			"parameters": []any{timeoutParam, traceParam,
-				obj{"name": "Idempotency-Key", "in": "header", "required": false, "description": "the job id; a job submitted twice within the duplicate window is stored once", "schema": obj{"type": "string"}}},
+				obj{"name": "Idempotency-Key", "in": "header", "required": false, "description": "the job id; a job submitted twice within the duplicate window is stored once", "schema": obj{"type": "string"}},
+				obj{"name": "Pnp-Priority", "in": "header", "required": false, "description": "high, normal (default) or low: waiting high jobs go first, 7 of every 10 dispatches while all wait (2 normal, 1 low)", "schema": obj{"type": "string", "enum": []any{"high", "normal", "low"}}},
+				obj{"name": "Pnp-Not-Before", "in": "header", "required": false, "description": "delay the job until this RFC 3339 time (rounded up to the second); until then GET /v1/jobs/{id} answers status scheduled", "schema": obj{"type": "string", "format": "date-time"}}},
 			"requestBody": obj{"required": true, "content": obj{"application/json": obj{"schema": in}, "multipart/form-data": fileForm}},
 			"responses": obj{
 				"202": obj{"description": "stored; read the result at Location", "headers": obj{"Location": obj{"schema": obj{"type": "string"}}},
 					"content": obj{"application/json": obj{"schema": ref("JobAccepted")}}},
-				"400": problemResponse("not JSON, or an invalid Idempotency-Key"),
+				"400": problemResponse("not JSON, or an invalid Idempotency-Key, Pnp-Priority or Pnp-Not-Before"),
 				"404": problemResponse("unknown algorithm: never registered nor declared; suggestions names the closest known ones"),
 				"413": problemResponse("job too large"),
 			},
@@ -190,6 +212,7 @@ func (g *Gateway) openAPIDoc() obj {
 	}
 	str := obj{"type": "string"}
 	integer := obj{"type": "integer"}
+	dateTime := obj{"type": "string", "format": "date-time"}
 	doc := obj{
 		"openapi": "3.1.0",
 		"info": obj{"title": "pnpworker gateway", "version": "1",
@@ -203,13 +226,23 @@ func (g *Gateway) openAPIDoc() obj {
 				"job_status":  obj{"type": "string", "description": "the outcome of a job that could not be cancelled"},
 			}},
 			"Object":      obj{"type": "object", "required": []any{"ref", "bucket", "name", "size"}, "properties": obj{"ref": str, "bucket": str, "name": str, "size": integer}},
-			"JobAccepted": obj{"type": "object", "required": []any{"job_id", "location"}, "properties": obj{"job_id": str, "duplicate": obj{"type": "boolean"}, "location": str}},
-			"Result": obj{"type": "object", "description": "a result record (schemas/result.json)", "required": []any{"job_id", "algorithm", "status"}, "properties": obj{"job_id": str, "algorithm": str, "status": obj{"enum": statusEnum()}, "output": obj{}, "output_ref": str, "error": obj{"type": "object"}, "attempts": integer,
+			"JobAccepted": obj{"type": "object", "required": []any{"job_id", "location"}, "properties": obj{"job_id": str, "duplicate": obj{"type": "boolean"}, "location": str, "not_before": dateTime}},
+			"Result": obj{"type": "object", "description": "a result record (schemas/result.json)", "required": []any{"job_id", "algorithm", "status"}, "properties": obj{"job_id": str, "algorithm": str, "status": obj{"enum": append(statusEnum(), string(jobs.StatusScheduled))}, "output": obj{}, "output_ref": str, "error": obj{"type": "object"}, "attempts": integer,
 				"instance": str, "version": str, "submitted_at": str, "started_at": str, "finished_at": str, "duration_ms": obj{"type": "number"},
-				"input": obj{"description": "the job's input, when at most 1024 bytes"}, "input_bytes": integer, "trace_id": str}},
+				"input": obj{"description": "the job's input, when at most 1024 bytes"}, "input_bytes": integer, "trace_id": str, "not_before": dateTime}},
 			"JobPage": obj{"type": "object", "required": []any{"jobs", "scanned"}, "properties": obj{
 				"jobs": obj{"type": "array", "items": ref("Result"), "description": "records without their output and input"},
 				"next": obj{"type": "string", "description": "cursor of the next page; absent on the last"}, "scanned": integer}},
+			"ScheduleRequest": obj{"type": "object", "required": []any{"name", "algorithm", "input"}, "additionalProperties": false,
+				"description": "give every or cron",
+				"properties": obj{"name": obj{"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"}, "algorithm": str,
+					"every":    obj{"type": "string", "description": "interval, a Go duration of whole seconds, at least 1s"},
+					"cron":     obj{"type": "string", "description": "six fields, seconds first, in UTC, or @hourly, @daily, @weekly, @monthly, @yearly"},
+					"input":    obj{"description": "the input of each run"},
+					"timeout":  obj{"type": "string", "description": "each run's time budget, a Go duration"},
+					"priority": obj{"type": "string", "enum": []any{"high", "normal", "low"}, "description": "each run's priority (Pnp-Priority)"}}},
+			"Schedule": obj{"type": "object", "required": []any{"name", "algorithm", "input", "created", "next_run"},
+				"properties": obj{"name": str, "algorithm": str, "every": str, "cron": str, "input": obj{}, "timeout": str, "priority": str, "created": dateTime, "next_run": dateTime}},
 			"DeadLetter": obj{"type": "object", "properties": obj{"seq": integer, "job_id": str, "algorithm": str, "code": integer, "reason": str, "attempts": integer, "dead_at": str, "body": obj{}}},
 			"Queue":      obj{"type": "object", "properties": obj{"algorithm": str, "waiting": integer, "in_flight": integer, "dead": integer, "runners": integer}},
 			"Route": obj{"type": "object", "description": "a route (schemas/route.json, docs/ROLLOUT.md)", "required": []any{"algorithm", "stable"},

@@ -104,7 +104,7 @@ func (s *Store) Cancel(ctx context.Context, id string) (Result, error) {
 				// finished while the search ran.
 				return Result{}, fmt.Errorf("jobs: cancel %s: %w: no result record and no job in %s with this id", id, ErrUnknownJob, JobsStream)
 			}
-			if found, err = s.findJob(ctx, id, ""); err != nil {
+			if found, err = s.findJob(ctx, id); err != nil {
 				return Result{}, fmt.Errorf("jobs: cancel %s: %w", id, err)
 			}
 			searched = true
@@ -113,7 +113,7 @@ func (s *Store) Cancel(ctx context.Context, id string) (Result, error) {
 			}
 		}
 		if found != nil && rec.Algorithm == "" {
-			rec.Algorithm = strings.TrimPrefix(found.Subject, JobsSubjectPrefix)
+			rec.Algorithm, _ = SubjectAlgorithm(found.Subject)
 			rec.SubmittedAt = found.Time.UTC()
 		}
 		if !discovery.ValidAlgorithmName(rec.Algorithm) {
@@ -188,14 +188,12 @@ func (s *Store) record(ctx context.Context, id string) (Result, uint64, error) {
 }
 
 // findJob returns the message of job id in JOBS, or nil when there is
-// none; algorithm, when known, narrows the search to its subject. An id
+// none. An id
 // the controller assigned names its sequence; any other is searched for
 // in the jobs' headers, oldest job first.
-func (s *Store) findJob(ctx context.Context, id, algorithm string) (*jetstream.RawStreamMsg, error) {
-	filter := JobsSubjectPrefix + "*"
-	if algorithm != "" {
-		filter = JobsSubjectPrefix + algorithm
-	}
+func (s *Store) findJob(ctx context.Context, id string) (*jetstream.RawStreamMsg, error) {
+	// Every algorithm's and priority's subject (priority.go).
+	filter := JobsSubjectPrefix + ">"
 	if ReservedJobID(id) {
 		seqPart, _, _ := strings.Cut(strings.TrimPrefix(id, autoPrefix), "-")
 		seq, err := strconv.ParseUint(seqPart, 10, 64)
@@ -242,7 +240,8 @@ func msgJobID(m *jetstream.RawStreamMsg) string {
 	return autoPrefix + strconv.FormatUint(m.Sequence, 10) + "-" + strconv.FormatInt(m.Time.UnixMilli(), 10)
 }
 
-// Purge drops every job of algorithm that waits in JOBS and returns how
+// Purge drops every job of algorithm that waits in JOBS, of every
+// priority, and returns how
 // many it dropped. The dropped jobs leave no result record and no dead
 // letter: their ids become unknown. A job a controller runs at that moment
 // goes on to its outcome. It needs the right to purge JOBS, which only
@@ -251,7 +250,20 @@ func (s *Store) Purge(ctx context.Context, algorithm string) (uint64, error) {
 	if !discovery.ValidAlgorithmName(algorithm) {
 		return 0, fmt.Errorf("jobs: purge: invalid algorithm name %q", truncate(algorithm, 100))
 	}
-	req, err := json.Marshal(jetstream.StreamPurgeRequest{Subject: JobsSubjectPrefix + algorithm})
+	var total uint64
+	for _, p := range Priorities {
+		n, err := s.purgeSubject(ctx, algorithm, JobSubject(algorithm, p))
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// purgeSubject purges subject of JOBS, one of algorithm's.
+func (s *Store) purgeSubject(ctx context.Context, algorithm, subject string) (uint64, error) {
+	req, err := json.Marshal(jetstream.StreamPurgeRequest{Subject: subject})
 	if err != nil {
 		return 0, fmt.Errorf("jobs: purge %s: %w", algorithm, err)
 	}

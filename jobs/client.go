@@ -36,6 +36,13 @@ type SubmitOptions struct {
 	// storing a job that would wait for a runner that never comes. The
 	// zero value stores the job whatever its algorithm.
 	RequireKnown bool
+	// Priority places the job among its algorithm's waiting jobs; the
+	// zero value is PriorityNormal.
+	Priority Priority
+	// NotBefore delays the job: it enters JOBS at this time (rounded up to
+	// the second), and until then Result reports it as StatusScheduled.
+	// Zero, or a time not after now: at once. Needs stream SCHEDULES.
+	NotBefore time.Time
 }
 
 // ErrTooLarge is wrapped by Submit's error when a job, with the headers
@@ -75,6 +82,9 @@ type Submission struct {
 	// Duplicate is true when a job with this id was already stored inside
 	// the duplicate window: this submission changed nothing.
 	Duplicate bool
+	// NotBefore is when a delayed job enters JOBS; zero for a job stored
+	// at once. Seq is then its schedule's sequence in SCHEDULES.
+	NotBefore time.Time
 }
 
 // Submit stores a job for algorithm with input as its body. input must be
@@ -98,6 +108,10 @@ func (s *Store) Submit(ctx context.Context, algorithm string, input []byte, opts
 	if opts.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("timeout %s is negative", opts.Timeout))
 	}
+	prio, err := ParsePriority(string(opts.Priority))
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return Submission{}, fmt.Errorf("jobs: submit: %w", err)
 	}
@@ -106,9 +120,14 @@ func (s *Store) Submit(ctx context.Context, algorithm string, input []byte, opts
 			return Submission{}, fmt.Errorf("jobs: submit: %w", err)
 		}
 	}
-	msg := &nats.Msg{Subject: JobsSubjectPrefix + algorithm, Data: input, Header: nats.Header{}}
+	msg := &nats.Msg{Subject: JobSubject(algorithm, prio), Data: input, Header: nats.Header{}}
 	for k, v := range opts.Header {
 		msg.Header[k] = v
+	}
+	if prio != PriorityNormal {
+		msg.Header.Set(HeaderPriority, string(prio))
+	} else {
+		msg.Header.Del(HeaderPriority)
 	}
 	if opts.Timeout > 0 {
 		msg.Header.Set(HeaderTimeout, opts.Timeout.String())
@@ -121,6 +140,9 @@ func (s *Store) Submit(ctx context.Context, algorithm string, input []byte, opts
 	}
 	if err := s.checkSize(msg, opts.ID); err != nil {
 		return Submission{}, fmt.Errorf("jobs: submit %s: %w", opts.ID, err)
+	}
+	if opts.NotBefore.After(time.Now()) {
+		return s.submitAt(ctx, msg, algorithm, prio, opts.ID, opts.NotBefore)
 	}
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(opts.ID))
 	if err != nil {
@@ -386,7 +408,12 @@ func (s *Store) Replay(ctx context.Context, d DeadLetter) (Submission, error) {
 			return Submission{}, fmt.Errorf("jobs: replay %s: delete result: %w", d.JobID, err)
 		}
 	}
-	msg := &nats.Msg{Subject: JobsSubjectPrefix + d.Algorithm, Data: d.Data, Header: nats.Header{}}
+	// The job goes back where it waited: its priority is in its headers.
+	prio, err := ParsePriority(d.Header.Get(HeaderPriority))
+	if err != nil {
+		prio = PriorityNormal
+	}
+	msg := &nats.Msg{Subject: JobSubject(d.Algorithm, prio), Data: d.Data, Header: nats.Header{}}
 	for k, v := range d.Header {
 		if ReservedHeader(k) || strings.EqualFold(k, HeaderDeadHeadersOmitted) {
 			continue
@@ -497,12 +524,13 @@ func (s *Store) Queues(ctx context.Context) ([]Queue, error) {
 		}
 		return q
 	}
-	info, err := s.jobs.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
+	info, err := s.jobs.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+">"))
 	if err != nil {
 		return nil, fmt.Errorf("jobs: queues: %w", err)
 	}
 	for subj, n := range info.State.Subjects {
-		get(strings.TrimPrefix(subj, JobsSubjectPrefix)).Waiting = n
+		alg, _ := SubjectAlgorithm(subj)
+		get(alg).Waiting += n
 	}
 	dinfo, err := s.dead.Info(ctx, jetstream.WithSubjectFilter(DeadSubjectPrefix+"*"))
 	if err != nil {
@@ -522,16 +550,19 @@ func (s *Store) Queues(ctx context.Context) ([]Queue, error) {
 		if q.Waiting == 0 || !discovery.ValidAlgorithmName(alg) {
 			continue
 		}
-		ci, err := s.js.Consumer(ctx, JobsStream, ConsumerName(alg))
-		if errors.Is(err, jetstream.ErrConsumerNotFound) {
-			continue
+		for _, p := range Priorities {
+			ci, err := s.js.Consumer(ctx, JobsStream, PriorityConsumerName(alg, p))
+			if errors.Is(err, jetstream.ErrConsumerNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("jobs: queues: consumer for %s: %w", alg, err)
+			}
+			inf := ci.CachedInfo()
+			n := min(uint64(inf.NumAckPending), q.Waiting)
+			q.InFlight += n
+			q.Waiting -= n
 		}
-		if err != nil {
-			return nil, fmt.Errorf("jobs: queues: consumer for %s: %w", alg, err)
-		}
-		inf := ci.CachedInfo()
-		q.InFlight = min(uint64(inf.NumAckPending), q.Waiting)
-		q.Waiting -= q.InFlight
 	}
 	out := make([]Queue, 0, len(byAlg))
 	for _, q := range byAlg {

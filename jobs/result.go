@@ -25,6 +25,7 @@ const (
 	// StatusCancelled is the outcome of a job cancelled with
 	// Store.Cancel: it never runs again and is never retried.
 	StatusCancelled Status = "cancelled"
+	// StatusScheduled (schedule.go) is reported, never stored.
 )
 
 // Statuses lists every status a record may have, for the checks of a
@@ -69,6 +70,8 @@ type Result struct {
 	// DeadLetterSeq is the sequence of the job's message in stream DEAD,
 	// set on failed records.
 	DeadLetterSeq uint64 `json:"dead_letter_seq,omitempty"`
+	// NotBefore is when a delayed job may run, set on scheduled records.
+	NotBefore *time.Time `json:"not_before,omitempty"`
 	// Input is the job's input when it is JSON of at most
 	// MaxRecordedInput bytes (an input naming its data by obj://
 	// reference usually is); InputBytes is its size in any case.

@@ -18,8 +18,9 @@ import (
 
 // Names of the streams, subjects and bucket the job pipeline uses.
 const (
-	// JobsStream holds jobs on JobsSubjectPrefix+<algorithm>, with
-	// work-queue retention: a job leaves the stream when it is acked.
+	// JobsStream holds jobs on JobsSubjectPrefix+<algorithm> (and, of
+	// priority high or low, JobsSubjectPrefix+<algorithm>.<priority>),
+	// with work-queue retention: a job leaves the stream when it is acked.
 	JobsStream        = "JOBS"
 	JobsSubjectPrefix = protocol.JobsSubjectPrefix
 	// DeadStream holds jobs that cannot succeed, on
@@ -109,11 +110,11 @@ type ObjectsConfig struct {
 // default set-up: results kept 24 h, job ids de-duplicated for 2 min, dead
 // letters kept until replayed, one replica, file storage everywhere, and
 // every stream bounded — JOBS to 1 GiB and 1 000 000 jobs, DEAD to 256 MiB
-// and 100 000 letters, results to 1 GiB, discovery to
+// and 100 000 letters, SCHEDULES to 64 MiB, results to 1 GiB, discovery to
 // discovery.DefaultMaxBytes, the inputs and outputs object stores to 1 GiB
 // each, uploads to 256 MiB (and each of OutputAlgorithms' to 64 MiB) —
-// so that together (about 4.55 GiB, times the replicas; with rollout's
-// routes, COMPARE and HISTORY about 4.75 GiB) they fit an
+// so that together (about 4.6 GiB, times the replicas; with rollout's
+// routes, COMPARE and HISTORY about 4.8 GiB) they fit an
 // account's JetStream limit with room to spare, and
 // a flood of one never starves the others. For the size and count limits,
 // -1 means no limit, which an account with max_bytes_required refuses.
@@ -166,6 +167,13 @@ type StoreConfig struct {
 	// DeadMaxMsgs caps the number of dead letters, dropping the oldest
 	// the same way. Default DefaultDeadMaxMsgs.
 	DeadMaxMsgs int64
+	// SchedulesMaxBytes caps stream SCHEDULES: the delayed jobs waiting
+	// for their time, the periodic schedules, and the jobs they fired in
+	// the last ScheduleDueTTL. JetStream schedules need discard old, so
+	// when it is full the oldest messages go, which may be a schedule:
+	// size it for the delayed jobs you keep waiting. Default
+	// DefaultSchedulesMaxBytes.
+	SchedulesMaxBytes int64
 	// ResultsMaxBytes caps the results bucket. When it is reached the
 	// oldest records are dropped (discard old), as if their ResultTTL had
 	// passed, so storing an outcome never fails for room. Default
@@ -258,6 +266,7 @@ func (c *StoreConfig) setDefaults() {
 	c.DeadMaxBytes = limit(c.DeadMaxBytes, DefaultDeadMaxBytes)
 	c.DeadMaxMsgs = limit(c.DeadMaxMsgs, DefaultDeadMaxMsgs)
 	c.ResultsMaxBytes = limit(c.ResultsMaxBytes, DefaultResultsMaxBytes)
+	c.SchedulesMaxBytes = limit(c.SchedulesMaxBytes, DefaultSchedulesMaxBytes)
 	c.InputsMaxObjectBytes = limit(c.InputsMaxObjectBytes, DefaultInputsMaxObjectBytes)
 }
 
@@ -289,6 +298,7 @@ func (c StoreConfig) Validate() error {
 		{"jobs max per algorithm", c.JobsMaxPerAlgorithm},
 		{"dead letter max bytes", c.DeadMaxBytes}, {"dead letter max messages", c.DeadMaxMsgs},
 		{"results max bytes", c.ResultsMaxBytes}, {"inputs max object bytes", c.InputsMaxObjectBytes},
+		{"schedules max bytes", c.SchedulesMaxBytes},
 	} {
 		if l.v < -1 {
 			errs = append(errs, fmt.Errorf("%s %d is negative (-1 means no limit)", l.name, l.v))
@@ -339,10 +349,12 @@ type Store struct {
 	// when there is no such bucket: every algorithm then counts as
 	// served once.
 	served jetstream.KeyValue
+	// schedules is stream SCHEDULES; nil when OpenStore found none.
+	schedules jetstream.Stream
 }
 
 // Provision creates or updates every stream and bucket of the system —
-// discovery, JOBS, results, DEAD, the inputs, outputs and uploads object
+// discovery, SCHEDULES, JOBS, results, DEAD, the inputs, outputs and uploads object
 // stores and the outputs buckets of cfg.OutputAlgorithms — to cfg and
 // returns a Store over them. It
 // is idempotent, so every controller (and `pnp up`) calls it at start-up;
@@ -366,10 +378,14 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 	if err != nil {
 		return nil, err
 	}
+	schedules, err := ensureSchedules(ctx, s.js, schedulesConfig(s.cfg))
+	if err != nil {
+		return nil, fmt.Errorf("jobs: provision stream %s: %w", SchedulesStream, err)
+	}
 	jobs, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        JobsStream,
 		Description: "pnpworker: pending jobs, one subject per algorithm; a job leaves when its result is stored",
-		Subjects:    []string{JobsSubjectPrefix + "*"},
+		Subjects:    jobsSubjects,
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Duplicates:  s.cfg.DuplicateWindow,
@@ -382,6 +398,15 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 		MaxMsgsPerSubject:    perAlg,
 		Discard:              jetstream.DiscardNew,
 		DiscardNewPerSubject: perAlg > 0,
+		// The jobs the schedules fire, as jobs.<algorithm>. A full JOBS
+		// makes the server retry them until it has room.
+		Sources: []*jetstream.StreamSource{{
+			Name: SchedulesStream,
+			SubjectTransforms: []jetstream.SubjectTransformConfig{
+				{Source: ScheduleDuePrefix + "*", Destination: JobsSubjectPrefix + "{{wildcard(1)}}"},
+				{Source: ScheduleDuePrefix + "*.*", Destination: JobsSubjectPrefix + "{{wildcard(1)}}.{{wildcard(2)}}"},
+			},
+		}},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("jobs: provision stream %s: %w", JobsStream, err)
@@ -490,7 +515,7 @@ func provisionAll(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) 
 	if err != nil {
 		return nil, fmt.Errorf("jobs: provision bucket %s: %w", ServedBucket, err)
 	}
-	s.registry, s.jobs, s.dead, s.results, s.served = reg, jobs, dead, results, served
+	s.registry, s.jobs, s.dead, s.results, s.served, s.schedules = reg, jobs, dead, results, served, schedules
 	s.inputs, s.outputs = objects[0], objects[1]
 	if err := checkNotifyFree(ctx, s.js); err != nil {
 		return nil, err
@@ -561,8 +586,10 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*S
 	if s.results, err = js.KeyValue(ctx, ResultsBucket); err != nil {
 		return nil, notProvisioned(fmt.Errorf("jobs: bucket %s: %w", ResultsBucket, err))
 	}
-	// The object stores are optional: without them, uploads and outputs
-	// by reference fail when used, not at start-up.
+	// SCHEDULES and the object stores are optional: without them, delayed
+	// jobs, schedules, uploads and outputs by reference fail when used,
+	// not at start-up.
+	s.schedules, _ = js.Stream(ctx, SchedulesStream)
 	s.inputs, _ = js.ObjectStore(ctx, InputsBucket)
 	s.outputs, _ = js.ObjectStore(ctx, OutputsBucket)
 	return s, nil
@@ -666,7 +693,7 @@ func (s *Store) jobsPerAlgorithm(ctx context.Context) (int64, error) {
 	if old.State.Msgs == 0 || (old.Config.MaxMsgsPerSubject > 0 && old.Config.MaxMsgsPerSubject <= want) {
 		return want, nil
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+"*"))
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(JobsSubjectPrefix+">"))
 	if err != nil {
 		return 0, fmt.Errorf("jobs: provision stream %s: %w", JobsStream, err)
 	}
@@ -681,6 +708,9 @@ func (s *Store) jobsPerAlgorithm(ctx context.Context) (int64, error) {
 	}
 	return want, nil
 }
+
+// jobsSubjects are the subjects of JOBS: one per algorithm and priority.
+var jobsSubjects = []string{JobsSubjectPrefix + "*", JobsSubjectPrefix + "*." + string(PriorityHigh), JobsSubjectPrefix + "*." + string(PriorityLow)}
 
 // jobsConfig is the configuration of JOBS as the server has it now (an
 // admin may have changed the limits since this store bound the stream),
@@ -727,6 +757,10 @@ func (s *Store) Registry() *discovery.Registry { return s.registry }
 // Results returns the results bucket.
 func (s *Store) Results() jetstream.KeyValue { return s.results }
 
+// Schedules returns stream SCHEDULES, or nil when s has none (a
+// deployment provisioned before it existed).
+func (s *Store) Schedules() jetstream.Stream { return s.schedules }
+
 // Jobs returns stream JOBS.
 func (s *Store) Jobs() jetstream.Stream { return s.jobs }
 
@@ -745,13 +779,20 @@ var ErrCorruptResult = errors.New("corrupt result record")
 var ErrNoResult = errors.New("no result")
 
 // Result returns the record stored for job id, which may be a retrying
-// record. It fails with ErrNoResult when there is none.
+// record, or, for a delayed job waiting for its time, a record with
+// StatusScheduled made from its schedule. It fails with ErrNoResult when
+// there is neither.
 func (s *Store) Result(ctx context.Context, id string) (Result, error) {
 	if !ValidJobID(id) {
 		return Result{}, fmt.Errorf("jobs: invalid job id %q", id)
 	}
 	e, err := s.results.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if s.schedules != nil {
+			if j, serr := s.Scheduled(ctx, id); serr == nil {
+				return j.record(), nil
+			}
+		}
 		return Result{}, fmt.Errorf("jobs: job %s: %w", id, ErrNoResult)
 	}
 	if err != nil {
@@ -898,4 +939,68 @@ func limitObjects(ctx context.Context, js jetstream.JetStream, bucket string, ma
 		return fmt.Errorf("per-object limit: %w", err)
 	}
 	return nil
+}
+
+// schedulesConfig is stream SCHEDULES: delayed jobs (one-shot schedules
+// on ScheduleJobPrefix+<id>), periodic schedules (ScheduleEveryPrefix+
+// <name>) and the jobs they fire (ScheduleDuePrefix+<algorithm>, kept
+// ScheduleDueTTL), in a file-backed stream so that none is lost to a
+// restart.
+func schedulesConfig(cfg StoreConfig) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        SchedulesStream,
+		Description: "pnpworker: delayed jobs and periodic schedules, and the jobs they fired, which JOBS sources",
+		Subjects:    []string{ScheduleSubjectPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Placement:   cfg.Placement,
+		Duplicates:  cfg.DuplicateWindow,
+		MaxBytes:    cfg.SchedulesMaxBytes,
+		// Message schedules refuse discard new, and replace a schedule
+		// by a roll-up of its subject.
+		Discard:           jetstream.DiscardOld,
+		AllowMsgSchedules: true,
+		AllowMsgTTL:       true,
+		AllowRollup:       true,
+		AllowDirect:       true,
+	}
+}
+
+// ensureSchedules creates stream SCHEDULES as want, or updates it when it
+// differs, and leaves it alone when it is as wanted. JOBS sources it, and
+// nats-server (single server, not clustered) reads a sourced stream's
+// configuration without a lock while checking the sourcing stream's
+// update: updating an unchanged SCHEDULES while another controller
+// provisions JOBS would be a data race in the server.
+func ensureSchedules(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (jetstream.Stream, error) {
+	st, err := js.Stream(ctx, want.Name)
+	switch {
+	case err == nil && sameSchedulesConfig(st.CachedInfo().Config, want):
+		return st, nil
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		// Created by another provisioner meanwhile with the same
+		// configuration, the create succeeds too.
+		return js.CreateStream(ctx, want)
+	case err != nil:
+		return nil, err
+	}
+	return js.UpdateStream(ctx, want)
+}
+
+// sameSchedulesConfig reports whether have has every setting
+// schedulesConfig sets as want has it.
+func sameSchedulesConfig(have, want jetstream.StreamConfig) bool {
+	placement := func(p *jetstream.Placement) string {
+		if p == nil {
+			return ""
+		}
+		return p.Cluster + "\x00" + strings.Join(p.Tags, ",")
+	}
+	return have.Description == want.Description && strings.Join(have.Subjects, " ") == strings.Join(want.Subjects, " ") &&
+		have.Retention == want.Retention && have.Storage == want.Storage && max(have.Replicas, 1) == max(want.Replicas, 1) &&
+		(want.Placement == nil || placement(have.Placement) == placement(want.Placement)) &&
+		have.Duplicates == want.Duplicates && have.MaxBytes == want.MaxBytes && have.Discard == want.Discard &&
+		have.AllowMsgSchedules == want.AllowMsgSchedules && have.AllowMsgTTL == want.AllowMsgTTL &&
+		have.AllowRollup == want.AllowRollup && have.AllowDirect == want.AllowDirect
 }

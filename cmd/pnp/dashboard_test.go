@@ -192,6 +192,13 @@ func TestDashboardInBrowser(t *testing.T) {
 		until(`document.querySelector('#routes tr[data-algorithm="image_info"] [data-col="stable"]')?.textContent === "1.0.0"`),
 		until(`document.querySelector('#routes tr[data-algorithm="image_info"] [data-col="agreement"]').textContent === "no comparison yet"`),
 	)
+	if code, b := post("/v1/schedules", `{"name":"nightly-info","algorithm":"image_info","cron":"0 30 2 * * *","input":{"image_url":"obj://inputs/none"}}`, nil); code != 201 {
+		t.Fatalf("add schedule: %d %s", code, b)
+	}
+	step(t, ctx, "a schedule added over the API is listed with its next run",
+		until(`document.querySelector('#schedules tr[data-schedule="nightly-info"] [data-col="spec"]')?.textContent === "0 30 2 * * *"`),
+		until(`new Date(document.querySelector('#schedules tr[data-schedule="nightly-info"] [data-col="next"]').textContent).getTime() > Date.now() - 1000`),
+	)
 	step(t, ctx, "the dead letter is listed with its reason",
 		until(`/expired/.test((document.querySelector('#dead tr[data-job="late-job"] .reason') || {}).textContent)`),
 	)

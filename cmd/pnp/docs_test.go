@@ -256,6 +256,7 @@ var pnpWithSubcommands = map[string][]string{
 	"dead":       {"ls", "replay"},
 	"jobs":       {"ls", "purge"},
 	"route":      {"set", "show", "promote", "clear", "report"},
+	"schedule":   {"add", "ls", "rm"},
 	"algorithms": {"declare"},
 }
 

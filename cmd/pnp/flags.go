@@ -396,6 +396,8 @@ func registerStoreLimits(fs *flagSet, cfg *jobs.StoreConfig, discoveryToo bool) 
 	fs.Var(byteSize{&cfg.DeadMaxBytes}, "dead-max-bytes", "size limit of stream DEAD; the oldest dead letters make room (-1: none)")
 	fs.Int64Var(&cfg.DeadMaxMsgs, "dead-max-msgs", cfg.DeadMaxMsgs, "dead letters kept at most; the oldest make room (-1: no limit)")
 	fs.Var(byteSize{&cfg.ResultsMaxBytes}, "results-max-bytes", "size limit of the results bucket; the oldest results make room, as if expired (-1: none)")
+	cfg.SchedulesMaxBytes = jobs.DefaultSchedulesMaxBytes
+	fs.Var(byteSize{&cfg.SchedulesMaxBytes}, "schedules-max-bytes", "size limit of stream SCHEDULES (delayed jobs, schedules, and the jobs they fired in the last hour); full, the oldest go, so size it for the delayed jobs kept waiting")
 	if discoveryToo {
 		cfg.Discovery.MaxBytes = discovery.DefaultMaxBytes
 		fs.Var(byteSize{&cfg.Discovery.MaxBytes}, "discovery-max-bytes", "size limit of the discovery bucket (-1: none)")

@@ -40,6 +40,7 @@ func commands() []command {
 		{"get", "download an object (obj://bucket/name) to a file or stdout", cmdGet},
 		{"jobs", "show waiting, in-flight and dead jobs per algorithm; jobs ls lists jobs by result, filtered and paged; jobs purge ALGORITHM drops its waiting jobs", cmdJobs},
 		{"dead", "list or replay dead letters (ls|replay)", cmdDead},
+		{"schedule", "add, list or remove periodic jobs (add|ls|rm)", cmdSchedule},
 		{"gateway", "serve the HTTP API, the OpenAPI document and the dashboard over an existing NATS", cmdGateway},
 		{"chaos", "run the fault scenarios (process kills, NATS restarts, cluster failover, overload, soak) and count lost jobs", cmdChaos},
 		{"bench", "measure the runner against a hand-written responder and print ratios", cmdBench},

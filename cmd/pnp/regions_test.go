@@ -167,7 +167,7 @@ func TestRegions(t *testing.T) {
 	if code, stdout, stderr := runPnp(t, "provision", "--server", b.urls(), "--placement-cluster", "A", "--output-algorithms", "region_count", "--wait", "60s"); code != 0 {
 		t.Fatalf("pnp provision: exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	for _, s := range []string{jobs.JobsStream, jobs.DeadStream, "KV_" + jobs.ResultsBucket, "KV_discovery", "KV_" + jobs.ServedBucket, "KV_routes", "OBJ_" + jobs.InputsBucket, "OBJ_outputs_region_count", "HISTORY", "COMPARE"} {
+	for _, s := range []string{jobs.JobsStream, jobs.SchedulesStream, jobs.DeadStream, "KV_" + jobs.ResultsBucket, "KV_discovery", "KV_" + jobs.ServedBucket, "KV_routes", "OBJ_" + jobs.InputsBucket, "OBJ_outputs_region_count", "HISTORY", "COMPARE"} {
 		if c := streamCluster(ctx, t, bjs, s); c != "A" {
 			t.Errorf("stream %s is in %q, want A", s, c)
 		}

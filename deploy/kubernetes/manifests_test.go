@@ -22,6 +22,7 @@ import (
 
 	"pnpworker/controller"
 	"pnpworker/discovery"
+	"pnpworker/jobs"
 	"pnpworker/runner"
 	"pnpworker/worker"
 )
@@ -385,7 +386,8 @@ func algorithmsOf(t *testing.T, args []string) []string {
 
 // TestScaledObjectsFollowTheController: each ScaledObject scales a runner
 // Deployment on the lag of exactly the consumers the controller creates
-// for the algorithms that Deployment serves (controller.ConsumerName);
+// for the algorithms that Deployment serves, one per priority
+// (jobs.PriorityConsumerName);
 // job-only algorithms scale to zero, the others keep a runner and also
 // scale on how busy their runners are.
 func TestScaledObjectsFollowTheController(t *testing.T) {
@@ -412,7 +414,9 @@ func TestScaledObjectsFollowTheController(t *testing.T) {
 		scaled = append(scaled, algs...)
 		var want, got []string
 		for _, a := range algs {
-			want = append(want, controller.ConsumerName(a))
+			for _, p := range jobs.Priorities {
+				want = append(want, jobs.PriorityConsumerName(a, p))
+			}
 		}
 		prom := 0
 		for _, tr := range so.Spec.Triggers {
@@ -439,7 +443,7 @@ func TestScaledObjectsFollowTheController(t *testing.T) {
 		slices.Sort(want)
 		slices.Sort(got)
 		if !slices.Equal(got, want) {
-			t.Errorf("scaledobject %s: consumers %v, want %v (controller.ConsumerName of %v)", so.Name, got, want, algs)
+			t.Errorf("scaledobject %s: consumers %v, want %v (jobs.PriorityConsumerName of %v)", so.Name, got, want, algs)
 		}
 		min := so.Spec.MinReplicaCount
 		switch {

@@ -117,6 +117,18 @@ async function loadDead() {
   "no dead letters");
 }
 
+async function loadSchedules() {
+  const r = await api("/v1/schedules");
+  if (!r.ok) return;
+  fill("schedules", (r.body || []).map((s) => el("tr", { "data-schedule": s.name },
+    el("td", {}, el("code", {}, s.name)),
+    el("td", {}, s.algorithm),
+    el("td", { "data-col": "spec" }, s.every ? "every " + s.every : s.cron),
+    el("td", { "data-col": "next" }, new Date(s.next_run).toLocaleString()),
+    el("td", { class: "reason" }, el("code", {}, JSON.stringify(s.input))))),
+  "no schedules");
+}
+
 async function replay(button, id) {
   button.disabled = true;
   const r = await api("/v1/dead/" + encodeURIComponent(id) + "/replay", { method: "POST" });
@@ -167,12 +179,14 @@ function connect() {
   });
 }
 
-function loadAll() { loadAlgorithms(); loadRoutes(); loadQueues(); loadDead(); }
+function loadAll() { loadAlgorithms(); loadRoutes(); loadQueues(); loadDead(); loadSchedules(); }
 
 setupLogin(() => { loadAll(); connect(); });
 loadAll();
 connect();
 // Stats and heartbeat ages change without events.
 setInterval(loadAlgorithms, 2000);
-// Routes and comparisons change without events too.
+// Routes and comparisons change without events too, and so do the
+// schedules' next runs.
 setInterval(loadRoutes, 5000);
+setInterval(loadSchedules, 5000);
