@@ -360,3 +360,28 @@ func TestCancelWhileControllerWaits(t *testing.T) {
 		t.Fatalf("held-1 was written %v, want only its cancelled record", got)
 	}
 }
+
+// A waiting job of any priority is found and cancelled, and purge drops
+// every priority's waiting jobs.
+func TestCancelAndPurgeEveryPriority(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	ctx := context.Background()
+	for _, p := range jobs.Priorities {
+		for i := range 2 {
+			id := fmt.Sprintf("%s-%d", p, i)
+			if _, err := e.store.Submit(ctx, "echo", []byte(`{"n":1}`), controller.SubmitOptions{ID: id, Priority: p}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if rec := cancelJob(t, e, string(p)+"-0"); rec.Algorithm != "echo" {
+			t.Fatalf("cancelled %s-0: %+v", p, rec)
+		}
+	}
+	n, err := e.store.Purge(ctx, "echo")
+	if err != nil || n != 6 {
+		t.Fatalf("purge: %d, %v; want the 6 waiting jobs of every priority", n, err)
+	}
+	if left := e.jobsLeft(t); left != 0 {
+		t.Fatalf("%d jobs left in JOBS", left)
+	}
+}
