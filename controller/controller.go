@@ -98,6 +98,11 @@ type Config struct {
 	// creating or updating them, for credentials that may not. Default
 	// false: Run provisions everything idempotently.
 	Bind bool
+	// Declare names algorithms Run marks as known at start
+	// (jobs.Store.Declare), so that the gateway and pnp submit accept
+	// their jobs before any of their runners has registered: scale from
+	// zero. KeepConsumers are declared too. Default none.
+	Declare []string
 	// MaxInFlight bounds the jobs this controller dispatches at once, over
 	// all algorithms. Default DefaultMaxInFlight.
 	MaxInFlight int
@@ -177,7 +182,9 @@ type Config struct {
 	// no runner is live: those whose runners an autoscaler starts from
 	// zero (KEDA's nats-jetstream scaler reads a missing consumer as the
 	// stream's last sequence, a backlog that is not there). Give every
-	// controller replica the same list. Default none.
+	// controller replica the same list. Run also declares them
+	// (jobs.Store.Declare, as Declare): their jobs are accepted while no
+	// runner has ever registered. Default none.
 	KeepConsumers []string
 	// MaxReferencedOutputBytes bounds an output that a runner stored in
 	// the outputs bucket and replied with by reference (output_ref): the
@@ -256,6 +263,11 @@ func (c *Config) setDefaults() {
 // Validate reports every problem with c (before defaults).
 func (c Config) Validate() error {
 	errs := []error{c.Store.Validate(), c.Routes.Validate(), c.Shadow.Validate(), c.History.Validate()}
+	for _, a := range c.Declare {
+		if !discovery.ValidAlgorithmName(a) {
+			errs = append(errs, fmt.Errorf("declare: %q is not an algorithm name", a))
+		}
+	}
 	if c.MaxInFlight < 0 {
 		errs = append(errs, fmt.Errorf("max in flight %d is negative", c.MaxInFlight))
 	}
@@ -355,7 +367,10 @@ type Controller struct {
 	// epoch changes at every disconnect and reconnect, so a job whose
 	// request spanned one can tell that its timeout was not the runner's
 	// fault.
-	epoch   atomic.Uint64
+	epoch atomic.Uint64
+	// cancels tells which jobs' records to read before their first
+	// dispatch (cancelwatch.go).
+	cancels cancelWatch
 	running atomic.Bool
 	ready   chan struct{}
 
@@ -463,6 +478,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	go func() {
 		for range status {
 			c.epoch.Add(1)
+			c.cancels.distrust()
 		}
 	}()
 
@@ -471,6 +487,11 @@ func (c *Controller) Run(ctx context.Context) error {
 		return err
 	}
 	c.store = store
+	for _, a := range slices.Concat(c.cfg.Declare, c.cfg.KeepConsumers) {
+		if err := store.Declare(ctx, a); err != nil {
+			c.log.Warn().Err(err).Str("algorithm", a).Msg("cannot declare the algorithm; its jobs are refused until a runner registers for it")
+		}
+	}
 
 	var bg sync.WaitGroup
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
@@ -483,10 +504,14 @@ func (c *Controller) Run(ctx context.Context) error {
 	}()
 	c.cache = store.Registry().NewCache(c.log)
 	c.routes = rollout.NewTable(c.js, c.cfg.Routes, c.log)
-	bg.Add(4)
+	bg.Add(5)
 	go func() {
 		defer bg.Done()
 		_ = c.cache.Run(bgCtx)
+	}()
+	go func() {
+		defer bg.Done()
+		c.cancels.run(bgCtx, c)
 	}()
 	go func() {
 		defer bg.Done()

@@ -37,6 +37,9 @@ type task struct {
 	// noRecord is set when the job may not store a record under its id:
 	// its dead letter is its only outcome.
 	noRecord bool
+	// cancelled is the job's cancelled record, as stored, once one was
+	// found in the way of this delivery.
+	cancelled []byte
 }
 
 func (t *task) log() *zerolog.Logger {
@@ -116,10 +119,13 @@ func (c *Controller) process(w *worker, j *job) {
 			JobsSubjectPrefix, truncate(t.alg, 64))})
 		return
 	}
-	if md.NumDelivered > 1 {
-		// A redelivery: the job may already have an outcome (stored just
-		// before a crash or a lost ack), or a retrying record that counts
-		// its attempts so far.
+	// A redelivery may already have an outcome (stored just before a
+	// crash or a lost ack), or a retrying record that counts its attempts
+	// so far. Any delivery, the first too, may find a cancelled record
+	// (jobs.Store.Cancel): the job is then retired without running. A
+	// first delivery is read only when a cancel may concern it
+	// (cancelwatch.go).
+	if md.NumDelivered > 1 || c.cancels.mayBeCancelled(t.alg, md.Timestamp) {
 		final, err := t.loadPrevious(ctx)
 		switch {
 		case err != nil && md.NumDelivered < giveUpDeliveries:
@@ -132,6 +138,7 @@ func (c *Controller) process(w *worker, j *job) {
 			t.log().Error().Err(err).Uint64("deliveries", md.NumDelivered).Msg("cannot read the job's result record; going on without it")
 		case final:
 			t.ack()
+			t.notifyCancelled()
 			return
 		}
 	}
@@ -470,13 +477,21 @@ func (t *task) loadPrevious(ctx context.Context) (final bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("controller: get result %s: %w", t.id, err)
 	}
-	t.rev = e.Revision()
 	prev, err := jobs.DecodeResult(t.id, e.Value())
+	if t.md.NumDelivered <= 1 && (err != nil || prev.Status != jobs.StatusCancelled) {
+		// A first delivery heeds only a cancel: any other record is an
+		// earlier job's under the same id (submitted again after the
+		// duplicate window), which this one runs after and never
+		// replaces (put creates the key).
+		return false, nil
+	}
+	t.rev = e.Revision()
 	if err != nil {
 		// Not a record we wrote: replace it.
 		return false, nil
 	}
 	if prev.Status.Final() {
+		t.sawFinal(prev.Status, e.Value())
 		return true, nil
 	}
 	t.rec.Attempts = prev.Attempts
@@ -507,6 +522,7 @@ func (t *task) failure(ctx context.Context, e *protocol.Error) {
 	switch {
 	case errors.Is(err, errFinal):
 		t.ack()
+		t.notifyCancelled()
 		return
 	case err != nil && ctx.Err() != nil:
 		t.nak(0)
@@ -599,6 +615,7 @@ func (t *task) finalize(ctx context.Context) {
 	case errors.Is(err, errFinal):
 		t.log().Debug().Msg("job already has a final result; keeping it")
 		t.ack()
+		t.notifyCancelled()
 	case err != nil && ctx.Err() != nil:
 		t.nak(0)
 	case err != nil && !permanent(err) && t.md.NumDelivered < giveUpDeliveries:
@@ -655,6 +672,7 @@ func (t *task) put(ctx context.Context, data []byte) error {
 			return fmt.Errorf("controller: store result %s: %w", t.id, err)
 		}
 		if prev, err := jobs.DecodeResult(t.id, e.Value()); err == nil && prev.Status.Final() {
+			t.sawFinal(prev.Status, e.Value())
 			return errFinal
 		}
 		rev = e.Revision()

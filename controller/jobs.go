@@ -62,6 +62,7 @@ const (
 	StatusSucceeded = jobs.StatusSucceeded
 	StatusFailed    = jobs.StatusFailed
 	StatusRetrying  = jobs.StatusRetrying
+	StatusCancelled = jobs.StatusCancelled
 )
 
 // Types of package jobs.

@@ -200,3 +200,26 @@ func storeOutput(ctx context.Context, s *jobs.Store, r *Result) error {
 	r.Output, r.OutputRef = nil, ref.String()
 	return nil
 }
+
+// sawFinal keeps the job's final record when it is a cancelled one, for
+// notifyCancelled.
+func (t *task) sawFinal(st Status, data []byte) {
+	if st == jobs.StatusCancelled {
+		t.cancelled = data
+	}
+}
+
+// notifyCancelled publishes the cancelled record the job was retired
+// for to the job's Pnp-Notify subject: the canceller has no right to
+// publish there, and the controller is the one that holds the job.
+func (t *task) notifyCancelled() {
+	if t.cancelled == nil {
+		return
+	}
+	t.log().Debug().Msg("job cancelled; retired without an outcome of its own")
+	if subj := t.msg.Headers().Get(HeaderNotify); subj != "" && ValidNotifySubject(subj) {
+		if err := t.c.nc.Publish(subj, t.cancelled); err != nil {
+			t.log().Debug().Err(err).Str("notify", subj).Msg("notification not sent")
+		}
+	}
+}

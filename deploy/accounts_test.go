@@ -353,7 +353,8 @@ func accountInfo(t *testing.T, s *server.Server, account string) *server.Account
 // algorithm or reaches what only APP's roles may touch; it imports no
 // stream; its requests are answered as long as its user may answer. APP
 // imports from a team
-// exactly its algorithms' requests and their control plane.
+// exactly its algorithms' requests and their control plane (with the
+// cancel subjects of its algorithms).
 func TestTeamImportsAreTheirPermissions(t *testing.T) {
 	s, _ := startConfServer(t)
 	opts := loadConf(t, "nats.conf")
@@ -451,7 +452,7 @@ func TestTeamImportsAreTheirPermissions(t *testing.T) {
 	for acc, algs := range own {
 		want := []string{"$SRV.PING", "$SRV.INFO", "$SRV.STATS"}
 		for _, a := range algs {
-			want = append(want, "run."+a, "run."+a+".*", "$SRV.*."+a, "$SRV.*."+a+".*")
+			want = append(want, "run."+a, "run."+a+".*", "$SRV.*."+a, "$SRV.*."+a+".*", "cancel."+a)
 		}
 		slices.Sort(want)
 		slices.Sort(got[acc])

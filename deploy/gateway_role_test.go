@@ -179,7 +179,18 @@ func TestGatewayRoleAllowed(t *testing.T) {
 	check("a missing output", 404, "GET", "/v1/objects/outputs/none", "", nil, "no object")
 	check("a missing output of an algorithm", 404, "GET", "/v1/objects/outputs_language_detection/none", "", nil, "no object")
 	check("output of a failed job", 409, "GET", "/v1/jobs/gw-bad/output", "", nil, "is failed")
+	// Cancel: a finished job (its record), an unknown one (a look through
+	// JOBS), and a fresh one (the cancelled record and the runners' cancel
+	// subject) — cancelled, or finished first.
+	check("cancel of a finished job", 409, "DELETE", "/v1/jobs/gw-bad", "", nil, `"job_status":"failed"`)
+	check("cancel of an unknown job", 404, "DELETE", "/v1/jobs/gw-none", "", nil, "no job gw-none")
+	check("submit to cancel", 202, "POST", "/v1/algorithms/language_detection/jobs", `{"text":"Guten Morgen, wie geht es dir heute?"}`, map[string]string{"Idempotency-Key": "gw-cancel"}, "gw-cancel")
+	if code, b := httpDo(t, "DELETE", base+"/v1/jobs/gw-cancel", "", nil); code != 200 && code != 409 {
+		t.Fatalf("cancel: %d %s", code, b)
+	}
+	check("unknown algorithm", 404, "POST", "/v1/algorithms/language_detecton/jobs", `{}`, nil, "did you mean language_detection")
 	c.expectClean(t)
+	d.runnerC.expectClean(t)
 }
 
 // TestGatewayRoleDenied checks what the gateway user may not do.

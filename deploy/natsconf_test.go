@@ -342,6 +342,18 @@ func TestRolesAllowed(t *testing.T) {
 		}
 	})
 
+	t.Run("producer is told of an unknown algorithm", func(t *testing.T) {
+		err := d.store.CheckKnown(ctx, "language_detecton")
+		var unknown *jobs.UnknownAlgorithmError
+		if !errors.As(err, &unknown) || !slices.Contains(unknown.Suggestions, "language_detection") {
+			t.Fatalf("CheckKnown: %v, want an unknown algorithm suggesting language_detection", err)
+		}
+		if err := d.store.CheckKnown(ctx, "language_detection"); err != nil {
+			t.Fatalf("CheckKnown of a served algorithm: %v", err)
+		}
+		d.producer.expectClean(t)
+	})
+
 	t.Run("py_runner serves the Python worker of compose.yaml", func(t *testing.T) {
 		py := "/usr/bin/python3"
 		if _, err := os.Stat(py); err != nil {

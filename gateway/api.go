@@ -318,6 +318,9 @@ func (g *Gateway) submit(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problem{Code: http.StatusNotFound, Message: fmt.Sprintf("%q cannot name an algorithm", name)})
 		return
 	}
+	if !g.known(w, r, name) {
+		return
+	}
 	var opts jobs.SubmitOptions
 	if key := r.Header.Get(headerIdempotencyKey); key != "" {
 		if !protocol.ValidJobID(key) {

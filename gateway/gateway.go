@@ -214,6 +214,7 @@ func (g *Gateway) routes() http.Handler {
 	handle("GET /v1/jobs", g.listJobs, api)
 	handle("GET /v1/jobs/{id}", g.job, api)
 	handle("GET /v1/jobs/{id}/output", g.jobOutput, api)
+	handle("DELETE /v1/jobs/{id}", g.cancel, api)
 	handle("POST /v1/objects", g.upload, api)
 	handle("GET /v1/objects/{bucket}/{name...}", g.download, api)
 	handle("GET /v1/dead", g.dead, api)

@@ -201,7 +201,8 @@ func TestJobsIdempotencyAndLongPoll(t *testing.T) {
 		{"reserved Idempotency-Key", "POST", "/v1/algorithms/probe/jobs", "{}", map[string]string{"Idempotency-Key": "auto-1-1"}, 400},
 		{"invalid algorithm name", "POST", "/v1/algorithms/Bad-Name/jobs", "{}", nil, 404},
 		{"unknown route", "GET", "/v2/nothing", "", nil, 404},
-		{"wrong method", "DELETE", "/v1/jobs/order-17", "", nil, 405},
+		{"wrong method", "PUT", "/v1/jobs/order-17", "", nil, 405},
+		{"cancel of a finished job", "DELETE", "/v1/jobs/order-17", "", nil, 409},
 		{"GET of a POST route", "GET", "/v1/algorithms/probe/run", "", nil, 405},
 	}
 	for _, tc := range errs {
@@ -353,6 +354,9 @@ func TestOpenAPIFromLiveSchemas(t *testing.T) {
 			if doc.Paths[p] == nil {
 				t.Errorf("path %s missing", p)
 			}
+		}
+		if doc.Paths["/v1/jobs/{id}"]["delete"] == nil {
+			t.Errorf("DELETE /v1/jobs/{id} (cancel) missing")
 		}
 		regs, err := s.store.Registry().List(context.Background(), nil)
 		if err != nil {

@@ -248,6 +248,8 @@ type problemBody struct {
 		Pointer string `json:"pointer"`
 		Message string `json:"message"`
 	} `json:"violations"`
+	// raw is the whole body, for fields of one route's problems.
+	raw []byte
 }
 
 // expectProblem checks an error response: its status, content type and
@@ -267,6 +269,7 @@ func expectProblem(t *testing.T, r response, status int) problemBody {
 	if p.Status != status || p.Code != status || p.Message == "" {
 		t.Fatalf("problem %+v: want status and code %d and a message", p, status)
 	}
+	p.raw = r.body
 	return p
 }
 

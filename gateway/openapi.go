@@ -89,6 +89,12 @@ func (g *Gateway) openAPIDoc() obj {
 			},
 			"responses": obj{"200": obj{"description": "the result record", "content": obj{"application/json": obj{"schema": ref("Result")}}},
 				"400": problemResponse("invalid job id or wait"), "404": problemResponse("no result: waiting, unknown or expired")},
+		}, "delete": obj{
+			"operationId": "cancelJob", "summary": "cancel a job: a waiting job never runs, a running one has its context cancelled; never retried",
+			"parameters": []any{obj{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string"}}},
+			"responses": obj{"200": obj{"description": "cancelled: the job's cancelled record", "content": obj{"application/json": obj{"schema": ref("Result")}}},
+				"400": problemResponse("invalid job id"), "404": problemResponse("no such job: no record and nothing waiting under this id"),
+				"409": problemResponse("the job already finished; job_status names its outcome"), "503": problemResponse("JetStream unavailable")},
 		}},
 		"/v1/jobs/{id}/output": obj{"get": obj{
 			"operationId": "getJobOutput", "summary": "a succeeded job's output, from its record or from the object its output_ref names",
@@ -197,6 +203,7 @@ func (g *Gateway) openAPIDoc() obj {
 				"202": obj{"description": "stored; read the result at Location", "headers": obj{"Location": obj{"schema": obj{"type": "string"}}},
 					"content": obj{"application/json": obj{"schema": ref("JobAccepted")}}},
 				"400": problemResponse("not JSON, or an invalid Idempotency-Key, Pnp-Priority or Pnp-Not-Before"),
+				"404": problemResponse("unknown algorithm: never registered nor declared; suggestions names the closest known ones"),
 				"413": problemResponse("job too large"),
 			},
 		}
@@ -214,7 +221,9 @@ func (g *Gateway) openAPIDoc() obj {
 		"components": obj{"schemas": obj{
 			"Problem": obj{"type": "object", "required": []any{"type", "title", "status", "code", "message"}, "properties": obj{
 				"type": str, "title": str, "status": integer, "detail": str, "code": integer, "message": str, "algorithm": str, "instance": str,
-				"violations": obj{"type": "array", "items": obj{"type": "object", "properties": obj{"pointer": str, "message": str}}},
+				"violations":  obj{"type": "array", "items": obj{"type": "object", "properties": obj{"pointer": str, "message": str}}},
+				"suggestions": obj{"type": "array", "items": str, "description": "known algorithm names closest to an unknown one"},
+				"job_status":  obj{"type": "string", "description": "the outcome of a job that could not be cancelled"},
 			}},
 			"Object":      obj{"type": "object", "required": []any{"ref", "bucket", "name", "size"}, "properties": obj{"ref": str, "bucket": str, "name": str, "size": integer}},
 			"JobAccepted": obj{"type": "object", "required": []any{"job_id", "location"}, "properties": obj{"job_id": str, "duplicate": obj{"type": "boolean"}, "location": str, "not_before": dateTime}},

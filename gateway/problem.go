@@ -21,6 +21,12 @@ type problem struct {
 	Algorithm  string              `json:"algorithm,omitempty"`
 	Instance   string              `json:"instance,omitempty"`
 	Violations []schemas.Violation `json:"violations,omitempty"`
+	// Suggestions are the known algorithm names closest to an unknown
+	// one (404 of a job submission).
+	Suggestions []string `json:"suggestions,omitempty"`
+	// JobStatus is the outcome of a job that cannot be cancelled because
+	// it has one (409 of a cancel).
+	JobStatus string `json:"job_status,omitempty"`
 }
 
 // fromRunnerError is the problem for a runner's error reply: its code

@@ -30,6 +30,12 @@ type SubmitOptions struct {
 	// Header holds extra headers stored with the job and kept in its dead
 	// letter.
 	Header nats.Header
+	// RequireKnown refuses a job for an algorithm that is not known
+	// (CheckKnown: never registered, not declared) with an
+	// *UnknownAlgorithmError naming the closest known names, instead of
+	// storing a job that would wait for a runner that never comes. The
+	// zero value stores the job whatever its algorithm.
+	RequireKnown bool
 	// Priority places the job among its algorithm's waiting jobs; the
 	// zero value is PriorityNormal.
 	Priority Priority
@@ -108,6 +114,11 @@ func (s *Store) Submit(ctx context.Context, algorithm string, input []byte, opts
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Submission{}, fmt.Errorf("jobs: submit: %w", err)
+	}
+	if opts.RequireKnown {
+		if err := s.CheckKnown(ctx, algorithm); err != nil {
+			return Submission{}, fmt.Errorf("jobs: submit: %w", err)
+		}
 	}
 	msg := &nats.Msg{Subject: JobSubject(algorithm, prio), Data: input, Header: nats.Header{}}
 	for k, v := range opts.Header {

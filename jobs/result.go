@@ -16,26 +16,32 @@ import (
 // Status is the state a result record reports.
 type Status string
 
-// The statuses of schemas/result.json. Succeeded and failed are final.
+// The statuses of schemas/result.json. Succeeded, failed and cancelled
+// are final.
 const (
 	StatusSucceeded Status = "succeeded"
 	StatusFailed    Status = "failed"
 	StatusRetrying  Status = "retrying"
+	// StatusCancelled is the outcome of a job cancelled with
+	// Store.Cancel: it never runs again and is never retried.
+	StatusCancelled Status = "cancelled"
 	// StatusScheduled (schedule.go) is reported, never stored.
 )
 
 // Statuses lists every status a record may have, for the checks of a
 // status a caller names (ListOptions.Status).
-var Statuses = []Status{StatusSucceeded, StatusFailed, StatusRetrying}
+var Statuses = []Status{StatusSucceeded, StatusFailed, StatusRetrying, StatusCancelled}
 
 // MaxRecordedInput bounds the input a result record keeps (Result.Input),
 // in bytes: enough for the usual input and for one naming its data by
 // obj:// reference, little next to the output.
 const MaxRecordedInput = 1024
 
-// Final reports whether s is an outcome (succeeded or failed) rather than a
-// step on the way.
-func (s Status) Final() bool { return s == StatusSucceeded || s == StatusFailed }
+// Final reports whether s is an outcome (succeeded, failed or cancelled)
+// rather than a step on the way.
+func (s Status) Final() bool {
+	return s == StatusSucceeded || s == StatusFailed || s == StatusCancelled
+}
 
 // Result is the record stored under the job id in the results bucket. Its
 // JSON form is defined by schemas/result.json.

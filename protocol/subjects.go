@@ -30,3 +30,15 @@ func PinnedSubject(algorithm, version string) string {
 func EncodeVersion(version string) string {
 	return strings.NewReplacer(".", "_", "+", "__").Replace(version)
 }
+
+// CancelSubjectPrefix starts the subjects on which the instances of an
+// algorithm hear that a job was cancelled: CancelSubject.
+const CancelSubjectPrefix = "cancel."
+
+// CancelSubject is where a job of algorithm is cancelled,
+// "cancel.<algorithm>": every instance of the algorithm subscribes it (a
+// plain subscription, not a queue group), and the body of a message there
+// is the id of the job to stop. The instance running the job cancels its
+// context and answers its request with an error; an instance that gets
+// the job's request later refuses it unrun.
+func CancelSubject(algorithm string) string { return CancelSubjectPrefix + algorithm }

@@ -59,6 +59,8 @@ type endpoint struct {
 	idle     chan struct{}
 	closed   bool // jobs is closed: refuse everything
 
+	cancels cancelled // recently cancelled job ids (cancel.go)
+
 	drainOnce sync.Once
 	drained   chan struct{} // closed when the subscription finished draining
 
@@ -389,6 +391,12 @@ func (w *worker) serve(j job) {
 	}
 
 	w.begin(reply, hdr, j.received, deadline, cancel)
+	if id := hdr.Get(protocol.HeaderJobID); id != "" && e.cancels.has(id, time.Now()) {
+		// Cancelled before it arrived: answered, and never run.
+		w.cancelIf(id)
+		w.finish()
+		return
+	}
 	start := time.Now()
 	data, err := e.call(ctx, body, log)
 	took := time.Since(start)

@@ -83,7 +83,8 @@ func (e *endpoint) record(d time.Duration, er *Error) {
 	}
 }
 
-// subscribeMonitor subscribes the control-plane subjects.
+// subscribeMonitor subscribes the control-plane subjects and the
+// algorithm's cancel subject.
 func (e *endpoint) subscribeMonitor() error {
 	verbs := map[micro.Verb]func() any{
 		micro.PingVerb:  func() any { return micro.Ping{ServiceIdentity: e.identity(), Type: micro.PingResponseType} },
@@ -112,7 +113,7 @@ func (e *endpoint) subscribeMonitor() error {
 			e.monitorSubs = append(e.monitorSubs, sub)
 		}
 	}
-	return nil
+	return e.subscribeCancel()
 }
 
 func (e *endpoint) unsubscribeMonitor() {

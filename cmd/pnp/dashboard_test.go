@@ -127,7 +127,11 @@ func TestDashboardInBrowser(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, b
 	}
-	// A job nobody serves yet: it expires after --max-job-age into DEAD.
+	// A job nobody serves yet, of an algorithm declared so that its jobs
+	// are accepted: it expires after --max-job-age into DEAD.
+	if code, _, stderr := runPnp(t, "algorithms", "declare", "--server", natsURL, "language_detection"); code != 0 {
+		t.Fatalf("declare: exit %d: %s", code, stderr)
+	}
 	if code, b := post("/v1/algorithms/language_detection/jobs", `{"text":"Die Mannschaften schreiben Algorithmen und wollen sie auf neue Daten anwenden"}`,
 		map[string]string{"Idempotency-Key": "late-job"}); code != 202 {
 		t.Fatalf("submit: %d %s", code, b)

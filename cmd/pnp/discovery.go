@@ -231,7 +231,10 @@ func routesFor(ctx context.Context, nf *natsFlags, nc *nats.Conn, log zerolog.Lo
 }
 
 func cmdAlgorithms(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("algorithms", "pnp algorithms [--json] [flags]", stdout)
+	if len(args) > 0 && args[0] == "declare" {
+		return cmdAlgorithmsDeclare(ctx, args[1:], stdout, stderr)
+	}
+	fs := newFlagSet("algorithms", "pnp algorithms [--json] [flags]\n       pnp algorithms declare <algorithm>...   accept its jobs before any runner has started", stdout)
 	var nf natsFlags
 	var lf logFlags
 	nf.register(fs)

@@ -252,11 +252,12 @@ func (ix *packageIndex) check(args []string) error {
 // pnpWithSubcommands are the commands whose first argument is a
 // subcommand with its own flags.
 var pnpWithSubcommands = map[string][]string{
-	"discovery": {"provision", "ls", "watch"},
-	"dead":      {"ls", "replay"},
-	"jobs":      {"ls"},
-	"route":     {"set", "show", "promote", "clear", "report"},
-	"schedule":  {"add", "ls", "rm"},
+	"discovery":  {"provision", "ls", "watch"},
+	"dead":       {"ls", "replay"},
+	"jobs":       {"ls", "purge"},
+	"route":      {"set", "show", "promote", "clear", "report"},
+	"schedule":   {"add", "ls", "rm"},
+	"algorithms": {"declare"},
 }
 
 // checkPnp checks a pnp command line: the command exists and its flags

@@ -41,7 +41,7 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 	fs.IntVar(&cfg.MaxAlgorithms, "max-algorithms", controller.DefaultMaxAlgorithms, "algorithms this controller serves at most; past it, newly registered ones wait (logged)")
 	fs.DurationVar(&cfg.ConsumerInactiveThreshold, "consumer-inactive-threshold", controller.DefaultConsumerInactiveThreshold, "how long the JOBS consumer of an algorithm without a live runner and without waiting jobs is kept")
-	keep := fs.String("keep-consumers", env("PNP_KEEP_CONSUMERS", ""), "comma-separated algorithms whose JOBS consumers (one per priority) are kept even with no job waiting and no runner: those an autoscaler (KEDA) starts from zero; give every controller the same list (env PNP_KEEP_CONSUMERS)")
+	keep := fs.String("keep-consumers", env("PNP_KEEP_CONSUMERS", ""), "comma-separated algorithms whose JOBS consumers (one per priority) are kept even with no job waiting and no runner: those an autoscaler (KEDA) starts from zero, also declared as with --declare; give every controller the same list (env PNP_KEEP_CONSUMERS)")
 	fs.Int64Var(&cfg.SchemaCacheBytes, "schema-cache-bytes", controller.DefaultSchemaCacheBytes, "estimated heap of the compiled registered schemas kept")
 	cfg.MaxReferencedOutputBytes = controller.DefaultMaxReferencedOutputBytes
 	fs.Var(byteSize{&cfg.MaxReferencedOutputBytes}, "max-referenced-output", "largest output a runner stored by reference (output_ref) that is read back and checked against its schema; a larger one fails with 502 (-1: accept them unchecked)")
@@ -56,9 +56,11 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.BoolVar(&cfg.Bind, "no-provision", false, "use existing streams instead of creating them (for credentials that may not create streams)")
 	var pf placementFlags
 	pf.register(fs)
+	declare := fs.String("declare", os.Getenv("PNP_DECLARE"), "comma-separated algorithms to mark as known at start, so their jobs are accepted before any runner registers (scale from zero; --keep-consumers are declared too; env PNP_DECLARE)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
+	cfg.Declare = nameList(*declare)
 	if err := of.apply(&cfg.Store); err != nil {
 		return err
 	}
@@ -70,11 +72,7 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	cfg.Logger = log
-	for _, a := range strings.Split(*keep, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			cfg.KeepConsumers = append(cfg.KeepConsumers, a)
-		}
-	}
+	cfg.KeepConsumers = nameList(*keep)
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -117,6 +115,7 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		wait          = fs.Bool("wait", false, "wait for the result and print it; exit 1 when the job failed")
 		waitTimeout   = fs.Duration("wait-timeout", 0, "wait at most this long for the result, then exit 1 (implies --wait; 0: wait until interrupted)")
 		requireRunner = fs.Bool("require-runner", false, "refuse to submit when no runner is registered for the algorithm")
+		allowUnknown  = fs.Bool("allow-unknown", false, "submit even for an algorithm no runner has ever registered for and nobody declared (by default refused as a likely typo, naming the closest known algorithms)")
 	)
 	nf.register(fs)
 	lf.register(fs)
@@ -148,6 +147,14 @@ func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer nc.Close()
+	if !*allowUnknown {
+		if err := store.CheckKnown(ctx, pos[0]); err != nil {
+			if errors.Is(err, jobs.ErrUnknownAlgorithm) {
+				return fmt.Errorf("%w; not submitted (--allow-unknown submits it anyway)", err)
+			}
+			return err
+		}
+	}
 	if err := checkRunners(ctx, store, pos[0], *requireRunner, stderr); err != nil {
 		return err
 	}
@@ -317,10 +324,13 @@ func printResult(ctx context.Context, store *jobs.Store, res jobs.Result, out st
 }
 
 func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "ls" {
+	switch {
+	case len(args) > 0 && args[0] == "ls":
 		return cmdJobsLs(ctx, args[1:], stdout, stderr)
+	case len(args) > 0 && args[0] == "purge":
+		return cmdJobsPurge(ctx, args[1:], stdout, stderr)
 	}
-	fs := newFlagSet("jobs", "pnp jobs [--json] | pnp jobs ls [flags] (list jobs by their result records; pnp jobs ls --help)", stdout)
+	fs := newFlagSet("jobs", "pnp jobs [--json] | pnp jobs ls [flags] (list jobs by their result records; pnp jobs ls --help)\n       pnp jobs purge <algorithm>   drop the algorithm's waiting jobs (admin role)", stdout)
 	var (
 		nf      natsFlags
 		lf      logFlags
@@ -526,4 +536,15 @@ func envInt(name string, def int) int {
 		return v
 	}
 	return def
+}
+
+// nameList splits a comma-separated list of names, dropping blanks.
+func nameList(s string) []string {
+	var names []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			names = append(names, a)
+		}
+	}
+	return names
 }

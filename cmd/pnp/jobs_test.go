@@ -187,9 +187,11 @@ func TestUpRunsJobs(t *testing.T) {
 	}
 }
 
-// Submitting to an algorithm nobody serves: a warning on stderr, a refusal
-// with --require-runner, and --wait-timeout ends the wait with exit 1 and
-// a message saying what to do.
+// Submitting to an algorithm nobody serves: a refusal naming the closest
+// known name when nobody ever served or declared it, a warning on stderr
+// with --allow-unknown, a refusal with --require-runner, and
+// --wait-timeout ends the wait with exit 1 and a message saying what to
+// do.
 func TestSubmitNobodyServes(t *testing.T) {
 	isolateEnv(t)
 	url, _, _ := serveLanguageDetection(t)
@@ -198,18 +200,28 @@ func TestSubmitNobodyServes(t *testing.T) {
 	if code != 0 || stderr != "" {
 		t.Errorf("submit to a served algorithm: exit %d\nstderr: %s\nwant exit 0 and no warning", code, stderr)
 	}
-	code, stdout, stderr = runPnp(t, "submit", "--server", url, "--id", "nope-1", "nope", `{}`)
+	// A name no runner ever registered and nobody declared: a typo.
+	code, stdout, stderr = runPnp(t, "submit", "--server", url, "--id", "typo-1", "language_detecton", `{}`)
+	if code != 1 || stdout != "" {
+		t.Errorf("submit to an unknown algorithm: exit %d, stdout %q; want a refusal", code, stdout)
+	}
+	checkOneLineError(t, stderr, regexp.MustCompile(`^pnp submit: unknown algorithm "language_detecton": .*did you mean language_detection\?; not submitted`))
+	if code, _, stderr := runPnp(t, "cancel", "--server", url, "typo-1"); code != 1 || !strings.Contains(stderr, "no job typo-1") {
+		t.Errorf("the refused job was stored: cancel exit %d: %s", code, stderr)
+	}
+
+	code, stdout, stderr = runPnp(t, "submit", "--server", url, "--id", "nope-1", "--allow-unknown", "nope", `{}`)
 	if code != 0 || strings.TrimSpace(stdout) != "nope-1" || !strings.Contains(stderr, "no runner is registered for nope") {
 		t.Errorf("submit: exit %d\nstdout: %s\nstderr: %s\nwant exit 0 and a warning", code, stdout, stderr)
 	}
 
-	code, stdout, stderr = runPnp(t, "submit", "--server", url, "--id", "nope-2", "--require-runner", "nope", `{}`)
+	code, stdout, stderr = runPnp(t, "submit", "--server", url, "--id", "nope-2", "--require-runner", "--allow-unknown", "nope", `{}`)
 	if code == 0 || stdout != "" {
 		t.Errorf("submit --require-runner: exit %d, stdout %q; want a refusal", code, stdout)
 	}
 	checkOneLineError(t, stderr, regexp.MustCompile(`^pnp submit: no runner is registered for nope; not submitted`))
 
-	code, stdout, stderr = runPnp(t, "submit", "--server", url, "--id", "nope-3", "--wait-timeout", "300ms", "nope", `{}`)
+	code, stdout, stderr = runPnp(t, "submit", "--server", url, "--id", "nope-3", "--wait-timeout", "300ms", "--allow-unknown", "nope", `{}`)
 	if code != 1 || strings.TrimSpace(stdout) != "nope-3" {
 		t.Errorf("submit --wait-timeout: exit %d, stdout %q; want 1 and the job id", code, stdout)
 	}

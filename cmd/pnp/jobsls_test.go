@@ -71,7 +71,7 @@ func TestJobsLs(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--status", "done"}, `--status: "done" is not a status; want one of succeeded, failed, retrying`},
+		{[]string{"--status", "done"}, `--status: "done" is not a status; want one of succeeded, failed, retrying, cancelled`},
 		{[]string{"--limit", "0"}, "--limit: 0 is out of range"},
 		{[]string{"--since", "yesterday", "--algorithm", "Bad"}, `--algorithm: "Bad" is not an algorithm name`},
 		{[]string{"--cursor", "xyz"}, "--cursor: not a cursor this listing returned"},

@@ -12,7 +12,7 @@ import (
 )
 
 // pnp up --nats-monitor serves the embedded server's monitoring endpoints,
-// and the banner says where: jobs for an algorithm nobody serves show as
+// and the banner says where: jobs for a declared algorithm nobody serves show as
 // its consumer's backlog where KEDA's nats-jetstream scaler reads it, with
 // the embedded server's account "$G".
 func TestUpNatsMonitorShowsBacklog(t *testing.T) {
@@ -23,6 +23,11 @@ func TestUpNatsMonitorShowsBacklog(t *testing.T) {
 	m := regexp.MustCompile(`monitor   http://(127\.0\.0\.1:\d+)/jsz\?acc=\$G&consumers=true&config=true`).FindStringSubmatch(up.stdout.String())
 	if m == nil {
 		t.Fatalf("banner names no monitoring endpoint:\n%s", up.stdout.String())
+	}
+	// Declared, as for runners an autoscaler starts from zero: pnp submit
+	// refuses jobs for a name nobody declared or served.
+	if code, _, stderr := runPnp(t, "algorithms", "declare", "--server", "nats://"+addr, "nobody_yet"); code != 0 {
+		t.Fatalf("declare: exit %d\n%s", code, stderr)
 	}
 	for i := range 5 {
 		if code, _, stderr := runPnp(t, "submit", "--server", "nats://"+addr, "--id", fmt.Sprintf("wait-%d", i), "nobody_yet", `{}`); code != 0 {

@@ -94,10 +94,10 @@ func TestProvisionLimits(t *testing.T) {
 	if code, _, stderr := runPnp(t, "provision", "--server", s.URL(), "--jobs-max-msgs", "1", "--jobs-max-per-algorithm", "-1"); code != 0 {
 		t.Fatalf("provision --jobs-max-msgs 1: exit %d: %s", code, stderr)
 	}
-	if code, _, stderr := runPnp(t, "submit", "--server", s.URL(), "nobody", "{}"); code != 0 {
+	if code, _, stderr := runPnp(t, "submit", "--server", s.URL(), "--allow-unknown", "nobody", "{}"); code != 0 {
 		t.Fatalf("first job: exit %d: %s", code, stderr)
 	}
-	code, _, stderr = runPnp(t, "submit", "--server", s.URL(), "nobody", "{}")
+	code, _, stderr = runPnp(t, "submit", "--server", s.URL(), "--allow-unknown", "nobody", "{}")
 	if code != 1 {
 		t.Fatalf("submit to a full JOBS: exit %d, want 1: %s", code, stderr)
 	}
@@ -117,7 +117,7 @@ func TestProvisionLimits(t *testing.T) {
 	if code, _, stderr := runPnp(t, "provision", "--server", s.URL(), "--jobs-max-msgs", "100", "--jobs-max-per-algorithm", "1"); code != 0 {
 		t.Fatalf("provision --jobs-max-per-algorithm 1: exit %d: %s", code, stderr)
 	}
-	code, _, stderr = runPnp(t, "submit", "--server", s.URL(), "nobody", "{}")
+	code, _, stderr = runPnp(t, "submit", "--server", s.URL(), "--allow-unknown", "nobody", "{}")
 	if code != 1 {
 		t.Fatalf("submit to a full algorithm: exit %d, want 1: %s", code, stderr)
 	}
@@ -128,7 +128,7 @@ func TestProvisionLimits(t *testing.T) {
 		}
 	}
 	checkOneLineError(t, strings.Join(kept, ""), regexp.MustCompile(`^pnp submit: jobs: submit \S+: job queue full: jobs\.nobody: per-algorithm queue full \(1 job waiting in stream JOBS: maximum messages per subject exceeded\); other algorithms' jobs are still accepted`))
-	if code, _, stderr := runPnp(t, "submit", "--server", s.URL(), "somebody_else", "{}"); code != 0 {
+	if code, _, stderr := runPnp(t, "submit", "--server", s.URL(), "--allow-unknown", "somebody_else", "{}"); code != 0 {
 		t.Fatalf("another algorithm's job while one is full: exit %d: %s", code, stderr)
 	}
 

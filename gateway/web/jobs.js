@@ -101,6 +101,11 @@ async function showJob(id) {
   const r = await api("/v1/jobs/" + encodeURIComponent(id));
   if (jobsView.shown !== id) return;
   document.getElementById("job-title").textContent = "Job " + id;
+  // Without an outcome (no record yet: maybe waiting), the job can be
+  // cancelled.
+  const cancel = document.getElementById("cancel-job");
+  cancel.hidden = r.ok ? ["succeeded", "failed", "cancelled"].includes(r.body.status) : r.status !== 404;
+  cancel.disabled = false;
   if (!r.ok) {
     body.replaceChildren(el("p", { class: "violation", "data-role": "job-error" }, r.status === 404
       ? "no result record for job " + id + ": it is still waiting or running, was never submitted, or its record expired"
@@ -135,7 +140,21 @@ async function showJob(id) {
       : valueView(j.output, 0, "job-output"));
 }
 
+// cancelJob cancels the job shown (DELETE /v1/jobs/{id}) and shows it again.
+async function cancelJob() {
+  const id = jobsView.shown;
+  if (!id) return;
+  const button = document.getElementById("cancel-job");
+  const note = document.getElementById("cancel-note");
+  button.disabled = true;
+  const r = await api("/v1/jobs/" + encodeURIComponent(id), { method: "DELETE" });
+  note.textContent = r.ok ? "cancelled" : (r.body && r.body.message) || "cancel failed: " + r.status;
+  note.className = r.ok ? "" : "violation";
+  await showJob(id);
+}
+
 function route() {
+  document.getElementById("cancel-note").textContent = "";
   const m = /^#job\/(.+)$/.exec(location.hash);
   if (m) {
     showJob(decodeURIComponent(m[1]));
@@ -149,6 +168,7 @@ function route() {
 document.getElementById("jobs-filter").addEventListener("submit", (ev) => { ev.preventDefault(); loadJobList(false); });
 document.getElementById("jobs-filter").addEventListener("change", () => loadJobList(false));
 document.getElementById("jobs-more").addEventListener("click", () => loadJobList(true));
+document.getElementById("cancel-job").addEventListener("click", cancelJob);
 // A job's record changed (app.js passes the events of /v1/events on).
 document.addEventListener("pnp:job", (ev) => {
   refreshJobList();
