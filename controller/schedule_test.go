@@ -170,3 +170,41 @@ func TestPeriodicSchedule(t *testing.T) {
 		t.Errorf("list after removal: %+v, %v", list, err)
 	}
 }
+
+// Cancelling a delayed job before its time stores status cancelled and
+// takes it out of SCHEDULES: it never runs, a second cancel reports it
+// finished, and a job due after it still runs.
+func TestCancelDelayedJob(t *testing.T) {
+	e := newEnv(t, controller.StoreConfig{})
+	var calls atomic.Int64
+	startRunner(t, e.srv, echo(t, "delayed", &calls))
+	startController(t, e, fastConfig(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := e.store.Submit(ctx, "delayed", []byte(`{"n":1}`), jobs.SubmitOptions{ID: "later", NotBefore: time.Now().Add(2 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := e.store.Result(ctx, "later"); err != nil || r.Status != jobs.StatusScheduled {
+		t.Fatalf("before the cancel: %+v, %v; want status scheduled", r, err)
+	}
+	r, err := e.store.Cancel(ctx, "later")
+	if err != nil || r.Status != jobs.StatusCancelled || r.Algorithm != "delayed" {
+		t.Fatalf("cancel: %+v, %v; want status cancelled of algorithm delayed", r, err)
+	}
+	if _, err := e.store.Scheduled(ctx, "later"); !errors.Is(err, jobs.ErrNoResult) {
+		t.Errorf("the cancelled job is still in SCHEDULES: %v", err)
+	}
+	if _, err := e.store.Cancel(ctx, "later"); !errors.Is(err, jobs.ErrFinished) {
+		t.Errorf("second cancel: %v, want ErrFinished", err)
+	}
+	if _, err := e.store.Submit(ctx, "delayed", []byte(`{"n":2}`), jobs.SubmitOptions{ID: "after", NotBefore: time.Now().Add(3 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitResult(t, "after")
+	if r, err := e.store.Result(ctx, "later"); err != nil || r.Status != jobs.StatusCancelled {
+		t.Errorf("after its time: %+v, %v; want status cancelled", r, err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("runner called %d times, want 1 (the later job)", n)
+	}
+}

@@ -68,6 +68,10 @@ const cancelTries = 10
 // (protocol.CancelSubject): the one running the job cancels the
 // request's context, and one that gets the request later refuses it.
 //
+// A delayed job still waiting for its time (SubmitOptions.NotBefore) is
+// cancelled by its record, then taken out of SCHEDULES, so it never
+// reaches JOBS.
+//
 // A job without a record is looked up in JOBS, one message after
 // another (its id is in its headers, which JetStream cannot search), so a
 // cancel costs a read of every waiting job in the worst case.
@@ -79,9 +83,11 @@ func (s *Store) Cancel(ctx context.Context, id string) (Result, error) {
 		return Result{}, fmt.Errorf("jobs: cancel: invalid job id %q", truncate(id, 300))
 	}
 	var (
-		found    *jetstream.RawStreamMsg
-		searched bool
-		marked   bool
+		found        *jetstream.RawStreamMsg
+		sched        *ScheduledJob
+		searched     bool
+		schedChecked bool
+		marked       bool
 	)
 	for range cancelTries {
 		prev, rev, err := s.record(ctx, id)
@@ -98,7 +104,22 @@ func (s *Store) Cancel(ctx context.Context, id string) (Result, error) {
 			rec.Algorithm, rec.Attempts, rec.Instance, rec.Version, rec.Controller = prev.Algorithm, prev.Attempts, prev.Instance, prev.Version, prev.Controller
 			rec.SubmittedAt, rec.StartedAt, rec.Error = prev.SubmittedAt, prev.StartedAt, prev.Error
 		}
-		if found == nil && rev == 0 {
+		if rev == 0 && found == nil && !schedChecked {
+			// A delayed job waits in SCHEDULES until its time: it is
+			// cancelled by its record, then taken out of SCHEDULES.
+			schedChecked = true
+			sj, err := s.Scheduled(ctx, id)
+			switch {
+			case err == nil:
+				sched = &sj
+			case !errors.Is(err, ErrNoResult) && !errors.Is(err, ErrNoSchedules):
+				return Result{}, fmt.Errorf("jobs: cancel %s: %w", id, err)
+			}
+		}
+		if rev == 0 && sched != nil {
+			rec.Algorithm, rec.SubmittedAt = sched.Algorithm, sched.Submitted
+		}
+		if found == nil && rev == 0 && sched == nil {
 			if searched {
 				// Not in JOBS, and still no record: not a job that
 				// finished while the search ran.
@@ -143,6 +164,15 @@ func (s *Store) Cancel(ctx context.Context, id string) (Result, error) {
 		}
 		if err != nil {
 			return Result{}, fmt.Errorf("jobs: cancel %s: store the cancelled record: %w", id, err)
+		}
+		if sched != nil {
+			// Should the job reach JOBS between the look-up and the
+			// purge, it came after the cancel mark, within the
+			// controllers' allowance: they read the cancelled record.
+			if _, err := s.Unschedule(ctx, id); err != nil {
+				return rec, fmt.Errorf("jobs: cancel %s: cancelled, but not taken out of %s: %w", id, SchedulesStream, err)
+			}
+			return rec, nil
 		}
 		// Best effort: a runner that misses it runs the job to an
 		// outcome nobody stores.
