@@ -5,13 +5,13 @@ import (
 	"testing"
 	"time"
 
-	imageinfo "pnpworker/algo/image_info"
-	imagethumbnail "pnpworker/algo/image_thumbnail"
-	languagedetection "pnpworker/algo/language_detection"
-	memeclassifier "pnpworker/algo/meme_classifier"
-	"pnpworker/discovery"
-	"pnpworker/runner"
-	"pnpworker/schemas"
+	imageinfo "github.com/pnpworker/pnpworker/algo/image_info"
+	imagethumbnail "github.com/pnpworker/pnpworker/algo/image_thumbnail"
+	languagedetection "github.com/pnpworker/pnpworker/algo/language_detection"
+	memeclassifier "github.com/pnpworker/pnpworker/algo/meme_classifier"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/runner"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // schemaCase is one document checked against a built-in's hand-written

@@ -20,8 +20,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/internal/natstest"
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // The Go code of the docs compiles, and what README.md promises a Go

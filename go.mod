@@ -1,4 +1,4 @@
-module pnpworker
+module github.com/pnpworker/pnpworker
 
 go 1.26.0
 

@@ -32,7 +32,7 @@ import (
 )
 
 // module is the module path of go.mod.
-const module = "pnpworker"
+const module = "github.com/pnpworker/pnpworker"
 
 // edge is one import between two packages of the module, both named by
 // their directory relative to the module root ("internal/imagefetch",
@@ -190,28 +190,28 @@ func TestLayersCatchViolations(t *testing.T) {
 		{
 			name: "ground floor imports ground floor and schemas",
 			files: []file{
-				{"internal/a/a.go", `package a; import (_ "pnpworker/internal/b"; _ "pnpworker/schemas"; _ "fmt")`},
-				{"internal/fetch/f.go", `package fetch; import _ "pnpworker/runner"`},
+				{"internal/a/a.go", `package a; import (_ "github.com/pnpworker/pnpworker/internal/b"; _ "github.com/pnpworker/pnpworker/schemas"; _ "fmt")`},
+				{"internal/fetch/f.go", `package fetch; import _ "github.com/pnpworker/pnpworker/runner"`},
 			},
 		},
 		{
 			name:       "ground floor imports runner",
-			files:      []file{{"internal/a/a.go", `package a; import _ "pnpworker/runner"`}},
+			files:      []file{{"internal/a/a.go", `package a; import _ "github.com/pnpworker/pnpworker/runner"`}},
 			violations: 1, unused: 1,
 		},
 		{
 			name:       "ground floor imports an algorithm from a test file",
-			files:      []file{{"internal/a/a_test.go", `package a_test; import _ "pnpworker/algo/image_info"`}},
+			files:      []file{{"internal/a/a_test.go", `package a_test; import _ "github.com/pnpworker/pnpworker/algo/image_info"`}},
 			violations: 1, unused: 1,
 		},
 		{
 			name:       "ground floor imports a harness behind a build tag",
-			files:      []file{{"internal/a/soak.go", "//go:build soak\n\npackage a\n\nimport _ \"pnpworker/harness/chaos\"\n"}},
+			files:      []file{{"internal/a/soak.go", "//go:build soak\n\npackage a\n\nimport _ \"github.com/pnpworker/pnpworker/harness/chaos\"\n"}},
 			violations: 1, unused: 1,
 		},
 		{
 			name:       "exception used outside its package",
-			files:      []file{{"internal/fetch/sub/s.go", `package sub; import _ "pnpworker/runner"`}},
+			files:      []file{{"internal/fetch/sub/s.go", `package sub; import _ "github.com/pnpworker/pnpworker/runner"`}},
 			violations: 1, unused: 1,
 		},
 		{
@@ -230,103 +230,103 @@ func TestLayersCatchViolations(t *testing.T) {
 		},
 		{
 			name:       "schemas imports the runner",
-			files:      []file{{"schemas/s.go", `package schemas; import _ "pnpworker/runner"`}},
+			files:      []file{{"schemas/s.go", `package schemas; import _ "github.com/pnpworker/pnpworker/runner"`}},
 			violations: 1, unused: 1,
 		},
 		{
 			name:       "product package imports a harness",
-			files:      []file{{"controller/c.go", `package controller; import _ "pnpworker/harness/bench"`}},
+			files:      []file{{"controller/c.go", `package controller; import _ "github.com/pnpworker/pnpworker/harness/bench"`}},
 			violations: 1, unused: 1,
 		},
 		{
 			name:       "client imports the runner",
-			files:      []file{{"gateway/api.go", `package gateway; import _ "pnpworker/runner"`}},
+			files:      []file{{"gateway/api.go", `package gateway; import _ "github.com/pnpworker/pnpworker/runner"`}},
 			violations: 1, unused: 1,
 		},
 		{
 			name:       "client imports the runner behind a build tag",
-			files:      []file{{"controller/soak.go", "//go:build soak\n\npackage controller\n\nimport _ \"pnpworker/runner\"\n"}},
+			files:      []file{{"controller/soak.go", "//go:build soak\n\npackage controller\n\nimport _ \"github.com/pnpworker/pnpworker/runner\"\n"}},
 			violations: 1, unused: 1,
 		},
 		{
 			name: "client tests start runners, servers import the runner",
 			files: []file{
-				{"controller/c_test.go", `package controller_test; import _ "pnpworker/runner"`},
-				{"cmd/pnp/runner.go", `package main; import _ "pnpworker/runner"`},
-				{"worker/w.go", `package worker; import _ "pnpworker/runner"`},
-				{"algo/a/a.go", `package a; import _ "pnpworker/runner"`},
-				{"harness/bench/b.go", `package bench; import _ "pnpworker/runner"`},
+				{"controller/c_test.go", `package controller_test; import _ "github.com/pnpworker/pnpworker/runner"`},
+				{"cmd/pnp/runner.go", `package main; import _ "github.com/pnpworker/pnpworker/runner"`},
+				{"worker/w.go", `package worker; import _ "github.com/pnpworker/pnpworker/runner"`},
+				{"algo/a/a.go", `package a; import _ "github.com/pnpworker/pnpworker/runner"`},
+				{"harness/bench/b.go", `package bench; import _ "github.com/pnpworker/pnpworker/runner"`},
 			},
 			unused: 1,
 		},
 		{
 			name: "everyone speaks the protocol, which imports schemas",
 			files: []file{
-				{"internal/a/a.go", `package a; import _ "pnpworker/protocol"`},
-				{"controller/c.go", `package controller; import _ "pnpworker/protocol"`},
-				{"protocol/p.go", `package protocol; import (_ "pnpworker/schemas"; _ "github.com/nats-io/nats.go")`},
+				{"internal/a/a.go", `package a; import _ "github.com/pnpworker/pnpworker/protocol"`},
+				{"controller/c.go", `package controller; import _ "github.com/pnpworker/pnpworker/protocol"`},
+				{"protocol/p.go", `package protocol; import (_ "github.com/pnpworker/pnpworker/schemas"; _ "github.com/nats-io/nats.go")`},
 			},
 			unused: 1,
 		},
 		{
 			name:       "protocol imports discovery",
-			files:      []file{{"protocol/p.go", `package protocol; import _ "pnpworker/discovery"`}},
+			files:      []file{{"protocol/p.go", `package protocol; import _ "github.com/pnpworker/pnpworker/discovery"`}},
 			violations: 1, unused: 1,
 		},
 		{
 			name:       "protocol test imports the runner",
-			files:      []file{{"protocol/p_test.go", `package protocol_test; import _ "pnpworker/runner"`}},
+			files:      []file{{"protocol/p_test.go", `package protocol_test; import _ "github.com/pnpworker/pnpworker/runner"`}},
 			violations: 1, unused: 1,
 		},
 		{
 			name:       "gateway imports the dispatcher",
-			files:      []file{{"gateway/api.go", `package gateway; import _ "pnpworker/controller"`}},
+			files:      []file{{"gateway/api.go", `package gateway; import _ "github.com/pnpworker/pnpworker/controller"`}},
 			violations: 1, unused: 1,
 		},
 		{
 			name: "gateway uses the jobs client; its tests start a controller",
 			files: []file{
-				{"gateway/api.go", `package gateway; import (_ "pnpworker/jobs"; _ "pnpworker/replycheck")`},
-				{"gateway/g_test.go", `package gateway_test; import _ "pnpworker/controller"`},
-				{"controller/c.go", `package controller; import (_ "pnpworker/jobs"; _ "pnpworker/replycheck")`},
-				{"cmd/pnp/jobs.go", `package main; import (_ "pnpworker/controller"; _ "pnpworker/jobs")`},
+				{"gateway/api.go", `package gateway; import (_ "github.com/pnpworker/pnpworker/jobs"; _ "github.com/pnpworker/pnpworker/replycheck")`},
+				{"gateway/g_test.go", `package gateway_test; import _ "github.com/pnpworker/pnpworker/controller"`},
+				{"controller/c.go", `package controller; import (_ "github.com/pnpworker/pnpworker/jobs"; _ "github.com/pnpworker/pnpworker/replycheck")`},
+				{"cmd/pnp/jobs.go", `package main; import (_ "github.com/pnpworker/pnpworker/controller"; _ "github.com/pnpworker/pnpworker/jobs")`},
 			},
 			unused: 1,
 		},
 		{
 			name:       "jobs imports the dispatcher",
-			files:      []file{{"jobs/store.go", `package jobs; import _ "pnpworker/controller"`}},
+			files:      []file{{"jobs/store.go", `package jobs; import _ "github.com/pnpworker/pnpworker/controller"`}},
 			violations: 1, unused: 1,
 		},
 		{
 			name:       "jobs test imports the gateway",
-			files:      []file{{"jobs/j_test.go", `package jobs_test; import _ "pnpworker/gateway"`}},
+			files:      []file{{"jobs/j_test.go", `package jobs_test; import _ "github.com/pnpworker/pnpworker/gateway"`}},
 			violations: 1, unused: 1,
 		},
 		{
 			name:       "replycheck imports the dispatcher behind a build tag",
-			files:      []file{{"replycheck/soak.go", "//go:build soak\n\npackage replycheck\n\nimport _ \"pnpworker/controller\"\n"}},
+			files:      []file{{"replycheck/soak.go", "//go:build soak\n\npackage replycheck\n\nimport _ \"github.com/pnpworker/pnpworker/controller\"\n"}},
 			violations: 1, unused: 1,
 		},
 		{
 			name:       "jobs imports the runner",
-			files:      []file{{"jobs/store.go", `package jobs; import _ "pnpworker/runner"`}},
+			files:      []file{{"jobs/store.go", `package jobs; import _ "github.com/pnpworker/pnpworker/runner"`}},
 			violations: 1, unused: 1,
 		},
 		{
 			name: "cmd/pnp and harnesses import harnesses",
 			files: []file{
-				{"cmd/pnp/chaos.go", `package main; import _ "pnpworker/harness/chaos"`},
-				{"harness/chaos/chaos_test.go", `package chaos_test; import _ "pnpworker/harness/chaos"`},
-				{"harness/chaos/h.go", `package chaos; import (_ "pnpworker/controller"; _ "pnpworker/internal/embedded")`},
+				{"cmd/pnp/chaos.go", `package main; import _ "github.com/pnpworker/pnpworker/harness/chaos"`},
+				{"harness/chaos/chaos_test.go", `package chaos_test; import _ "github.com/pnpworker/pnpworker/harness/chaos"`},
+				{"harness/chaos/h.go", `package chaos; import (_ "github.com/pnpworker/pnpworker/controller"; _ "github.com/pnpworker/pnpworker/internal/embedded")`},
 			},
 			unused: 1,
 		},
 		{
 			name: "directories the go tool ignores",
 			files: []file{
-				{"internal/a/testdata/x.go", `package x; import _ "pnpworker/runner"`},
-				{"internal/a/_old/x.go", `package x; import _ "pnpworker/runner"`},
+				{"internal/a/testdata/x.go", `package x; import _ "github.com/pnpworker/pnpworker/runner"`},
+				{"internal/a/_old/x.go", `package x; import _ "github.com/pnpworker/pnpworker/runner"`},
 			},
 			unused: 1,
 		},

@@ -10,9 +10,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/controller"
-	"pnpworker/discovery"
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // refuser answers every request on run.<alg> in the runners' queue group

@@ -11,8 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/controller"
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 // cancelJob cancels id, failing the test on an error.

@@ -16,10 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"pnpworker/discovery"
-	"pnpworker/jobs"
-	"pnpworker/replycheck"
-	"pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/replycheck"
+	"github.com/pnpworker/pnpworker/rollout"
 )
 
 // Defaults of Config.

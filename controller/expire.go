@@ -9,9 +9,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/discovery"
-	"pnpworker/jobs"
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // Jobs of an algorithm no runner serves, or past MaxAlgorithms, are not

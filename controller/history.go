@@ -7,8 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/protocol"
-	"pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/rollout"
 )
 
 // maxHistoryPending bounds the HISTORY records awaiting their ack.

@@ -13,10 +13,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/controller"
-	"pnpworker/discovery"
-	"pnpworker/protocol"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // anyOfChain is a schema of depth levels, each an anyOf of two $refs to

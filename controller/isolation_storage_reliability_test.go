@@ -11,9 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/controller"
-	"pnpworker/internal/natstest"
-	"pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/internal/objref"
 )
 
 // Attack: a producer floods the jobs of one algorithm — one nobody serves,

@@ -15,12 +15,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"pnpworker/discovery"
-	"pnpworker/internal/objref"
-	"pnpworker/jobs"
-	"pnpworker/protocol"
-	"pnpworker/replycheck"
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/replycheck"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // task is one delivery of a job being taken to an outcome.

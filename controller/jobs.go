@@ -6,7 +6,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 // The job pipeline's names, records, storage and errors are package

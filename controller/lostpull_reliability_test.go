@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/controller"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // proxy forwards TCP connections to target until cut, which closes them

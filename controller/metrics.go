@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"pnpworker/discovery"
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 // durationBuckets are the upper bounds, in seconds, of the job latency

@@ -6,7 +6,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/controller"
+	"github.com/pnpworker/pnpworker/controller"
 )
 
 func TestDecodeNotification(t *testing.T) {

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/controller"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // A burst of jobs ten times the runners' capacity must wait, not fail: a

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/controller"
-	"pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/discovery"
 )
 
 // Hostile records in the discovery bucket — not JSON, deeply nested,

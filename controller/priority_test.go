@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/controller"
-	"pnpworker/internal/natstest"
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 // With a backlog of low jobs waiting, high jobs submitted after it start

@@ -8,8 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/controller"
-	"pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/internal/natstest"
 )
 
 // TestConcurrentProvisionReliability: processes that start together (a

@@ -11,9 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/internal/objref"
-	"pnpworker/jobs"
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // The controller writes the result records (jobs.Result) and names the

@@ -7,8 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/controller"
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 // TestRecordKeepsInputAndTraceID checks what a record says of the job

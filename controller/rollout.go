@@ -5,8 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"pnpworker/discovery"
-	"pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/rollout"
 )
 
 // rolloutState remembers, per algorithm, whether its route currently falls

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/controller"
-	"pnpworker/internal/natstest"
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 // A delayed job is reported scheduled until its time, runs once then,

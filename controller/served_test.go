@@ -7,8 +7,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"pnpworker/controller"
-	"pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/internal/natstest"
 )
 
 // TestServedMarkRetried checks that a failed mark in the served bucket is

@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/rollout"
 )
 
 // DefaultShadowConcurrency bounds the shadow requests one controller runs

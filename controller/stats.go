@@ -6,7 +6,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/internal/procstats"
+	"github.com/pnpworker/pnpworker/internal/procstats"
 )
 
 // StatsSubject is the subject every running controller answers a request

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/controller"
+	"github.com/pnpworker/pnpworker/controller"
 )
 
 // Every controller answers StatsSubject with its own Stats, and

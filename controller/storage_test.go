@@ -18,8 +18,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"pnpworker/controller"
-	"pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/discovery"
 )
 
 // startAccountServer runs an embedded server from a config like nats.conf:

@@ -17,10 +17,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"pnpworker/controller"
-	"pnpworker/discovery"
-	"pnpworker/internal/natstest"
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // putRecord stores a current, valid record for alg/instance with the echo

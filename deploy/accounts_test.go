@@ -12,10 +12,10 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/controller"
-	"pnpworker/discovery"
-	"pnpworker/internal/natstest"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // forgedResult is what an attacker would like stored as a job's result.

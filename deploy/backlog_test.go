@@ -10,12 +10,12 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	languagedetection "pnpworker/algo/language_detection"
-	"pnpworker/controller"
-	"pnpworker/discovery"
-	"pnpworker/internal/jsz"
-	"pnpworker/jobs"
-	"pnpworker/runner"
+	languagedetection "github.com/pnpworker/pnpworker/algo/language_detection"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/jsz"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // appAccount is the account of nats.conf, the acc= value of /jsz and the

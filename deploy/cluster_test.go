@@ -13,10 +13,10 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
-	languagedetection "pnpworker/algo/language_detection"
-	"pnpworker/controller"
-	"pnpworker/discovery"
-	"pnpworker/runner"
+	languagedetection "github.com/pnpworker/pnpworker/algo/language_detection"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // startCluster runs ../nats-cluster.conf as three servers on loopback. Only

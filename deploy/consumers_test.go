@@ -15,14 +15,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	imageinfo "pnpworker/algo/image_info"
-	languagedetection "pnpworker/algo/language_detection"
-	"pnpworker/controller"
-	"pnpworker/discovery"
-	"pnpworker/internal/natstest"
-	"pnpworker/protocol"
-	"pnpworker/rollout"
-	"pnpworker/runner"
+	imageinfo "github.com/pnpworker/pnpworker/algo/image_info"
+	languagedetection "github.com/pnpworker/pnpworker/algo/language_detection"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // allStreams are the streams pnp provision creates.

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/controller"
+	"github.com/pnpworker/pnpworker/controller"
 )
 
 // The controller's expiry sweep works under its nats.conf permissions: a

@@ -13,8 +13,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"pnpworker/controller"
-	"pnpworker/gateway"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/gateway"
 )
 
 // roleMaxUpload is the upload limit of the gateway under test.

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/controller"
-	"pnpworker/jobs"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // Under nats.conf's roles, a controller run as the Kubernetes base runs

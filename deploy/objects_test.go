@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/controller"
-	"pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/internal/objref"
 )
 
 // outputAlgorithms are the algorithms whose outputs_<algorithm> bucket

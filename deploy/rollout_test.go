@@ -10,11 +10,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/controller"
-	"pnpworker/internal/natstest"
-	"pnpworker/protocol"
-	"pnpworker/rollout"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // Versions side by side under nats.conf: the admin provisions and writes

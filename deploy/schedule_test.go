@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/controller"
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 // Under nats.conf, the producer submits a delayed job and reads it back

@@ -13,12 +13,12 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"pnpworker/controller"
-	"pnpworker/internal/natstest"
-	"pnpworker/internal/python"
-	"pnpworker/jobs"
-	"pnpworker/runner"
-	"pnpworker/worker"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/internal/python"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/runner"
+	"github.com/pnpworker/pnpworker/worker"
 )
 
 // syncBuffer is a log a worker writes from several goroutines.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/internal/natstest"
 )
 
 // closed reports whether ch is closed now.

@@ -16,8 +16,8 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v5"
 
-	"pnpworker/protocol"
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // Registration is the record a runner instance publishes for one algorithm it

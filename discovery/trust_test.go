@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/discovery"
-	"pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/natstest"
 )
 
 // A record may carry two subjects only, run.<algorithm> and the pinned

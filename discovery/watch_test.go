@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/discovery"
-	"pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/natstest"
 )
 
 // watch runs reg.Watch until the test ends and returns its events and a

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // benchInFlight is how many requests the benchmark keeps in flight; one

@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"strings"
 
-	"pnpworker/jobs"
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // cancel is DELETE /v1/jobs/{id}: the job never runs, or stops running;

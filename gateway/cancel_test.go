@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/internal/natstest"
-	"pnpworker/jobs"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // cancelProblem is the problem body of DELETE /v1/jobs/{id} and of a job

@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/rollout"
 )
 
 // Defaults of Config.

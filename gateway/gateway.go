@@ -27,10 +27,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
-	"pnpworker/discovery"
-	"pnpworker/jobs"
-	"pnpworker/replycheck"
-	"pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/replycheck"
+	"github.com/pnpworker/pnpworker/rollout"
 )
 
 // Gateway serves the HTTP API, the OpenAPI document and the dashboard. It

@@ -15,7 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // Defences of the gateway against the web pages its users visit and

@@ -20,14 +20,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	languagedetection "pnpworker/algo/language_detection"
-	"pnpworker/controller"
-	"pnpworker/discovery"
-	"pnpworker/gateway"
-	"pnpworker/internal/natstest"
-	"pnpworker/jobs"
-	"pnpworker/protocol"
-	"pnpworker/runner"
+	languagedetection "github.com/pnpworker/pnpworker/algo/language_detection"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/gateway"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // probeIn drives the probe algorithm: code makes it fail with that code,

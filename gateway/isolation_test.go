@@ -18,10 +18,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
-	"pnpworker/discovery"
-	"pnpworker/internal/objref"
-	"pnpworker/jobs"
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // send is a request with full control over the headers a browser sets

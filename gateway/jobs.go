@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 // listJobs is GET /v1/jobs: result records, most recently written first,

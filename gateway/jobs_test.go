@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 // GET /v1/jobs lists the jobs the pipeline ran, newest first, filtered

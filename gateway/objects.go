@@ -15,10 +15,10 @@ import (
 
 	"github.com/nats-io/nuid"
 
-	"pnpworker/internal/objref"
-	"pnpworker/jobs"
-	"pnpworker/protocol"
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // Data by reference over HTTP: uploads into the uploads bucket (the

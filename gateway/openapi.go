@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 type obj = map[string]any

@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 
-	"pnpworker/protocol"
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // problem is an RFC 9457 problem document carrying the fields of the NATS

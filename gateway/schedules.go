@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 // priorityHeader parses the optional Pnp-Priority request header of a job

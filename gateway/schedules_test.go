@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/internal/natstest"
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 // Pnp-Not-Before delays a job: 202 with not_before, GET answers status

@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/discovery"
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // ErrUnknownJob is wrapped by Cancel's error for a job id with no result

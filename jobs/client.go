@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
-	"pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/discovery"
 )
 
 // SubmitOptions are the optional parts of a job. The zero value submits

@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/discovery"
 )
 
 // An algorithm is known when a runner serves it now, a runner registered

@@ -4,7 +4,7 @@ import (
 	"slices"
 	"testing"
 
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 func TestClosest(t *testing.T) {

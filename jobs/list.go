@@ -14,7 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/discovery"
 )
 
 // Bounds of a listing.

@@ -7,7 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // ErrNotNotification reports a message on a Pnp-Notify subject that the

@@ -11,7 +11,7 @@ import (
 
 	"github.com/nats-io/nuid"
 
-	"pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/internal/objref"
 )
 
 // ErrNoObjectStore is wrapped by the errors of PutInput, SubmitFile and

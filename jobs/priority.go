@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/discovery"
 )
 
 // Priority is a job's place in line among its algorithm's waiting jobs

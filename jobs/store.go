@@ -11,9 +11,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"pnpworker/discovery"
-	"pnpworker/internal/objref"
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // Names of the streams, subjects and bucket the job pipeline uses.

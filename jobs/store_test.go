@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/internal/natstest"
 )
 
 func provision(t testing.TB) *Store {

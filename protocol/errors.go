@@ -7,7 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // Error is an error reply: a code from the protocol (the HTTP-like codes of

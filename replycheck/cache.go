@@ -12,9 +12,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"pnpworker/discovery"
-	"pnpworker/protocol"
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // maxCompiles bounds the schema compiles running at once, those whose

@@ -7,7 +7,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/discovery"
 )
 
 // wordCountInput is the input schema of the benchmarks' word count

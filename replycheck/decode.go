@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"unicode/utf8"
 
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // decodeJSON parses a job body into the generic form the schema validator

@@ -4,7 +4,7 @@ import (
 	"reflect"
 	"testing"
 
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 var decodeSeeds = []string{

@@ -7,8 +7,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"pnpworker/discovery"
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // TestChecksWithTheQuickPath checks the verdicts of Validate and

@@ -6,8 +6,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"pnpworker/discovery"
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // Defaults of NewReplyChecker, and of the controller's own cache.

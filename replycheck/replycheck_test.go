@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 func TestProtocolCode(t *testing.T) {

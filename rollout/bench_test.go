@@ -10,8 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/internal/natstest"
-	"pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/rollout"
 )
 
 // BenchmarkReadLastHistory reads the last 1000 of 50 000 history records

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/rollout"
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 func pointers(ds []rollout.Diff) []string {

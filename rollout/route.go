@@ -20,8 +20,8 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v5"
 
-	"pnpworker/discovery"
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // Route is the record of one algorithm in the routes bucket. Its JSON form

@@ -5,8 +5,8 @@ import (
 	"slices"
 	"testing"
 
-	"pnpworker/discovery"
-	"pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/rollout"
 )
 
 // Pick against fixed draws: a job goes to the canary exactly when its

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
-	"pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/discovery"
 )
 
 // DefaultShadowConcurrency bounds the shadow requests a Shadower runs at

@@ -12,11 +12,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/discovery"
-	"pnpworker/internal/natstest"
-	"pnpworker/internal/objref"
-	"pnpworker/protocol"
-	"pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/rollout"
 )
 
 // refEnv is a server with the outputs bucket, COMPARE and HISTORY, and a

@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/discovery"
 )
 
 // Bucket is the name of the KV bucket that holds routes.

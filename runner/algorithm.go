@@ -37,9 +37,9 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v5"
 
-	"pnpworker/discovery"
-	"pnpworker/protocol"
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // Spec describes an algorithm. Name and Version are required, and both

@@ -12,9 +12,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/internal/natstest"
-	"pnpworker/protocol"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 const numSchema = `{"type":"object","required":["n"],"properties":{"n":{"type":"integer"},"mode":{"type":"string"}}}`

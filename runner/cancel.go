@@ -7,7 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // Cancelling a job (jobs.Store.Cancel) stores its cancelled record, then

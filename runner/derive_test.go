@@ -12,8 +12,8 @@ import (
 
 	"github.com/invopop/jsonschema"
 
-	"pnpworker/runner"
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/runner"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 type point struct {

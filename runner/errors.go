@@ -3,7 +3,7 @@ package runner
 import (
 	"errors"
 
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // Error is an error reply of the protocol (protocol.Error): a code, a

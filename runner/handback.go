@@ -1,6 +1,6 @@
 package runner
 
-import "pnpworker/protocol"
+import "github.com/pnpworker/pnpworker/protocol"
 
 // HandBack answers up to n of the jobs that wait in the algorithm's queue
 // (admitted, not started, carrying protocol.HeaderJobID) with a not-started

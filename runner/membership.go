@@ -9,9 +9,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/discovery"
-	"pnpworker/protocol"
-	"pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/rollout"
 )
 
 // LeaveGrace is how long an instance stays in the shared queue group on

@@ -16,10 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
-	"pnpworker/internal/metricstest"
-	"pnpworker/internal/natstest"
-	"pnpworker/protocol"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/internal/metricstest"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // serveMetrics serves reg on an HTTP test server and returns its /metrics URL.

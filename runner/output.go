@@ -7,7 +7,7 @@ import (
 
 	"github.com/nats-io/nuid"
 
-	"pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/internal/objref"
 )
 
 // outputHeadroom is the part of the server's max payload kept for the

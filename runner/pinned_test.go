@@ -7,10 +7,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/discovery"
-	"pnpworker/internal/natstest"
-	"pnpworker/protocol"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // answers sends n requests on subject asking for version want and counts

@@ -9,8 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/protocol"
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // fuzzInputSchema exercises the validator's paths: required fields, types,

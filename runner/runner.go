@@ -15,10 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"pnpworker/discovery"
-	"pnpworker/internal/objref"
-	"pnpworker/protocol"
-	"pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/rollout"
 )
 
 // DefaultQueueGroup is the queue group replicas share unless told otherwise.

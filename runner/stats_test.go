@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/internal/natstest"
-	"pnpworker/internal/procstats"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/internal/procstats"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // The endpoint's $SRV.STATS data carries the runner process's own

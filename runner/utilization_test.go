@@ -8,9 +8,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"pnpworker/internal/metricstest"
-	"pnpworker/internal/natstest"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/internal/metricstest"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // pnp_runner_utilization, scraped from /metrics, is 0 while the runner is

@@ -7,10 +7,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/discovery"
-	"pnpworker/internal/natstest"
-	"pnpworker/rollout"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // The runner follows routes and live instances without consumers, and

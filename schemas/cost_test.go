@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 func heapInUse() int64 {

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"testing"
 
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // chain is a schema of depth levels, each an anyOf of two $refs to the

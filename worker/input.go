@@ -7,8 +7,8 @@ import (
 	"strconv"
 	"strings"
 
-	"pnpworker/protocol"
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // checkInput refuses, with a 400 naming the place, an input that nests

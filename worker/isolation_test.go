@@ -16,9 +16,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
-	"pnpworker/internal/natstest"
-	"pnpworker/protocol"
-	"pnpworker/worker"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/worker"
 )
 
 // A hello that declares more than the runner sets aside for one process is

@@ -12,9 +12,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"pnpworker/controller"
-	"pnpworker/internal/natstest"
-	"pnpworker/worker"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/worker"
 )
 
 // Jobs through the controller lose nothing when the worker process is

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"pnpworker/protocol"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // ProtocolVersion is the version of the worker protocol (docs/WORKER.md)

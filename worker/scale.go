@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // Defaults of the scaling fields of Config.

@@ -17,11 +17,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"pnpworker/controller"
-	"pnpworker/internal/natstest"
-	"pnpworker/jobs"
-	"pnpworker/protocol"
-	"pnpworker/worker"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/worker"
 )
 
 // runWorker runs a worker until the test ends, like startWorker, and also

@@ -19,8 +19,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"pnpworker/protocol"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // session is one lifetime of one worker process.

@@ -10,9 +10,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"pnpworker/internal/natstest"
-	"pnpworker/internal/python"
-	"pnpworker/worker"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/internal/python"
+	"github.com/pnpworker/pnpworker/worker"
 )
 
 // failFirstStart runs cmd as a worker until its first "stopped;

@@ -27,7 +27,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // Defaults of Config.

@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"io/fs"
 
-	imageinfo "pnpworker/algo/image_info"
-	memeclassifier "pnpworker/algo/meme_classifier"
-	"pnpworker/internal/imagefetch"
+	imageinfo "github.com/pnpworker/pnpworker/algo/image_info"
+	memeclassifier "github.com/pnpworker/pnpworker/algo/meme_classifier"
+	"github.com/pnpworker/pnpworker/internal/imagefetch"
 )
 
 // Describe reports what the algorithm answers for a decoded image; the

@@ -17,9 +17,9 @@ import (
 
 	"github.com/corona10/goimagehash"
 
-	"pnpworker/internal/imagefetch"
-	"pnpworker/runner"
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/internal/imagefetch"
+	"github.com/pnpworker/pnpworker/runner"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // Name is the algorithm's name; it is served on run.image_info.

@@ -9,7 +9,7 @@ import (
 
 	"github.com/corona10/goimagehash"
 
-	"pnpworker/internal/imagefetch"
+	"github.com/pnpworker/pnpworker/internal/imagefetch"
 )
 
 // split returns a w×h image whose left part (fraction f of the width) is

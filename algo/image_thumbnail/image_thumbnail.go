@@ -19,9 +19,9 @@ import (
 
 	"golang.org/x/image/draw"
 
-	"pnpworker/internal/imagefetch"
-	"pnpworker/runner"
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/internal/imagefetch"
+	"github.com/pnpworker/pnpworker/runner"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // Name is the algorithm's name; it is served on run.image_thumbnail.

@@ -8,7 +8,7 @@ import (
 	"image/png"
 	"testing"
 
-	imagethumbnail "pnpworker/algo/image_thumbnail"
+	imagethumbnail "github.com/pnpworker/pnpworker/algo/image_thumbnail"
 )
 
 func TestThumbnail(t *testing.T) {

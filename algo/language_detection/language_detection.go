@@ -10,8 +10,8 @@ import (
 
 	"github.com/abadojack/whatlanggo"
 
-	"pnpworker/runner"
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/runner"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // Name is the algorithm's name; it is served on run.language_detection.

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	languagedetection "pnpworker/algo/language_detection"
-	"pnpworker/runner"
+	languagedetection "github.com/pnpworker/pnpworker/algo/language_detection"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 func TestDetect(t *testing.T) {

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"pnpworker/algo/meme_classifier/internal/synth"
-	"pnpworker/internal/imagefetch"
+	"github.com/pnpworker/pnpworker/algo/meme_classifier/internal/synth"
+	"github.com/pnpworker/pnpworker/internal/imagefetch"
 )
 
 // MinAccuracy is the top-1 accuracy the variant suite must reach.

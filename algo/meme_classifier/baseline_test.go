@@ -6,7 +6,7 @@ import (
 
 	"github.com/corona10/goimagehash"
 
-	"pnpworker/algo/meme_classifier/internal/synth"
+	"github.com/pnpworker/pnpworker/algo/meme_classifier/internal/synth"
 )
 
 // TestBaselinePHash runs the accuracy suite with the plain approach, the

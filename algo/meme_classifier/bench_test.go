@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/algo/meme_classifier/internal/synth"
-	"pnpworker/internal/imagefetch"
+	"github.com/pnpworker/pnpworker/algo/meme_classifier/internal/synth"
+	"github.com/pnpworker/pnpworker/internal/imagefetch"
 )
 
 // BenchmarkImage measures the per-image cost for a 500×500 JPEG (a demo

@@ -6,7 +6,7 @@ import (
 	"sort"
 	"testing"
 
-	"pnpworker/algo/meme_classifier/internal/synth"
+	"github.com/pnpworker/pnpworker/algo/meme_classifier/internal/synth"
 )
 
 // beyondSuite are harder versions of the tuning variants, with the number

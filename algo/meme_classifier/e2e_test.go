@@ -14,12 +14,12 @@ import (
 	"testing"
 	"time"
 
-	imageinfo "pnpworker/algo/image_info"
-	memeclassifier "pnpworker/algo/meme_classifier"
-	"pnpworker/internal/imagefetch"
-	"pnpworker/internal/natstest"
-	"pnpworker/protocol"
-	"pnpworker/runner"
+	imageinfo "github.com/pnpworker/pnpworker/algo/image_info"
+	memeclassifier "github.com/pnpworker/pnpworker/algo/meme_classifier"
+	"github.com/pnpworker/pnpworker/internal/imagefetch"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // natsCLI finds the stock nats CLI: on PATH or in GOPATH/bin. Without it the

@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"io/fs"
 
-	memeclassifier "pnpworker/algo/meme_classifier"
-	"pnpworker/internal/imagefetch"
+	memeclassifier "github.com/pnpworker/pnpworker/algo/meme_classifier"
+	"github.com/pnpworker/pnpworker/internal/imagefetch"
 )
 
 // The classifier indexes a gallery folder at start-up (here the demo

@@ -6,7 +6,7 @@ import (
 	"math/bits"
 	"sort"
 
-	"pnpworker/internal/imagefetch"
+	"github.com/pnpworker/pnpworker/internal/imagefetch"
 )
 
 // Feature geometry. An image is first reduced to a grid×grid RGB thumbnail

@@ -11,8 +11,8 @@ import (
 	"sync"
 	"unicode/utf8"
 
-	"pnpworker/internal/imagefetch"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/internal/imagefetch"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // Unknown is the label answered when no template is close enough. A

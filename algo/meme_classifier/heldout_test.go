@@ -4,7 +4,7 @@ import (
 	"sort"
 	"testing"
 
-	"pnpworker/algo/meme_classifier/internal/synth"
+	"github.com/pnpworker/pnpworker/algo/meme_classifier/internal/synth"
 )
 
 // The held-out floors. The figures were measured once, after the held-out

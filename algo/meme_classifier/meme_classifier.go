@@ -73,9 +73,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"pnpworker/internal/imagefetch"
-	"pnpworker/runner"
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/internal/imagefetch"
+	"github.com/pnpworker/pnpworker/runner"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // Name is the algorithm's name; it is served on run.meme_classifier.

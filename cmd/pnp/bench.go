@@ -8,7 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"pnpworker/harness/bench"
+	"github.com/pnpworker/pnpworker/harness/bench"
 )
 
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {

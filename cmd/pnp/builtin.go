@@ -9,12 +9,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	imageinfo "pnpworker/algo/image_info"
-	imagethumbnail "pnpworker/algo/image_thumbnail"
-	languagedetection "pnpworker/algo/language_detection"
-	memeclassifier "pnpworker/algo/meme_classifier"
-	"pnpworker/internal/imagefetch"
-	"pnpworker/runner"
+	imageinfo "github.com/pnpworker/pnpworker/algo/image_info"
+	imagethumbnail "github.com/pnpworker/pnpworker/algo/image_thumbnail"
+	languagedetection "github.com/pnpworker/pnpworker/algo/language_detection"
+	memeclassifier "github.com/pnpworker/pnpworker/algo/meme_classifier"
+	"github.com/pnpworker/pnpworker/internal/imagefetch"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // builtin is an algorithm this binary can serve, built only when selected

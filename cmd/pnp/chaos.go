@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"pnpworker/harness/chaos"
+	"github.com/pnpworker/pnpworker/harness/chaos"
 )
 
 // cmdChaos runs the fault scenarios of docs/RELIABILITY.md against child

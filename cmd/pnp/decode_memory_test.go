@@ -18,8 +18,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/controller"
-	"pnpworker/internal/imagefetch/imagetest"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/internal/imagefetch/imagetest"
 )
 
 // maxUpRSS is the peak resident memory `pnp up` may reach while decoding
@@ -39,7 +39,7 @@ func TestUpDecodeMemory(t *testing.T) {
 	isolateEnv(t)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "pnp")
-	if out, err := exec.Command("go", "build", "-o", bin, "pnpworker/cmd/pnp").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/pnpworker/pnpworker/cmd/pnp").CombinedOutput(); err != nil {
 		t.Fatalf("build pnp: %v\n%s", err, out)
 	}
 	addr, _ := freeLoopbackAddr(t)

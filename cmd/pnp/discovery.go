@@ -17,9 +17,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"pnpworker/discovery"
-	"pnpworker/internal/termsafe"
-	"pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/termsafe"
+	"github.com/pnpworker/pnpworker/rollout"
 )
 
 // registryFor connects and opens (or provisions) the discovery registry,

@@ -16,13 +16,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"pnpworker/controller"
-	"pnpworker/discovery"
-	"pnpworker/internal/imagefetch"
-	"pnpworker/internal/logging"
-	"pnpworker/internal/objref"
-	"pnpworker/jobs"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/imagefetch"
+	"github.com/pnpworker/pnpworker/internal/logging"
+	"github.com/pnpworker/pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // flagSet wraps flag.FlagSet so that --help prints to stdout and parse errors

@@ -11,10 +11,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"pnpworker/gateway"
-	"pnpworker/internal/imagefetch"
-	"pnpworker/jobs"
-	"pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/gateway"
+	"github.com/pnpworker/pnpworker/internal/imagefetch"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/rollout"
 )
 
 // httpFlags configure the gateway's HTTP side, for `pnp gateway` and

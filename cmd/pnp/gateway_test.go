@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/internal/metricstest"
-	"pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/internal/metricstest"
+	"github.com/pnpworker/pnpworker/internal/natstest"
 )
 
 // TestMain keeps every `pnp up` of the tests off the default HTTP port:

@@ -13,7 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	memeclassifier "pnpworker/algo/meme_classifier"
+	memeclassifier "github.com/pnpworker/pnpworker/algo/meme_classifier"
 )
 
 // serveDemoImages serves the meme_classifier demo gallery (/gallery/) and

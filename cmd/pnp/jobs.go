@@ -13,9 +13,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/controller"
-	"pnpworker/jobs"
-	"pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/rollout"
 )
 
 func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 // decodeResult parses the record printed after the job id (submit) or

@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 // cmdJobsLs is `pnp jobs ls`: the jobs that have a result record, most

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 // `pnp jobs ls` against a runner and a `pnp controller`: the jobs by their

@@ -6,7 +6,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // jsPrefixFlag is --js-api-prefix: the subject prefix under which a

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"pnpworker/deploy/kubernetes"
+	"github.com/pnpworker/pnpworker/deploy/kubernetes"
 )
 
 // envFlags runs `pnp <command> --help` and returns, for every environment

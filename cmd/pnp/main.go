@@ -12,7 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"pnpworker/internal/termsafe"
+	"github.com/pnpworker/pnpworker/internal/termsafe"
 )
 
 // command is one subcommand: its name, a one-line summary, and its entry.

@@ -17,13 +17,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	languagedetection "pnpworker/algo/language_detection"
-	"pnpworker/discovery"
-	"pnpworker/internal/embedded"
-	"pnpworker/internal/natstest"
-	"pnpworker/jobs"
-	"pnpworker/protocol"
-	"pnpworker/runner"
+	languagedetection "github.com/pnpworker/pnpworker/algo/language_detection"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/embedded"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // pnpTimeout bounds every run() in these tests: far above what a command

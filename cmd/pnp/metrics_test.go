@@ -3,8 +3,8 @@ package main
 import (
 	"testing"
 
-	"pnpworker/internal/metricstest"
-	"pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/internal/metricstest"
+	"github.com/pnpworker/pnpworker/internal/natstest"
 )
 
 // TestMetricsFlag runs `pnp runner` and `pnp controller` with --metrics,

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/internal/jsz"
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/internal/jsz"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 // pnp up --nats-monitor serves the embedded server's monitoring endpoints,

@@ -18,7 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // natsServerBuild is the nats-server binary built from the module cache,

@@ -15,9 +15,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
-	"pnpworker/internal/objref"
-	"pnpworker/internal/termsafe"
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/internal/termsafe"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 // cmdPut uploads files to an object store bucket and prints a reference

@@ -23,11 +23,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/image/draw"
 
-	imagethumbnail "pnpworker/algo/image_thumbnail"
-	memeclassifier "pnpworker/algo/meme_classifier"
-	"pnpworker/internal/natstest"
-	"pnpworker/jobs"
-	"pnpworker/protocol"
+	imagethumbnail "github.com/pnpworker/pnpworker/algo/image_thumbnail"
+	memeclassifier "github.com/pnpworker/pnpworker/algo/meme_classifier"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // bigMeme writes a PNG of over minBytes to dir: the drake_pref demo sample

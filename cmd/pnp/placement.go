@@ -6,8 +6,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/jobs"
-	"pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/rollout"
 )
 
 // placementFlags are --placement-cluster and --placement-tags: where in a

@@ -8,10 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"pnpworker/discovery"
-	"pnpworker/internal/objref"
-	"pnpworker/jobs"
-	"pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/rollout"
 )
 
 // cmdProvision creates or updates every stream and bucket once and exits:

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/internal/embedded"
-	"pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/internal/embedded"
+	"github.com/pnpworker/pnpworker/internal/natstest"
 )
 
 // probe GETs url and returns its status (0 when nothing answers) and body.

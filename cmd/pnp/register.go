@@ -9,7 +9,7 @@ import (
 	"os"
 	"time"
 
-	"pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/discovery"
 )
 
 // cmdRegister keeps the registration of a runner that is not built on this

@@ -13,7 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/rollout"
 )
 
 func envFloat(name string, def float64) float64 {

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/internal/natstest"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // serveVersion runs a language_detection-shaped test algorithm "ver_echo"

@@ -9,10 +9,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/discovery"
-	"pnpworker/internal/imagefetch"
-	"pnpworker/runner"
-	"pnpworker/worker"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/imagefetch"
+	"github.com/pnpworker/pnpworker/runner"
+	"github.com/pnpworker/pnpworker/worker"
 )
 
 func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) error {

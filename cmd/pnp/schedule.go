@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 func cmdSchedule(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/jobs"
 )
 
 // Delayed jobs and schedules through the CLI against a runner and a

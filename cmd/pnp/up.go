@@ -17,16 +17,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	memeclassifier "pnpworker/algo/meme_classifier"
-	"pnpworker/controller"
-	"pnpworker/gateway"
-	"pnpworker/internal/embedded"
-	"pnpworker/internal/imagefetch"
-	"pnpworker/internal/objref"
-	"pnpworker/jobs"
-	"pnpworker/rollout"
-	"pnpworker/runner"
-	"pnpworker/worker"
+	memeclassifier "github.com/pnpworker/pnpworker/algo/meme_classifier"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/gateway"
+	"github.com/pnpworker/pnpworker/internal/embedded"
+	"github.com/pnpworker/pnpworker/internal/imagefetch"
+	"github.com/pnpworker/pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/runner"
+	"github.com/pnpworker/pnpworker/worker"
 )
 
 func defaultDataDir() string {

@@ -6,7 +6,7 @@ import (
 	"net/url"
 	"strconv"
 
-	"pnpworker/internal/embedded"
+	"github.com/pnpworker/pnpworker/internal/embedded"
 )
 
 // upTopologyFlags are pnp up's flags for a hub that leaf nodes join: its

@@ -9,10 +9,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/internal/metricstest"
-	"pnpworker/internal/natstest"
-	"pnpworker/internal/python"
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/internal/metricstest"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/internal/python"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // pnp runner --algorithms none --worker CMD serves the worker's algorithms

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/internal/python"
+	"github.com/pnpworker/pnpworker/internal/python"
 )
 
 // --worker-procs takes N or MIN:MAX; anything else is a usage error (exit

@@ -17,9 +17,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"pnpworker/jobs"
-	"pnpworker/runner"
-	"pnpworker/worker"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/runner"
+	"github.com/pnpworker/pnpworker/worker"
 )
 
 // workerFlags are --worker (repeatable), --worker-procs, --worker-idle and

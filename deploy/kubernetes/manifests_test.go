@@ -20,11 +20,11 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"pnpworker/controller"
-	"pnpworker/discovery"
-	"pnpworker/jobs"
-	"pnpworker/runner"
-	"pnpworker/worker"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/runner"
+	"github.com/pnpworker/pnpworker/worker"
 )
 
 func loadBase(t *testing.T) (*Kustomization, []Object) {

@@ -22,7 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
-	"pnpworker/internal/embedded"
+	"github.com/pnpworker/pnpworker/internal/embedded"
 )
 
 // Targets the runner is held to, as ratios to the hand-written responder.

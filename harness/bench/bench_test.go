@@ -14,9 +14,9 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/santhosh-tekuri/jsonschema/v5"
 
-	"pnpworker/internal/natstest"
-	"pnpworker/protocol"
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // testResponders returns both responders, as Run builds them.

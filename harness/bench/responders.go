@@ -15,9 +15,9 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/santhosh-tekuri/jsonschema/v5"
 
-	"pnpworker/protocol"
-	"pnpworker/runner"
-	"pnpworker/schemas"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/runner"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // AlgorithmName is the algorithm both responders serve, on

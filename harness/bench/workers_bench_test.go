@@ -21,10 +21,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/internal/natstest"
-	"pnpworker/internal/python"
-	"pnpworker/protocol"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/internal/python"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // BenchmarkWorkers compares, in one run and with the same closed-loop load
@@ -67,7 +67,7 @@ func BenchmarkWorkers(b *testing.B) {
 	// reference) lives in this process, for both sides alike.
 	dir := b.TempDir()
 	natsBin := buildBinary(b, dir, "nats-server", "github.com/nats-io/nats-server/v2")
-	pnpBin := buildBinary(b, dir, "pnp", "pnpworker/cmd/pnp")
+	pnpBin := buildBinary(b, dir, "pnp", "github.com/pnpworker/pnpworker/cmd/pnp")
 	natsPort := freePort(b)
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	srv := startProcess(b, ctx, "", nil, natsBin, "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-js", "-sd", filepath.Join(dir, "js"))

@@ -16,10 +16,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"pnpworker/controller"
-	"pnpworker/discovery"
-	"pnpworker/harness/bench"
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/harness/bench"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 var (

@@ -17,12 +17,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"pnpworker/controller"
-	"pnpworker/discovery"
-	"pnpworker/harness/bench"
-	"pnpworker/internal/procstats"
-	"pnpworker/rollout"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/harness/bench"
+	"github.com/pnpworker/pnpworker/internal/procstats"
+	"github.com/pnpworker/pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // report is the line a role prints on its stdout, once when it is ready and

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/harness/chaos"
+	"github.com/pnpworker/pnpworker/harness/chaos"
 )
 
 // TestLongScenariosReliability runs every scenario for PNP_CHAOS_DURATION

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/harness/chaos"
+	"github.com/pnpworker/pnpworker/harness/chaos"
 )
 
 // pnpBin is the pnp binary the scenarios start as child processes, built
@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		pnpBin = filepath.Join(dir, "pnp")
-		out, err := exec.Command("go", "build", "-o", pnpBin, "pnpworker/cmd/pnp").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", pnpBin, "github.com/pnpworker/pnpworker/cmd/pnp").CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "build pnp: %v\n%s", err, out)
 			return 1

@@ -12,9 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
-	"pnpworker/internal/embedded"
-	"pnpworker/internal/procstats"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/internal/embedded"
+	"github.com/pnpworker/pnpworker/internal/procstats"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // Stats is what the orchestrator reads about itself when sampling. Runner

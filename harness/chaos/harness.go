@@ -21,9 +21,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
-	"pnpworker/controller"
-	"pnpworker/discovery"
-	"pnpworker/internal/procstats"
+	"github.com/pnpworker/pnpworker/controller"
+	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/internal/procstats"
 )
 
 // Config configures a scenario run. Bin and WorkDir are required.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/controller"
+	"github.com/pnpworker/pnpworker/controller"
 )
 
 // Scenarios lists the scenario names Run accepts, in the order `all` runs

@@ -19,8 +19,8 @@ import (
 	"sync"
 	"time"
 
-	"pnpworker/protocol"
-	"pnpworker/runner"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // Algorithm is the name of the algorithm the scenarios run: it sleeps as

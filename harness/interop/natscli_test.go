@@ -16,11 +16,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	languagedetection "pnpworker/algo/language_detection"
-	"pnpworker/internal/natstest"
-	"pnpworker/protocol"
-	"pnpworker/runner"
-	"pnpworker/schemas"
+	languagedetection "github.com/pnpworker/pnpworker/algo/language_detection"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/runner"
+	"github.com/pnpworker/pnpworker/schemas"
 )
 
 // wantCLIVersion is the natscli release these tests are written against and

@@ -13,12 +13,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"pnpworker/internal/natstest"
-	"pnpworker/internal/python"
-	"pnpworker/protocol"
-	"pnpworker/rollout"
-	"pnpworker/runner"
-	"pnpworker/worker"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/internal/python"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/rollout"
+	"github.com/pnpworker/pnpworker/runner"
+	"github.com/pnpworker/pnpworker/worker"
 )
 
 // serveVersion runs one runner of the algorithm ver_echo at version until

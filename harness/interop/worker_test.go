@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/internal/natstest"
-	"pnpworker/internal/python"
-	"pnpworker/protocol"
-	"pnpworker/worker"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/internal/python"
+	"github.com/pnpworker/pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/worker"
 )
 
 // The example runner_adapter.py, in the original convention and with a real

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
 
-	"pnpworker/internal/dirlock"
+	"github.com/pnpworker/pnpworker/internal/dirlock"
 )
 
 // Config configures an embedded server. The zero value is not valid: StoreDir

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/internal/imagefetch/imagetest"
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/internal/imagefetch/imagetest"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // A picture under the pixel cap whose decoding would take more memory than

@@ -16,7 +16,7 @@ import (
 	"golang.org/x/image/bmp"
 	"golang.org/x/image/tiff"
 
-	"pnpworker/internal/imagefetch/imagetest"
+	"github.com/pnpworker/pnpworker/internal/imagefetch/imagetest"
 )
 
 // allocated returns the bytes fn allocates (the test runs nothing else

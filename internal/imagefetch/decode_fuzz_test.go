@@ -11,7 +11,7 @@ import (
 	"image/png"
 	"testing"
 
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 func fuzzImages(f *testing.F) [][]byte {

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 
-	"pnpworker/internal/imagefetch"
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/internal/imagefetch"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // A Fetcher refuses addresses a server should not reach on a caller's

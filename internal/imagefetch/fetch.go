@@ -61,8 +61,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"pnpworker/internal/objref"
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // Sentinels for errors.Is on the errors a Fetcher returns. Each *protocol.Error

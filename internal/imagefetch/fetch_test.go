@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // pngBytes is a small valid PNG.

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"testing"
 
-	"pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/internal/objref"
 )
 
 // BenchmarkFetchObject measures object reads through a Fetcher: a 5 MB

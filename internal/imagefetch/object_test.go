@@ -14,9 +14,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/internal/natstest"
-	"pnpworker/internal/objref"
-	"pnpworker/protocol"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 // noisePNG is a w×h PNG of random pixels: it does not compress, so its

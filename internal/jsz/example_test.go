@@ -3,7 +3,7 @@ package jsz_test
 import (
 	"fmt"
 
-	"pnpworker/internal/jsz"
+	"github.com/pnpworker/pnpworker/internal/jsz"
 )
 
 // The address KEDA's nats-jetstream scaler asks for a ScaledObject with

@@ -11,7 +11,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 
-	"pnpworker/internal/termsafe"
+	"github.com/pnpworker/pnpworker/internal/termsafe"
 )
 
 // text is how the console writer shows a value: nil as nothing.

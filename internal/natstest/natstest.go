@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"pnpworker/internal/embedded"
+	"github.com/pnpworker/pnpworker/internal/embedded"
 )
 
 // Server is an embedded NATS server owned by one test. It is shut down by

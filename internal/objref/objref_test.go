@@ -11,8 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"pnpworker/internal/natstest"
-	"pnpworker/internal/objref"
+	"github.com/pnpworker/pnpworker/internal/natstest"
+	"github.com/pnpworker/pnpworker/internal/objref"
 )
 
 func TestParseAndString(t *testing.T) {

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"pnpworker/internal/termsafe"
+	"github.com/pnpworker/pnpworker/internal/termsafe"
 )
 
 // An object printed to a terminal: its terminal controls are escaped, and

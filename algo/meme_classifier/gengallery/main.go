@@ -20,7 +20,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"pnpworker/algo/meme_classifier/internal/synth"
+	"github.com/pnpworker/pnpworker/algo/meme_classifier/internal/synth"
 )
 
 func main() {
