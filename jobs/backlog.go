@@ -9,19 +9,25 @@ import (
 )
 
 // Waiting returns how many jobs for algorithm wait in stream JOBS without
-// having been delivered to a controller: the pending count of the
-// algorithm's consumer, ConsumerName(algorithm). It is 0 while that
-// consumer or the stream does not exist (no controller hands out the
-// algorithm's jobs yet). It needs only the consumer's info
-// ($JS.API.CONSUMER.INFO.JOBS.controller_<algorithm>), not a Store: a
-// worker that scales its processes on the backlog reads it this way.
+// having been delivered to a controller, of every priority: the sum of the
+// pending counts of the algorithm's consumers, PriorityConsumerName of
+// normal, then high and low. A consumer or stream that does not exist
+// counts 0 (no controller hands out those jobs yet). It needs only the
+// consumers' info ($JS.API.CONSUMER.INFO.JOBS.controller_<algorithm>,
+// then its -high and -low), not a Store: a worker that scales its
+// processes on the backlog reads it this way. The first read that fails
+// ends it with that read's error.
 func Waiting(ctx context.Context, js jetstream.JetStream, algorithm string) (int, error) {
-	c, err := js.Consumer(ctx, JobsStream, ConsumerName(algorithm))
-	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
-		return 0, nil
+	var n uint64
+	for _, p := range [...]Priority{PriorityNormal, PriorityHigh, PriorityLow} {
+		c, err := js.Consumer(ctx, JobsStream, PriorityConsumerName(algorithm, p))
+		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("jobs: waiting for %s: %w", algorithm, err)
+		}
+		n += c.CachedInfo().NumPending
 	}
-	if err != nil {
-		return 0, fmt.Errorf("jobs: waiting for %s: %w", algorithm, err)
-	}
-	return int(min(c.CachedInfo().NumPending, uint64(1<<31-1))), nil
+	return int(min(n, uint64(1<<31-1))), nil
 }

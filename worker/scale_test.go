@@ -588,6 +588,22 @@ func TestJobsWaitingWithoutConsumer(t *testing.T) {
 	if n, err := jobs.Waiting(ctx, js, "slow"); err != nil || n != 3 {
 		t.Fatalf("with a consumer: %d, %v; want 3, nil", n, err)
 	}
+	// High and low jobs wait on consumers of their own and count too.
+	for i, p := range []jobs.Priority{jobs.PriorityHigh, jobs.PriorityHigh, jobs.PriorityLow} {
+		if _, err := store.Submit(ctx, "slow", []byte(`{"token":"x"}`), controller.SubmitOptions{ID: fmt.Sprint("p", i), Priority: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []jobs.Priority{jobs.PriorityHigh, jobs.PriorityLow} {
+		if _, err := js.CreateOrUpdateConsumer(ctx, jobs.JobsStream, jetstream.ConsumerConfig{
+			Durable: jobs.PriorityConsumerName("slow", p), FilterSubject: jobs.JobSubject("slow", p), AckPolicy: jetstream.AckExplicitPolicy,
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := jobs.Waiting(ctx, js, "slow"); err != nil || n != 6 {
+		t.Fatalf("with every priority's consumer: %d, %v; want 6, nil", n, err)
+	}
 }
 
 func TestScaleConfigValidate(t *testing.T) {
