@@ -392,7 +392,7 @@ func registerStoreLimits(fs *flagSet, cfg *jobs.StoreConfig, discoveryToo bool) 
 	cfg.ResultsMaxBytes = jobs.DefaultResultsMaxBytes
 	fs.Var(byteSize{&cfg.JobsMaxBytes}, "jobs-max-bytes", "size limit of stream JOBS; a full JOBS refuses new jobs (-1: none)")
 	fs.Int64Var(&cfg.JobsMaxMsgs, "jobs-max-msgs", cfg.JobsMaxMsgs, "jobs stream JOBS holds at most; more are refused (-1: no limit)")
-	fs.Int64Var(&cfg.JobsMaxPerAlgorithm, "jobs-max-per-algorithm", 0, "jobs one algorithm may have waiting in JOBS; more of its jobs are refused, other algorithms' are not (0: 10000, at most half of --jobs-max-msgs; -1: no limit); times the largest job, it is what one algorithm may take of --jobs-max-bytes")
+	fs.Int64Var(&cfg.JobsMaxPerAlgorithm, "jobs-max-per-algorithm", 0, "jobs one algorithm may have waiting in JOBS, counted apart for each priority; more of its jobs are refused, other algorithms' are not (0: 10000, at most half of --jobs-max-msgs; -1: no limit); times the largest job, it is what one algorithm may take of --jobs-max-bytes")
 	fs.Var(byteSize{&cfg.DeadMaxBytes}, "dead-max-bytes", "size limit of stream DEAD; the oldest dead letters make room (-1: none)")
 	fs.Int64Var(&cfg.DeadMaxMsgs, "dead-max-msgs", cfg.DeadMaxMsgs, "dead letters kept at most; the oldest make room (-1: no limit)")
 	fs.Var(byteSize{&cfg.ResultsMaxBytes}, "results-max-bytes", "size limit of the results bucket; the oldest results make room, as if expired (-1: none)")
