@@ -77,6 +77,15 @@ func until(expr string) chromedp.Action[chromedp.Void] {
 	}
 }
 
+// clickWhen clicks the element that selector names as soon as it is
+// in the page, finding and clicking it in one evaluation: rows of the
+// live tables are re-rendered as events arrive, and a node found by one
+// DevTools call may be gone by the next.
+func clickWhen(selector string) chromedp.Action[chromedp.Void] {
+	sel, _ := json.Marshal(selector)
+	return until(`(() => { const e = document.querySelector(` + string(sel) + `); if (!e) return false; e.click(); return true })()`)
+}
+
 // TestDashboardInBrowser drives the dashboard of `pnp up` in headless
 // Chromium: it lists the built-in algorithms, the try-it form of
 // language_detection answers French and shows a wrong type's violation
@@ -223,7 +232,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		until(`/string/.test(document.querySelector('`+form+`.field[data-field="text"] .violation').textContent)`),
 	)
 	step(t, ctx, "replay: the dead letter's button produces a result",
-		chromedp.Click(chromedp.CSS(`#dead button.replay[data-job="late-job"]`)),
+		clickWhen(`#dead button.replay[data-job="late-job"]`),
 		until(`!document.querySelector('#dead tr[data-job="late-job"]')`),
 		until(`[...document.querySelectorAll("#events li")].some(li => /succeeded late-job/.test(li.textContent))`),
 	)
@@ -264,7 +273,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		until(`document.getElementById("jobs-note").textContent === "" && !!document.querySelector('#jobs tr[data-job="bad-job"]')`),
 	)
 	step(t, ctx, "the failed job's page shows its input, error and violation",
-		chromedp.Click(chromedp.CSS(`#jobs tr[data-job="bad-job"] a.job-link`)),
+		clickWhen(`#jobs tr[data-job="bad-job"] a.job-link`),
 		until(`!document.getElementById("job-page").hidden && document.getElementById("job-title").textContent === "Job bad-job"`),
 		until(`/400 input does not match the schema/.test(document.querySelector('#job-page [data-role="job-failure"]').textContent)`),
 		until(`/\/text/.test(document.querySelector('#job-page [data-role="job-failure"] li').textContent)`),
@@ -275,7 +284,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.SetValue(chromedp.CSS(`#jobs-status`), ""),
 		chromedp.Click(chromedp.CSS(`#jobs-filter button[type="submit"]`)),
 		until(`!!document.querySelector('#jobs tr[data-job="page-job"] a.job-link')`),
-		chromedp.Click(chromedp.CSS(`#jobs tr[data-job="page-job"] a.job-link`)),
+		clickWhen(`#jobs tr[data-job="page-job"] a.job-link`),
 		until(`document.getElementById("job-title").textContent === "Job page-job"`),
 		until(`document.querySelector('#job-page [data-col="trace_id"]').textContent === "`+traceID+`"`),
 		until(`/^\d+\.\d+\.\d+/.test(document.querySelector('#job-page [data-col="version"]').textContent)`),
@@ -300,7 +309,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	step(t, ctx, "More loads the next page of the listing",
 		chromedp.Click(chromedp.CSS(`#jobs-filter button[type="submit"]`)),
 		until(`document.querySelectorAll("#jobs tbody tr").length === 25 && !document.getElementById("jobs-more").hidden`),
-		chromedp.Click(chromedp.CSS(`#jobs-more`)),
+		clickWhen(`#jobs-more`),
 		until(`document.querySelectorAll("#jobs tbody tr").length === 28 && document.getElementById("jobs-more").hidden`),
 		until(`[...document.querySelectorAll("#jobs tbody tr")].slice(-3).map(tr => tr.dataset.job).join() === "bad-job,page-job,late-job"`),
 	)
