@@ -277,7 +277,6 @@ hellos:
 		}
 	}
 	printBanner(stdout, banner{url: url, data: *data, images: imagesURL, http: httpURL, monitor: monitorURL, leaf: tf.leafURL(srv), domain: tf.domain, demo: demo, pnp: pnpCommand(), algs: served, starting: starting, workers: wf.shown()})
-	releaseStartupMemory()
 	// The first part to stop stops the others.
 	err = <-errc
 	running--
