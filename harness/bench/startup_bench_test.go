@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -212,14 +213,16 @@ func (p *process) stop() error {
 // BenchmarkUpIdleRSS measures the resident memory of an idle pnp up: the
 // process is started (default algorithms, gateway on a free loopback port,
 // a fresh data directory), asked on run.<algorithm> until it answers, left
-// idle for upIdle, and then its VmRSS and VmHWM are read from
-// /proc/<pid>/status. The baseline, in the same rounds: the NATS server
-// with JetStream embedded as pnp up embeds it, alone
+// idle for -startup.idle (default 20 s: an idle pnp up still polls and
+// allocates, and its heap grows to the garbage collector's goal within
+// about that), and then its VmRSS, VmHWM, RssAnon and RssFile are read
+// from /proc/<pid>/status. The baseline, in the same rounds: the NATS
+// server with JetStream embedded as pnp up embeds it, alone
 // (testdata/embedded_server), read the same way once it accepts
-// connections and upIdle has passed. b.N is the number of starts of each;
-// run it with -benchtime 5x or more:
+// connections and the same idle time has passed. b.N is the number of
+// starts of each; run it with -benchtime 3x or more:
 //
-//	go test -run '^$' -bench UpIdleRSS -benchtime 5x ./harness/bench/
+//	go test -run '^$' -bench UpIdleRSS -benchtime 3x -timeout 30m ./harness/bench/
 func BenchmarkUpIdleRSS(b *testing.B) {
 	if b.N == 1 {
 		return // the framework's probe run
@@ -252,7 +255,7 @@ func BenchmarkUpIdleRSS(b *testing.B) {
 	if *startupBefore != "" {
 		targets = append(targets, target{name: "before", args: upArgs(*startupBefore), serve: true})
 	}
-	rss, hwm := map[string][]float64{}, map[string][]float64{}
+	rss, hwm, anon, file := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
 	for round := range b.N {
 		for _, t := range targets {
 			port := freePort(b)
@@ -273,13 +276,15 @@ func BenchmarkUpIdleRSS(b *testing.B) {
 					}
 				}
 				nc.Close() // its own buffers are not the target's
-				time.Sleep(upIdle)
-				r, h, err := procMemory(p.cmd.Process.Pid)
+				time.Sleep(*upIdle)
+				mem, err := procMemory(p.cmd.Process.Pid)
 				if err != nil {
 					return err
 				}
-				rss[t.name] = append(rss[t.name], r)
-				hwm[t.name] = append(hwm[t.name], h)
+				rss[t.name] = append(rss[t.name], mem["VmRSS"])
+				hwm[t.name] = append(hwm[t.name], mem["VmHWM"])
+				anon[t.name] = append(anon[t.name], mem["RssAnon"])
+				file[t.name] = append(file[t.name], mem["RssFile"])
 				return nil
 			}()
 			if stopErr := p.stop(); err == nil {
@@ -290,12 +295,13 @@ func BenchmarkUpIdleRSS(b *testing.B) {
 			}
 		}
 	}
-	report := []string{fmt.Sprintf("%d starts each, idle %s; load average %s", b.N, upIdle, loadAverage())}
+	report := []string{fmt.Sprintf("%d starts each, idle %s; load average %s", b.N, *upIdle, loadAverage())}
 	for _, t := range targets {
 		r, h := median(rss[t.name]), median(hwm[t.name])
 		b.ReportMetric(r, t.name+"-rss-MiB")
 		b.ReportMetric(h, t.name+"-hwm-MiB")
-		report = append(report, fmt.Sprintf("%-6s VmRSS median %5.1f MiB (%s)  VmHWM median %5.1f MiB", t.name, r, formatMS(rss[t.name]), h))
+		report = append(report, fmt.Sprintf("%-6s VmRSS median %5.1f MiB (%s)  VmHWM %5.1f  RssAnon %5.1f  RssFile %5.1f MiB",
+			t.name, r, formatMS(rss[t.name]), h, median(anon[t.name]), median(file[t.name])))
 	}
 	b.ReportMetric(median(rss["up"])-median(rss["server"]), "up-minus-server-MiB")
 	if *startupBefore != "" {
@@ -305,8 +311,8 @@ func BenchmarkUpIdleRSS(b *testing.B) {
 }
 
 // upIdle is how long BenchmarkUpIdleRSS lets a process idle before reading
-// its memory: start-up garbage collected, background loading done.
-const upIdle = 3 * time.Second
+// its memory.
+var upIdle = flag.Duration("startup.idle", 20*time.Second, "how long BenchmarkUpIdleRSS lets each process idle before reading its memory")
 
 // connectBefore connects to url, retrying every 10 ms for up to a minute,
 // unless exited is closed first.
@@ -330,35 +336,38 @@ func connectBefore(ctx context.Context, url string, exited <-chan struct{}) (*na
 	}
 }
 
-// procMemory reads VmRSS and VmHWM of pid, in MiB.
-func procMemory(pid int) (rss, hwm float64, err error) {
+// procMemoryKeys are the lines of /proc/<pid>/status procMemory reads.
+var procMemoryKeys = []string{"VmRSS", "VmHWM", "RssAnon", "RssFile"}
+
+// procMemory reads procMemoryKeys of pid, in MiB.
+func procMemory(pid int) (map[string]float64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	defer f.Close()
-	found := 0
+	out := map[string]float64{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		key, val, ok := strings.Cut(sc.Text(), ":")
-		if !ok || (key != "VmRSS" && key != "VmHWM") {
+		if !ok || !slices.Contains(procMemoryKeys, key) {
 			continue
 		}
 		kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(val), " kB"), 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("/proc/%d/status %s: %w", pid, key, err)
+			return nil, fmt.Errorf("/proc/%d/status %s: %w", pid, key, err)
 		}
-		if key == "VmRSS" {
-			rss = kb / 1024
-		} else {
-			hwm = kb / 1024
+		out[key] = kb / 1024
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	for _, k := range procMemoryKeys {
+		if _, ok := out[k]; !ok {
+			return nil, fmt.Errorf("/proc/%d/status: no %s", pid, k)
 		}
-		found++
 	}
-	if found != 2 {
-		return 0, 0, fmt.Errorf("/proc/%d/status: VmRSS or VmHWM missing", pid)
-	}
-	return rss, hwm, sc.Err()
+	return out, nil
 }
 
 // loadAverage is the machine's 1, 5 and 15 minute load average, or "?".
