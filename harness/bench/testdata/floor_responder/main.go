@@ -5,7 +5,7 @@
 //	floor_responder URL SUBJECT QUEUE
 //
 // It answers every request with an empty JSON object and stops on SIGINT or
-// SIGTERM.
+// SIGTERM, once its subscription is drained.
 package main
 
 import (
@@ -24,7 +24,8 @@ func main() {
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
-	nc, err := nats.Connect(os.Args[1])
+	closed := make(chan struct{})
+	nc, err := nats.Connect(os.Args[1], nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -34,5 +35,10 @@ func main() {
 		os.Exit(1)
 	}
 	<-stop
-	_ = nc.Drain()
+	// Drain returns at once: wait until the server has dropped the
+	// subscription and the connection is closed, so that a request sent
+	// after this process exited never reaches it.
+	if err := nc.Drain(); err == nil {
+		<-closed
+	}
 }
