@@ -264,11 +264,14 @@ func (r *Runner) Instances() []string {
 }
 
 // Run subscribes every algorithm, registers it in discovery and serves
-// requests until ctx is cancelled. It then deletes the registrations first
-// (callers stop picking this instance), drains the subscriptions (requests
-// already delivered are still served), waits for admitted requests up to the
-// drain timeout, cancels what still runs (answered 503), and returns nil. It
-// returns an error only when start-up fails.
+// requests until ctx is cancelled. It subscribes as soon as it has read the
+// routes of its algorithms and provisions its buckets meanwhile, so requests
+// may be served before Started is closed. Once ctx is cancelled it deletes
+// the registrations first (callers stop picking this instance), drains the
+// subscriptions (requests already delivered are still served), waits for
+// admitted requests up to the drain timeout, cancels what still runs
+// (answered 503), and returns nil. It returns an error only when start-up
+// fails.
 func (r *Runner) Run(ctx context.Context) error {
 	log := r.opts.log
 	js, err := r.jetStream()
