@@ -22,7 +22,7 @@ import (
 
 // startupBefore names a pnp binary built from an earlier commit, measured
 // as a third target next to the current one and the floor, in the same
-// run: go test -run '^$' -bench Startup ./harness/bench/ -args -startup.before /tmp/pnp-main
+// run: go test -run '^$' -bench Startup ./harness/bench/ -startup.before /tmp/pnp-main
 var startupBefore = flag.String("startup.before", "", "a pnp binary of an earlier commit that BenchmarkStartup and BenchmarkUpIdleRSS also measure")
 
 // startupAlgorithm is the built-in algorithm the start-up benchmarks
@@ -57,7 +57,7 @@ type startTarget struct {
 //
 //	go test -run '^$' -bench Startup -benchtime 15x ./harness/bench/
 //
-// Add -args -startup.before BIN to also measure another pnp binary (an
+// Add -startup.before BIN to also measure another pnp binary (an
 // earlier commit's) in the same rounds.
 func BenchmarkStartup(b *testing.B) {
 	if b.N == 1 {
