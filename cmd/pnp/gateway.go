@@ -163,5 +163,5 @@ func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := gw.Serve(ctx, ln); err != nil {
 		return err
 	}
-	return nc.Drain()
+	return drainOnStop(nc, log)
 }
