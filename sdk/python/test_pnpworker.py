@@ -291,6 +291,75 @@ class ServeTest(unittest.TestCase):
         ])
         self.assertEqual(sent[1], {"type": "result", "id": "1", "output": {"cancelled": True}})
 
+    def test_a_slow_request_does_not_hold_up_the_next(self):
+        # The thread that reads a request runs it; one that runs longer
+        # than a tick lets another thread read on. Here the first request
+        # returns only once the second has run, so a reader that kept
+        # running what it read would never get to the second (and the
+        # first would time out).
+        second_ran = threading.Event()
+        m = module('''
+            @pnpworker.algorithm(concurrency=2)
+            def run_first() -> dict:
+                return {"second_ran": second_ran.wait(10)}
+
+            @pnpworker.algorithm(concurrency=2)
+            def run_second() -> dict:
+                second_ran.set()
+                return {}
+            ''', pnpworker=pnpworker, second_ran=second_ran)
+        sent = serve(m, [
+            {"type": "request", "id": "1", "algorithm": "first", "input": {}},
+            lambda: time.sleep(0.05),
+            {"type": "request", "id": "2", "algorithm": "second", "input": {}},
+        ])
+        by_id = {s["id"]: s for s in sent[1:]}
+        self.assertEqual(by_id["1"]["output"], {"second_ran": True})
+        self.assertEqual(by_id["2"]["output"], {})
+        # The second was answered first, while the first still ran.
+        self.assertEqual([s["id"] for s in sent[1:]], ["2", "1"])
+
+    def test_lines_read_together_are_answered_in_one_write(self):
+        m = adapter()
+        r, w = os.pipe()
+        writes = []
+
+        class Out:
+            def write(self, data):
+                writes.append(bytes(data))
+
+            def flush(self):
+                pass
+
+        lines = b"".join(json.dumps({"type": "request", "id": str(i), "algorithm": "greet",
+                                     "input": {"name": "n" + str(i)}}).encode() + b"\n"
+                         for i in range(3))
+
+        def answered():
+            return sum(x.count(b'"type":"result"') for x in writes[1:])
+
+        def feed():
+            # Once the hello is out the server waits in its read, and the
+            # three lines arrive in one read: one write to a pipe, below
+            # PIPE_BUF, is atomic.
+            deadline = time.monotonic() + 10
+            while not writes and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)
+            os.write(w, lines)
+            while answered() < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.close(w)
+
+        t = threading.Thread(target=feed)
+        t.start()
+        with os.fdopen(r, "rb") as inp:
+            pnpworker.serve(m, inp=inp, out=Out())
+        t.join()
+        self.assertEqual(len(writes), 2, writes)  # the hello, then all three replies
+        replies = [json.loads(x) for x in writes[1].splitlines()]
+        self.assertEqual([x["output"]["text"] for x in replies], ["n0 n0", "n1 n1", "n2 n2"])
+
     def test_unreadable_input_is_a_400(self):
         # Valid JSON that Python's parser cannot read (nested past its
         # recursion limit, an integer past 4300 digits) answers that
