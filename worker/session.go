@@ -31,7 +31,8 @@ type session struct {
 	cmd   *exec.Cmd
 	stdin *os.File
 
-	wmu sync.Mutex // serialises writes to stdin
+	wmu  sync.Mutex // serialises writes to stdin
+	wbuf []byte     // the request line being written; under wmu
 
 	mu      sync.Mutex
 	pending map[string]*call
@@ -434,7 +435,7 @@ func (s *session) call(ctx context.Context, req request, batch int) result {
 	if batch == 0 {
 		req.JobID = c.job
 	}
-	if err := s.send(ctx, req); err != nil {
+	if err := s.sendRequest(ctx, &req); err != nil {
 		s.take(id)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			// The process did not read its input for the whole time
@@ -486,12 +487,34 @@ func (s *session) send(ctx context.Context, msg any) error {
 	b = append(b, '\n')
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	return s.write(ctx, b)
+}
+
+// sendRequest writes a request or batch line, built in the reused write
+// buffer from the input's bytes; it gives up when ctx ends.
+func (s *session) sendRequest(ctx context.Context, req *request) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.wbuf = appendRequest(s.wbuf[:0], req.Type, req.ID, req.Algorithm, req.Input, req.Inputs, req.TimeoutMS, req.JobID)
+	err := s.write(ctx, s.wbuf)
+	if cap(s.wbuf) > maxKeptBuffer {
+		s.wbuf = nil // a large input's buffer is not kept for ever
+	}
+	return err
+}
+
+// maxKeptBuffer is the largest write buffer kept for the next line.
+const maxKeptBuffer = 64 << 10
+
+// write writes b to the process's stdin, with ctx's deadline; s.wmu is
+// held.
+func (s *session) write(ctx context.Context, b []byte) error {
 	if d, ok := ctx.Deadline(); ok {
 		_ = s.stdin.SetWriteDeadline(d)
 	} else {
 		_ = s.stdin.SetWriteDeadline(time.Time{})
 	}
-	_, err = s.stdin.Write(b)
+	_, err := s.stdin.Write(b)
 	return err
 }
 
@@ -557,7 +580,9 @@ func readLine(r *bufio.Reader, limit, keep int) (line []byte, tooLong bool, err 
 
 func (s *session) dispatch(line []byte) {
 	var m inbound
-	if err := json.Unmarshal(line, &m); err != nil {
+	if scanResult(line, &m) {
+		// A plain result: its output stays the line's bytes.
+	} else if err := json.Unmarshal(line, &m); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if !errors.As(err, &typeErr) || m.Type != TypeHello {
 			s.malformed(line, "not a JSON object: "+err.Error())
