@@ -659,7 +659,7 @@ class _Server:
         self.eof = False
         self.threads = []
         self.lines = collections.deque()  # lines read and not yet handled
-        self.partial = b""  # the start of a line not yet complete
+        self.partial = []  # the start of a line not yet complete, in chunks
 
     def send(self, msg):
         try:
@@ -836,7 +836,17 @@ class _Server:
                     self.idle += 1
                     self.followers.wait()
                     self.idle -= 1
-            if not self._lead(me):
+            try:
+                displaced = self._lead(me)
+            except BaseException:
+                # SystemExit or KeyboardInterrupt from a request: this
+                # thread ends, and another reads.
+                with self.mu:
+                    if self.leader == me:
+                        self.leader, self.running = None, False
+                        self.followers.notify()
+                raise
+            if not displaced:
                 return
 
     def _lead(self, me):
@@ -885,13 +895,20 @@ class _Server:
             self.flush()
             chunk = self._read_chunk()
             if not chunk:
-                rest, self.partial = self.partial, b""
+                rest = b"".join(self.partial)
+                self.partial.clear()
                 return rest if rest.strip() else None
+            if b"\n" not in chunk:
+                self.partial.append(chunk)  # joined once the line is whole
+                continue
             parts = chunk.split(b"\n")
             if self.partial:
-                parts[0] = self.partial + parts[0]
-            self.partial = parts.pop()
-            for line in parts:
+                self.partial.append(parts[0])
+                parts[0] = b"".join(self.partial)
+                self.partial.clear()
+            if parts[-1]:
+                self.partial.append(parts[-1])
+            for line in parts[:-1]:
                 if line and not line.isspace():
                     lines.append(line)
         return lines.popleft()

@@ -360,6 +360,33 @@ class ServeTest(unittest.TestCase):
         replies = [json.loads(x) for x in writes[1].splitlines()]
         self.assertEqual([x["output"]["text"] for x in replies], ["n0 n0", "n1 n1", "n2 n2"])
 
+    def test_a_line_split_over_reads(self):
+        # A line arrives in pieces (a long input, or a write that the
+        # pipe split); it is read whole, and so is the line after it.
+        r, w = os.pipe()
+        text = "x" * (300 << 10)  # more than a pipe holds
+        first = json.dumps({"type": "request", "id": "1", "algorithm": "greet",
+                            "input": {"name": text, "times": 1}}).encode()
+
+        def feed():
+            with os.fdopen(w, "wb", buffering=0) as f:
+                f.write(first[:10])
+                time.sleep(0.05)
+                f.write(first[10:] + b"\n" + b'{"type":"request","id":"2","algorithm":"greet"')
+                time.sleep(0.05)
+                f.write(b',"input":{"name":"b"}}\n')
+
+        t = threading.Thread(target=feed)
+        t.start()
+        out = io.BytesIO()
+        with os.fdopen(r, "rb") as inp:
+            pnpworker.serve(adapter(), inp=inp, out=out)
+        t.join()
+        sent = [json.loads(line) for line in out.getvalue().splitlines()]
+        by_id = {s["id"]: s for s in sent[1:]}
+        self.assertEqual(by_id["1"]["output"], {"text": text})
+        self.assertEqual(by_id["2"]["output"], {"text": "b b"})
+
     def test_unreadable_input_is_a_400(self):
         # Valid JSON that Python's parser cannot read (nested past its
         # recursion limit, an integer past 4300 digits) answers that
