@@ -918,12 +918,13 @@ class _Server:
         one request for a tick (between one and two TAKEOVER_TICKs)."""
         seen, quiet = -1, 0
         while True:
+            slow = False
             with self.mu:
                 if self.eof:
                     return
                 if self.running and self.runs == seen:
                     self._take_over()
-                    seen = -1
+                    seen, slow = -1, True
                 elif self.running:
                     seen, quiet = self.runs, 0
                 else:
@@ -934,6 +935,10 @@ class _Server:
                         self.monitor_asleep = False
                         quiet = 0
                         continue
+            if slow:
+                # Answers the leader held back for the lines after them
+                # do not wait for a slow request.
+                self.flush()
             time.sleep(TAKEOVER_TICK)
 
     def _take_over(self):

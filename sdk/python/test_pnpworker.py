@@ -360,6 +360,43 @@ class ServeTest(unittest.TestCase):
         replies = [json.loads(x) for x in writes[1].splitlines()]
         self.assertEqual([x["output"]["text"] for x in replies], ["n0 n0", "n1 n1", "n2 n2"])
 
+    def test_a_held_answer_does_not_wait_for_a_slow_request(self):
+        # The answer to a line is held back while more lines read with it
+        # wait; when the next one runs long, it is written anyway, even
+        # with no thread to spare for reading.
+        writes = []
+
+        class Out:
+            def write(self, data):
+                writes.append(bytes(data))
+
+            def flush(self):
+                pass
+
+        def answered_quick():
+            return any(b'"id":"1"' in x for x in writes)
+
+        m = module('''
+            @pnpworker.algorithm(concurrency=2)
+            def run_quick() -> dict:
+                return {}
+
+            @pnpworker.algorithm(concurrency=2)
+            def run_slow() -> dict:
+                deadline = time.monotonic() + 10
+                while not answered_quick() and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                return {"saw_quick": answered_quick()}
+            ''', pnpworker=pnpworker, time=time, answered_quick=answered_quick)
+        algs = pnpworker._algorithms(m)
+        srv = pnpworker._Server(algs, Out())
+        srv.max_threads = 1  # no other thread may take over reading
+        lines = (b'{"type":"request","id":"1","algorithm":"quick","input":{}}\n'
+                 b'{"type":"request","id":"2","algorithm":"slow","input":{}}\n')
+        srv.run([lines.decode()])
+        sent = [json.loads(line) for x in writes for line in x.splitlines()]
+        self.assertEqual({s["id"]: s.get("output") for s in sent}, {"1": {}, "2": {"saw_quick": True}})
+
     def test_a_line_split_over_reads(self):
         # A line arrives in pieces (a long input, or a write that the
         # pipe split); it is read whole, and so is the line after it.
