@@ -232,6 +232,19 @@ class OptionalKeysTest(unittest.TestCase):
         self.assertEqual(sent[1]["output"], {"text": "hi"})
 
 
+class RecordingOut:
+    """An output that keeps each write apart."""
+
+    def __init__(self):
+        self.writes = []
+
+    def write(self, data):
+        self.writes.append(bytes(data))
+
+    def flush(self):
+        pass
+
+
 def serve(m, messages, wait=None):
     """Serve m on the given request messages; return the messages sent,
     hello first. wait, if set, is called before stdin ends."""
@@ -322,14 +335,8 @@ class ServeTest(unittest.TestCase):
     def test_lines_read_together_are_answered_in_one_write(self):
         m = adapter()
         r, w = os.pipe()
-        writes = []
-
-        class Out:
-            def write(self, data):
-                writes.append(bytes(data))
-
-            def flush(self):
-                pass
+        out = RecordingOut()
+        writes = out.writes
 
         lines = b"".join(json.dumps({"type": "request", "id": str(i), "algorithm": "greet",
                                      "input": {"name": "n" + str(i)}}).encode() + b"\n"
@@ -354,7 +361,7 @@ class ServeTest(unittest.TestCase):
         t = threading.Thread(target=feed)
         t.start()
         with os.fdopen(r, "rb") as inp:
-            pnpworker.serve(m, inp=inp, out=Out())
+            pnpworker.serve(m, inp=inp, out=out)
         t.join()
         self.assertEqual(len(writes), 2, writes)  # the hello, then all three replies
         replies = [json.loads(x) for x in writes[1].splitlines()]
@@ -364,14 +371,8 @@ class ServeTest(unittest.TestCase):
         # The answer to a line is held back while more lines read with it
         # wait; when the next one runs long, it is written anyway, even
         # with no thread to spare for reading.
-        writes = []
-
-        class Out:
-            def write(self, data):
-                writes.append(bytes(data))
-
-            def flush(self):
-                pass
+        out = RecordingOut()
+        writes = out.writes
 
         def answered_quick():
             return any(b'"id":"1"' in x for x in writes)
@@ -389,7 +390,7 @@ class ServeTest(unittest.TestCase):
                 return {"saw_quick": answered_quick()}
             ''', pnpworker=pnpworker, time=time, answered_quick=answered_quick)
         algs = pnpworker._algorithms(m)
-        srv = pnpworker._Server(algs, Out())
+        srv = pnpworker._Server(algs, out)
         srv.max_threads = 1  # no other thread may take over reading
         lines = (b'{"type":"request","id":"1","algorithm":"quick","input":{}}\n'
                  b'{"type":"request","id":"2","algorithm":"slow","input":{}}\n')
