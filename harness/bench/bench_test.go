@@ -341,6 +341,55 @@ func TestRunWithMetrics(t *testing.T) {
 	}
 }
 
+// TestRunWithEcho checks the raw echo: last in every round, answering
+// each payload with itself, and compared with the runner in the report.
+func TestRunWithEcho(t *testing.T) {
+	srv := natstest.Start(t)
+	startResponder(t, echoResponder(), srv.Connect())
+	loadNC := srv.Connect()
+	for i, p := range Payloads() {
+		msg, err := loadNC.Request(protocol.SubjectPrefix+AlgorithmName, p, 5*time.Second)
+		if err != nil {
+			t.Fatalf("payload %d: %v", i, err)
+		}
+		if !bytes.Equal(msg.Data, p) || len(msg.Header) != 0 {
+			t.Fatalf("payload %d: echo answered %q with headers %v, want %q and none", i, msg.Data, msg.Header, p)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	const requests = 200
+	rep, err := Run(ctx, Config{Requests: requests, Rounds: 2, Warmup: 50, Metrics: true, Echo: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, rd := range rep.Rounds {
+		order = append(order, rd.Responder)
+		if rd.OK != requests {
+			t.Errorf("%s round %d: %d ok, want %d", rd.Responder, rd.Round, rd.OK, requests)
+		}
+	}
+	want := []string{Handwritten, Runner, RunnerMetrics, Echo, Handwritten, RunnerMetrics, Runner, Echo}
+	if !slices.Equal(order, want) {
+		t.Errorf("order %v, want %v", order, want)
+	}
+	if rep.Echo == nil || rep.Echo.PerSecond <= 0 || rep.EchoThroughputRatio <= 0 || rep.EchoP50Ratio <= 0 || !rep.Setup.Echo {
+		t.Fatalf("echo summary missing: %+v", rep)
+	}
+	if got := rep.Runner.PerSecond / rep.Echo.PerSecond; got != rep.EchoThroughputRatio {
+		t.Errorf("echo ratio %.3f, want runner/echo = %.3f", rep.EchoThroughputRatio, got)
+	}
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "runner/echo") {
+		t.Errorf("text report lacks the echo comparison:\n%s", text.String())
+	}
+}
+
 func quickOf(b *testing.B, schema string) *schemas.Quick {
 	b.Helper()
 	doc, err := schemas.DecodeJSON([]byte(schema))
