@@ -308,13 +308,16 @@ func BenchmarkSchemaWork(b *testing.B) {
 	})
 }
 
-// TestRunWithMetrics checks the third responder: the runner with metrics,
-// in every round, swapping places with the runner, its requests counted.
-func TestRunWithMetrics(t *testing.T) {
+// runRounds runs cfg for two rounds of 200 requests (50 warm-up) and
+// returns the report and the responders in the order they ran, failing
+// the test when a round did not answer every request.
+func runRounds(t *testing.T, cfg Config) (Report, []string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	const requests = 200
-	rep, err := Run(ctx, Config{Requests: requests, Rounds: 2, Warmup: 50, Metrics: true})
+	cfg.Requests, cfg.Rounds, cfg.Warmup = requests, 2, 50
+	rep, err := Run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,6 +328,13 @@ func TestRunWithMetrics(t *testing.T) {
 			t.Errorf("%s round %d: %d ok, want %d", rd.Responder, rd.Round, rd.OK, requests)
 		}
 	}
+	return rep, order
+}
+
+// TestRunWithMetrics checks the third responder: the runner with metrics,
+// in every round, swapping places with the runner, its requests counted.
+func TestRunWithMetrics(t *testing.T) {
+	rep, order := runRounds(t, Config{Metrics: true})
 	want := []string{Handwritten, Runner, RunnerMetrics, Handwritten, RunnerMetrics, Runner}
 	if !slices.Equal(order, want) {
 		t.Errorf("order %v, want %v", order, want)
@@ -357,20 +367,7 @@ func TestRunWithEcho(t *testing.T) {
 		}
 	}
 
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	const requests = 200
-	rep, err := Run(ctx, Config{Requests: requests, Rounds: 2, Warmup: 50, Metrics: true, Echo: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var order []string
-	for _, rd := range rep.Rounds {
-		order = append(order, rd.Responder)
-		if rd.OK != requests {
-			t.Errorf("%s round %d: %d ok, want %d", rd.Responder, rd.Round, rd.OK, requests)
-		}
-	}
+	rep, order := runRounds(t, Config{Metrics: true, Echo: true})
 	want := []string{Handwritten, Runner, RunnerMetrics, Echo, Handwritten, RunnerMetrics, Runner, Echo}
 	if !slices.Equal(order, want) {
 		t.Errorf("order %v, want %v", order, want)
