@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"runtime/pprof"
 	"slices"
 	"sync/atomic"
 	"syscall"
@@ -44,8 +45,16 @@ func BenchmarkControllerVsHandwritten(b *testing.B) {
 	}
 	var hand, ctl, handCPU, ctlCPU []float64
 	for r := range rounds {
-		h, hc := benchPipeline(b, n, runHandwritten, handwrittenOutcome)
-		c, cc := benchPipeline(b, n, runController, controllerOutcome)
+		// Each pipeline's goroutines, its server's too, carry a profiler
+		// label: -cpuprofile, then go tool pprof -tagfocus
+		// pipeline=controller (or handwritten), shows one side alone.
+		var h, hc, c, cc float64
+		pprof.Do(b.Context(), pprof.Labels("pipeline", "handwritten"), func(context.Context) {
+			h, hc = benchPipeline(b, n, runHandwritten, handwrittenOutcome)
+		})
+		pprof.Do(b.Context(), pprof.Labels("pipeline", "controller"), func(context.Context) {
+			c, cc = benchPipeline(b, n, runController, controllerOutcome)
+		})
 		b.Logf("round %d: handwritten %.0f jobs/s, controller %.0f jobs/s, ratio %.3f; CPU per job %.1f µs and %.1f µs, ratio %.3f",
 			r+1, h, c, c/h, hc, cc, cc/hc)
 		hand, ctl = append(hand, h), append(ctl, c)

@@ -40,15 +40,26 @@ type task struct {
 	// cancelled is the job's cancelled record, as stored, once one was
 	// found in the way of this delivery.
 	cancelled []byte
+	// logger is the job's child logger, built by log on first use: most
+	// jobs log nothing, and building it costs allocations on every job.
+	logger *zerolog.Logger
+	// buf is the worker's buffer for encoding the job's record.
+	buf *[]byte
 }
 
+// log returns the job's child logger (algorithm, job id, sequence, trace
+// id), built once, when something is first logged.
 func (t *task) log() *zerolog.Logger {
+	if t.logger != nil {
+		return t.logger
+	}
 	lc := t.c.log.With().Str("algorithm", t.alg).Str("job_id", t.id).Uint64("seq", t.md.Sequence.Stream)
 	if id := protocol.TraceID(t.msg.Headers()); id != "" {
 		lc = lc.Str("trace_id", id)
 	}
 	l := lc.Logger()
-	return &l
+	t.logger = &l
+	return t.logger
 }
 
 // jobIDOf names a job: Pnp-Job-Id, else Nats-Msg-Id, else, for a run of
@@ -79,7 +90,7 @@ func (c *Controller) process(w *worker, j *job) {
 		return
 	}
 	alg, _ := jobs.SubjectAlgorithm(j.msg.Subject())
-	t := &task{c: c, msg: j.msg, md: md, alg: alg}
+	t := &task{c: c, msg: j.msg, md: md, alg: alg, buf: &w.rec}
 	h := j.msg.Headers()
 	// An id longer than any valid one is invalid whatever follows; cut,
 	// it stays invalid (past maxJobIDLen, or not ASCII where a rune was
@@ -443,6 +454,10 @@ type worker struct {
 	timeout   []string
 	budget    time.Duration
 	budgetStr string
+	// rec is the buffer a job's record is encoded into; the record is
+	// copied into the connection's buffer when it is stored and
+	// published, so the next job may reuse it.
+	rec []byte
 }
 
 func newWorker(jobCtx context.Context) *worker {
@@ -517,7 +532,7 @@ func (t *task) failure(ctx context.Context, e *protocol.Error) {
 	rec.Status, rec.Error, rec.FinishedAt, rec.NextAttemptAt = StatusRetrying, e, &now, &next
 	data, err := appendJSON(nil, &rec)
 	if err == nil {
-		err = retry(ctx, t.c.cfg, t.log(), "store the retrying record", func() error { return t.put(ctx, data) })
+		err = retry(ctx, t.c.cfg, t.log, "store the retrying record", func() error { return t.put(ctx, data) })
 	}
 	switch {
 	case errors.Is(err, errFinal):
@@ -578,6 +593,10 @@ func (t *task) fail(ctx context.Context, e *protocol.Error) {
 	t.finalize(ctx)
 }
 
+// maxKeptRecord bounds the record buffer a worker keeps for its next job,
+// so that one large output does not stay allocated per worker.
+const maxKeptRecord = 64 << 10
+
 // resultOverhead leaves room for the KV headers next to a result record.
 const resultOverhead = 1024
 
@@ -587,17 +606,20 @@ const resultOverhead = 1024
 // after that a succeeded job fails (dead-lettered, so it can be replayed)
 // and a failed one keeps its dead letter as its only outcome.
 func (t *task) finalize(ctx context.Context) {
-	data, err := appendJSON(make([]byte, 0, 512+len(t.rec.Output)), &t.rec)
+	data, err := appendJSON((*t.buf)[:0], &t.rec)
 	if err != nil {
 		t.log().Error().Err(err).Msg("encode result")
 		t.nak(0)
 		return
 	}
+	if cap(data) <= maxKeptRecord {
+		*t.buf = data[:0]
+	}
 	if limit := t.c.nc.MaxPayload() - resultOverhead; int64(len(data)) > limit && t.rec.Status == StatusSucceeded {
 		// The output fitted the runner's reply but not the record: keep it
 		// in the outputs bucket and store its reference.
 		size := len(t.rec.Output)
-		err := retry(ctx, t.c.cfg, t.log(), "store the output in bucket "+OutputsBucket, func() error { return storeOutput(ctx, t.c.store, &t.rec) })
+		err := retry(ctx, t.c.cfg, t.log, "store the output in bucket "+OutputsBucket, func() error { return storeOutput(ctx, t.c.store, &t.rec) })
 		if err != nil {
 			t.fail(ctx, &protocol.Error{Code: protocol.CodeTooLarge, Algorithm: t.alg, Instance: t.rec.Instance,
 				Message: fmt.Sprintf("result of %d bytes does not fit the server's max payload of %d, and its output could not be stored in bucket %s", len(data), t.c.nc.MaxPayload(), OutputsBucket)})
@@ -610,7 +632,7 @@ func (t *task) finalize(ctx context.Context) {
 			return
 		}
 	}
-	err = retry(ctx, t.c.cfg, t.log(), "store the result", func() error { return t.put(ctx, data) })
+	err = retry(ctx, t.c.cfg, t.log, "store the result", func() error { return t.put(ctx, data) })
 	switch {
 	case errors.Is(err, errFinal):
 		t.log().Debug().Msg("job already has a final result; keeping it")
@@ -747,7 +769,7 @@ func (t *task) deadLetter(ctx context.Context, e *protocol.Error) (uint64, error
 	}
 	msg := &nats.Msg{Subject: subj, Header: h, Data: body}
 	var seq uint64
-	err := retry(ctx, t.c.cfg, t.log(), "store the dead letter", func() error {
+	err := retry(ctx, t.c.cfg, t.log, "store the dead letter", func() error {
 		// retry does the retrying, bounded and logged; the client's own
 		// retries on no responders would only stretch each try.
 		ack, err := t.c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithRetryAttempts(0))
@@ -812,8 +834,9 @@ const retryTries = 8
 // permanent error, ctx ends, or retryTries calls failed, backing off from
 // 50 ms to 2 s (or from RetryBackoff to MaxRetryBackoff when those are
 // shorter): it carries a store operation over a short NATS restart.
-// Giving up is logged; the caller turns the error into an outcome.
-func retry(ctx context.Context, cfg Config, log *zerolog.Logger, what string, fn func() error) error {
+// Giving up is logged (log is called only then); the caller turns the
+// error into an outcome.
+func retry(ctx context.Context, cfg Config, log func() *zerolog.Logger, what string, fn func() error) error {
 	backoff, maxBackoff := min(50*time.Millisecond, cfg.RetryBackoff), min(2*time.Second, cfg.MaxRetryBackoff)
 	for try := 1; ; try++ {
 		err := fn()
@@ -821,7 +844,7 @@ func retry(ctx context.Context, cfg Config, log *zerolog.Logger, what string, fn
 			return err
 		}
 		if permanent(err) || try == retryTries {
-			log.Warn().Err(err).Int("tries", try).Msgf("giving up: cannot %s", what)
+			log().Warn().Err(err).Int("tries", try).Msgf("giving up: cannot %s", what)
 			return err
 		}
 		select {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -126,6 +127,16 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	limit := g.nc.MaxPayload()
 	if limit <= 0 {
 		limit = 1 << 20
+	}
+	if n := r.ContentLength; n >= 0 && n <= limit {
+		// The length is known and the server delivers exactly that many
+		// bytes (or fails the read): read them into a body of that size.
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			writeProblem(w, problem{Code: http.StatusBadRequest, Message: "cannot read the request body"})
+			return nil, false
+		}
+		return body, true
 	}
 	buf := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 512), limit+1)))
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))

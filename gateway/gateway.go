@@ -318,6 +318,9 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // turns a panic into a 500 problem.
 func (g *Gateway) instrument(route string, next http.Handler) http.Handler {
 	dur := g.duration.WithLabelValues(route)
+	// The success's counter, resolved once: a label lookup hashes the
+	// label values on every request.
+	ok := g.requests.WithLabelValues(route, strconv.Itoa(http.StatusOK))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
@@ -331,11 +334,11 @@ func (g *Gateway) instrument(route string, next http.Handler) http.Handler {
 					writeProblem(sw, problem{Code: http.StatusInternalServerError, Message: "internal error"})
 				}
 			}
-			code := sw.code
-			if code == 0 {
-				code = http.StatusOK
+			if code := sw.code; code == 0 || code == http.StatusOK {
+				ok.Inc()
+			} else {
+				g.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
 			}
-			g.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
 			dur.Observe(time.Since(start).Seconds())
 		}()
 		next.ServeHTTP(sw, r)

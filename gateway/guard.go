@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"os"
 	"strconv"
@@ -141,12 +142,23 @@ const maxReplyHeader = 256
 // passReplyHeaders copies the documented headers of a runner's reply,
 // each bounded and only when it is a valid HTTP header value.
 func passReplyHeaders(w http.ResponseWriter, reply *nats.Msg) {
+	if len(reply.Header) == 0 {
+		return
+	}
+	h := w.Header()
+	// One backing array for the values passed on: a reply carries
+	// three or four of them.
+	var vals []string
 	for _, k := range replyHeaders {
 		v := reply.Header.Get(k)
 		if v == "" || len(v) > maxReplyHeader || !validHeaderValue(v) {
 			continue
 		}
-		w.Header().Set(k, v)
+		if vals == nil {
+			vals = make([]string, 0, len(replyHeaders))
+		}
+		vals = append(vals, v)
+		h[textproto.CanonicalMIMEHeaderKey(k)] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 }
 

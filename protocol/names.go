@@ -5,15 +5,24 @@ import (
 	"strings"
 )
 
-var (
-	algorithmName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
-	instanceID    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-)
+var instanceID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // ValidAlgorithmName reports whether name can be an algorithm name: lower
 // case letters, digits and underscores, starting with a letter, at most 64
 // characters. Such a name is a single subject token and a valid KV key token.
-func ValidAlgorithmName(name string) bool { return algorithmName.MatchString(name) }
+func ValidAlgorithmName(name string) bool {
+	// A loop, not a regular expression: the gateway and the controller
+	// check a name on every request and job.
+	if len(name) == 0 || len(name) > 64 || name[0] < 'a' || name[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(name); i++ {
+		if c := name[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
 
 // ValidInstanceID reports whether id can be an instance id: 1 to 64
 // letters, digits, '_' or '-', one subject token and one KV key token.

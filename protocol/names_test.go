@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -58,4 +59,19 @@ func TestNames(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzValidAlgorithmName holds ValidAlgorithmName to the rule it
+// documents, written as a regular expression.
+func FuzzValidAlgorithmName(f *testing.F) {
+	rule := regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+	for _, s := range []string{"", "a", "language_detection", "1abc", "a.b", "A", "a-b", "_a", "a_", "z9", "a\n",
+		"a" + strings.Repeat("b", 63), "a" + strings.Repeat("b", 64), "é", "aé", "a{", "a`", "a/", "a:"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		if got, want := ValidAlgorithmName(name), rule.MatchString(name); got != want {
+			t.Fatalf("ValidAlgorithmName(%q) = %v, the rule says %v", name, got, want)
+		}
+	})
 }

@@ -119,6 +119,9 @@ func (e *endpoint) startWorker() {
 type worker struct {
 	e     *endpoint
 	timer *time.Timer
+	// okID is the endpoint's success headers plus the job id, built on
+	// first use; only the worker's goroutine touches it.
+	okID nats.Header
 
 	mu       sync.Mutex
 	active   bool
@@ -128,6 +131,20 @@ type worker struct {
 	cancel   context.CancelFunc
 	reply    string
 	hdr      nats.Header
+}
+
+// idHeader returns the success headers with Pnp-Job-Id set to id. They
+// are the worker's own and valid until its next request.
+func (w *worker) idHeader(id string) nats.Header {
+	if w.okID == nil {
+		w.okID = make(nats.Header, len(w.e.okHeader)+1)
+		for k, v := range w.e.okHeader {
+			w.okID[k] = v
+		}
+		w.okID[protocol.HeaderJobID] = []string{""}
+	}
+	w.okID[protocol.HeaderJobID][0] = id
+	return w.okID
 }
 
 func (w *worker) begin(reply string, hdr nats.Header, received, deadline time.Time, cancel context.CancelFunc) {
@@ -437,7 +454,11 @@ func (w *worker) serve(j job) {
 		ref = r.String()
 		msg.Data, _ = json.Marshal(map[string]string{"output_ref": ref})
 	}
-	if id != "" || ref != "" {
+	if id != "" && ref == "" {
+		// The job id echoed: in the worker's own copy of the reply
+		// headers, encoded before PublishMsg returns.
+		msg.Header = w.idHeader(id)
+	} else if ref != "" {
 		msg.Header = make(nats.Header, len(e.okHeader)+2)
 		for k, v := range e.okHeader {
 			msg.Header[k] = v
@@ -445,9 +466,7 @@ func (w *worker) serve(j job) {
 		if id != "" {
 			msg.Header.Set(protocol.HeaderJobID, id)
 		}
-		if ref != "" {
-			msg.Header.Set(protocol.HeaderOutputRef, ref)
-		}
+		msg.Header.Set(protocol.HeaderOutputRef, ref)
 	}
 	if err := e.nc.PublishMsg(msg); err != nil {
 		if errors.Is(err, nats.ErrMaxPayload) {

@@ -12,7 +12,7 @@ import (
 )
 
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bench", "pnp bench [--requests N] [--rounds N] [--inflight N] [--with-metrics] [--json] [flags]", stdout)
+	fs := newFlagSet("bench", "pnp bench [--requests N] [--rounds N] [--inflight N] [--with-metrics] [--with-echo] [--json] [flags]", stdout)
 	var (
 		lf          logFlags
 		nf          natsFlags
@@ -27,6 +27,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		maxTime     = fs.Duration("max-time", 10*time.Minute, "give up after this long")
 		jsonOut     = fs.Bool("json", false, "print the report as JSON")
 		metrics     = fs.Bool("with-metrics", false, "also measure the runner with Prometheus metrics on, in the same rounds, and report the cost (target: at most 3 %)")
+		echo        = fs.Bool("with-echo", false, "also measure a raw nats.go echo (no validation, no headers), last in every round, and report runner/echo (target: at least 0.65)")
 	)
 	lf.register(fs)
 	// Credentials only matter with --server; the embedded server has none.
@@ -58,6 +59,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Log:             log,
 		RunnerLog:       log.With().Str("component", "runner").Logger(),
 		Metrics:         *metrics,
+		Echo:            *echo,
 	}
 	if log.GetLevel() > zerolog.DebugLevel {
 		// The runner's start and stop lines repeat every round; show them

@@ -37,6 +37,10 @@ const (
 	// per second of the runner with Prometheus metrics to the runner
 	// without (Config.Metrics): metrics may cost at most 3 %.
 	TargetMetricsRatio = 0.97
+	// TargetEchoRatio is the lowest acceptable ratio of median requests
+	// per second of the runner to the raw nats.go echo (Config.Echo),
+	// the floor of any responder.
+	TargetEchoRatio = 0.65
 )
 
 // DefaultRounds is Config.Rounds' default.
@@ -90,6 +94,11 @@ type Config struct {
 	// round), so that their cost is measured against the runner without,
 	// in the same run. Default false: two responders.
 	Metrics bool
+	// Echo adds the raw nats.go echo (a queue subscription whose callback
+	// answers each request with its own body: no decoding, validation,
+	// deadline or headers) to every round, last, so that the runner is
+	// also measured against the floor of any responder. Default false.
+	Echo bool
 }
 
 func (c *Config) setDefaults() {
@@ -154,6 +163,7 @@ type Setup struct {
 	Subject      string `json:"subject"`
 	PayloadBytes [2]int `json:"payload_bytes_min_max"`
 	Metrics      bool   `json:"metrics,omitempty"`
+	Echo         bool   `json:"echo,omitempty"`
 }
 
 // Round is one measured round of one responder.
@@ -197,9 +207,17 @@ type Report struct {
 	// so drift of a shared machine cancels better than in the ratio of
 	// medians.
 	MetricsPairedRatio float64 `json:"metrics_paired_ratio,omitempty"`
+	// Echo is the raw nats.go echo, when Config.Echo asked for it.
+	Echo *Summary `json:"echo,omitempty"`
+	// EchoThroughputRatio, EchoP50Ratio and EchoCPURatio compare Runner
+	// to Echo (runner / echo).
+	EchoThroughputRatio float64 `json:"echo_throughput_ratio,omitempty"`
+	EchoP50Ratio        float64 `json:"echo_p50_ratio,omitempty"`
+	EchoCPURatio        float64 `json:"echo_cpu_ratio,omitempty"`
 	// MeetsTargets reports whether both ratios are within
-	// TargetThroughputRatio and TargetP50Ratio, and, with metrics
-	// measured, MetricsThroughputRatio within TargetMetricsRatio.
+	// TargetThroughputRatio and TargetP50Ratio, with metrics measured
+	// MetricsThroughputRatio within TargetMetricsRatio, and with the
+	// echo measured EchoThroughputRatio within TargetEchoRatio.
 	MeetsTargets bool `json:"meets_targets"`
 }
 
@@ -270,6 +288,9 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.Metrics {
 		responders = append(responders, runnerResponder(alg, !cfg.SkipOutputCheck, cfg.RunnerLog, true))
 	}
+	if cfg.Echo {
+		responders = append(responders, echoResponder())
+	}
 
 	payloads := Payloads()
 	rep := Report{Setup: Setup{
@@ -288,16 +309,18 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		Subject:      alg.Subject(),
 		PayloadBytes: [2]int{len(slices.MinFunc(payloads, byLen)), len(slices.MaxFunc(payloads, byLen))},
 		Metrics:      cfg.Metrics,
+		Echo:         cfg.Echo,
 	}}
 	load := LoadConfig{Requests: cfg.Requests, InFlight: cfg.InFlight, Timeout: cfg.Timeout}
 	warm := LoadConfig{Requests: cfg.Warmup, InFlight: cfg.InFlight, Timeout: cfg.Timeout}
 	var failed int
 	for round := 1; round <= cfg.Rounds; round++ {
 		order := responders
-		if len(responders) == 3 && round%2 == 0 {
+		if cfg.Metrics && round%2 == 0 {
 			// The two runners swap places every other round, so that
 			// neither always follows the other.
-			order = []responder{responders[0], responders[2], responders[1]}
+			order = slices.Clone(responders)
+			order[1], order[2] = order[2], order[1]
 		}
 		for _, r := range order {
 			res, err := measure(ctx, r, serveNC, loadNC, alg.Subject(), payloads, warm, load)
@@ -363,6 +386,14 @@ func (rep *Report) summarise() {
 		rep.MetricsP50Ratio = ratio(float64(m.P50), float64(r.P50))
 		rep.MetricsPairedRatio = pairedRatio(rep.Rounds, RunnerMetrics, Runner)
 		rep.MeetsTargets = rep.MeetsTargets && rep.MetricsThroughputRatio >= TargetMetricsRatio
+	}
+	if rep.Setup.Echo {
+		e := summary(rep.Rounds, Echo)
+		rep.Echo = &e
+		rep.EchoThroughputRatio = ratio(r.PerSecond, e.PerSecond)
+		rep.EchoP50Ratio = ratio(float64(r.P50), float64(e.P50))
+		rep.EchoCPURatio = ratio(float64(r.CPUPerRequest), float64(e.CPUPerRequest))
+		rep.MeetsTargets = rep.MeetsTargets && rep.EchoThroughputRatio >= TargetEchoRatio
 	}
 }
 

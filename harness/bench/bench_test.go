@@ -308,13 +308,16 @@ func BenchmarkSchemaWork(b *testing.B) {
 	})
 }
 
-// TestRunWithMetrics checks the third responder: the runner with metrics,
-// in every round, swapping places with the runner, its requests counted.
-func TestRunWithMetrics(t *testing.T) {
+// runRounds runs cfg for two rounds of 200 requests (50 warm-up) and
+// returns the report and the responders in the order they ran, failing
+// the test when a round did not answer every request.
+func runRounds(t *testing.T, cfg Config) (Report, []string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	const requests = 200
-	rep, err := Run(ctx, Config{Requests: requests, Rounds: 2, Warmup: 50, Metrics: true})
+	cfg.Requests, cfg.Rounds, cfg.Warmup = requests, 2, 50
+	rep, err := Run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,6 +328,13 @@ func TestRunWithMetrics(t *testing.T) {
 			t.Errorf("%s round %d: %d ok, want %d", rd.Responder, rd.Round, rd.OK, requests)
 		}
 	}
+	return rep, order
+}
+
+// TestRunWithMetrics checks the third responder: the runner with metrics,
+// in every round, swapping places with the runner, its requests counted.
+func TestRunWithMetrics(t *testing.T) {
+	rep, order := runRounds(t, Config{Metrics: true})
 	want := []string{Handwritten, Runner, RunnerMetrics, Handwritten, RunnerMetrics, Runner}
 	if !slices.Equal(order, want) {
 		t.Errorf("order %v, want %v", order, want)
@@ -338,6 +348,42 @@ func TestRunWithMetrics(t *testing.T) {
 	}
 	if !strings.Contains(text.String(), "with/without") {
 		t.Errorf("text report lacks the metrics comparison:\n%s", text.String())
+	}
+}
+
+// TestRunWithEcho checks the raw echo: last in every round, answering
+// each payload with itself, and compared with the runner in the report.
+func TestRunWithEcho(t *testing.T) {
+	srv := natstest.Start(t)
+	startResponder(t, echoResponder(), srv.Connect())
+	loadNC := srv.Connect()
+	for i, p := range Payloads() {
+		msg, err := loadNC.Request(protocol.SubjectPrefix+AlgorithmName, p, 5*time.Second)
+		if err != nil {
+			t.Fatalf("payload %d: %v", i, err)
+		}
+		if !bytes.Equal(msg.Data, p) || len(msg.Header) != 0 {
+			t.Fatalf("payload %d: echo answered %q with headers %v, want %q and none", i, msg.Data, msg.Header, p)
+		}
+	}
+
+	rep, order := runRounds(t, Config{Metrics: true, Echo: true})
+	want := []string{Handwritten, Runner, RunnerMetrics, Echo, Handwritten, RunnerMetrics, Runner, Echo}
+	if !slices.Equal(order, want) {
+		t.Errorf("order %v, want %v", order, want)
+	}
+	if rep.Echo == nil || rep.Echo.PerSecond <= 0 || rep.EchoThroughputRatio <= 0 || rep.EchoP50Ratio <= 0 || !rep.Setup.Echo {
+		t.Fatalf("echo summary missing: %+v", rep)
+	}
+	if got := rep.Runner.PerSecond / rep.Echo.PerSecond; got != rep.EchoThroughputRatio {
+		t.Errorf("echo ratio %.3f, want runner/echo = %.3f", rep.EchoThroughputRatio, got)
+	}
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "runner/echo") {
+		t.Errorf("text report lacks the echo comparison:\n%s", text.String())
 	}
 }
 

@@ -22,6 +22,9 @@ func (r Report) WriteText(w io.Writer) error {
 	if s.Metrics {
 		order = "handwritten, runner, runner+metrics, then handwritten, runner+metrics, runner, ..."
 	}
+	if s.Echo {
+		order += "; echo last in every round"
+	}
 	fmt.Fprintf(w, "  %d rounds x %d requests per responder (+%d warm-up each), %d in flight, order %s\n",
 		s.Rounds, s.Requests, s.Warmup, s.InFlight, order)
 	fmt.Fprintf(w, "  concurrency %d on both: runner MaxConcurrency, handwritten worker goroutines; outputs %s\n", s.Concurrency, check)
@@ -64,6 +67,21 @@ func (r Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(tw, "p99\t%s\t%s\t%.3f\t\t\t\n", dur(rn.P99), dur(m.P99), ratio(float64(m.P99), float64(rn.P99)))
 		if rn.CPUPerRequest > 0 {
 			fmt.Fprintf(tw, "cpu/req\t%s\t%s\t%.3f\t\t\t\n", dur(rn.CPUPerRequest), dur(m.CPUPerRequest), ratio(float64(m.CPUPerRequest), float64(rn.CPUPerRequest)))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if e := r.Echo; e != nil {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "median\techo\trunner\trunner/echo\ttarget\t\t")
+		fmt.Fprintf(tw, "req/s\t%.0f\t%.0f\t%.3f\t>= %.2f\t%s\t\n", e.PerSecond, rn.PerSecond, r.EchoThroughputRatio,
+			TargetEchoRatio, verdict(r.EchoThroughputRatio >= TargetEchoRatio))
+		fmt.Fprintf(tw, "p50\t%s\t%s\t%.3f\t\t\t\n", dur(e.P50), dur(rn.P50), r.EchoP50Ratio)
+		fmt.Fprintf(tw, "p99\t%s\t%s\t%.3f\t\t\t\n", dur(e.P99), dur(rn.P99), ratio(float64(rn.P99), float64(e.P99)))
+		if r.EchoCPURatio > 0 {
+			fmt.Fprintf(tw, "cpu/req\t%s\t%s\t%.3f\t\t\t\n", dur(e.CPUPerRequest), dur(rn.CPUPerRequest), r.EchoCPURatio)
 		}
 		if err := tw.Flush(); err != nil {
 			return err

@@ -114,7 +114,27 @@ const (
 	Handwritten   = "handwritten"
 	Runner        = "runner"
 	RunnerMetrics = "runner+metrics"
+	Echo          = "echo"
 )
+
+// echoResponder is the floor under any responder: one nats.go queue
+// subscription whose callback answers each request with its own body.
+// It decodes, validates and computes nothing, keeps no deadline and sends
+// no headers; what the runner costs beyond it is everything a runner does.
+func echoResponder() responder {
+	return responder{name: Echo, start: func(_ context.Context, nc *nats.Conn) (func() error, error) {
+		subject := protocol.SubjectPrefix + AlgorithmName
+		sub, err := nc.QueueSubscribe(subject, runner.DefaultQueueGroup, func(m *nats.Msg) { _ = m.Respond(m.Data) })
+		if err != nil {
+			return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+		}
+		if err := nc.Flush(); err != nil {
+			_ = sub.Unsubscribe()
+			return nil, fmt.Errorf("flush: %w", err)
+		}
+		return sub.Unsubscribe, nil
+	}}
+}
 
 // handwritten is what a careful author would write without the runner
 // library: one queue subscription delivering into a channel, workers
