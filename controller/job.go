@@ -40,6 +40,9 @@ type task struct {
 	// cancelled is the job's cancelled record, as stored, once one was
 	// found in the way of this delivery.
 	cancelled []byte
+	// progress is set when the runner reported progress during the
+	// request (progress.go); guarded by Controller.progress.mu.
+	progress *progressJob
 }
 
 func (t *task) log() *zerolog.Logger {
@@ -186,7 +189,9 @@ func (c *Controller) process(w *worker, j *job) {
 	epoch := c.epoch.Load()
 	w.setTrace(h)
 	sent := time.Now()
+	c.progress.begin(t)
 	reply, wait, err := c.request(w, subject, t.id, j.msg.Data(), budget)
+	c.progress.end(t)
 	if err != nil {
 		switch {
 		case errors.Is(err, nats.ErrMaxPayload):
