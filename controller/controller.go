@@ -374,8 +374,8 @@ type Controller struct {
 	// progress holds the jobs whose request is in flight, for their
 	// runners' progress reports (progress.go).
 	progress progressTable
-	running atomic.Bool
-	ready   chan struct{}
+	running  atomic.Bool
+	ready    chan struct{}
 
 	// pulled is the set of algorithms supervise runs a puller for
 	// (map[string]bool, replaced whole, never changed in place): the
