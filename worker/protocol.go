@@ -28,16 +28,16 @@ const (
 // Message types of the protocol. A worker sends hello, result, error, log
 // and progress; the runner sends request, batch and cancel.
 const (
-	TypeHello   = "hello"
-	TypeResult  = "result"
-	TypeError   = "error"
-	TypeLog     = "log"
+	TypeHello  = "hello"
+	TypeResult = "result"
+	TypeError  = "error"
+	TypeLog    = "log"
 	// TypeProgress reports how far a request got (runner.Progress):
 	// {"type":"progress","id":<request id>,"fraction":0.5,"message":"..."}.
 	TypeProgress = "progress"
-	TypeRequest = "request"
-	TypeBatch   = "batch"
-	TypeCancel  = "cancel"
+	TypeRequest  = "request"
+	TypeBatch    = "batch"
+	TypeCancel   = "cancel"
 )
 
 // Descriptor is a worker's description of one algorithm, sent in its hello.
