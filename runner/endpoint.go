@@ -545,8 +545,10 @@ func (e *endpoint) replyError(reply string, req nats.Header, received time.Time,
 	e.errMu.Unlock()
 	// Every line about the request carries its job id and trace id.
 	log, _ := e.requestLogger(req)
+	// Refusals before the start (back-pressure, hand-backs) are routine:
+	// the metrics count them, the caller tries again.
 	ev := log.Debug()
-	if er.Code >= 500 {
+	if er.Code >= 500 && !er.NotStarted {
 		ev = log.Warn()
 	}
 	ev.Int("code", er.Code).Str("reason", er.Message).AnErr("cause", er.Err).Msg("request failed")

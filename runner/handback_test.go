@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 
 	"github.com/pnpworker/pnpworker/internal/natstest"
 	"github.com/pnpworker/pnpworker/protocol"
@@ -15,11 +16,14 @@ import (
 
 // HandBack answers the newest waiting jobs with a not-started 503 and
 // leaves alone what runs, the older jobs and requests without a job id:
-// those are served.
+// those are served. Handing back is routine (scaling down), so it logs
+// nothing at warn level.
 func TestHandBackNewestWaitingJobs(t *testing.T) {
 	s := natstest.Start(t)
 	nc := s.Connect()
-	r, _ := start(t, nc, []*runner.Algorithm{wordCount(t, func(s *runner.Spec) { s.MaxConcurrency = 1; s.MaxPending = 8 })})
+	var logs syncBuffer
+	r, _ := start(t, nc, []*runner.Algorithm{wordCount(t, func(s *runner.Spec) { s.MaxConcurrency = 1; s.MaxPending = 8 })},
+		runner.WithLogger(zerolog.New(&logs).Level(zerolog.WarnLevel)))
 	waiting := func() int {
 		for _, l := range r.Load() {
 			if l.Algorithm == "word_count" {
@@ -85,5 +89,8 @@ func TestHandBackNewestWaitingJobs(t *testing.T) {
 		if l.Waiting != 0 || l.InFlight != 0 {
 			t.Errorf("load after all replies: %+v", l)
 		}
+	}
+	for _, l := range logs.lines(t) {
+		t.Errorf("logged at %v: %v", l["level"], l)
 	}
 }

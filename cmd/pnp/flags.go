@@ -165,6 +165,19 @@ func (n *natsFlags) options(name string, log zerolog.Logger) []nats.Option {
 	return opts
 }
 
+// drainOnStop drains nc when a long-running command stops. With NATS away there
+// is nothing to flush to and nowhere to deregister: it closes the
+// connection, says so, and the command still stops cleanly (registrations
+// expire by themselves, unacknowledged jobs are delivered again).
+func drainOnStop(nc *nats.Conn, log zerolog.Logger) error {
+	err := nc.Drain()
+	if errors.Is(err, nats.ErrConnectionReconnecting) {
+		log.Warn().Msg("NATS is unreachable: stopped without draining the connection")
+		return nil
+	}
+	return err
+}
+
 // connect connects once and fails with one clear line: for commands that
 // answer a question and exit.
 func (n *natsFlags) connect(name string, log zerolog.Logger) (*nats.Conn, error) {

@@ -159,9 +159,18 @@ func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("gateway: listen %s: %w", hf.addr, err)
 	}
-	fmt.Fprintf(stdout, "gateway on http://%s/ (API /v1, reference /docs, OpenAPI /openapi.json)\n", ln.Addr())
-	if err := gw.Serve(ctx, ln); err != nil {
+	// The address is printed once the discovery view has loaded: a client
+	// that waits for it finds every algorithm that is served.
+	served := make(chan error, 1)
+	go func() { served <- gw.Serve(ctx, ln) }()
+	select {
+	case <-gw.Ready():
+		fmt.Fprintf(stdout, "gateway on http://%s/ (API /v1, reference /docs, OpenAPI /openapi.json)\n", ln.Addr())
+	case err := <-served:
+		served <- err
+	}
+	if err := <-served; err != nil {
 		return err
 	}
-	return nc.Drain()
+	return drainOnStop(nc, log)
 }

@@ -103,7 +103,7 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := c.Run(ctx); err != nil {
 		return err
 	}
-	return nc.Drain()
+	return drainOnStop(nc, log)
 }
 
 func cmdSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -544,6 +544,26 @@ func TestRunnerWaitsForNATS(t *testing.T) {
 	}
 }
 
+// TestRunnerStopsWhileNATSIsAway: stopped while its server is
+// unreachable, pnp runner has nothing to flush and nowhere to deregister
+// (its record expires by itself); it stops with exit 0 and says so,
+// rather than failing on the drain of a connection that is not there.
+func TestRunnerStopsWhileNATSIsAway(t *testing.T) {
+	isolateEnv(t)
+	s := natstest.Start(t)
+	proxy := startProxy(t, strings.TrimPrefix(s.URL(), "nats://"))
+	r := startPnp(t, "runner", "--server", "nats://"+proxy.addr(), "--algorithms", "language_detection", "--drain-timeout", "2s")
+	r.waitStderr(t, `"serving"`)
+	proxy.Cut()
+	r.waitStderr(t, "disconnected from NATS")
+	if code := r.stop(t); code != 0 {
+		t.Errorf("pnp runner: exit %d when stopped while NATS is away, want 0\nstderr:\n%s", code, r.stderr.String())
+	}
+	if !strings.Contains(r.stderr.String(), "NATS is unreachable") {
+		t.Errorf("the log does not say why nothing was drained:\n%s", r.stderr.String())
+	}
+}
+
 func TestUp(t *testing.T) {
 	isolateEnv(t)
 	addr, _ := freeLoopbackAddr(t)

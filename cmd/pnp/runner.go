@@ -140,7 +140,7 @@ func cmdRunner(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := runAll(ctx, fns...); err != nil {
 		return err
 	}
-	return nc.Drain()
+	return drainOnStop(nc, log)
 }
 
 // readiness answers /readyz of pnp runner: ready once connected to NATS

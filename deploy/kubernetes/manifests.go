@@ -45,7 +45,16 @@ type ScaledObject struct {
 		} `json:"scaleTargetRef"`
 		MinReplicaCount *int32 `json:"minReplicaCount"`
 		MaxReplicaCount *int32 `json:"maxReplicaCount"`
-		Triggers        []struct {
+		Advanced        *struct {
+			ScalingModifiers struct {
+				Formula          string `json:"formula"`
+				Target           string `json:"target"`
+				ActivationTarget string `json:"activationTarget"`
+				MetricType       string `json:"metricType"`
+			} `json:"scalingModifiers"`
+		} `json:"advanced"`
+		Triggers []struct {
+			Name       string            `json:"name"`
 			Type       string            `json:"type"`
 			MetricType string            `json:"metricType"`
 			Metadata   map[string]string `json:"metadata"`
