@@ -10,7 +10,8 @@ import (
 	"github.com/pnpworker/pnpworker/runner"
 )
 
-// A running job's progress shows in GET /v1/jobs/{id}, in the listing
+// A running job's progress shows in GET /v1/jobs/{id} (which ?wait= does
+// not take for the outcome), in the listing
 // with status=running, and in its job event; the OpenAPI document has
 // the shapes.
 func TestProgressOverHTTP(t *testing.T) {
@@ -51,6 +52,13 @@ func TestProgressOverHTTP(t *testing.T) {
 	got := s.do(t, "GET", "/v1/jobs/stepping", "", nil)
 	if got.StatusCode != 200 || !strings.Contains(string(got.body), `"status":"running"`) || !strings.Contains(string(got.body), `"fraction":0.4`) {
 		t.Fatalf("GET /v1/jobs/stepping: %d %s", got.StatusCode, got.body)
+	}
+	// ?wait= waits for the outcome, not for a running record, and then
+	// answers with what there is.
+	start := time.Now()
+	waited := s.do(t, "GET", "/v1/jobs/stepping?wait=1s", "", nil)
+	if waited.StatusCode != 200 || !strings.Contains(string(waited.body), `"status":"running"`) || time.Since(start) < time.Second {
+		t.Fatalf("GET /v1/jobs/stepping?wait=1s: %d after %s: %s", waited.StatusCode, time.Since(start), waited.body)
 	}
 	list := s.do(t, "GET", "/v1/jobs?status=running", "", nil)
 	if list.StatusCode != 200 || !strings.Contains(string(list.body), `"job_id":"stepping"`) || !strings.Contains(string(list.body), `"fraction":0.4`) {
