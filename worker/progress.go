@@ -7,8 +7,9 @@ import (
 )
 
 // progressPattern finds a progress report in a line that is not valid
-// JSON: it is dropped, and fails no request.
-var progressPattern = regexp.MustCompile(`"type"\s*:\s*"progress"`)
+// JSON (one that starts as a progress message does): it is dropped, and
+// fails no request.
+var progressPattern = regexp.MustCompile(`^\s*\{\s*"type"\s*:\s*"progress"`)
 
 // progress passes a worker's progress report on to the request it names
 // (runner.Progress). A report for no pending request, or with bad values,

@@ -65,7 +65,7 @@ func TestPythonProgressShowsInTheRecord(t *testing.T) {
 	if err != nil || res.Status != controller.StatusSucceeded || res.Attempts != 1 {
 		t.Fatalf("result: %+v, %v", res, err)
 	}
-	if n := len(logs.lines(map[string]string{"message": "worker sent a bad progress report; ignored"})); n != 3 {
-		t.Fatalf("%d bad progress reports logged, want 3", n)
+	if n := len(logs.lines(map[string]string{"message": "worker sent a bad progress report; ignored"})); n != 4 {
+		t.Fatalf("%d bad progress reports logged, want 4", n)
 	}
 }

@@ -13,6 +13,9 @@ def run_steps(ms: int) -> dict:
     srv.send({"type": "progress", "id": rid, "fraction": "half"})
     srv.send({"type": "progress", "id": rid, "fraction": 7})
     srv.send({"type": "progress", "id": rid})
+    with srv.lock:  # a line cut short: not JSON
+        srv.out.write(('{"type":"progress","id":"%s","fraction":0.' % rid).encode() + b"\n")
+        srv.out.flush()
     pnpworker.progress(0.5, "half way")
     end = time.monotonic() + ms / 1000
     while time.monotonic() < end and not pnpworker.cancelled():
