@@ -31,7 +31,8 @@ type session struct {
 	cmd   *exec.Cmd
 	stdin *os.File
 
-	wmu sync.Mutex // serialises writes to stdin
+	wmu sync.Mutex // guards wq
+	wq  writeQueue // lines for stdin: written together
 
 	mu      sync.Mutex
 	pending map[string]*call
@@ -435,23 +436,9 @@ func (s *session) call(ctx context.Context, req request, batch int) result {
 	if batch == 0 {
 		req.JobID = c.job
 	}
-	if err := s.send(ctx, req); err != nil {
-		s.take(id)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			// The process did not read its input for the whole time
-			// budget, and a line may be half written: it must go.
-			s.kill("stopped reading its stdin")
-			// The write's deadline is the caller's: the budget is spent,
-			// and the caller is answered 504 like any request whose
-			// deadline passed. ctx ends at that same instant, so the wait
-			// is bounded; answering from ctx keeps the reply the same
-			// whether the runner's deadline timer or this return comes
-			// first.
-			<-ctx.Done()
-			return result{err: ctx.Err()}
-		}
-		return result{err: &protocol.Error{Code: protocol.CodeUnavailable, Message: "worker process is not taking requests", NotStarted: true, Err: err}}
-	}
+	// A write that fails answers the request through c.ch (writeFailed);
+	// one that times out leaves it to ctx.
+	s.sendRequest(ctx, &req)
 	select {
 	case r := <-c.ch:
 		return r
@@ -460,9 +447,6 @@ func (s *session) call(ctx context.Context, req request, batch int) result {
 	cctx, stop := context.WithTimeout(context.Background(), s.w.cfg.CancelGrace)
 	if err := s.send(cctx, cancel{Type: TypeCancel, ID: id}); err != nil {
 		s.lg().Debug().Err(err).Str("id", id).Msg("sending cancel")
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			s.kill("stopped reading its stdin")
-		}
 	}
 	go func() {
 		defer stop()
@@ -478,22 +462,27 @@ func (s *session) call(ctx context.Context, req request, batch int) result {
 	return result{err: ctx.Err()}
 }
 
-// send writes one message, giving up when ctx ends.
+// send writes one message, after the lines queued before it, giving up
+// when ctx ends. Its error is only that msg does not encode: a write that
+// fails is the writer's to handle (writeFailed).
 func (s *session) send(ctx context.Context, msg any) error {
 	b, err := json.Marshal(msg)
 	if err != nil {
 		return err
 	}
-	b = append(b, '\n')
 	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if d, ok := ctx.Deadline(); ok {
-		_ = s.stdin.SetWriteDeadline(d)
-	} else {
-		_ = s.stdin.SetWriteDeadline(time.Time{})
-	}
-	_, err = s.stdin.Write(b)
-	return err
+	s.wq.add(ctx, append(b, '\n'), "")
+	s.writeQueued()
+	return nil
+}
+
+// sendRequest writes a request or batch line, built from the input's
+// bytes, giving up when ctx ends.
+func (s *session) sendRequest(ctx context.Context, req *request) {
+	s.wmu.Lock()
+	s.wq.buf = appendRequest(s.wq.buf, req.Type, req.ID, req.Algorithm, req.Input, req.Inputs, req.TimeoutMS, req.JobID)
+	s.wq.add(ctx, nil, req.ID)
+	s.writeQueued()
 }
 
 // take removes and returns the pending call id, or nil.
@@ -558,7 +547,9 @@ func readLine(r *bufio.Reader, limit, keep int) (line []byte, tooLong bool, err 
 
 func (s *session) dispatch(line []byte) {
 	var m inbound
-	if err := json.Unmarshal(line, &m); err != nil {
+	if scanResult(line, &m) {
+		// A plain result: its output stays the line's bytes.
+	} else if err := json.Unmarshal(line, &m); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) && m.Type == TypeProgress {
 			s.badProgress(m.ID, "a field of the wrong type: "+err.Error())

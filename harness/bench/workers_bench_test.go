@@ -36,7 +36,10 @@ import (
 //   - the worker protocol against the runner serving the Go version of the
 //     function in-process;
 //   - the scikit-learn digits model of examples/python/digits.py one image
-//     per call against batches of up to 32.
+//     per call against batches of up to 32;
+//
+// and, with one request in flight, the latency of the Go word count, the
+// worker and FastAPI: each hop's own cost, without queueing.
 //
 // b.N is the number of measured requests per round for the word counts
 // (a tenth of it, at least 200, for the model); run it with a fixed count:
@@ -150,6 +153,11 @@ func BenchmarkWorkers(b *testing.B) {
 			return Generate(ctx, loadNC, subj, payloads, LoadConfig{Requests: n})
 		}
 	}
+	oneAtATime := func(subj string, payloads [][]byte) func(int) (Result, error) {
+		return func(n int) (Result, error) {
+			return Generate(ctx, loadNC, subj, payloads, LoadConfig{Requests: n, InFlight: 1})
+		}
+	}
 	targets := []target{
 		{"go in-process (runner)", natsTarget("run."+AlgorithmName, words), requests, overNATS(0)},
 		{"python worker (runner --worker)", natsTarget("run.py_word_count", words), requests, overNATS(wordRunner.Process.Pid)},
@@ -158,6 +166,12 @@ func BenchmarkWorkers(b *testing.B) {
 		}, requests, func() []namedPID { return []namedPID{self, {"uvicorn", uv.Process.Pid}} }},
 		{"digits model, 1 per call", natsTarget("run.digits", pixels), modelRequests, nil},
 		{"digits model, batches of 32", natsTarget("run.digits_batch", pixels), modelRequests, nil},
+		// One request in flight: the hop's own latency, without queueing.
+		{"go in-process, 1 in flight", oneAtATime("run."+AlgorithmName, words), requests, nil},
+		{"python worker, 1 in flight", oneAtATime("run.py_word_count", words), requests, nil},
+		{"python fastapi, 1 in flight", func(n int) (Result, error) {
+			return GenerateHTTP(ctx, client, httpURL, words, LoadConfig{Requests: n, InFlight: 1})
+		}, requests, nil},
 	}
 	results := make([][]Result, len(targets))
 	// cpu[i][process] holds target i's CPU per request of that process,
@@ -247,6 +261,8 @@ func BenchmarkWorkers(b *testing.B) {
 	for _, r := range ratios {
 		fmt.Fprintf(tw, "%s\t%.2f\t%s\t\n", r.name, r.v, r.target)
 	}
+	fmt.Fprintf(tw, "worker − go in-process, p50 at 1 in flight\t%s\t\t\n", time.Duration(med(6, p50)-med(5, p50)).Round(time.Microsecond))
+	fmt.Fprintf(tw, "worker ÷ fastapi, p50 at 1 in flight\t%.2f\t\t\n", med(6, p50)/med(7, p50))
 	tw.Flush()
 	b.ReportMetric(ratios[0].v, "worker/fastapi-rps")
 	b.ReportMetric(ratios[2].v, "worker/fastapi-p50")

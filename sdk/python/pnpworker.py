@@ -44,8 +44,8 @@ Standard library only; Python 3.9 or newer. Install it with
 version it speaks. The protocol is in docs/WORKER.md.
 """
 
+import collections
 import collections.abc
-import concurrent.futures
 import dataclasses
 import enum
 import importlib
@@ -403,6 +403,12 @@ def _jsonable_deep(value):
     return json.loads(json.dumps(value, default=_jsonable))
 
 
+# What writes every protocol line: compact, NaN refused, the conversions
+# above. One encoder for all lines (json.dumps with options builds one
+# per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_jsonable, allow_nan=False)
+
+
 def _convert(value, tp):
     """Build the Python value of a type hint from validated JSON."""
     if value is None or tp is inspect.Parameter.empty:
@@ -441,6 +447,14 @@ def _convert(value, tp):
     return value
 
 
+# Type hints whose value _convert returns as it is.
+_PLAIN = (str, int, bool, dict, list, object, typing.Any, inspect.Parameter.empty)
+
+
+def _is_plain(tp):
+    return any(tp is p for p in _PLAIN)
+
+
 # -------------------------------------------------------------- describe
 
 class _Algorithm:
@@ -462,6 +476,9 @@ class _Algorithm:
         params = [p for p in sig.parameters.values()
                   if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.POSITIONAL_ONLY)]
         self.params = [(p.name, hints.get(p.name, p.annotation), p.default) for p in params]
+        # How each parameter's value is built from its JSON: None where it
+        # is the JSON value itself (no conversion to look up per request).
+        self.converters = [(name, None if _is_plain(tp) else tp) for name, tp, _ in self.params]
         ret = hints.get("return", sig.return_annotation)
         self.whole = None  # the type of a single parameter that is the whole input
         if self.batch:
@@ -512,9 +529,9 @@ class _Algorithm:
         if self.whole is not None:
             return self.fn(_convert(value, self.whole))
         kwargs = {}
-        for name, tp, _default in self.params:
+        for name, tp in self.converters:
             if name in value:
-                kwargs[name] = _convert(value[name], tp)
+                kwargs[name] = value[name] if tp is None else _convert(value[name], tp)
         return self.fn(**kwargs)
 
     def call_batch(self, values):
@@ -628,20 +645,65 @@ def _client_error_message(exc, status):
 _server = None
 
 
+class _Flag:
+    """A request's cancel flag: set once, read by cancelled(). Cheaper than a
+    threading.Event, which no one waits on here."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self):
+        self._set = False
+
+    def set(self):
+        self._set = True
+
+    def is_set(self):
+        return self._set
+
+
+# How long a request runs in the thread that read it before another thread
+# takes over reading stdin, in seconds (between one and two ticks). A
+# request is run by the thread that read its line: no hand-off between
+# threads for a request that is quick. One that takes longer (it waits for
+# I/O, or a model computes) lets another thread read on, so that cancels
+# and the requests the runner sends next are served meanwhile, up to the
+# algorithms' concurrency.
+TAKEOVER_TICK = 0.001
+# The monitor stops looking after this many ticks without a request
+# running, until one starts: an idle worker costs no CPU.
+_IDLE_TICKS = 200
+
+
 class _Server:
     def __init__(self, algs, out):
         self.algs = {a.name: a for a in algs}
         self.out = out
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the output: unwritten lines, writes
+        self.unwritten = []
         self.cancels = {}
         self.cancels_lock = threading.Lock()
-        workers = sum(a.concurrency or 2 for a in algs) + 2
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(256, workers),
-                                                          thread_name_prefix="pnpworker")
+        # A thread per request that runs at once, and one to read: what
+        # the runner sends at most (each algorithm's concurrency) is never
+        # left waiting for a thread.
+        self.max_threads = min(256, sum(a.concurrency or 2 for a in algs) + 2)
+        # Who reads stdin: the leader, one thread at a time. The fields
+        # below are guarded by self.mu.
+        self.mu = threading.Lock()
+        self.followers = threading.Condition(self.mu)  # idle threads wait here
+        self.wake_monitor = threading.Condition(self.mu)
+        self.leader = None  # the thread ident of the reader
+        self.running = False  # the leader runs a request
+        self.runs = 0  # requests the leader started
+        self.idle = 0  # threads waiting in followers
+        self.monitor_asleep = False
+        self.eof = False
+        self.threads = []
+        self.lines = collections.deque()  # lines read and not yet handled
+        self.partial = []  # the start of a line not yet complete, in chunks
 
     def send(self, msg):
         try:
-            line = json.dumps(msg, separators=(",", ":"), default=_jsonable, allow_nan=False)
+            line = _ENCODER.encode(msg)
         except (TypeError, ValueError, RecursionError) as e:
             if "id" not in msg or msg.get("type") == "error":
                 raise
@@ -650,8 +712,24 @@ class _Server:
                                "detail": traceback.format_exc()}, separators=(",", ":"))
         data = (line + "\n").encode("utf-8")
         with self.lock:
-            self.out.write(data)
-            self.out.flush()
+            self.unwritten.append(data)
+            # The reader writes after the lines it read already: one write
+            # for all of them. Anyone else writes at once.
+            if self.lines and self.leader == threading.get_ident():
+                return
+            self._write()
+
+    def _write(self):
+        """Write the unwritten lines; self.lock is held."""
+        data = self.unwritten[0] if len(self.unwritten) == 1 else b"".join(self.unwritten)
+        self.unwritten.clear()
+        self.out.write(data)
+        self.out.flush()
+
+    def flush(self):
+        with self.lock:
+            if self.unwritten:
+                self._write()
 
     def _error(self, rid, exc):
         if isinstance(exc, Reject):
@@ -665,7 +743,7 @@ class _Server:
     def handle(self, msg):
         rid = msg.get("id")
         alg = self.algs.get(msg.get("algorithm"))
-        ev = threading.Event()
+        ev = _Flag()
         with self.cancels_lock:
             self.cancels[rid] = ev
         _local.cancel, _local.id, _local.job_id = ev, rid, msg.get("job_id")
@@ -725,17 +803,20 @@ class _Server:
         self.send({"type": "error", "id": m.group(1).decode("utf-8", "replace"), "code": 400, "message": why})
 
     def read(self, raw):
-        """Parse one line from the runner and act on it. Whatever the line
-        holds, the process keeps serving: input it cannot read is a 400."""
+        """Parse one line from the runner and act on it; a request or batch
+        is returned, to be handled by the caller. Whatever the line holds,
+        the process keeps serving: input it cannot read is a 400."""
         try:
-            msg = json.loads(raw, **_LOADS_OPTIONS)
+            # Decoded here: json.loads of bytes first guesses their
+            # encoding, a third of its time on a small line.
+            msg = json.loads(raw.decode("utf-8", "surrogatepass") if isinstance(raw, bytes) else raw, **_LOADS_OPTIONS)
         except RecursionError:
             self.refuse(raw, "input nests deeper than this worker's JSON parser allows "
                              f"(Python's recursion limit, {sys.getrecursionlimit()})")
-            return
+            return None
         except _InputTooLarge as e:
             self.refuse(raw, str(e))
-            return
+            return None
         except ValueError as e:
             why = f"input is not JSON this worker can read: {e}"
             try:
@@ -745,27 +826,175 @@ class _Server:
             except (ValueError, RecursionError):
                 pass
             self.refuse(raw, why)
-            return
+            return None
         if not isinstance(msg, dict):
             print(f"pnpworker: ignoring a line that is not a JSON object: {raw[:200]!r}", file=sys.stderr)
-            return
+            return None
         kind = msg.get("type")
         if kind in ("request", "batch"):
-            self.pool.submit(self.handle, msg)
-        elif kind == "cancel":
+            return msg
+        if kind == "cancel":
             self.cancel(msg.get("id"))
+        return None
 
     def run(self, inp):
-        for raw in inp:
-            raw = raw.strip()
-            if not raw:
-                continue
+        """Serve the lines of inp (a binary file, or an iterable of lines)
+        until it ends, then finish the requests in flight."""
+        read1 = getattr(inp, "read1", None)
+        if read1 is not None:
+            self._read_chunk = lambda: read1(1 << 16)
+        else:
+            it = iter(inp)
+
+            def next_line():
+                line = next(it, b"")
+                line = line.encode("utf-8") if isinstance(line, str) else line
+                return line if line.endswith(b"\n") or not line else line + b"\n"
+
+            self._read_chunk = next_line
+        monitor = threading.Thread(target=self._monitor, name="pnpworker-monitor", daemon=True)
+        monitor.start()
+        self._thread()
+        # stdin closed: no more requests; finish those in flight.
+        with self.mu:
+            threads = list(self.threads)
+        for t in threads:
+            t.join()
+        monitor.join()
+        self.flush()
+
+    def _thread(self):
+        """A serving thread: the reader while it is the leader, else idle
+        until it is needed."""
+        me = threading.get_ident()
+        while True:
+            with self.mu:
+                while self.leader != me:
+                    if self.eof:
+                        return
+                    if self.leader is None:
+                        self.leader = me
+                        break
+                    self.idle += 1
+                    self.followers.wait()
+                    self.idle -= 1
             try:
-                self.read(raw)
+                displaced = self._lead(me)
+            except BaseException:
+                # SystemExit or KeyboardInterrupt from a request: this
+                # thread ends, and another reads.
+                with self.mu:
+                    if self.leader == me:
+                        self.leader, self.running = None, False
+                        self.followers.notify()
+                raise
+            if not displaced:
+                return
+
+    def _lead(self, me):
+        """Read and handle lines until stdin ends (False) or another thread
+        took over reading while this one ran a request (True)."""
+        while True:
+            raw = self._next_line()
+            if raw is None:
+                with self.mu:
+                    self.eof = True
+                    self.leader = None
+                    self.followers.notify_all()
+                    self.wake_monitor.notify_all()
+                return False
+            try:
+                msg = self.read(raw)
             except Exception:  # noqa: BLE001 - one line must not end the process
                 log("pnpworker: failed to handle a line:\n" + traceback.format_exc(), "error")
-        # stdin closed: no more requests; finish those in flight.
-        self.pool.shutdown(wait=True)
+                continue
+            if msg is None:
+                continue
+            with self.mu:
+                self.running = True
+                self.runs += 1
+                if self.monitor_asleep:
+                    self.wake_monitor.notify()
+            try:
+                self.handle(msg)
+            except Exception:  # noqa: BLE001 - handle answers its own errors
+                log("pnpworker: failed to handle a request:\n" + traceback.format_exc(), "error")
+            finally:
+                with self.mu:
+                    displaced = self.leader != me
+                    if not displaced:
+                        self.running = False
+            if displaced:
+                self.flush()
+                return True
+
+    def _next_line(self):
+        """The next line from the runner; None once stdin ended. Lines read
+        and not handled yet come first; before waiting for more input the
+        replies not yet written are written."""
+        lines = self.lines
+        while not lines:
+            self.flush()
+            chunk = self._read_chunk()
+            if not chunk:
+                rest = b"".join(self.partial)
+                self.partial.clear()
+                return rest if rest.strip() else None
+            if b"\n" not in chunk:
+                self.partial.append(chunk)  # joined once the line is whole
+                continue
+            parts = chunk.split(b"\n")
+            if self.partial:
+                self.partial.append(parts[0])
+                parts[0] = b"".join(self.partial)
+                self.partial.clear()
+            if parts[-1]:
+                self.partial.append(parts[-1])
+            for line in parts[:-1]:
+                if line and not line.isspace():
+                    lines.append(line)
+        return lines.popleft()
+
+    def _monitor(self):
+        """Let another thread read stdin once the leader has been running
+        one request for a tick (between one and two TAKEOVER_TICKs)."""
+        seen, quiet = -1, 0
+        while True:
+            slow = False
+            with self.mu:
+                if self.eof:
+                    return
+                if self.running and self.runs == seen:
+                    self._take_over()
+                    seen, slow = -1, True
+                elif self.running:
+                    seen, quiet = self.runs, 0
+                else:
+                    seen, quiet = -1, quiet + 1
+                    if quiet >= _IDLE_TICKS:
+                        self.monitor_asleep = True
+                        self.wake_monitor.wait()
+                        self.monitor_asleep = False
+                        quiet = 0
+                        continue
+            if slow:
+                # Answers the leader held back for the lines after them
+                # do not wait for a slow request.
+                self.flush()
+            time.sleep(TAKEOVER_TICK)
+
+    def _take_over(self):
+        """Make another thread the reader; self.mu is held. Without a
+        thread to spare (every one runs a request), the leader reads on
+        once its request is done."""
+        if self.idle:
+            self.leader, self.running = None, False
+            self.followers.notify()
+        elif len(self.threads) + 1 < self.max_threads:
+            self.leader, self.running = None, False
+            t = threading.Thread(target=self._thread, name="pnpworker", daemon=True)
+            self.threads.append(t)
+            t.start()
 
 
 _LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn",

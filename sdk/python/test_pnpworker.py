@@ -232,6 +232,19 @@ class OptionalKeysTest(unittest.TestCase):
         self.assertEqual(sent[1]["output"], {"text": "hi"})
 
 
+class RecordingOut:
+    """An output that keeps each write apart."""
+
+    def __init__(self):
+        self.writes = []
+
+    def write(self, data):
+        self.writes.append(bytes(data))
+
+    def flush(self):
+        pass
+
+
 def serve(m, messages, wait=None):
     """Serve m on the given request messages; return the messages sent,
     hello first. wait, if set, is called before stdin ends."""
@@ -290,6 +303,127 @@ class ServeTest(unittest.TestCase):
             {"type": "cancel", "id": "1"},
         ])
         self.assertEqual(sent[1], {"type": "result", "id": "1", "output": {"cancelled": True}})
+
+    def test_a_slow_request_does_not_hold_up_the_next(self):
+        # The thread that reads a request runs it; one that runs longer
+        # than a tick lets another thread read on. Here the first request
+        # returns only once the second has run, so a reader that kept
+        # running what it read would never get to the second (and the
+        # first would time out).
+        second_ran = threading.Event()
+        m = module('''
+            @pnpworker.algorithm(concurrency=2)
+            def run_first() -> dict:
+                return {"second_ran": second_ran.wait(10)}
+
+            @pnpworker.algorithm(concurrency=2)
+            def run_second() -> dict:
+                second_ran.set()
+                return {}
+            ''', pnpworker=pnpworker, second_ran=second_ran)
+        sent = serve(m, [
+            {"type": "request", "id": "1", "algorithm": "first", "input": {}},
+            lambda: time.sleep(0.05),
+            {"type": "request", "id": "2", "algorithm": "second", "input": {}},
+        ])
+        by_id = {s["id"]: s for s in sent[1:]}
+        self.assertEqual(by_id["1"]["output"], {"second_ran": True})
+        self.assertEqual(by_id["2"]["output"], {})
+        # The second was answered first, while the first still ran.
+        self.assertEqual([s["id"] for s in sent[1:]], ["2", "1"])
+
+    def test_lines_read_together_are_answered_in_one_write(self):
+        m = adapter()
+        r, w = os.pipe()
+        out = RecordingOut()
+        writes = out.writes
+
+        lines = b"".join(json.dumps({"type": "request", "id": str(i), "algorithm": "greet",
+                                     "input": {"name": "n" + str(i)}}).encode() + b"\n"
+                         for i in range(3))
+
+        def answered():
+            return sum(x.count(b'"type":"result"') for x in writes[1:])
+
+        def feed():
+            # Once the hello is out the server waits in its read, and the
+            # three lines arrive in one read: one write to a pipe, below
+            # PIPE_BUF, is atomic.
+            deadline = time.monotonic() + 10
+            while not writes and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)
+            os.write(w, lines)
+            while answered() < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.close(w)
+
+        t = threading.Thread(target=feed)
+        t.start()
+        with os.fdopen(r, "rb") as inp:
+            pnpworker.serve(m, inp=inp, out=out)
+        t.join()
+        self.assertEqual(len(writes), 2, writes)  # the hello, then all three replies
+        replies = [json.loads(x) for x in writes[1].splitlines()]
+        self.assertEqual([x["output"]["text"] for x in replies], ["n0 n0", "n1 n1", "n2 n2"])
+
+    def test_a_held_answer_does_not_wait_for_a_slow_request(self):
+        # The answer to a line is held back while more lines read with it
+        # wait; when the next one runs long, it is written anyway, even
+        # with no thread to spare for reading.
+        out = RecordingOut()
+        writes = out.writes
+
+        def answered_quick():
+            return any(b'"id":"1"' in x for x in writes)
+
+        m = module('''
+            @pnpworker.algorithm(concurrency=2)
+            def run_quick() -> dict:
+                return {}
+
+            @pnpworker.algorithm(concurrency=2)
+            def run_slow() -> dict:
+                deadline = time.monotonic() + 10
+                while not answered_quick() and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                return {"saw_quick": answered_quick()}
+            ''', pnpworker=pnpworker, time=time, answered_quick=answered_quick)
+        algs = pnpworker._algorithms(m)
+        srv = pnpworker._Server(algs, out)
+        srv.max_threads = 1  # no other thread may take over reading
+        lines = (b'{"type":"request","id":"1","algorithm":"quick","input":{}}\n'
+                 b'{"type":"request","id":"2","algorithm":"slow","input":{}}\n')
+        srv.run([lines.decode()])
+        sent = [json.loads(line) for x in writes for line in x.splitlines()]
+        self.assertEqual({s["id"]: s.get("output") for s in sent}, {"1": {}, "2": {"saw_quick": True}})
+
+    def test_a_line_split_over_reads(self):
+        # A line arrives in pieces (a long input, or a write that the
+        # pipe split); it is read whole, and so is the line after it.
+        r, w = os.pipe()
+        text = "x" * (300 << 10)  # more than a pipe holds
+        first = json.dumps({"type": "request", "id": "1", "algorithm": "greet",
+                            "input": {"name": text, "times": 1}}).encode()
+
+        def feed():
+            with os.fdopen(w, "wb", buffering=0) as f:
+                f.write(first[:10])
+                time.sleep(0.05)
+                f.write(first[10:] + b"\n" + b'{"type":"request","id":"2","algorithm":"greet"')
+                time.sleep(0.05)
+                f.write(b',"input":{"name":"b"}}\n')
+
+        t = threading.Thread(target=feed)
+        t.start()
+        out = io.BytesIO()
+        with os.fdopen(r, "rb") as inp:
+            pnpworker.serve(adapter(), inp=inp, out=out)
+        t.join()
+        sent = [json.loads(line) for line in out.getvalue().splitlines()]
+        by_id = {s["id"]: s for s in sent[1:]}
+        self.assertEqual(by_id["1"]["output"], {"text": text})
+        self.assertEqual(by_id["2"]["output"], {"text": "b b"})
 
     def test_unreadable_input_is_a_400(self):
         # Valid JSON that Python's parser cannot read (nested past its
