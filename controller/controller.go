@@ -371,8 +371,11 @@ type Controller struct {
 	// cancels tells which jobs' records to read before their first
 	// dispatch (cancelwatch.go).
 	cancels cancelWatch
-	running atomic.Bool
-	ready   chan struct{}
+	// progress holds the jobs whose request is in flight, for their
+	// runners' progress reports (progress.go).
+	progress progressTable
+	running  atomic.Bool
+	ready    chan struct{}
 
 	// pulled is the set of algorithms supervise runs a puller for
 	// (map[string]bool, replaced whole, never changed in place): the
@@ -545,6 +548,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.started = time.Now().UTC()
 	stopStats := c.serveStats()
 	defer stopStats()
+	if sub, err := c.subscribeProgress(bgCtx); err != nil {
+		c.log.Warn().Err(err).Msg("progress reports are not stored")
+	} else {
+		defer func() { _ = sub.Unsubscribe() }()
+	}
 
 	// In the background: with credentials that may not list consumers,
 	// the listing waits for its timeout.

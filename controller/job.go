@@ -45,6 +45,9 @@ type task struct {
 	logger *zerolog.Logger
 	// buf is the worker's buffer for encoding the job's record.
 	buf *[]byte
+	// progress is set when the runner reported progress during the
+	// request (progress.go); guarded by Controller.progress.mu.
+	progress *progressJob
 }
 
 // log returns the job's child logger (algorithm, job id, sequence, trace
@@ -197,7 +200,9 @@ func (c *Controller) process(w *worker, j *job) {
 	epoch := c.epoch.Load()
 	w.setTrace(h)
 	sent := time.Now()
+	c.progress.begin(t)
 	reply, wait, err := c.request(w, subject, t.id, j.msg.Data(), budget)
+	c.progress.end(t)
 	if err != nil {
 		switch {
 		case errors.Is(err, nats.ErrMaxPayload):

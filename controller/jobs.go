@@ -63,6 +63,7 @@ const (
 	StatusFailed    = jobs.StatusFailed
 	StatusRetrying  = jobs.StatusRetrying
 	StatusCancelled = jobs.StatusCancelled
+	StatusRunning   = jobs.StatusRunning
 )
 
 // Types of package jobs.

@@ -127,6 +127,15 @@ func appendJSON(b []byte, r *Result) ([]byte, error) {
 		b = append(b, `,"trace_id":`...)
 		b = appendString(b, r.TraceID)
 	}
+	if r.Progress != nil {
+		// Only running records have it: rare enough for reflection.
+		p, err := json.Marshal(r.Progress)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, `,"progress":`...)
+		b = append(b, p...)
+	}
 	return append(b, '}'), nil
 }
 

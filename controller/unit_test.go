@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pnpworker/pnpworker/discovery"
+	"github.com/pnpworker/pnpworker/jobs"
 	"github.com/pnpworker/pnpworker/protocol"
 	"github.com/pnpworker/pnpworker/schemas"
 )
@@ -153,6 +154,8 @@ func TestResultAppendJSON(t *testing.T) {
 			Error: &protocol.Error{Code: 400, Message: "bad <input> & \"quotes\"", Violations: []schemas.Violation{{Pointer: "/n", Message: "expected integer"}}}, DeadLetterSeq: 7}},
 		{"retrying", Result{JobID: "r", Algorithm: "echo", Status: StatusRetrying, Attempts: 1, Controller: "ctl\u00e9\n", SubmittedAt: at, StartedAt: at,
 			FinishedAt: &at, NextAttemptAt: &later, Error: &protocol.Error{Code: 504, Message: "no reply"}}},
+		{"running", Result{JobID: "p", Algorithm: "echo", Status: StatusRunning, Attempts: 1, Instance: "i1", SubmittedAt: at, StartedAt: at,
+			Progress: &jobs.Progress{Fraction: 1e-7, Message: "step <2> of 3", UpdatedAt: later}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

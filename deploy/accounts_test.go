@@ -452,7 +452,7 @@ func TestTeamImportsAreTheirPermissions(t *testing.T) {
 	for acc, algs := range own {
 		want := []string{"$SRV.PING", "$SRV.INFO", "$SRV.STATS"}
 		for _, a := range algs {
-			want = append(want, "run."+a, "run."+a+".*", "$SRV.*."+a, "$SRV.*."+a+".*", "cancel."+a)
+			want = append(want, "run."+a, "run."+a+".*", "$SRV.*."+a, "$SRV.*."+a+".*", "cancel."+a, "progress."+a)
 		}
 		slices.Sort(want)
 		slices.Sort(got[acc])

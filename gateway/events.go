@@ -43,6 +43,8 @@ type jobEvent struct {
 	Attempts   int             `json:"attempts"`
 	Error      *protocol.Error `json:"error,omitempty"`
 	DurationMS *float64        `json:"duration_ms,omitempty"`
+	// Progress is set on a running job's event: how far it got.
+	Progress *jobs.Progress `json:"progress,omitempty"`
 }
 
 // subscriberBuffer is how many events a slow client may lag behind before
@@ -218,7 +220,7 @@ func (h *hub) watchResultsOnce(ctx context.Context, healthy func()) error {
 				h.g.log.Warn().Err(err).Str("key", e.Key()).Msg("corrupt result record: no event")
 				continue
 			}
-			h.broadcast(EventJob, jobEvent{JobID: r.JobID, Algorithm: r.Algorithm, Status: string(r.Status), Attempts: r.Attempts, Error: r.Error, DurationMS: r.DurationMS})
+			h.broadcast(EventJob, jobEvent{JobID: r.JobID, Algorithm: r.Algorithm, Status: string(r.Status), Attempts: r.Attempts, Error: r.Error, DurationMS: r.DurationMS, Progress: r.Progress})
 		}
 	}
 }

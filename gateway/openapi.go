@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/pnpworker/pnpworker/jobs"
+	"github.com/pnpworker/pnpworker/protocol"
 )
 
 type obj = map[string]any
@@ -165,7 +166,8 @@ func (g *Gateway) openAPIDoc() obj {
 		}},
 		"/v1/events": obj{"get": obj{
 			"operationId": "events", "summary": "Server-Sent Events: registered, departed, job",
-			"responses": obj{"200": obj{"description": "an event stream", "content": obj{"text/event-stream": obj{"schema": obj{"type": "string"}}}}},
+			"responses": obj{"200": obj{"description": "an event stream; the data of a job event is a JobEvent (with progress while the job runs and reports it)",
+				"content": obj{"text/event-stream": obj{"schema": obj{"type": "string"}, "x-event-schemas": obj{"job": ref("JobEvent")}}}}},
 		}},
 		"/healthz": obj{"get": obj{"operationId": "healthz", "summary": "the process is up", "security": []any{}, "responses": obj{"200": obj{"description": "ok"}}}},
 		"/readyz": obj{"get": obj{"operationId": "readyz", "summary": "NATS connected and discovery readable", "security": []any{},
@@ -229,7 +231,13 @@ func (g *Gateway) openAPIDoc() obj {
 			"JobAccepted": obj{"type": "object", "required": []any{"job_id", "location"}, "properties": obj{"job_id": str, "duplicate": obj{"type": "boolean"}, "location": str, "not_before": dateTime}},
 			"Result": obj{"type": "object", "description": "a result record (schemas/result.json)", "required": []any{"job_id", "algorithm", "status"}, "properties": obj{"job_id": str, "algorithm": str, "status": obj{"enum": append(statusEnum(), string(jobs.StatusScheduled))}, "output": obj{}, "output_ref": str, "error": obj{"type": "object"}, "attempts": integer,
 				"instance": str, "version": str, "submitted_at": str, "started_at": str, "finished_at": str, "duration_ms": obj{"type": "number"},
-				"input": obj{"description": "the job's input, when at most 1024 bytes"}, "input_bytes": integer, "trace_id": str, "not_before": dateTime}},
+				"input": obj{"description": "the job's input, when at most 1024 bytes"}, "input_bytes": integer, "trace_id": str, "not_before": dateTime,
+				"progress": ref("Progress")}},
+			"Progress": obj{"type": "object", "description": "how far a running job got, as its runner last reported it (status running)", "required": []any{"fraction", "updated_at"},
+				"properties": obj{"fraction": obj{"type": "number", "minimum": 0, "maximum": 1}, "message": obj{"type": "string", "maxLength": protocol.MaxProgressMessage}, "updated_at": dateTime}},
+			"JobEvent": obj{"type": "object", "description": "the data of a job event of /v1/events: a job's record changed", "required": []any{"job_id", "algorithm", "status", "attempts"},
+				"properties": obj{"job_id": str, "algorithm": str, "status": obj{"enum": statusEnum()}, "attempts": integer, "error": obj{"type": "object"},
+					"duration_ms": obj{"type": "number"}, "progress": ref("Progress")}},
 			"JobPage": obj{"type": "object", "required": []any{"jobs", "scanned"}, "properties": obj{
 				"jobs": obj{"type": "array", "items": ref("Result"), "description": "records without their output and input"},
 				"next": obj{"type": "string", "description": "cursor of the next page; absent on the last"}, "scanned": integer}},

@@ -25,12 +25,16 @@ const (
 	// StatusCancelled is the outcome of a job cancelled with
 	// Store.Cancel: it never runs again and is never retried.
 	StatusCancelled Status = "cancelled"
+	// StatusRunning is the record of a job whose runner reported its
+	// progress (Result.Progress) while it runs; the final record replaces
+	// it.
+	StatusRunning Status = "running"
 	// StatusScheduled (schedule.go) is reported, never stored.
 )
 
 // Statuses lists every status a record may have, for the checks of a
 // status a caller names (ListOptions.Status).
-var Statuses = []Status{StatusSucceeded, StatusFailed, StatusRetrying, StatusCancelled}
+var Statuses = []Status{StatusSucceeded, StatusFailed, StatusRetrying, StatusCancelled, StatusRunning}
 
 // MaxRecordedInput bounds the input a result record keeps (Result.Input),
 // in bytes: enough for the usual input and for one naming its data by
@@ -80,6 +84,21 @@ type Result struct {
 	// TraceID is the trace id of the job's traceparent header, when it
 	// carried a valid one (docs/PROTOCOL.md).
 	TraceID string `json:"trace_id,omitempty"`
+	// Progress is the latest progress the job's runner reported, set on
+	// running records.
+	Progress *Progress `json:"progress,omitempty"`
+}
+
+// Progress is how far a running job got, as its runner last reported it
+// (runner.Progress, docs/JOBS.md "Progress").
+type Progress struct {
+	// Fraction is how much of the job is done, from 0 to 1.
+	Fraction float64 `json:"fraction"`
+	// Message says what the job is doing: one line of printable text, at
+	// most protocol.MaxProgressMessage bytes.
+	Message string `json:"message,omitempty"`
+	// UpdatedAt is when the controller received the report.
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Err returns nil unless r is a failed record; then an error naming the

@@ -818,9 +818,9 @@ var waitCorruptGrace = 30 * time.Second
 // ends. It reads the key (a direct get) at intervals growing from 20 ms to
 // 500 ms rather than watching it: a watch is a consumer, and the producer
 // role may not create consumers (a consumer's deliver subject is not
-// checked against its creator's permissions). The retrying records it
-// reads are passed to progress, which may be nil, each once (two written
-// between reads show as the later one). Read errors (NATS
+// checked against its creator's permissions). The records it reads that
+// are not final (retrying, running) are passed to progress, which may be
+// nil, each once (two written between reads show as the later one). Read errors (NATS
 // reconnecting, say) do not end the wait; the last one is reported, and
 // wrapped, when ctx ends first. Nor does a corrupt record
 // (ErrCorruptResult), which the controller replaces when it stores the

@@ -212,7 +212,7 @@ func (b *batcher) lead(bt *batch, log *zerolog.Logger) {
 	if len(live) == 0 {
 		return
 	}
-	ctx, cancel := context.WithDeadline(context.WithoutCancel(live[0].ctx), latest)
+	ctx, cancel := context.WithDeadline(withoutProgress(context.WithoutCancel(live[0].ctx)), latest)
 	defer cancel()
 	// The batch is cancelled once every one of its callers has gone.
 	var left atomic.Int64

@@ -398,7 +398,9 @@ func (w *worker) serve(j job) {
 	// id needs its own.
 	log := e.log
 	if id := hdr.Get(protocol.HeaderJobID); id != "" {
-		ctx = context.WithValue(ctx, jobIDKey{}, id)
+		ref := &jobRef{id: id, e: e}
+		ctx = context.WithValue(ctx, jobIDKey{}, ref)
+		ref.ctx = ctx
 	}
 	if l, ok := e.requestLogger(hdr); ok {
 		log = l
@@ -507,8 +509,10 @@ type jobIDKey struct{}
 // JobID returns the job id of the request ctx belongs to (the Pnp-Job-Id
 // header the controller sets), or "" when the request carries none.
 func JobID(ctx context.Context) string {
-	id, _ := ctx.Value(jobIDKey{}).(string)
-	return id
+	if ref, _ := ctx.Value(jobIDKey{}).(*jobRef); ref != nil {
+		return ref.id
+	}
+	return ""
 }
 
 func notStarted(er *Error) *Error { er.NotStarted = true; return er }

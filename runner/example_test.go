@@ -175,3 +175,72 @@ func ExampleSchemaFor() {
 	// {"$schema":"https://json-schema.org/draft/2020-12/schema","properties":{"text":{"type":"string","maxLength":100000,"minLength":1},"limit":{"type":"integer","minimum":1}},"additionalProperties":false,"type":"object","required":["text"]}
 	// [/: additionalProperties 'limt' not allowed]
 }
+
+// An algorithm reports how far a job got with Progress; the reports go out
+// on progress.<algorithm>, where the controller that holds the job stores
+// them in the job's record. Here a subscriber shows them. A request
+// without a job id (nats req) reports nothing.
+func ExampleProgress() {
+	dir, _ := os.MkdirTemp("", "example")
+	defer os.RemoveAll(dir)
+	srv, err := embedded.Start(embedded.Config{Port: -1, StoreDir: dir})
+	if err != nil {
+		panic(err)
+	}
+	defer srv.Shutdown()
+	nc, _ := nats.Connect(srv.ClientURL())
+	defer nc.Close()
+
+	type Input struct {
+		Pages int `json:"pages"`
+	}
+	type Output struct {
+		Done int `json:"done"`
+	}
+	scan, err := runner.NewAlgorithm(runner.Spec{
+		Name:         "scan",
+		Version:      "1.0.0",
+		InputSchema:  []byte(`{"type":"object","required":["pages"],"properties":{"pages":{"type":"integer","minimum":1}}}`),
+		OutputSchema: []byte(`{"type":"object"}`),
+	}, func(ctx context.Context, in Input) (Output, error) {
+		for p := 1; p <= in.Pages; p++ {
+			// ... scan page p ...
+			if err := runner.Progress(ctx, float64(p)/float64(in.Pages), fmt.Sprintf("page %d of %d", p, in.Pages)); err != nil {
+				return Output{}, err
+			}
+			time.Sleep(runner.ProgressInterval) // one report per interval goes out
+		}
+		return Output{Done: in.Pages}, nil
+	})
+	if err != nil {
+		panic(err)
+	}
+	r, err := runner.New(nc, []*runner.Algorithm{scan})
+	if err != nil {
+		panic(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	<-r.Started()
+
+	reports, _ := nc.SubscribeSync(protocol.ProgressSubject("scan"))
+	req := &nats.Msg{Subject: "run.scan", Data: []byte(`{"pages":2}`), Header: nats.Header{protocol.HeaderJobID: []string{"scan-1"}}}
+	if _, err := nc.RequestMsg(req, 5*time.Second); err != nil {
+		panic(err)
+	}
+	for range 2 {
+		m, err := reports.NextMsg(5 * time.Second)
+		if err != nil {
+			panic(err)
+		}
+		p, _ := protocol.DecodeProgress(m.Data)
+		fmt.Println(p.JobID, p.Fraction, p.Message)
+	}
+	stop()
+	fmt.Println(<-done)
+	// Output:
+	// scan-1 0.5 page 1 of 2
+	// scan-1 1 page 2 of 2
+	// <nil>
+}

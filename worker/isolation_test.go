@@ -219,6 +219,9 @@ func TestInputAWorkerCannotParse(t *testing.T) {
 			s := natstest.Start(t)
 			nc := s.Connect()
 			logs := startWorker(t, nc, worker.Config{Command: sdkCommand(t, "testdata/adapter.py"), MaxInputDepth: tc.depth, MaxInputNumber: tc.number})
+			// The adapter's algorithms subscribe one after another: kind
+			// may answer a moment after pid.
+			waitServing(t, nc, "kind", `{"value":[[1]]}`, 20*time.Second)
 			before := pid(t, nc)
 			m := call(t, nc, "kind", tc.body, nats.Header{protocol.HeaderTimeout: []string{"10s"}})
 			e := protocol.ReplyError(m)

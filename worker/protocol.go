@@ -25,16 +25,19 @@ const (
 	MaxBatchSize = 1024
 )
 
-// Message types of the protocol. A worker sends hello, result, error and
-// log; the runner sends request, batch and cancel.
+// Message types of the protocol. A worker sends hello, result, error, log
+// and progress; the runner sends request, batch and cancel.
 const (
-	TypeHello   = "hello"
-	TypeResult  = "result"
-	TypeError   = "error"
-	TypeLog     = "log"
-	TypeRequest = "request"
-	TypeBatch   = "batch"
-	TypeCancel  = "cancel"
+	TypeHello  = "hello"
+	TypeResult = "result"
+	TypeError  = "error"
+	TypeLog    = "log"
+	// TypeProgress reports how far a request got (runner.Progress):
+	// {"type":"progress","id":<request id>,"fraction":0.5,"message":"..."}.
+	TypeProgress = "progress"
+	TypeRequest  = "request"
+	TypeBatch    = "batch"
+	TypeCancel   = "cancel"
 )
 
 // Descriptor is a worker's description of one algorithm, sent in its hello.
@@ -117,6 +120,8 @@ type inbound struct {
 	Level     string `json:"level"`
 	Algorithm string `json:"algorithm"`
 	JobID     string `json:"job_id"`
+	// progress (and message, above)
+	Fraction *float64 `json:"fraction"`
 
 	decodeErr error // a hello whose fields did not decode
 }

@@ -52,6 +52,7 @@ type session struct {
 
 // call is a request sent to the process and not yet answered.
 type call struct {
+	ctx       context.Context // the request's, for its progress reports
 	algorithm string
 	job       string // the caller's job id, for the log
 	batch     int    // number of items; 0 for a single request
@@ -421,7 +422,7 @@ func (s *session) callBatch(ctx context.Context, name string, all []json.RawMess
 func (s *session) call(ctx context.Context, req request, batch int) result {
 	id := strconv.FormatUint(s.nextID.Add(1), 36)
 	req.ID = id
-	c := &call{algorithm: req.Algorithm, job: runner.JobID(ctx), batch: batch, ch: make(chan result, 1)}
+	c := &call{ctx: ctx, algorithm: req.Algorithm, job: runner.JobID(ctx), batch: batch, ch: make(chan result, 1)}
 	s.mu.Lock()
 	if s.dead {
 		s.mu.Unlock()
@@ -550,6 +551,10 @@ func (s *session) dispatch(line []byte) {
 		// A plain result: its output stays the line's bytes.
 	} else if err := json.Unmarshal(line, &m); err != nil {
 		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && m.Type == TypeProgress {
+			s.badProgress(m.ID, "a field of the wrong type: "+err.Error())
+			return
+		}
 		if !errors.As(err, &typeErr) || m.Type != TypeHello {
 			s.malformed(line, "not a JSON object: "+err.Error())
 			return
@@ -568,6 +573,8 @@ func (s *session) dispatch(line []byte) {
 		}
 	case TypeLog:
 		s.logMessage(m)
+	case TypeProgress:
+		s.progress(m)
 	case TypeResult:
 		c := s.take(m.ID)
 		if c == nil {
@@ -617,6 +624,11 @@ func (s *session) malformed(line []byte, why string) {
 	shown := line
 	if len(shown) > 200 {
 		shown = shown[:200]
+	}
+	if progressPattern.Match(line) {
+		// A broken progress report answers nothing: it fails no request.
+		s.badProgress(id, why)
+		return
 	}
 	if c := s.take(id); c != nil {
 		s.base().Warn().Str("problem", why).Str("line", strings.TrimSpace(string(shown))).

@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/nats-io/nats.go"
+
+	"github.com/pnpworker/pnpworker/runner"
 )
 
 // chromiumPath is where Debian's chromium package puts the browser;
@@ -313,6 +316,85 @@ func TestDashboardInBrowser(t *testing.T) {
 		until(`document.querySelectorAll("#jobs tbody tr").length === 28 && document.getElementById("jobs-more").hidden`),
 		until(`[...document.querySelectorAll("#jobs tbody tr")].slice(-3).map(tr => tr.dataset.job).join() === "bad-job,page-job,late-job"`),
 	)
+
+	// A job that reports progress and waits: its row and its page show a
+	// bar, updated live, until its outcome replaces it.
+	step(t, ctx, "the job list filtered to an algorithm without records yet",
+		chromedp.SetValue(chromedp.CSS(`#jobs-algorithm`), "stepwise"),
+		chromedp.Click(chromedp.CSS(`#jobs-filter button[type="submit"]`)),
+		until(`document.querySelectorAll("#jobs tbody tr.empty").length === 1`),
+	)
+	next, release := make(chan struct{}), make(chan struct{})
+	stepwise := runner.Must(runner.NewAlgorithm(runner.Spec{
+		Name: "stepwise", Version: "1.0.0", InputSchema: []byte(`{"type":"object"}`), OutputSchema: []byte(`{"type":"object"}`), Timeout: time.Minute,
+	}, func(ctx context.Context, _ struct{}) (struct{}, error) {
+		for _, s := range []struct {
+			f    float64
+			msg  string
+			wait chan struct{}
+		}{{0.4, "resizing tiles", next}, {0.8, "writing tiles", release}} {
+			if err := runner.Progress(ctx, s.f, s.msg); err != nil {
+				return struct{}{}, err
+			}
+			select {
+			case <-s.wait:
+			case <-ctx.Done():
+				return struct{}{}, ctx.Err()
+			}
+		}
+		return struct{}{}, nil
+	}))
+	rnc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rnc.Close()
+	stepRunner, err := runner.New(rnc, []*runner.Algorithm{stepwise})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stopRunner := context.WithCancel(context.Background())
+	defer stopRunner()
+	go func() { _ = stepRunner.Run(rctx) }()
+	select {
+	case <-stepRunner.Started():
+	case <-time.After(pnpTimeout):
+		t.Fatal("the stepwise runner did not start")
+	}
+	if code, b := post("/v1/algorithms/stepwise/jobs", `{}`, map[string]string{"Idempotency-Key": "slow-job"}); code != 202 {
+		t.Fatalf("submit slow-job: %d %s", code, b)
+	}
+	progressOf := func(scope string) string {
+		return `(document.querySelector('` + scope + ` [data-role="progress"]') || {dataset: {}})`
+	}
+	row := `#jobs tr[data-job="slow-job"]`
+	step(t, ctx, "a running job's row shows its progress bar",
+		until(progressOf(row)+`.dataset.percent === "40"`),
+		until(`document.querySelector('`+row+` [data-col="status"]').textContent === "running"`),
+		until(`/40% resizing tiles/.test(document.querySelector('`+row+` .reason').textContent)`),
+		until(`document.querySelector('`+row+` progress').value === 0.4`),
+	)
+	step(t, ctx, "the running job's page shows it too, and can cancel it",
+		clickWhen(row+` a.job-link`),
+		until(`document.getElementById("job-title").textContent === "Job slow-job"`),
+		until(progressOf(`#job-page`)+`.dataset.percent === "40"`),
+		until(`!document.getElementById("cancel-job").hidden`),
+	)
+	close(next)
+	step(t, ctx, "new progress moves the bars without a reload",
+		until(progressOf(row)+`.dataset.percent === "80"`),
+		until(progressOf(`#job-page`)+`.dataset.percent === "80"`),
+		until(`/80% writing tiles/.test(document.querySelector('#job-page [data-col="progress"]').textContent)`),
+	)
+	close(release)
+	step(t, ctx, "the outcome replaces the bars",
+		until(`document.querySelector('`+row+` [data-col="status"]').textContent === "succeeded"`),
+		until(`!document.querySelector('`+row+` [data-role="progress"]')`),
+		until(`document.querySelector('#job-page [data-col="status"]').textContent === "succeeded" && !document.querySelector('#job-page [data-role="progress"]')`),
+		chromedp.Click(chromedp.CSS(`#job-page a[href="#"]`)),
+		until(`document.getElementById("job-page").hidden`),
+	)
+	stopRunner()
 
 	if c := extra.stop(t); c != 0 {
 		t.Fatalf("runner exit %d: %s", c, extra.stderr.String())

@@ -247,6 +247,10 @@ func waitAndPrint(ctx context.Context, store *jobs.Store, id string, timeout tim
 	}
 	start := time.Now()
 	res, err := store.WaitResult(ctx, id, func(r jobs.Result) {
+		if r.Status == jobs.StatusRunning && r.Progress != nil {
+			fmt.Fprintf(stderr, "running: %s\n", safe(progressText(r.Progress)))
+			return
+		}
 		msg := ""
 		if r.Error != nil {
 			msg = fmt.Sprintf("%d %s", r.Error.Code, safe(r.Error.Message))

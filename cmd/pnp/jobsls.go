@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -91,6 +92,10 @@ func printJobTable(stdout io.Writer, list []jobs.Result) error {
 		if r.DurationMS != nil {
 			dur = (time.Duration(*r.DurationMS * float64(time.Millisecond))).Round(time.Millisecond).String()
 		}
+		if r.Progress != nil {
+			// A running job: how far it got, in the last column.
+			errText = progressText(r.Progress)
+		}
 		if r.Error != nil {
 			errText = fmt.Sprintf("%d %s", r.Error.Code, r.Error.Message)
 			if m := []rune(errText); len(m) > 60 {
@@ -105,6 +110,15 @@ func printJobTable(stdout io.Writer, list []jobs.Result) error {
 			r.SubmittedAt.Local().Format(time.DateTime), dur, safe(errText))
 	}
 	return tw.Flush()
+}
+
+// progressText shows a running job's progress: "40% resizing tiles".
+func progressText(p *jobs.Progress) string {
+	text := strconv.FormatFloat(p.Fraction*100, 'f', 0, 64) + "%"
+	if p.Message != "" {
+		text += " " + p.Message
+	}
+	return text
 }
 
 func statusNames() []string {

@@ -172,7 +172,8 @@ function connect() {
   });
   es.addEventListener("job", (ev) => {
     const d = JSON.parse(ev.data);
-    const li = d.status + " " + d.job_id + " (" + d.algorithm + (d.error ? ", " + d.error.code + " " + d.error.message : "") + ")";
+    const how = d.error ? ", " + d.error.code + " " + d.error.message : d.progress ? ", " + Math.round(d.progress.fraction * 100) + "%" : "";
+    const li = d.status + " " + d.job_id + " (" + d.algorithm + how + ")";
     logEvent(li, d.status === "failed" ? "bad" : "");
     refreshJobs();
     document.dispatchEvent(new CustomEvent("pnp:job", { detail: d }));

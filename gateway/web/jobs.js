@@ -29,16 +29,45 @@ function jobQuery() {
   return q;
 }
 
+// progressView shows a running job's progress: a bar and "40% message".
+function progressView(p) {
+  const pct = Math.round(p.fraction * 100);
+  return el("span", { class: "progress", "data-role": "progress", "data-percent": pct },
+    el("progress", { max: "1", value: String(p.fraction) }),
+    " ", el("span", { class: "progress-text" }, pct + "%" + (p.message ? " " + p.message : "")));
+}
+
+// reasonView is the last column of a job's row: its error, or how far it got.
+function reasonView(r) {
+  if (r.error) return r.error.code + " " + r.error.message;
+  return r.progress ? progressView(r.progress) : "";
+}
+
+function statusClass(status) {
+  return "status " + (status === "failed" ? "bad" : status === "succeeded" ? "good" : "");
+}
+
+// updateJobRow shows a job event in the job's row at once, before the
+// listing is reloaded.
+function updateJobRow(d) {
+  const tr = [...document.querySelectorAll("#jobs tbody tr")].find((tr) => tr.dataset.job === d.job_id);
+  if (!tr) return;
+  const status = tr.querySelector('[data-col="status"]');
+  status.textContent = d.status;
+  status.className = statusClass(d.status);
+  tr.querySelector(".reason").replaceChildren(reasonView(d));
+}
+
 function jobRow(r) {
   return el("tr", { "data-job": r.job_id },
     el("td", {}, jobLink(r.job_id)),
     el("td", {}, r.algorithm),
-    el("td", { "data-col": "status", class: "status " + (r.status === "failed" ? "bad" : r.status === "succeeded" ? "good" : "") }, r.status),
+    el("td", { "data-col": "status", class: statusClass(r.status) }, r.status),
     el("td", {}, r.attempts),
     el("td", {}, r.version || "–"),
     el("td", {}, jobTime(r.submitted_at)),
     el("td", {}, jobDuration(r.duration_ms)),
-    el("td", { class: "reason" }, r.error ? r.error.code + " " + r.error.message : ""));
+    el("td", { class: "reason" }, reasonView(r)));
 }
 
 // loadJobList loads the first page of the listing (more: the next page,
@@ -115,11 +144,12 @@ async function showJob(id) {
   const j = r.body;
   body.replaceChildren(
     el("dl", { class: "job-fields" },
-      jobField("status", el("span", { class: "status " + (j.status === "failed" ? "bad" : j.status === "succeeded" ? "good" : "") }, j.status), "status"),
+      jobField("status", el("span", { class: statusClass(j.status) }, j.status), "status"),
       jobField("algorithm", j.algorithm),
       jobField("version", j.version),
       jobField("instance", j.instance),
       jobField("attempts", j.attempts),
+      j.progress ? jobField("progress", progressView(j.progress), "progress") : null,
       jobField("trace id", j.trace_id ? el("code", {}, j.trace_id) : "", "trace_id"),
       jobField("submitted", jobTime(j.submitted_at), "submitted_at"),
       jobField("started", jobTime(j.started_at), "started_at"),
@@ -171,6 +201,7 @@ document.getElementById("jobs-more").addEventListener("click", () => loadJobList
 document.getElementById("cancel-job").addEventListener("click", cancelJob);
 // A job's record changed (app.js passes the events of /v1/events on).
 document.addEventListener("pnp:job", (ev) => {
+  if (ev.detail) updateJobRow(ev.detail);
   refreshJobList();
   if (ev.detail && ev.detail.job_id === jobsView.shown) showJob(jobsView.shown);
 });

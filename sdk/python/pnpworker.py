@@ -60,11 +60,12 @@ import threading
 import time
 import traceback
 import typing
+import unicodedata
 
 PROTOCOL = 1
 # The major version is the protocol's: an SDK 1.x speaks protocol 1 (a
 # test holds them together).
-__version__ = "1.1.0"
+__version__ = "1.2.0"
 
 __all__ = [
     "Reject",
@@ -72,6 +73,7 @@ __all__ = [
     "batch",
     "cancelled",
     "log",
+    "progress",
     "describe",
     "schema_of",
     "serve",
@@ -169,6 +171,44 @@ def cancelled():
     restarted."""
     ev = getattr(_local, "cancel", None)
     return ev is not None and ev.is_set()
+
+
+_MAX_PROGRESS_MESSAGE = 200
+
+
+def progress(fraction, message=""):
+    """Report how far the request this thread is serving got: fraction
+    from 0 to 1 and a short message (one line of printable text, at most
+    200 bytes of UTF-8). The job's record then has status running and shows
+    it (pnp result, pnp jobs ls, the dashboard). The runner publishes at
+    most one report per job every 250 ms, the latest; so calling it often
+    is cheap on the network, though each call writes one line to the
+    runner.
+
+    Outside a request (a script calling the function directly, a thread of
+    the function's own) and inside a batch function it does nothing. A
+    fraction that is not a number from 0 to 1, or a message that is too
+    long or holds control characters, raises ValueError."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise ValueError(f"progress fraction {fraction!r}: want a number from 0 to 1")
+    fraction = float(fraction)
+    if not 0.0 <= fraction <= 1.0:  # NaN fails both
+        raise ValueError(f"progress fraction {fraction!r}: want a number from 0 to 1")
+    message = str(message)
+    if len(message.encode("utf-8", "surrogatepass")) > _MAX_PROGRESS_MESSAGE:
+        raise ValueError(f"progress message of {len(message.encode('utf-8', 'surrogatepass'))} bytes: at most {_MAX_PROGRESS_MESSAGE}")
+    for ch in message:
+        if unicodedata.category(ch) in ("Cc", "Cs") or ch in "\u2028\u2029" or unicodedata.bidirectional(ch) in _BIDI_CONTROLS:
+            raise ValueError(f"progress message: control character U+{ord(ch):04X} (want one line of printable text)")
+    srv, rid = _server, getattr(_local, "id", None)
+    if srv is None or rid is None:
+        return
+    srv.send({"type": "progress", "id": rid, "fraction": fraction, "message": message})
+
+
+# Explicit directional formatting characters: they reorder what a
+# terminal shows.
+_BIDI_CONTROLS = ("LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI")
 
 
 def log(message, level="info"):

@@ -687,3 +687,46 @@ class ProcessTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+PROGRESS = '''
+import pnpworker
+
+@pnpworker.algorithm(concurrency=4)
+def run_steps(name: str) -> dict:
+    barrier.wait(timeout=10)
+    for i in range(1, 4):
+        pnpworker.progress(i / 4, f"{name} step {i}")
+    errors = []
+    for bad in (float("nan"), -0.5, 1.5, True, "half"):
+        try:
+            pnpworker.progress(bad)
+        except ValueError as e:
+            errors.append(str(e))
+    for bad in ("x" * 201, "a\\x1b[2Jb", "a\\nb", "a\\u202eb"):
+        try:
+            pnpworker.progress(0.5, bad)
+        except ValueError as e:
+            errors.append(str(e))
+    return {"errors": len(errors)}
+'''
+
+
+class ProgressTest(unittest.TestCase):
+    def test_progress_per_request_under_concurrency(self):
+        m = module(PROGRESS, barrier=threading.Barrier(2))
+        sent = serve(m, [
+            {"type": "request", "id": "a", "algorithm": "steps", "input": {"name": "a"}},
+            {"type": "request", "id": "b", "algorithm": "steps", "input": {"name": "b"}},
+        ])
+        for rid in ("a", "b"):
+            reports = [s for s in sent if s["type"] == "progress" and s["id"] == rid]
+            self.assertEqual([(r["fraction"], r["message"]) for r in reports],
+                             [(0.25, f"{rid} step 1"), (0.5, f"{rid} step 2"), (0.75, f"{rid} step 3")])
+            result = [s for s in sent if s["type"] == "result" and s["id"] == rid]
+            self.assertEqual(result[0]["output"], {"errors": 9})
+
+    def test_outside_a_request_is_a_no_op(self):
+        self.assertIsNone(pnpworker.progress(0.5, "nobody listens"))
+        with self.assertRaises(ValueError):
+            pnpworker.progress(2)
