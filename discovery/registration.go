@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v5"
@@ -113,14 +114,21 @@ type Codec struct {
 	schema *jsonschema.Schema
 }
 
-// NewCodec compiles the registration schema.
+// NewCodec returns a codec over the registration schema, compiled once per
+// process at the first call: every registry, cache and view of a process
+// (pnp up has several) shares it.
 func NewCodec() (*Codec, error) {
-	s, err := schemas.Compile("registration.json")
+	s, err := registrationSchema()
 	if err != nil {
 		return nil, fmt.Errorf("discovery: %w", err)
 	}
 	return &Codec{schema: s}, nil
 }
+
+// registrationSchema compiles schemas/registration.json once. A compiled
+// schema is immutable and safe for concurrent use, like a package-level
+// regexp.
+var registrationSchema = sync.OnceValues(func() (*jsonschema.Schema, error) { return schemas.Compile("registration.json") })
 
 // Encode validates r and returns its JSON form.
 func (c *Codec) Encode(r Registration) ([]byte, error) {

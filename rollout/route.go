@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v5"
@@ -54,14 +55,21 @@ var ErrNoRoute = errors.New("no route")
 // Codec encodes and decodes route records. It is safe for concurrent use.
 type Codec struct{ schema *jsonschema.Schema }
 
-// NewCodec compiles the route schema.
+// NewCodec returns a codec over the route schema, compiled once per
+// process at the first call: every registry, cache and view of a process
+// (pnp up has several) shares it.
 func NewCodec() (*Codec, error) {
-	s, err := schemas.Compile("route.json")
+	s, err := routeSchema()
 	if err != nil {
 		return nil, fmt.Errorf("rollout: %w", err)
 	}
 	return &Codec{schema: s}, nil
 }
+
+// routeSchema compiles schemas/route.json once. A compiled
+// schema is immutable and safe for concurrent use, like a package-level
+// regexp.
+var routeSchema = sync.OnceValues(func() (*jsonschema.Schema, error) { return schemas.Compile("route.json") })
 
 // Encode validates r and returns its JSON form.
 func (c *Codec) Encode(r Route) ([]byte, error) {

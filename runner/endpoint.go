@@ -31,11 +31,14 @@ import (
 // started by use, when a request is admitted and no worker is free, so a
 // large MaxConcurrency costs nothing until the load reaches it.
 type endpoint struct {
-	alg         *Algorithm
-	nc          *nats.Conn
-	js          jetstream.JetStream // the outputs bucket, for outputs too large for a message
-	subs        subs
-	cache       *liveView // live instances, for protocol.HeaderVersionWanted
+	alg   *Algorithm
+	nc    *nats.Conn
+	js    jetstream.JetStream // the outputs bucket, for outputs too large for a message
+	subs  subs
+	cache *liveView // live instances, for protocol.HeaderVersionWanted
+	// provisioned is closed once the outputs bucket exists (the runner
+	// serves while provisioning); storeOutput waits for it.
+	provisioned <-chan struct{}
 	monitorSubs []*nats.Subscription
 	started     time.Time
 	metadata    map[string]string

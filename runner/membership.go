@@ -192,6 +192,18 @@ func (m *membership) want(e *endpoint) (member, fallback bool) {
 	return rollout.PlainMember(r, ok, spec.Version, stableLive), !stableLive
 }
 
+// needsLive reports whether deciding the membership of any of algs takes
+// the live instances: a route of its algorithm names another stable
+// version.
+func (m *membership) needsLive(algs []*Algorithm) bool {
+	for _, a := range algs {
+		if r, ok := m.table.Lookup(a.spec.Name); ok && r.Stable != a.spec.Version {
+			return true
+		}
+	}
+	return false
+}
+
 func (m *membership) run(ctx context.Context) {
 	fallback := map[*endpoint]bool{}
 	for {
@@ -244,14 +256,15 @@ func (e *endpoint) forward(m *nats.Msg, cache *liveView) bool {
 	if want == "" || want == spec.Version || m.Subject != e.alg.Subject() {
 		return false
 	}
-	live := false
-	if cache != nil {
-		for _, reg := range cache.Lookup(spec.Name) {
-			if reg.Version == want {
-				live = true
-				break
-			}
+	live := cache != nil && cache.hasVersion(spec.Name, want)
+	if !live && cache != nil {
+		// At start-up the runner serves before it has read the live
+		// instances: a "not live" then waits for the first read.
+		select {
+		case <-cache.Ready():
+		case <-time.After(routesWait):
 		}
+		live = cache.hasVersion(spec.Name, want)
 	}
 	now := time.Now()
 	if !live {

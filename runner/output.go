@@ -26,5 +26,11 @@ const outputStoreTimeout = 30 * time.Second
 func (e *endpoint) storeOutput(data []byte) (objref.Ref, error) {
 	ctx, cancel := context.WithTimeout(e.base, outputStoreTimeout)
 	defer cancel()
+	// The runner serves while it is still making sure the bucket exists.
+	select {
+	case <-e.provisioned:
+	case <-ctx.Done():
+		return objref.Ref{}, ctx.Err()
+	}
 	return objref.Put(ctx, e.js, objref.OutputsBucketFor(e.alg.spec.Name), nuid.Next(), bytes.NewReader(data))
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pnpworker/pnpworker/discovery"
-	"github.com/pnpworker/pnpworker/internal/objref"
 	"github.com/pnpworker/pnpworker/protocol"
 	"github.com/pnpworker/pnpworker/rollout"
 )
@@ -265,61 +264,72 @@ func (r *Runner) Instances() []string {
 }
 
 // Run subscribes every algorithm, registers it in discovery and serves
-// requests until ctx is cancelled. It then deletes the registrations first
-// (callers stop picking this instance), drains the subscriptions (requests
-// already delivered are still served), waits for admitted requests up to the
-// drain timeout, cancels what still runs (answered 503), and returns nil. It
-// returns an error only when start-up fails.
+// requests until ctx is cancelled. It subscribes as soon as it has read the
+// routes of its algorithms and provisions its buckets meanwhile, so requests
+// may be served before Started is closed. Once ctx is cancelled it deletes
+// the registrations first (callers stop picking this instance), drains the
+// subscriptions (requests already delivered are still served), waits for
+// admitted requests up to the drain timeout, cancels what still runs
+// (answered 503), and returns nil. It returns an error only when start-up
+// fails.
 func (r *Runner) Run(ctx context.Context) error {
 	log := r.opts.log
 	js, err := r.jetStream()
 	if err != nil {
 		return fmt.Errorf("runner: %w", err)
 	}
-	var reg *discovery.Registry
-	if r.opts.provision {
-		reg, err = discovery.Provision(ctx, js, r.opts.discovery)
-	} else {
-		reg, err = discovery.Open(ctx, js, r.opts.discovery)
-	}
-	if err != nil {
-		return fmt.Errorf("runner: %w", err)
+	names := make([]string, 0, len(r.algs))
+	for _, a := range r.algs {
+		names = append(names, a.Name()) // New refused duplicates
 	}
 
-	if r.opts.provision {
-		if _, err := rollout.Provision(ctx, js, r.opts.routes); err != nil {
-			return fmt.Errorf("runner: %w", err)
-		}
-		// Each algorithm's own outputs bucket, unless pnp provision made
-		// it already (its settings are then kept).
-		for _, a := range r.algs {
-			if err := objref.EnsureBucket(ctx, js, objref.OutputsConfig(a.Name(), 0, 0, r.opts.discovery.Replicas)); err != nil {
-				return fmt.Errorf("runner: %w", err)
-			}
-		}
-	}
+	// Only the routes must be known before the first subscription (a
+	// version must not take plain traffic against its route). Provisioning
+	// the buckets and reading the live instances are needed to register,
+	// and for a route that names another version: they follow the first
+	// read of the routes, and run while the runner subscribes.
+	prov := newProvisioning()
 	// Routes decide which versions are in the shared queue group on
 	// run.<algorithm>, and the live instances decide whether a route's
 	// stable version can serve it; both are followed for as long as the
 	// runner runs, for its own algorithms only and without a consumer
 	// (views.go).
-	names := make([]string, 0, len(r.algs))
-	for _, a := range r.algs {
-		names = append(names, a.Name()) // New refused duplicates
-	}
 	watchCtx, stopWatching := context.WithCancel(context.WithoutCancel(ctx))
-	table, err := newRouteView(js, r.opts.routes, names, log)
-	if err != nil {
-		stopWatching()
-		return fmt.Errorf("runner: %w", err)
-	}
-	cache := newLiveView(r.nc, reg, names, r.keyPutPrefix(), log)
+	table := newRouteView(r.nc, r.opts.jsAPIPrefix, js, r.opts.routes, names, prov.routesBucket, log)
+	cache := newLiveView(r.nc, names, r.keyPutPrefix(), log)
 	var watchWG sync.WaitGroup
-	watchWG.Add(2)
+	watchWG.Add(1)
 	go func() { defer watchWG.Done(); table.run(watchCtx) }()
-	go func() { defer watchWG.Done(); cache.run(watchCtx) }()
 	defer watchWG.Wait()
 	defer stopWatching()
+	var reg *discovery.Registry
+	// followLive waits for provisioning and starts following the live
+	// instances.
+	followLive := func() error {
+		select {
+		case <-prov.done:
+		case <-ctx.Done():
+			return nil
+		}
+		if prov.err != nil {
+			return fmt.Errorf("runner: %w", prov.err)
+		}
+		reg = prov.reg
+		cache.reg = reg
+		watchWG.Add(1)
+		go func() { defer watchWG.Done(); cache.run(watchCtx) }()
+		return nil
+	}
+	// The first read of the routes does not queue behind provisioning's
+	// JetStream API requests.
+	select {
+	case <-table.tried:
+	case <-time.After(routesWait):
+	case <-ctx.Done():
+		return nil
+	}
+	r.startProvisioning(ctx, js, prov)
+	defer prov.wait()
 	// Start as a member only where the routes allow it: wait (briefly) for
 	// them, so that a new version does not take plain traffic for a moment
 	// against its route.
@@ -330,21 +340,35 @@ func (r *Runner) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
-	select {
-	case <-cache.Ready():
-	case <-time.After(routesWait):
-		log.Warn().Dur("waited", routesWait).Msg("discovery not loaded in time")
-	case <-ctx.Done():
-		return nil
-	}
 	mem := &membership{table: table, cache: cache}
+	if mem.needsLive(r.algs) {
+		// A route names another stable version: whether this one serves
+		// run.<algorithm> as a fallback depends on that version being live.
+		if err := followLive(); err != nil || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-cache.Ready():
+		case <-time.After(routesWait):
+			log.Warn().Dur("waited", routesWait).Msg("discovery not loaded in time")
+		case <-ctx.Done():
+			return nil
+		}
+	}
 
 	// base outlives ctx: requests keep running while draining and are
 	// cut short (interruptAll) only when the drain timeout passes.
 	base := context.WithoutCancel(ctx)
 
 	var eps []*endpoint
+	memCtx, stopMembership := context.WithCancel(ctx)
+	defer stopMembership()
+	memDone := make(chan struct{})
 	abort := func() {
+		stopMembership()
+		if mem.eps != nil {
+			<-memDone
+		}
 		for _, e := range eps {
 			e.interruptAll()
 		}
@@ -355,7 +379,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}
 	for _, a := range r.algs {
-		e, err := r.startEndpoint(base, a, mem, cache)
+		e, err := r.startEndpoint(base, a, mem, cache, prov.done)
 		if err != nil {
 			abort()
 			return fmt.Errorf("runner: %s: %w", a.Name(), err)
@@ -363,6 +387,13 @@ func (r *Runner) Run(ctx context.Context) error {
 		eps = append(eps, e)
 	}
 	mem.eps = eps
+	go func() { defer close(memDone); mem.run(memCtx) }()
+	if reg == nil {
+		if err := followLive(); err != nil || ctx.Err() != nil {
+			abort()
+			return err
+		}
+	}
 
 	// Register only after subscribing: a registered instance always has
 	// someone listening.
@@ -393,9 +424,6 @@ func (r *Runner) Run(ctx context.Context) error {
 		// After the workers are done: the counts it keeps are final.
 		defer r.metrics.detach(r)
 	}
-	memCtx, stopMembership := context.WithCancel(ctx)
-	memDone := make(chan struct{})
-	go func() { defer close(memDone); mem.run(memCtx) }()
 	close(r.started)
 	for _, e := range eps {
 		e.log.Info().Str("subject", e.rec.Subject).Str("pinned_subject", discovery.PinnedSubject(e.rec.Algorithm, e.rec.Version)).
@@ -454,7 +482,7 @@ const stuckGrace = 2 * time.Second
 // discovery view.
 const routesWait = 2 * time.Second
 
-func (r *Runner) startEndpoint(base context.Context, a *Algorithm, mem *membership, cache *liveView) (*endpoint, error) {
+func (r *Runner) startEndpoint(base context.Context, a *Algorithm, mem *membership, cache *liveView, provisioned <-chan struct{}) (*endpoint, error) {
 	spec := a.Spec()
 	limit := spec.MaxConcurrency + spec.MaxPending
 	instance := nuid.Next()
@@ -480,6 +508,7 @@ func (r *Runner) startEndpoint(base context.Context, a *Algorithm, mem *membersh
 		started:     time.Now().UTC(),
 		metadata:    map[string]string{"sdk": SDK, "host": r.opts.host},
 		cache:       cache,
+		provisioned: provisioned,
 	}
 	if r.metrics != nil {
 		e.metrics = r.metrics

@@ -1,9 +1,12 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -96,22 +99,30 @@ func (v *view[V]) update(f func(m map[string]V) bool) {
 // routeView follows the routes of the runner's algorithms.
 type routeView struct {
 	*view[rollout.Route]
-	js    jetstream.JetStream
-	cfg   rollout.Config
-	algs  []string
-	log   zerolog.Logger
+	js   jetstream.JetStream
+	cfg  rollout.Config
+	algs []string
+	log  zerolog.Logger
+	// provisioned is closed once the routes bucket has been provisioned
+	// (or is not the runner's to make): a bucket missing before then is
+	// looked for again as soon as it is.
+	provisioned <-chan struct{}
+	// nc and apiPrefix are what firstRead reads the routes through
+	// before run binds the bucket.
+	nc        *nats.Conn
+	apiPrefix string
+	// tried is closed once firstRead returned, successful or not.
+	tried chan struct{}
+	// codec is compiled at the first route read, not at start-up (used
+	// by run's goroutine only).
 	codec *rollout.Codec
 	// invalid is the revision of each algorithm's route last found
 	// invalid, so that it is logged once (used by run's goroutine only).
 	invalid map[string]uint64
 }
 
-func newRouteView(js jetstream.JetStream, cfg rollout.Config, algs []string, log zerolog.Logger) (*routeView, error) {
-	c, err := rollout.NewCodec()
-	if err != nil {
-		return nil, err
-	}
-	return &routeView{view: newView[rollout.Route](), js: js, cfg: cfg, algs: algs, log: log, codec: c, invalid: map[string]uint64{}}, nil
+func newRouteView(nc *nats.Conn, apiPrefix string, js jetstream.JetStream, cfg rollout.Config, algs []string, provisioned <-chan struct{}, log zerolog.Logger) *routeView {
+	return &routeView{view: newView[rollout.Route](), nc: nc, apiPrefix: apiPrefix, js: js, cfg: cfg, algs: algs, provisioned: provisioned, tried: make(chan struct{}), log: log, invalid: map[string]uint64{}}
 }
 
 // Lookup returns the route of algorithm, and whether there is one.
@@ -125,6 +136,10 @@ const missingRoutesPoll = 5 * time.Second
 // have to exist: without it there is no route, and it is looked for every
 // missingRoutesPoll.
 func (v *routeView) run(ctx context.Context) {
+	if v.firstRead(ctx) {
+		v.markReady()
+	}
+	close(v.tried)
 	var kv jetstream.KeyValue
 	missing := false
 	var lookedFor time.Time
@@ -134,19 +149,25 @@ func (v *routeView) run(ctx context.Context) {
 				return nil
 			}
 			lookedFor = time.Now()
-			st, err := rollout.Open(ctx, v.js, v.cfg)
+			// Bound directly: the store's codec is not needed to read.
+			bucket := cmp.Or(v.cfg.Bucket, rollout.Bucket)
+			b, err := v.js.KeyValue(ctx, bucket)
+			if errors.Is(err, jetstream.ErrBucketNotFound) && v.waitProvisioned(ctx) {
+				// Made by this runner's own provisioning meanwhile.
+				b, err = v.js.KeyValue(ctx, bucket)
+			}
 			if errors.Is(err, jetstream.ErrBucketNotFound) {
 				if !missing {
-					v.log.Info().Str("bucket", v.cfg.Bucket).Msg("no routes bucket yet: every version serves run.<algorithm>; looking for it every 5s")
+					v.log.Info().Str("bucket", bucket).Msg("no routes bucket yet: every version serves run.<algorithm>; looking for it every 5s")
 				}
 				missing = true
 				v.update(func(m map[string]rollout.Route) bool { had := len(m) > 0; clear(m); return had })
 				return nil
 			}
 			if err != nil {
-				return err
+				return fmt.Errorf("routes bucket %s: %w", bucket, err)
 			}
-			kv, missing = st.KeyValue(), false
+			kv, missing = b, false
 		}
 		for _, alg := range v.algs {
 			if err := v.read(ctx, kv, alg); err != nil {
@@ -158,18 +179,84 @@ func (v *routeView) run(ctx context.Context) {
 	})
 }
 
+// waitProvisioned waits, once, for the runner's provisioning of the routes
+// bucket, and reports whether it waited.
+func (v *routeView) waitProvisioned(ctx context.Context) bool {
+	if v.provisioned == nil {
+		return false
+	}
+	select {
+	case <-v.provisioned:
+	case <-ctx.Done():
+	}
+	v.provisioned = nil
+	return ctx.Err() == nil
+}
+
 func (v *routeView) read(ctx context.Context, kv jetstream.KeyValue, alg string) error {
-	var r rollout.Route
-	ok := false
 	e, err := kv.Get(ctx, alg)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		return v.apply(alg, nil, 0)
 	case err != nil:
 		return err
-	default:
-		if r, err = v.codec.Decode(alg, e.Value()); err != nil {
-			if v.invalid[alg] != e.Revision() {
-				v.invalid[alg] = e.Revision()
+	}
+	return v.apply(alg, e.Value(), e.Revision())
+}
+
+// firstRead reads the route of every algorithm with one direct get each
+// ($JS.API.DIRECT.GET.KV_routes.$KV.routes.<algorithm>, as nats.conf
+// grants), without binding the bucket first (a stream info, one more
+// round trip through the server's JetStream API queue): the routes are
+// what the runner must know before it subscribes, and Run starts
+// provisioning only once this returned. It reports false when it could
+// not read them all (no responder: no bucket, or one without direct gets;
+// anything else), and the ordinary reads of run decide.
+func (v *routeView) firstRead(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, routesWait)
+	defer cancel()
+	bucket := cmp.Or(v.cfg.Bucket, rollout.Bucket)
+	for _, alg := range v.algs {
+		m, err := v.nc.RequestWithContext(ctx, cmp.Or(v.apiPrefix, "$JS.API")+".DIRECT.GET.KV_"+bucket+".$KV."+bucket+"."+alg, nil)
+		if err != nil {
+			return false
+		}
+		var value []byte
+		var rev uint64
+		switch status := m.Header.Get("Status"); {
+		case status == "404":
+		case status != "":
+			return false
+		case m.Header.Get(kvOperationHeader) != "": // deleted or purged
+		default:
+			value = m.Data
+			if rev, err = strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64); err != nil {
+				return false
+			}
+		}
+		if err := v.apply(alg, value, rev); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// apply makes value (nil: none) the route of alg; revision is its
+// revision in the bucket.
+func (v *routeView) apply(alg string, value []byte, revision uint64) error {
+	var r rollout.Route
+	ok := false
+	if value != nil {
+		if v.codec == nil {
+			var err error
+			if v.codec, err = rollout.NewCodec(); err != nil {
+				return err
+			}
+		}
+		var err error
+		if r, err = v.codec.Decode(alg, value); err != nil {
+			if v.invalid[alg] != revision {
+				v.invalid[alg] = revision
 				v.log.Warn().Err(err).Str("key", alg).Msg("ignoring invalid route")
 			}
 		} else {
@@ -195,7 +282,10 @@ func sameRoute(a, b rollout.Route) bool {
 // liveView follows the live instances of the runner's algorithms.
 type liveView struct {
 	*view[[]discovery.Registration]
-	nc   *nats.Conn
+	nc *nats.Conn
+	// reg is set before run is called: the view is made before the
+	// discovery bucket is provisioned, and answers "none live" until run
+	// has read it.
 	reg  *discovery.Registry
 	algs []string
 	log  zerolog.Logger
@@ -217,8 +307,8 @@ type liveView struct {
 // subject may have been, for the read to be trusted to include it.
 const freshMargin = time.Second
 
-func newLiveView(nc *nats.Conn, reg *discovery.Registry, algs []string, putPrefix string, log zerolog.Logger) *liveView {
-	return &liveView{view: newView[[]discovery.Registration](), nc: nc, reg: reg, algs: algs, putPrefix: putPrefix, log: log,
+func newLiveView(nc *nats.Conn, algs []string, putPrefix string, log zerolog.Logger) *liveView {
+	return &liveView{view: newView[[]discovery.Registration](), nc: nc, algs: algs, putPrefix: putPrefix, log: log,
 		gone: map[string]time.Time{}, fresh: map[string]time.Time{}}
 }
 
@@ -227,6 +317,11 @@ func newLiveView(nc *nats.Conn, reg *discovery.Registry, algs []string, putPrefi
 func (v *liveView) Lookup(alg string) []discovery.Registration {
 	regs, _ := v.get(alg)
 	return regs
+}
+
+// hasVersion reports whether a live instance of algorithm has version.
+func (v *liveView) hasVersion(alg, version string) bool {
+	return slices.ContainsFunc(v.Lookup(alg), func(r discovery.Registration) bool { return r.Version == version })
 }
 
 // run reads the live instances every TTL/livePollDivisor until ctx ends,
