@@ -182,6 +182,15 @@ func (m *membership) want(e *endpoint) (member, fallback bool) {
 	if !ok || r.Stable == spec.Version {
 		return true, false
 	}
+	select {
+	case <-m.cache.Ready():
+	default:
+		// The live instances are not read yet (the runner subscribes
+		// before it reads them): a version the route does not make
+		// stable stays out until it is known whether the stable one is
+		// live, rather than take plain traffic against the route.
+		return false, false
+	}
 	stableLive := false
 	for _, reg := range m.cache.Lookup(spec.Name) {
 		if reg.Version == r.Stable {
@@ -206,6 +215,9 @@ func (m *membership) needsLive(algs []*Algorithm) bool {
 
 func (m *membership) run(ctx context.Context) {
 	fallback := map[*endpoint]bool{}
+	// The first read of the live instances may find what was assumed
+	// (none): it changes nothing, but decides the fallbacks.
+	ready := m.cache.Ready()
 	for {
 		tableChanged, cacheChanged := m.table.Changed(), m.cache.Changed()
 		var recheck time.Duration
@@ -233,6 +245,8 @@ func (m *membership) run(ctx context.Context) {
 			return
 		case <-tableChanged:
 		case <-cacheChanged:
+		case <-ready:
+			ready = nil
 		case <-timer:
 		}
 	}
