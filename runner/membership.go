@@ -271,17 +271,20 @@ func (e *endpoint) forward(m *nats.Msg, cache *liveView) bool {
 		return false
 	}
 	live := cache != nil && cache.hasVersion(spec.Name, want)
+	// At start-up the runner serves before it has read the live
+	// instances: a "not live" then waits for the first read, on the
+	// relay's goroutine (handle must not block).
+	unread := false
 	if !live && cache != nil {
-		// At start-up the runner serves before it has read the live
-		// instances: a "not live" then waits for the first read.
 		select {
 		case <-cache.Ready():
-		case <-time.After(routesWait):
+			live = cache.hasVersion(spec.Name, want)
+		default:
+			unread = true
 		}
-		live = cache.hasVersion(spec.Name, want)
 	}
 	now := time.Now()
-	if !live {
+	if !live && !unread {
 		e.replyError(m.Reply, m.Header, now, notLive(spec.Name, want))
 		return true
 	}
@@ -309,6 +312,16 @@ func (e *endpoint) forward(m *nats.Msg, cache *liveView) bool {
 	e.mu.Unlock()
 	go func() {
 		defer e.done()
+		if unread {
+			select {
+			case <-cache.Ready():
+			case <-time.After(routesWait):
+			}
+			if !cache.hasVersion(spec.Name, want) {
+				e.replyError(m.Reply, m.Header, now, notLive(spec.Name, want))
+				return
+			}
+		}
 		e.relay(m, discovery.PinnedSubject(spec.Name, want), now, deadline)
 	}()
 	return true
