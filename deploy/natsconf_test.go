@@ -207,6 +207,39 @@ func (c *client) expectDeniedCall(t *testing.T, subject string, prefix bool, cal
 	}
 }
 
+// expectNeverStarts runs r until the server reports the permission
+// violation quoted names, then stops it: r must not have started, must
+// stop when asked, and must have registered nothing. (A runner subscribes
+// before its buckets are provisioned, and a refused JetStream API call
+// fails only at its timeout; stopping it first, Run may return nil.)
+func (c *client) expectNeverStarts(t *testing.T, r *runner.Runner, quoted string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	c.expectViolation(t, quoted)
+	select {
+	case <-r.Started():
+		t.Fatalf("%s: the runner started", c.role)
+	default:
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: the runner did not stop within 30s", c.role)
+	}
+	select {
+	case <-r.Started():
+		t.Fatalf("%s: the runner started", c.role)
+	default:
+	}
+	if n := len(r.Instances()); n != 0 {
+		t.Fatalf("%s: %d registrations", c.role, n)
+	}
+}
+
 // expectClean fails when the server reported any permission violation.
 func (c *client) expectClean(t *testing.T) {
 	t.Helper()
@@ -745,14 +778,9 @@ func TestRolesDenied(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The runner tries to provision the discovery bucket, which its
-		// user may not: the server's permission error on that JetStream
-		// API call, and nothing else, stops it.
-		c.expectDeniedCall(t, asPublished(c.role, "$JS.API."), true, r.Run)
-		select {
-		case <-r.Started():
-			t.Fatal("the runner started")
-		default:
-		}
+		// user may not: the server refuses that JetStream API call, and
+		// the runner never starts (nor registers).
+		c.expectNeverStarts(t, r, `"`+asPublished(c.role, "$JS.API."))
 	})
 
 	t.Run("runner without its account's JetStream prefix fails to start", func(t *testing.T) {
@@ -766,13 +794,8 @@ func TestRolesDenied(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Its account has no JetStream of its own: binding to discovery
-		// under $JS.API is refused, and nothing else stops it.
-		c.expectDeniedCall(t, "$JS.API.STREAM.INFO.KV_discovery", false, r.Run)
-		select {
-		case <-r.Started():
-			t.Fatal("the runner started")
-		default:
-		}
+		// under $JS.API is refused, and the runner never starts.
+		c.expectNeverStarts(t, r, `"$JS.API.STREAM.INFO.KV_discovery"`)
 	})
 
 	t.Run("no credentials", func(t *testing.T) {
