@@ -515,6 +515,12 @@ func (t *task) loadPrevious(ctx context.Context) (final bool, err error) {
 		return true, nil
 	}
 	t.rec.Attempts = prev.Attempts
+	if prev.Status == jobs.StatusRunning {
+		// The attempt a running record counts ended without an outcome
+		// (handed back, or its controller stopped): not an attempt, as
+		// it would not be had it reported no progress.
+		t.rec.Attempts = max(prev.Attempts-1, 0)
+	}
 	if !prev.StartedAt.IsZero() {
 		t.rec.StartedAt = prev.StartedAt
 	}

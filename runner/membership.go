@@ -182,6 +182,15 @@ func (m *membership) want(e *endpoint) (member, fallback bool) {
 	if !ok || r.Stable == spec.Version {
 		return true, false
 	}
+	select {
+	case <-m.cache.Ready():
+	default:
+		// The live instances are not read yet (the runner subscribes
+		// before it reads them): a version the route does not make
+		// stable stays out until it is known whether the stable one is
+		// live, rather than take plain traffic against the route.
+		return false, false
+	}
 	stableLive := false
 	for _, reg := range m.cache.Lookup(spec.Name) {
 		if reg.Version == r.Stable {
@@ -206,6 +215,9 @@ func (m *membership) needsLive(algs []*Algorithm) bool {
 
 func (m *membership) run(ctx context.Context) {
 	fallback := map[*endpoint]bool{}
+	// The first read of the live instances may find what was assumed
+	// (none): it changes nothing, but decides the fallbacks.
+	ready := m.cache.Ready()
 	for {
 		tableChanged, cacheChanged := m.table.Changed(), m.cache.Changed()
 		var recheck time.Duration
@@ -233,6 +245,8 @@ func (m *membership) run(ctx context.Context) {
 			return
 		case <-tableChanged:
 		case <-cacheChanged:
+		case <-ready:
+			ready = nil
 		case <-timer:
 		}
 	}
@@ -257,17 +271,20 @@ func (e *endpoint) forward(m *nats.Msg, cache *liveView) bool {
 		return false
 	}
 	live := cache != nil && cache.hasVersion(spec.Name, want)
+	// At start-up the runner serves before it has read the live
+	// instances: a "not live" then waits for the first read, on the
+	// relay's goroutine (handle must not block).
+	unread := false
 	if !live && cache != nil {
-		// At start-up the runner serves before it has read the live
-		// instances: a "not live" then waits for the first read.
 		select {
 		case <-cache.Ready():
-		case <-time.After(routesWait):
+			live = cache.hasVersion(spec.Name, want)
+		default:
+			unread = true
 		}
-		live = cache.hasVersion(spec.Name, want)
 	}
 	now := time.Now()
-	if !live {
+	if !live && !unread {
 		e.replyError(m.Reply, m.Header, now, notLive(spec.Name, want))
 		return true
 	}
@@ -295,6 +312,16 @@ func (e *endpoint) forward(m *nats.Msg, cache *liveView) bool {
 	e.mu.Unlock()
 	go func() {
 		defer e.done()
+		if unread {
+			select {
+			case <-cache.Ready():
+			case <-time.After(routesWait):
+			}
+			if !cache.hasVersion(spec.Name, want) {
+				e.replyError(m.Reply, m.Header, now, notLive(spec.Name, want))
+				return
+			}
+		}
 		e.relay(m, discovery.PinnedSubject(spec.Name, want), now, deadline)
 	}()
 	return true

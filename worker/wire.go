@@ -83,7 +83,7 @@ func appendString(b []byte, s string) []byte {
 // inboundFields are the JSON names of inbound's fields. A key that matches
 // one of them only without regard to case, as encoding/json matches
 // names, sends a line to the general path.
-var inboundFields = [][]byte{[]byte("type"), []byte("id"), []byte("protocol"), []byte("algorithms"), []byte("sdk"), []byte("output"), []byte("results"), []byte("code"), []byte("message"), []byte("detail"), []byte("level"), []byte("algorithm"), []byte("job_id")}
+var inboundFields = [][]byte{[]byte("type"), []byte("id"), []byte("protocol"), []byte("algorithms"), []byte("sdk"), []byte("output"), []byte("results"), []byte("code"), []byte("message"), []byte("detail"), []byte("level"), []byte("algorithm"), []byte("job_id"), []byte("fraction")}
 
 // scanResult reads a plain result line, {"type":"result","id":"…",
 // "output":…} with nothing else that inbound knows, into m: its output is

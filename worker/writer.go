@@ -40,7 +40,12 @@ func (q *writeQueue) add(ctx context.Context, line []byte, id string) {
 }
 
 // writeQueued writes what is queued unless another goroutine does already;
-// s.wmu is held on entry and released on return.
+// s.wmu is held on entry and released on return. The caller writes the
+// lines it finds, its own among them, and no more: lines queued during
+// that write are written on by another goroutine, so that the caller goes
+// back to wait for its answer (which may be there already) rather than
+// write for the others for as long as they keep coming or the worker is
+// slow to read them.
 func (s *session) writeQueued() {
 	q := &s.wq
 	if q.writing {
@@ -53,28 +58,53 @@ func (s *session) writeQueued() {
 	// their lines join this one's write.
 	runtime.Gosched()
 	s.wmu.Lock()
-	for len(q.buf) > 0 {
-		buf, ids, deadline := q.buf, q.ids, q.deadline
-		if q.forever {
-			deadline = time.Time{}
-		}
-		q.buf, q.ids, q.deadline, q.forever = q.spare[:0], q.spareIDs[:0], time.Time{}, false
+	s.writeBatch()
+	if len(q.buf) > 0 {
 		s.wmu.Unlock()
-		// The deadline is the latest of the lines': the write is needed
-		// until then. A caller whose deadline comes first is answered
-		// by its own deadline meanwhile.
-		_ = s.stdin.SetWriteDeadline(deadline)
-		_, err := s.stdin.Write(buf)
-		if err != nil {
-			s.writeFailed(ids, err)
-		}
-		s.wmu.Lock()
-		if cap(buf) <= maxKeptBuffer {
-			q.spare, q.spareIDs = buf[:0], ids[:0]
-		}
+		go s.writeRest()
+		return
 	}
 	q.writing = false
 	s.wmu.Unlock()
+}
+
+// writeRest writes the queued lines until none are left, then lets the
+// next caller write.
+func (s *session) writeRest() {
+	s.wmu.Lock()
+	for len(s.wq.buf) > 0 {
+		s.writeBatch()
+	}
+	s.wq.writing = false
+	s.wmu.Unlock()
+}
+
+// writeBatch writes the lines queued now in one write; s.wmu is held on
+// entry and on return, and released during the write.
+func (s *session) writeBatch() {
+	q := &s.wq
+	buf, ids, deadline := q.buf, q.ids, q.deadline
+	if q.forever {
+		deadline = time.Time{}
+	}
+	// The kept buffer now takes the next lines: it is kept no more, or a
+	// write too large to keep its own would leave it kept and in use, and
+	// the next write would fill the buffer it writes from.
+	q.buf, q.ids, q.deadline, q.forever = q.spare[:0], q.spareIDs[:0], time.Time{}, false
+	q.spare, q.spareIDs = nil, nil
+	s.wmu.Unlock()
+	// The deadline is the latest of the lines': the write is needed
+	// until then. A caller whose deadline comes first is answered by its
+	// own deadline meanwhile.
+	_ = s.stdin.SetWriteDeadline(deadline)
+	_, err := s.stdin.Write(buf)
+	if err != nil {
+		s.writeFailed(ids, err)
+	}
+	s.wmu.Lock()
+	if cap(buf) <= maxKeptBuffer {
+		q.spare, q.spareIDs = buf[:0], ids[:0]
+	}
 }
 
 // maxKeptBuffer is the largest write buffer kept for the next lines.

@@ -198,7 +198,7 @@ def progress(fraction, message=""):
     if len(message.encode("utf-8", "surrogatepass")) > _MAX_PROGRESS_MESSAGE:
         raise ValueError(f"progress message of {len(message.encode('utf-8', 'surrogatepass'))} bytes: at most {_MAX_PROGRESS_MESSAGE}")
     for ch in message:
-        if unicodedata.category(ch) in ("Cc", "Cs") or ch in "\u2028\u2029" or unicodedata.bidirectional(ch) in _BIDI_CONTROLS:
+        if unicodedata.category(ch) in ("Cc", "Cs") or ch in "\u2028\u2029\u061c\u200e\u200f" or unicodedata.bidirectional(ch) in _BIDI_CONTROLS:
             raise ValueError(f"progress message: control character U+{ord(ch):04X} (want one line of printable text)")
     srv, rid = _server, getattr(_local, "id", None)
     if srv is None or rid is None:
@@ -207,7 +207,8 @@ def progress(fraction, message=""):
 
 
 # Explicit directional formatting characters: they reorder what a
-# terminal shows.
+# terminal shows. With the marks U+061C, U+200E and U+200F (refused
+# above) they are Unicode's Bidi_Control, which the runner refuses.
 _BIDI_CONTROLS = ("LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI")
 
 

@@ -730,3 +730,11 @@ class ProgressTest(unittest.TestCase):
         self.assertIsNone(pnpworker.progress(0.5, "nobody listens"))
         with self.assertRaises(ValueError):
             pnpworker.progress(2)
+
+    def test_message_refused_as_the_runner_refuses_it(self):
+        # The runner (protocol.CheckProgressMessage) refuses every
+        # Bidi_Control character, the marks too: refused here with a
+        # ValueError rather than dropped on the runner's side.
+        for ch in ("\u061c", "\u200e", "\u200f", "\u202a", "\u2066", "\u2069"):
+            with self.assertRaises(ValueError, msg=repr(ch)):
+                pnpworker.progress(0.5, "a" + ch + "b")
