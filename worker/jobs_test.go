@@ -98,22 +98,8 @@ func TestCancelledJobStopsInTheWorker(t *testing.T) {
 	first := pid(t, nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := controller.Provision(ctx, js, controller.StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctl, err := controller.New(nc, controller.Config{Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctlCtx, stopCtl := context.WithCancel(context.Background())
-	ctlDone := make(chan error, 1)
-	go func() { ctlDone <- ctl.Run(ctlCtx) }()
-	t.Cleanup(func() { stopCtl(); <-ctlDone })
+	_, store := provisionJobs(t, ctx, nc)
+	runController(t, nc, 0)
 
 	if _, err := store.Submit(ctx, "sleep", []byte(`{"ms":20000}`), controller.SubmitOptions{ID: "long-sleep"}); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 
 	"github.com/pnpworker/pnpworker/controller"
 	"github.com/pnpworker/pnpworker/internal/natstest"
@@ -24,22 +23,8 @@ func TestPythonProgressShowsInTheRecord(t *testing.T) {
 	logs := startWorker(t, nc, worker.Config{Command: sdkCommand(t, "testdata/progress.py")})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := controller.Provision(ctx, js, controller.StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctl, err := controller.New(nc, controller.Config{Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctlCtx, stopCtl := context.WithCancel(context.Background())
-	ctlDone := make(chan error, 1)
-	go func() { ctlDone <- ctl.Run(ctlCtx) }()
-	t.Cleanup(func() { stopCtl(); <-ctlDone })
+	_, store := provisionJobs(t, ctx, nc)
+	runController(t, nc, 0)
 
 	if _, err := store.Submit(ctx, "steps", []byte(`{"ms":4000}`), controller.SubmitOptions{ID: "py.steps"}); err != nil {
 		t.Fatal(err)
