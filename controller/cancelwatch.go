@@ -95,7 +95,10 @@ func (w *cancelWatch) run(ctx context.Context, c *Controller) {
 				continue
 			}
 			if ready {
-				w.marks.Store(&marks)
+				// A variable of its own: marks is reassigned by the next
+				// change, and the map it holds now is never written again.
+				snapshot := marks
+				w.marks.Store(&snapshot)
 			}
 		}
 	}
